@@ -1,0 +1,260 @@
+#include "balanced.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+#include <unordered_set>
+
+#include "rowmath.hpp"
+
+namespace alscale {
+namespace {
+
+// Largest per-class extra a later pass may use: bounds memory at about 2^24 candidates.
+int64_t max_extra(int64_t num_classes) { return std::max<int64_t>(64, (int64_t{1} << 24) / num_classes); }
+
+// Offers a candidate to a bounded max-heap; returns the new filter bound of the class.
+inline double offer(std::vector<Candidate>& heap, int64_t capacity, const Candidate& c) {
+    if (static_cast<int64_t>(heap.size()) < capacity) {
+        heap.push_back(c);
+        std::push_heap(heap.begin(), heap.end());
+    } else if (c < heap.front()) {
+        std::pop_heap(heap.begin(), heap.end());
+        heap.back() = c;
+        std::push_heap(heap.begin(), heap.end());
+    }
+    return static_cast<int64_t>(heap.size()) < capacity ? kInf : heap.front().key;
+}
+
+// Keeps the `capacity` smallest of a and b in a (as a max-heap).
+void merge_heap(std::vector<Candidate>& a, const std::vector<Candidate>& b, int64_t capacity) {
+    if (b.empty()) return;
+    a.insert(a.end(), b.begin(), b.end());
+    if (static_cast<int64_t>(a.size()) > capacity) {
+        std::nth_element(a.begin(), a.begin() + capacity, a.end());
+        a.resize(static_cast<size_t>(capacity));
+    }
+    std::make_heap(a.begin(), a.end());
+}
+
+template <class T>
+struct UpdateContext {
+    RowReader<T> read;
+    InverseNorms inv;
+    std::vector<double> r;
+    std::vector<double> bound;
+    std::vector<std::vector<Candidate>> heaps;
+    int64_t fed = 0;
+};
+
+}  // namespace
+
+BalancedState::BalancedState(int64_t num_classes, int64_t budget, int64_t extra)
+    : C_(num_classes), B_(budget), extra_(extra), heaps_(static_cast<size_t>(num_classes)) {
+    if (num_classes < 1) throw std::invalid_argument("num_classes must be at least 1");
+    if (budget < 0) throw std::invalid_argument("budget must be non-negative");
+    if (extra < 0) throw std::invalid_argument("capacity must be non-negative");
+    set_capacities(extra);
+}
+
+BalancedState::BalancedState(const BalancedSnapshot& s)
+    : C_(s.num_classes), B_(s.budget), extra_(s.extra), pass_(s.pass), start_class_(s.start_class),
+      available_(s.available), fed_(s.fed), done_(s.done), capacity_(s.capacity), taken_(s.taken),
+      picks_(s.picks), heaps_(static_cast<size_t>(s.num_classes)) {
+    if (C_ < 1 || static_cast<int64_t>(capacity_.size()) != C_ ||
+        static_cast<int64_t>(s.counts.size()) != C_ || s.keys.size() != s.rows.size())
+        throw std::invalid_argument("inconsistent BalancedSelector state");
+    size_t at = 0;
+    for (int64_t c = 0; c < C_; ++c) {
+        const auto n = static_cast<size_t>(s.counts[static_cast<size_t>(c)]);
+        if (at + n > s.keys.size() || static_cast<int64_t>(n) > capacity_[static_cast<size_t>(c)])
+            throw std::invalid_argument("inconsistent BalancedSelector state");
+        auto& h = heaps_[static_cast<size_t>(c)];
+        for (size_t j = 0; j < n; ++j) h.push_back(Candidate{s.keys[at + j], s.rows[at + j]});
+        std::make_heap(h.begin(), h.end());
+        at += n;
+    }
+}
+
+void BalancedState::set_capacities(int64_t extra) {
+    // Class c needs its quota plus room for the rows earlier classes of this pass may take from
+    // it (at most their quotas together): with that much, it can never run short.
+    capacity_.assign(static_cast<size_t>(C_), 0);
+    int64_t before = 0;
+    for (int64_t c = start_class_; c < C_; ++c) {
+        const int64_t q = quota(c, B_);
+        capacity_[static_cast<size_t>(c)] = q == 0 ? 0 : q + std::min(before, extra);
+        before += q;
+    }
+}
+
+double BalancedState::bound(int64_t c) const {
+    const auto cap = capacity_[static_cast<size_t>(c)];
+    if (c < start_class_ || cap == 0) return -kInf;
+    const auto& h = heaps_[static_cast<size_t>(c)];
+    return static_cast<int64_t>(h.size()) < cap ? kInf : h.front().key;
+}
+
+void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* exclude,
+                           const double* inv_norm, int num_threads) {
+    if (done_) throw std::logic_error("the selection is complete; build a new selector");
+    if (logits.cols != C_)
+        throw std::invalid_argument("logits have " + std::to_string(logits.cols) +
+                                    " classes but the selector was built for " + std::to_string(C_));
+    const int64_t n = C_;
+    std::vector<double> bounds(static_cast<size_t>(n));
+    for (int64_t c = 0; c < n; ++c) bounds[static_cast<size_t>(c)] = bound(c);
+    const bool check_taken = !taken_.empty();
+    const int threads = row_threads(num_threads, logits.rows);
+
+    auto run = [&](auto tag) {
+        using T = decltype(tag);
+        std::vector<std::vector<std::vector<Candidate>>> local(static_cast<size_t>(threads));
+        std::vector<int64_t> fed(static_cast<size_t>(threads), 0);
+        for_each_row(
+            logits, threads,
+            [&](int) {
+                return UpdateContext<T>{RowReader<T>(logits), InverseNorms(inv_norm, n),
+                                        std::vector<double>(static_cast<size_t>(n)), bounds,
+                                        std::vector<std::vector<Candidate>>(static_cast<size_t>(n)), 0};
+            },
+            [&](UpdateContext<T>& ctx, int64_t i) {
+                if (exclude && exclude[i]) return true;
+                const int64_t row = ids[i];
+                if (check_taken && std::binary_search(taken_.begin(), taken_.end(), row)) return true;
+                const T* x = ctx.read(i);
+                T mx;
+                if (!row_max(x, n, mx)) return false;
+                const int64_t p = first_index(x, n, mx);
+                double* r = ctx.r.data();
+                double* b = ctx.bound.data();
+                const double m = boundary_row(x, n, static_cast<double>(mx), ctx.inv.row(p), r);
+                constexpr int64_t W = 16;
+                for (int64_t c0 = start_class_; c0 < n; c0 += W) {
+                    const int64_t c1 = std::min(c0 + W, n);
+                    bool any = false;
+                    for (int64_t c = c0; c < c1; ++c) any |= r[c] <= b[c];
+                    if (!any) continue;
+                    for (int64_t c = c0; c < c1; ++c)
+                        if (r[c] <= b[c] && c != p)
+                            b[c] = offer(ctx.heaps[static_cast<size_t>(c)], capacity_[static_cast<size_t>(c)],
+                                         Candidate{r[c], row});
+                }
+                if (m <= b[p])
+                    b[p] = offer(ctx.heaps[static_cast<size_t>(p)], capacity_[static_cast<size_t>(p)],
+                                 Candidate{m, row});
+                ++ctx.fed;
+                return true;
+            },
+            [&](UpdateContext<T>& ctx, int t) {
+                local[static_cast<size_t>(t)] = std::move(ctx.heaps);
+                fed[static_cast<size_t>(t)] = ctx.fed;
+            });
+        for (int t = 0; t < threads; ++t) fed_ += fed[static_cast<size_t>(t)];
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 16)
+        for (int64_t c = 0; c < n; ++c)
+            for (int t = 0; t < threads; ++t)
+                if (!local[static_cast<size_t>(t)].empty())
+                    merge_heap(heaps_[static_cast<size_t>(c)], local[static_cast<size_t>(t)][static_cast<size_t>(c)],
+                               capacity_[static_cast<size_t>(c)]);
+    };
+    if (logits.dtype == DType::f64)
+        run(double{});
+    else
+        run(float{});
+}
+
+void BalancedState::merge(const BalancedState& other) {
+    if (other.C_ != C_ || other.B_ != B_ || other.extra_ != extra_)
+        throw std::invalid_argument("cannot merge selectors built with different num_classes, budget or capacity");
+    if (other.pass_ != pass_ || other.start_class_ != start_class_ || other.done_ != done_ ||
+        other.taken_ != taken_)
+        throw std::invalid_argument("cannot merge selectors that are at different passes");
+    if (done_) throw std::logic_error("the selection is complete; nothing to merge");
+    fed_ += other.fed_;
+    for (int64_t c = 0; c < C_; ++c)
+        merge_heap(heaps_[static_cast<size_t>(c)], other.heaps_[static_cast<size_t>(c)],
+                   capacity_[static_cast<size_t>(c)]);
+}
+
+bool BalancedState::advance() {
+    if (done_) return true;
+    if (pass_ == 0) available_ = fed_;
+    const int64_t budget = std::min(B_, available_);
+    std::unordered_set<int64_t> taken_now;
+    std::vector<int64_t> picks_now;
+    for (int64_t c = start_class_; c < C_; ++c) {
+        const int64_t q = quota(c, budget);
+        if (q == 0) continue;
+        auto& h = heaps_[static_cast<size_t>(c)];
+        std::sort(h.begin(), h.end());
+        int64_t got = 0;
+        for (const auto& cand : h) {
+            if (got == q) break;
+            if (taken_now.count(cand.row)) continue;
+            picks_now.push_back(cand.row);
+            ++got;
+        }
+        if (got < q) {
+            if (fed_ <= capacity_[static_cast<size_t>(c)])
+                throw std::logic_error("BASE: class ran short with every row at hand (row fed twice?)");
+            // Class c's heap lost rows it now needs: pass again from class c.
+            picks_now.resize(picks_now.size() - static_cast<size_t>(got));
+            for (int64_t row : picks_now) taken_now.insert(row);
+            picks_.insert(picks_.end(), picks_now.begin(), picks_now.end());
+            taken_.insert(taken_.end(), picks_now.begin(), picks_now.end());
+            std::sort(taken_.begin(), taken_.end());
+            start_class_ = c;
+            ++pass_;
+            fed_ = 0;
+            extra_ = std::min(std::max<int64_t>(4 * extra_, 64), std::max(extra_, max_extra(C_)));
+            B_ = budget;  // the clipped budget from now on
+            for (auto& hh : heaps_) hh.clear();
+            set_capacities(extra_);
+            return false;
+        }
+        for (auto it = picks_now.end() - got; it != picks_now.end(); ++it) taken_now.insert(*it);
+    }
+    picks_.insert(picks_.end(), picks_now.begin(), picks_now.end());
+    for (auto& hh : heaps_) std::vector<Candidate>().swap(hh);
+    done_ = true;
+    return true;
+}
+
+const std::vector<int64_t>& BalancedState::result() const {
+    if (!done_) throw std::logic_error("the selection needs another pass over the pool");
+    return picks_;
+}
+
+BalancedSnapshot BalancedState::snapshot() const {
+    BalancedSnapshot s;
+    s.num_classes = C_;
+    s.budget = B_;
+    s.extra = extra_;
+    s.pass = pass_;
+    s.start_class = start_class_;
+    s.available = available_;
+    s.fed = fed_;
+    s.done = done_;
+    s.capacity = capacity_;
+    s.taken = taken_;
+    s.picks = picks_;
+    for (const auto& h : heaps_) {
+        s.counts.push_back(static_cast<int64_t>(h.size()));
+        for (const auto& c : h) {
+            s.keys.push_back(c.key);
+            s.rows.push_back(c.row);
+        }
+    }
+    return s;
+}
+
+std::vector<int64_t> select_balanced(const Matrix& logits, int64_t budget, const uint8_t* exclude,
+                                     const double* inv_norm, int num_threads) {
+    BalancedState state(logits.cols, budget, default_extra(logits.cols, budget));
+    do {
+        state.update(logits, RowIds{}, exclude, inv_norm, num_threads);
+    } while (!state.advance());
+    return state.result();
+}
+
+}  // namespace alscale

@@ -1,0 +1,78 @@
+// BASE (Balanced Selection, Emam et al. 2021), exact and streaming.
+//
+// Each class keeps its best candidates (score, row) in a bounded max-heap: O(C * k) memory, never
+// N x C. Rows are fed in chunks (any order, any chunking, from any number of states merged), then
+// advance() serves the classes in order 0..C-1, each taking its quota of the smallest candidates
+// not yet taken. If earlier classes took so many of a class's candidates that its heap ran short
+// (heavy ties), advance() returns false and sets up one more pass over the pool for the remaining
+// classes, with the rows taken so far excluded and capacities that guarantee progress; the result
+// is always the one the official rule gives on the whole pool.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "common.hpp"
+#include "topk.hpp"
+
+namespace alscale {
+
+// Everything a BalancedState is, as flat arrays: what state_dict() serializes and merge checks.
+struct BalancedSnapshot {
+    int64_t num_classes = 0, budget = 0, extra = 0;
+    int64_t pass = 0, start_class = 0, available = 0, fed = 0;
+    bool done = false;
+    std::vector<int64_t> capacity;  // per class
+    std::vector<int64_t> taken;     // sorted rows taken by classes < start_class
+    std::vector<int64_t> picks;     // picks of classes < start_class, in order
+    std::vector<int64_t> counts;    // candidates per class
+    std::vector<double> keys;       // concatenated candidates, class by class
+    std::vector<int64_t> rows;
+};
+
+class BalancedState {
+public:
+    // extra: candidates kept per class beyond its quota (more: fewer extra passes on heavy ties).
+    BalancedState(int64_t num_classes, int64_t budget, int64_t extra);
+    explicit BalancedState(const BalancedSnapshot& s);
+
+    // Feeds rows of the current pass. exclude: nullptr or logits.rows bytes (non-zero: skip).
+    // inv_norm: C x C inverse norms of the head (see scoring.hpp) or nullptr for no weight.
+    void update(const Matrix& logits, RowIds ids, const uint8_t* exclude, const double* inv_norm,
+                int num_threads);
+    // Adds another state's candidates (same classes, budget, extra and pass).
+    void merge(const BalancedState& other);
+    // Serves the classes; true when the result is complete, false when the pool must be fed again.
+    bool advance();
+    bool done() const { return done_; }
+    const std::vector<int64_t>& result() const;
+    BalancedSnapshot snapshot() const;
+
+    int64_t num_classes() const { return C_; }
+    int64_t pass() const { return pass_; }
+
+private:
+    int64_t quota(int64_t c, int64_t budget) const { return budget / C_ + (c < budget % C_ ? 1 : 0); }
+    void set_capacities(int64_t extra);
+    double bound(int64_t c) const;  // filter threshold of class c
+
+    int64_t C_, B_, extra_;
+    int64_t pass_ = 0, start_class_ = 0, available_ = 0, fed_ = 0;
+    bool done_ = false;
+    std::vector<int64_t> capacity_;
+    std::vector<int64_t> taken_;
+    std::vector<int64_t> picks_;
+    std::vector<std::vector<Candidate>> heaps_;  // max-heaps (front = worst kept)
+};
+
+// Default extra candidates per class: a few times the quota, never fewer than 16.
+inline int64_t default_extra(int64_t num_classes, int64_t budget) {
+    return std::max<int64_t>(16, 2 * (budget / std::max<int64_t>(1, num_classes) + 1));
+}
+
+// One-shot BASE over a whole matrix: passes until done. Returns the selected rows in order.
+std::vector<int64_t> select_balanced(const Matrix& logits, int64_t budget, const uint8_t* exclude,
+                                     const double* inv_norm, int num_threads);
+
+}  // namespace alscale

@@ -1,0 +1,224 @@
+// The only pybind11 file: turns numpy buffers into kernel views, releases the GIL around every
+// kernel and hands results back as numpy arrays. Validation with friendly messages lives in the
+// Python layer (alscale/_arrays.py); the checks here only keep bad calls from crashing.
+#include <optional>
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "balanced.hpp"
+#include "scoring.hpp"
+#include "topk.hpp"
+
+namespace py = pybind11;
+using namespace alscale;
+
+namespace {
+
+using F64Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
+using I64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+// A 2-D float16/float32/float64 array (or int16/uint16 holding bfloat16 bits when bf16 is set).
+Matrix matrix_view(const py::array& a, bool bf16) {
+    if (a.ndim() != 2) throw std::invalid_argument("logits must be 2-D");
+    Matrix m;
+    m.data = static_cast<const char*>(a.data());
+    m.rows = a.shape(0);
+    m.cols = a.shape(1);
+    m.row_stride = a.strides(0);
+    m.col_stride = a.strides(1);
+    const char kind = a.dtype().kind();
+    const auto size = a.itemsize();
+    if (bf16 && (kind == 'i' || kind == 'u') && size == 2)
+        m.dtype = DType::bf16;
+    else if (!bf16 && kind == 'f' && size == 2)
+        m.dtype = DType::f16;
+    else if (!bf16 && kind == 'f' && size == 4)
+        m.dtype = DType::f32;
+    else if (!bf16 && kind == 'f' && size == 8)
+        m.dtype = DType::f64;
+    else
+        throw py::type_error("logits must be float16, bfloat16, float32 or float64");
+    return m;
+}
+
+const double* inverse_norms(const std::optional<F64Array>& inv, int64_t classes) {
+    if (!inv) return nullptr;
+    if (inv->ndim() != 2 || inv->shape(0) != classes || inv->shape(1) != classes)
+        throw std::invalid_argument("inverse norms must be C x C");
+    return inv->data();
+}
+
+const uint8_t* mask_of(const std::optional<U8Array>& mask, int64_t rows) {
+    if (!mask) return nullptr;
+    if (mask->ndim() != 1 || mask->shape(0) != rows) throw std::invalid_argument("exclude mask has the wrong length");
+    return mask->data();
+}
+
+py::array_t<int64_t> to_numpy(std::vector<int64_t>&& v) {
+    auto* heap = new std::vector<int64_t>(std::move(v));
+    py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<int64_t>*>(p); });
+    return py::array_t<int64_t>(static_cast<py::ssize_t>(heap->size()), heap->data(), owner);
+}
+
+template <class T>
+py::array_t<T> to_numpy_copy(const std::vector<T>& v) {
+    py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
+    if (!v.empty()) std::copy(v.begin(), v.end(), out.mutable_data());
+    return out;
+}
+
+py::dict snapshot_dict(const BalancedSnapshot& s) {
+    py::dict d;
+    d["num_classes"] = s.num_classes;
+    d["budget"] = s.budget;
+    d["extra"] = s.extra;
+    d["pass"] = s.pass;
+    d["start_class"] = s.start_class;
+    d["available"] = s.available;
+    d["fed"] = s.fed;
+    d["done"] = s.done;
+    d["capacity"] = to_numpy_copy(s.capacity);
+    d["taken"] = to_numpy_copy(s.taken);
+    d["picks"] = to_numpy_copy(s.picks);
+    d["counts"] = to_numpy_copy(s.counts);
+    d["keys"] = to_numpy_copy(s.keys);
+    d["rows"] = to_numpy_copy(s.rows);
+    return d;
+}
+
+template <class T>
+std::vector<T> vector_of(const py::dict& d, const char* key) {
+    auto a = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(d[key]);
+    if (!a || a.ndim() != 1) throw std::invalid_argument(std::string("state entry '") + key + "' must be a 1-D array");
+    return std::vector<T>(a.data(), a.data() + a.shape(0));
+}
+
+BalancedSnapshot snapshot_from(const py::dict& d) {
+    BalancedSnapshot s;
+    s.num_classes = d["num_classes"].cast<int64_t>();
+    s.budget = d["budget"].cast<int64_t>();
+    s.extra = d["extra"].cast<int64_t>();
+    s.pass = d["pass"].cast<int64_t>();
+    s.start_class = d["start_class"].cast<int64_t>();
+    s.available = d["available"].cast<int64_t>();
+    s.fed = d["fed"].cast<int64_t>();
+    s.done = d["done"].cast<bool>();
+    s.capacity = vector_of<int64_t>(d, "capacity");
+    s.taken = vector_of<int64_t>(d, "taken");
+    s.picks = vector_of<int64_t>(d, "picks");
+    s.counts = vector_of<int64_t>(d, "counts");
+    s.keys = vector_of<double>(d, "keys");
+    s.rows = vector_of<int64_t>(d, "rows");
+    return s;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "alscale compiled kernels (private; use the alscale package)";
+#ifdef ALSCALE_VERSION
+    m.attr("__version__") = ALSCALE_VERSION;
+#endif
+#ifdef _OPENMP
+    m.attr("openmp") = true;
+#else
+    m.attr("openmp") = false;
+#endif
+    m.def("max_threads", [] { return thread_count(0); });
+    m.def("default_extra", &default_extra, py::arg("num_classes"), py::arg("budget"));
+
+    m.def(
+        "uncertainty_scores",
+        [](const py::array& logits, bool bf16, int kind, int num_threads) {
+            const Matrix x = matrix_view(logits, bf16);
+            if (kind < 0 || kind > 2) throw std::invalid_argument("unknown uncertainty kind");
+            py::array_t<double> out(static_cast<py::ssize_t>(x.rows));
+            double* o = out.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                uncertainty_scores(x, static_cast<Uncertainty>(kind), o, num_threads);
+            }
+            return out;
+        },
+        py::arg("logits"), py::arg("bf16"), py::arg("kind"), py::arg("num_threads") = 0);
+
+    m.def(
+        "boundary_scores",
+        [](const py::array& logits, bool bf16, const std::optional<F64Array>& inv, int num_threads) {
+            const Matrix x = matrix_view(logits, bf16);
+            const double* in = inverse_norms(inv, x.cols);
+            py::array_t<double> out(static_cast<py::ssize_t>(x.rows));
+            double* o = out.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                boundary_scores(x, in, o, num_threads);
+            }
+            return out;
+        },
+        py::arg("logits"), py::arg("bf16"), py::arg("inv_norm"), py::arg("num_threads") = 0);
+
+    m.def(
+        "select_topk",
+        [](const F64Array& scores, int64_t k, const std::optional<U8Array>& exclude, bool largest, int num_threads) {
+            if (scores.ndim() != 1) throw std::invalid_argument("scores must be 1-D");
+            const int64_t n = scores.shape(0);
+            const uint8_t* ex = mask_of(exclude, n);
+            std::vector<int64_t> idx;
+            {
+                py::gil_scoped_release nogil;
+                idx = select_topk(scores.data(), n, k, ex, largest, num_threads);
+            }
+            return to_numpy(std::move(idx));
+        },
+        py::arg("scores"), py::arg("k"), py::arg("exclude"), py::arg("largest"), py::arg("num_threads") = 0);
+
+    m.def(
+        "select_balanced",
+        [](const py::array& logits, bool bf16, int64_t budget, const std::optional<U8Array>& exclude,
+           const std::optional<F64Array>& inv, int num_threads) {
+            const Matrix x = matrix_view(logits, bf16);
+            const uint8_t* ex = mask_of(exclude, x.rows);
+            const double* in = inverse_norms(inv, x.cols);
+            std::vector<int64_t> idx;
+            {
+                py::gil_scoped_release nogil;
+                idx = select_balanced(x, budget, ex, in, num_threads);
+            }
+            return to_numpy(std::move(idx));
+        },
+        py::arg("logits"), py::arg("bf16"), py::arg("budget"), py::arg("exclude"), py::arg("inv_norm"),
+        py::arg("num_threads") = 0);
+
+    py::class_<BalancedState>(m, "BalancedState")
+        .def(py::init<int64_t, int64_t, int64_t>(), py::arg("num_classes"), py::arg("budget"), py::arg("extra"))
+        .def(
+            "update",
+            [](BalancedState& s, const py::array& logits, bool bf16, int64_t row_offset,
+               const std::optional<I64Array>& row_ids, const std::optional<U8Array>& exclude,
+               const std::optional<F64Array>& inv, int num_threads) {
+                const Matrix x = matrix_view(logits, bf16);
+                RowIds ids{row_offset, nullptr};
+                if (row_ids) {
+                    if (row_ids->ndim() != 1 || row_ids->shape(0) != x.rows)
+                        throw std::invalid_argument("row_ids must have one entry per logits row");
+                    ids.ids = row_ids->data();
+                }
+                const uint8_t* ex = mask_of(exclude, x.rows);
+                const double* in = inverse_norms(inv, x.cols);
+                py::gil_scoped_release nogil;
+                s.update(x, ids, ex, in, num_threads);
+            },
+            py::arg("logits"), py::arg("bf16"), py::arg("row_offset"), py::arg("row_ids"), py::arg("exclude"),
+            py::arg("inv_norm"), py::arg("num_threads") = 0)
+        .def("merge", &BalancedState::merge, py::arg("other"))
+        .def("advance", &BalancedState::advance)
+        .def_property_readonly("done", &BalancedState::done)
+        .def_property_readonly("pass_index", &BalancedState::pass)
+        .def_property_readonly("num_classes", &BalancedState::num_classes)
+        .def("result", [](const BalancedState& s) { return to_numpy_copy(s.result()); })
+        .def("snapshot", [](const BalancedState& s) { return snapshot_dict(s.snapshot()); })
+        .def_static("from_snapshot", [](const py::dict& d) { return BalancedState(snapshot_from(d)); });
+}

@@ -1,0 +1,192 @@
+// Shared plumbing for the alscale kernels: strided logits views, dtype conversion, threads.
+// Nothing here knows Python; bindings.cpp builds these views from numpy buffers.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace alscale {
+
+enum class DType : int { f16 = 0, bf16 = 1, f32 = 2, f64 = 3 };
+
+// A read-only 2-D view of a logits matrix: any strides (in bytes, may be negative), four dtypes.
+struct Matrix {
+    const char* data = nullptr;
+    int64_t rows = 0;
+    int64_t cols = 0;
+    int64_t row_stride = 0;  // bytes
+    int64_t col_stride = 0;  // bytes
+    DType dtype = DType::f32;
+};
+
+// Row ids of a chunk: either offset + i or ids[i].
+struct RowIds {
+    int64_t offset = 0;
+    const int64_t* ids = nullptr;
+    int64_t operator[](int64_t i) const { return ids ? ids[i] : offset + i; }
+};
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+inline float half_to_float(uint16_t h) {
+    const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+    const uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t mant = h & 0x3ffu;
+    uint32_t bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (mant << 13);  // inf / nan
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112u) << 23) | (mant << 13);
+    } else if (mant == 0) {
+        bits = sign;
+    } else {  // subnormal half -> normal float
+        uint32_t e = 113;
+        while ((mant & 0x400u) == 0) {
+            mant <<= 1;
+            --e;
+        }
+        bits = sign | (e << 23) | ((mant & 0x3ffu) << 13);
+    }
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+inline float bf16_to_float(uint16_t h) {
+    const uint32_t bits = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+// Gives each row as `cols` contiguous values of T (float for 16/32-bit input, double for
+// float64): a pointer into the matrix when it already is that, else a per-thread copy of one row.
+template <class T>
+class RowReader {
+public:
+    explicit RowReader(const Matrix& m) : m_(m), buf_(static_cast<size_t>(m.cols)) {
+        direct_ = (m.col_stride == static_cast<int64_t>(sizeof(T))) &&
+                  ((std::is_same<T, float>::value && m.dtype == DType::f32) ||
+                   (std::is_same<T, double>::value && m.dtype == DType::f64));
+    }
+    const T* operator()(int64_t i) {
+        const char* row = m_.data + i * m_.row_stride;
+        if (direct_) return reinterpret_cast<const T*>(row);
+        const int64_t cs = m_.col_stride;
+        T* out = buf_.data();
+        switch (m_.dtype) {
+            case DType::f16:
+                for (int64_t c = 0; c < m_.cols; ++c) {
+                    uint16_t h;
+                    std::memcpy(&h, row + c * cs, 2);
+                    out[c] = static_cast<T>(half_to_float(h));
+                }
+                break;
+            case DType::bf16:
+                for (int64_t c = 0; c < m_.cols; ++c) {
+                    uint16_t h;
+                    std::memcpy(&h, row + c * cs, 2);
+                    out[c] = static_cast<T>(bf16_to_float(h));
+                }
+                break;
+            case DType::f32:
+                for (int64_t c = 0; c < m_.cols; ++c) {
+                    float v;
+                    std::memcpy(&v, row + c * cs, 4);
+                    out[c] = static_cast<T>(v);
+                }
+                break;
+            case DType::f64:
+                for (int64_t c = 0; c < m_.cols; ++c) {
+                    double v;
+                    std::memcpy(&v, row + c * cs, 8);
+                    out[c] = static_cast<T>(v);
+                }
+                break;
+        }
+        return out;
+    }
+
+private:
+    const Matrix& m_;
+    std::vector<T> buf_;
+    bool direct_ = false;
+};
+
+inline int thread_count(int requested) {
+#ifdef _OPENMP
+    return requested > 0 ? requested : omp_get_max_threads();
+#else
+    (void)requested;
+    return 1;
+#endif
+}
+
+inline int thread_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+// Rows [begin, end) of part t of n equal parts: a fixed split, so results never depend on timing.
+inline std::pair<int64_t, int64_t> split_range(int64_t n, int parts, int t) {
+    const int64_t base = n / parts, extra = n % parts;
+    const int64_t begin = t * base + std::min<int64_t>(t, extra);
+    return {begin, begin + base + (t < extra ? 1 : 0)};
+}
+
+// Raised (as ValueError) when a kernel meets a NaN or infinite logit.
+inline void throw_non_finite(int64_t row) {
+    throw std::invalid_argument("logits contain NaN or inf at row " + std::to_string(row));
+}
+
+}  // namespace alscale
+
+namespace alscale {
+
+// Runs body(ctx, i) over rows [0, rows) split into fixed contiguous parts, one per thread, with a
+// per-thread context from make(thread), handed to finish(ctx, thread) at the end. body returns
+// false for a non-finite row; the first such row over all threads is reported as a ValueError,
+// whatever the thread count.
+template <class Make, class Body, class Finish>
+void for_each_row(const Matrix& m, int threads, Make make, Body body, Finish finish) {
+    int64_t first_bad = m.rows;
+#pragma omp parallel num_threads(threads) reduction(min : first_bad)
+    {
+        auto ctx = make(thread_id());
+        const auto range = split_range(m.rows, threads, thread_id());
+        for (int64_t i = range.first; i < range.second; ++i) {
+            if (!body(ctx, i)) {
+                first_bad = std::min(first_bad, i);
+                break;
+            }
+        }
+        finish(ctx, thread_id());
+    }
+    if (first_bad < m.rows) throw_non_finite(first_bad);
+}
+
+// Threads worth using for a pass over `rows` rows (0 requested: all cores).
+inline int row_threads(int requested, int64_t rows) {
+    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(thread_count(requested), rows / 64)));
+}
+
+template <class Make, class Body>
+void for_each_row(const Matrix& m, int num_threads, Make make, Body body) {
+    for_each_row(m, row_threads(num_threads, m.rows), make, body, [](auto&, int) {});
+}
+
+}  // namespace alscale

@@ -1,0 +1,18 @@
+// Fused per-row scores over a logits matrix: margin, confidence, entropy (softmax) and the BASE
+// boundary distance min_c r_c. One pass over the logits; the row stays in L1 between sub-passes.
+#pragma once
+
+#include "common.hpp"
+
+namespace alscale {
+
+enum class Uncertainty : int { margin = 0, confidence = 1, entropy = 2 };
+
+// out[i] = the score of row i. Throws std::invalid_argument naming the first non-finite row.
+void uncertainty_scores(const Matrix& logits, Uncertainty kind, double* out, int num_threads);
+
+// out[i] = min_c r_c of row i (+inf with one class). inv_norm: C x C row-major inverse norms
+// 1/||w_p - w_c|| (+inf on the diagonal and for equal weight rows).
+void boundary_scores(const Matrix& logits, const double* inv_norm, double* out, int num_threads);
+
+}  // namespace alscale

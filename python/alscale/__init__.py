@@ -1,0 +1,48 @@
+"""alscale: fast, exact batch active learning at ImageNet and Open Images scale.
+
+The selection rules of BASE (balanced selection), MASE, margin / confidence / entropy
+uncertainty sampling and random sampling, on numpy arrays or torch tensors, in compiled kernels.
+"""
+
+from __future__ import annotations
+
+try:
+    from . import _core
+except ImportError as err:  # pragma: no cover - only without a build
+    raise ImportError(
+        "alscale's compiled module alscale._core is missing or broken. Install the package with "
+        "`pip install .` (or `pip install --no-build-isolation -ve .` for development) from the "
+        f"repository root so that scikit-build-core compiles it. Original error: {err}"
+    ) from err
+
+from .selection import (
+    boundary_scores,
+    confidence_scores,
+    entropy_scores,
+    margin_scores,
+    select_balanced,
+    select_boundary,
+    select_confidence,
+    select_entropy,
+    select_margin,
+    select_random,
+)
+from .streaming import BalancedSelector
+
+__version__ = getattr(_core, "__version__", "0.0.0")
+HAS_CUDA = False
+
+__all__ = [
+    "HAS_CUDA",
+    "BalancedSelector",
+    "boundary_scores",
+    "confidence_scores",
+    "entropy_scores",
+    "margin_scores",
+    "select_balanced",
+    "select_boundary",
+    "select_confidence",
+    "select_entropy",
+    "select_margin",
+    "select_random",
+]

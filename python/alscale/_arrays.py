@@ -1,0 +1,196 @@
+"""Inputs in, results out: numpy arrays and torch tensors, validated once, never copied in full.
+
+Every public function converts its arguments here, calls one kernel of ``alscale._core`` and
+wraps the result back into the caller's kind (numpy array, or torch tensor on the input's
+device). torch is imported only when a tensor is actually passed.
+"""
+
+from __future__ import annotations
+
+import operator
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+_FLOAT_NAMES = "float16, bfloat16, float32 or float64"
+
+
+def _is_torch(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+@dataclass(frozen=True)
+class Logits:
+    """A validated (N, C) logits matrix as a numpy view of the caller's memory."""
+
+    array: np.ndarray  # float16/32/64, or int16 holding bfloat16 bits
+    bf16: bool
+    wrap: Callable[[np.ndarray], Any]  # numpy result -> the caller's kind
+
+    @property
+    def rows(self) -> int:
+        return self.array.shape[0]
+
+    @property
+    def classes(self) -> int:
+        return self.array.shape[1]
+
+
+def _numpy_wrap(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def _torch_wrap(a: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _cuda_error(name: str) -> Exception:
+    return ValueError(
+        f"{name} is a CUDA tensor, but this alscale build has no GPU kernels (alscale._cuda); "
+        "pass a CPU tensor (tensor.cpu()) or build alscale with a CUDA toolkit"
+    )
+
+
+def as_logits(logits: Any, name: str = "logits", allow_empty: bool = False) -> Logits:
+    """Validate shape and dtype of a logits matrix and view it as numpy without copying."""
+    if _is_torch(logits):
+        import torch
+
+        if logits.device.type != "cpu":
+            raise _cuda_error(name)
+        t = logits.detach()
+        if t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            raise TypeError(f"{name} must be a floating-point tensor ({_FLOAT_NAMES}), got {t.dtype}")
+        _check_rank(name, tuple(t.shape))
+        t = t.resolve_conj().resolve_neg()
+        if t.dtype == torch.bfloat16:
+            array, bf16 = t.view(torch.int16).numpy(), True
+        else:
+            array, bf16 = t.numpy(), False
+        wrap = _torch_wrap
+    else:
+        array = np.asarray(logits)
+        if array.dtype.kind != "f" or array.dtype.itemsize not in (2, 4, 8):
+            raise TypeError(f"{name} must be a floating-point array ({_FLOAT_NAMES}), got {array.dtype}")
+        _check_rank(name, array.shape)
+        bf16, wrap = False, _numpy_wrap
+        if not array.dtype.isnative:
+            array = array.astype(array.dtype.newbyteorder("="))
+    if array.shape[1] == 0:
+        raise ValueError(f"{name} have no classes: shape {array.shape}")
+    if array.shape[0] == 0 and not allow_empty:
+        raise ValueError(f"{name} have no rows: the pool is empty")
+    return Logits(array, bf16, wrap)
+
+
+def _check_rank(name: str, shape: tuple) -> None:
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be 2-D (rows, classes), got shape {tuple(shape)}")
+
+
+def as_budget(budget: Any) -> int:
+    if isinstance(budget, (bool, np.bool_)):
+        raise TypeError(f"budget must be an integer, got {budget!r}")
+    try:
+        value = operator.index(budget)
+    except TypeError:
+        raise TypeError(f"budget must be an integer, got {budget!r}") from None
+    if value < 0:
+        raise ValueError(f"budget must be non-negative, got {value}")
+    return value
+
+
+def as_threads(num_threads: Any) -> int:
+    try:
+        value = operator.index(num_threads)
+    except TypeError:
+        raise TypeError(f"num_threads must be an integer, got {num_threads!r}") from None
+    if value < 0:
+        raise ValueError(f"num_threads must be >= 0 (0 means all cores), got {value}")
+    return value
+
+
+def _host_numpy(x: Any, name: str) -> np.ndarray:
+    if _is_torch(x):
+        if x.device.type != "cpu":
+            raise _cuda_error(name)
+        return x.detach().numpy()
+    return np.asarray(x)
+
+
+def as_exclude(exclude: Any, rows: int) -> np.ndarray | None:
+    """A boolean mask or an index array -> a uint8 mask over the rows (None: nothing excluded)."""
+    if exclude is None:
+        return None
+    e = _host_numpy(exclude, "exclude")
+    if e.ndim != 1:
+        raise ValueError(f"exclude must be a 1-D index array or boolean mask, got shape {e.shape}")
+    if e.dtype == np.bool_:
+        if e.shape[0] != rows:
+            raise ValueError(f"exclude mask has {e.shape[0]} entries but the pool has {rows} rows")
+        return e.view(np.uint8)
+    if e.size == 0:
+        return None
+    if e.dtype.kind not in "iu":
+        raise TypeError(f"exclude must hold integer row indices or booleans, got {e.dtype}")
+    bad = (e < -rows) | (e >= rows)
+    if bad.any():
+        first = e[np.argmax(bad)]
+        raise ValueError(f"exclude index {first} is out of range for a pool of {rows} rows")
+    mask = np.zeros(rows, dtype=np.uint8)
+    mask[e] = 1
+    return mask
+
+
+def as_row_ids(row_ids: Any, rows: int) -> np.ndarray:
+    ids = _host_numpy(row_ids, "row_ids")
+    if ids.ndim != 1 or ids.shape[0] != rows:
+        raise ValueError(f"row_ids must have one entry per logits row: got shape {ids.shape} for {rows} rows")
+    if ids.size and ids.dtype.kind not in "iu":
+        raise TypeError(f"row_ids must be integers, got {ids.dtype}")
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if ids.size and ids.min() < 0:
+        raise ValueError("row_ids must be non-negative")
+    return ids
+
+
+def inverse_norms(weight: Any, classes: int) -> np.ndarray | None:
+    """1 / ||w_p - w_c|| for every pair of head rows (C x C float64), +inf where it is 0.
+
+    Uses the Gram matrix G = W Wᵀ (one BLAS call): ||w_p - w_c||² = G_pp + G_cc - 2 G_pc.
+    Rows that are exactly equal (and the diagonal) get +inf, whatever the rounding of G.
+    """
+    if weight is None:
+        return None
+    if _is_torch(weight):
+        import torch
+
+        w = weight.detach().to("cpu", torch.float64).numpy()
+    else:
+        w = np.asarray(weight)
+    if w.ndim != 2:
+        raise ValueError(f"weight must be 2-D (classes, features), got shape {w.shape}")
+    if w.shape[0] != classes:
+        raise ValueError(f"weight has {w.shape[0]} rows but the logits have {classes} classes")
+    if w.dtype.kind not in "fiu":
+        raise TypeError(f"weight must be a real-valued array, got {w.dtype}")
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    if not np.isfinite(w).all():
+        raise ValueError("weight contains NaN or inf")
+    g = w @ w.T
+    d = np.diag(g)
+    n2 = (d[:, None] + d[None, :]) - 2.0 * g
+    inv = np.full_like(n2, np.inf)
+    pos = n2 > 0
+    inv[pos] = 1.0 / np.sqrt(n2[pos])
+    _, group = np.unique(w, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    if group.max(initial=0) + 1 < classes:  # some rows repeat exactly
+        inv[group[:, None] == group[None, :]] = np.inf
+    np.fill_diagonal(inv, np.inf)
+    return inv

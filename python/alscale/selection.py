@@ -1,0 +1,254 @@
+"""Selection and scoring functions: validate, convert once, one native call, wrap the result."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._arrays import as_budget, as_exclude, as_logits, as_threads, inverse_norms
+
+__all__ = [
+    "boundary_scores",
+    "confidence_scores",
+    "entropy_scores",
+    "margin_scores",
+    "select_balanced",
+    "select_boundary",
+    "select_confidence",
+    "select_entropy",
+    "select_margin",
+    "select_random",
+]
+
+_MARGIN, _CONFIDENCE, _ENTROPY = 0, 1, 2
+
+
+def _uncertainty(logits: Any, kind: int, num_threads: int):
+    x = as_logits(logits)
+    return x, _core.uncertainty_scores(x.array, x.bf16, kind, as_threads(num_threads))
+
+
+def margin_scores(logits: Any, *, num_threads: int = 0):
+    """Softmax margin p(1) - p(2) of every row (top-1 minus top-2 probability).
+
+    Parameters
+    ----------
+    logits : array_like or torch.Tensor, shape (N, C)
+        float16, bfloat16 (torch), float32 or float64, any strides. Computed in float32 for
+        16/32-bit input and float64 for float64 input, with a numerically stable softmax.
+    num_threads : int, optional
+        OpenMP threads; 0 (default) uses every core.
+
+    Returns
+    -------
+    scores : numpy.ndarray or torch.Tensor, shape (N,), float64
+        With one class the second probability is 0, so the margin is 1.
+
+    Examples
+    --------
+    >>> import numpy as np, alscale
+    >>> alscale.margin_scores(np.array([[2.0, 2.0, -1.0], [5.0, 0.0, 0.0]])).round(3)
+    array([0.   , 0.987])
+    """
+    x, s = _uncertainty(logits, _MARGIN, num_threads)
+    return x.wrap(s)
+
+
+def confidence_scores(logits: Any, *, num_threads: int = 0):
+    """Maximum softmax probability of every row, shape (N,) float64 (see :func:`margin_scores`).
+
+    Examples
+    --------
+    >>> import numpy as np, alscale
+    >>> alscale.confidence_scores(np.zeros((1, 4)))
+    array([0.25])
+    """
+    x, s = _uncertainty(logits, _CONFIDENCE, num_threads)
+    return x.wrap(s)
+
+
+def entropy_scores(logits: Any, *, num_threads: int = 0):
+    """Softmax entropy -Σ p log p (natural log) of every row, shape (N,) float64.
+
+    Examples
+    --------
+    >>> import numpy as np, alscale
+    >>> float(alscale.entropy_scores(np.zeros((1, 4)))[0]) == float(np.log(4))
+    True
+    """
+    x, s = _uncertainty(logits, _ENTROPY, num_threads)
+    return x.wrap(s)
+
+
+def boundary_scores(logits: Any, *, weight: Any = None, num_threads: int = 0):
+    """Distance of every row to its nearest decision boundary, min over c of r_c (BASE, MASE).
+
+    For a linear head l = W z + b and p = argmax l, r_c = (l_p - l_c) / ||w_p - w_c||, computed
+    in float64 as (l_p - l_c) * (1 / ||w_p - w_c||) from the logits and the C x C Gram matrix
+    W Wᵀ — never an N x C x D tensor. r_p = +inf, and r_c = +inf where w_p == w_c.
+
+    Parameters
+    ----------
+    logits : array_like or torch.Tensor, shape (N, C)
+    weight : array_like or torch.Tensor, shape (C, D), optional
+        The head's weight. None takes every ||w_p - w_c|| as 1 (the plain logit gap).
+    num_threads : int, optional
+
+    Returns
+    -------
+    scores : shape (N,), float64; +inf for rows with one class.
+
+    Examples
+    --------
+    >>> import numpy as np, alscale
+    >>> alscale.boundary_scores(np.array([[3.0, 1.0, 2.5]]))
+    array([0.5])
+    """
+    x = as_logits(logits)
+    inv = inverse_norms(weight, x.classes)
+    return x.wrap(_core.boundary_scores(x.array, x.bf16, inv, as_threads(num_threads)))
+
+
+def _top(x, scores: np.ndarray, budget: Any, exclude: Any, largest: bool, num_threads: int):
+    k = as_budget(budget)
+    mask = as_exclude(exclude, x.rows)
+    return x.wrap(_core.select_topk(scores, k, mask, largest, as_threads(num_threads)))
+
+
+def select_margin(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0):
+    """The ``budget`` rows with the smallest softmax margin, smallest first.
+
+    Parameters
+    ----------
+    logits : array_like or torch.Tensor, shape (N, C)
+    budget : int
+        Rows to select; clipped to the rows not excluded.
+    exclude : index array or boolean mask of shape (N,), optional
+        Rows that may not be selected (e.g. already labeled).
+    num_threads : int, optional
+
+    Returns
+    -------
+    indices : int64 numpy array or torch tensor, shape (min(budget, available),)
+        Ordered by score; ties go to the smaller row index.
+
+    Examples
+    --------
+    >>> import numpy as np, alscale
+    >>> logits = np.array([[4.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
+    >>> alscale.select_margin(logits, 2)
+    array([1, 2])
+    """
+    x, s = _uncertainty(logits, _MARGIN, num_threads)
+    return _top(x, s, budget, exclude, False, num_threads)
+
+
+def select_confidence(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0):
+    """The ``budget`` rows with the smallest maximum probability (see :func:`select_margin`)."""
+    x, s = _uncertainty(logits, _CONFIDENCE, num_threads)
+    return _top(x, s, budget, exclude, False, num_threads)
+
+
+def select_entropy(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0):
+    """The ``budget`` rows with the largest softmax entropy, largest first, ties to the smaller
+    row index (see :func:`select_margin`)."""
+    x, s = _uncertainty(logits, _ENTROPY, num_threads)
+    return _top(x, s, budget, exclude, True, num_threads)
+
+
+def select_boundary(logits: Any, budget: Any, *, weight: Any = None, exclude: Any = None, num_threads: int = 0):
+    """MASE: the ``budget`` rows closest to a decision boundary (smallest
+    :func:`boundary_scores`), without class balancing; ties to the smaller row index.
+
+    Examples
+    --------
+    >>> import numpy as np, alscale
+    >>> alscale.select_boundary(np.array([[3.0, 0.0], [1.0, 0.8], [0.0, 2.0]]), 1)
+    array([1])
+    """
+    x = as_logits(logits)
+    inv = inverse_norms(weight, x.classes)
+    s = _core.boundary_scores(x.array, x.bf16, inv, as_threads(num_threads))
+    return _top(x, s, budget, exclude, False, num_threads)
+
+
+def select_balanced(logits: Any, budget: Any, *, weight: Any = None, exclude: Any = None, num_threads: int = 0):
+    """BASE, Balanced Selection (Emam et al., "Active Learning at the ImageNet Scale").
+
+    Classes are served in index order 0…C-1; class c takes q_c = B // C + (c < B % C) rows with
+    the smallest score for c among the rows not taken yet, where a row's score for c is its
+    distance r_c to the p/c boundary (p its predicted class) — or, for rows predicted c, their
+    distance to their nearest boundary. Ties go to the smaller row index. This is the official
+    implementation's rule exactly, computed in one pass over the logits with bounded per-class
+    candidate sets (another pass only if heavy ties exhaust them).
+
+    Parameters
+    ----------
+    logits : array_like or torch.Tensor, shape (N, C)
+        float16, bfloat16 (torch), float32 or float64; any strides; never copied in full.
+    budget : int
+        Rows to select (B); clipped to the rows not excluded.
+    weight : array_like or torch.Tensor, shape (C, D), optional
+        The linear head's weight; None takes the plain logit gap (every ||w_p - w_c|| = 1).
+    exclude : index array or boolean mask of shape (N,), optional
+        Rows that may not be selected (already labeled).
+    num_threads : int, optional
+        OpenMP threads, 0 (default) for all cores. The result never depends on it.
+
+    Returns
+    -------
+    indices : int64 numpy array, or torch tensor for torch input, shape (min(B, available),)
+        The classes' picks concatenated, class 0 first, each in ascending score.
+
+    Examples
+    --------
+    >>> import numpy as np, alscale
+    >>> logits = np.array([[2.0, 0.0], [0.1, 0.0], [0.0, 3.0], [0.0, 0.2]])
+    >>> alscale.select_balanced(logits, 2)
+    array([1, 3])
+    """
+    x = as_logits(logits)
+    k = as_budget(budget)
+    inv = inverse_norms(weight, x.classes)
+    mask = as_exclude(exclude, x.rows)
+    return x.wrap(_core.select_balanced(x.array, x.bf16, k, mask, inv, as_threads(num_threads)))
+
+
+def select_random(n: Any, budget: Any, *, exclude: Any = None, seed: Any = None) -> np.ndarray:
+    """``min(budget, available)`` distinct rows of a pool of ``n``, uniformly at random.
+
+    Parameters
+    ----------
+    n : int
+        Pool size.
+    budget : int
+    exclude : index array or boolean mask of shape (n,), optional
+    seed : int or numpy.random.Generator, optional
+        Same seed, same result.
+
+    Returns
+    -------
+    indices : numpy.ndarray of int64, in random order.
+
+    Examples
+    --------
+    >>> import alscale
+    >>> sorted(alscale.select_random(10, 3, exclude=[0, 1, 2], seed=0).tolist())[0] >= 3
+    True
+    """
+    if isinstance(n, (bool, np.bool_)):
+        raise TypeError(f"n must be an integer, got {n!r}")
+    try:
+        rows = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an integer, got {n!r}") from None
+    if rows < 0:
+        raise ValueError(f"n must be non-negative, got {rows}")
+    k = as_budget(budget)
+    mask = as_exclude(exclude, rows)
+    available = np.arange(rows, dtype=np.int64) if mask is None else np.flatnonzero(mask == 0).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    return available[rng.choice(available.size, size=min(k, available.size), replace=False)]

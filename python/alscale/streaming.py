@@ -1,0 +1,171 @@
+"""BalancedSelector: exact BASE over a pool fed in chunks, mergeable and serializable."""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._arrays import as_budget, as_exclude, as_logits, as_row_ids, as_threads, inverse_norms
+
+__all__ = ["BalancedSelector"]
+
+
+def _fingerprint(inv: np.ndarray | None) -> str:
+    return "" if inv is None else hashlib.blake2b(inv.tobytes(), digest_size=16).hexdigest()
+
+
+class BalancedSelector:
+    """Streaming BASE: the same selection as :func:`alscale.select_balanced` on the whole pool,
+    whatever the chunking, the row order or the number of selectors merged.
+
+    Memory is O(C·k): each class keeps its best candidates only. When heavy ties let earlier
+    classes take more of a class's candidates than it kept, :meth:`advance` returns False and the
+    pool must be fed once more (the rows taken so far are skipped); the result stays exact.
+
+    Parameters
+    ----------
+    num_classes : int
+    budget : int
+        Rows to select; clipped to the rows fed (minus those excluded).
+    weight : array_like or torch.Tensor, shape (num_classes, D), optional
+        The linear head's weight (see :func:`alscale.boundary_scores`).
+    capacity : int, optional
+        Candidates each class keeps beyond its quota. Default: max(16, 2·(budget // C + 1)).
+
+    Examples
+    --------
+    >>> import numpy as np, alscale
+    >>> logits = np.random.default_rng(0).normal(size=(1000, 10))
+    >>> sel = alscale.BalancedSelector(10, 50)
+    >>> for start in range(0, 1000, 300):
+    ...     _ = sel.update(logits[start:start + 300], row_offset=start)
+    >>> while not sel.advance():            # only with heavy ties: feed the pool again
+    ...     _ = sel.update(logits, row_offset=0)
+    >>> bool((sel.result() == alscale.select_balanced(logits, 50)).all())
+    True
+    """
+
+    def __init__(self, num_classes: Any, budget: Any, *, weight: Any = None, capacity: Any = None):
+        try:
+            classes = operator.index(num_classes)
+        except TypeError:
+            raise TypeError(f"num_classes must be an integer, got {num_classes!r}") from None
+        if classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {classes}")
+        b = as_budget(budget)
+        if capacity is None:
+            extra = _core.default_extra(classes, b)
+        else:
+            extra = operator.index(capacity)
+            if extra < 0:
+                raise ValueError(f"capacity must be non-negative, got {extra}")
+        self._inv = inverse_norms(weight, classes)
+        self._state = _core.BalancedState(classes, b, extra)
+        self._next_row = 0
+
+    @property
+    def num_classes(self) -> int:
+        return self._state.num_classes
+
+    @property
+    def passes(self) -> int:
+        """Passes over the pool started so far beyond the first (0 in the common case)."""
+        return self._state.pass_index
+
+    def update(
+        self,
+        logits: Any,
+        *,
+        row_offset: Any = None,
+        row_ids: Any = None,
+        exclude: Any = None,
+        num_threads: int = 0,
+    ) -> BalancedSelector:
+        """Feed a chunk of the pool.
+
+        Parameters
+        ----------
+        logits : array_like or torch.Tensor, shape (n, num_classes)
+        row_offset : int, optional
+            The chunk's rows are row_offset + arange(n).
+        row_ids : int array of shape (n,), optional
+            The pool row of each chunk row (any order). Without either, rows continue from the
+            previous chunk of this pass (0 for the first).
+        exclude : index array or boolean mask over the chunk's rows, optional
+        num_threads : int, optional
+
+        Returns
+        -------
+        self
+        """
+        x = as_logits(logits, allow_empty=True)
+        if x.classes != self.num_classes:
+            raise ValueError(
+                f"logits chunk has {x.classes} classes but the selector was built for {self.num_classes}"
+            )
+        if row_offset is not None and row_ids is not None:
+            raise ValueError("give row_offset or row_ids, not both")
+        ids = None
+        if row_ids is not None:
+            ids = as_row_ids(row_ids, x.rows)
+            offset = 0
+        else:
+            offset = self._next_row if row_offset is None else operator.index(row_offset)
+            if offset < 0:
+                raise ValueError(f"row_offset must be non-negative, got {offset}")
+            self._next_row = offset + x.rows
+        mask = as_exclude(exclude, x.rows)
+        if x.rows:
+            self._state.update(x.array, x.bf16, offset, ids, mask, self._inv, as_threads(num_threads))
+        return self
+
+    def merge(self, other: BalancedSelector) -> BalancedSelector:
+        """Add the candidates of a selector fed with other rows of the same pool (in place)."""
+        if not isinstance(other, BalancedSelector):
+            raise TypeError(f"can only merge a BalancedSelector, got {type(other).__name__}")
+        if _fingerprint(self._inv) != _fingerprint(other._inv):
+            raise ValueError("cannot merge selectors built with different head weights")
+        self._state.merge(other._state)
+        return self
+
+    def advance(self) -> bool:
+        """Serve the classes. True when the selection is complete; False when candidate sets ran
+        short (heavy ties): feed the same pool once more with :meth:`update`, then advance again."""
+        done = self._state.advance()
+        if not done:
+            self._next_row = 0
+        return done
+
+    def result(self):
+        """The selected pool rows (int64), class 0's picks first, each class's in score order."""
+        if not self._state.done and not self.advance():
+            raise RuntimeError(
+                "BalancedSelector needs another pass over the pool: heavy ties exhausted the candidates "
+                f"kept (pass {self.passes}); feed the pool again with update() and call advance() "
+                "until it returns True, or build the selector with a larger capacity"
+            )
+        return self._state.result()
+
+    def state_dict(self) -> dict:
+        """The full state as numpy arrays and ints (for checkpoints or sending to other ranks)."""
+        d = dict(self._state.snapshot())
+        d["next_row"] = self._next_row
+        d["weight_fingerprint"] = _fingerprint(self._inv)
+        return d
+
+    @classmethod
+    def from_state_dict(cls, state: dict, *, weight: Any = None) -> BalancedSelector:
+        """Rebuild a selector from :meth:`state_dict` (pass the same head weight)."""
+        self = cls.__new__(cls)
+        self._inv = inverse_norms(weight, int(state["num_classes"]))
+        if _fingerprint(self._inv) != state.get("weight_fingerprint", ""):
+            raise ValueError("the weight given does not match the one the state was built with")
+        core_keys = ("num_classes", "budget", "extra", "pass", "start_class", "available", "fed", "done",
+                     "capacity", "taken", "picks", "counts", "keys", "rows")
+        self._state = _core.BalancedState.from_snapshot({k: state[k] for k in core_keys})
+        self._next_row = int(state.get("next_row", 0))
+        return self

@@ -1,0 +1,20 @@
+"""pytest configuration for the alscale tests: hypothesis settings profiles.
+
+HYPOTHESIS_PROFILE=ci (the default) keeps the whole suite to about a minute or two on two
+cores; HYPOTHESIS_PROFILE=dev runs many more examples. Shared strategies and helpers are in
+tests/strategies.py, the numpy references in tests/reference.py.
+"""
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+_COMMON = dict(
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+settings.register_profile("ci", max_examples=60, **_COMMON)
+settings.register_profile("dev", max_examples=1000, **_COMMON)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -1,0 +1,249 @@
+"""Plain numpy references for every alscale selection rule.
+
+Written from /work/shared/DESIGN.md and the API contract, for clarity rather than speed.
+The BASE / MASE (boundary) references use exactly the float64 operations of the contract,
+so their indices must match alscale's bit for bit:
+
+* logits are converted to float64 (float16 / bfloat16 / float32 values are exact in it);
+* p = first argmax of the row; d_c = l_p - l_c;
+* G = W64 @ W64.T; n2 = (diag(G)[:, None] + diag(G)[None, :]) - 2.0 * G;
+  inv = 1 / sqrt(n2), and +inf on the diagonal, where n2 <= 0, or where the two weight
+  rows are exactly equal (weight=None: inv = 1 off the diagonal);
+* r_c = d_c * inv[p, c], a NaN product (0 * inf) counting as +inf, so r_p = +inf;
+* boundary score = min_c r_c (+inf when C == 1); the BASE score of a row for class c is
+  r_c, except for rows predicted c, whose score is their boundary score.
+
+Nothing here imports alscale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "to_float64",
+    "to_numpy",
+    "exclude_mask",
+    "available_rows",
+    "topk_smallest",
+    "topk_largest",
+    "softmax",
+    "margin_scores",
+    "confidence_scores",
+    "entropy_scores",
+    "inverse_norms",
+    "ratios",
+    "boundary_scores",
+    "balanced_scores",
+    "select_margin",
+    "select_confidence",
+    "select_entropy",
+    "select_boundary",
+    "select_balanced",
+    "quotas",
+]
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def to_numpy(x) -> np.ndarray:
+    """A numpy copy of an array-like or CPU torch tensor (dtype kept when numpy has it)."""
+    if _is_torch(x):
+        import torch
+
+        t = x.detach().cpu()
+        if t.dtype == torch.bfloat16:  # numpy has no bfloat16: exact in float32
+            t = t.to(torch.float32)
+        return t.numpy().copy()
+    return np.array(x, copy=True)
+
+
+def to_float64(x) -> np.ndarray:
+    """The float64 values of logits / weight, exactly (every 16/32-bit float fits)."""
+    if _is_torch(x):
+        import torch
+
+        return x.detach().cpu().to(torch.float64).numpy().copy()
+    return np.asarray(x).astype(np.float64)
+
+
+def exclude_mask(exclude, n: int) -> np.ndarray:
+    """Boolean (n,) mask of the excluded rows.
+
+    ``exclude`` is None, a boolean mask of length n, or integer indices in [-n, n)
+    (negative ones counted from the end, duplicates allowed).
+    """
+    mask = np.zeros(n, dtype=bool)
+    if exclude is None:
+        return mask
+    e = to_numpy(exclude)
+    if e.dtype == np.bool_:
+        if e.shape != (n,):
+            raise ValueError(f"exclude mask has shape {e.shape}, expected ({n},)")
+        return e.copy()
+    e = e.astype(np.int64).reshape(-1)
+    for i in e:
+        if not -n <= i < n:
+            raise ValueError(f"exclude index {i} out of range for {n} rows")
+        mask[i % n] = True
+    return mask
+
+
+def available_rows(n: int, exclude) -> np.ndarray:
+    """Ascending indices of the rows that are not excluded."""
+    return np.flatnonzero(~exclude_mask(exclude, n)).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- top-k rules
+
+
+def topk_smallest(scores, budget: int, exclude=None) -> np.ndarray:
+    """The ``budget`` non-excluded rows with the smallest score, ascending by (score, row).
+
+    Budget past the available rows is clipped. +inf scores sort last (by row).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    rows = available_rows(scores.shape[0], exclude)
+    order = rows[np.argsort(scores[rows], kind="stable")]  # stable: ties -> smaller row
+    return order[: min(int(budget), rows.size)].astype(np.int64)
+
+
+def topk_largest(scores, budget: int, exclude=None) -> np.ndarray:
+    """The ``budget`` non-excluded rows with the largest score, descending; ties -> smaller row."""
+    scores = np.asarray(scores, dtype=np.float64)
+    rows = available_rows(scores.shape[0], exclude)
+    order = rows[np.argsort(-scores[rows], kind="stable")]
+    return order[: min(int(budget), rows.size)].astype(np.int64)
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+
+def softmax(logits) -> np.ndarray:
+    """Numerically stable float64 softmax over each row."""
+    x = to_float64(logits)
+    with np.errstate(over="ignore"):  # l - max may overflow to -inf for huge logits: exp -> 0
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def margin_scores(logits) -> np.ndarray:
+    """p(1) - p(2), the two largest softmax probabilities (p(2) = 0 with one class)."""
+    p = np.sort(softmax(logits), axis=1)
+    if p.shape[1] == 1:
+        return p[:, -1] - 0.0
+    return p[:, -1] - p[:, -2]
+
+
+def confidence_scores(logits) -> np.ndarray:
+    """Largest softmax probability."""
+    return softmax(logits).max(axis=1)
+
+
+def entropy_scores(logits) -> np.ndarray:
+    """-sum p log p (natural log), with 0 log 0 = 0."""
+    p = softmax(logits)
+    out = np.zeros(p.shape[0])
+    for i in range(p.shape[0]):
+        q = p[i][p[i] > 0]
+        out[i] = -np.sum(q * np.log(q))
+    return out
+
+
+def select_margin(logits, budget, exclude=None) -> np.ndarray:
+    return topk_smallest(margin_scores(logits), budget, exclude)
+
+
+def select_confidence(logits, budget, exclude=None) -> np.ndarray:
+    return topk_smallest(confidence_scores(logits), budget, exclude)
+
+
+def select_entropy(logits, budget, exclude=None) -> np.ndarray:
+    return topk_largest(entropy_scores(logits), budget, exclude)
+
+
+# --------------------------------------------------------------------------- BASE / MASE
+
+
+def inverse_norms(weight, num_classes: int) -> np.ndarray:
+    """(C, C) matrix inv[p, c] = 1 / ||w_p - w_c||, +inf where that norm is (taken as) 0."""
+    C = num_classes
+    if weight is None:
+        inv = np.ones((C, C))
+        np.fill_diagonal(inv, np.inf)
+        return inv
+    W = to_float64(weight)
+    assert W.ndim == 2 and W.shape[0] == C, W.shape
+    G = W @ W.T
+    n2 = (np.diag(G)[:, None] + np.diag(G)[None, :]) - 2.0 * G
+    # equal[p, c]: rows p and c of the weight are exactly equal (np.array_equal, row by row);
+    # this includes the diagonal.
+    equal = (W[:, None, :] == W[None, :, :]).all(axis=2)
+    usable = (n2 > 0) & ~equal
+    inv = np.full((C, C), np.inf)
+    inv[usable] = 1.0 / np.sqrt(n2[usable])
+    return inv
+
+
+def ratios(logits, inv) -> tuple[np.ndarray, np.ndarray]:
+    """(r, p): r[i, c] = (l_p - l_c) * inv[p, c] with NaN -> +inf; p = first argmax."""
+    x = to_float64(logits)
+    N = x.shape[0]
+    p = np.argmax(x, axis=1)
+    with np.errstate(over="ignore"):  # l_p - l_c may overflow to +inf for huge logits
+        d = x[np.arange(N), p][:, None] - x
+    with np.errstate(invalid="ignore"):  # 0 * inf
+        r = d * inv[p]
+    r[np.isnan(r)] = np.inf
+    return r, p
+
+
+def boundary_scores(logits, weight=None) -> np.ndarray:
+    """min over c of r_c (+inf when C == 1): MASE's score."""
+    x = to_float64(logits)
+    r, _ = ratios(x, inverse_norms(weight, x.shape[1]))
+    return r.min(axis=1)
+
+
+def balanced_scores(logits, weight=None) -> np.ndarray:
+    """(N, C) BASE scores: r_c, except the predicted class's column holds the boundary score."""
+    x = to_float64(logits)
+    r, p = ratios(x, inverse_norms(weight, x.shape[1]))
+    s = r.copy()
+    s[np.arange(x.shape[0]), p] = r.min(axis=1)
+    return s
+
+
+def select_boundary(logits, budget, weight=None, exclude=None) -> np.ndarray:
+    return topk_smallest(boundary_scores(logits, weight), budget, exclude)
+
+
+def quotas(budget: int, num_classes: int) -> list[int]:
+    """q_c = B // C + (c < B % C)."""
+    return [budget // num_classes + (1 if c < budget % num_classes else 0) for c in range(num_classes)]
+
+
+def select_balanced(logits, budget, weight=None, exclude=None) -> np.ndarray:
+    """BASE: class 0..C-1 in turn take their q_c rows with the smallest (score, row)
+    among the rows not excluded and not taken by earlier classes."""
+    x = to_float64(logits)
+    N, C = x.shape
+    scores = balanced_scores(x, weight)
+    taken = exclude_mask(exclude, N)
+    B = min(int(budget), int(N - taken.sum()))
+    picks = []
+    for c, q in enumerate(quotas(B, C)):
+        if q == 0:
+            continue
+        rows = np.flatnonzero(~taken)
+        mine = rows[np.argsort(scores[rows, c], kind="stable")][:q]
+        taken[mine] = True
+        picks.append(mine)
+    if not picks:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate(picks).astype(np.int64)

@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <unordered_set>
 
+#include "isa.hpp"
 #include "rowmath.hpp"
 
 namespace alscale {
@@ -41,10 +42,45 @@ struct UpdateContext {
     RowReader<T> read;
     InverseNorms inv;
     std::vector<double> r;
-    std::vector<double> bound;
+    std::vector<double> bound;  // per class: a row can enter its heap only with a score <= bound
+    std::vector<int64_t> hits;
     std::vector<std::vector<Candidate>> heaps;
     int64_t fed = 0;
 };
+
+// The hot loop: per row, its boundary distances, then the candidates for every class whose
+// bound they pass (rare once heaps are full). Returns the first non-finite row or `end`.
+template <class T>
+ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const int64_t& n, const RowIds& ids,
+                                     const uint8_t* const& exclude, const std::vector<int64_t>& taken,
+                                     const std::vector<int64_t>& capacity, const int64_t& begin,
+                                     const int64_t& end) {
+    double* r = ctx.r.data();
+    double* b = ctx.bound.data();
+    for (int64_t i = begin; i < end; ++i) {
+        if (exclude && exclude[i]) continue;
+        const int64_t row = ids[i];
+        if (!taken.empty() && std::binary_search(taken.begin(), taken.end(), row)) continue;
+        const T* x = ctx.read(i);
+        const RowMax<T> mx = row_max<T, false>(x, n);
+        if (!mx.finite) return i;
+        const int64_t p = mx.arg;
+        ctx.hits.clear();
+        const double m = boundary_row(x, n, static_cast<double>(mx.max), ctx.inv.row(p), r, b, &ctx.hits);
+        for (const int64_t c0 : ctx.hits) {
+            const int64_t c1 = std::min<int64_t>(c0 + kLanes, n);
+            for (int64_t c = c0; c < c1; ++c)
+                if (r[c] <= b[c] && c != p)
+                    b[c] = offer(ctx.heaps[static_cast<size_t>(c)], capacity[static_cast<size_t>(c)],
+                                 Candidate{r[c], row});
+        }
+        if (m <= b[p])
+            b[p] = offer(ctx.heaps[static_cast<size_t>(p)], capacity[static_cast<size_t>(p)], Candidate{m, row});
+        ++ctx.fed;
+    }
+    return end;
+}
+ALSCALE_MULTIVERSION(balanced_rows)
 
 }  // namespace
 
@@ -103,47 +139,25 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
     const int64_t n = C_;
     std::vector<double> bounds(static_cast<size_t>(n));
     for (int64_t c = 0; c < n; ++c) bounds[static_cast<size_t>(c)] = bound(c);
-    const bool check_taken = !taken_.empty();
     const int threads = row_threads(num_threads, logits.rows);
 
     auto run = [&](auto tag) {
         using T = decltype(tag);
         std::vector<std::vector<std::vector<Candidate>>> local(static_cast<size_t>(threads));
         std::vector<int64_t> fed(static_cast<size_t>(threads), 0);
-        for_each_row(
-            logits, threads,
+        parallel_rows(
+            logits.rows, threads,
             [&](int) {
-                return UpdateContext<T>{RowReader<T>(logits), InverseNorms(inv_norm, n),
-                                        std::vector<double>(static_cast<size_t>(n)), bounds,
-                                        std::vector<std::vector<Candidate>>(static_cast<size_t>(n)), 0};
+                return UpdateContext<T>{RowReader<T>(logits),
+                                        InverseNorms(inv_norm, n),
+                                        std::vector<double>(static_cast<size_t>(n)),
+                                        bounds,
+                                        {},
+                                        std::vector<std::vector<Candidate>>(static_cast<size_t>(n)),
+                                        0};
             },
-            [&](UpdateContext<T>& ctx, int64_t i) {
-                if (exclude && exclude[i]) return true;
-                const int64_t row = ids[i];
-                if (check_taken && std::binary_search(taken_.begin(), taken_.end(), row)) return true;
-                const T* x = ctx.read(i);
-                T mx;
-                if (!row_max(x, n, mx)) return false;
-                const int64_t p = first_index(x, n, mx);
-                double* r = ctx.r.data();
-                double* b = ctx.bound.data();
-                const double m = boundary_row(x, n, static_cast<double>(mx), ctx.inv.row(p), r);
-                constexpr int64_t W = 16;
-                for (int64_t c0 = start_class_; c0 < n; c0 += W) {
-                    const int64_t c1 = std::min(c0 + W, n);
-                    bool any = false;
-                    for (int64_t c = c0; c < c1; ++c) any |= r[c] <= b[c];
-                    if (!any) continue;
-                    for (int64_t c = c0; c < c1; ++c)
-                        if (r[c] <= b[c] && c != p)
-                            b[c] = offer(ctx.heaps[static_cast<size_t>(c)], capacity_[static_cast<size_t>(c)],
-                                         Candidate{r[c], row});
-                }
-                if (m <= b[p])
-                    b[p] = offer(ctx.heaps[static_cast<size_t>(p)], capacity_[static_cast<size_t>(p)],
-                                 Candidate{m, row});
-                ++ctx.fed;
-                return true;
+            [&](UpdateContext<T>& ctx, int64_t begin, int64_t end) {
+                return balanced_rows_dispatch<T>(ctx, n, ids, exclude, taken_, capacity_, begin, end);
             },
             [&](UpdateContext<T>& ctx, int t) {
                 local[static_cast<size_t>(t)] = std::move(ctx.heaps);
@@ -153,9 +167,8 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 16)
         for (int64_t c = 0; c < n; ++c)
             for (int t = 0; t < threads; ++t)
-                if (!local[static_cast<size_t>(t)].empty())
-                    merge_heap(heaps_[static_cast<size_t>(c)], local[static_cast<size_t>(t)][static_cast<size_t>(c)],
-                               capacity_[static_cast<size_t>(c)]);
+                merge_heap(heaps_[static_cast<size_t>(c)], local[static_cast<size_t>(t)][static_cast<size_t>(c)],
+                           capacity_[static_cast<size_t>(c)]);
     };
     if (logits.dtype == DType::f64)
         run(double{});

@@ -66,9 +66,10 @@ private:
     std::vector<std::vector<Candidate>> heaps_;  // max-heaps (front = worst kept)
 };
 
-// Default extra candidates per class: a few times the quota, never fewer than 16.
+// Default extra candidates per class: room for the rows earlier classes take (measured at
+// ImageNet scale, B = 10K: at most 28 of a class's best rows, 7 on average), with a wide margin.
 inline int64_t default_extra(int64_t num_classes, int64_t budget) {
-    return std::max<int64_t>(16, 2 * (budget / std::max<int64_t>(1, num_classes) + 1));
+    return 64 + 4 * (budget / std::max<int64_t>(1, num_classes));
 }
 
 // One-shot BASE over a whole matrix: passes until done. Returns the selected rows in order.

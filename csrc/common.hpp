@@ -157,36 +157,27 @@ inline void throw_non_finite(int64_t row) {
 
 namespace alscale {
 
-// Runs body(ctx, i) over rows [0, rows) split into fixed contiguous parts, one per thread, with a
-// per-thread context from make(thread), handed to finish(ctx, thread) at the end. body returns
-// false for a non-finite row; the first such row over all threads is reported as a ValueError,
-// whatever the thread count.
-template <class Make, class Body, class Finish>
-void for_each_row(const Matrix& m, int threads, Make make, Body body, Finish finish) {
-    int64_t first_bad = m.rows;
+// Runs range(ctx, begin, end) over rows [0, rows) split into fixed contiguous parts, one per
+// thread, with a per-thread context from make(thread), handed to finish(ctx, thread) at the end.
+// range returns the first non-finite row of its part (or the part's end); the first over all threads is
+// reported as a ValueError, so the error never depends on the thread count.
+template <class Make, class Range, class Finish>
+void parallel_rows(int64_t rows, int threads, Make make, Range range, Finish finish) {
+    int64_t first_bad = rows;
 #pragma omp parallel num_threads(threads) reduction(min : first_bad)
     {
         auto ctx = make(thread_id());
-        const auto range = split_range(m.rows, threads, thread_id());
-        for (int64_t i = range.first; i < range.second; ++i) {
-            if (!body(ctx, i)) {
-                first_bad = std::min(first_bad, i);
-                break;
-            }
-        }
+        const auto part = split_range(rows, threads, thread_id());
+        const int64_t bad = range(ctx, part.first, part.second);
+        if (bad < part.second) first_bad = std::min(first_bad, bad);
         finish(ctx, thread_id());
     }
-    if (first_bad < m.rows) throw_non_finite(first_bad);
+    if (first_bad < rows) throw_non_finite(first_bad);
 }
 
 // Threads worth using for a pass over `rows` rows (0 requested: all cores).
 inline int row_threads(int requested, int64_t rows) {
     return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(thread_count(requested), rows / 64)));
-}
-
-template <class Make, class Body>
-void for_each_row(const Matrix& m, int num_threads, Make make, Body body) {
-    for_each_row(m, row_threads(num_threads, m.rows), make, body, [](auto&, int) {});
 }
 
 }  // namespace alscale

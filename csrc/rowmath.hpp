@@ -1,152 +1,248 @@
-// Per-row arithmetic shared by the scoring and BASE kernels. Every function works on one row of
-// C contiguous values and is written so that the compiler vectorizes it; results are identical
-// whatever the vector width (fixed 8-lane partial sums, no FMA contraction: -ffp-contract=off).
+// Per-row arithmetic shared by the scoring and BASE kernels, on 8-lane vectors (GCC/Clang vector
+// extensions: one AVX2 register per float op, two SSE2 registers without AVX2). Element c of a
+// row always goes to lane c % 8 and lanes are combined in a fixed order, and there is no FMA
+// contraction (-ffp-contract=off), so every score is bit-identical on every x86-64 / ARM CPU,
+// whichever instruction set the dispatcher picks (isa.hpp).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "common.hpp"
 
+#define ALSCALE_INLINE inline __attribute__((always_inline))
+
 namespace alscale {
 
-// Max of the row and whether every value is finite (x - x is NaN exactly for NaN and +-inf).
 template <class T>
-inline bool row_max(const T* x, int64_t n, T& max_out) {
-    T mx = x[0];
-    T probe = 0;
-#pragma omp simd reduction(max : mx) reduction(+ : probe)
-    for (int64_t c = 0; c < n; ++c) {
-        mx = x[c] > mx ? x[c] : mx;
-        probe += x[c] - x[c];
+struct Lanes;
+template <>
+struct Lanes<float> {
+    typedef float V __attribute__((vector_size(32)));
+    typedef int32_t I __attribute__((vector_size(32)));
+};
+template <>
+struct Lanes<double> {
+    typedef double V __attribute__((vector_size(64)));
+    typedef int64_t I __attribute__((vector_size(64)));
+};
+template <class T>
+using vec = typename Lanes<T>::V;
+template <class T>
+using ivec = typename Lanes<T>::I;
+typedef int64_t i64x8 __attribute__((vector_size(64)));
+
+constexpr int kLanes = 8;
+
+template <class T>
+ALSCALE_INLINE vec<T> load8(const T* p) {
+    vec<T> v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// The last n % 8 values of a row, the missing lanes set to `fill`.
+template <class T>
+ALSCALE_INLINE vec<T> load_tail(const T* p, int64_t count, T fill) {
+    T tmp[kLanes];
+    for (int j = 0; j < kLanes; ++j) tmp[j] = j < count ? p[j] : fill;
+    return load8(tmp);
+}
+
+template <class T>
+ALSCALE_INLINE vec<T> splat(T x) {
+    return vec<T>{} + x;
+}
+
+template <class M>
+ALSCALE_INLINE bool any_lane(M m) {
+    bool any = false;
+    for (int j = 0; j < kLanes; ++j) any |= m[j] != 0;
+    return any;
+}
+
+template <class T>
+ALSCALE_INLINE T lane_max(vec<T> v) {
+    T m = v[0];
+    for (int j = 1; j < kLanes; ++j) m = v[j] > m ? v[j] : m;
+    return m;
+}
+
+// Max and first argmax of a row, and whether every value is finite (x - x is NaN exactly for
+// NaN and +-inf). With NaN in the row the max is meaningless; callers check `finite` first.
+template <class T>
+struct RowMax {
+    T max;
+    int64_t arg;
+    T second;  // largest value after removing one copy of the max (-inf with one class)
+    bool finite;
+};
+
+template <class T, bool WantSecond>
+ALSCALE_INLINE RowMax<T> row_max(const T* x, int64_t n) {
+    using V = vec<T>;
+    using I = ivec<T>;
+    const T ninf = -std::numeric_limits<T>::infinity();
+    V m1 = splat<T>(ninf), m2 = m1, probe = splat<T>(T(0));
+    I at = I{} - 1;
+    I idx;
+    for (int j = 0; j < kLanes; ++j) idx[j] = j;
+    int64_t c = 0;
+    auto step = [&](V v) __attribute__((always_inline)) {
+        const I up = v > m1;
+        if (WantSecond) m2 = up ? m1 : (v > m2 ? v : m2);
+        m1 = up ? v : m1;
+        at = up ? idx : at;
+        idx += kLanes;
+    };
+    for (; c + kLanes <= n; c += kLanes) {
+        const V v = load8(x + c);
+        probe += v - v;
+        step(v);
     }
-    max_out = mx;
-    return probe == 0;
-}
-
-// First index holding `value` (the first maximum, like numpy.argmax).
-template <class T>
-inline int64_t first_index(const T* x, int64_t n, T value) {
-    for (int64_t c = 0; c < n; ++c)
-        if (x[c] == value) return c;
-    return 0;
-}
-
-// Largest value after the first maximum at p (equal to the max when it is repeated).
-template <class T>
-inline T second_max(const T* x, int64_t n, int64_t p) {
-    T s = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : s)
-    for (int64_t c = 0; c < n; ++c) {
-        const T v = (c == p) ? -std::numeric_limits<T>::infinity() : x[c];
-        s = v > s ? v : s;
+    if (c < n) {
+        const V v = load_tail(x + c, n - c, ninf);
+        const V z = load_tail(x + c, n - c, T(0));
+        probe += z - z;
+        step(v);
     }
-    return s;
+    RowMax<T> r;
+    r.finite = !any_lane(probe != probe);
+    r.max = lane_max<T>(m1);
+    r.arg = n;
+    for (int j = 0; j < kLanes; ++j)
+        if (m1[j] == r.max && at[j] >= 0 && at[j] < r.arg) r.arg = at[j];
+    if (r.arg >= n) r.arg = 0;  // only for a non-finite row
+    r.second = ninf;
+    if (WantSecond) {
+        // The two largest of the 16 lane candidates, as a multiset.
+        bool skipped = false;
+        for (int j = 0; j < kLanes; ++j) {
+            if (!skipped && m1[j] == r.max) {
+                skipped = true;
+            } else if (m1[j] > r.second) {
+                r.second = m1[j];
+            }
+            if (m2[j] > r.second) r.second = m2[j];
+        }
+    }
+    return r;
 }
 
-// exp(x) for x <= 0 (0 below the underflow point), vectorizable: Cody-Waite reduction and a
-// polynomial, exponent set through the bits. Within 2 ulp of the correctly rounded value.
-inline float exp_nonpos(float x) {
-    const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-    const float t = x * 1.44269504088896341f + magic;
-    const float n = t - magic;
-    float r = x - n * 0.693359375f;
+// exp(x) for x <= 0 (0 below the underflow point) on 8 lanes: Cody-Waite reduction and a
+// polynomial (Cephes), the exponent set through the bits. Within 2 ulp of the exact value.
+ALSCALE_INLINE vec<float> exp_nonpos(vec<float> x) {
+    using V = vec<float>;
+    using I = ivec<float>;
+    const V magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+    const V t = x * 1.44269504088896341f + magic;
+    const V n = t - magic;
+    V r = x - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
-    float y = 1.9875691500e-4f;
+    V y = splat(1.9875691500e-4f);
     y = y * r + 1.3981999507e-3f;
     y = y * r + 8.3334519073e-3f;
     y = y * r + 4.1665795894e-2f;
     y = y * r + 1.6666665459e-1f;
     y = y * r + 5.0000001201e-1f;
     y = y * (r * r) + r + 1.0f;
-    int32_t tb;
-    std::memcpy(&tb, &t, 4);
-    int32_t mb;
-    std::memcpy(&mb, &magic, 4);
-    const int32_t e = ((tb - mb) + 127) << 23;
-    float scale;
-    std::memcpy(&scale, &e, 4);
-    return x < -87.0f ? 0.0f : y * scale;
+    const I e = (((I)t - (I)magic) + 127) << 23;
+    const V scale = (V)e;  // vector casts reinterpret the bits
+    return x < -87.0f ? splat(0.0f) : y * scale;
 }
 
-inline double exp_nonpos(double x) {
-    const double magic = 6755399441055744.0;  // 1.5 * 2^52
-    const double t = x * 1.4426950408889634 + magic;
-    const double n = t - magic;
-    double r = x - n * 6.93145751953125e-1;
+ALSCALE_INLINE vec<double> exp_nonpos(vec<double> x) {
+    using V = vec<double>;
+    using I = ivec<double>;
+    const V magic = splat(6755399441055744.0);  // 1.5 * 2^52
+    const V t = x * 1.4426950408889634 + magic;
+    const V n = t - magic;
+    V r = x - n * 6.93145751953125e-1;
     r = r - n * 1.42860682030941723212e-6;
-    const double rr = r * r;
-    double p = 1.26177193074810590878e-4;
+    const V rr = r * r;
+    V p = splat(1.26177193074810590878e-4);
     p = p * rr + 3.02994407707441961300e-2;
     p = p * rr + 9.99999999999999999910e-1;
     p = p * r;
-    double q = 3.00198505138664455042e-6;
+    V q = splat(3.00198505138664455042e-6);
     q = q * rr + 2.52448340349684104192e-3;
     q = q * rr + 2.27265548208155028766e-1;
     q = q * rr + 2.00000000000000000009e0;
-    const double y = 1.0 + 2.0 * (p / (q - p));
-    int64_t tb;
-    std::memcpy(&tb, &t, 8);
-    int64_t mb;
-    std::memcpy(&mb, &magic, 8);
-    const int64_t e = ((tb - mb) + 1023) << 52;
-    double scale;
-    std::memcpy(&scale, &e, 8);
-    return x < -708.0 ? 0.0 : y * scale;
+    const V y = 1.0 + 2.0 * (p / (q - p));
+    const I e = (((I)t - (I)magic) + 1023) << 52;
+    const V scale = (V)e;  // vector casts reinterpret the bits
+    return x < -708.0 ? splat(0.0) : y * scale;
 }
 
-// x - max, kept finite (a gap below -1e30 has exp 0 either way; -inf would make 0 * gap NaN).
+// exp(x) of one value, through the same lanes (so it equals the vector result bit for bit).
 template <class T>
-inline T clamp_gap(T d) {
-    return d < T(-1e30) ? T(-1e30) : d;
+ALSCALE_INLINE T exp_nonpos_scalar(T x) {
+    return exp_nonpos(splat<T>(x))[0];
 }
 
 // Softmax sums of a row with maximum mx: s = sum exp(x - mx), t = sum exp(x - mx) * (x - mx),
-// accumulated in 8 interleaved partial sums combined in a fixed order.
+// in 8 lane sums combined in a fixed order. Gaps below -1e30 are clamped (their exp is 0 either
+// way; -inf would make 0 * gap NaN).
 template <class T>
-inline void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out) {
-    constexpr int L = 8;
-    T s[L] = {}, t[L] = {};
+ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out) {
+    using V = vec<T>;
+    const V vmx = splat(mx), lo = splat(T(-1e30));
+    V s = splat(T(0)), t = s;
+    auto step = [&](V v) __attribute__((always_inline)) {
+        V d = v - vmx;
+        d = d < lo ? lo : d;
+        const V e = exp_nonpos(d);
+        s += e;
+        t += e * d;
+    };
     int64_t c = 0;
-    for (; c + L <= n; c += L) {
-#pragma omp simd
-        for (int j = 0; j < L; ++j) {
-            const T d = clamp_gap(x[c + j] - mx);
-            const T e = exp_nonpos(d);
-            s[j] += e;
-            t[j] += e * d;
-        }
-    }
-    for (int j = 0; c + j < n; ++j) {
-        const T d = clamp_gap(x[c + j] - mx);
-        const T e = exp_nonpos(d);
-        s[j] += e;
-        t[j] += e * d;
-    }
+    for (; c + kLanes <= n; c += kLanes) step(load8(x + c));
+    if (c < n) step(load_tail(x + c, n - c, -std::numeric_limits<T>::infinity()));
     s_out = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
     t_out = ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]));
 }
 
-// Distance of a row to the p/c decision hyperplanes: r_c = (l_p - l_c) * inv[c] in float64, with
-// inv = 1/||w_p - w_c|| (row p of the inverse-norm matrix, +inf at c == p and for equal weight
-// rows); 0 * inf is taken as +inf. Writes r (n values) and returns min_c r_c.
+// Distances of a row to the p/c decision hyperplanes: r_c = (l_p - l_c) * inv[c] in float64,
+// inv = row p of the inverse-norm matrix (1/||w_p - w_c||; +inf at c == p and for equal weight
+// rows), 0 * inf taken as +inf. Writes r (n values) and returns min_c r_c. With `bound` given,
+// also lists in `hits` the first class of each 8-class block where some r_c <= bound[c].
 template <class T>
-inline double boundary_row(const T* x, int64_t n, double lp, const double* inv, double* r) {
-    double mn = kInf;
-#pragma omp simd reduction(min : mn)
-    for (int64_t c = 0; c < n; ++c) {
-        const double v = (lp - static_cast<double>(x[c])) * inv[c];
-        const double a = v >= 0.0 ? v : kInf;
-        r[c] = a;
+ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const double* inv, double* r,
+                                   const double* bound, std::vector<int64_t>* hits) {
+    using V = vec<double>;
+    const V vlp = splat(lp), inf = splat(kInf);
+    V mn = inf;
+    auto block = [&](V xv, V iv, int64_t c, V bv) __attribute__((always_inline)) {
+        const V v = (vlp - xv) * iv;
+        const V a = v >= 0.0 ? v : inf;
         mn = a < mn ? a : mn;
+        std::memcpy(r + c, &a, sizeof a);
+        if (bound && any_lane(a <= bv)) hits->push_back(c);
+    };
+    const V none = splat(-kInf);
+    int64_t c = 0;
+    for (; c + kLanes <= n; c += kLanes) {
+        const V xv = __builtin_convertvector(load8(x + c), V);
+        block(xv, load8(inv + c), c, bound ? load8(bound + c) : none);
     }
-    return mn;
+    if (c < n) {
+        const V xv = __builtin_convertvector(load_tail(x + c, n - c, std::numeric_limits<T>::infinity()), V);
+        double tail_r[kLanes];
+        const V iv = load_tail(inv + c, n - c, 1.0);
+        const V bv = bound ? load_tail(bound + c, n - c, -kInf) : none;
+        const V v = (vlp - xv) * iv;
+        const V a = v >= 0.0 ? v : inf;
+        mn = a < mn ? a : mn;
+        std::memcpy(tail_r, &a, sizeof a);
+        for (int j = 0; c + j < n; ++j) r[c + j] = tail_r[j];
+        if (bound && any_lane(a <= bv)) hits->push_back(c);
+    }
+    double m = mn[0];
+    for (int j = 1; j < kLanes; ++j) m = mn[j] < m ? mn[j] : m;
+    return m;
 }
-
-}  // namespace alscale
-
-namespace alscale {
 
 // Row p of the inverse-norm matrix; with no head weight (nullptr) every norm is 1, so the row is
 // all ones but +inf at p (kept in a per-thread buffer).
@@ -157,8 +253,8 @@ public:
     }
     const double* row(int64_t p) {
         if (m_) return m_ + p * n_;
-        if (last_ >= 0) unit_[last_] = 1.0;
-        unit_[p] = kInf;
+        if (last_ >= 0) unit_[static_cast<size_t>(last_)] = 1.0;
+        unit_[static_cast<size_t>(p)] = kInf;
         last_ = p;
         return unit_.data();
     }

@@ -2,37 +2,60 @@
 
 #include <cmath>
 
+#include "isa.hpp"
 #include "rowmath.hpp"
 
 namespace alscale {
 namespace {
 
 template <class T>
+ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const int64_t& n, const Uncertainty& kind,
+                                        double* const& out, const int64_t& begin, const int64_t& end) {
+    for (int64_t i = begin; i < end; ++i) {
+        const T* x = read(i);
+        const RowMax<T> mx = row_max<T, true>(x, n);
+        if (!mx.finite) return i;
+        T s, t;
+        softmax_sums(x, n, mx.max, s, t);
+        double v;
+        if (kind == Uncertainty::margin) {
+            const T gap = mx.second - mx.max;  // -inf with one class: p2 = 0
+            const T p2 = exp_nonpos_scalar<T>(gap < T(-1e30) ? T(-1e30) : gap);
+            v = static_cast<double>((T(1) - p2) / s);
+        } else if (kind == Uncertainty::confidence) {
+            v = static_cast<double>(T(1) / s);
+        } else {
+            v = static_cast<double>(std::log(s) - t / s);
+        }
+        out[i] = v;
+    }
+    return end;
+}
+ALSCALE_MULTIVERSION(uncertainty_rows)
+
+template <class T>
+ALSCALE_INLINE int64_t boundary_rows(RowReader<T>& read, InverseNorms& inv, std::vector<double>& r,
+                                     const int64_t& n, double* const& out, const int64_t& begin,
+                                     const int64_t& end) {
+    for (int64_t i = begin; i < end; ++i) {
+        const T* x = read(i);
+        const RowMax<T> mx = row_max<T, false>(x, n);
+        if (!mx.finite) return i;
+        out[i] = boundary_row(x, n, static_cast<double>(mx.max), inv.row(mx.arg), r.data(), nullptr, nullptr);
+    }
+    return end;
+}
+ALSCALE_MULTIVERSION(boundary_rows)
+
+template <class T>
 void uncertainty_impl(const Matrix& logits, Uncertainty kind, double* out, int num_threads) {
     const int64_t n = logits.cols;
-    for_each_row(logits, num_threads, [&](int) { return RowReader<T>(logits); },
-                 [&](RowReader<T>& read, int64_t i) {
-                     const T* x = read(i);
-                     T mx;
-                     if (!row_max(x, n, mx)) return false;
-                     T s, t;
-                     softmax_sums(x, n, mx, s, t);
-                     switch (kind) {
-                         case Uncertainty::margin: {
-                             const int64_t p = first_index(x, n, mx);
-                             const T p2 = n > 1 ? exp_nonpos(clamp_gap(second_max(x, n, p) - mx)) : T(0);
-                             out[i] = static_cast<double>((T(1) - p2) / s);
-                             break;
-                         }
-                         case Uncertainty::confidence:
-                             out[i] = static_cast<double>(T(1) / s);
-                             break;
-                         case Uncertainty::entropy:
-                             out[i] = static_cast<double>(std::log(s) - t / s);
-                             break;
-                     }
-                     return true;
-                 });
+    parallel_rows(
+        logits.rows, row_threads(num_threads, logits.rows), [&](int) { return RowReader<T>(logits); },
+        [&](RowReader<T>& read, int64_t begin, int64_t end) {
+            return uncertainty_rows_dispatch<T>(read, n, kind, out, begin, end);
+        },
+        [](RowReader<T>&, int) {});
 }
 
 template <class T>
@@ -45,20 +68,16 @@ struct BoundaryContext {
 template <class T>
 void boundary_impl(const Matrix& logits, const double* inv_norm, double* out, int num_threads) {
     const int64_t n = logits.cols;
-    for_each_row(
-        logits, num_threads,
+    parallel_rows(
+        logits.rows, row_threads(num_threads, logits.rows),
         [&](int) {
             return BoundaryContext<T>{RowReader<T>(logits), InverseNorms(inv_norm, n),
                                       std::vector<double>(static_cast<size_t>(n))};
         },
-        [&](BoundaryContext<T>& ctx, int64_t i) {
-            const T* x = ctx.read(i);
-            T mx;
-            if (!row_max(x, n, mx)) return false;
-            const int64_t p = first_index(x, n, mx);
-            out[i] = boundary_row(x, n, static_cast<double>(mx), ctx.inv.row(p), ctx.r.data());
-            return true;
-        });
+        [&](BoundaryContext<T>& ctx, int64_t begin, int64_t end) {
+            return boundary_rows_dispatch<T>(ctx.read, ctx.inv, ctx.r, n, out, begin, end);
+        },
+        [](BoundaryContext<T>&, int) {});
 }
 
 }  // namespace

@@ -150,11 +150,28 @@ class Logits:
         return head + ")"
 
 
+BUCKETS = {  # (max rows, max classes)
+    "tiny": (8, 5),
+    "small": (120, 24),
+    "medium": (1000, 100),
+    "large": (None, None),  # up to max_n, max_c
+}
+
+
 @st.composite
 def shapes(draw, max_n: int = 3000, max_c: int = 300, max_elems: int = 60_000):
-    """(N, C), small shapes often, up to max_n rows and max_c classes (N*C bounded)."""
-    c = draw(st.one_of(st.integers(1, 4), st.integers(1, 40), st.integers(1, max_c)))
-    n = draw(st.one_of(st.integers(1, 10), st.integers(1, 300), st.integers(1, max_n)))
+    """(N, C) from one of four size buckets, log-uniform inside it (hypothesis alone draws
+    mostly the smallest sizes); N <= max_n, C <= max_c, N * C <= max_elems."""
+    bucket = draw(st.sampled_from(list(BUCKETS)))
+    hi_n, hi_c = BUCKETS[bucket]
+    hi_n, hi_c = min(hi_n or max_n, max_n), min(hi_c or max_c, max_c)
+    rng = np.random.default_rng(draw(SEEDS))
+    if bucket in ("tiny", "small"):
+        n = int(np.exp(rng.uniform(0, np.log(hi_n + 1))))
+    else:
+        n = int(rng.integers(max(1, hi_n // 5), hi_n + 1))
+    c = int(np.exp(rng.uniform(0, np.log(hi_c + 1))))
+    n, c = min(max(n, 1), hi_n), min(max(c, 1), hi_c)
     return max(1, min(n, max_elems // c)), c
 
 

@@ -1,0 +1,31 @@
+// Run-time choice of the instruction set for the hot row loops. The wheels are built for baseline
+// x86-64 (no -march=native); each row kernel is compiled twice from one always-inline template,
+// once for the baseline and once with AVX2, and ALSCALE_MULTIVERSION picks the AVX2 one when the
+// CPU has it. The two give bit-identical results (rowmath.hpp), so the choice changes only speed.
+// ALSCALE_ISA=base in the environment forces the baseline (tests compare the two).
+#pragma once
+
+namespace alscale {
+bool use_avx2();
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define ALSCALE_AVX2 __attribute__((target("avx2")))
+#else
+#define ALSCALE_AVX2
+#endif
+
+// From `template <class T> ALSCALE_INLINE int64_t NAME(Args&...)` defines NAME_dispatch<T>(...).
+#define ALSCALE_MULTIVERSION(NAME)                                                   \
+    template <class T, class... A>                                                   \
+    int64_t NAME##_base(A&... a) {                                                   \
+        return NAME<T>(a...);                                                        \
+    }                                                                                \
+    template <class T, class... A>                                                   \
+    ALSCALE_AVX2 int64_t NAME##_avx2(A&... a) {                                      \
+        return NAME<T>(a...);                                                        \
+    }                                                                                \
+    template <class T, class... A>                                                   \
+    int64_t NAME##_dispatch(A&... a) {                                               \
+        return ::alscale::use_avx2() ? NAME##_avx2<T>(a...) : NAME##_base<T>(a...);  \
+    }

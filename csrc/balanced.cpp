@@ -68,7 +68,7 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const int64_t& n, co
         ctx.hits.clear();
         const double m = boundary_row(x, n, static_cast<double>(mx.max), ctx.inv.row(p), r, b, &ctx.hits);
         for (const int64_t c0 : ctx.hits) {
-            const int64_t c1 = std::min<int64_t>(c0 + kLanes, n);
+            const int64_t c1 = std::min<int64_t>(c0 + 32, n);
             for (int64_t c = c0; c < c1; ++c)
                 if (r[c] <= b[c] && c != p)
                     b[c] = offer(ctx.heaps[static_cast<size_t>(c)], capacity[static_cast<size_t>(c)],

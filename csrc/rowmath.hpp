@@ -16,6 +16,8 @@
 
 namespace alscale {
 
+// Native 32-byte vectors (an AVX2 register): 8 floats or 4 doubles. A row is processed in blocks
+// of 8 elements, element c in logical lane c % 8, i.e. part (c % 8) / W, slot (c % 8) % W.
 template <class T>
 struct Lanes;
 template <>
@@ -25,30 +27,25 @@ struct Lanes<float> {
 };
 template <>
 struct Lanes<double> {
-    typedef double V __attribute__((vector_size(64)));
-    typedef int64_t I __attribute__((vector_size(64)));
+    typedef double V __attribute__((vector_size(32)));
+    typedef int64_t I __attribute__((vector_size(32)));
 };
 template <class T>
 using vec = typename Lanes<T>::V;
 template <class T>
 using ivec = typename Lanes<T>::I;
-typedef int64_t i64x8 __attribute__((vector_size(64)));
 
-constexpr int kLanes = 8;
+constexpr int kLanes = 8;  // logical lanes of a block
+template <class T>
+constexpr int kWidth = static_cast<int>(32 / sizeof(T));  // elements per native vector
+template <class T>
+constexpr int kParts = kLanes / kWidth<T>;  // native vectors per block
 
 template <class T>
-ALSCALE_INLINE vec<T> load8(const T* p) {
+ALSCALE_INLINE vec<T> load(const T* p) {
     vec<T> v;
     std::memcpy(&v, p, sizeof v);
     return v;
-}
-
-// The last n % 8 values of a row, the missing lanes set to `fill`.
-template <class T>
-ALSCALE_INLINE vec<T> load_tail(const T* p, int64_t count, T fill) {
-    T tmp[kLanes];
-    for (int j = 0; j < kLanes; ++j) tmp[j] = j < count ? p[j] : fill;
-    return load8(tmp);
 }
 
 template <class T>
@@ -56,18 +53,31 @@ ALSCALE_INLINE vec<T> splat(T x) {
     return vec<T>{} + x;
 }
 
-template <class M>
-ALSCALE_INLINE bool any_lane(M m) {
-    bool any = false;
-    for (int j = 0; j < kLanes; ++j) any |= m[j] != 0;
-    return any;
+// A block of 8 values starting at p, or the last `count` < 8 with the missing lanes set to fill.
+template <class T>
+struct Block {
+    vec<T> part[kParts<T>];
+};
+
+template <class T>
+ALSCALE_INLINE Block<T> load_block(const T* p) {
+    Block<T> b;
+    for (int h = 0; h < kParts<T>; ++h) b.part[h] = load(p + h * kWidth<T>);
+    return b;
 }
 
 template <class T>
-ALSCALE_INLINE T lane_max(vec<T> v) {
-    T m = v[0];
-    for (int j = 1; j < kLanes; ++j) m = v[j] > m ? v[j] : m;
-    return m;
+ALSCALE_INLINE Block<T> load_tail(const T* p, int64_t count, T fill) {
+    T tmp[kLanes];
+    for (int j = 0; j < kLanes; ++j) tmp[j] = j < count ? p[j] : fill;
+    return load_block(tmp);
+}
+
+template <class M>
+ALSCALE_INLINE bool any_lane(M m) {
+    typedef int64_t Q __attribute__((vector_size(32)));
+    const Q q = (Q)m;
+    return (q[0] | q[1] | q[2] | q[3]) != 0;
 }
 
 // Max and first argmax of a row, and whether every value is finite (x - x is NaN exactly for
@@ -84,54 +94,72 @@ template <class T, bool WantSecond>
 ALSCALE_INLINE RowMax<T> row_max(const T* x, int64_t n) {
     using V = vec<T>;
     using I = ivec<T>;
+    constexpr int P = kParts<T>, W = kWidth<T>;
     const T ninf = -std::numeric_limits<T>::infinity();
-    V m1 = splat<T>(ninf), m2 = m1, probe = splat<T>(T(0));
-    I at = I{} - 1;
-    I idx;
-    for (int j = 0; j < kLanes; ++j) idx[j] = j;
-    int64_t c = 0;
-    auto step = [&](V v) __attribute__((always_inline)) {
-        const I up = v > m1;
-        if (WantSecond) m2 = up ? m1 : (v > m2 ? v : m2);
-        m1 = up ? v : m1;
-        at = up ? idx : at;
-        idx += kLanes;
+    V m1[P], m2[P], probe[P];
+    I at[P], idx[P];
+    for (int h = 0; h < P; ++h) {
+        m1[h] = m2[h] = splat<T>(ninf);
+        probe[h] = splat<T>(T(0));
+        at[h] = I{} - 1;
+        T first[W];
+        for (int j = 0; j < W; ++j) first[j] = static_cast<T>(h * W + j);
+        idx[h] = __builtin_convertvector(load(first), I);
+    }
+    auto step = [&](const Block<T>& b) __attribute__((always_inline)) {
+        for (int h = 0; h < P; ++h) {
+            const V v = b.part[h];
+            const I up = v > m1[h];
+            if (WantSecond) m2[h] = up ? m1[h] : (v > m2[h] ? v : m2[h]);
+            m1[h] = up ? v : m1[h];
+            at[h] = up ? idx[h] : at[h];
+            idx[h] += kLanes;
+        }
     };
+    int64_t c = 0;
     for (; c + kLanes <= n; c += kLanes) {
-        const V v = load8(x + c);
-        probe += v - v;
-        step(v);
+        const Block<T> b = load_block(x + c);
+        for (int h = 0; h < P; ++h) probe[h] += b.part[h] - b.part[h];
+        step(b);
     }
     if (c < n) {
-        const V v = load_tail(x + c, n - c, ninf);
-        const V z = load_tail(x + c, n - c, T(0));
-        probe += z - z;
-        step(v);
+        const Block<T> z = load_tail(x + c, n - c, T(0));
+        for (int h = 0; h < P; ++h) probe[h] += z.part[h] - z.part[h];
+        step(load_tail(x + c, n - c, ninf));
     }
     RowMax<T> r;
-    r.finite = !any_lane(probe != probe);
-    r.max = lane_max<T>(m1);
+    bool bad = false;
+    for (int h = 0; h < P; ++h) bad |= any_lane(probe[h] != probe[h]);
+    r.finite = !bad;
+    T lane_m1[kLanes], lane_m2[kLanes];
+    int64_t lane_at[kLanes];
+    for (int j = 0; j < kLanes; ++j) {
+        lane_m1[j] = m1[j / W][j % W];
+        lane_m2[j] = m2[j / W][j % W];
+        lane_at[j] = at[j / W][j % W];
+    }
+    r.max = lane_m1[0];
+    for (int j = 1; j < kLanes; ++j) r.max = lane_m1[j] > r.max ? lane_m1[j] : r.max;
     r.arg = n;
     for (int j = 0; j < kLanes; ++j)
-        if (m1[j] == r.max && at[j] >= 0 && at[j] < r.arg) r.arg = at[j];
+        if (lane_m1[j] == r.max && lane_at[j] >= 0 && lane_at[j] < r.arg) r.arg = lane_at[j];
     if (r.arg >= n) r.arg = 0;  // only for a non-finite row
     r.second = ninf;
     if (WantSecond) {
         // The two largest of the 16 lane candidates, as a multiset.
         bool skipped = false;
         for (int j = 0; j < kLanes; ++j) {
-            if (!skipped && m1[j] == r.max) {
+            if (!skipped && lane_m1[j] == r.max)
                 skipped = true;
-            } else if (m1[j] > r.second) {
-                r.second = m1[j];
-            }
-            if (m2[j] > r.second) r.second = m2[j];
+            else if (lane_m1[j] > r.second)
+                r.second = lane_m1[j];
+            if (lane_m2[j] > r.second) r.second = lane_m2[j];
         }
     }
     return r;
 }
 
-// exp(x) for x <= 0 (0 below the underflow point) on 8 lanes: Cody-Waite reduction and a
+// exp(x) for x <= 0 (0 below the underflow point), elementwise: Cody-Waite reduction and a
 // polynomial (Cephes), the exponent set through the bits. Within 2 ulp of the exact value.
 ALSCALE_INLINE vec<float> exp_nonpos(vec<float> x) {
     using V = vec<float>;
@@ -172,7 +200,7 @@ ALSCALE_INLINE vec<double> exp_nonpos(vec<double> x) {
     q = q * rr + 2.00000000000000000009e0;
     const V y = 1.0 + 2.0 * (p / (q - p));
     const I e = (((I)t - (I)magic) + 1023) << 52;
-    const V scale = (V)e;  // vector casts reinterpret the bits
+    const V scale = (V)e;
     return x < -708.0 ? splat(0.0) : y * scale;
 }
 
@@ -188,59 +216,91 @@ ALSCALE_INLINE T exp_nonpos_scalar(T x) {
 template <class T>
 ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out) {
     using V = vec<T>;
+    constexpr int P = kParts<T>, W = kWidth<T>;
     const V vmx = splat(mx), lo = splat(T(-1e30));
-    V s = splat(T(0)), t = s;
-    auto step = [&](V v) __attribute__((always_inline)) {
-        V d = v - vmx;
-        d = d < lo ? lo : d;
-        const V e = exp_nonpos(d);
-        s += e;
-        t += e * d;
+    V s[P], t[P];
+    for (int h = 0; h < P; ++h) s[h] = t[h] = splat(T(0));
+    auto step = [&](const Block<T>& b) __attribute__((always_inline)) {
+        for (int h = 0; h < P; ++h) {
+            V d = b.part[h] - vmx;
+            d = d < lo ? lo : d;
+            const V e = exp_nonpos(d);
+            s[h] += e;
+            t[h] += e * d;
+        }
     };
     int64_t c = 0;
-    for (; c + kLanes <= n; c += kLanes) step(load8(x + c));
+    for (; c + kLanes <= n; c += kLanes) step(load_block(x + c));
     if (c < n) step(load_tail(x + c, n - c, -std::numeric_limits<T>::infinity()));
-    s_out = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-    t_out = ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]));
+    T ls[kLanes], lt[kLanes];
+    for (int j = 0; j < kLanes; ++j) {
+        ls[j] = s[j / W][j % W];
+        lt[j] = t[j / W][j % W];
+    }
+    s_out = ((ls[0] + ls[4]) + (ls[1] + ls[5])) + ((ls[2] + ls[6]) + (ls[3] + ls[7]));
+    t_out = ((lt[0] + lt[4]) + (lt[1] + lt[5])) + ((lt[2] + lt[6]) + (lt[3] + lt[7]));
+}
+
+// 8 logits as two vectors of 4 doubles.
+ALSCALE_INLINE void to_double(const Block<float>& b, vec<double> out[2]) {
+    typedef float F4 __attribute__((vector_size(16)));
+    const F4 lo = {b.part[0][0], b.part[0][1], b.part[0][2], b.part[0][3]};
+    const F4 hi = {b.part[0][4], b.part[0][5], b.part[0][6], b.part[0][7]};
+    out[0] = __builtin_convertvector(lo, vec<double>);
+    out[1] = __builtin_convertvector(hi, vec<double>);
+}
+ALSCALE_INLINE void to_double(const Block<double>& b, vec<double> out[2]) {
+    out[0] = b.part[0];
+    out[1] = b.part[1];
 }
 
 // Distances of a row to the p/c decision hyperplanes: r_c = (l_p - l_c) * inv[c] in float64,
 // inv = row p of the inverse-norm matrix (1/||w_p - w_c||; +inf at c == p and for equal weight
 // rows), 0 * inf taken as +inf. Writes r (n values) and returns min_c r_c. With `bound` given,
-// also lists in `hits` the first class of each 8-class block where some r_c <= bound[c].
+// also lists in `hits` the first class of each 32-class group where some r_c <= bound[c].
 template <class T>
 ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const double* inv, double* r,
                                    const double* bound, std::vector<int64_t>* hits) {
     using V = vec<double>;
+    using I = ivec<double>;
+    constexpr int64_t kGroup = 32;
     const V vlp = splat(lp), inf = splat(kInf);
     V mn = inf;
-    auto block = [&](V xv, V iv, int64_t c, V bv) __attribute__((always_inline)) {
-        const V v = (vlp - xv) * iv;
-        const V a = v >= 0.0 ? v : inf;
-        mn = a < mn ? a : mn;
-        std::memcpy(r + c, &a, sizeof a);
-        if (bound && any_lane(a <= bv)) hits->push_back(c);
+    I hit = I{};
+    auto block = [&](const Block<T>& xb, const double* iv, const double* bv, double* out)
+                     __attribute__((always_inline)) {
+        V xd[2];
+        to_double(xb, xd);
+        for (int h = 0; h < 2; ++h) {
+            const V v = (vlp - xd[h]) * load(iv + 4 * h);
+            const V a = v >= 0.0 ? v : inf;  // NaN (0 * inf) -> +inf
+            mn = a < mn ? a : mn;
+            std::memcpy(out + 4 * h, &a, sizeof a);
+            if (bv) hit |= a <= load(bv + 4 * h);
+        }
     };
-    const V none = splat(-kInf);
     int64_t c = 0;
     for (; c + kLanes <= n; c += kLanes) {
-        const V xv = __builtin_convertvector(load8(x + c), V);
-        block(xv, load8(inv + c), c, bound ? load8(bound + c) : none);
+        block(load_block(x + c), inv + c, bound ? bound + c : nullptr, r + c);
+        if (bound && (c + kLanes) % kGroup == 0) {
+            if (any_lane(hit)) hits->push_back(c + kLanes - kGroup);
+            hit = I{};
+        }
     }
+    int64_t last = c - kLanes;  // start of the last block
     if (c < n) {
-        const V xv = __builtin_convertvector(load_tail(x + c, n - c, std::numeric_limits<T>::infinity()), V);
-        double tail_r[kLanes];
-        const V iv = load_tail(inv + c, n - c, 1.0);
-        const V bv = bound ? load_tail(bound + c, n - c, -kInf) : none;
-        const V v = (vlp - xv) * iv;
-        const V a = v >= 0.0 ? v : inf;
-        mn = a < mn ? a : mn;
-        std::memcpy(tail_r, &a, sizeof a);
-        for (int j = 0; c + j < n; ++j) r[c + j] = tail_r[j];
-        if (bound && any_lane(a <= bv)) hits->push_back(c);
+        double iv[kLanes], bv[kLanes], out[kLanes];
+        for (int j = 0; j < kLanes; ++j) {
+            iv[j] = c + j < n ? inv[c + j] : 1.0;
+            bv[j] = bound && c + j < n ? bound[c + j] : -kInf;
+        }
+        block(load_tail(x + c, n - c, std::numeric_limits<T>::infinity()), iv, bound ? bv : nullptr, out);
+        for (int j = 0; c + j < n; ++j) r[c + j] = out[j];
+        last = c;
     }
+    if (bound && any_lane(hit)) hits->push_back((last / kGroup) * kGroup);  // the unfinished group
     double m = mn[0];
-    for (int j = 1; j < kLanes; ++j) m = mn[j] < m ? mn[j] : m;
+    for (int j = 1; j < 4; ++j) m = mn[j] < m ? mn[j] : m;
     return m;
 }
 

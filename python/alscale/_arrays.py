@@ -188,9 +188,9 @@ def inverse_norms(weight: Any, classes: int) -> np.ndarray | None:
     inv = np.full_like(n2, np.inf)
     pos = n2 > 0
     inv[pos] = 1.0 / np.sqrt(n2[pos])
-    _, group = np.unique(w, axis=0, return_inverse=True)
-    group = group.reshape(-1)
-    if group.max(initial=0) + 1 < classes:  # some rows repeat exactly
-        inv[group[:, None] == group[None, :]] = np.inf
+    # Exactly equal rows: only pairs whose n2 is ~0 can be, so compare just those.
+    p, c = np.nonzero(n2 <= 1e-12 * (d[:, None] + d[None, :]))
+    same = np.array([np.array_equal(w[i], w[j]) for i, j in zip(p.tolist(), c.tolist())], dtype=bool)
+    inv[p[same], c[same]] = np.inf
     np.fill_diagonal(inv, np.inf)
     return inv

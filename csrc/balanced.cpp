@@ -50,7 +50,7 @@ struct UpdateContext {
 
 // The hot loop: per row, its boundary distances, then the candidates for every class whose
 // bound they pass (rare once heaps are full). Returns the first non-finite row or `end`.
-template <class T>
+template <class T, int B>
 ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const int64_t& n, const RowIds& ids,
                                      const uint8_t* const& exclude, const std::vector<int64_t>& taken,
                                      const std::vector<int64_t>& capacity, const int64_t& begin,
@@ -62,11 +62,11 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const int64_t& n, co
         const int64_t row = ids[i];
         if (!taken.empty() && std::binary_search(taken.begin(), taken.end(), row)) continue;
         const T* x = ctx.read(i);
-        const RowMax<T> mx = row_max<T, false>(x, n);
+        const RowMax<T> mx = row_max<T, B, false>(x, n);
         if (!mx.finite) return i;
         const int64_t p = mx.arg;
         ctx.hits.clear();
-        const double m = boundary_row(x, n, static_cast<double>(mx.max), ctx.inv.row(p), r, b, &ctx.hits);
+        const double m = boundary_row<T, B>(x, n, static_cast<double>(mx.max), ctx.inv.row(p), r, b, &ctx.hits);
         for (const int64_t c0 : ctx.hits) {
             const int64_t c1 = std::min<int64_t>(c0 + 32, n);
             for (int64_t c = c0; c < c1; ++c)
@@ -191,6 +191,8 @@ void BalancedState::merge(const BalancedState& other) {
 
 bool BalancedState::advance() {
     if (done_) return true;
+    // A later pass exists only because rows are left to feed: none fed yet means still waiting.
+    if (pass_ > 0 && fed_ == 0) return false;
     if (pass_ == 0) available_ = fed_;
     const int64_t budget = std::min(B_, available_);
     std::unordered_set<int64_t> taken_now;

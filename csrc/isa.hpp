@@ -15,15 +15,16 @@ bool use_avx2();
 #define ALSCALE_AVX2
 #endif
 
-// From `template <class T> ALSCALE_INLINE int64_t NAME(Args&...)` defines NAME_dispatch<T>(...).
+// From `template <class T, int B> ALSCALE_INLINE int64_t NAME(Args&...)` (B: vector bytes)
+// defines NAME_dispatch<T>(...): B = 32 with AVX2, else 16 (SSE2 / NEON).
 #define ALSCALE_MULTIVERSION(NAME)                                                   \
     template <class T, class... A>                                                   \
     int64_t NAME##_base(A&... a) {                                                   \
-        return NAME<T>(a...);                                                        \
+        return NAME<T, 16>(a...);                                                    \
     }                                                                                \
     template <class T, class... A>                                                   \
     ALSCALE_AVX2 int64_t NAME##_avx2(A&... a) {                                      \
-        return NAME<T>(a...);                                                        \
+        return NAME<T, 32>(a...);                                                        \
     }                                                                                \
     template <class T, class... A>                                                   \
     int64_t NAME##_dispatch(A&... a) {                                               \

@@ -8,19 +8,19 @@
 namespace alscale {
 namespace {
 
-template <class T>
+template <class T, int B>
 ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const int64_t& n, const Uncertainty& kind,
                                         double* const& out, const int64_t& begin, const int64_t& end) {
     for (int64_t i = begin; i < end; ++i) {
         const T* x = read(i);
-        const RowMax<T> mx = row_max<T, true>(x, n);
+        const RowMax<T> mx = row_max<T, B, true>(x, n);
         if (!mx.finite) return i;
         T s, t;
-        softmax_sums(x, n, mx.max, s, t);
+        softmax_sums<T, B>(x, n, mx.max, s, t);
         double v;
         if (kind == Uncertainty::margin) {
             const T gap = mx.second - mx.max;  // -inf with one class: p2 = 0
-            const T p2 = exp_nonpos_scalar<T>(gap < T(-1e30) ? T(-1e30) : gap);
+            const T p2 = exp_nonpos_scalar<T, B>(gap < T(-1e30) ? T(-1e30) : gap);
             v = static_cast<double>((T(1) - p2) / s);
         } else if (kind == Uncertainty::confidence) {
             v = static_cast<double>(T(1) / s);
@@ -33,15 +33,15 @@ ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const int64_t& n, co
 }
 ALSCALE_MULTIVERSION(uncertainty_rows)
 
-template <class T>
+template <class T, int B>
 ALSCALE_INLINE int64_t boundary_rows(RowReader<T>& read, InverseNorms& inv, std::vector<double>& r,
                                      const int64_t& n, double* const& out, const int64_t& begin,
                                      const int64_t& end) {
     for (int64_t i = begin; i < end; ++i) {
         const T* x = read(i);
-        const RowMax<T> mx = row_max<T, false>(x, n);
+        const RowMax<T> mx = row_max<T, B, false>(x, n);
         if (!mx.finite) return i;
-        out[i] = boundary_row(x, n, static_cast<double>(mx.max), inv.row(mx.arg), r.data(), nullptr, nullptr);
+        out[i] = boundary_row<T, B>(x, n, static_cast<double>(mx.max), inv.row(mx.arg), r.data(), nullptr, nullptr);
     }
     return end;
 }

@@ -14,8 +14,11 @@ from ._arrays import as_budget, as_exclude, as_logits, as_row_ids, as_threads, i
 __all__ = ["BalancedSelector"]
 
 
-def _fingerprint(inv: np.ndarray | None) -> str:
-    return "" if inv is None else hashlib.blake2b(inv.tobytes(), digest_size=16).hexdigest()
+def _fingerprint(inv: np.ndarray | None) -> np.ndarray:
+    """16 bytes that identify the head weight (empty without one)."""
+    if inv is None:
+        return np.zeros(0, dtype=np.uint8)
+    return np.frombuffer(hashlib.blake2b(inv.tobytes(), digest_size=16).digest(), dtype=np.uint8).copy()
 
 
 class BalancedSelector:
@@ -127,7 +130,7 @@ class BalancedSelector:
         """Add the candidates of a selector fed with other rows of the same pool (in place)."""
         if not isinstance(other, BalancedSelector):
             raise TypeError(f"can only merge a BalancedSelector, got {type(other).__name__}")
-        if _fingerprint(self._inv) != _fingerprint(other._inv):
+        if not np.array_equal(_fingerprint(self._inv), _fingerprint(other._inv)):
             raise ValueError("cannot merge selectors built with different head weights")
         self._state.merge(other._state)
         return self
@@ -153,6 +156,7 @@ class BalancedSelector:
     def state_dict(self) -> dict:
         """The full state as numpy arrays and ints (for checkpoints or sending to other ranks)."""
         d = dict(self._state.snapshot())
+        d["done"] = int(d["done"])
         d["next_row"] = self._next_row
         d["weight_fingerprint"] = _fingerprint(self._inv)
         return d
@@ -162,7 +166,7 @@ class BalancedSelector:
         """Rebuild a selector from :meth:`state_dict` (pass the same head weight)."""
         self = cls.__new__(cls)
         self._inv = inverse_norms(weight, int(state["num_classes"]))
-        if _fingerprint(self._inv) != state.get("weight_fingerprint", ""):
+        if not np.array_equal(_fingerprint(self._inv), np.asarray(state.get("weight_fingerprint", []), np.uint8)):
             raise ValueError("the weight given does not match the one the state was built with")
         core_keys = ("num_classes", "budget", "extra", "pass", "start_class", "available", "fed", "done",
                      "capacity", "taken", "picks", "counts", "keys", "rows")

@@ -50,8 +50,8 @@ def margin_scores(logits: Any, *, num_threads: int = 0):
     Examples
     --------
     >>> import numpy as np, alscale
-    >>> alscale.margin_scores(np.array([[2.0, 2.0, -1.0], [5.0, 0.0, 0.0]])).round(3)
-    array([0.   , 0.987])
+    >>> alscale.margin_scores(np.array([[2.0, 2.0, -1.0], [5.0, 0.0, 0.0]])).round(2)
+    array([0.  , 0.98])
     """
     x, s = _uncertainty(logits, _MARGIN, num_threads)
     return x.wrap(s)

@@ -93,26 +93,26 @@ def _check_rank(name: str, shape: tuple) -> None:
         raise ValueError(f"{name} must be 2-D (rows, classes), got shape {tuple(shape)}")
 
 
-def as_budget(budget: Any) -> int:
-    if isinstance(budget, (bool, np.bool_)):
-        raise TypeError(f"budget must be an integer, got {budget!r}")
+def as_int(value: Any, name: str, minimum: int = 0, hint: str = "") -> int:
+    """An integer argument (bools and floats refused) that is at least ``minimum``."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
     try:
-        value = operator.index(budget)
+        result = operator.index(value)
     except TypeError:
-        raise TypeError(f"budget must be an integer, got {budget!r}") from None
-    if value < 0:
-        raise ValueError(f"budget must be non-negative, got {value}")
-    return value
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if result < minimum:
+        need = "non-negative" if minimum == 0 else f"at least {minimum}"
+        raise ValueError(f"{name} must be {need}{hint}, got {result}")
+    return result
+
+
+def as_budget(budget: Any) -> int:
+    return as_int(budget, "budget")
 
 
 def as_threads(num_threads: Any) -> int:
-    try:
-        value = operator.index(num_threads)
-    except TypeError:
-        raise TypeError(f"num_threads must be an integer, got {num_threads!r}") from None
-    if value < 0:
-        raise ValueError(f"num_threads must be >= 0 (0 means all cores), got {value}")
-    return value
+    return as_int(num_threads, "num_threads", hint=" (0 means all cores)")
 
 
 def _host_numpy(x: Any, name: str) -> np.ndarray:

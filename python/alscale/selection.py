@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import numpy as np
 
 from . import _core
-from ._arrays import as_budget, as_exclude, as_logits, as_threads, inverse_norms
+from ._arrays import as_budget, as_exclude, as_int, as_logits, as_threads, inverse_norms
 
 __all__ = [
     "boundary_scores",
@@ -239,14 +238,7 @@ def select_random(n: Any, budget: Any, *, exclude: Any = None, seed: Any = None)
     >>> sorted(alscale.select_random(10, 3, exclude=[0, 1, 2], seed=0).tolist())[0] >= 3
     True
     """
-    if isinstance(n, (bool, np.bool_)):
-        raise TypeError(f"n must be an integer, got {n!r}")
-    try:
-        rows = operator.index(n)
-    except TypeError:
-        raise TypeError(f"n must be an integer, got {n!r}") from None
-    if rows < 0:
-        raise ValueError(f"n must be non-negative, got {rows}")
+    rows = as_int(n, "n")
     k = as_budget(budget)
     mask = as_exclude(exclude, rows)
     available = np.arange(rows, dtype=np.int64) if mask is None else np.flatnonzero(mask == 0).astype(np.int64)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import operator
 from typing import Any
 
 import numpy as np
 
 from . import _core
-from ._arrays import as_budget, as_exclude, as_logits, as_row_ids, as_threads, inverse_norms
+from ._arrays import as_budget, as_exclude, as_int, as_logits, as_row_ids, as_threads, inverse_norms
 
 __all__ = ["BalancedSelector"]
 
@@ -53,19 +52,9 @@ class BalancedSelector:
     """
 
     def __init__(self, num_classes: Any, budget: Any, *, weight: Any = None, capacity: Any = None):
-        try:
-            classes = operator.index(num_classes)
-        except TypeError:
-            raise TypeError(f"num_classes must be an integer, got {num_classes!r}") from None
-        if classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {classes}")
+        classes = as_int(num_classes, "num_classes", minimum=1)
         b = as_budget(budget)
-        if capacity is None:
-            extra = _core.default_extra(classes, b)
-        else:
-            extra = operator.index(capacity)
-            if extra < 0:
-                raise ValueError(f"capacity must be non-negative, got {extra}")
+        extra = _core.default_extra(classes, b) if capacity is None else as_int(capacity, "capacity")
         self._inv = inverse_norms(weight, classes)
         self._state = _core.BalancedState(classes, b, extra)
         self._next_row = 0
@@ -117,9 +106,7 @@ class BalancedSelector:
             ids = as_row_ids(row_ids, x.rows)
             offset = 0
         else:
-            offset = self._next_row if row_offset is None else operator.index(row_offset)
-            if offset < 0:
-                raise ValueError(f"row_offset must be non-negative, got {offset}")
+            offset = self._next_row if row_offset is None else as_int(row_offset, "row_offset")
             self._next_row = offset + x.rows
         mask = as_exclude(exclude, x.rows)
         if x.rows:

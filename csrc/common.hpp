@@ -16,6 +16,8 @@
 #include <omp.h>
 #endif
 
+#define ALSCALE_INLINE inline __attribute__((always_inline))
+
 namespace alscale {
 
 enum class DType : int { f16 = 0, bf16 = 1, f32 = 2, f64 = 3 };
@@ -39,27 +41,22 @@ struct RowIds {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+// IEEE half -> float, exact for every value, branch-free so that row conversions vectorize
+// (integer work only: no float denormals, so it is right even with flush-to-zero set).
 inline float half_to_float(uint16_t h) {
+    const uint32_t em = h & 0x7fffu;
     const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-    const uint32_t exp = (h >> 10) & 0x1fu;
-    uint32_t mant = h & 0x3ffu;
-    uint32_t bits;
-    if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (mant << 13);  // inf / nan
-    } else if (exp != 0) {
-        bits = sign | ((exp + 112u) << 23) | (mant << 13);
-    } else if (mant == 0) {
-        bits = sign;
-    } else {  // subnormal half -> normal float
-        uint32_t e = 113;
-        while ((mant & 0x400u) == 0) {
-            mant <<= 1;
-            --e;
-        }
-        bits = sign | (e << 23) | ((mant & 0x3ffu) << 13);
-    }
+    const uint32_t normal = (em << 13) + (112u << 23);          // rebias 15 -> 127
+    const uint32_t special = (em << 13) | 0x7f800000u;          // inf / nan
+    float sub = static_cast<float>(static_cast<int32_t>(em)) * 5.9604644775390625e-8f;  // m * 2^-24
+    uint32_t sub_bits;
+    std::memcpy(&sub_bits, &sub, 4);
+    const uint32_t is_sub = 0u - static_cast<uint32_t>(em < 0x400u);  // all ones or zero
+    const uint32_t is_special = 0u - static_cast<uint32_t>(em >= 0x7c00u);
+    const uint32_t bits = (sub_bits & is_sub) | (special & is_special) | (normal & ~(is_sub | is_special));
+    const uint32_t out = bits | sign;
     float f;
-    std::memcpy(&f, &bits, sizeof f);
+    std::memcpy(&f, &out, sizeof f);
     return f;
 }
 
@@ -80,45 +77,45 @@ public:
                   ((std::is_same<T, float>::value && m.dtype == DType::f32) ||
                    (std::is_same<T, double>::value && m.dtype == DType::f64));
     }
-    const T* operator()(int64_t i) {
+    ALSCALE_INLINE const T* operator()(int64_t i) {
         const char* row = m_.data + i * m_.row_stride;
         if (direct_) return reinterpret_cast<const T*>(row);
-        const int64_t cs = m_.col_stride;
         T* out = buf_.data();
         switch (m_.dtype) {
             case DType::f16:
-                for (int64_t c = 0; c < m_.cols; ++c) {
-                    uint16_t h;
-                    std::memcpy(&h, row + c * cs, 2);
-                    out[c] = static_cast<T>(half_to_float(h));
-                }
+                convert<uint16_t>(row, out, [](uint16_t h) { return half_to_float(h); });
                 break;
             case DType::bf16:
-                for (int64_t c = 0; c < m_.cols; ++c) {
-                    uint16_t h;
-                    std::memcpy(&h, row + c * cs, 2);
-                    out[c] = static_cast<T>(bf16_to_float(h));
-                }
+                convert<uint16_t>(row, out, [](uint16_t h) { return bf16_to_float(h); });
                 break;
             case DType::f32:
-                for (int64_t c = 0; c < m_.cols; ++c) {
-                    float v;
-                    std::memcpy(&v, row + c * cs, 4);
-                    out[c] = static_cast<T>(v);
-                }
+                convert<float>(row, out, [](float v) { return v; });
                 break;
             case DType::f64:
-                for (int64_t c = 0; c < m_.cols; ++c) {
-                    double v;
-                    std::memcpy(&v, row + c * cs, 8);
-                    out[c] = static_cast<T>(v);
-                }
+                convert<double>(row, out, [](double v) { return v; });
                 break;
         }
         return out;
     }
 
 private:
+    // One row of Src values (contiguous: a plain loop the compiler vectorizes; else strided).
+    template <class Src, class F>
+    ALSCALE_INLINE void convert(const char* row, T* out, F f) const {
+        typedef Src __attribute__((__may_alias__)) Alias;
+        const int64_t n = m_.cols, cs = m_.col_stride;
+        if (cs == static_cast<int64_t>(sizeof(Src))) {
+            const Alias* src = reinterpret_cast<const Alias*>(row);
+            for (int64_t c = 0; c < n; ++c) out[c] = static_cast<T>(f(src[c]));
+        } else {
+            for (int64_t c = 0; c < n; ++c) {
+                Src v;
+                std::memcpy(&v, row + c * cs, sizeof v);
+                out[c] = static_cast<T>(f(v));
+            }
+        }
+    }
+
     const Matrix& m_;
     std::vector<T> buf_;
     bool direct_ = false;

@@ -12,8 +12,6 @@
 
 #include "common.hpp"
 
-#define ALSCALE_INLINE inline __attribute__((always_inline))
-
 namespace alscale {
 
 // Native vectors of B bytes: 32 (an AVX2 register: 8 floats or 4 doubles) or 16 (SSE2, NEON).

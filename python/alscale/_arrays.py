@@ -189,7 +189,9 @@ def inverse_norms(weight: Any, classes: int) -> np.ndarray | None:
     pos = n2 > 0
     inv[pos] = 1.0 / np.sqrt(n2[pos])
     # Exactly equal rows: only pairs whose n2 is ~0 can be, so compare just those.
-    p, c = np.nonzero(n2 <= 1e-12 * (d[:, None] + d[None, :]))
+    near = n2 <= 1e-12 * (d[:, None] + d[None, :])
+    np.fill_diagonal(near, False)
+    p, c = np.nonzero(near)
     same = np.array([np.array_equal(w[i], w[j]) for i, j in zip(p.tolist(), c.tolist())], dtype=bool)
     inv[p[same], c[same]] = np.inf
     np.fill_diagonal(inv, np.inf)

@@ -127,3 +127,12 @@ def test_torch_low_precision(name):
         got = select(x, 50, weight=w)
         assert isinstance(got, torch.Tensor) and got.dtype == torch.int64
         assert got.tolist() == reference(x.double().numpy(), 50, w).tolist()
+
+
+@pytest.mark.parametrize("name", sorted(SELECT))
+def test_budget_beyond_int64_is_clipped(name):
+    select, _ = SELECT[name]
+    x = np.random.default_rng(2).normal(size=(30, 4))
+    assert select(x, 10**30).tolist() == select(x, 30).tolist()
+    sel = alscale.BalancedSelector(4, 10**30).update(x)
+    assert sel.result().tolist() == alscale.select_balanced(x, 30).tolist()

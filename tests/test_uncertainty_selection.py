@@ -98,3 +98,9 @@ def test_budget_edges(name):
     assert select(x, 3, exclude=np.ones(6, dtype=bool)).tolist() == []
     assert select(x, 3, exclude=np.arange(6)).size == 0
     assert sorted(select(x, 100, exclude=np.array([1, 1, -1])).tolist()) == [0, 2, 3, 4]
+
+
+def test_budget_beyond_int64_is_clipped():
+    x = np.random.default_rng(2).normal(size=(30, 4))
+    for select in (alscale.select_margin, alscale.select_confidence, alscale.select_entropy):
+        assert select(x, 10**30).tolist() == select(x, 30).tolist()

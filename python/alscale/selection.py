@@ -112,7 +112,7 @@ def boundary_scores(logits: Any, *, weight: Any = None, num_threads: int = 0):
 
 
 def _top(x, scores: np.ndarray, budget: Any, exclude: Any, largest: bool, num_threads: int):
-    k = as_budget(budget)
+    k = min(as_budget(budget), x.rows)
     mask = as_exclude(exclude, x.rows)
     return x.wrap(_core.select_topk(scores, k, mask, largest, as_threads(num_threads)))
 
@@ -210,7 +210,7 @@ def select_balanced(logits: Any, budget: Any, *, weight: Any = None, exclude: An
     array([1, 3])
     """
     x = as_logits(logits)
-    k = as_budget(budget)
+    k = min(as_budget(budget), x.rows)  # clipped to the rows left anyway
     inv = inverse_norms(weight, x.classes)
     mask = as_exclude(exclude, x.rows)
     return x.wrap(_core.select_balanced(x.array, x.bf16, k, mask, inv, as_threads(num_threads)))

@@ -53,7 +53,7 @@ class BalancedSelector:
 
     def __init__(self, num_classes: Any, budget: Any, *, weight: Any = None, capacity: Any = None):
         classes = as_int(num_classes, "num_classes", minimum=1)
-        b = as_budget(budget)
+        b = min(as_budget(budget), 1 << 62)  # clipped to the rows fed anyway; keeps int64 sums exact
         extra = _core.default_extra(classes, b) if capacity is None else as_int(capacity, "capacity")
         self._inv = inverse_norms(weight, classes)
         self._state = _core.BalancedState(classes, b, extra)

@@ -49,11 +49,13 @@ def _torch_wrap(a: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
-def _cuda_error(name: str) -> Exception:
-    return ValueError(
-        f"{name} is a CUDA tensor, but this alscale build has no GPU kernels (alscale._cuda); "
-        "pass a CPU tensor (tensor.cpu()) or build alscale with a CUDA toolkit"
-    )
+def _device_error(name: str, device: Any) -> Exception:
+    if getattr(device, "type", "") == "cuda":
+        return ValueError(
+            f"{name} is a CUDA tensor ({device}), but this alscale build has no GPU kernels "
+            "(alscale._cuda); pass a CPU tensor (tensor.cpu()) or build alscale with a CUDA toolkit"
+        )
+    return ValueError(f"{name} is on device {device}; alscale runs on CPU tensors (and CUDA ones with a GPU build)")
 
 
 def as_logits(logits: Any, name: str = "logits", allow_empty: bool = False) -> Logits:
@@ -62,7 +64,7 @@ def as_logits(logits: Any, name: str = "logits", allow_empty: bool = False) -> L
         import torch
 
         if logits.device.type != "cpu":
-            raise _cuda_error(name)
+            raise _device_error(name, logits.device)
         t = logits.detach()
         if t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
             raise TypeError(f"{name} must be a floating-point tensor ({_FLOAT_NAMES}), got {t.dtype}")
@@ -118,7 +120,7 @@ def as_threads(num_threads: Any) -> int:
 def _host_numpy(x: Any, name: str) -> np.ndarray:
     if _is_torch(x):
         if x.device.type != "cpu":
-            raise _cuda_error(name)
+            raise _device_error(name, x.device)
         return x.detach().numpy()
     return np.asarray(x)
 

@@ -101,25 +101,32 @@ constexpr int64_t kIB = 4;   // rows per tile
 
 inline int64_t row_start(int64_t n, int64_t i) { return n * i - i * (i + 1) / 2 - i - 1; }  // + j
 
-// One tile: rows i0..i0+ib of x against the transposed block xt (d x kJB), into acc[kIB][kJB].
+// One tile: rows i0..i0+kIB of x (rows past n repeat the last row; their results are unused)
+// against the transposed block xt (d x kJB), into acc[kIB][kJB]. A 4 x 16 register block is
+// accumulated over all d dimensions in order before it is stored.
 template <int M>
-ALSCALE_INLINE void tile(const float* x, int64_t d, int64_t i0, int64_t ib, const float* xt, float (*acc)[kJB]) {
-    for (int64_t r = 0; r < kIB; ++r)
-        for (int64_t j = 0; j < kJB; ++j) acc[r][j] = 0.0f;
-    for (int64_t k = 0; k < d; ++k) {
-        const float* col = xt + k * kJB;
-        for (int64_t r = 0; r < ib; ++r) {
-            const float v = x[(i0 + r) * d + k];
-            float* a = acc[r];
-            if (M == static_cast<int>(HacMetric::cosine)) {
-                for (int64_t j = 0; j < kJB; ++j) a[j] += v * col[j];
-            } else {
-                for (int64_t j = 0; j < kJB; ++j) {
-                    const float t = v - col[j];
-                    a[j] += t * t;
+ALSCALE_INLINE void tile(const float* x, int64_t n, int64_t d, int64_t i0, const float* xt, float (*acc)[kJB]) {
+    const float* xr[kIB];
+    for (int64_t r = 0; r < kIB; ++r) xr[r] = x + std::min(i0 + r, n - 1) * d;
+    constexpr int64_t kW = 16;
+    for (int64_t j0 = 0; j0 < kJB; j0 += kW) {
+        float a[kIB][kW] = {};
+        for (int64_t k = 0; k < d; ++k) {
+            const float* col = xt + k * kJB + j0;
+            for (int64_t r = 0; r < kIB; ++r) {
+                const float v = xr[r][k];
+                for (int64_t j = 0; j < kW; ++j) {
+                    if (M == static_cast<int>(HacMetric::cosine)) {
+                        a[r][j] += v * col[j];
+                    } else {
+                        const float t = v - col[j];
+                        a[r][j] += t * t;
+                    }
                 }
             }
         }
+        for (int64_t r = 0; r < kIB; ++r)
+            for (int64_t j = 0; j < kW; ++j) acc[r][j0 + j] = a[r][j];
     }
 }
 
@@ -128,7 +135,7 @@ ALSCALE_INLINE void distance_rows(const float* x, const float* xt, int64_t n, in
     alignas(64) float acc[kIB][kJB];
     const int64_t ib = std::min(kIB, n - i0);
     for (int64_t jb = ((i0 + 1) / kJB) * kJB; jb < n; jb += kJB) {
-        tile<M>(x, d, i0, ib, xt + (jb / kJB) * d * kJB, acc);
+        tile<M>(x, n, d, i0, xt + (jb / kJB) * d * kJB, acc);
         for (int64_t r = 0; r < ib; ++r) {
             const int64_t i = i0 + r;
             const int64_t lo = std::max(i + 1, jb), hi = std::min(n, jb + kJB);
@@ -227,8 +234,9 @@ std::vector<double> hac_average_exact(const float* x, int64_t n, int64_t d, HacM
     std::vector<Merge> merges;
     merges.reserve(static_cast<size_t>(n - 1));
     const float* Dc = D.data();
-    std::vector<Nearest> part(static_cast<size_t>(threads));
 
+    // One thread from here: a step is O(n) memory-bound work, too little for a parallel region
+    // per step (which costs milliseconds whenever another process holds a core).
     // scipy's nn_chain exactly: the chain starts at the first active cluster; the next link is the
     // nearest active cluster (ties: smallest index), the previous link kept unless strictly beaten.
     for (int64_t step = 0; step < n - 1; ++step) {
@@ -238,20 +246,7 @@ std::vector<double> hac_average_exact(const float* x, int64_t n, int64_t d, HacM
         for (;;) {
             xc = chain.back();
             const int64_t m = static_cast<int64_t>(active.size());
-            Nearest best;
-            const int par = (m >= 16384 && threads > 1) ? threads : 1;
-            if (par == 1) {
-                best = nearest_in(Dc, rs.data(), active.data(), 0, m, xc);
-            } else {
-#pragma omp parallel num_threads(par)
-                {
-                    const auto r = split_range(m, par, thread_id());
-                    part[thread_id()] = nearest_in(Dc, rs.data(), active.data(), r.first, r.second, xc);
-                }
-                best = part[0];
-                for (int t = 1; t < par; ++t)
-                    if (part[t].pos >= 0 && (best.pos < 0 || part[t].dist < best.dist)) best = part[t];
-            }
+            const Nearest best = nearest_in(Dc, rs.data(), active.data(), 0, m, xc);
             y = active[best.pos];
             current = best.dist;
             if (chain.size() > 1) {
@@ -278,8 +273,6 @@ std::vector<double> hac_average_exact(const float* x, int64_t n, int64_t d, HacM
         const int64_t m = static_cast<int64_t>(active.size());
         const double total = na + nb;
         float* Dm = D.data();
-        const int par = (m >= 16384 && threads > 1) ? threads : 1;
-#pragma omp parallel for num_threads(par) schedule(static)
         for (int64_t p = 0; p < m; ++p) {
             const int64_t k = active[p];
             if (k == b) continue;

@@ -91,14 +91,6 @@ def test_exact_independent_of_threads_and_input_kind(metric):
                                                                  n_clusters=10).linkage)
 
 
-def test_exact_parallel_scan_matches_serial():
-    # Above 16,384 active clusters the nearest-neighbour scans and updates run on all threads.
-    x = points(5, 17_000, 4, clustered=True).astype(np.float32)
-    one = alscale.hac_average(x, metric="sqeuclidean", n_clusters=50, num_threads=1)
-    two = alscale.hac_average(x, metric="sqeuclidean", n_clusters=50, num_threads=2)
-    np.testing.assert_array_equal(one.linkage, two.linkage)
-
-
 def test_exact_ties_duplicates_and_two_points():
     x = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
     c = alscale.hac_average(x, metric="euclidean", n_clusters=2)

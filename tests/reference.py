@@ -42,6 +42,8 @@ __all__ = [
     "select_balanced",
     "quotas",
     "linkage_from_merges",
+    "condensed_float32",
+    "upgma_float32",
     "graph_hac_merges",
     "graph_hac",
     "flat_labels",
@@ -288,6 +290,67 @@ def linkage_from_merges(n: int, merges) -> np.ndarray:
         for p in pts:
             cluster_of[p] = n + r
     return z
+
+
+def condensed_float32(x, metric: str) -> np.ndarray:
+    """The (n, n) float32 distance matrix exactly as alscale's kernel rounds it: cosine on rows
+    normalised in float64 then rounded to float32, 1 - Σ_k u_k v_k accumulated in float32 in
+    dimension order and clipped to [0, 2]; (sq)euclidean as Σ_k (u_k - v_k)² in float32."""
+    a = np.asarray(x, dtype=np.float64)
+    if metric == "cosine":
+        a = a / np.sqrt(np.einsum("ij,ij->i", a, a))[:, None]
+    a = a.astype(np.float32)
+    acc = np.zeros((a.shape[0], a.shape[0]), dtype=np.float32)
+    for k in range(a.shape[1]):
+        col = a[:, k]
+        if metric == "cosine":
+            acc += col[:, None] * col[None, :]
+        else:
+            t = col[:, None] - col[None, :]
+            acc += t * t
+    if metric == "cosine":
+        return np.clip(np.float32(1.0) - acc, np.float32(0.0), np.float32(2.0))
+    return np.sqrt(acc) if metric == "euclidean" else acc
+
+
+def upgma_float32(x, metric: str) -> np.ndarray:
+    """scipy's nearest-neighbour-chain UPGMA (same tie rules) over float32 distances, each
+    Lance-Williams update (|a| d_ak + |b| d_bk) / (|a| + |b|) done in float64 and stored as float32:
+    the arithmetic of alscale's exact kernel, so its Z must match bit for bit."""
+    D = condensed_float32(x, metric)
+    n = D.shape[0]
+    size = np.ones(n, dtype=np.int64)
+    chain: list = []
+    merges = []
+    for _ in range(n - 1):
+        if not chain:
+            chain.append(int(np.flatnonzero(size > 0)[0]))
+        while True:
+            c = chain[-1]
+            row = np.where((size > 0) & (np.arange(n) != c), D[c], np.float32(np.inf))
+            y = int(np.argmin(row))  # first minimum: the smallest index
+            if size[y] == 0:  # every other cluster at +inf: take the first active one
+                y = int(np.flatnonzero((size > 0) & (np.arange(n) != c))[0])
+            current = row[y]
+            if len(chain) > 1:
+                prev = chain[-2]
+                if not current < D[c, prev]:
+                    y, current = prev, D[c, prev]
+                if y == prev:
+                    break
+            chain.append(y)
+        chain.pop()
+        chain.pop()
+        a, b = min(c, y), max(c, y)
+        na, nb = float(size[a]), float(size[b])
+        merges.append((b, a, float(current)))  # the union stays in slot b (scipy's choice)
+        size[b] += size[a]
+        size[a] = 0
+        upd = ((na * D[a].astype(np.float64) + nb * D[b].astype(np.float64)) / (na + nb)).astype(np.float32)
+        D[b, :] = upd
+        D[:, b] = upd
+        D[b, b] = 0.0
+    return linkage_from_merges(n, merges)
 
 
 def graph_hac_merges(n: int, u, v, s):

@@ -194,7 +194,9 @@ inline Nearest nearest_in(const float* D, const int64_t* rs, const int32_t* acti
                           int64_t x) {
     Nearest best{std::numeric_limits<float>::infinity(), -1};
     int64_t p = lo;
+    constexpr int64_t kAhead = 16;  // the column part is a gather: prefetch it
     for (; p < hi && active[p] < x; ++p) {
+        if (p + kAhead < hi) __builtin_prefetch(D + rs[active[p + kAhead]] + x);
         const float v = D[rs[active[p]] + x];
         if (v < best.dist || best.pos < 0) best = {v, p};
     }
@@ -275,6 +277,11 @@ std::vector<double> hac_average_exact(const float* x, int64_t n, int64_t d, HacM
         float* Dm = D.data();
         for (int64_t p = 0; p < m; ++p) {
             const int64_t k = active[p];
+            if (p + 16 < m && active[p + 16] < b) {
+                const int64_t f = active[p + 16];
+                __builtin_prefetch(Dm + rs[f] + b, 1);
+                if (f < a) __builtin_prefetch(Dm + rs[f] + a);
+            }
             if (k == b) continue;
             float& dak = k < a ? Dm[rs[k] + a] : Dm[rs[a] + k];
             float& dbk = k < b ? Dm[rs[k] + b] : Dm[rs[b] + k];

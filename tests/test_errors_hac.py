@@ -98,6 +98,8 @@ def test_metric_and_neighbors():
         alscale.knn_graph(X, 0)
     with pytest.raises(ValueError, match=r"k must be less than the number of points \(10\), got 12"):
         alscale.knn_graph(X, 12)
+    with pytest.raises(ValueError, match="nprobe must be at least 1, got 0"):
+        alscale.knn_graph(X, 2, nprobe=0)
     with pytest.raises(ValueError, match="metric must be 'cosine'"):
         alscale.knn_graph(X, 2, metric="euclidean")
     with pytest.raises(ValueError, match="num_threads must be non-negative"):

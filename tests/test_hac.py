@@ -251,6 +251,9 @@ def test_knn_faiss_recall():
     assert not (approx == np.arange(5000)[:, None]).any()
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx.tolist(), exact.tolist())])
     assert recall > 0.9
+    # scanning every inverted list is exhaustive: the exact neighbours
+    full, _ = alscale.knn_graph(x, 10, method="faiss", nprobe=10**6)
+    assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(full.tolist(), exact.tolist())]) > 0.999
 
 
 def test_knn_faiss_missing_says_how_to_install(monkeypatch):

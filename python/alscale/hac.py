@@ -207,7 +207,8 @@ def _finite_similarities(s: np.ndarray) -> np.ndarray:
     return s
 
 
-def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", num_threads: int = 0):
+def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", nprobe: Any = 16,
+              num_threads: int = 0):
     """The k nearest neighbours of every point by cosine similarity, excluding the point itself.
 
     Parameters
@@ -220,7 +221,11 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     method : {"exact", "faiss"}
         "exact": blocked brute force in C++ (O(N² D), up to a few hundred thousand points).
         "faiss": approximate, an inverted-file index (faiss IndexIVFFlat, inner product,
-        nlist = 4·√N, nprobe = 16) for millions of points; needs ``pip install alscale[faiss]``.
+        nlist = 4·√N, trained on at most 256·nlist points) for millions of points; needs
+        ``pip install alscale[faiss]``. Recall is high on clustered embeddings and low on
+        structureless data (BENCHMARKS.md); raise ``nprobe`` for more.
+    nprobe : int, optional
+        Inverted lists faiss scans per query (method "faiss" only; default 16).
     num_threads : int, optional
 
     Returns
@@ -245,18 +250,18 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     kk = as_int(k, "k", minimum=1)
     if kk >= a.shape[0]:
         raise ValueError(f"k must be less than the number of points ({a.shape[0]}), got {kk}")
-    return _knn(unit_rows(a), kk, method, threads)
+    return _knn(unit_rows(a), kk, method, threads, as_int(nprobe, "nprobe", minimum=1))
 
 
-def _knn(unit: np.ndarray, k: int, method: str, threads: int):
+def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int = 16):
     if method == "exact":
         return _core.knn_exact(unit, k, threads)
     if method == "faiss":
-        return _knn_faiss(unit, k, threads)
+        return _knn_faiss(unit, k, threads, nprobe)
     raise ValueError(f"knn method must be one of {_KNN_METHODS}, got {method!r}")
 
 
-def _knn_faiss(unit: np.ndarray, k: int, threads: int):
+def _knn_faiss(unit: np.ndarray, k: int, threads: int, nprobe: int):
     try:
         import faiss
     except ImportError as err:
@@ -274,7 +279,7 @@ def _knn_faiss(unit: np.ndarray, k: int, threads: int):
     train = unit if n <= 256 * nlist else unit[np.sort(rng.choice(n, 256 * nlist, replace=False))]
     index.train(train)
     index.add(unit)
-    index.nprobe = min(nlist, 16)
+    index.nprobe = min(nlist, nprobe)
     sim, idx = index.search(unit, k + 1)
     # Drop the point itself (or, where faiss missed it, the last neighbour).
     self_pos = np.where(idx == np.arange(n)[:, None], np.arange(k + 1)[None, :], k + 1).min(axis=1)

@@ -294,10 +294,12 @@ def linkage_from_merges(n: int, merges) -> np.ndarray:
 
 def condensed_float32(x, metric: str) -> np.ndarray:
     """The (n, n) float32 distance matrix exactly as alscale's kernel rounds it: cosine on rows
-    normalised in float64 then rounded to float32, 1 - Σ_k u_k v_k accumulated in float32 in
+    normalised in float64 (divided by their largest |entry|, then by their norm) then rounded to
+    float32, 1 - Σ_k u_k v_k accumulated in float32 in
     dimension order and clipped to [0, 2]; (sq)euclidean as Σ_k (u_k - v_k)² in float32."""
     a = np.asarray(x, dtype=np.float64)
     if metric == "cosine":
+        a = a / np.abs(a).max(axis=1)[:, None]
         a = a / np.sqrt(np.einsum("ij,ij->i", a, a))[:, None]
     a = a.astype(np.float32)
     acc = np.zeros((a.shape[0], a.shape[0]), dtype=np.float32)

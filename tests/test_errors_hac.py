@@ -64,6 +64,16 @@ def test_zero_row_has_no_cosine(fn):
         fn(x)
 
 
+def test_beyond_float32_range():
+    x = X.copy()
+    x[3, 0] = 1e300
+    with pytest.raises(ValueError, match="row 3 has values beyond float32's range"):
+        alscale.hac_average(x, n_clusters=2, metric="euclidean")
+    # cosine normalises in float64 first: fine
+    c = alscale.hac_average(x, n_clusters=2)
+    assert np.isfinite(c.linkage).all()
+
+
 def test_cut_arguments():
     with pytest.raises(ValueError, match=r"exactly one of threshold and n_clusters \(got both\)"):
         alscale.hac_average(X, threshold=0.5, n_clusters=2)

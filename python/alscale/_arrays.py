@@ -225,12 +225,13 @@ def as_points(x: Any, name: str = "x", min_rows: int = 2) -> np.ndarray:
 
 def unit_rows(a: np.ndarray, name: str = "x") -> np.ndarray:
     """Rows scaled to unit L2 norm (float32); a zero row has no cosine distance and is refused."""
-    norms = np.sqrt(np.einsum("ij,ij->i", a, a))
-    if not (norms > 0).all():
+    scale = np.abs(a).max(axis=1)  # rows scaled by their largest entry: no overflow in the norm
+    if not (scale > 0).all():
         raise ValueError(
-            f"{name} row {int(np.argmin(norms > 0))} has zero norm: cosine distance is undefined for it"
+            f"{name} row {int(np.argmin(scale > 0))} has zero norm: cosine distance is undefined for it"
         )
-    return np.ascontiguousarray(a / norms[:, None], dtype=np.float32)
+    b = a / scale[:, None]
+    return np.ascontiguousarray(b / np.sqrt(np.einsum("ij,ij->i", b, b))[:, None], dtype=np.float32)
 
 
 def as_seed(seed: Any) -> int:
@@ -240,3 +241,13 @@ def as_seed(seed: Any) -> int:
     if isinstance(seed, np.random.Generator):
         return int(seed.integers(0, 2**63))
     return as_int(seed, "seed") % 2**64
+
+
+def as_float32_points(a: np.ndarray, name: str = "x") -> np.ndarray:
+    """The points as float32 (the kernels' precision); values beyond float32's range are refused."""
+    with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
+        out = np.ascontiguousarray(a, dtype=np.float32)
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"{name} row {int(np.argmin(finite))} has values beyond float32's range (|v| > 3.4e38)")
+    return out

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _core
-from ._arrays import as_int, as_points, as_threads, unit_rows
+from ._arrays import as_float32_points, as_int, as_points, as_threads, unit_rows
 
 __all__ = ["Clustering", "hac_average", "hac_average_graph", "knn_graph"]
 
@@ -89,7 +89,8 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
     Returns
     -------
     Clustering
-        ``labels`` (N,) int64 and ``linkage`` (N-1, 4) float64 in scipy's Z format.
+        ``labels`` (N,) int64 and ``linkage`` (N-1, 4) float64 in scipy's Z format, numpy
+        arrays (also for torch input).
 
     Examples
     --------
@@ -107,7 +108,7 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
     threads = as_threads(num_threads)
     a = as_points(x)
     if neighbors is None:
-        pts = unit_rows(a) if metric == "cosine" else a.astype(np.float32)
+        pts = unit_rows(a) if metric == "cosine" else as_float32_points(a)
         z, labels = _core.hac_average_exact(pts, _METRICS[metric], t, k_clusters, threads)
         return Clustering(labels, z)
     if metric != "cosine":

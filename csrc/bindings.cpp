@@ -8,6 +8,10 @@
 #include <pybind11/stl.h>
 
 #include "balanced.hpp"
+#include "cluster_margin.hpp"
+#include "graph_hac.hpp"
+#include "hac.hpp"
+#include "knn.hpp"
 #include "scoring.hpp"
 #include "topk.hpp"
 
@@ -16,9 +20,30 @@ using namespace alscale;
 
 namespace {
 
+template <class T>
+py::array_t<T> to_numpy_copy(const std::vector<T>& v);
+
 using F64Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
 using I64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+// Z (as an (n-1, 4) array) and the flat labels at the cut.
+py::tuple linkage_and_labels(std::vector<double>&& z, int64_t n, double threshold, int64_t n_clusters) {
+    std::vector<int64_t> labels;
+    {
+        py::gil_scoped_release nogil;
+        labels = labels_from_linkage(z.data(), n, threshold, n_clusters);
+    }
+    py::array_t<double> za({static_cast<py::ssize_t>(n - 1), static_cast<py::ssize_t>(4)});
+    std::copy(z.begin(), z.end(), za.mutable_data());
+    return py::make_tuple(za, to_numpy_copy(labels));
+}
+
+const float* points_of(const F32Array& x) {
+    if (x.ndim() != 2) throw std::invalid_argument("x must be 2-D");
+    return x.data();
+}
 
 // A 2-D float16/float32/float64 array (or int16/uint16 holding bfloat16 bits when bf16 is set).
 Matrix matrix_view(const py::array& a, bool bf16) {
@@ -191,6 +216,73 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("logits"), py::arg("bf16"), py::arg("budget"), py::arg("exclude"), py::arg("inv_norm"),
         py::arg("num_threads") = 0);
+
+    m.def(
+        "hac_average_exact",
+        [](const F32Array& x, int metric, double threshold, int64_t n_clusters, int num_threads) {
+            const float* p = points_of(x);
+            if (metric < 0 || metric > 2) throw std::invalid_argument("unknown metric");
+            const int64_t n = x.shape(0), d = x.shape(1);
+            std::vector<double> z;
+            {
+                py::gil_scoped_release nogil;
+                z = hac_average_exact(p, n, d, static_cast<HacMetric>(metric), num_threads);
+            }
+            return linkage_and_labels(std::move(z), n, threshold, n_clusters);
+        },
+        py::arg("x"), py::arg("metric"), py::arg("threshold"), py::arg("n_clusters"), py::arg("num_threads") = 0);
+
+    m.def(
+        "hac_average_graph",
+        [](int64_t n, const I64Array& u, const I64Array& v, const F32Array& s, double threshold, int64_t n_clusters,
+           int num_threads) {
+            if (u.ndim() != 1 || v.ndim() != 1 || s.ndim() != 1 || u.shape(0) != v.shape(0) ||
+                u.shape(0) != s.shape(0))
+                throw std::invalid_argument("edge arrays must be 1-D of one length");
+            std::vector<double> z;
+            {
+                py::gil_scoped_release nogil;
+                z = hac_average_graph(n, u.data(), v.data(), s.data(), u.shape(0), num_threads);
+            }
+            return linkage_and_labels(std::move(z), n, threshold, n_clusters);
+        },
+        py::arg("n"), py::arg("u"), py::arg("v"), py::arg("s"), py::arg("threshold"), py::arg("n_clusters"),
+        py::arg("num_threads") = 0);
+
+    m.def(
+        "knn_exact",
+        [](const F32Array& x, int64_t k, int num_threads) {
+            const float* p = points_of(x);
+            const int64_t n = x.shape(0), d = x.shape(1);
+            if (k < 1 || k >= n) throw std::invalid_argument("knn needs 1 <= k < n");
+            py::array_t<int64_t> idx({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(k)});
+            py::array_t<float> sim({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(k)});
+            int64_t* pi = idx.mutable_data();
+            float* ps = sim.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                knn_exact(p, n, d, k, pi, ps, num_threads);
+            }
+            return py::make_tuple(idx, sim);
+        },
+        py::arg("x"), py::arg("k"), py::arg("num_threads") = 0);
+
+    m.def(
+        "cluster_round_robin",
+        [](const I64Array& rows, const I64Array& clusters, int64_t budget, uint64_t seed) {
+            if (rows.ndim() != 1 || clusters.ndim() != 1) throw std::invalid_argument("rows and clusters must be 1-D");
+            const int64_t m = rows.shape(0), n = clusters.shape(0);
+            const int64_t* r = rows.data();
+            for (int64_t i = 0; i < m; ++i)
+                if (r[i] < 0 || r[i] >= n) throw std::invalid_argument("candidate row out of range");
+            std::vector<int64_t> out;
+            {
+                py::gil_scoped_release nogil;
+                out = cluster_round_robin(r, m, clusters.data(), budget, seed);
+            }
+            return to_numpy(std::move(out));
+        },
+        py::arg("rows"), py::arg("clusters"), py::arg("budget"), py::arg("seed"));
 
     py::class_<BalancedState>(m, "BalancedState")
         .def(py::init<int64_t, int64_t, int64_t>(), py::arg("num_classes"), py::arg("budget"), py::arg("extra"))

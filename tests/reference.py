@@ -41,6 +41,17 @@ __all__ = [
     "select_boundary",
     "select_balanced",
     "quotas",
+    "linkage_from_merges",
+    "condensed_float32",
+    "upgma_float32",
+    "graph_hac_merges",
+    "graph_hac",
+    "flat_labels",
+    "knn_cosine",
+    "round_robin_keys",
+    "cluster_round_robin",
+    "select_cluster_margin",
+    "adjusted_rand_index",
 ]
 
 
@@ -247,3 +258,229 @@ def select_balanced(logits, budget, weight=None, exclude=None) -> np.ndarray:
     if not picks:
         return np.zeros(0, dtype=np.int64)
     return np.concatenate(picks).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- HAC (issue 3)
+
+
+def linkage_from_merges(n: int, merges) -> np.ndarray:
+    """scipy's Z from merges (a, b, height) in execution order, slot a keeping the union.
+
+    Heights are first made non-decreasing along every path to the root (max with the children's),
+    then rows are stable-sorted by height and numbered as scipy does: points 0..n-1, row i
+    creates cluster n+i, the smaller id first, size in the last column.
+    """
+    last = {}
+    fixed = []
+    for a, b, h in merges:
+        h = max(h, last.get(a, -np.inf), last.get(b, -np.inf))
+        last[a] = h
+        fixed.append((a, b, h))
+    order = sorted(range(len(fixed)), key=lambda i: fixed[i][2])  # sorted() is stable
+    cluster_of = {p: p for p in range(n)}  # point -> current cluster id
+    members = {p: [p] for p in range(n)}   # cluster id -> its points
+    z = np.zeros((n - 1, 4))
+    for r, i in enumerate(order):
+        a, b, h = fixed[i]
+        ia, ib = cluster_of[a], cluster_of[b]
+        assert ia != ib
+        pts = members.pop(ia) + members.pop(ib)
+        z[r] = (min(ia, ib), max(ia, ib), h, len(pts))
+        members[n + r] = pts
+        for p in pts:
+            cluster_of[p] = n + r
+    return z
+
+
+def condensed_float32(x, metric: str) -> np.ndarray:
+    """The (n, n) float32 distance matrix exactly as alscale's kernel rounds it: cosine on rows
+    normalised in float64 (divided by their largest |entry|, then by their norm) then rounded to
+    float32, 1 - Σ_k u_k v_k accumulated in float32 in
+    dimension order and clipped to [0, 2]; (sq)euclidean as Σ_k (u_k - v_k)² in float32."""
+    a = np.asarray(x, dtype=np.float64)
+    if metric == "cosine":
+        a = a / np.abs(a).max(axis=1)[:, None]
+        a = a / np.sqrt(np.einsum("ij,ij->i", a, a))[:, None]
+    a = a.astype(np.float32)
+    acc = np.zeros((a.shape[0], a.shape[0]), dtype=np.float32)
+    for k in range(a.shape[1]):
+        col = a[:, k]
+        if metric == "cosine":
+            acc += col[:, None] * col[None, :]
+        else:
+            t = col[:, None] - col[None, :]
+            acc += t * t
+    if metric == "cosine":
+        return np.clip(np.float32(1.0) - acc, np.float32(0.0), np.float32(2.0))
+    return np.sqrt(acc) if metric == "euclidean" else acc
+
+
+def upgma_float32(x, metric: str) -> np.ndarray:
+    """scipy's nearest-neighbour-chain UPGMA (same tie rules) over float32 distances, each
+    Lance-Williams update (|a| d_ak + |b| d_bk) / (|a| + |b|) done in float64 and stored as float32:
+    the arithmetic of alscale's exact kernel, so its Z must match bit for bit."""
+    D = condensed_float32(x, metric)
+    n = D.shape[0]
+    size = np.ones(n, dtype=np.int64)
+    chain: list = []
+    merges = []
+    for _ in range(n - 1):
+        if not chain:
+            chain.append(int(np.flatnonzero(size > 0)[0]))
+        while True:
+            c = chain[-1]
+            row = np.where((size > 0) & (np.arange(n) != c), D[c], np.float32(np.inf))
+            y = int(np.argmin(row))  # first minimum: the smallest index
+            if size[y] == 0:  # every other cluster at +inf: take the first active one
+                y = int(np.flatnonzero((size > 0) & (np.arange(n) != c))[0])
+            current = row[y]
+            if len(chain) > 1:
+                prev = chain[-2]
+                if not current < D[c, prev]:
+                    y, current = prev, D[c, prev]
+                if y == prev:
+                    break
+            chain.append(y)
+        chain.pop()
+        chain.pop()
+        a, b = min(c, y), max(c, y)
+        na, nb = float(size[a]), float(size[b])
+        merges.append((b, a, float(current)))  # the union stays in slot b (scipy's choice)
+        size[b] += size[a]
+        size[a] = 0
+        upd = ((na * D[a].astype(np.float64) + nb * D[b].astype(np.float64)) / (na + nb)).astype(np.float32)
+        D[b, :] = upd
+        D[:, b] = upd
+        D[b, b] = 0.0
+    return linkage_from_merges(n, merges)
+
+
+def graph_hac_merges(n: int, u, v, s):
+    """Brute-force graph average linkage, O(n³): the merges (a, b, height) in execution order.
+
+    Undirected edges, the largest similarity of duplicates, self-loops and s <= 0 dropped;
+    w(A, B) = W(A, B) / (|A| |B|) with W the summed edge similarity (W of a union = W_a + W_b).
+    Each step merges the connected pair with the largest w, ties to the lexicographically
+    smallest (representative a, representative b), a < b, representative = smallest point;
+    the union keeps a. With no edge left, the clusters are merged in representative order at 1.
+    """
+    W = np.zeros((n, n))
+    for a, b, w in zip(np.asarray(u).tolist(), np.asarray(v).tolist(), np.asarray(s, np.float32).tolist()):
+        if a == b or not w > 0:
+            continue
+        W[a, b] = W[b, a] = max(W[a, b], w)
+    size = np.ones(n)
+    alive = np.ones(n, dtype=bool)
+    merges = []
+    for _ in range(n - 1):
+        act = np.flatnonzero(alive)
+        sub = W[np.ix_(act, act)]
+        sim = sub / np.outer(size[act], size[act])
+        iu = np.triu_indices(act.size, 1)
+        vals, connected = sim[iu], sub[iu] > 0
+        if connected.any():
+            best = vals[connected].max()
+            first = np.flatnonzero(connected & (vals == best))[0]  # row-major: smallest pair
+            a, b, h = act[iu[0][first]], act[iu[1][first]], 1.0 - best
+        else:
+            a, b, h = act[0], act[1], 1.0
+        merges.append((int(a), int(b), float(h)))
+        W[a, :] += W[b, :]
+        W[:, a] = W[a, :]
+        W[a, a] = 0.0
+        W[b, :] = 0.0
+        W[:, b] = 0.0
+        size[a] += size[b]
+        alive[b] = False
+    return merges
+
+
+def graph_hac(n: int, u, v, s) -> np.ndarray:
+    """scipy's Z of :func:`graph_hac_merges`."""
+    return linkage_from_merges(n, graph_hac_merges(n, u, v, s))
+
+
+def flat_labels(z, n: int, threshold=None, n_clusters=None) -> np.ndarray:
+    """Labels at a cut of a sorted Z (fcluster "distance" / "maxclust"), numbered 0..K-1 by each
+    cluster's smallest point."""
+    z = np.asarray(z)
+    if n_clusters is not None:
+        if n_clusters >= n:
+            threshold = -np.inf
+        else:
+            threshold = z[n - n_clusters - 1, 2]
+    cluster_of = list(range(n))
+    members = {p: [p] for p in range(n)}
+    for r in range(n - 1):
+        if not z[r, 2] <= threshold:
+            break
+        pts = members.pop(int(z[r, 0])) + members.pop(int(z[r, 1]))
+        members[n + r] = pts
+        for p in pts:
+            cluster_of[p] = n + r
+    numbering = {}
+    return np.array([numbering.setdefault(c, len(numbering)) for c in cluster_of], dtype=np.int64)
+
+
+def knn_cosine(x, k: int):
+    """Exact cosine kNN in float64 of the float32 unit rows: (indices, similarities), largest
+    similarity first, ties to the smaller index, the point itself excluded."""
+    a = np.asarray(x, dtype=np.float64)
+    unit = (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32).astype(np.float64)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return idx.astype(np.int64), np.take_along_axis(sim, idx, axis=1)
+
+
+# --------------------------------------------------------------------------- Cluster-Margin
+
+
+def round_robin_keys(seed: int, rows) -> np.ndarray:
+    """splitmix64 output for the state seed + (row + 1) * 0x9E3779B97F4A7C15 (uint64 wrap-around)."""
+    rows = np.asarray(rows, dtype=np.int64).astype(np.uint64)
+    z = np.uint64(seed % 2**64) + (rows + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def cluster_round_robin(candidates, clusters, budget: int, seed: int) -> np.ndarray:
+    """Cluster-Margin's round-robin over the candidate rows (see alscale.select_cluster_margin)."""
+    candidates = [int(r) for r in candidates]
+    keys = dict(zip(candidates, round_robin_keys(seed, candidates).tolist()))
+    groups: dict = {}
+    for r in sorted(candidates, key=lambda r: (int(clusters[r]), keys[r], r)):
+        groups.setdefault(int(clusters[r]), []).append(r)
+    order = sorted(groups, key=lambda c: (len(groups[c]), c))
+    take = min(int(budget), len(candidates))
+    out: list = []
+    turn = 0
+    while len(out) < take:
+        for c in order:
+            if turn < len(groups[c]) and len(out) < take:
+                out.append(groups[c][turn])
+        turn += 1
+    return np.array(out, dtype=np.int64)
+
+
+def select_cluster_margin(scores, clusters, budget: int, seed: int, candidates=None, exclude=None) -> np.ndarray:
+    """Cluster-Margin on given margin scores: the k_m smallest, then :func:`cluster_round_robin`."""
+    n = len(scores)
+    available = available_rows(n, exclude).size
+    km = min(10 * budget, available) if candidates is None else candidates
+    return cluster_round_robin(topk_smallest(scores, km, exclude), clusters, budget, seed)
+
+
+def adjusted_rand_index(a, b) -> float:
+    """Adjusted Rand index of two labelings (Hubert & Arabie), from the contingency table."""
+    a = np.unique(np.asarray(a), return_inverse=True)[1]
+    b = np.unique(np.asarray(b), return_inverse=True)[1]
+    n = a.size
+    table = np.zeros((a.max() + 1, b.max() + 1))
+    np.add.at(table, (a, b), 1)
+    comb = lambda v: (v * (v - 1) / 2.0).sum()  # noqa: E731
+    sum_ij, sum_a, sum_b = comb(table), comb(table.sum(axis=1)), comb(table.sum(axis=0))
+    expected = sum_a * sum_b / comb(np.array([n]))
+    top = (sum_a + sum_b) / 2.0
+    return 1.0 if top == expected else float((sum_ij - expected) / (top - expected))

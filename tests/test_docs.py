@@ -6,11 +6,14 @@ import doctest
 
 import pytest
 
+import alscale.cluster_margin
+import alscale.hac
+import alscale.metrics
 import alscale.selection
 import alscale.streaming
 
 
-@pytest.mark.parametrize("module", [alscale.selection, alscale.streaming], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [alscale.selection, alscale.streaming, alscale.hac, alscale.cluster_margin, alscale.metrics], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0

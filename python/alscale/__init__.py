@@ -27,6 +27,9 @@ from .selection import (
     select_margin,
     select_random,
 )
+from . import metrics
+from .cluster_margin import select_cluster_margin
+from .hac import Clustering, hac_average, hac_average_graph, knn_graph
 from .streaming import BalancedSelector
 
 __version__ = getattr(_core, "__version__", "0.0.0")
@@ -35,12 +38,17 @@ HAS_CUDA = False
 __all__ = [
     "HAS_CUDA",
     "BalancedSelector",
+    "Clustering",
     "boundary_scores",
     "confidence_scores",
     "entropy_scores",
+    "hac_average",
+    "hac_average_graph",
+    "knn_graph",
     "margin_scores",
     "select_balanced",
     "select_boundary",
+    "select_cluster_margin",
     "select_confidence",
     "select_entropy",
     "select_margin",

@@ -198,3 +198,58 @@ def inverse_norms(weight: Any, classes: int) -> np.ndarray | None:
     inv[p[same], c[same]] = np.inf
     np.fill_diagonal(inv, np.inf)
     return inv
+
+
+def as_points(x: Any, name: str = "x", min_rows: int = 2) -> np.ndarray:
+    """A finite (N, D) real matrix of points as C-contiguous float64 (N >= ``min_rows``, D >= 1)."""
+    if _is_torch(x):
+        import torch
+
+        if x.device.type != "cpu":
+            raise _cuda_error(name)
+        if x.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
+            x = x.detach().float()
+    a = _host_numpy(x, name)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (points, features), got shape {tuple(a.shape)}")
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a real-valued array, got {a.dtype}")
+    if a.shape[0] < min_rows:
+        raise ValueError(f"{name} must have at least {min_rows} points to cluster, got {a.shape[0]}")
+    if a.shape[1] == 0:
+        raise ValueError(f"{name} has no features: shape {tuple(a.shape)}")
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    finite = np.isfinite(a).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"{name} contains NaN or inf at row {int(np.argmin(finite))}")
+    return a
+
+
+def unit_rows(a: np.ndarray, name: str = "x") -> np.ndarray:
+    """Rows scaled to unit L2 norm (float32); a zero row has no cosine distance and is refused."""
+    scale = np.abs(a).max(axis=1)  # rows scaled by their largest entry: no overflow in the norm
+    if not (scale > 0).all():
+        raise ValueError(
+            f"{name} row {int(np.argmin(scale > 0))} has zero norm: cosine distance is undefined for it"
+        )
+    b = a / scale[:, None]
+    return np.ascontiguousarray(b / np.sqrt(np.einsum("ij,ij->i", b, b))[:, None], dtype=np.float32)
+
+
+def as_seed(seed: Any) -> int:
+    """A 64-bit seed from None (fresh entropy), an int >= 0 or a numpy Generator (one draw)."""
+    if seed is None:
+        return int(np.random.default_rng().integers(0, 2**63))
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(0, 2**63))
+    return as_int(seed, "seed") % 2**64
+
+
+def as_float32_points(a: np.ndarray, name: str = "x") -> np.ndarray:
+    """The points as float32 (the kernels' precision); values beyond float32's range are refused."""
+    with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
+        out = np.ascontiguousarray(a, dtype=np.float32)
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"{name} row {int(np.argmin(finite))} has values beyond float32's range (|v| > 3.4e38)")
+    return out

@@ -25,6 +25,24 @@ def select_balanced(
     inv_norm: npt.NDArray[np.float64] | None,
     num_threads: int = 0,
 ) -> npt.NDArray[np.int64]: ...
+def hac_average_exact(
+    x: npt.NDArray[np.float32], metric: int, threshold: float, n_clusters: int, num_threads: int = 0
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]: ...
+def hac_average_graph(
+    n: int,
+    u: npt.NDArray[np.int64],
+    v: npt.NDArray[np.int64],
+    s: npt.NDArray[np.float32],
+    threshold: float,
+    n_clusters: int,
+    num_threads: int = 0,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]: ...
+def knn_exact(
+    x: npt.NDArray[np.float32], k: int, num_threads: int = 0
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
+def cluster_round_robin(
+    rows: npt.NDArray[np.int64], clusters: npt.NDArray[np.int64], budget: int, seed: int
+) -> npt.NDArray[np.int64]: ...
 
 class BalancedState:
     def __init__(self, num_classes: int, budget: int, extra: int) -> None: ...

@@ -1,0 +1,293 @@
+"""Average-linkage hierarchical clustering (UPGMA): exact, or on a k-nearest-neighbour graph.
+
+The exact version gives scipy.cluster.hierarchy.linkage(x, "average", metric)'s merges and
+heights (float32 distances, so heights agree to float32 rounding) in a quarter of the memory of
+scipy's float64 condensed matrix. The graph version runs exact average linkage on a sparse
+cosine-similarity graph (Dhulipala et al., ICML 2021) and scales to millions of points.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _core
+from ._arrays import as_float32_points, as_int, as_points, as_threads, unit_rows
+
+__all__ = ["Clustering", "hac_average", "hac_average_graph", "knn_graph"]
+
+_METRICS = {"euclidean": 0, "sqeuclidean": 1, "cosine": 2}
+_KNN_METHODS = ("exact", "faiss")
+
+
+class Clustering(NamedTuple):
+    """Flat clusters and the full dendrogram of a hierarchical clustering.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray of int64, shape (N,)
+        Cluster of every point at the requested cut, numbered 0..K-1 in order of each
+        cluster's smallest point index (point 0 is in cluster 0).
+    linkage : numpy.ndarray of float64, shape (N-1, 4)
+        scipy's Z format: row i merges clusters Z[i, 0] < Z[i, 1] (points are 0..N-1, row i
+        creates N+i) at height Z[i, 2] into a cluster of Z[i, 3] points; heights non-decreasing.
+        Works with scipy.cluster.hierarchy.fcluster, cophenet, dendrogram.
+    """
+
+    labels: np.ndarray
+    linkage: np.ndarray
+
+
+def _cut(threshold: Any, n_clusters: Any) -> tuple[float, int]:
+    if (threshold is None) == (n_clusters is None):
+        raise ValueError("give exactly one of threshold and n_clusters (got both)" if threshold is not None
+                         else "give exactly one of threshold and n_clusters (got neither)")
+    if n_clusters is not None:
+        return math.nan, as_int(n_clusters, "n_clusters", minimum=1)
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, (int, float, np.integer, np.floating)):
+        raise TypeError(f"threshold must be a real number, got {threshold!r}")
+    t = float(threshold)
+    if math.isnan(t) or t < 0:
+        raise ValueError(f"threshold must be a non-negative distance, got {threshold!r}")
+    return t, -1
+
+
+def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric: str = "cosine",
+                neighbors: Any = None, knn_method: str = "exact", num_threads: int = 0) -> Clustering:
+    """Average-linkage (UPGMA) clustering of points, cut at a distance or into a number of clusters.
+
+    ``neighbors=None`` is exact: the same merges and heights as
+    ``scipy.cluster.hierarchy.linkage(x, "average", metric)`` (nearest-neighbour chain with
+    scipy's tie rules over a float32 condensed distance matrix: heights agree to float32
+    rounding; n(n-1)/2 floats of memory, 3.2 GB at n = 40,000).
+
+    ``neighbors=k`` runs graph average linkage on the k-nearest-neighbour cosine-similarity
+    graph of the L2-normalised points (see :func:`hac_average_graph`): memory and time grow
+    with N·k, not N², for millions of points. With k = N - 1 it equals exact cosine UPGMA when no
+    two points have negative cosine similarity.
+
+    Parameters
+    ----------
+    x : array_like or torch.Tensor (CPU), shape (N, D)
+        Real-valued, finite, N >= 2. Computed in float32.
+    threshold : float, optional
+        Cut: merges at height <= threshold are applied (fcluster criterion "distance").
+    n_clusters : int, optional
+        Cut into at most this many clusters (fcluster criterion "maxclust": fewer only when
+        merges tie in height at the cut). Exactly one of threshold and n_clusters.
+    metric : {"cosine", "euclidean", "sqeuclidean"}
+        Exact only; the graph version is cosine.
+    neighbors : int, optional
+        k for the graph version, 1 <= k < N.
+    knn_method : {"exact", "faiss"}
+        How the graph version builds its kNN graph (see :func:`knn_graph`).
+    num_threads : int, optional
+        OpenMP threads, 0 (default) for all cores; the result does not depend on it.
+
+    Returns
+    -------
+    Clustering
+        ``labels`` (N,) int64 and ``linkage`` (N-1, 4) float64 in scipy's Z format, numpy
+        arrays (also for torch input).
+
+    Examples
+    --------
+    >>> import numpy as np, alscale
+    >>> x = np.array([[0.0, 0.0], [0.0, 1.0], [5.0, 0.0], [5.0, 1.5]])
+    >>> c = alscale.hac_average(x, metric="euclidean", threshold=2.0)
+    >>> c.labels
+    array([0, 0, 1, 1])
+    >>> c.linkage[:, 2].round(2)
+    array([1.  , 1.5 , 5.09])
+    """
+    t, k_clusters = _cut(threshold, n_clusters)
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
+    threads = as_threads(num_threads)
+    a = as_points(x)
+    if neighbors is None:
+        pts = unit_rows(a) if metric == "cosine" else as_float32_points(a)
+        z, labels = _core.hac_average_exact(pts, _METRICS[metric], t, k_clusters, threads)
+        return Clustering(labels, z)
+    if metric != "cosine":
+        raise ValueError(f"the graph version (neighbors={neighbors!r}) is cosine only, got metric={metric!r}")
+    k = as_int(neighbors, "neighbors", minimum=1)
+    if k >= a.shape[0]:
+        raise ValueError(f"neighbors must be less than the number of points ({a.shape[0]}), got {k}")
+    idx, sim = _knn(unit_rows(a), k, knn_method, threads)
+    return _graph(a.shape[0], idx, sim, t, k_clusters, threads)
+
+
+def _graph(n: int, idx: np.ndarray, sim: np.ndarray, t: float, k_clusters: int, threads: int) -> Clustering:
+    rows = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1])
+    cols = idx.reshape(-1)
+    keep = cols >= 0  # faiss marks missing neighbours with -1
+    z, labels = _core.hac_average_graph(n, rows[keep], np.ascontiguousarray(cols[keep]),
+                                        np.ascontiguousarray(sim.reshape(-1)[keep]), t, k_clusters, threads)
+    return Clustering(labels, z)
+
+
+def hac_average_graph(graph: Any, *, threshold: Any = None, n_clusters: Any = None, num_threads: int = 0) -> Clustering:
+    """Exact average linkage on a sparse similarity graph (missing edges count as similarity 0).
+
+    The similarity of clusters A and B is w(A, B) = Σ s(a, b) / (|A| |B|) over the edges a–b
+    between them; their distance is 1 - w (cosine distance for cosine-similarity graphs). The
+    globally most similar pair is merged first (ties: the pair with the smaller representatives,
+    a cluster's representative being its smallest point index). Clusters that no edge joins are
+    merged last at distance 1, in order of representative. Edges are undirected; an edge given
+    several times (e.g. in both directions) takes its largest similarity; self-loops and
+    similarities <= 0 count as a missing edge. The result does not depend on the edge order.
+
+    Parameters
+    ----------
+    graph : scipy.sparse matrix/array of shape (N, N), or a tuple (indices, similarities)
+        The tuple form is a kNN graph as :func:`knn_graph` returns: (N, k) int64 neighbours
+        (-1 = none) and (N, k) similarities.
+    threshold, n_clusters, num_threads
+        As in :func:`hac_average`.
+
+    Returns
+    -------
+    Clustering
+
+    Examples
+    --------
+    >>> import numpy as np, alscale
+    >>> idx = np.array([[1], [0], [3], [2]])
+    >>> sim = np.array([[0.9], [0.9], [0.5], [0.5]])
+    >>> c = alscale.hac_average_graph((idx, sim), n_clusters=2)
+    >>> c.labels, c.linkage[:, 2].round(2)
+    (array([0, 0, 1, 1]), array([0.1, 0.5, 1. ]))
+    """
+    t, k_clusters = _cut(threshold, n_clusters)
+    threads = as_threads(num_threads)
+    if isinstance(graph, tuple):
+        if len(graph) != 2:
+            raise ValueError("a graph tuple must be (indices, similarities)")
+        idx, sim = (np.asarray(g) for g in graph)
+        if idx.ndim != 2 or sim.shape != idx.shape:
+            raise ValueError(f"indices and similarities must both be (N, k), got {idx.shape} and {sim.shape}")
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"indices must be integers, got {idx.dtype}")
+        n = idx.shape[0]
+        _check_graph_size(n)
+        if idx.size and (idx.max() >= n or idx.min() < -1):
+            raise ValueError(f"indices must lie in [-1, {n}) for a graph of {n} points")
+        sim = _finite_similarities(sim)
+        return _graph(n, idx.astype(np.int64), sim, t, k_clusters, threads)
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover - scipy missing
+        sp = None
+    if sp is None or not sp.issparse(graph):
+        raise TypeError("graph must be a scipy.sparse matrix or a tuple (indices, similarities)")
+    if graph.ndim != 2 or graph.shape[0] != graph.shape[1]:
+        raise ValueError(f"graph must be a square (N, N) matrix, got shape {graph.shape}")
+    n = graph.shape[0]
+    _check_graph_size(n)
+    coo = sp.coo_matrix(graph)
+    data = _finite_similarities(coo.data)
+    z, labels = _core.hac_average_graph(n, coo.row.astype(np.int64), coo.col.astype(np.int64), data,
+                                        t, k_clusters, threads)
+    return Clustering(labels, z)
+
+
+def _check_graph_size(n: int) -> None:
+    if n < 2:
+        raise ValueError(f"the graph must have at least 2 points to cluster, got {n}")
+
+
+def _finite_similarities(s: np.ndarray) -> np.ndarray:
+    if s.dtype.kind not in "fiu":
+        raise TypeError(f"similarities must be real numbers, got {s.dtype}")
+    s = np.ascontiguousarray(s, dtype=np.float32)
+    if not np.isfinite(s).all():
+        raise ValueError("similarities contain NaN or inf")
+    return s
+
+
+def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", nprobe: Any = 16,
+              num_threads: int = 0):
+    """The k nearest neighbours of every point by cosine similarity, excluding the point itself.
+
+    Parameters
+    ----------
+    x : array_like or torch.Tensor (CPU), shape (N, D)
+        Finite, no zero rows; L2-normalised here (float32).
+    k : int
+        1 <= k < N.
+    metric : {"cosine"}
+    method : {"exact", "faiss"}
+        "exact": blocked brute force in C++ (O(N² D), up to a few hundred thousand points).
+        "faiss": approximate, an inverted-file index (faiss IndexIVFFlat, inner product,
+        nlist = 4·√N, trained on at most 256·nlist points) for millions of points; needs
+        ``pip install alscale[faiss]``. Recall is high on clustered embeddings and low on
+        structureless data (BENCHMARKS.md); raise ``nprobe`` for more.
+    nprobe : int, optional
+        Inverted lists faiss scans per query (method "faiss" only; default 16).
+    num_threads : int, optional
+
+    Returns
+    -------
+    indices : numpy.ndarray of int64, shape (N, k)
+        Neighbours by descending similarity (exact: ties to the smaller index); -1 where
+        faiss found fewer than k.
+    similarities : numpy.ndarray of float32, shape (N, k)
+
+    Examples
+    --------
+    >>> import numpy as np, alscale
+    >>> x = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])
+    >>> idx, sim = alscale.knn_graph(x, 1)
+    >>> idx.ravel()
+    array([1, 0, 1])
+    """
+    if metric != "cosine":
+        raise ValueError(f"metric must be 'cosine', got {metric!r}")
+    threads = as_threads(num_threads)
+    a = as_points(x)
+    kk = as_int(k, "k", minimum=1)
+    if kk >= a.shape[0]:
+        raise ValueError(f"k must be less than the number of points ({a.shape[0]}), got {kk}")
+    return _knn(unit_rows(a), kk, method, threads, as_int(nprobe, "nprobe", minimum=1))
+
+
+def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int = 16):
+    if method == "exact":
+        return _core.knn_exact(unit, k, threads)
+    if method == "faiss":
+        return _knn_faiss(unit, k, threads, nprobe)
+    raise ValueError(f"knn method must be one of {_KNN_METHODS}, got {method!r}")
+
+
+def _knn_faiss(unit: np.ndarray, k: int, threads: int, nprobe: int):
+    try:
+        import faiss
+    except ImportError as err:
+        raise ImportError(
+            "knn method 'faiss' needs the optional dependency faiss: pip install alscale[faiss] "
+            "(or pip install faiss-cpu)"
+        ) from err
+    if threads > 0:
+        faiss.omp_set_num_threads(threads)
+    n, d = unit.shape
+    nlist = max(1, min(n // 39, int(4 * math.sqrt(n))))
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    train = unit if n <= 256 * nlist else unit[np.sort(rng.choice(n, 256 * nlist, replace=False))]
+    index.train(train)
+    index.add(unit)
+    index.nprobe = min(nlist, nprobe)
+    sim, idx = index.search(unit, k + 1)
+    # Drop the point itself (or, where faiss missed it, the last neighbour).
+    self_pos = np.where(idx == np.arange(n)[:, None], np.arange(k + 1)[None, :], k + 1).min(axis=1)
+    self_pos = np.minimum(self_pos, k)
+    keep = np.ones_like(idx, dtype=bool)
+    keep[np.arange(n), self_pos] = False
+    idx = idx[keep].reshape(n, k).astype(np.int64)
+    sim = sim[keep].reshape(n, k).astype(np.float32)
+    sim[idx < 0] = 0.0
+    return idx, sim

@@ -1,7 +1,7 @@
 """alscale: fast, exact batch active learning at ImageNet and Open Images scale.
 
 The selection rules of BASE (balanced selection), MASE, margin / confidence / entropy
-uncertainty sampling and random sampling, on numpy arrays or torch tensors, in compiled kernels.
+uncertainty sampling, random sampling and the Coreset and BADGE baselines, on numpy arrays or torch tensors, in compiled kernels.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .selection import (
     select_margin,
     select_random,
 )
+from .diversity import select_badge, select_coreset
 from .streaming import BalancedSelector
 
 __version__ = getattr(_core, "__version__", "0.0.0")
@@ -39,9 +40,11 @@ __all__ = [
     "confidence_scores",
     "entropy_scores",
     "margin_scores",
+    "select_badge",
     "select_balanced",
     "select_boundary",
     "select_confidence",
+    "select_coreset",
     "select_entropy",
     "select_margin",
     "select_random",

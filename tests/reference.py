@@ -45,6 +45,8 @@ __all__ = [
     "select_coreset",
     "gradient_factors",
     "select_badge",
+    "balanced_random",
+    "partitions",
 ]
 
 
@@ -338,3 +340,34 @@ def select_badge(logits, embeddings, budget: int, uniforms, exclude=None) -> np.
         hit = np.flatnonzero(cum > uniforms[len(out)] * total)
         pick = int(hit[0]) if hit.size else int(np.flatnonzero(w > 0)[-1])
     return np.array(out, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- loop baselines
+
+
+def balanced_random(labels, labeled, budget: int, rng) -> np.ndarray:
+    """The balanced-random oracle: the unlabeled rows in the order rng.permutation gives them,
+    dealt into per-class queues, then taken round-robin (class 0, 1, ... each pass), skipping
+    empty queues, until ``budget`` rows are taken."""
+    labels = np.asarray(labels)
+    rows = np.flatnonzero(~np.asarray(labeled, dtype=bool))
+    rows = rows[rng.permutation(rows.size)]
+    queues = {}
+    for r in rows.tolist():
+        queues.setdefault(int(labels[r]), []).append(r)
+    out = []
+    depth = 0
+    while len(out) < min(budget, rows.size):
+        for c in sorted(queues):
+            if depth < len(queues[c]) and len(out) < budget:
+                out.append(queues[c][depth])
+        depth += 1
+    return np.array(out, dtype=np.int64)
+
+
+def partitions(available, budget: int, parts: int, rng):
+    """The partitioned baselines' split: the available rows permuted by rng, cut into ``parts``
+    nearly equal consecutive pieces (np.array_split), part p with budget B // P + (p < B % P)."""
+    order = np.asarray(available)[rng.permutation(len(available))]
+    return [(np.sort(p), budget // parts + (1 if i < budget % parts else 0))
+            for i, p in enumerate(np.array_split(order, parts))]

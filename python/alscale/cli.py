@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-DEFAULT_STRATEGIES = "random,margin,entropy,base,badge"
+DEFAULT_STRATEGIES = "random,margin,entropy,base,coreset,badge"
 
 
 def _add_run(sub) -> None:

@@ -51,19 +51,18 @@ def accuracy_table(records: Sequence[dict], strategies: Sequence[str], file: Tex
     acc = summarize(records, "test_accuracy")
     counts = sorted({n for s in acc.values() for n in s})
     names = [s for s in strategies if s in acc]
-    width = max(13, *(len(s) + 2 for s in names))
-    print(f"{'labels':>8}" + "".join(f"{s:>{width}}" for s in names), file=file)
+    width = max(14, *(len(s) + 2 for s in names))
+    print(f"{'labels':>8}" + "".join(s.rjust(width) + " " for s in names), file=file)
     for n in counts:
-        means = [acc[s].get(n, (float("nan"),))[0] for s in names]
-        best = max((m for m in means if not math.isnan(m)), default=float("nan"))
+        means = {s: acc[s][n][0] for s in names if n in acc[s]}
+        best = max((m for m in means.values() if not math.isnan(m)), default=float("nan"))
         cells = []
-        for s, m in zip(names, means):
-            if n not in acc[s]:
-                cells.append(f"{'-':>{width}}")
+        for s in names:
+            if s not in means:
+                cells.append("-".rjust(width) + " ")
                 continue
-            std = acc[s][n][1]
-            star = "*" if m == best else " "
-            cells.append(f"{100 * m:>{width - 8}.2f}±{100 * std:4.2f}{star}")
+            cell = f"{100 * means[s]:.2f} ± {100 * acc[s][n][1]:.2f}"
+            cells.append(cell.rjust(width) + ("*" if means[s] == best else " "))
         print(f"{n:>8}" + "".join(cells), file=file)
 
 

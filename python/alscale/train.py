@@ -91,8 +91,13 @@ class TorchTrainer:
     val_fraction : float
         Share of the labeled rows held out for early stopping (none below 10 labeled rows).
     patience : int
-        Epochs without a better validation accuracy before stopping; the best epoch's weights
-        are kept.
+        Epochs without a better validation accuracy (or, at equal accuracy, a lower loss)
+        before stopping.
+    refit : bool
+        True (default): once early stopping has chosen the epoch count, train again from the
+        initial weights on all labeled rows (validation split included) for that many epochs
+        — small labeled sets cannot spare 10% of their rows. False: keep the best epoch's
+        weights of the run on the training split.
     device : str, optional
         "cpu", "cuda", ...; default cuda when available.
 
@@ -123,6 +128,7 @@ class TorchTrainer:
         weight_decay: float = 0.0,
         val_fraction: float = 0.1,
         patience: int = 5,
+        refit: bool = True,
         device: Optional[str] = None,
         eval_batch_size: int = 2048,
     ) -> None:
@@ -137,6 +143,7 @@ class TorchTrainer:
         self.weight_decay = weight_decay
         self.val_fraction = val_fraction
         self.patience = patience
+        self.refit = refit
         self.device = device
         self.eval_batch_size = eval_batch_size
         self.model = None
@@ -177,8 +184,10 @@ class TorchTrainer:
     def fit(self, rows: np.ndarray, seed: int) -> dict:
         """Trains from the initial weights on pool rows ``rows`` (labels from the dataset).
 
-        Returns a dict: ``epochs`` run, ``best_epoch`` and ``val_accuracy`` (NaN without a
-        validation split).
+        Early stopping watches the validation accuracy (ties: the lower cross-entropy); then,
+        with ``refit``, the model is retrained on all rows for the best epoch count. Returns a
+        dict: ``epochs`` run, ``best_epoch``, ``val_accuracy`` and ``val_loss`` at the best epoch
+        (NaN without a validation split).
         """
         torch = _torch()
         self.reset()
@@ -187,12 +196,27 @@ class TorchTrainer:
         n_val = int(round(self.val_fraction * rows.size)) if rows.size >= 10 else 0
         order = rng.permutation(rows.size)
         val, train = rows[np.sort(order[:n_val])], rows[np.sort(order[n_val:])]
-        g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        train_seed = int(rng.integers(2**62))
+        best, best_epoch, epoch, state = self._train(train, val, train_seed, self.epochs)
+        if n_val and self.refit:
+            # The validation split chose the epoch count; now train on every labeled row for it.
+            self.reset()
+            self._train(rows, val[:0], train_seed, max(1, best_epoch))
+        elif state is not None:
+            self.model.load_state_dict(state)
+        return {"epochs": epoch, "best_epoch": best_epoch if n_val else epoch,
+                "val_accuracy": best[0] if n_val else float("nan"), "val_loss": -best[1] if n_val else float("nan")}
+
+    def _train(self, train: np.ndarray, val: np.ndarray, seed: int, epochs: int):
+        """Up to ``epochs`` epochs on ``train``, early stopping on ``val`` (if any): returns
+        ((val accuracy, -val loss) at the best epoch, best epoch, epochs run, its weights)."""
+        torch = _torch()
+        g = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         loss_fn = torch.nn.CrossEntropyLoss()
         y_all = self.dataset.y
-        best, best_epoch, best_state, epoch = -1.0, 0, None, 0
-        for epoch in range(1, self.epochs + 1):
+        best, best_epoch, best_state, epoch = (-1.0, -float("inf")), 0, None, 0
+        for epoch in range(1, epochs + 1):
             self.model.train()
             for idx in self._loader(train, True, g):
                 idx = idx.numpy()
@@ -204,18 +228,16 @@ class TorchTrainer:
                 loss = loss_fn(self.model(x.to(self.device)), y)
                 loss.backward()
                 opt.step()
-            if n_val == 0:
+            if val.size == 0:
                 continue
             logits, _ = self._outputs(self.dataset.x, val, embeddings=False)
+            loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(y_all[val])))
             acc = float(np.mean(logits.argmax(1) == y_all[val]))
-            if acc > best:
-                best, best_epoch, best_state = acc, epoch, copy.deepcopy(self.model.state_dict())
+            if (acc, -loss) > best:  # higher accuracy; at equal accuracy, lower loss
+                best, best_epoch, best_state = (acc, -loss), epoch, copy.deepcopy(self.model.state_dict())
             elif epoch - best_epoch >= self.patience:
                 break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        return {"epochs": epoch, "best_epoch": best_epoch if n_val else epoch,
-                "val_accuracy": best if n_val else float("nan")}
+        return best, best_epoch, epoch, best_state
 
     # ------------------------------------------------------------------ inference
     def _outputs(self, source: np.ndarray, rows: Optional[np.ndarray], embeddings: bool):
@@ -264,9 +286,10 @@ def _is_flat(model) -> bool:
 
 def linear_probe(**options: Any) -> TorchTrainer:
     """A linear head on fixed embeddings (flattened, normalized pixels for image data): Adam,
-    lr 1e-2, weight decay 1e-4, batch 256, up to 100 epochs with early stopping."""
+    lr 3e-3, weight decay 1e-4, batch 256, up to 100 epochs with early stopping (patience 20)
+    and a refit on all labeled rows."""
     torch = _torch()
-    settings = dict(epochs=100, batch_size=256, lr=1e-2, weight_decay=1e-4, patience=10)
+    settings = dict(epochs=100, batch_size=256, lr=3e-3, weight_decay=1e-4, patience=20)
     settings.update(options)
     return TorchTrainer(lambda classes, dim: torch.nn.Linear(dim, classes), **settings)
 

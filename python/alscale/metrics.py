@@ -73,8 +73,8 @@ def balance(counts: Any) -> dict:
     Examples
     --------
     >>> from alscale.metrics import balance
-    >>> balance([4, 2, 0])
-    {'empty_classes': 1, 'imbalance_ratio': 2.0, 'label_entropy': 0.5794415416798359}
+    >>> {k: round(v, 4) for k, v in balance([4, 2, 0]).items()}
+    {'empty_classes': 1, 'imbalance_ratio': 2.0, 'label_entropy': 0.5794}
     """
     c = np.asarray(counts, dtype=np.float64)
     present = c[c > 0]

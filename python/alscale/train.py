@@ -100,6 +100,10 @@ class TorchTrainer:
         weights of the run on the training split.
     device : str, optional
         "cpu", "cuda", ...; default cuda when available.
+    num_threads : int, optional
+        torch CPU threads while training and predicting (restored afterwards); None keeps
+        torch's setting. Small models are fastest on 1 (and do not collapse when other
+        processes share the cores).
 
     Examples
     --------
@@ -129,6 +133,7 @@ class TorchTrainer:
         val_fraction: float = 0.1,
         patience: int = 5,
         refit: bool = True,
+        num_threads: Optional[int] = None,
         device: Optional[str] = None,
         eval_batch_size: int = 2048,
     ) -> None:
@@ -144,6 +149,7 @@ class TorchTrainer:
         self.val_fraction = val_fraction
         self.patience = patience
         self.refit = refit
+        self.num_threads = num_threads
         self.device = device
         self.eval_batch_size = eval_batch_size
         self.model = None
@@ -181,7 +187,14 @@ class TorchTrainer:
         return (b[0] for b in torch.utils.data.DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle,
                                                           generator=generator))
 
+    def _threads(self):
+        return _Threads(self.num_threads)
+
     def fit(self, rows: np.ndarray, seed: int) -> dict:
+        with self._threads():
+            return self._fit(rows, seed)
+
+    def _fit(self, rows: np.ndarray, seed: int) -> dict:
         """Trains from the initial weights on pool rows ``rows`` (labels from the dataset).
 
         Early stopping watches the validation accuracy (ties: the lower cross-entropy); then,
@@ -271,11 +284,31 @@ class TorchTrainer:
         """(logits (N, C) float32, embeddings (N, D) float32 or None) on ``"pool"`` or ``"test"``,
         computed in batches of ``eval_batch_size``."""
         source = {"pool": self.dataset.x, "test": self.dataset.x_test}[split]
-        return self._outputs(source, rows, embeddings)
+        with self._threads():
+            return self._outputs(source, rows, embeddings)
 
     def head_weight(self) -> np.ndarray:
         """The head's weight (C, D) as float64 numpy."""
         return self.head.weight.detach().cpu().double().numpy()
+
+
+class _Threads:
+    """Sets torch's CPU thread count for a block and restores it."""
+
+    def __init__(self, n: Optional[int]) -> None:
+        self.n, self.saved = n, None
+
+    def __enter__(self):
+        if self.n:
+            torch = _torch()
+            self.saved = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            _torch().set_num_threads(self.saved)
+        return False
 
 
 def _is_flat(model) -> bool:
@@ -287,9 +320,9 @@ def _is_flat(model) -> bool:
 def linear_probe(**options: Any) -> TorchTrainer:
     """A linear head on fixed embeddings (flattened, normalized pixels for image data): Adam,
     lr 3e-3, weight decay 1e-4, batch 256, up to 100 epochs with early stopping (patience 20)
-    and a refit on all labeled rows."""
+    and a refit on all labeled rows; one torch thread (tiny matrix products)."""
     torch = _torch()
-    settings = dict(epochs=100, batch_size=256, lr=3e-3, weight_decay=1e-4, patience=20)
+    settings = dict(epochs=100, batch_size=256, lr=3e-3, weight_decay=1e-4, patience=20, num_threads=1)
     settings.update(options)
     return TorchTrainer(lambda classes, dim: torch.nn.Linear(dim, classes), **settings)
 

@@ -103,6 +103,10 @@ def _add_run(sub) -> None:
     run.add_argument("--partitions", type=_positive, default=10,
                      help="parts of the partitioned-coreset / partitioned-badge strategies (default 10)")
     run.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    run.add_argument("--torch-threads", type=_non_negative, default=0,
+                     help="torch CPU threads for training/inference (0: the model's default, 1 for linear)")
+    run.add_argument("--pool-size", type=_positive, default=None,
+                     help="use a seeded random subset of this many pool rows (default: the whole pool)")
     run.add_argument("--out", default="alscale-results", metavar="DIR", help="output folder (default alscale-results)")
     run.add_argument("--resume", action="store_true", help="continue the runs checkpointed in DIR/checkpoints")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -147,6 +151,8 @@ def _run_checked(args: argparse.Namespace) -> int:
         raise ValueError(f"--strategies repeats a name: {args.strategies}")
     syn = dict(n=args.n, dim=args.dim, num_classes=args.classes, imbalance=args.imbalance)
     data = load_dataset(args.dataset, data_dir=args.data_dir, **(syn if args.dataset == "synthetic" else {}))
+    if args.pool_size is not None and args.pool_size < len(data):
+        data = data.subset(args.pool_size, seed=0)
     needed = args.initial + args.budget * args.rounds
     if needed > len(data):
         raise ValueError(f"--initial + --budget x --rounds = {needed} labels, more than the pool's {len(data)} rows")
@@ -160,19 +166,19 @@ def _run_checked(args: argparse.Namespace) -> int:
         "dataset": data.name, "pool": len(data), "test": int(data.y_test.size), "classes": data.num_classes,
         "strategies": names, "initial": args.initial, "budget": args.budget, "rounds": args.rounds,
         "seeds": args.seeds, "model": args.model, "epochs": args.epochs, "partitions": args.partitions,
-        "device": args.device, "synthetic": syn if args.dataset == "synthetic" else None,
+        "device": args.device, "torch_threads": args.torch_threads, "pool_size": args.pool_size, "synthetic": syn if args.dataset == "synthetic" else None,
     }
 
     def make_trainer():
         opts = {"device": args.device}
+        if args.torch_threads:
+            opts["num_threads"] = args.torch_threads
         if args.epochs:
             opts["epochs"] = args.epochs
         return (cnn_trainer if args.model == "cnn" else linear_probe)(**opts)
 
     def make_strategy(name):
-        cls = strategies._REGISTRY[name]
-        return strategies.get(name, partitions=args.partitions) if "partitions" in cls.__init__.__code__.co_varnames \
-            else strategies.get(name)
+        return strategies.get(name, **({"partitions": args.partitions} if name.startswith("partitioned-") else {}))
 
     records = []
     started = time.perf_counter()

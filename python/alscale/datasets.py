@@ -67,6 +67,13 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
+    def subset(self, n: int, *, seed: int = 0) -> "Dataset":
+        """The same data with a seeded random ``n`` of the pool rows (in pool order); the test
+        split is kept."""
+        rows = np.sort(np.random.default_rng(seed).choice(len(self), size=min(n, len(self)), replace=False))
+        return Dataset(f"{self.name}[{rows.size}]", self.x[rows], self.y[rows], self.x_test, self.y_test,
+                       self.num_classes)
+
 
 def _read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:

@@ -38,7 +38,7 @@ def tiny_images():
 
 
 def test_loop_end_to_end(synthetic):
-    loop = ActiveLearningLoop(synthetic, "base", linear_probe(epochs=15), initial=30, budget=20, rounds=3, seed=4)
+    loop = ActiveLearningLoop(synthetic, "base", linear_probe(), initial=30, budget=20, rounds=3, seed=4)
     records = loop.run()
     assert [r["round"] for r in records] == [0, 1, 2, 3]
     assert [r["n_labeled"] for r in records] == [30, 50, 70, 90]

@@ -26,9 +26,11 @@ def as_embeddings(embeddings: Any, rows: int | None = None, name: str = "embeddi
         raise ValueError(f"{name} have no rows: the pool is empty")
     dtype = np.float64 if z.dtype == np.float64 else np.float32
     z = np.ascontiguousarray(z, dtype=dtype)
-    if not np.isfinite(z).all():
-        bad = int(np.flatnonzero(~np.isfinite(z).all(axis=1))[0])
-        raise ValueError(f"{name} contain NaN or inf at row {bad}")
+    step = max(1, (1 << 22) // max(1, z.shape[1]))  # bounded temporaries at any pool size
+    for s in range(0, z.shape[0], step):
+        ok = np.isfinite(z[s : s + step]).all(axis=1)
+        if not ok.all():
+            raise ValueError(f"{name} contain NaN or inf at row {s + int(np.argmin(ok))}")
     return z
 
 

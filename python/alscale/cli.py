@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-DEFAULT_STRATEGIES = "random,margin,entropy,base,coreset,badge"
+DEFAULT_STRATEGIES = "random,margin,confidence,entropy,base,coreset,badge"
 
 
 def _add_run(sub) -> None:
@@ -95,7 +95,7 @@ def _add_run(sub) -> None:
     run.add_argument("--initial", type=_positive, default=100, help="initial random labels (default 100)")
     run.add_argument("--budget", type=_positive, default=100, help="labels per round (default 100)")
     run.add_argument("--rounds", type=_non_negative, default=5, help="selection rounds (default 5)")
-    run.add_argument("--seeds", type=_positive, default=2, help="seeds 0..N-1 per strategy (default 2)")
+    run.add_argument("--seeds", type=_positive, default=3, help="seeds 0..N-1 per strategy (default 3)")
     run.add_argument("--model", choices=("linear", "cnn"), default="linear",
                      help="linear: a linear probe on fixed features (pixels for images; default); "
                           "cnn: a small CNN fine-tuned end to end with light augmentation (images)")

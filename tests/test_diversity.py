@@ -133,3 +133,35 @@ def test_diversity_errors():
         alscale.select_badge(np.zeros((4, 2)), z, 1, partitions=0)
     with pytest.raises(TypeError, match="real-valued"):
         alscale.select_coreset(np.array([["a"]]), None, 1)
+
+
+@pytest.mark.parametrize("mode", ["normal", "integer"])
+def test_larger_pools_thread_independent(mode):
+    """Pools big enough to split over threads (the kernels use 1 thread below 128 rows)."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    z = _embeddings(rng, n, 20, mode, "float32")
+    labeled = _mask(rng, n, 0.02)
+    logits = rng.standard_normal((n, 7))
+    expected = ref.select_coreset(z, labeled, 30)
+    uniforms = np.random.default_rng(5).random(30)
+    expected_badge = ref.select_badge(logits, z, 30, uniforms, labeled)
+    for t in (1, 2, 0):
+        assert_same_indices(alscale.select_coreset(z, labeled, 30, num_threads=t), expected, f"coreset t={t}")
+        assert_same_indices(alscale.select_badge(logits, z, 30, exclude=labeled, seed=5, num_threads=t),
+                            expected_badge, f"badge t={t}")
+
+
+@pytest.mark.parametrize("u", [0.0, 0.5, np.nextafter(1.0, 0.0)])
+def test_badge_inverse_cdf_edges(u):
+    """Uniforms at the ends of [0, 1) on a pool with duplicated rows (zero D² weights): the pick is
+    the first row whose running sum exceeds u·total, never a zero-weight row."""
+    from alscale import _core
+
+    rng = np.random.default_rng(2)
+    base = rng.integers(-1, 2, (6, 3)).astype(np.float64)
+    z = base[rng.integers(0, 6, 200)]
+    logits = rng.integers(-1, 2, (200, 4)).astype(np.float64)
+    uniforms = np.full(25, u)
+    got = _core.select_badge(logits, False, z, None, 25, uniforms)
+    assert_same_indices(got, ref.select_badge(logits, z, 25, uniforms))

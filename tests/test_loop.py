@@ -96,6 +96,11 @@ def test_resume_refuses_another_runs_checkpoint(tmp_path, synthetic):
                        checkpoint=path).run()
     with pytest.raises(ValueError, match="checkpoint .* is of another run"):
         ActiveLearningLoop.resume(path, synthetic, "margin", linear_probe(epochs=2), initial=10, budget=5, rounds=1)
+    with pytest.raises(ValueError, match="checkpoint .* is of another run"):  # other training settings
+        ActiveLearningLoop.resume(path, synthetic, "random", linear_probe(epochs=3), initial=10, budget=5, rounds=1)
+    with pytest.raises(ValueError, match="checkpoint .* is of another run"):
+        ActiveLearningLoop.resume(path, synthetic, "random", linear_probe(epochs=2), initial=10, budget=5, rounds=1,
+                                  seed=1)
 
 
 def test_checkpoint_is_replaced_atomically(tmp_path, synthetic):

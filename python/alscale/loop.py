@@ -118,6 +118,8 @@ class ActiveLearningLoop:
             "dataset": self.dataset.name,
             "pool": len(self.dataset),
             "strategy": self.strategy.name,
+            "strategy_options": self.strategy.options(),
+            "trainer": self.trainer.describe() if hasattr(self.trainer, "describe") else type(self.trainer).__name__,
             "initial": self.initial,
             "budget": self.budget,
             "rounds": self.rounds,

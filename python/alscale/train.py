@@ -174,6 +174,16 @@ class TorchTrainer:
             self.preprocess = image_input if (dataset.is_image and not _is_flat(self.model)) else flat_input
         self.initial_state = copy.deepcopy(self.model.state_dict())
 
+    def describe(self) -> dict:
+        """The settings that shape training (recorded in loop checkpoints, checked on resume)."""
+        m = self._model_arg
+        return {
+            "model": type(m).__name__ if hasattr(m, "state_dict") else getattr(m, "__qualname__", type(m).__name__),
+            "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+            "weight_decay": self.weight_decay, "val_fraction": self.val_fraction, "patience": self.patience,
+            "refit": self.refit, "augment": getattr(self.augment, "__name__", None) if self.augment else None,
+        }
+
     def reset(self) -> None:
         """Back to the initial weights."""
         self.model.load_state_dict(self.initial_state)

@@ -83,6 +83,10 @@ class Strategy:
     def __init__(self, num_threads: int = 0) -> None:
         self.num_threads = num_threads
 
+    def options(self) -> dict:
+        """Settings that change the picks (recorded in loop checkpoints)."""
+        return {k: v for k, v in vars(self).items() if k != "num_threads"}
+
     def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
         """``min(budget, unlabeled)`` distinct unlabeled pool rows (int64, in pick order)."""
         raise NotImplementedError

@@ -52,6 +52,12 @@ __all__ = [
     "cluster_round_robin",
     "select_cluster_margin",
     "adjusted_rand_index",
+    "lane_sum",
+    "select_coreset",
+    "gradient_factors",
+    "select_badge",
+    "balanced_random",
+    "partitions",
 ]
 
 
@@ -484,3 +490,119 @@ def adjusted_rand_index(a, b) -> float:
     expected = sum_a * sum_b / comb(np.array([n]))
     top = (sum_a + sum_b) / 2.0
     return 1.0 if top == expected else float((sum_ij - expected) / (top - expected))
+# --------------------------------------------------------------------------- Coreset, BADGE
+
+
+def lane_sum(terms: np.ndarray) -> np.ndarray:
+    """Row sums of (N, D) float64 terms as csrc/lanedot.hpp adds them: term j into lane j % 8,
+    each lane in column order, lanes combined as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7))."""
+    terms = np.asarray(terms, dtype=np.float64)
+    n, d = terms.shape
+    acc = np.zeros((n, 8))
+    for j in range(d):
+        acc[:, j % 8] = acc[:, j % 8] + terms[:, j]
+    return ((acc[:, 0] + acc[:, 1]) + (acc[:, 2] + acc[:, 3])) + ((acc[:, 4] + acc[:, 5]) + (acc[:, 6] + acc[:, 7]))
+
+
+def select_coreset(embeddings, labeled, budget: int, exclude=None) -> np.ndarray:
+    """Greedy k-center: start from the labeled rows as centers; pick the eligible row with the
+    largest squared distance to its nearest center (ties -> smaller row), make it a center."""
+    x = to_float64(embeddings)
+    n = x.shape[0]
+    centers = list(np.flatnonzero(exclude_mask(labeled, n)))
+    eligible = ~exclude_mask(exclude, n)
+    eligible[centers] = False
+    mind = np.full(n, np.inf)
+    for c in centers:
+        mind = np.minimum(mind, lane_sum((x - x[c]) * (x - x[c])))
+    out = []
+    while len(out) < budget and eligible.any():
+        rows = np.flatnonzero(eligible)
+        pick = int(rows[np.argmax(mind[rows])])  # first maximum: the smaller row
+        out.append(pick)
+        eligible[pick] = False
+        mind = np.minimum(mind, lane_sum((x - x[pick]) * (x - x[pick])))
+    return np.array(out, dtype=np.int64)
+
+
+def gradient_factors(logits, embeddings):
+    """a = float32(softmax - onehot(first argmax)) with libm exp and column-order sums, and
+    g2 = ||a||² ||z||² (lane sums), as csrc/badge.hpp defines them."""
+    import math
+
+    lg = to_float64(logits)
+    z = to_float64(embeddings)
+    n, c = lg.shape
+    a = np.zeros((n, c), dtype=np.float32)
+    for i in range(n):
+        m = lg[i].max()
+        arg = int(np.argmax(lg[i]))
+        e = [math.exp(float(v - m)) for v in lg[i]]
+        s = 0.0
+        for v in e:
+            s += v
+        a[i] = np.array([e[k] / s - (1.0 if k == arg else 0.0) for k in range(c)], dtype=np.float64).astype(np.float32)
+    a64 = a.astype(np.float64)
+    g2 = lane_sum(a64 * a64) * lane_sum(z * z)
+    return a64, z, g2
+
+
+def select_badge(logits, embeddings, budget: int, uniforms, exclude=None) -> np.ndarray:
+    """k-means++ seeding with the factorized gradient distance and inverse-CDF D² sampling."""
+    a, z, g2 = gradient_factors(logits, embeddings)
+    n = a.shape[0]
+    eligible = ~exclude_mask(exclude, n)
+    out = []
+    if budget <= 0 or not eligible.any():
+        return np.array(out, dtype=np.int64)
+    rows = np.flatnonzero(eligible)
+    pick = int(rows[np.argmax(g2[rows])])
+    mind = np.full(n, np.inf)
+    while True:
+        out.append(pick)
+        eligible[pick] = False
+        if len(out) == budget or not eligible.any():
+            break
+        dist = (g2 + g2[pick]) - 2.0 * (lane_sum(a * a[pick]) * lane_sum(z * z[pick]))
+        dist = np.where(dist > 0, dist, 0.0)
+        mind = np.where(eligible, np.minimum(mind, dist), mind)
+        w = np.where(eligible, mind, 0.0)
+        cum = np.cumsum(w)
+        total = cum[-1]
+        if not total > 0:
+            pick = int(np.flatnonzero(eligible)[0])
+            continue
+        hit = np.flatnonzero(cum > uniforms[len(out)] * total)
+        pick = int(hit[0]) if hit.size else int(np.flatnonzero(w > 0)[-1])
+    return np.array(out, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- loop baselines
+
+
+def balanced_random(labels, labeled, budget: int, rng) -> np.ndarray:
+    """The balanced-random oracle: the unlabeled rows in the order rng.permutation gives them,
+    dealt into per-class queues, then taken round-robin (class 0, 1, ... each pass), skipping
+    empty queues, until ``budget`` rows are taken."""
+    labels = np.asarray(labels)
+    rows = np.flatnonzero(~np.asarray(labeled, dtype=bool))
+    rows = rows[rng.permutation(rows.size)]
+    queues = {}
+    for r in rows.tolist():
+        queues.setdefault(int(labels[r]), []).append(r)
+    out = []
+    depth = 0
+    while len(out) < min(budget, rows.size):
+        for c in sorted(queues):
+            if depth < len(queues[c]) and len(out) < budget:
+                out.append(queues[c][depth])
+        depth += 1
+    return np.array(out, dtype=np.int64)
+
+
+def partitions(available, budget: int, parts: int, rng):
+    """The partitioned baselines' split: the available rows permuted by rng, cut into ``parts``
+    nearly equal consecutive pieces (np.array_split), part p with budget B // P + (p < B % P)."""
+    order = np.asarray(available)[rng.permutation(len(available))]
+    return [(np.sort(p), budget // parts + (1 if i < budget % parts else 0))
+            for i, p in enumerate(np.array_split(order, parts))]

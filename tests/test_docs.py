@@ -7,14 +7,22 @@ import doctest
 import pytest
 
 import alscale.cluster_margin
+import alscale.datasets
+import alscale.diversity
 import alscale.hac
+import alscale.loop
 import alscale.metrics
 import alscale.selection
+import alscale.strategies
 import alscale.streaming
+import alscale.train
+
+MODULES = [alscale.selection, alscale.streaming, alscale.hac, alscale.cluster_margin, alscale.diversity,
+           alscale.strategies, alscale.metrics, alscale.datasets, alscale.train, alscale.loop]
 
 
-@pytest.mark.parametrize("module", [alscale.selection, alscale.streaming, alscale.hac, alscale.cluster_margin, alscale.metrics], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
 def test_docstring_examples(module):
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0

@@ -1,7 +1,9 @@
 """alscale: fast, exact batch active learning at ImageNet and Open Images scale.
 
 The selection rules of BASE (balanced selection), MASE, margin / confidence / entropy
-uncertainty sampling and random sampling, on numpy arrays or torch tensors, in compiled kernels.
+uncertainty sampling, Cluster-Margin (with exact and graph average-linkage HAC), random sampling
+and the Coreset and BADGE baselines, on numpy arrays or torch tensors, in compiled kernels;
+and the active-learning loop that compares them (`alscale run`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .selection import (
 from . import metrics
 from .cluster_margin import select_cluster_margin
 from .hac import Clustering, hac_average, hac_average_graph, knn_graph
+from .diversity import select_badge, select_coreset
 from .streaming import BalancedSelector
 
 __version__ = getattr(_core, "__version__", "0.0.0")
@@ -46,10 +49,12 @@ __all__ = [
     "hac_average_graph",
     "knn_graph",
     "margin_scores",
+    "select_badge",
     "select_balanced",
     "select_boundary",
     "select_cluster_margin",
     "select_confidence",
+    "select_coreset",
     "select_entropy",
     "select_margin",
     "select_random",

@@ -44,6 +44,23 @@ def cluster_round_robin(
     rows: npt.NDArray[np.int64], clusters: npt.NDArray[np.int64], budget: int, seed: int
 ) -> npt.NDArray[np.int64]: ...
 
+def select_coreset(
+    embeddings: npt.NDArray[Any],
+    centers: npt.NDArray[np.int64],
+    exclude: npt.NDArray[np.uint8] | None,
+    budget: int,
+    num_threads: int = 0,
+) -> npt.NDArray[np.int64]: ...
+def select_badge(
+    logits: npt.NDArray[Any],
+    bf16: bool,
+    embeddings: npt.NDArray[Any],
+    exclude: npt.NDArray[np.uint8] | None,
+    budget: int,
+    uniforms: npt.NDArray[np.float64],
+    num_threads: int = 0,
+) -> npt.NDArray[np.int64]: ...
+
 class BalancedState:
     def __init__(self, num_classes: int, budget: int, extra: int) -> None: ...
     def update(

@@ -1,4 +1,8 @@
-"""Clustering agreement metrics (numpy only)."""
+"""Metrics, numpy only: the per-round metrics of an active-learning run (accuracy and the balance
+of the labeled set) and the agreement of two clusterings (adjusted Rand index).
+
+Everything is a bincount over labels (O(N)); no per-sample Python.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,85 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["adjusted_rand_index"]
+__all__ = ["adjusted_rand_index", "accuracy", "balance", "class_counts", "per_class_accuracy"]
+
+
+def accuracy(predictions: Any, labels: Any) -> float:
+    """Fraction of ``predictions`` equal to ``labels`` (both shape (N,)); NaN when N == 0.
+
+    Examples
+    --------
+    >>> from alscale.metrics import accuracy
+    >>> accuracy([0, 1, 2, 2], [0, 1, 1, 2])
+    0.75
+    """
+    p, y = np.asarray(predictions), np.asarray(labels)
+    if p.shape != y.shape:
+        raise ValueError(f"predictions have shape {p.shape} but labels have shape {y.shape}")
+    return float(np.mean(p == y)) if y.size else float("nan")
+
+
+def per_class_accuracy(predictions: Any, labels: Any, num_classes: int) -> np.ndarray:
+    """Accuracy on the test rows of each class, shape (C,); NaN for a class with no test row.
+
+    Examples
+    --------
+    >>> from alscale.metrics import per_class_accuracy
+    >>> per_class_accuracy([0, 1, 0], [0, 1, 1], 3).tolist()
+    [1.0, 0.5, nan]
+    """
+    p, y = np.asarray(predictions), np.asarray(labels)
+    total = np.bincount(y, minlength=num_classes).astype(np.float64)
+    right = np.bincount(y[p == y], minlength=num_classes).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, right / np.maximum(total, 1.0), np.nan)
+
+
+def class_counts(labels: Any, num_classes: int) -> np.ndarray:
+    """Rows of each class among ``labels``, shape (C,) int64.
+
+    Examples
+    --------
+    >>> from alscale.metrics import class_counts
+    >>> class_counts([2, 0, 2], 4).tolist()
+    [1, 0, 2, 0]
+    """
+    y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got {y.min()}..{y.max()}")
+    return np.bincount(y, minlength=num_classes).astype(np.int64)
+
+
+def balance(counts: Any) -> dict:
+    """Balance of a label distribution given its class counts (C,).
+
+    Returns
+    -------
+    dict with
+        ``empty_classes``: classes with no label;
+        ``imbalance_ratio``: max / min count over the classes present (1.0 is balanced; NaN
+        with no label);
+        ``label_entropy``: entropy of the class distribution divided by log C (1.0 is uniform
+        over all C classes, 0.0 a single class; 1.0 when C == 1, NaN with no label).
+
+    Examples
+    --------
+    >>> from alscale.metrics import balance
+    >>> {k: round(v, 4) for k, v in balance([4, 2, 0]).items()}
+    {'empty_classes': 1, 'imbalance_ratio': 2.0, 'label_entropy': 0.5794}
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    present = c[c > 0]
+    if present.size == 0:
+        return {"empty_classes": int(c.size), "imbalance_ratio": float("nan"), "label_entropy": float("nan")}
+    p = present / present.sum()
+    entropy = float(-(p * np.log(p)).sum() / np.log(c.size)) if c.size > 1 else 1.0
+    return {
+        "empty_classes": int((c == 0).sum()),
+        "imbalance_ratio": float(present.max() / present.min()),
+        "label_entropy": entropy,
+    }
+
 
 
 def adjusted_rand_index(a: Any, b: Any) -> float:

@@ -1,0 +1,264 @@
+"""Data for the active-learning loop: Fashion-MNIST (IDX files), a user's npz of embeddings,
+and a synthetic long-tailed Gaussian mixture of any shape.
+
+A :class:`Dataset` holds a pool (``x``, ``y``) and a test split (``x_test``, ``y_test``) as numpy
+arrays; images are uint8 (N, H, W), features float32 (N, D).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_FASHION_MNIST_DIR",
+    "Dataset",
+    "load_dataset",
+    "load_fashion_mnist",
+    "load_npz",
+    "make_synthetic",
+]
+
+DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+_FASHION_FILES = {
+    "x": "train-images-idx3-ubyte.gz",
+    "y": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+
+
+@dataclass
+class Dataset:
+    """A labeled pool and a test split.
+
+    Attributes
+    ----------
+    name : str
+    x : numpy.ndarray, shape (N, ...)
+        The pool: uint8 images (N, H, W) or float32 features (N, D).
+    y : numpy.ndarray, shape (N,) int64
+        The pool's true labels (read only by the simulated oracle and by oracle strategies).
+    x_test, y_test : numpy.ndarray
+        The test split.
+    num_classes : int
+    """
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def is_image(self) -> bool:
+        return self.x.ndim == 3
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, n: int, *, seed: int = 0) -> "Dataset":
+        """The same data with a seeded random ``n`` of the pool rows (in pool order); the test
+        split is kept."""
+        rows = np.sort(np.random.default_rng(seed).choice(len(self), size=min(n, len(self)), replace=False))
+        return Dataset(f"{self.name}[{rows.size}]", self.x[rows], self.y[rows], self.x_test, self.y_test,
+                       self.num_classes)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4:
+        raise ValueError(f"{path} is not an IDX file (too short)")
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says shape {shape} but the file holds {body.size} values")
+    return body.reshape(shape).copy()  # writable (torch refuses read-only buffers)
+
+
+def load_fashion_mnist(data_dir: Optional[str] = None) -> Dataset:
+    """Fashion-MNIST from its four IDX .gz files: 60,000 pool and 10,000 test 28x28 images.
+
+    Parameters
+    ----------
+    data_dir : str, optional
+        Directory of the four files; default /usr/share/datasets/fashion-mnist (Debian's
+        ``dataset-fashion-mnist`` package).
+
+    Examples
+    --------
+    >>> from alscale.datasets import load_fashion_mnist
+    >>> load_fashion_mnist("/nonexistent")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: Fashion-MNIST not found in /nonexistent: missing train-images-idx3-ubyte.gz, ...
+    """
+    folder = Path(data_dir or DEFAULT_FASHION_MNIST_DIR)
+    missing = [f for f in _FASHION_FILES.values() if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found in {folder}: missing {', '.join(missing)}. Install it with "
+            "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or pass --data-dir DIR with the four "
+            "IDX .gz files"
+        )
+    arrays = {k: _read_idx(folder / f) for k, f in _FASHION_FILES.items()}
+    return Dataset(
+        "fashion-mnist",
+        arrays["x"],
+        arrays["y"].astype(np.int64),
+        arrays["x_test"],
+        arrays["y_test"].astype(np.int64),
+        10,
+    )
+
+
+def _check_labels(y: np.ndarray, name: str, path) -> np.ndarray:
+    if y.ndim != 1:
+        raise ValueError(f"{path}: {name} must be 1-D, got shape {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"{path}: {name} must hold integer class labels, got {y.dtype}")
+    if y.size and y.min() < 0:
+        raise ValueError(f"{path}: {name} has a negative label ({y.min()})")
+    return y.astype(np.int64)
+
+
+def load_npz(path: str, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """A user's own embeddings from an .npz: arrays ``X`` (N, D) and ``y`` (N,), optionally
+    ``X_test`` and ``y_test``; without them a seeded random ``test_fraction`` of the rows is the
+    test split.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from alscale.datasets import load_npz
+    >>> path = os.path.join(tempfile.mkdtemp(), "emb.npz")
+    >>> np.savez(path, X=np.random.default_rng(0).normal(size=(100, 8)), y=np.arange(100) % 4)
+    >>> d = load_npz(path)
+    >>> len(d), d.x_test.shape, d.num_classes
+    (80, (20, 8), 4)
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"npz file {p} does not exist")
+    try:
+        data = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{p} is not a readable .npz file: {err}") from None
+    with data:
+        keys = set(data.files)
+        for key in ("X", "y"):
+            if key not in keys:
+                raise ValueError(f"{p} has no array '{key}' (found: {', '.join(sorted(keys)) or 'none'}); it needs X "
+                                 "(N, D) embeddings and y (N,) labels, optionally X_test and y_test")
+        if ("X_test" in keys) != ("y_test" in keys):
+            raise ValueError(f"{p} has only one of X_test / y_test: give both or neither")
+        x, y = data["X"], _check_labels(data["y"], "y", p)
+        has_test = "X_test" in keys
+        x_test = data["X_test"] if has_test else None
+        y_test = _check_labels(data["y_test"], "y_test", p) if has_test else None
+    for name, a in (("X", x), ("X_test", x_test)):
+        if a is None:
+            continue
+        if a.ndim != 2:
+            raise ValueError(f"{p}: {name} must be 2-D (rows, features), got shape {a.shape}")
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{p}: {name} must be numeric, got {a.dtype}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{p}: {name} contains NaN or inf")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{p}: X has {x.shape[0]} rows but y has {y.shape[0]}")
+    if has_test:
+        if x_test.shape[1] != x.shape[1] or x_test.shape[0] != y_test.shape[0]:
+            raise ValueError(f"{p}: X_test {x_test.shape} / y_test {y_test.shape} do not match X {x.shape}")
+    else:
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        if x.shape[0] < 2:
+            raise ValueError(f"{p}: X has {x.shape[0]} rows, too few to split off a test set")
+        order = np.random.default_rng(seed).permutation(x.shape[0])
+        n_test = max(1, int(round(test_fraction * x.shape[0])))
+        test, pool = order[:n_test], np.sort(order[n_test:])
+        x, y, x_test, y_test = x[pool], y[pool], x[np.sort(test)], y[np.sort(test)]
+    classes = int(max(y.max(initial=-1), y_test.max(initial=-1))) + 1
+    return Dataset(f"npz:{p}", x.astype(np.float32), y, x_test.astype(np.float32), y_test, classes)
+
+
+def class_sizes(n: int, num_classes: int, imbalance: float) -> np.ndarray:
+    """Long-tailed class sizes summing to n: size_c ∝ imbalance^(-c/(C-1)), so class 0 is
+    ``imbalance`` times larger than class C-1 (every class gets at least one row when n >= C)."""
+    if imbalance < 1:
+        raise ValueError(f"imbalance must be at least 1, got {imbalance}")
+    w = imbalance ** (-np.arange(num_classes) / max(1, num_classes - 1))
+    sizes = np.floor(w / w.sum() * n).astype(np.int64)
+    if n >= num_classes:
+        sizes = np.maximum(sizes, 1)
+    sizes[0] += n - sizes.sum()  # remainder to the head class
+    return sizes
+
+
+def make_synthetic(
+    n: int = 20_000,
+    dim: int = 64,
+    num_classes: int = 10,
+    *,
+    imbalance: float = 10.0,
+    n_test: Optional[int] = None,
+    separation: float = 4.0,
+    seed: int = 0,
+) -> Dataset:
+    """A long-tailed Gaussian mixture: class c has its mean drawn from N(0, separation²/dim · I)
+    and unit-variance noise; the pool's class sizes fall off geometrically by a factor
+    ``imbalance`` from class 0 to class C-1; the test split is balanced. Generated in float32
+    chunks, so ImageNet's shape (n=1,281,167, dim=2048, num_classes=1000) needs only the
+    output's memory (~10.5 GB).
+
+    Examples
+    --------
+    >>> from alscale.datasets import make_synthetic
+    >>> d = make_synthetic(1000, 8, 5, imbalance=10, seed=0)
+    >>> d.x.shape, d.x.dtype, int((d.y == 0).sum()) > 5 * int((d.y == 4).sum())
+    ((1000, 8), dtype('float32'), True)
+    """
+    if n < 1 or dim < 1 or num_classes < 1:
+        raise ValueError(f"synthetic data needs n, dim and num_classes >= 1, got {n}, {dim}, {num_classes}")
+    n_test = n_test if n_test is not None else max(num_classes, n // 5)
+    rng = np.random.default_rng(seed)
+    means = (rng.standard_normal((num_classes, dim)) * (separation / np.sqrt(dim))).astype(np.float32)
+
+    def draw(labels: np.ndarray) -> np.ndarray:
+        out = np.empty((labels.size, dim), dtype=np.float32)
+        step = max(1, (1 << 24) // dim)
+        for s in range(0, labels.size, step):
+            chunk = labels[s : s + step]
+            out[s : s + chunk.size] = rng.standard_normal((chunk.size, dim), dtype=np.float32) + means[chunk]
+        return out
+
+    y = rng.permutation(np.repeat(np.arange(num_classes), class_sizes(n, num_classes, imbalance)))
+    y_test = rng.permutation(np.arange(n_test) % num_classes)
+    return Dataset("synthetic", draw(y), y.astype(np.int64), draw(y_test), y_test.astype(np.int64), num_classes)
+
+
+def load_dataset(spec: str, *, data_dir: Optional[str] = None, seed: int = 0, **synthetic) -> Dataset:
+    """``fashion-mnist``, ``npz:PATH`` or ``synthetic`` (keyword options go to
+    :func:`make_synthetic`)."""
+    if spec == "fashion-mnist":
+        return load_fashion_mnist(data_dir)
+    if spec.startswith("npz:"):
+        return load_npz(os.path.expanduser(spec[4:]), seed=seed)
+    if spec == "synthetic":
+        return make_synthetic(seed=seed, **synthetic)
+    raise ValueError(f"unknown dataset {spec!r}: use fashion-mnist, npz:PATH or synthetic")

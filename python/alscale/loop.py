@@ -1,0 +1,234 @@
+"""The active-learning loop: train, evaluate, compute what the strategy needs on the pool,
+select, label (the simulated oracle reveals the true labels), record — round after round, with
+an atomic checkpoint after every round so that a killed run resumes to exactly the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import numpy as np
+
+from . import metrics
+from ._arrays import as_int
+from .strategies import PoolView, Strategy, get
+
+__all__ = ["ActiveLearningLoop"]
+
+_CHECKPOINT_VERSION = 1
+
+
+def _round_rng(seed: int, round_index: int, stream: int) -> np.random.Generator:
+    """The generator of one step of one round: independent of everything that ran before, so a
+    resumed run draws exactly what an uninterrupted one does."""
+    return np.random.default_rng([seed, round_index, stream])
+
+
+def write_json_atomic(path: Union[str, Path], obj: Any) -> None:
+    """Writes JSON to a temporary file in the same folder, fsyncs it and renames it over
+    ``path`` (os.replace): a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class ActiveLearningLoop:
+    """Pool-based batch active learning with a simulated oracle.
+
+    Round r = 0 … ``rounds``: train on the labeled rows (from the trainer's initial weights),
+    evaluate on the test split, record; then, for r < ``rounds``, compute what the strategy
+    needs on the unlabeled pool (in batches), select ``budget`` rows and label them. The initial
+    labeled set is ``initial`` rows drawn uniformly at random.
+
+    Parameters
+    ----------
+    dataset : alscale.datasets.Dataset
+    strategy : str or alscale.strategies.Strategy
+    trainer : alscale.train.TorchTrainer (or anything with setup / fit / predict / head_weight)
+    initial, budget, rounds : int
+    seed : int
+        Seeds the initial set, the strategy's draws and the training; same seed, same run.
+    checkpoint : path, optional
+        JSON file written atomically after every round; :meth:`resume` continues from it.
+    progress : callable (record) -> None, optional
+        Called after every round (the CLI advances its progress bar with it).
+
+    Examples
+    --------
+    >>> from alscale.datasets import make_synthetic
+    >>> from alscale.loop import ActiveLearningLoop
+    >>> from alscale.train import linear_probe
+    >>> data = make_synthetic(400, 8, 4, seed=0)
+    >>> loop = ActiveLearningLoop(data, "margin", linear_probe(epochs=5), initial=20, budget=10, rounds=2)
+    >>> [r["n_labeled"] for r in loop.run()]
+    [20, 30, 40]
+    """
+
+    def __init__(
+        self,
+        dataset,
+        strategy: Union[str, Strategy],
+        trainer,
+        *,
+        initial: int,
+        budget: int,
+        rounds: int,
+        seed: int = 0,
+        checkpoint: Optional[Union[str, Path]] = None,
+        progress: Optional[Callable[[dict], None]] = None,
+    ) -> None:
+        self.dataset = dataset
+        self.strategy = get(strategy) if isinstance(strategy, str) else strategy
+        self.trainer = trainer
+        n = len(dataset)
+        self.initial = as_int(initial, "initial", minimum=1)
+        self.budget = as_int(budget, "budget", minimum=1)
+        self.rounds = as_int(rounds, "rounds")
+        self.seed = as_int(seed, "seed")
+        total = self.initial + self.budget * self.rounds
+        if total > n:
+            raise ValueError(
+                f"initial + budget x rounds = {self.initial} + {self.budget} x {self.rounds} = {total} labels, "
+                f"more than the pool's {n} rows"
+            )
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.progress = progress
+        self.labeled_order: np.ndarray = np.zeros(0, dtype=np.int64)  # rows in the order labeled
+        self.records: List[Dict[str, Any]] = []
+        self._setup_done = False
+
+    # ------------------------------------------------------------------ config / state
+    def config(self) -> dict:
+        return {
+            "dataset": self.dataset.name,
+            "pool": len(self.dataset),
+            "strategy": self.strategy.name,
+            "strategy_options": self.strategy.options(),
+            "trainer": self.trainer.describe() if hasattr(self.trainer, "describe") else type(self.trainer).__name__,
+            "initial": self.initial,
+            "budget": self.budget,
+            "rounds": self.rounds,
+            "seed": self.seed,
+        }
+
+    def state(self) -> dict:
+        return {
+            "version": _CHECKPOINT_VERSION,
+            "config": self.config(),
+            "labeled": self.labeled_order.tolist(),
+            "records": self.records,
+        }
+
+    @property
+    def finished(self) -> bool:
+        return len(self.records) == self.rounds + 1
+
+    def _load(self, state: dict) -> None:
+        if state.get("version") != _CHECKPOINT_VERSION:
+            raise ValueError(f"checkpoint version {state.get('version')} is not {_CHECKPOINT_VERSION}")
+        if state["config"] != self.config():
+            raise ValueError(
+                f"checkpoint {self.checkpoint} is of another run: {state['config']} != {self.config()}"
+            )
+        self.labeled_order = np.asarray(state["labeled"], dtype=np.int64)
+        self.records = list(state["records"])
+
+    @classmethod
+    def resume(cls, checkpoint: Union[str, Path], dataset, strategy, trainer, **kwargs: Any) -> "ActiveLearningLoop":
+        """The loop of ``checkpoint`` (same dataset, strategy, trainer and settings as the killed
+        run, which the checkpoint checks), ready to :meth:`run` its remaining rounds. Missing
+        checkpoint: a fresh loop."""
+        loop = cls(dataset, strategy, trainer, checkpoint=checkpoint, **kwargs)
+        if Path(checkpoint).is_file():
+            with open(checkpoint) as f:
+                loop._load(json.load(f))
+        return loop
+
+    # ------------------------------------------------------------------ the rounds
+    def run(self) -> List[Dict[str, Any]]:
+        """Runs the remaining rounds; returns all records (one per round)."""
+        n = len(self.dataset)
+        if not self._setup_done:
+            self.trainer.setup(self.dataset, self.seed)
+            self._setup_done = True
+        if self.labeled_order.size == 0:
+            from .selection import select_random
+
+            self.labeled_order = select_random(n, self.initial, seed=_round_rng(self.seed, 0, 0))
+        while not self.finished:
+            self._round(len(self.records))
+        return self.records
+
+    def _round(self, r: int) -> None:
+        n = len(self.dataset)
+        data = self.dataset
+        labeled = self.labeled_order
+        t0 = time.perf_counter()
+        info = self.trainer.fit(labeled, seed=int(_round_rng(self.seed, r, 1).integers(2**62)))
+        t1 = time.perf_counter()
+        test_logits, _ = self.trainer.predict("test")
+        pred = test_logits.argmax(axis=1)
+        # The batch that brought the labeled set to this size (round 0: the initial set).
+        batch = labeled if r == 0 else labeled[self.initial + (r - 1) * self.budget :]
+        counts = metrics.class_counts(data.y[labeled], data.num_classes)
+        batch_counts = metrics.class_counts(data.y[batch], data.num_classes)
+        record: Dict[str, Any] = {
+            "strategy": self.strategy.name,
+            "seed": self.seed,
+            "round": r,
+            "n_labeled": int(labeled.size),
+            "test_accuracy": metrics.accuracy(pred, data.y_test),
+            **metrics.balance(counts),
+            **{f"batch_{k}": v for k, v in metrics.balance(batch_counts).items()},
+            "val_accuracy": info.get("val_accuracy", float("nan")),
+            "epochs": info.get("epochs", 0),
+            "train_seconds": t1 - t0,
+            "per_class_accuracy": metrics.per_class_accuracy(pred, data.y_test, data.num_classes).tolist(),
+            "class_counts": counts.tolist(),
+        }
+        if r < self.rounds:
+            t2 = time.perf_counter()
+            picks = self.strategy.select(self._pool_view(labeled), self.budget, _round_rng(self.seed, r, 2))
+            picks = np.asarray(picks, dtype=np.int64)
+            if picks.size != self.budget or np.unique(picks).size != picks.size:
+                raise RuntimeError(f"strategy {self.strategy.name!r} returned {picks.size} rows for a budget of "
+                                   f"{self.budget} (or repeated rows)")
+            record["select_seconds"] = time.perf_counter() - t2
+            self.labeled_order = np.concatenate([labeled, picks])
+        else:
+            record["select_seconds"] = 0.0
+        self.records.append(record)
+        if self.checkpoint is not None:
+            write_json_atomic(self.checkpoint, self.state())
+        if self.progress is not None:
+            self.progress(record)
+
+    def _pool_view(self, labeled: np.ndarray) -> PoolView:
+        needs = self.strategy.needs
+        mask = np.zeros(len(self.dataset), dtype=bool)
+        mask[labeled] = True
+        view = PoolView(labeled=mask, num_classes=self.dataset.num_classes)
+        if "logits" in needs or "embeddings" in needs:
+            view.logits, view.embeddings = self.trainer.predict("pool", embeddings="embeddings" in needs)
+            if "logits" not in needs:
+                view.logits = None
+        if "weight" in needs:
+            view.weight = self.trainer.head_weight()
+        if "labels" in needs:
+            view.labels = self.dataset.y
+        return view

@@ -1,0 +1,29 @@
+"""badge and partitioned-badge: k-means++ seeding on last-layer gradient embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..diversity import select_badge
+from . import PoolView, Strategy
+
+
+class Badge(Strategy):
+    name = "badge"
+    needs = frozenset({"logits", "embeddings"})
+    partitions = 1
+
+    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+        return select_badge(pool.logits, pool.embeddings, budget, exclude=pool.labeled,
+                            partitions=min(self.partitions, max(1, budget)), seed=rng,
+                            num_threads=self.num_threads)
+
+
+class PartitionedBadge(Badge):
+    """The pool split at random into ``partitions`` parts, budget B/P each (default P = 10)."""
+
+    name = "partitioned-badge"
+
+    def __init__(self, partitions: int = 10, num_threads: int = 0) -> None:
+        super().__init__(num_threads)
+        self.partitions = partitions

@@ -1,0 +1,17 @@
+"""base: BASE, balanced selection by distance to the head's decision boundaries."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..selection import select_balanced
+from . import PoolView, Strategy
+
+
+class Base(Strategy):
+    name = "base"
+    needs = frozenset({"logits", "weight"})
+
+    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+        return select_balanced(pool.logits, budget, weight=pool.weight, exclude=pool.labeled,
+                               num_threads=self.num_threads)

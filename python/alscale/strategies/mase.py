@@ -1,0 +1,17 @@
+"""mase: the rows closest to a decision boundary of the linear head (no balancing)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..selection import select_boundary
+from . import PoolView, Strategy
+
+
+class Mase(Strategy):
+    name = "mase"
+    needs = frozenset({"logits", "weight"})
+
+    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+        return select_boundary(pool.logits, budget, weight=pool.weight, exclude=pool.labeled,
+                               num_threads=self.num_threads)

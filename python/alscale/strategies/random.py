@@ -1,0 +1,16 @@
+"""random: uniform over the unlabeled pool."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..selection import select_random
+from . import PoolView, Strategy
+
+
+class Random(Strategy):
+    name = "random"
+    needs = frozenset()
+
+    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+        return select_random(pool.size, budget, exclude=pool.labeled, seed=rng)

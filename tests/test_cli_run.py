@@ -1,0 +1,77 @@
+"""``alscale run``: the files it writes, the table it prints, and clear errors for bad configs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from alscale.cli import main
+from alscale.report import CSV_COLUMNS
+
+SMALL = ["run", "--dataset", "synthetic", "--n", "400", "--dim", "8", "--classes", "4", "--initial", "20",
+         "--budget", "10", "--rounds", "2", "--seeds", "2", "--epochs", "5"]
+
+
+def test_run_writes_results_plots_and_table(tmp_path, capsys):
+    out = tmp_path / "res"
+    assert main(SMALL + ["--strategies", "random,base,coreset,partitioned-badge", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "alscale run" in captured.err and "100%" in captured.err  # the tqdm bar
+    table = captured.out
+    assert "test accuracy (%)" in table and "partitioned-badge" in table
+    for n in (20, 30, 40):
+        assert any(line.split()[0] == str(n) for line in table.splitlines() if line.strip())
+    assert str(out / "accuracy.png") in table
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert len(rows) == 4 * 2 * 3
+    assert {r["strategy"] for r in rows} == {"random", "base", "coreset", "partitioned-badge"}
+    assert sorted({int(r["n_labeled"]) for r in rows}) == [20, 30, 40]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["strategies"] == ["random", "base", "coreset", "partitioned-badge"]
+    assert len(saved["records"]) == 24
+    for png in ("accuracy.png", "balance.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_resume_reuses_checkpoints(tmp_path, capsys):
+    out = tmp_path / "res"
+    args = SMALL + ["--strategies", "margin", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    first = json.loads((out / "results.json").read_text())["records"]
+    assert main(args + ["--resume"]) == 0  # everything checkpointed: nothing retrained
+    second = json.loads((out / "results.json").read_text())["records"]
+    assert second == first
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--strategies", "random,nope"], "unknown strategy 'nope'; available:"),
+    (["--strategies", "random,random"], "repeats a name"),
+    (["--budget", "500"], r"--initial \+ --budget x --rounds = 1020 labels, more than the pool's 400 rows"),
+    (["--model", "cnn"], "--model cnn needs images"),
+])
+def test_run_bad_configs(tmp_path, capsys, extra, message):
+    assert main(SMALL + ["--out", str(tmp_path), "--no-progress"] + extra) == 2
+    err = capsys.readouterr().err
+    assert "alscale run: error:" in err
+    import re
+
+    assert re.search(message, err), err
+
+
+def test_run_missing_data_and_bad_npz(tmp_path, capsys):
+    assert main(["run", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+    assert "Fashion-MNIST not found in" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, X=np.zeros((5, 2)))
+    assert main(["run", "--dataset", f"npz:{bad}", "--out", str(tmp_path)]) == 2
+    assert "has no array 'y'" in capsys.readouterr().err
+
+
+def test_run_list(capsys):
+    assert main(["run", "--list"]) == 0
+    assert "partitioned-coreset" in capsys.readouterr().out.split()

@@ -63,7 +63,8 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("strategy,model", [("badge", "linear"), ("base", "linear"), ("margin", "cnn")])
+@pytest.mark.parametrize("strategy,model", [("badge", "linear"), ("base", "linear"), ("margin", "cnn"),
+                                            ("cluster-margin", "cnn")])
 def test_resume_gives_the_uninterrupted_result(tmp_path, synthetic, tiny_images, strategy, model):
     data = tiny_images if model == "cnn" else synthetic
     make = (lambda: cnn_trainer(epochs=2, batch_size=32)) if model == "cnn" else (lambda: linear_probe(epochs=10))

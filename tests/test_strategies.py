@@ -12,7 +12,7 @@ from alscale.strategies import PoolView, Strategy
 from strategies import assert_same_indices
 
 ALL = ("random", "balanced-random", "margin", "confidence", "entropy", "mase", "base", "coreset", "badge",
-       "partitioned-coreset", "partitioned-badge")
+       "partitioned-coreset", "partitioned-badge", "cluster-margin")
 
 
 def _pool(seed: int, n: int = 300, c: int = 6, d: int = 12):
@@ -42,6 +42,13 @@ def _expected(name: str, pool: PoolView, budget: int, seed: int) -> np.ndarray:
         return ref.select_coreset(pool.embeddings, lab, budget)
     if name == "badge":
         return ref.select_badge(pool.logits, pool.embeddings, budget, rng.random(budget), lab)
+    if name == "cluster-margin":
+        # graph HAC (checked against its reference in test_hac.py) cut at `budget` clusters, then
+        # the round-robin reference on alscale's own margin scores, seeded as the strategy is
+        labels = alscale.hac_average(pool.embeddings, n_clusters=budget, neighbors=10).labels
+        km = min(int((~lab).sum()), 10 * budget)
+        return ref.select_cluster_margin(alscale.margin_scores(pool.logits), labels, budget,
+                                         int(rng.integers(0, 2**63)), candidates=km, exclude=lab)
     # P = 10 parts, clipped to the budget (no part with nothing to pick).
     parts = ref.partitions(np.flatnonzero(~lab), budget, min(10, budget), rng)
     out = []

@@ -132,6 +132,7 @@ class ActiveLearningLoop:
             "config": self.config(),
             "labeled": self.labeled_order.tolist(),
             "records": self.records,
+            "strategy_state": self.strategy.state(),
         }
 
     @property
@@ -147,6 +148,7 @@ class ActiveLearningLoop:
             )
         self.labeled_order = np.asarray(state["labeled"], dtype=np.int64)
         self.records = list(state["records"])
+        self.strategy.load_state(state.get("strategy_state", {}))
 
     @classmethod
     def resume(cls, checkpoint: Union[str, Path], dataset, strategy, trainer, **kwargs: Any) -> "ActiveLearningLoop":

@@ -91,6 +91,14 @@ class Strategy:
         """``min(budget, unlabeled)`` distinct unlabeled pool rows (int64, in pick order)."""
         raise NotImplementedError
 
+    def state(self) -> dict:
+        """What the strategy computed once and reuses in later rounds (JSON-able; saved in the
+        loop's checkpoints so that a resumed run gives exactly the same picks)."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        """Restores :meth:`state`."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 

@@ -7,6 +7,7 @@
 
 #include "common.hpp"
 #include "isa.hpp"
+#include "tiles.hpp"
 
 namespace alscale {
 
@@ -96,8 +97,8 @@ std::vector<int64_t> labels_from_linkage(const double* z, int64_t n, double thre
 
 namespace {
 
-constexpr int64_t kJB = 64;  // columns per tile (a d x 64 transposed block of points)
-constexpr int64_t kIB = 4;   // rows per tile
+constexpr int64_t kJB = kTileCols;
+constexpr int64_t kIB = kTileRows;
 
 inline int64_t row_start(int64_t n, int64_t i) { return n * i - i * (i + 1) / 2 - i - 1; }  // + j
 
@@ -166,11 +167,7 @@ ALSCALE_AVX2 void distance_range_avx2(const float* x, const float* xt, int64_t n
 
 template <int M>
 void condensed(const float* x, int64_t n, int64_t d, float* D, int threads) {
-    // Points transposed in blocks of kJB (zero padded): block b is d x kJB.
-    const int64_t blocks = (n + kJB - 1) / kJB;
-    std::vector<float> xt(static_cast<size_t>(blocks * d * kJB), 0.0f);
-    for (int64_t j = 0; j < n; ++j)
-        for (int64_t k = 0; k < d; ++k) xt[(j / kJB) * d * kJB + k * kJB + (j % kJB)] = x[j * d + k];
+    const std::vector<float> xt = pack_transposed_blocks(x, n, d);
     const bool avx2 = use_avx2();
     const int64_t tiles = (n + kIB - 1) / kIB;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 4)

@@ -6,13 +6,14 @@
 
 #include "common.hpp"
 #include "isa.hpp"
+#include "tiles.hpp"
 #include "topk.hpp"
 
 namespace alscale {
 namespace {
 
-constexpr int64_t kJB = 64;  // database points per tile (transposed: d x kJB)
-constexpr int64_t kIB = 4;   // query rows per tile
+constexpr int64_t kJB = kTileCols;
+constexpr int64_t kIB = kTileRows;
 
 // acc[r][j] = x[i0 + r] · point (jb + j), accumulated over the dimensions in order.
 ALSCALE_INLINE void dot_tile(const float* x, int64_t d, int64_t i0, int64_t ib, const float* xt, float (*acc)[kJB]) {
@@ -57,10 +58,7 @@ ALSCALE_AVX2 void knn_tile_avx2(const float* x, const float* xt, int64_t n, int6
 void knn_exact(const float* x, int64_t n, int64_t d, int64_t k, int64_t* indices, float* similarities,
                int num_threads) {
     if (k < 1 || k >= n) throw std::invalid_argument("knn needs 1 <= k < n");
-    const int64_t blocks = (n + kJB - 1) / kJB;
-    std::vector<float> xt(static_cast<size_t>(blocks * d * kJB), 0.0f);
-    for (int64_t j = 0; j < n; ++j)
-        for (int64_t c = 0; c < d; ++c) xt[(j / kJB) * d * kJB + c * kJB + (j % kJB)] = x[j * d + c];
+    const std::vector<float> xt = pack_transposed_blocks(x, n, d);
     const bool avx2 = use_avx2();
     const int64_t tiles = (n + kIB - 1) / kIB;
 #pragma omp parallel for num_threads(thread_count(num_threads)) schedule(dynamic, 1)

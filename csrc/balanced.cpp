@@ -1,6 +1,8 @@
 #include "balanced.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <string>
 #include <stdexcept>
 #include <unordered_set>
 
@@ -35,6 +37,19 @@ void merge_heap(std::vector<Candidate>& a, const std::vector<Candidate>& b, int6
         a.resize(static_cast<size_t>(capacity));
     }
     std::make_heap(a.begin(), a.end());
+}
+
+// A row fed twice in one pass would be counted twice: refuse it where it matters, among the
+// candidates of a class.
+void check_distinct_rows(const std::vector<Candidate>& candidates) {
+    std::vector<int64_t> rows;
+    rows.reserve(candidates.size());
+    for (const auto& c : candidates) rows.push_back(c.row);
+    std::sort(rows.begin(), rows.end());
+    const auto twice = std::adjacent_find(rows.begin(), rows.end());
+    if (twice != rows.end())
+        throw std::invalid_argument("row " + std::to_string(*twice) +
+                                    " was fed more than once in this pass (overlapping chunks or row_ids?)");
 }
 
 template <class T>
@@ -95,20 +110,35 @@ BalancedState::BalancedState(int64_t num_classes, int64_t budget, int64_t extra)
 BalancedState::BalancedState(const BalancedSnapshot& s)
     : C_(s.num_classes), B_(s.budget), extra_(s.extra), pass_(s.pass), start_class_(s.start_class),
       available_(s.available), fed_(s.fed), done_(s.done), capacity_(s.capacity), taken_(s.taken),
-      picks_(s.picks), heaps_(static_cast<size_t>(s.num_classes)) {
-    if (C_ < 1 || static_cast<int64_t>(capacity_.size()) != C_ ||
-        static_cast<int64_t>(s.counts.size()) != C_ || s.keys.size() != s.rows.size())
-        throw std::invalid_argument("inconsistent BalancedSelector state");
+      picks_(s.picks) {
+    auto bad = [](const std::string& what) { throw std::invalid_argument("inconsistent BalancedSelector state: " + what); };
+    if (C_ < 1) bad("num_classes < 1");
+    if (B_ < 0 || extra_ < 0 || pass_ < 0 || available_ < 0 || fed_ < 0) bad("a negative count");
+    if (start_class_ < 0 || start_class_ > C_) bad("start_class out of range");
+    if (static_cast<int64_t>(capacity_.size()) != C_ || static_cast<int64_t>(s.counts.size()) != C_)
+        bad("capacity and counts need one entry per class");
+    if (s.keys.size() != s.rows.size()) bad("keys and rows differ in length");
+    if (!std::is_sorted(taken_.begin(), taken_.end()) ||
+        std::adjacent_find(taken_.begin(), taken_.end()) != taken_.end())
+        bad("taken rows must be sorted and distinct");
+    if (picks_.size() != taken_.size() && !done_) bad("picks and taken rows differ");
+    heaps_.resize(static_cast<size_t>(C_));
     size_t at = 0;
     for (int64_t c = 0; c < C_; ++c) {
-        const auto n = static_cast<size_t>(s.counts[static_cast<size_t>(c)]);
-        if (at + n > s.keys.size() || static_cast<int64_t>(n) > capacity_[static_cast<size_t>(c)])
-            throw std::invalid_argument("inconsistent BalancedSelector state");
+        const int64_t count = s.counts[static_cast<size_t>(c)];
+        if (count < 0 || count > capacity_[static_cast<size_t>(c)] || capacity_[static_cast<size_t>(c)] < 0 ||
+            static_cast<size_t>(count) > s.keys.size() - at)
+            bad("candidate counts do not fit the capacities and arrays");
         auto& h = heaps_[static_cast<size_t>(c)];
-        for (size_t j = 0; j < n; ++j) h.push_back(Candidate{s.keys[at + j], s.rows[at + j]});
+        for (int64_t j = 0; j < count; ++j) {
+            if (s.rows[at + static_cast<size_t>(j)] < 0 || std::isnan(s.keys[at + static_cast<size_t>(j)]))
+                bad("a candidate with a negative row or a NaN score");
+            h.push_back(Candidate{s.keys[at + static_cast<size_t>(j)], s.rows[at + static_cast<size_t>(j)]});
+        }
         std::make_heap(h.begin(), h.end());
-        at += n;
+        at += static_cast<size_t>(count);
     }
+    if (at != s.keys.size()) bad("more candidates than the counts say");
 }
 
 void BalancedState::set_capacities(int64_t extra) {
@@ -164,11 +194,15 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
                 fed[static_cast<size_t>(t)] = ctx.fed;
             });
         for (int t = 0; t < threads; ++t) fed_ += fed[static_cast<size_t>(t)];
+        ParallelErrors errors;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 16)
         for (int64_t c = 0; c < n; ++c)
-            for (int t = 0; t < threads; ++t)
-                merge_heap(heaps_[static_cast<size_t>(c)], local[static_cast<size_t>(t)][static_cast<size_t>(c)],
-                           capacity_[static_cast<size_t>(c)]);
+            errors.run([&] {
+                for (int t = 0; t < threads; ++t)
+                    merge_heap(heaps_[static_cast<size_t>(c)], local[static_cast<size_t>(t)][static_cast<size_t>(c)],
+                               capacity_[static_cast<size_t>(c)]);
+            });
+        errors.rethrow();
     };
     if (logits.dtype == DType::f64)
         run(double{});
@@ -177,6 +211,7 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
 }
 
 void BalancedState::merge(const BalancedState& other) {
+    if (&other == this) throw std::invalid_argument("cannot merge a selector with itself");
     if (other.C_ != C_ || other.B_ != B_ || other.extra_ != extra_)
         throw std::invalid_argument("cannot merge selectors built with different num_classes, budget or capacity");
     if (other.pass_ != pass_ || other.start_class_ != start_class_ || other.done_ != done_ ||
@@ -202,6 +237,7 @@ bool BalancedState::advance() {
         if (q == 0) continue;
         auto& h = heaps_[static_cast<size_t>(c)];
         std::sort(h.begin(), h.end());
+        check_distinct_rows(h);
         int64_t got = 0;
         for (const auto& cand : h) {
             if (got == q) break;

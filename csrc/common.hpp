@@ -3,6 +3,8 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -123,7 +125,7 @@ private:
 
 inline int thread_count(int requested) {
 #ifdef _OPENMP
-    return requested > 0 ? requested : omp_get_max_threads();
+    return requested > 0 ? std::min(requested, 4096) : omp_get_max_threads();
 #else
     (void)requested;
     return 1;
@@ -154,6 +156,28 @@ inline void throw_non_finite(int64_t row) {
 
 namespace alscale {
 
+// An exception must not leave an OpenMP region (that terminates the process): each thread's work
+// runs in run(), the first exception is kept and rethrown by rethrow() after the region.
+class ParallelErrors {
+public:
+    template <class F>
+    void run(F&& f) noexcept {
+        try {
+            f();
+        } catch (...) {
+            bool expected = false;
+            if (taken_.compare_exchange_strong(expected, true)) first_ = std::current_exception();
+        }
+    }
+    void rethrow() const {
+        if (first_) std::rethrow_exception(first_);
+    }
+
+private:
+    std::exception_ptr first_;
+    std::atomic<bool> taken_{false};
+};
+
 // Runs range(ctx, begin, end) over rows [0, rows) split into fixed contiguous parts, one per
 // thread, with a per-thread context from make(thread), handed to finish(ctx, thread) at the end.
 // range returns the first non-finite row of its part (or the part's end); the first over all threads is
@@ -161,14 +185,16 @@ namespace alscale {
 template <class Make, class Range, class Finish>
 void parallel_rows(int64_t rows, int threads, Make make, Range range, Finish finish) {
     int64_t first_bad = rows;
+    ParallelErrors errors;
 #pragma omp parallel num_threads(threads) reduction(min : first_bad)
-    {
+    errors.run([&] {
         auto ctx = make(thread_id());
         const auto part = split_range(rows, threads, thread_id());
         const int64_t bad = range(ctx, part.first, part.second);
         if (bad < part.second) first_bad = std::min(first_bad, bad);
         finish(ctx, thread_id());
-    }
+    });
+    errors.rethrow();
     if (first_bad < rows) throw_non_finite(first_bad);
 }
 

@@ -56,14 +56,17 @@ std::vector<std::vector<Nb>> build_adjacency(int64_t n, const int64_t* u, const 
         flat[fill[v[e]]++] = Nb{u[e], static_cast<double>(s[e])};
     }
     std::vector<std::vector<Nb>> adj(static_cast<size_t>(n));
+    ParallelErrors errors;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1024)
-    for (int64_t i = 0; i < n; ++i) {
-        auto first = flat.begin() + degree[i], last = flat.begin() + degree[i + 1];
-        std::sort(first, last, [](const Nb& a, const Nb& b) { return a.id < b.id || (a.id == b.id && a.w > b.w); });
-        auto& out = adj[i];
-        for (auto it = first; it != last; ++it)
-            if (out.empty() || out.back().id != it->id) out.push_back(*it);  // the largest of duplicates
-    }
+    for (int64_t i = 0; i < n; ++i)
+        errors.run([&] {
+            auto first = flat.begin() + degree[i], last = flat.begin() + degree[i + 1];
+            std::sort(first, last, [](const Nb& a, const Nb& b) { return a.id < b.id || (a.id == b.id && a.w > b.w); });
+            auto& out = adj[i];
+            for (auto it = first; it != last; ++it)
+                if (out.empty() || out.back().id != it->id) out.push_back(*it);  // the largest of duplicates
+        });
+    errors.rethrow();
     return adj;
 }
 

@@ -61,22 +61,26 @@ void knn_exact(const float* x, int64_t n, int64_t d, int64_t k, int64_t* indices
     const std::vector<float> xt = pack_transposed_blocks(x, n, d);
     const bool avx2 = use_avx2();
     const int64_t tiles = (n + kIB - 1) / kIB;
+    ParallelErrors errors;
 #pragma omp parallel for num_threads(thread_count(num_threads)) schedule(dynamic, 1)
     for (int64_t t = 0; t < tiles; ++t) {
-        std::vector<TopK> tops(static_cast<size_t>(kIB), TopK(k));
-        if (avx2)
-            knn_tile_avx2(x, xt.data(), n, d, t * kIB, tops.data());
-        else
-            knn_tile_base(x, xt.data(), n, d, t * kIB, tops.data());
-        for (int64_t r = 0; r < kIB && t * kIB + r < n; ++r) {
-            const int64_t i = t * kIB + r;
-            const auto best = tops[r].sorted();
-            for (int64_t j = 0; j < k; ++j) {
-                indices[i * k + j] = best[j].row;
-                similarities[i * k + j] = static_cast<float>(-best[j].key);
+        errors.run([&] {
+            std::vector<TopK> tops(static_cast<size_t>(kIB), TopK(k));
+            if (avx2)
+                knn_tile_avx2(x, xt.data(), n, d, t * kIB, tops.data());
+            else
+                knn_tile_base(x, xt.data(), n, d, t * kIB, tops.data());
+            for (int64_t r = 0; r < kIB && t * kIB + r < n; ++r) {
+                const int64_t i = t * kIB + r;
+                const auto best = tops[r].sorted();
+                for (int64_t j = 0; j < k; ++j) {
+                    indices[i * k + j] = best[j].row;
+                    similarities[i * k + j] = static_cast<float>(-best[j].key);
+                }
             }
-        }
+        });
     }
+    errors.rethrow();
 }
 
 }  // namespace alscale

@@ -196,14 +196,23 @@ def inverse_norms(weight, num_classes: int) -> np.ndarray:
         return inv
     W = to_float64(weight)
     assert W.ndim == 2 and W.shape[0] == C, W.shape
+    # Weights beyond 2^+-400 are scaled by a power of two first (exact: no overflow in G).
+    top = np.abs(W).max(initial=0.0)
+    scale = float(2.0 ** -np.floor(np.log2(top))) if (top > 2.0**400 or 0 < top < 2.0**-400) else 1.0
+    W = W * scale
     G = W @ W.T
     n2 = (np.diag(G)[:, None] + np.diag(G)[None, :]) - 2.0 * G
-    # equal[p, c]: rows p and c of the weight are exactly equal (np.array_equal, row by row);
-    # this includes the diagonal.
-    equal = (W[:, None, :] == W[None, :, :]).all(axis=2)
-    usable = (n2 > 0) & ~equal
+    # Where the Gram formula cancels (n2 <= 1e-6 (G_pp + G_cc): nearly or exactly equal rows),
+    # the squared norm is computed directly from w_p - w_c, pair by pair.
+    for p in range(C):
+        for c in range(C):
+            if p != c and n2[p, c] <= 1e-6 * (G[p, p] + G[c, c]):
+                diff = W[p] - W[c]
+                n2[p, c] = np.einsum("ij,ij->i", diff[None], diff[None])[0]
+    usable = n2 > 0
+    np.fill_diagonal(usable, False)
     inv = np.full((C, C), np.inf)
-    inv[usable] = 1.0 / np.sqrt(n2[usable])
+    inv[usable] = scale / np.sqrt(n2[usable])
     return inv
 
 

@@ -95,8 +95,12 @@ def _check_rank(name: str, shape: tuple) -> None:
         raise ValueError(f"{name} must be 2-D (rows, classes), got shape {tuple(shape)}")
 
 
-def as_int(value: Any, name: str, minimum: int = 0, hint: str = "") -> int:
-    """An integer argument (bools and floats refused) that is at least ``minimum``."""
+_INT64_MAX = 2**63 - 1
+MAX_THREADS = 1 << 12
+
+
+def as_int(value: Any, name: str, minimum: int = 0, hint: str = "", maximum: int = _INT64_MAX) -> int:
+    """An integer argument (bools and floats refused) in [minimum, maximum] (int64 by default)."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     try:
@@ -106,15 +110,20 @@ def as_int(value: Any, name: str, minimum: int = 0, hint: str = "") -> int:
     if result < minimum:
         need = "non-negative" if minimum == 0 else f"at least {minimum}"
         raise ValueError(f"{name} must be {need}{hint}, got {result}")
+    if result > maximum:
+        raise ValueError(f"{name} must be at most {maximum}{hint}, got {result}")
     return result
 
 
 def as_budget(budget: Any) -> int:
+    """A non-negative budget; values beyond int64 are clipped (a budget is clipped to the pool)."""
+    if isinstance(budget, (int, np.integer)) and not isinstance(budget, (bool, np.bool_)) and budget > _INT64_MAX:
+        return _INT64_MAX
     return as_int(budget, "budget")
 
 
 def as_threads(num_threads: Any) -> int:
-    return as_int(num_threads, "num_threads", hint=" (0 means all cores)")
+    return as_int(num_threads, "num_threads", hint=" (0 means all cores)", maximum=MAX_THREADS)
 
 
 def _host_numpy(x: Any, name: str) -> np.ndarray:
@@ -164,8 +173,10 @@ def as_row_ids(row_ids: Any, rows: int) -> np.ndarray:
 def inverse_norms(weight: Any, classes: int) -> np.ndarray | None:
     """1 / ||w_p - w_c|| for every pair of head rows (C x C float64), +inf where it is 0.
 
-    Uses the Gram matrix G = W Wᵀ (one BLAS call): ||w_p - w_c||² = G_pp + G_cc - 2 G_pc.
-    Rows that are exactly equal (and the diagonal) get +inf, whatever the rounding of G.
+    Uses the Gram matrix G = W Wᵀ (one BLAS call): ||w_p - w_c||² = G_pp + G_cc - 2 G_pc, except
+    for the pairs where that difference cancels (n² <= 1e-6 (G_pp + G_cc): nearly or exactly
+    equal rows), whose norm is computed directly from w_p - w_c. Weights beyond 2^±400 are first
+    scaled by a power of two (exact), so the Gram matrix never overflows or underflows.
     """
     if weight is None:
         return None
@@ -184,18 +195,28 @@ def inverse_norms(weight: Any, classes: int) -> np.ndarray | None:
     w = np.ascontiguousarray(w, dtype=np.float64)
     if not np.isfinite(w).all():
         raise ValueError("weight contains NaN or inf")
+    return _inverse_norms64(w)
+
+
+def _inverse_norms64(w: np.ndarray) -> np.ndarray:
+    top = float(np.abs(w).max(initial=0.0))
+    scale = 1.0
+    if top > 2.0**400 or 0.0 < top < 2.0**-400:
+        scale = float(2.0 ** -np.floor(np.log2(top)))
+        w = w * scale
     g = w @ w.T
     d = np.diag(g)
     n2 = (d[:, None] + d[None, :]) - 2.0 * g
+    risky = n2 <= 1e-6 * (d[:, None] + d[None, :])
+    np.fill_diagonal(risky, False)
+    p, c = np.nonzero(risky)
+    for s in range(0, p.size, 4096):  # direct norms, in bounded chunks
+        ps, cs = p[s:s + 4096], c[s:s + 4096]
+        diff = w[ps] - w[cs]
+        n2[ps, cs] = np.einsum("ij,ij->i", diff, diff)
     inv = np.full_like(n2, np.inf)
     pos = n2 > 0
-    inv[pos] = 1.0 / np.sqrt(n2[pos])
-    # Exactly equal rows: only pairs whose n2 is ~0 can be, so compare just those.
-    near = n2 <= 1e-12 * (d[:, None] + d[None, :])
-    np.fill_diagonal(near, False)
-    p, c = np.nonzero(near)
-    same = np.array([np.array_equal(w[i], w[j]) for i, j in zip(p.tolist(), c.tolist())], dtype=bool)
-    inv[p[same], c[same]] = np.inf
+    inv[pos] = scale / np.sqrt(n2[pos])
     np.fill_diagonal(inv, np.inf)
     return inv
 
@@ -206,7 +227,7 @@ def as_points(x: Any, name: str = "x", min_rows: int = 2) -> np.ndarray:
         import torch
 
         if x.device.type != "cpu":
-            raise _cuda_error(name)
+            raise _device_error(name, x.device)
         if x.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
             x = x.detach().float()
     a = _host_numpy(x, name)
@@ -242,7 +263,7 @@ def as_seed(seed: Any) -> int:
         return int(np.random.default_rng().integers(0, 2**63))
     if isinstance(seed, np.random.Generator):
         return int(seed.integers(0, 2**63))
-    return as_int(seed, "seed") % 2**64
+    return as_int(seed, "seed", maximum=2**64 - 1)  # any uint64; larger seeds are refused
 
 
 def as_float32_points(a: np.ndarray, name: str = "x") -> np.ndarray:

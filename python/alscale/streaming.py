@@ -12,6 +12,9 @@ from ._arrays import as_budget, as_exclude, as_int, as_logits, as_row_ids, as_th
 
 __all__ = ["BalancedSelector"]
 
+_STATE_SCALARS = ("num_classes", "budget", "extra", "pass", "start_class", "available", "fed", "done")
+_STATE_ARRAYS = {"capacity": "iu", "taken": "iu", "picks": "iu", "counts": "iu", "keys": "f", "rows": "iu"}
+
 
 def _fingerprint(inv: np.ndarray | None) -> np.ndarray:
     """16 bytes that identify the head weight (empty without one)."""
@@ -107,6 +110,8 @@ class BalancedSelector:
             offset = 0
         else:
             offset = self._next_row if row_offset is None else as_int(row_offset, "row_offset")
+            if offset + x.rows - 1 > 2**63 - 1:
+                raise ValueError(f"row_offset {offset} + {x.rows} rows overflows int64 row ids")
             self._next_row = offset + x.rows
         mask = as_exclude(exclude, x.rows)
         if x.rows:
@@ -117,6 +122,8 @@ class BalancedSelector:
         """Add the candidates of a selector fed with other rows of the same pool (in place)."""
         if not isinstance(other, BalancedSelector):
             raise TypeError(f"can only merge a BalancedSelector, got {type(other).__name__}")
+        if other is self:
+            raise ValueError("cannot merge a selector with itself")
         if not np.array_equal(_fingerprint(self._inv), _fingerprint(other._inv)):
             raise ValueError("cannot merge selectors built with different head weights")
         self._state.merge(other._state)
@@ -151,12 +158,22 @@ class BalancedSelector:
     @classmethod
     def from_state_dict(cls, state: dict, *, weight: Any = None) -> BalancedSelector:
         """Rebuild a selector from :meth:`state_dict` (pass the same head weight)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict from BalancedSelector.state_dict(), got {type(state).__name__}")
+        missing = [k for k in _STATE_SCALARS + tuple(_STATE_ARRAYS) if k not in state]
+        if missing:
+            raise ValueError(f"state lacks {', '.join(map(repr, missing))}: not a BalancedSelector.state_dict()")
+        core: dict = {k: as_int(int(state[k]) if k == "done" else state[k], f"state[{k!r}]", minimum=-(2**63))
+                      for k in _STATE_SCALARS}
+        for k, kind in _STATE_ARRAYS.items():
+            a = np.asarray(state[k])
+            if a.ndim != 1 or (a.size and a.dtype.kind not in kind):
+                raise ValueError(f"state[{k!r}] must be a 1-D numeric array, got {a.dtype} of shape {a.shape}")
+            core[k] = a
         self = cls.__new__(cls)
-        self._inv = inverse_norms(weight, int(state["num_classes"]))
+        self._inv = inverse_norms(weight, as_int(core["num_classes"], "state['num_classes']", minimum=1))
         if not np.array_equal(_fingerprint(self._inv), np.asarray(state.get("weight_fingerprint", []), np.uint8)):
             raise ValueError("the weight given does not match the one the state was built with")
-        core_keys = ("num_classes", "budget", "extra", "pass", "start_class", "available", "fed", "done",
-                     "capacity", "taken", "picks", "counts", "keys", "rows")
-        self._state = _core.BalancedState.from_snapshot({k: state[k] for k in core_keys})
-        self._next_row = int(state.get("next_row", 0))
+        self._state = _core.BalancedState.from_snapshot(core)
+        self._next_row = as_int(state.get("next_row", 0), "state['next_row']")
         return self

@@ -131,6 +131,13 @@ ALSCALE_INLINE void tile(const float* x, int64_t n, int64_t d, int64_t i0, const
     }
 }
 
+// 1 - s clipped to [0, 2] as scipy clips the cosine; below 2^-18 it is float32 rounding of
+// parallel (or equal) rows, whose distance is 0: taken as 0 so that they tie as in scipy.
+ALSCALE_INLINE float cosine_distance(float s) {
+    const float v = std::min(2.0f, std::max(0.0f, 1.0f - s));
+    return v < 0x1p-18f ? 0.0f : v;
+}
+
 template <int M>
 ALSCALE_INLINE void distance_rows(const float* x, const float* xt, int64_t n, int64_t d, int64_t i0, float* D) {
     alignas(64) float acc[kIB][kJB];
@@ -145,7 +152,7 @@ ALSCALE_INLINE void distance_rows(const float* x, const float* xt, int64_t n, in
                 const float s = acc[r][j - jb];
                 float v;
                 if (M == static_cast<int>(HacMetric::cosine))
-                    v = std::min(2.0f, std::max(0.0f, 1.0f - s));  // scipy clips cosine to [-1, 1]
+                    v = cosine_distance(s);
                 else if (M == static_cast<int>(HacMetric::euclidean))
                     v = std::sqrt(s);
                 else

@@ -311,7 +311,8 @@ def condensed_float32(x, metric: str) -> np.ndarray:
     """The (n, n) float32 distance matrix exactly as alscale's kernel rounds it: cosine on rows
     normalised in float64 (divided by their largest |entry|, then by their norm) then rounded to
     float32, 1 - Σ_k u_k v_k accumulated in float32 in
-    dimension order and clipped to [0, 2]; (sq)euclidean as Σ_k (u_k - v_k)² in float32."""
+    dimension order and clipped to [0, 2], below 2^-18 taken as 0; (sq)euclidean as
+    Σ_k (u_k - v_k)² in float32."""
     a = np.asarray(x, dtype=np.float64)
     if metric == "cosine":
         a = a / np.abs(a).max(axis=1)[:, None]
@@ -326,7 +327,9 @@ def condensed_float32(x, metric: str) -> np.ndarray:
             t = col[:, None] - col[None, :]
             acc += t * t
     if metric == "cosine":
-        return np.clip(np.float32(1.0) - acc, np.float32(0.0), np.float32(2.0))
+        d = np.clip(np.float32(1.0) - acc, np.float32(0.0), np.float32(2.0))
+        d[d < np.float32(2.0**-18)] = 0  # float32 rounding of parallel rows: distance 0
+        return d
     return np.sqrt(acc) if metric == "euclidean" else acc
 
 

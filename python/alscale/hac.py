@@ -59,9 +59,12 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
     """Average-linkage (UPGMA) clustering of points, cut at a distance or into a number of clusters.
 
     ``neighbors=None`` is exact: the same merges and heights as
-    ``scipy.cluster.hierarchy.linkage(x, "average", metric)`` (nearest-neighbour chain with
-    scipy's tie rules over a float32 condensed distance matrix: heights agree to float32
-    rounding; n(n-1)/2 floats of memory, 3.2 GB at n = 40,000).
+    ``scipy.cluster.hierarchy.linkage(x, "average", metric)`` up to float32 rounding
+    (nearest-neighbour chain with scipy's tie rules over a float32 condensed distance matrix;
+    n(n-1)/2 floats of memory, 3.2 GB at n = 40,000). Distances that tie exactly in scipy's
+    float64 but not in float32 (or the reverse) can merge in another order, e.g. on small
+    integer-valued data; heights and cophenetic distances still agree to float32 rounding.
+    Cosine distances below 2^-18 (parallel or equal rows, up to float32 rounding) are 0.
 
     ``neighbors=k`` runs graph average linkage on the k-nearest-neighbour cosine-similarity
     graph of the L2-normalised points (see :func:`hac_average_graph`): memory and time grow

@@ -23,6 +23,27 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _torch_threads(text: str) -> int:
+    from .train import max_threads
+
+    value = _non_negative(text)
+    if value > max_threads():
+        raise argparse.ArgumentTypeError(f"must be at most {max_threads()} (4 x the cores), got {value}")
+    return value
+
+
+def _imbalance(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 1, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alscale",
@@ -103,7 +124,7 @@ def _add_run(sub) -> None:
     run.add_argument("--partitions", type=_positive, default=10,
                      help="parts of the partitioned-coreset / partitioned-badge strategies (default 10)")
     run.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    run.add_argument("--torch-threads", type=_non_negative, default=0,
+    run.add_argument("--torch-threads", type=_torch_threads, default=0,
                      help="torch CPU threads for training/inference (0: the model's default, 1 for linear)")
     run.add_argument("--pool-size", type=_positive, default=None,
                      help="use a seeded random subset of this many pool rows (default: the whole pool)")
@@ -114,14 +135,14 @@ def _add_run(sub) -> None:
     syn.add_argument("--n", type=_positive, default=20_000, help="pool rows (default 20000)")
     syn.add_argument("--dim", type=_positive, default=64, help="features (default 64)")
     syn.add_argument("--classes", type=_positive, default=10, help="classes (default 10)")
-    syn.add_argument("--imbalance", type=float, default=10.0, help="largest / smallest class (default 10)")
+    syn.add_argument("--imbalance", type=_imbalance, default=10.0, help="largest / smallest class (default 10)")
     run.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     try:
         return _run_checked(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, TypeError, OSError) as err:
         print(f"alscale run: error: {err}", file=sys.stderr)
         return 2
 
@@ -149,6 +170,12 @@ def _run_checked(args: argparse.Namespace) -> int:
                          f"{', '.join(strategies.available())}")
     if len(set(names)) != len(names):
         raise ValueError(f"--strategies repeats a name: {args.strategies}")
+    from .train import check_device
+
+    try:
+        check_device(args.device)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"--device: {err}") from None
     syn = dict(n=args.n, dim=args.dim, num_classes=args.classes, imbalance=args.imbalance)
     data = load_dataset(args.dataset, data_dir=args.data_dir, **(syn if args.dataset == "synthetic" else {}))
     if args.pool_size is not None and args.pool_size < len(data):
@@ -196,9 +223,15 @@ def _run_checked(args: argparse.Namespace) -> int:
                                         f"acc {100 * record['test_accuracy']:.1f}%")
                     bar.update(1)
 
-                loop = ActiveLearningLoop.resume(path, data, make_strategy(name), make_trainer(),
-                                                 initial=args.initial, budget=args.budget, rounds=args.rounds,
-                                                 seed=seed, progress=advance)
+                try:
+                    loop = ActiveLearningLoop.resume(path, data, make_strategy(name), make_trainer(),
+                                                     initial=args.initial, budget=args.budget, rounds=args.rounds,
+                                                     seed=seed, progress=advance)
+                except ValueError as err:
+                    text = str(err)
+                    if str(path) not in text:
+                        text = f"checkpoint {path}: {text}"
+                    raise ValueError(f"{text} (delete it, or run without --resume to start afresh)") from None
                 bar.update(len(loop.records))
                 records.extend(loop.run())
     elapsed = time.perf_counter() - started

@@ -11,6 +11,7 @@ import gzip
 import os
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -126,14 +127,56 @@ def load_fashion_mnist(data_dir: Optional[str] = None) -> Dataset:
     )
 
 
+#: Largest class label an npz may hold (labels index the head's outputs: a label of 2**40 would
+#: ask for a trillion-class model).
+MAX_LABEL = 10**7 - 1
+
+
 def _check_labels(y: np.ndarray, name: str, path) -> np.ndarray:
     if y.ndim != 1:
         raise ValueError(f"{path}: {name} must be 1-D, got shape {y.shape}")
     if y.dtype.kind not in "iu":
         raise ValueError(f"{path}: {name} must hold integer class labels, got {y.dtype}")
-    if y.size and y.min() < 0:
+    if y.size and y.dtype.kind == "i" and y.min() < 0:
         raise ValueError(f"{path}: {name} has a negative label ({y.min()})")
+    if y.size and y.max() > MAX_LABEL:
+        raise ValueError(f"{path}: {name} has a label {y.max()}; class labels must lie in 0..{MAX_LABEL} "
+                         "(relabel the classes 0..C-1)")
     return y.astype(np.int64)
+
+
+def _member(data, key: str, path) -> np.ndarray:
+    """One array of an open npz, any read failure a ValueError naming the file and the key."""
+    try:
+        return data[key]
+    except ValueError as err:
+        if "allow_pickle" in str(err) or "Object arrays" in str(err):
+            raise ValueError(f"{path}: array '{key}' holds Python objects (dtype object); save numbers: "
+                             "X as floats, y as integers") from None
+        raise ValueError(f"{path}: array '{key}' cannot be read: {err}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{path}: array '{key}' cannot be read (corrupted file?): {type(err).__name__}: {err}"
+        ) from None
+
+
+def _as_features(a: np.ndarray, name: str, path) -> np.ndarray:
+    """A finite, non-empty (rows, D >= 1) float32 matrix; values beyond float32's range refused."""
+    if a.ndim != 2:
+        raise ValueError(f"{path}: {name} must be 2-D (rows, features), got shape {a.shape}")
+    if a.dtype.kind not in "fiu":
+        raise ValueError(f"{path}: {name} must be real-valued (float or int), got {a.dtype}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{path}: {name} has no rows: shape {a.shape}")
+    if a.shape[1] == 0:
+        raise ValueError(f"{path}: {name} has no features: shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{path}: {name} contains NaN or inf")
+    with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
+        out = a.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{path}: {name} has values beyond float32's range (|v| > 3.4e38)")
+    return out
 
 
 def load_npz(path: str, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
@@ -156,8 +199,11 @@ def load_npz(path: str, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset
         raise FileNotFoundError(f"npz file {p} does not exist")
     try:
         data = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{p} is not a readable .npz file: {err}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{p} is not an .npz archive (it holds a single .npy array): save X and y with "
+                         "numpy.savez(path, X=..., y=...)")
     with data:
         keys = set(data.files)
         for key in ("X", "y"):
@@ -166,19 +212,13 @@ def load_npz(path: str, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset
                                  "(N, D) embeddings and y (N,) labels, optionally X_test and y_test")
         if ("X_test" in keys) != ("y_test" in keys):
             raise ValueError(f"{p} has only one of X_test / y_test: give both or neither")
-        x, y = data["X"], _check_labels(data["y"], "y", p)
+        x, y = _member(data, "X", p), _check_labels(_member(data, "y", p), "y", p)
         has_test = "X_test" in keys
-        x_test = data["X_test"] if has_test else None
-        y_test = _check_labels(data["y_test"], "y_test", p) if has_test else None
-    for name, a in (("X", x), ("X_test", x_test)):
-        if a is None:
-            continue
-        if a.ndim != 2:
-            raise ValueError(f"{p}: {name} must be 2-D (rows, features), got shape {a.shape}")
-        if a.dtype.kind not in "fiu":
-            raise ValueError(f"{p}: {name} must be numeric, got {a.dtype}")
-        if not np.isfinite(a).all():
-            raise ValueError(f"{p}: {name} contains NaN or inf")
+        x_test = _member(data, "X_test", p) if has_test else None
+        y_test = _check_labels(_member(data, "y_test", p), "y_test", p) if has_test else None
+    x = _as_features(x, "X", p)
+    if has_test:
+        x_test = _as_features(x_test, "X_test", p)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{p}: X has {x.shape[0]} rows but y has {y.shape[0]}")
     if has_test:
@@ -190,18 +230,18 @@ def load_npz(path: str, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset
         if x.shape[0] < 2:
             raise ValueError(f"{p}: X has {x.shape[0]} rows, too few to split off a test set")
         order = np.random.default_rng(seed).permutation(x.shape[0])
-        n_test = max(1, int(round(test_fraction * x.shape[0])))
+        n_test = min(x.shape[0] - 1, max(1, int(round(test_fraction * x.shape[0]))))  # the pool keeps a row
         test, pool = order[:n_test], np.sort(order[n_test:])
         x, y, x_test, y_test = x[pool], y[pool], x[np.sort(test)], y[np.sort(test)]
     classes = int(max(y.max(initial=-1), y_test.max(initial=-1))) + 1
-    return Dataset(f"npz:{p}", x.astype(np.float32), y, x_test.astype(np.float32), y_test, classes)
+    return Dataset(f"npz:{p}", x, y, x_test, y_test, classes)
 
 
 def class_sizes(n: int, num_classes: int, imbalance: float) -> np.ndarray:
     """Long-tailed class sizes summing to n: size_c ∝ imbalance^(-c/(C-1)), so class 0 is
     ``imbalance`` times larger than class C-1 (every class gets at least one row when n >= C)."""
-    if imbalance < 1:
-        raise ValueError(f"imbalance must be at least 1, got {imbalance}")
+    if not np.isfinite(imbalance) or imbalance < 1:
+        raise ValueError(f"imbalance must be a finite number >= 1, got {imbalance}")
     w = imbalance ** (-np.arange(num_classes) / max(1, num_classes - 1))
     sizes = np.floor(w / w.sum() * n).astype(np.int64)
     if n >= num_classes:

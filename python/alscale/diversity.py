@@ -8,13 +8,19 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._arrays import _host_numpy, as_budget, as_exclude, as_int, as_logits, as_threads
+from ._arrays import _host_numpy, _is_torch, as_budget, as_exclude, as_int, as_logits, as_threads
 
 __all__ = ["select_badge", "select_coreset"]
 
 
 def as_embeddings(embeddings: Any, rows: int | None = None, name: str = "embeddings") -> np.ndarray:
-    """A finite (N, D) float32/float64 C-contiguous numpy array (16-bit floats become float32)."""
+    """A finite (N, D) float32/float64 C-contiguous numpy array (16-bit floats, torch's
+    bfloat16 included, become float32)."""
+    if _is_torch(embeddings):
+        import torch
+
+        if embeddings.device.type == "cpu" and embeddings.dtype == torch.bfloat16:
+            embeddings = embeddings.detach().float()  # numpy has no bfloat16; float32 holds it exactly
     z = _host_numpy(embeddings, name)
     if z.ndim != 2:
         raise ValueError(f"{name} must be 2-D (rows, features), got shape {z.shape}")
@@ -111,12 +117,13 @@ def select_coreset(
     centers = np.zeros(0, np.int64) if lab is None else np.flatnonzero(lab).astype(np.int64)
     ex = as_exclude(exclude, n)
     P = as_int(partitions, "partitions", minimum=1)
-    if P == 1:
-        return _wrap_like(embeddings, _core.select_coreset(z, centers, ex, k, threads))
     blocked = np.zeros(n, dtype=bool)
     blocked[centers] = True
     if ex is not None:
         blocked |= ex.astype(bool)
+    k = min(k, n - int(np.count_nonzero(blocked)))  # the rows available (a huge budget is all of them)
+    if P == 1:
+        return _wrap_like(embeddings, _core.select_coreset(z, centers, ex, k, threads))
     rng = np.random.default_rng(seed)
     picks = [
         _core.select_coreset(z, centers, _mask_outside(rows, n), q, threads)
@@ -179,6 +186,7 @@ def select_badge(
     threads = as_threads(num_threads)
     ex = as_exclude(exclude, x.rows)
     P = as_int(partitions, "partitions", minimum=1)
+    k = min(k, x.rows - (0 if ex is None else int(np.count_nonzero(ex))))  # before drawing k uniforms
     rng = np.random.default_rng(seed)
     if P == 1:
         return x.wrap(_core.select_badge(x.array, x.bf16, z, ex, k, rng.random(k), threads))

@@ -137,18 +137,64 @@ class ActiveLearningLoop:
 
     @property
     def finished(self) -> bool:
-        return len(self.records) == self.rounds + 1
+        return len(self.records) >= self.rounds + 1
 
-    def _load(self, state: dict) -> None:
-        if state.get("version") != _CHECKPOINT_VERSION:
-            raise ValueError(f"checkpoint version {state.get('version')} is not {_CHECKPOINT_VERSION}")
+    def _load(self, state: Any) -> None:
+        """Restores a checkpoint after checking it is a whole, consistent one of this run (a
+        ValueError names what is wrong: a hand-edited or foreign file must not make the loop
+        run forever, index out of range or silently diverge)."""
+        where = f"checkpoint {self.checkpoint}" if self.checkpoint is not None else "checkpoint"
+        if not isinstance(state, dict):
+            raise ValueError(f"{where} must be a JSON object, got {type(state).__name__}")
+        for key in ("version", "config", "labeled", "records"):
+            if key not in state:
+                raise ValueError(f"{where} has no '{key}': it is not an alscale loop checkpoint")
+        if state["version"] != _CHECKPOINT_VERSION:
+            raise ValueError(f"{where}: version {state['version']!r} is not {_CHECKPOINT_VERSION}")
         if state["config"] != self.config():
-            raise ValueError(
-                f"checkpoint {self.checkpoint} is of another run: {state['config']} != {self.config()}"
-            )
-        self.labeled_order = np.asarray(state["labeled"], dtype=np.int64)
-        self.records = list(state["records"])
-        self.strategy.load_state(state.get("strategy_state", {}))
+            raise ValueError(f"{where} is of another run: {state['config']} != {self.config()}")
+        records = state["records"]
+        if not isinstance(records, list):
+            raise ValueError(f"{where}: 'records' must be a list, got {type(records).__name__}")
+        if len(records) > self.rounds + 1:
+            raise ValueError(f"{where} holds {len(records)} records, more than rounds + 1 = {self.rounds + 1}")
+        for r, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise ValueError(f"{where}: record {r} is not a JSON object")
+            expected = {"strategy": self.strategy.name, "seed": self.seed, "round": r,
+                        "n_labeled": self.initial + self.budget * r}
+            wrong = {k: record.get(k, "missing") for k, v in expected.items() if record.get(k, "missing") != v}
+            if wrong:
+                raise ValueError(f"{where}: record {r} has {wrong}, expected {expected}")
+        labeled = state["labeled"]
+        if not isinstance(labeled, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in labeled):
+            raise ValueError(f"{where}: 'labeled' must be a list of row indices (integers)")
+        done = len(records)
+        if done == 0:
+            sizes = (0, self.initial)
+        elif done == self.rounds + 1:
+            sizes = (self.initial + self.budget * self.rounds,)
+        else:
+            sizes = (self.initial + self.budget * (done - 1), self.initial + self.budget * done)
+        if len(labeled) not in sizes:
+            raise ValueError(f"{where} has {len(labeled)} labeled rows but {done} records: expected "
+                             f"{' or '.join(map(str, sizes))}")
+        n = len(self.dataset)
+        order = np.asarray(labeled, dtype=np.int64) if labeled else np.zeros(0, dtype=np.int64)
+        if order.size and (order.min() < 0 or order.max() >= n):
+            bad = order[(order < 0) | (order >= n)][0]
+            raise ValueError(f"{where}: labeled row {bad} is out of range for a pool of {n} rows")
+        if np.unique(order).size != order.size:
+            raise ValueError(f"{where}: 'labeled' repeats a row")
+        strategy_state = state.get("strategy_state", {})
+        if not isinstance(strategy_state, dict):
+            raise ValueError(f"{where}: 'strategy_state' must be a JSON object")
+        try:
+            self.strategy.load_state(strategy_state)
+        except (TypeError, ValueError, KeyError, OverflowError) as err:
+            raise ValueError(f"{where}: bad 'strategy_state' for {self.strategy.name!r}: {err}") from None
+        self.labeled_order = order
+        self.records = list(records)
 
     @classmethod
     def resume(cls, checkpoint: Union[str, Path], dataset, strategy, trainer, **kwargs: Any) -> "ActiveLearningLoop":
@@ -157,8 +203,12 @@ class ActiveLearningLoop:
         checkpoint: a fresh loop."""
         loop = cls(dataset, strategy, trainer, checkpoint=checkpoint, **kwargs)
         if Path(checkpoint).is_file():
-            with open(checkpoint) as f:
-                loop._load(json.load(f))
+            try:
+                with open(checkpoint) as f:
+                    state = json.load(f)
+            except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+                raise ValueError(f"checkpoint {checkpoint} is not valid JSON: {err}") from None
+            loop._load(state)
         return loop
 
     # ------------------------------------------------------------------ the rounds

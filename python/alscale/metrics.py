@@ -28,8 +28,35 @@ def accuracy(predictions: Any, labels: Any) -> float:
     return float(np.mean(p == y)) if y.size else float("nan")
 
 
+def _labels(values: Any, name: str, num_classes: int | None = None) -> np.ndarray:
+    """A 1-D int64 array of class labels: integer types (or floats holding whole numbers) only,
+    in [0, num_classes) when given."""
+    a = np.asarray(values)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+    if a.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if a.dtype.kind == "f":
+        if not (np.isfinite(a).all() and (a == np.round(a)).all()):
+            raise TypeError(f"{name} must be integer class labels, got non-integer values of dtype {a.dtype}")
+    elif a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integer class labels, got dtype {a.dtype}")
+    if num_classes is not None and (a.min() < 0 or a.max() >= num_classes):
+        raise ValueError(f"{name} out of range: labels must lie in [0, {num_classes}), got {a.min()}..{a.max()}")
+    return a.astype(np.int64)
+
+
+def _num_classes(num_classes: Any) -> int:
+    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)):
+        raise TypeError(f"num_classes must be an integer, got {num_classes!r}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    return int(num_classes)
+
+
 def per_class_accuracy(predictions: Any, labels: Any, num_classes: int) -> np.ndarray:
     """Accuracy on the test rows of each class, shape (C,); NaN for a class with no test row.
+    Labels must lie in [0, C) (ValueError otherwise); predictions are compared as they are.
 
     Examples
     --------
@@ -37,15 +64,20 @@ def per_class_accuracy(predictions: Any, labels: Any, num_classes: int) -> np.nd
     >>> per_class_accuracy([0, 1, 0], [0, 1, 1], 3).tolist()
     [1.0, 0.5, nan]
     """
+    c = _num_classes(num_classes)
     p, y = np.asarray(predictions), np.asarray(labels)
-    total = np.bincount(y, minlength=num_classes).astype(np.float64)
-    right = np.bincount(y[p == y], minlength=num_classes).astype(np.float64)
+    if p.shape != y.shape:
+        raise ValueError(f"predictions have shape {p.shape} but labels have shape {y.shape}")
+    p, y = _labels(p, "predictions"), _labels(y, "labels", c)
+    total = np.bincount(y, minlength=c).astype(np.float64)
+    right = np.bincount(y[p == y], minlength=c).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, right / np.maximum(total, 1.0), np.nan)
 
 
 def class_counts(labels: Any, num_classes: int) -> np.ndarray:
-    """Rows of each class among ``labels``, shape (C,) int64.
+    """Rows of each class among ``labels``, shape (C,) int64. Labels must be integers
+    (TypeError) in [0, C) (ValueError).
 
     Examples
     --------
@@ -53,10 +85,9 @@ def class_counts(labels: Any, num_classes: int) -> np.ndarray:
     >>> class_counts([2, 0, 2], 4).tolist()
     [1, 0, 2, 0]
     """
-    y = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes}), got {y.min()}..{y.max()}")
-    return np.bincount(y, minlength=num_classes).astype(np.int64)
+    c = _num_classes(num_classes)
+    y = _labels(np.asarray(labels).reshape(-1), "labels", c)
+    return np.bincount(y, minlength=c).astype(np.int64)
 
 
 def balance(counts: Any) -> dict:
@@ -94,17 +125,32 @@ def balance(counts: Any) -> dict:
 def adjusted_rand_index(a: Any, b: Any) -> float:
     """Adjusted Rand index of two labelings of the same points (1: identical partitions).
 
+    Labelings with a single point, or in which both are one cluster, or both all singletons,
+    are identical partitions: 1.0 (as scikit-learn). Empty labelings have no partition to
+    compare (ValueError).
+
     Examples
     --------
     >>> from alscale.metrics import adjusted_rand_index
     >>> adjusted_rand_index([0, 0, 1, 1], [1, 1, 0, 0])
     1.0
+    >>> adjusted_rand_index([0], [5])
+    1.0
     """
-    _, a = np.unique(np.asarray(a), return_inverse=True)
-    _, b = np.unique(np.asarray(b), return_inverse=True)
+    a, b = np.asarray(a), np.asarray(b)
+    for name, v in (("a", a), ("b", b)):
+        if v.ndim != 1:
+            raise ValueError(f"labelings must be 1-D, {name} has shape {v.shape}")
     if a.shape != b.shape:
         raise ValueError(f"labelings must have the same length, got {a.shape} and {b.shape}")
+    if a.size == 0:
+        raise ValueError("labelings are empty: the adjusted Rand index needs at least one point")
+    _, a = np.unique(a, return_inverse=True)
+    _, b = np.unique(b, return_inverse=True)
+    a, b = a.reshape(-1), b.reshape(-1)
     n = a.size
+    if n == 1:
+        return 1.0
     # Contingency table as counts of (a, b) pairs, without a dense (Ka, Kb) matrix.
     pairs = np.unique(a.astype(np.int64) * (int(b.max()) + 1) + b, return_counts=True)[1].astype(np.float64)
 

@@ -10,6 +10,7 @@ model, on CPU (and on GPU as far as cuDNN is deterministic).
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
@@ -17,6 +18,54 @@ import numpy as np
 __all__ = ["TorchTrainer", "cnn_trainer", "light_augment", "linear_probe", "SmallCNN"]
 
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
+
+
+def max_threads() -> int:
+    """The most torch CPU threads a trainer accepts: 4 x the cores (at least 16). Far larger
+    counts make torch/OpenMP abort or crash while spawning threads."""
+    return max(16, 4 * (os.cpu_count() or 1))
+
+
+def check_num_threads(num_threads: Any, name: str = "num_threads") -> Optional[int]:
+    """None or 0 (keep torch's setting), or 1 .. :func:`max_threads`."""
+    if num_threads is None:
+        return None
+    from ._arrays import as_int
+
+    n = as_int(num_threads, name)
+    if n > max_threads():
+        raise ValueError(f"{name} must be at most {max_threads()} (4 x the {os.cpu_count()} cores), got {n}")
+    return n
+
+
+def check_device(device: Any) -> Optional[str]:
+    """None (cuda when available, else cpu) or a torch device this machine has; anything else
+    is a ValueError naming it."""
+    if device is None:
+        return None
+    torch = _torch()
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device (use cpu, cuda, cuda:N, ...): {err}") from None
+    if dev.type == "meta":
+        raise ValueError(f"device {device!r} holds no data: use cpu or cuda")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device!r}: no CUDA GPU is available (torch.cuda.is_available() is False)")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {device!r}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+    elif dev.type != "cpu":
+        try:
+            torch.empty(1, device=dev)
+        except Exception as err:  # noqa: BLE001 - any backend's "not available" error
+            raise ValueError(f"device {device!r} is not available: {err}") from None
+    return device
 
 
 def _torch():
@@ -101,8 +150,8 @@ class TorchTrainer:
     device : str, optional
         "cpu", "cuda", ...; default cuda when available.
     num_threads : int, optional
-        torch CPU threads while training and predicting (restored afterwards); None keeps
-        torch's setting. Small models are fastest on 1 (and do not collapse when other
+        torch CPU threads while training and predicting (restored afterwards), at most
+        :func:`max_threads`; None (or 0) keeps torch's setting. Small models are fastest on 1 (and do not collapse when other
         processes share the cores).
 
     Examples
@@ -149,8 +198,8 @@ class TorchTrainer:
         self.val_fraction = val_fraction
         self.patience = patience
         self.refit = refit
-        self.num_threads = num_threads
-        self.device = device
+        self.num_threads = check_num_threads(num_threads)
+        self.device = check_device(device)
         self.eval_batch_size = eval_batch_size
         self.model = None
 

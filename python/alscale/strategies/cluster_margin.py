@@ -15,7 +15,11 @@ class ClusterMargin(Strategy):
     embeddings of the first selection round, cut into ``clusters`` clusters (default: the
     budget) — then every round takes the ``candidates_factor`` × budget lowest-margin unlabeled
     rows and round-robins over their clusters (:func:`alscale.select_cluster_margin`). The
-    cluster labels are part of the loop's checkpoints, so a resumed run reuses them."""
+    cluster labels are part of the loop's checkpoints, so a resumed run reuses them.
+
+    Embedding rows that are all zero (e.g. a ReLU layer silent on an input) have no cosine
+    distance to anything: they are identical points without a direction, so they form one
+    cluster of their own (the last cluster id) and the other rows are clustered as above."""
 
     name = "cluster-margin"
     needs = frozenset({"logits", "embeddings"})
@@ -34,14 +38,30 @@ class ClusterMargin(Strategy):
     def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
         if self._labels is None:
             n = pool.size
-            k = min(self.neighbors, n - 1)
             target = min(n, self.clusters if self.clusters > 0 else budget)
-            self._labels = hac_average(pool.embeddings, n_clusters=target, neighbors=k,
-                                       num_threads=self.num_threads).labels
+            self._labels = self._cluster(pool.embeddings, target)
         available = int(pool.size - pool.labeled.sum())
         candidates = min(available, self.candidates_factor * budget)
         return select_cluster_margin(pool.logits, self._labels, budget, candidates=max(candidates, min(budget, available)),
                                      exclude=pool.labeled, seed=rng, num_threads=self.num_threads)
+
+    def _cluster(self, embeddings, target: int) -> np.ndarray:
+        z = np.asarray(embeddings.detach().cpu().float() if hasattr(embeddings, "detach") else embeddings)
+        if z.ndim != 2 or z.dtype.kind not in "fiu":
+            # let hac_average raise its clear error about the shape or dtype
+            return hac_average(z, n_clusters=max(1, target), neighbors=1, num_threads=self.num_threads).labels
+        zero = ~np.any(z != 0, axis=1)  # all-zero rows (a NaN row is not zero: hac_average refuses it)
+        labels = np.zeros(z.shape[0], dtype=np.int64)
+        rows = np.flatnonzero(~zero)
+        m = rows.size
+        if m >= 2:
+            want = max(1, min(m, target - (1 if zero.any() else 0)))
+            sub = hac_average(z if m == z.shape[0] else z[rows], n_clusters=want,
+                              neighbors=min(self.neighbors, m - 1), num_threads=self.num_threads).labels
+            labels[rows] = np.asarray(sub, dtype=np.int64)
+        if zero.any():
+            labels[zero] = int(labels[rows].max()) + 1 if m else 0
+        return labels
 
     def state(self) -> dict:
         return {} if self._labels is None else {"labels": self._labels.tolist()}

@@ -1,0 +1,322 @@
+"""Bad inputs to the Python layer (loop, datasets, metrics, diversity, trainer, CLI) raise a clear
+ValueError / TypeError (or a clean ``alscale run: error: ...`` with exit status 2): never a
+crash, a hang, a raw traceback or a silently wrong answer."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+import alscale
+from alscale import metrics
+from alscale.cli import main
+from alscale.datasets import class_sizes, load_npz, make_synthetic
+from alscale.loop import ActiveLearningLoop
+from alscale.strategies import PoolView, get
+from alscale.train import linear_probe
+
+SMALL = ["run", "--dataset", "synthetic", "--n", "200", "--dim", "4", "--classes", "3", "--initial", "10",
+         "--budget", "5", "--rounds", "1", "--seeds", "1", "--epochs", "2", "--strategies", "random",
+         "--no-progress"]
+
+
+def _cli_error(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "alscale run: error:" in err and "Traceback" not in err
+    assert message in err, err
+
+
+# ------------------------------------------------------------------ 4, 9: threads and device
+@pytest.mark.parametrize("threads", ["100000", "-1"])
+def test_cli_refuses_absurd_torch_threads(tmp_path, capsys, threads):
+    with pytest.raises(SystemExit) as info:
+        main(SMALL + ["--out", str(tmp_path), "--torch-threads", threads])
+    assert info.value.code == 2
+    assert "--torch-threads" in capsys.readouterr().err
+
+
+def test_trainer_refuses_absurd_threads():
+    with pytest.raises(ValueError, match="num_threads"):
+        linear_probe(num_threads=100_000)
+    with pytest.raises(ValueError, match="num_threads"):
+        linear_probe(num_threads=-2)
+    with pytest.raises(TypeError, match="num_threads"):
+        linear_probe(num_threads=2.5)
+    linear_probe(num_threads=2)  # fine
+
+
+def test_cli_and_trainer_refuse_a_bogus_device(tmp_path, capsys):
+    _cli_error(capsys, SMALL + ["--out", str(tmp_path), "--device", "bogus"], "--device")
+    with pytest.raises(ValueError, match="device 'bogus'"):
+        linear_probe(device="bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            linear_probe(device="cuda")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0.5", "-3"])
+def test_cli_refuses_bad_imbalance(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as info:
+        main(SMALL + ["--out", str(tmp_path), "--imbalance", value])
+    assert info.value.code == 2
+    assert "--imbalance" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.5])
+def test_synthetic_refuses_bad_imbalance(value):
+    with pytest.raises(ValueError, match="imbalance"):
+        class_sizes(100, 4, value)
+    with pytest.raises(ValueError, match="imbalance"):
+        make_synthetic(100, 4, 4, imbalance=value)
+
+
+# ------------------------------------------------------------------ 5: checkpoints
+@pytest.fixture(scope="module")
+def synthetic():
+    return make_synthetic(120, 4, 3, seed=0)
+
+
+def _checkpoint(tmp_path, synthetic, **change):
+    path = tmp_path / "ckpt.json"
+    loop = ActiveLearningLoop(synthetic, "random", linear_probe(epochs=2), initial=10, budget=5, rounds=2,
+                              checkpoint=path)
+    loop.run()
+    state = json.loads(path.read_text())
+    for key, value in change.items():
+        if callable(value):
+            state = value(state) or state
+        else:
+            state[key] = value
+    path.write_text(json.dumps(state))
+    return path
+
+
+def _resume(path, synthetic):
+    return ActiveLearningLoop.resume(path, synthetic, "random", linear_probe(epochs=2), initial=10, budget=5,
+                                     rounds=2)
+
+
+def test_checkpoint_with_extra_records_is_refused(tmp_path, synthetic):
+    def extra(state):
+        state["records"] = state["records"] + state["records"][-1:]
+    path = _checkpoint(tmp_path, synthetic, x=extra)
+    with pytest.raises(ValueError, match="4 records, more than rounds \\+ 1 = 3"):
+        _resume(path, synthetic)
+
+
+def test_finished_is_robust():
+    loop = object.__new__(ActiveLearningLoop)
+    loop.rounds, loop.records = 1, [{}, {}, {}]
+    assert loop.finished
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(x=lambda s: [s]), "must be a JSON object"),
+    (dict(x=lambda s: s.pop("labeled") and None), "no 'labeled'"),
+    (dict(x=lambda s: s.pop("records") and None), "no 'records'"),
+    (dict(records="abc"), "'records' must be a list"),
+    (dict(labeled="abc"), "'labeled' must be a list of row indices"),
+    (dict(x=lambda s: s.__setitem__("labeled", s["labeled"][:-1])), "19 labeled rows"),
+    (dict(x=lambda s: s.__setitem__("labeled", s["labeled"][:-1] + [s["labeled"][0]])), "repeats"),
+    (dict(x=lambda s: s.__setitem__("labeled", s["labeled"][:-1] + [10**6])), "out of range"),
+    (dict(x=lambda s: s.__setitem__("labeled", s["labeled"][:-1] + [-1])), "out of range"),
+    (dict(x=lambda s: s.__setitem__("labeled", s["labeled"][:-1] + [1.5])), "row indices"),
+    (dict(x=lambda s: s["records"].__setitem__(1, 5)), "record 1 is not"),
+    (dict(x=lambda s: s["records"][1].__setitem__("n_labeled", 7)), "record 1"),
+    (dict(strategy_state=[1]), "strategy_state"),
+])
+def test_bad_checkpoints_are_refused(tmp_path, synthetic, change, message):
+    path = _checkpoint(tmp_path, synthetic, **change)
+    with pytest.raises(ValueError, match=message):
+        _resume(path, synthetic)
+
+
+def test_cli_reports_a_bad_checkpoint(tmp_path, capsys):
+    out = tmp_path / "res"
+    argv = SMALL + ["--out", str(out)]
+    assert main(argv) == 0
+    path = out / "checkpoints" / "random-seed0.json"
+    state = json.loads(path.read_text())
+    state["records"] = state["records"] * 3
+    path.write_text(json.dumps(state))
+    _cli_error(capsys, argv + ["--resume"], "more than rounds + 1")
+    path.write_text("{not json")
+    _cli_error(capsys, argv + ["--resume"], "random-seed0.json")
+    path.write_text("[]")
+    _cli_error(capsys, argv + ["--resume"], "must be a JSON object")
+
+
+# ------------------------------------------------------------------ 6, 16: diversity budgets and bf16
+def test_huge_budgets_are_clipped():
+    z = np.random.default_rng(0).standard_normal((10, 3))
+    logits = np.random.default_rng(1).standard_normal((10, 4))
+    for budget in (10**13, 2**62, 2**63, 2**70):
+        assert sorted(alscale.select_badge(logits, z, budget, seed=0).tolist()) == list(range(10))
+        assert sorted(alscale.select_coreset(z, None, budget).tolist()) == list(range(10))
+        assert sorted(alscale.select_coreset(z, [0, 1], budget).tolist()) == list(range(2, 10))
+        assert sorted(alscale.select_badge(logits, z, budget, exclude=[3], seed=0, partitions=3).tolist()) == \
+            [i for i in range(10) if i != 3]
+        assert sorted(alscale.select_coreset(z, [0], budget, exclude=[5], partitions=2, seed=0).tolist()) == \
+            [i for i in range(10) if i not in (0, 5)]
+
+
+def test_in_range_budgets_unchanged_by_clipping():
+    z = np.random.default_rng(2).standard_normal((30, 3))
+    logits = np.random.default_rng(3).standard_normal((30, 4))
+    # The picks of a budget are the first picks of any larger budget (same seed).
+    full = alscale.select_badge(logits, z, 30, seed=5)
+    assert np.array_equal(alscale.select_badge(logits, z, 10**12, seed=5), full)
+    assert np.array_equal(alscale.select_badge(logits, z, 7, seed=5), full[:7])
+    core = alscale.select_coreset(z, [1], 29)
+    assert np.array_equal(alscale.select_coreset(z, [1], 2**63), core)
+
+
+def test_bfloat16_embeddings():
+    z = torch.randn(10, 4, generator=torch.Generator().manual_seed(0)).bfloat16()
+    logits = torch.randn(10, 3, generator=torch.Generator().manual_seed(1))
+    got = alscale.select_coreset(z, None, 3)
+    assert torch.equal(got, alscale.select_coreset(z.float(), None, 3))
+    got = alscale.select_badge(logits, z, 3, seed=0)
+    assert torch.equal(got, alscale.select_badge(logits, z.float(), 3, seed=0))
+    assert alscale.select_coreset(z.half(), None, 3).shape == (3,)
+
+
+# ------------------------------------------------------------------ 8, 15: npz files
+def test_npz_that_is_an_npy(tmp_path):
+    path = tmp_path / "x.npz"
+    with open(path, "wb") as f:
+        np.save(f, np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="x.npz.*not an .npz archive"):
+        load_npz(str(path))
+
+
+def test_npz_with_corrupted_member(tmp_path):
+    path = tmp_path / "c.npz"
+    np.savez(path, X=np.arange(400.0).reshape(100, 4), y=np.arange(100) % 3)
+    raw = bytearray(path.read_bytes())
+    start = raw.find(b"X.npy") + 200  # inside X's data: the CRC check fails on read
+    raw[start : start + 50] = b"\xff" * 50
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="c.npz.*'X'"):
+        load_npz(str(path))
+
+
+def test_npz_truncated(tmp_path):
+    path = tmp_path / "t.npz"
+    np.savez_compressed(path, X=np.random.default_rng(0).standard_normal((200, 4)), y=np.arange(200) % 3)
+    raw = path.read_bytes()
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("X.npy")
+    # keep the central directory but garble the compressed stream of X
+    raw = bytearray(raw)
+    raw[info.header_offset + 60 : info.header_offset + 400] = bytes(340)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="t.npz"):
+        load_npz(str(path))
+
+
+def test_npz_object_array(tmp_path):
+    path = tmp_path / "o.npz"
+    np.savez(path, X=np.array([[1, 2], [3, 4]], dtype=object), y=np.zeros(2, int))
+    with pytest.raises(ValueError, match="o.npz.*'X'.*object"):
+        load_npz(str(path))
+
+
+@pytest.mark.parametrize("content,message", [
+    ({"X": np.full((4, 2), 1e300), "y": np.zeros(4, int)}, "X has values beyond float32's range"),
+    ({"X": np.zeros((4, 2)), "y": np.zeros(4, int), "X_test": np.full((2, 2), -1e39), "y_test": np.zeros(2, int)},
+     "X_test has values beyond float32's range"),
+    ({"X": np.zeros((4, 2)), "y": np.array([0, 1, 2, 2**40])}, "y has a label 1099511627776"),
+    ({"X": np.zeros((4, 2)), "y": np.array([0, 1, 2, 2**64 - 1], dtype=np.uint64)}, "y has a label"),
+    ({"X": np.zeros((4, 2)), "y": np.array([0, 1, 2, -1])}, "y has a negative label"),
+    ({"X": np.zeros((4, 2)), "y": np.array([0.5, 1, 2, 1])}, "y must hold integer class labels"),
+    ({"X": np.zeros((4, 2)), "y": np.array([True, False, True, True])}, "y must hold integer class labels"),
+    ({"X": np.zeros((4, 0)), "y": np.zeros(4, int)}, "X has no features"),
+    ({"X": np.zeros((0, 3)), "y": np.zeros(0, int)}, "X has no rows"),
+    ({"X": np.zeros((4, 2)), "y": np.zeros(4, int), "X_test": np.zeros((0, 2)), "y_test": np.zeros(0, int)},
+     "X_test has no rows"),
+    ({"X": np.zeros((4, 2), dtype=complex), "y": np.zeros(4, int)}, "X must be real-valued"),
+])
+def test_bad_npz_values(tmp_path, content, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **content)
+    with pytest.raises(ValueError, match=message):
+        load_npz(str(path))
+
+
+def test_npz_split_never_empties_the_pool(tmp_path):
+    path = tmp_path / "two.npz"
+    np.savez(path, X=np.zeros((2, 2)), y=np.array([0, 1]))
+    d = load_npz(str(path), test_fraction=0.99)
+    assert len(d) == 1 and d.x_test.shape == (1, 2)
+
+
+def test_cli_reports_bad_npz(tmp_path, capsys):
+    path = tmp_path / "x.npz"
+    np.save(path, np.zeros((3, 2)))
+    (tmp_path / "x.npz.npy").rename(path)
+    _cli_error(capsys, ["run", "--dataset", f"npz:{path}", "--out", str(tmp_path / "o"), "--no-progress"],
+               "not an .npz archive")
+
+
+# ------------------------------------------------------------------ 17: metrics
+def test_adjusted_rand_index_edges():
+    assert metrics.adjusted_rand_index([0], [0]) == 1.0
+    assert metrics.adjusted_rand_index([3], [7]) == 1.0
+    assert metrics.adjusted_rand_index([1, 1], [0, 0]) == 1.0
+    assert metrics.adjusted_rand_index([0, 1], [5, 6]) == 1.0
+    with pytest.raises(ValueError, match="empty"):
+        metrics.adjusted_rand_index([], [])
+    with pytest.raises(ValueError, match="same length"):
+        metrics.adjusted_rand_index([0, 1], [0, 1, 1])
+    with pytest.raises(ValueError, match="1-D"):
+        metrics.adjusted_rand_index([[0, 1]], [[0, 1]])
+
+
+def test_per_class_accuracy_and_class_counts_refuse_bad_labels():
+    with pytest.raises(ValueError, match="out of range|lie in"):
+        metrics.per_class_accuracy([0, 1, 5], [0, 1, 5], 3)
+    with pytest.raises(ValueError, match="negative|lie in"):
+        metrics.per_class_accuracy([0, 1, 1], [0, -1, 1], 3)
+    with pytest.raises(ValueError, match="shape"):
+        metrics.per_class_accuracy([0, 1], [0, 1, 1], 3)
+    with pytest.raises(TypeError, match="integer"):
+        metrics.per_class_accuracy([0.5, 1], [0.5, 1], 3)
+    with pytest.raises(TypeError, match="integer"):
+        metrics.class_counts([0.7, 1.2], 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        metrics.class_counts([0, 1], 0)
+    with pytest.raises(ValueError, match="shape"):
+        metrics.accuracy([0, 1], [0, 1, 1])
+    # integral floats and integer types still work
+    assert metrics.class_counts(np.array([2, 0, 2], dtype=np.uint8), 3).tolist() == [1, 0, 2]
+    assert metrics.per_class_accuracy([0, 1, 0], [0, 1, 1], 3)[:2].tolist() == [1.0, 0.5]
+    assert metrics.class_counts([], 2).tolist() == [0, 0]
+
+
+# ------------------------------------------------------------------ cluster-margin with zero rows
+def test_cluster_margin_handles_zero_embedding_rows():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((40, 5))
+    z[[3, 17, 30]] = 0.0
+    logits = rng.standard_normal((40, 4))
+    labeled = np.zeros(40, dtype=bool)
+    labeled[:5] = True
+    s = get("cluster-margin")
+    picks = s.select(PoolView(labeled=labeled, logits=logits, embeddings=z), 8, np.random.default_rng(1))
+    assert picks.size == 8 and np.unique(picks).size == 8 and not labeled[picks].any()
+    labels = np.asarray(s.state()["labels"])
+    assert labels.shape == (40,)
+    # the zero rows (identical points without a direction) share one cluster of their own
+    assert labels[3] == labels[17] == labels[30]
+    assert not np.isin(labels[3], np.delete(labels, [3, 17, 30]))
+    # all rows zero, or a single non-zero row
+    for zz in (np.zeros((40, 5)), np.where(np.arange(40)[:, None] == 7, 1.0, 0.0) * np.ones((40, 5))):
+        s = get("cluster-margin")
+        picks = s.select(PoolView(labeled=labeled, logits=logits, embeddings=zz), 8, np.random.default_rng(1))
+        assert picks.size == 8 and np.unique(picks).size == 8

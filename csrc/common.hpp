@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdlib>
 #include <atomic>
 #include <exception>
 #include <cstdint>
@@ -74,14 +75,23 @@ inline float bf16_to_float(uint16_t h) {
 template <class T>
 class RowReader {
 public:
-    explicit RowReader(const Matrix& m) : m_(m), buf_(static_cast<size_t>(m.cols)) {
+    explicit RowReader(const Matrix& m) : m_(m) {
         direct_ = (m.col_stride == static_cast<int64_t>(sizeof(T))) &&
                   ((std::is_same<T, float>::value && m.dtype == DType::f32) ||
                    (std::is_same<T, double>::value && m.dtype == DType::f64));
+        // Column-major (rows are the fast axis, e.g. a transposed view): read a block of rows at
+        // once, column by column, so every cache line of a column serves many rows.
+        columnar_ = !direct_ && m.rows > 1 && m.cols > 1 && std::abs(m.row_stride) < std::abs(m.col_stride);
+        block_ = columnar_ ? (m.cols > 4096 ? 16 : 64) : 1;
+        buf_.resize(static_cast<size_t>(block_ * m.cols));
     }
     ALSCALE_INLINE const T* operator()(int64_t i) {
         const char* row = m_.data + i * m_.row_stride;
         if (direct_) return reinterpret_cast<const T*>(row);
+        if (columnar_) {
+            if (i < first_ || i >= first_ + block_) fill_block(i);
+            return buf_.data() + (i - first_) * m_.cols;
+        }
         T* out = buf_.data();
         switch (m_.dtype) {
             case DType::f16:
@@ -101,6 +111,39 @@ public:
     }
 
 private:
+    // Rows i .. i + block_ - 1 (fewer at the end) into buf_, row-major, reading column by column.
+    void fill_block(int64_t i) {
+        first_ = i;
+        switch (m_.dtype) {
+            case DType::f16:
+                fill_columns<uint16_t>([](uint16_t h) { return half_to_float(h); });
+                break;
+            case DType::bf16:
+                fill_columns<uint16_t>([](uint16_t h) { return bf16_to_float(h); });
+                break;
+            case DType::f32:
+                fill_columns<float>([](float v) { return v; });
+                break;
+            case DType::f64:
+                fill_columns<double>([](double v) { return v; });
+                break;
+        }
+    }
+    template <class Src, class F>
+    void fill_columns(F f) {
+        const int64_t count = std::min(block_, m_.rows - first_), n = m_.cols;
+        const char* base = m_.data + first_ * m_.row_stride;
+        T* out = buf_.data();
+        for (int64_t c = 0; c < n; ++c) {
+            const char* col = base + c * m_.col_stride;
+            for (int64_t r = 0; r < count; ++r) {
+                Src v;
+                std::memcpy(&v, col + r * m_.row_stride, sizeof v);
+                out[r * n + c] = static_cast<T>(f(v));
+            }
+        }
+    }
+
     // One row of Src values (contiguous: a plain loop the compiler vectorizes; else strided).
     template <class Src, class F>
     ALSCALE_INLINE void convert(const char* row, T* out, F f) const {
@@ -121,6 +164,9 @@ private:
     const Matrix& m_;
     std::vector<T> buf_;
     bool direct_ = false;
+    bool columnar_ = false;
+    int64_t block_ = 1;
+    int64_t first_ = INT64_MIN / 2;  // first row held in buf_ (columnar reads; none yet)
 };
 
 inline int thread_count(int requested) {

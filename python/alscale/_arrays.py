@@ -221,28 +221,43 @@ def _inverse_norms64(w: np.ndarray) -> np.ndarray:
     return inv
 
 
-def as_points(x: Any, name: str = "x", min_rows: int = 2) -> np.ndarray:
-    """A finite (N, D) real matrix of points as C-contiguous float64 (N >= ``min_rows``, D >= 1)."""
+def real_matrix(x: Any, name: str, what: str) -> np.ndarray:
+    """``x`` as a 2-D real numpy array (no copy where possible; torch's bfloat16 becomes float32,
+    which holds it exactly). ``what`` names the rows in the error ("points", "rows")."""
     if _is_torch(x):
         import torch
 
         if x.device.type != "cpu":
             raise _device_error(name, x.device)
-        if x.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
+        if x.dtype == torch.bfloat16:  # numpy has no bfloat16
             x = x.detach().float()
     a = _host_numpy(x, name)
     if a.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (points, features), got shape {tuple(a.shape)}")
+        raise ValueError(f"{name} must be 2-D ({what}, features), got shape {tuple(a.shape)}")
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real-valued array, got {a.dtype}")
+    return a
+
+
+def check_finite_rows(a: np.ndarray, message: str) -> None:
+    """Raises ValueError(``message`` + " at row i") for the first row with NaN or inf, in bounded
+    chunks (no N x D temporary)."""
+    step = max(1, (1 << 22) // max(1, a.shape[1]))
+    for s in range(0, a.shape[0], step):
+        ok = np.isfinite(a[s : s + step]).all(axis=1)
+        if not ok.all():
+            raise ValueError(f"{message} at row {s + int(np.argmin(ok))}")
+
+
+def as_points(x: Any, name: str = "x", min_rows: int = 2) -> np.ndarray:
+    """A finite (N, D) real matrix of points as C-contiguous float64 (N >= ``min_rows``, D >= 1)."""
+    a = real_matrix(x, name, "points")
     if a.shape[0] < min_rows:
         raise ValueError(f"{name} must have at least {min_rows} points to cluster, got {a.shape[0]}")
     if a.shape[1] == 0:
         raise ValueError(f"{name} has no features: shape {tuple(a.shape)}")
     a = np.ascontiguousarray(a, dtype=np.float64)
-    finite = np.isfinite(a).all(axis=1)
-    if not finite.all():
-        raise ValueError(f"{name} contains NaN or inf at row {int(np.argmin(finite))}")
+    check_finite_rows(a, f"{name} contains NaN or inf")
     return a
 
 

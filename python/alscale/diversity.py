@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._arrays import _host_numpy, _is_torch, as_budget, as_exclude, as_int, as_logits, as_threads
+from ._arrays import (_is_torch, _torch_wrap, as_budget, as_exclude, as_int, as_logits, as_threads, check_finite_rows,
+                      real_matrix)
 
 __all__ = ["select_badge", "select_coreset"]
 
@@ -16,36 +17,19 @@ __all__ = ["select_badge", "select_coreset"]
 def as_embeddings(embeddings: Any, rows: int | None = None, name: str = "embeddings") -> np.ndarray:
     """A finite (N, D) float32/float64 C-contiguous numpy array (16-bit floats, torch's
     bfloat16 included, become float32)."""
-    if _is_torch(embeddings):
-        import torch
-
-        if embeddings.device.type == "cpu" and embeddings.dtype == torch.bfloat16:
-            embeddings = embeddings.detach().float()  # numpy has no bfloat16; float32 holds it exactly
-    z = _host_numpy(embeddings, name)
-    if z.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (rows, features), got shape {z.shape}")
-    if z.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be real-valued, got {z.dtype}")
+    z = real_matrix(embeddings, name, "rows")
     if rows is not None and z.shape[0] != rows:
         raise ValueError(f"{name} have {z.shape[0]} rows but the pool has {rows}")
     if z.shape[0] == 0:
         raise ValueError(f"{name} have no rows: the pool is empty")
     dtype = np.float64 if z.dtype == np.float64 else np.float32
     z = np.ascontiguousarray(z, dtype=dtype)
-    step = max(1, (1 << 22) // max(1, z.shape[1]))  # bounded temporaries at any pool size
-    for s in range(0, z.shape[0], step):
-        ok = np.isfinite(z[s : s + step]).all(axis=1)
-        if not ok.all():
-            raise ValueError(f"{name} contain NaN or inf at row {s + int(np.argmin(ok))}")
+    check_finite_rows(z, f"{name} contain NaN or inf")
     return z
 
 
 def _wrap_like(x: Any, result: np.ndarray):
-    if type(x).__module__.startswith("torch"):
-        import torch
-
-        return torch.from_numpy(result)
-    return result
+    return _torch_wrap(result) if _is_torch(x) else result
 
 
 def _parts(eligible: np.ndarray, budget: int, partitions: int, rng: np.random.Generator):

@@ -8,10 +8,10 @@ import numpy as np
 
 from . import _core
 from ._arrays import _host_numpy, as_budget, as_exclude, as_int, as_logits, as_seed, as_threads
+from .selection import _MARGIN
 
 __all__ = ["select_cluster_margin"]
 
-_MARGIN = 0
 
 
 def select_cluster_margin(logits: Any, clusters: Any, budget: Any, *, candidates: Any = None, exclude: Any = None,

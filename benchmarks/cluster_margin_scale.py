@@ -46,7 +46,7 @@ def main() -> None:
     out["margin_scores_s"] = median_time(lambda: alscale.margin_scores(logits), a.repeat)
     out["topk_s"] = median_time(lambda: _core.select_topk(scores, km, None, False, 0), a.repeat)
     rows = _core.select_topk(scores, km, None, False, 0)
-    out["round_robin_s"] = median_time(lambda: _core.cluster_round_robin(rows, clusters, a.budget, 0), a.repeat)
+    out["round_robin_s"] = median_time(lambda: _core.cluster_round_robin(rows, clusters[rows], a.budget, 0), a.repeat)
     print(json.dumps(out))
 
 

@@ -42,6 +42,19 @@ py::tuple linkage_and_labels(std::vector<double>&& z, int64_t n, double threshol
     return py::make_tuple(za, to_numpy_copy(labels));
 }
 
+// (keys, ids, positions) of ranked candidates, as three arrays.
+py::tuple ranked_arrays(const std::vector<Ranked>& best) {
+    const auto m = static_cast<py::ssize_t>(best.size());
+    py::array_t<double> keys(m);
+    py::array_t<int64_t> ids(m), pos(m);
+    for (py::ssize_t i = 0; i < m; ++i) {
+        keys.mutable_data()[i] = best[static_cast<size_t>(i)].key;
+        ids.mutable_data()[i] = best[static_cast<size_t>(i)].id;
+        pos.mutable_data()[i] = best[static_cast<size_t>(i)].pos;
+    }
+    return py::make_tuple(keys, ids, pos);
+}
+
 const float* points_of(const F32Array& x) {
     if (x.ndim() != 2) throw std::invalid_argument("x must be 2-D");
     return x.data();
@@ -214,6 +227,42 @@ PYBIND11_MODULE(_core, m) {
         py::arg("scores"), py::arg("k"), py::arg("exclude"), py::arg("largest"), py::arg("num_threads") = 0);
 
     m.def(
+        "topk_ranked",
+        [](const F64Array& scores, int64_t k, const std::optional<U8Array>& exclude, bool largest,
+           const std::optional<I64Array>& ids, int64_t offset, int num_threads) {
+            if (scores.ndim() != 1) throw std::invalid_argument("scores must be 1-D");
+            const int64_t n = scores.shape(0);
+            const uint8_t* ex = mask_of(exclude, n);
+            const int64_t* id = nullptr;
+            if (ids) {
+                if (ids->ndim() != 1 || ids->shape(0) != n) throw std::invalid_argument("ids must match the scores");
+                id = ids->data();
+            }
+            std::vector<Ranked> best;
+            {
+                py::gil_scoped_release nogil;
+                best = topk_ranked(scores.data(), n, k, ex, largest, id, offset, num_threads);
+            }
+            return ranked_arrays(best);
+        },
+        py::arg("scores"), py::arg("k"), py::arg("exclude"), py::arg("largest"), py::arg("ids"), py::arg("offset"),
+        py::arg("num_threads") = 0);
+
+    m.def(
+        "merge_ranked",
+        [](const F64Array& keys, const I64Array& ids, int64_t k) {
+            if (keys.ndim() != 1 || ids.ndim() != 1 || keys.shape(0) != ids.shape(0))
+                throw std::invalid_argument("keys and ids must be 1-D of one length");
+            std::vector<Ranked> best;
+            {
+                py::gil_scoped_release nogil;
+                best = merge_ranked(keys.data(), ids.data(), keys.shape(0), k);
+            }
+            return ranked_arrays(best);
+        },
+        py::arg("keys"), py::arg("ids"), py::arg("k"));
+
+    m.def(
         "select_balanced",
         [](const py::array& logits, bool bf16, int64_t budget, const std::optional<U8Array>& exclude,
            const std::optional<F64Array>& inv, int num_threads) {
@@ -282,20 +331,17 @@ PYBIND11_MODULE(_core, m) {
 
     m.def(
         "cluster_round_robin",
-        [](const I64Array& rows, const I64Array& clusters, int64_t budget, uint64_t seed) {
-            if (rows.ndim() != 1 || clusters.ndim() != 1) throw std::invalid_argument("rows and clusters must be 1-D");
-            const int64_t m = rows.shape(0), n = clusters.shape(0);
-            const int64_t* r = rows.data();
-            for (int64_t i = 0; i < m; ++i)
-                if (r[i] < 0 || r[i] >= n) throw std::invalid_argument("candidate row out of range");
+        [](const I64Array& rows, const I64Array& labels, int64_t budget, uint64_t seed) {
+            if (rows.ndim() != 1 || labels.ndim() != 1 || rows.shape(0) != labels.shape(0))
+                throw std::invalid_argument("rows and labels must be 1-D of one length");
             std::vector<int64_t> out;
             {
                 py::gil_scoped_release nogil;
-                out = cluster_round_robin(r, m, clusters.data(), budget, seed);
+                out = cluster_round_robin(rows.data(), labels.data(), rows.shape(0), budget, seed);
             }
             return to_numpy(std::move(out));
         },
-        py::arg("rows"), py::arg("clusters"), py::arg("budget"), py::arg("seed"));
+        py::arg("rows"), py::arg("labels"), py::arg("budget"), py::arg("seed"));
 
     m.def(
         "select_coreset",

@@ -13,12 +13,12 @@ struct Item {
 
 }  // namespace
 
-std::vector<int64_t> cluster_round_robin(const int64_t* rows, int64_t m, const int64_t* clusters, int64_t budget,
+std::vector<int64_t> cluster_round_robin(const int64_t* rows, const int64_t* labels, int64_t m, int64_t budget,
                                          uint64_t seed) {
     std::vector<int64_t> out;
     if (m <= 0 || budget <= 0) return out;
     std::vector<Item> items(static_cast<size_t>(m));
-    for (int64_t i = 0; i < m; ++i) items[i] = Item{clusters[rows[i]], round_robin_key(seed, rows[i]), rows[i]};
+    for (int64_t i = 0; i < m; ++i) items[i] = Item{labels[i], round_robin_key(seed, rows[i]), rows[i]};
     std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
         if (a.cluster != b.cluster) return a.cluster < b.cluster;
         if (a.key != b.key) return a.key < b.key;

@@ -18,9 +18,10 @@ inline uint64_t round_robin_key(uint64_t seed, int64_t row) {
     return z ^ (z >> 31);
 }
 
-// rows: the m candidate rows (distinct); clusters: the cluster label of every pool row (indexed
-// by row). Returns min(budget, m) rows in the order the round-robin takes them.
-std::vector<int64_t> cluster_round_robin(const int64_t* rows, int64_t m, const int64_t* clusters, int64_t budget,
+// rows: the m candidate rows (distinct pool rows or global ids); labels: the cluster of each
+// candidate (labels[i] for rows[i]). Returns min(budget, m) rows in the order the round-robin
+// takes them.
+std::vector<int64_t> cluster_round_robin(const int64_t* rows, const int64_t* labels, int64_t m, int64_t budget,
                                          uint64_t seed);
 
 }  // namespace alscale

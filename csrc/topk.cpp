@@ -1,34 +1,71 @@
 #include "topk.hpp"
 
+#include <stdexcept>
+#include <string>
+
 #include "common.hpp"
 
 namespace alscale {
+namespace {
 
-std::vector<int64_t> select_topk(const double* scores, int64_t n, int64_t k, const uint8_t* exclude,
-                                 bool largest, int num_threads) {
-    std::vector<int64_t> out;
-    if (k <= 0 || n <= 0) return out;
+// The k smallest items make(i) of the non-excluded rows, sorted; rows split over threads.
+template <class Item, class Make>
+std::vector<Item> topk_scan(int64_t n, int64_t k, const uint8_t* exclude, int num_threads, const Make& make) {
+    if (k <= 0 || n <= 0) return {};
+    k = std::min(k, n);  // a budget beyond the rows (up to INT64_MAX) keeps every row
     const int threads =
         static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(thread_count(num_threads), n / 4096)));
-    std::vector<TopK> parts(static_cast<size_t>(threads), TopK(k));
-    const double sign = largest ? -1.0 : 1.0;
+    std::vector<BasicTopK<Item>> parts(static_cast<size_t>(threads), BasicTopK<Item>(k));
     ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
     errors.run([&] {
         const int t = thread_id();
         const auto range = split_range(n, threads, t);
-        TopK& top = parts[static_cast<size_t>(t)];
+        auto& top = parts[static_cast<size_t>(t)];
         for (int64_t i = range.first; i < range.second; ++i) {
             if (exclude && exclude[i]) continue;
-            top.push(Candidate{sign * scores[i], i});
+            top.push(make(i));
         }
     });
     errors.rethrow();
     for (int t = 1; t < threads; ++t) parts[0].absorb(std::move(parts[static_cast<size_t>(t)]));
-    const auto best = parts[0].sorted();
+    return parts[0].sorted();
+}
+
+}  // namespace
+
+std::vector<int64_t> select_topk(const double* scores, int64_t n, int64_t k, const uint8_t* exclude,
+                                 bool largest, int num_threads) {
+    const double sign = largest ? -1.0 : 1.0;
+    const auto best =
+        topk_scan<Candidate>(n, k, exclude, num_threads, [&](int64_t i) { return Candidate{sign * scores[i], i}; });
+    std::vector<int64_t> out;
     out.reserve(best.size());
     for (const auto& c : best) out.push_back(c.row);
     return out;
+}
+
+std::vector<Ranked> topk_ranked(const double* scores, int64_t n, int64_t k, const uint8_t* exclude, bool largest,
+                                const int64_t* ids, int64_t offset, int num_threads) {
+    const double sign = largest ? -1.0 : 1.0;
+    return topk_scan<Ranked>(n, k, exclude, num_threads, [&](int64_t i) {
+        return Ranked{sign * scores[i], ids ? ids[i] : offset + i, i};
+    });
+}
+
+std::vector<Ranked> merge_ranked(const double* keys, const int64_t* ids, int64_t n, int64_t k) {
+    auto best = topk_scan<Ranked>(n, k, nullptr, 1, [&](int64_t i) { return Ranked{keys[i], ids[i], i}; });
+    // Sorted by (key, id): a row given twice with one key sits next to itself; with two keys
+    // it is found by sorting the ids.
+    std::vector<int64_t> seen;
+    seen.reserve(best.size());
+    for (const auto& r : best) seen.push_back(r.id);
+    std::sort(seen.begin(), seen.end());
+    const auto twice = std::adjacent_find(seen.begin(), seen.end());
+    if (twice != seen.end())
+        throw std::invalid_argument("row id " + std::to_string(*twice) +
+                                    " belongs to more than one shard or chunk (row_ids must be distinct)");
+    return best;
 }
 
 }  // namespace alscale

@@ -22,24 +22,43 @@ inline bool operator<(const Candidate& a, const Candidate& b) {
 std::vector<int64_t> select_topk(const double* scores, int64_t n, int64_t k, const uint8_t* exclude,
                                  bool largest, int num_threads);
 
-// Keeps the k smallest candidates of a stream: amortized O(1) per push (buffer + nth_element).
-class TopK {
+// A pool row's candidacy in a top-k over rows named by global ids (shards, chunks): ordered by
+// (key, id); pos is where it sits in the caller's arrays.
+struct Ranked {
+    double key;
+    int64_t id;
+    int64_t pos;
+};
+inline bool operator<(const Ranked& a, const Ranked& b) { return a.key < b.key || (a.key == b.key && a.id < b.id); }
+
+// The k smallest (key = ±score, minus for largest) non-excluded rows, sorted, ties to the smaller
+// global id ids[i] (ids.ids == nullptr: ids.offset + i). What one shard or chunk contributes.
+std::vector<Ranked> topk_ranked(const double* scores, int64_t n, int64_t k, const uint8_t* exclude, bool largest,
+                                const int64_t* ids, int64_t offset, int num_threads);
+
+// The k smallest (keys[i], ids[i]) of candidates gathered from shards or chunks, sorted; pos
+// indexes the inputs. Throws if an id appears twice among them (overlapping shards).
+std::vector<Ranked> merge_ranked(const double* keys, const int64_t* ids, int64_t n, int64_t k);
+
+// Keeps the k smallest items of a stream: amortized O(1) per push (buffer + nth_element).
+template <class Item>
+class BasicTopK {
 public:
-    explicit TopK(int64_t k) : k_(k) {}
+    explicit BasicTopK(int64_t k) : k_(k) {}
     // True when c could still be among the k smallest (cheap pre-check for callers).
-    bool admits(const Candidate& c) const { return !full_ || c < bound_; }
-    void push(const Candidate& c) {
+    bool admits(const Item& c) const { return !full_ || c < bound_; }
+    void push(const Item& c) {
         if (!admits(c)) return;
         buf_.push_back(c);
         if (static_cast<int64_t>(buf_.size()) >= 2 * k_ + 64) shrink();
     }
     // The k smallest, sorted.
-    std::vector<Candidate> sorted() {
+    std::vector<Item> sorted() {
         shrink();
         std::sort(buf_.begin(), buf_.end());
         return buf_;
     }
-    void absorb(TopK&& other) {
+    void absorb(BasicTopK&& other) {
         for (const auto& c : other.buf_) push(c);
     }
 
@@ -52,9 +71,10 @@ private:
         full_ = true;
     }
     int64_t k_;
-    std::vector<Candidate> buf_;
-    Candidate bound_{0, 0};
+    std::vector<Item> buf_;
+    Item bound_{};
     bool full_ = false;
 };
+using TopK = BasicTopK<Candidate>;
 
 }  // namespace alscale

@@ -359,3 +359,17 @@ def assert_same_bits(got: np.ndarray, expected: np.ndarray, context: str = "") -
         i = int(bad[0])
         raise AssertionError(f"{bad.size} values differ {context}; first at row {i}: "
                              f"got {got[i]!r}, expected {expected[i]!r}")
+
+
+def own_topk(name, logits, budget, exclude):
+    """The reference top-k rule (ties to the smaller row) on the kernel's own scores: scores
+    equal in exact arithmetic may round apart, so the float64 reference scores cannot decide
+    ties (the scores themselves are checked against it in test_scoring.py)."""
+    import alscale
+    import reference
+
+    kind = name.removeprefix("select_")
+    scores = getattr(alscale, kind + "_scores")(logits)
+    topk = reference.topk_largest if kind == "entropy" else reference.topk_smallest
+    return topk(np.asarray(scores), budget, exclude)
+

@@ -34,6 +34,8 @@ from .cluster_margin import select_cluster_margin
 from .hac import Clustering, hac_average, hac_average_graph, knn_graph
 from .diversity import select_badge, select_coreset
 from .streaming import BalancedSelector
+from .pool import chunked, logits_from_embeddings
+from .distributed import shard_rows
 
 __version__ = getattr(_core, "__version__", "0.0.0")
 HAS_CUDA = False
@@ -43,11 +45,13 @@ __all__ = [
     "BalancedSelector",
     "Clustering",
     "boundary_scores",
+    "chunked",
     "confidence_scores",
     "entropy_scores",
     "hac_average",
     "hac_average_graph",
     "knn_graph",
+    "logits_from_embeddings",
     "margin_scores",
     "select_badge",
     "select_balanced",
@@ -58,4 +62,5 @@ __all__ = [
     "select_entropy",
     "select_margin",
     "select_random",
+    "shard_rows",
 ]

@@ -41,8 +41,20 @@ def knn_exact(
     x: npt.NDArray[np.float32], k: int, num_threads: int = 0
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
 def cluster_round_robin(
-    rows: npt.NDArray[np.int64], clusters: npt.NDArray[np.int64], budget: int, seed: int
+    rows: npt.NDArray[np.int64], labels: npt.NDArray[np.int64], budget: int, seed: int
 ) -> npt.NDArray[np.int64]: ...
+def topk_ranked(
+    scores: npt.NDArray[np.float64],
+    k: int,
+    exclude: npt.NDArray[np.uint8] | None,
+    largest: bool,
+    ids: npt.NDArray[np.int64] | None,
+    offset: int,
+    num_threads: int = 0,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+def merge_ranked(
+    keys: npt.NDArray[np.float64], ids: npt.NDArray[np.int64], k: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
 
 def select_coreset(
     embeddings: npt.NDArray[Any],

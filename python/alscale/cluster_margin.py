@@ -8,14 +8,17 @@ import numpy as np
 
 from . import _core
 from ._arrays import _host_numpy, as_budget, as_exclude, as_int, as_logits, as_seed, as_threads
-from .selection import _MARGIN
+from . import _sharded
+from .distributed import Comm
+from .pool import LocalPool
+from .selection import _MARGIN, _pooled
 
 __all__ = ["select_cluster_margin"]
 
 
 
 def select_cluster_margin(logits: Any, clusters: Any, budget: Any, *, candidates: Any = None, exclude: Any = None,
-                          seed: Any = None, num_threads: int = 0):
+                          seed: Any = None, num_threads: int = 0, group: Any = None, row_ids: Any = None):
     """Cluster-Margin: low-margin candidates, spread over the HAC clusters by round-robin.
 
     1. Candidates: the ``candidates`` (k_m) non-excluded rows with the smallest softmax margin
@@ -43,11 +46,17 @@ def select_cluster_margin(logits: Any, clusters: Any, budget: Any, *, candidates
     seed : int or numpy.random.Generator, optional
         None draws fresh entropy.
     num_threads : int, optional
+    group, row_ids : optional
+        A sharded pool (see :func:`alscale.select_margin`): ``logits``, ``clusters`` and
+        ``exclude`` cover the local rows, ``row_ids`` names them; the candidates are the global
+        k_m, and every rank gets the identical selection in global row ids. With
+        ``seed=None`` (or a Generator) rank 0's draw is used on every rank.
 
     Returns
     -------
     indices : int64 numpy array or torch tensor, shape (min(budget, available),)
-        In the order the round-robin takes them.
+        In the order the round-robin takes them. ``logits`` may also be a memmap or an iterable
+        of chunks (see :func:`alscale.select_margin`).
 
     Examples
     --------
@@ -58,17 +67,15 @@ def select_cluster_margin(logits: Any, clusters: Any, budget: Any, *, candidates
     >>> int(sel[0]), sorted(sel.tolist())[0] in (0, 1, 2)
     (4, True)
     """
+    if _pooled(logits, row_ids, group):
+        return _cluster_margin_pooled(logits, clusters, budget, candidates, exclude, seed, num_threads, group, row_ids)
     x = as_logits(logits)
     k = as_budget(budget)
     threads = as_threads(num_threads)
     mask = as_exclude(exclude, x.rows)
-    labels = getattr(clusters, "labels", clusters)
-    labels = _host_numpy(labels, "clusters")
-    if labels.ndim != 1 or labels.shape[0] != x.rows:
+    labels = _labels(clusters)
+    if labels.shape[0] != x.rows:
         raise ValueError(f"clusters must have one label per logits row ({x.rows}), got shape {labels.shape}")
-    if labels.size and labels.dtype.kind not in "iu":
-        raise TypeError(f"clusters must hold integer cluster labels, got {labels.dtype}")
-    labels = np.ascontiguousarray(labels, dtype=np.int64)
     available = x.rows - (0 if mask is None else int(np.count_nonzero(mask)))
     if candidates is None:
         km = min(10 * k, available)
@@ -79,4 +86,29 @@ def select_cluster_margin(logits: Any, clusters: Any, budget: Any, *, candidates
     s = as_seed(seed)
     scores = _core.uncertainty_scores(x.array, x.bf16, _MARGIN, threads)
     rows = _core.select_topk(scores, km, mask, False, threads)
-    return x.wrap(_core.cluster_round_robin(rows, labels, k, s))
+    return x.wrap(_core.cluster_round_robin(rows, labels[rows], k, s))
+
+
+def _labels(clusters: Any) -> np.ndarray:
+    labels = _host_numpy(getattr(clusters, "labels", clusters), "clusters")
+    if labels.ndim != 1:
+        raise ValueError(f"clusters must be 1-D (one label per row), got shape {labels.shape}")
+    if labels.size and labels.dtype.kind not in "iu":
+        raise TypeError(f"clusters must hold integer cluster labels, got {labels.dtype}")
+    return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def _cluster_margin_pooled(logits, clusters, budget, candidates, exclude, seed, num_threads, group, row_ids):
+    """Cluster-Margin over chunks or shards: the global k_m smallest margins with their cluster
+    labels, then the same round-robin on every rank."""
+    k = as_budget(budget)
+    km = min(10 * k, 2**63 - 1) if candidates is None else as_int(candidates, "candidates")
+    if km < k:
+        raise ValueError(f"candidates (k_m = {km}) must be at least budget ({k})")
+    threads = as_threads(num_threads)
+    comm = Comm(group)
+    seed = comm.agree(None, as_seed(seed))[0]  # rank 0's seed everywhere
+    pool = LocalPool(logits, row_ids=row_ids, exclude=exclude)
+    wrap, rows, labels = _sharded.ranked(pool, km, _sharded.uncertainty_scorer(_MARGIN, threads), False, comm,
+                                         threads, labels=_labels(clusters))
+    return wrap(_core.cluster_round_robin(rows, labels, k, seed))

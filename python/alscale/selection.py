@@ -6,8 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _sharded
 from ._arrays import as_budget, as_exclude, as_int, as_logits, as_threads, inverse_norms
+from .distributed import Comm
+from .pool import LocalPool, is_chunked
 
 __all__ = [
     "boundary_scores",
@@ -117,7 +119,21 @@ def _top(x, scores: np.ndarray, budget: Any, exclude: Any, largest: bool, num_th
     return x.wrap(_core.select_topk(scores, k, mask, largest, as_threads(num_threads)))
 
 
-def select_margin(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0):
+def _pooled(logits: Any, row_ids: Any, group: Any) -> bool:
+    """True when the pool is chunked (memmap, iterator) or sharded: the _sharded path."""
+    return group is not None or row_ids is not None or is_chunked(logits)
+
+
+def _ranked(logits: Any, budget: Any, scorer: Any, largest: bool, exclude: Any, row_ids: Any, group: Any,
+            num_threads: int):
+    k = as_budget(budget)
+    pool = LocalPool(logits, row_ids=row_ids, exclude=exclude)
+    wrap, ids, _ = _sharded.ranked(pool, k, scorer, largest, Comm(group), num_threads)
+    return wrap(ids)
+
+
+def select_margin(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0, group: Any = None,
+                  row_ids: Any = None):
     """The ``budget`` rows with the smallest softmax margin, smallest first.
 
     Parameters
@@ -128,11 +144,23 @@ def select_margin(logits: Any, budget: Any, *, exclude: Any = None, num_threads:
     exclude : index array or boolean mask of shape (N,), optional
         Rows that may not be selected (e.g. already labeled).
     num_threads : int, optional
+    group : torch.distributed ProcessGroup, optional
+        A pool sharded over the group's ranks: each rank passes its own rows (and ``exclude``
+        over them) with their global ``row_ids``; every rank gets the identical global
+        selection, the one a single process would give on the whole pool (docs/scale.md).
+    row_ids : int array over the local rows, optional
+        The global pool row of each local row (required with ``group``); results are global
+        row ids and ties go to the smaller global id. Default: the local position.
 
     Returns
     -------
     indices : int64 numpy array or torch tensor, shape (min(budget, available),)
         Ordered by score; ties go to the smaller row index.
+
+    Pools out of memory: ``logits`` may also be a numpy memmap (read in chunks with one chunk
+    resident) or an iterable of (n_i, C) chunks, rows in order (a list, a generator,
+    :func:`alscale.chunked`, :func:`alscale.logits_from_embeddings`); the same holds for every
+    selection function. Memory: one chunk plus O(budget).
 
     Examples
     --------
@@ -141,24 +169,39 @@ def select_margin(logits: Any, budget: Any, *, exclude: Any = None, num_threads:
     >>> alscale.select_margin(logits, 2)
     array([1, 2])
     """
+    if _pooled(logits, row_ids, group):
+        threads = as_threads(num_threads)
+        return _ranked(logits, budget, _sharded.uncertainty_scorer(_MARGIN, threads), False, exclude, row_ids, group,
+                       threads)
     x, s = _uncertainty(logits, _MARGIN, num_threads)
     return _top(x, s, budget, exclude, False, num_threads)
 
 
-def select_confidence(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0):
+def select_confidence(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0, group: Any = None,
+                      row_ids: Any = None):
     """The ``budget`` rows with the smallest maximum probability (see :func:`select_margin`)."""
+    if _pooled(logits, row_ids, group):
+        threads = as_threads(num_threads)
+        return _ranked(logits, budget, _sharded.uncertainty_scorer(_CONFIDENCE, threads), False, exclude, row_ids, group,
+                       threads)
     x, s = _uncertainty(logits, _CONFIDENCE, num_threads)
     return _top(x, s, budget, exclude, False, num_threads)
 
 
-def select_entropy(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0):
+def select_entropy(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0, group: Any = None,
+                   row_ids: Any = None):
     """The ``budget`` rows with the largest softmax entropy, largest first, ties to the smaller
     row index (see :func:`select_margin`)."""
+    if _pooled(logits, row_ids, group):
+        threads = as_threads(num_threads)
+        return _ranked(logits, budget, _sharded.uncertainty_scorer(_ENTROPY, threads), True, exclude, row_ids, group,
+                       threads)
     x, s = _uncertainty(logits, _ENTROPY, num_threads)
     return _top(x, s, budget, exclude, True, num_threads)
 
 
-def select_boundary(logits: Any, budget: Any, *, weight: Any = None, exclude: Any = None, num_threads: int = 0):
+def select_boundary(logits: Any, budget: Any, *, weight: Any = None, exclude: Any = None, num_threads: int = 0,
+                    group: Any = None, row_ids: Any = None):
     """MASE: the ``budget`` rows closest to a decision boundary (smallest
     :func:`boundary_scores`), without class balancing; ties to the smaller row index.
 
@@ -168,13 +211,18 @@ def select_boundary(logits: Any, budget: Any, *, weight: Any = None, exclude: An
     >>> alscale.select_boundary(np.array([[3.0, 0.0], [1.0, 0.8], [0.0, 2.0]]), 1)
     array([1])
     """
+    if _pooled(logits, row_ids, group):
+        threads = as_threads(num_threads)
+        return _ranked(logits, budget, _sharded.boundary_scorer(weight, threads), False, exclude, row_ids, group,
+                       threads)
     x = as_logits(logits)
     inv = inverse_norms(weight, x.classes)
     s = _core.boundary_scores(x.array, x.bf16, inv, as_threads(num_threads))
     return _top(x, s, budget, exclude, False, num_threads)
 
 
-def select_balanced(logits: Any, budget: Any, *, weight: Any = None, exclude: Any = None, num_threads: int = 0):
+def select_balanced(logits: Any, budget: Any, *, weight: Any = None, exclude: Any = None, num_threads: int = 0,
+                    group: Any = None, row_ids: Any = None):
     """BASE, Balanced Selection (Emam et al., "Active Learning at the ImageNet Scale").
 
     Classes are served in index order 0…C-1; class c takes q_c = B // C + (c < B % C) rows with
@@ -196,11 +244,22 @@ def select_balanced(logits: Any, budget: Any, *, weight: Any = None, exclude: An
         Rows that may not be selected (already labeled).
     num_threads : int, optional
         OpenMP threads, 0 (default) for all cores. The result never depends on it.
+    group : torch.distributed ProcessGroup, optional
+        A pool sharded over the group's ranks: each rank passes its own rows (and ``exclude``
+        over them) with their global ``row_ids``; every rank gets the identical global
+        selection, the one a single process would give on the whole pool (docs/scale.md).
+    row_ids : int array over the local rows, optional
+        The global pool row of each local row (required with ``group``); results are global
+        row ids and ties go to the smaller global id. Default: the local position.
 
     Returns
     -------
     indices : int64 numpy array, or torch tensor for torch input, shape (min(B, available),)
         The classes' picks concatenated, class 0 first, each in ascending score.
+
+    ``logits`` may be a memmap or an iterable of chunks (see :func:`select_margin`); memory is
+    one chunk plus O(C·k) candidates. Heavy ties can need another pass over the chunks: give a
+    re-iterable then (a one-shot generator raises in that rare case).
 
     Examples
     --------
@@ -209,6 +268,10 @@ def select_balanced(logits: Any, budget: Any, *, weight: Any = None, exclude: An
     >>> alscale.select_balanced(logits, 2)
     array([1, 3])
     """
+    if _pooled(logits, row_ids, group):
+        pool = LocalPool(logits, row_ids=row_ids, exclude=exclude)
+        wrap, rows = _sharded.balanced(pool, as_budget(budget), weight, Comm(group), as_threads(num_threads))
+        return wrap(rows)
     x = as_logits(logits)
     k = min(as_budget(budget), x.rows)  # clipped to the rows left anyway
     inv = inverse_norms(weight, x.classes)

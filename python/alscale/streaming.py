@@ -98,10 +98,6 @@ class BalancedSelector:
         self
         """
         x = as_logits(logits, allow_empty=True)
-        if x.classes != self.num_classes:
-            raise ValueError(
-                f"logits chunk has {x.classes} classes but the selector was built for {self.num_classes}"
-            )
         if row_offset is not None and row_ids is not None:
             raise ValueError("give row_offset or row_ids, not both")
         ids = None
@@ -113,10 +109,38 @@ class BalancedSelector:
             if offset + x.rows - 1 > 2**63 - 1:
                 raise ValueError(f"row_offset {offset} + {x.rows} rows overflows int64 row ids")
             self._next_row = offset + x.rows
-        mask = as_exclude(exclude, x.rows)
-        if x.rows:
-            self._state.update(x.array, x.bf16, offset, ids, mask, self._inv, as_threads(num_threads))
+        self._feed(x, ids, offset, as_exclude(exclude, x.rows), as_threads(num_threads))
         return self
+
+    def _feed(self, x, ids: np.ndarray | None, offset: int, mask: np.ndarray | None, num_threads: int) -> None:
+        """Feed validated logits (update() and the chunked / sharded selections)."""
+        if x.classes != self.num_classes:
+            raise ValueError(
+                f"logits chunk has {x.classes} classes but the selector was built for {self.num_classes}"
+            )
+        if x.rows:
+            self._state.update(x.array, x.bf16, offset, ids, mask, self._inv, num_threads)
+
+    # Sharded selection (alscale._sharded): what a rank sends, and how the ranks' parts merge.
+    def _fingerprint_bytes(self) -> bytes:
+        return _fingerprint(self._inv).tobytes()
+
+    def _candidates(self) -> list[np.ndarray]:
+        s = self._state.snapshot()
+        return [np.asarray(s["counts"], np.int64), np.asarray(s["keys"], np.float64),
+                np.asarray(s["rows"], np.int64), np.array([s["fed"]], np.int64)]
+
+    def _merge_shards(self, parts: list[list[np.ndarray]]) -> None:
+        """Replace this rank's candidates by every rank's, merged in rank order."""
+        mine = dict(self._state.snapshot())
+        merged = None
+        for counts, keys, rows, fed in parts:
+            state = _core.BalancedState.from_snapshot(dict(mine, counts=counts, keys=keys, rows=rows, fed=int(fed[0])))
+            if merged is None:
+                merged = state
+            else:
+                merged.merge(state)
+        self._state = merged
 
     def merge(self, other: BalancedSelector) -> BalancedSelector:
         """Add the candidates of a selector fed with other rows of the same pool (in place)."""

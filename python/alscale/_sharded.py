@@ -1,0 +1,133 @@
+"""Selection over local pools: chunks (memmaps, iterators, embeddings) and shards (group=).
+
+Two reductions cover every selection rule:
+
+- ranked: the k smallest (key, global id) over all rows, keys = ±score. Each chunk contributes
+  its own top k (:func:`alscale._core.topk_ranked`, ties to the smaller global id), a running
+  merge keeps O(k) of them, and the ranks' candidates are gathered and merged the same way, so
+  the result is exactly the single-process top k of the whole pool.
+- balanced: each rank feeds its chunks to a :class:`BalancedSelector`; the ranks gather their
+  per-class candidates (O(C·k) each), every rank merges them in rank order and serves the
+  classes; if heavy ties exhaust the candidates, all ranks feed their shard once more.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _core
+from ._arrays import Logits, _numpy_wrap, inverse_norms
+from .distributed import Comm
+from .pool import LocalPool
+
+Scorer = Callable[[Logits], np.ndarray]
+
+
+class _Ranked:
+    """The k smallest (key, id) candidates seen so far, with an int64 payload per candidate."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.size = 0
+
+    def add(self, keys: np.ndarray, ids: np.ndarray, payload: np.ndarray) -> None:
+        self.parts.append((keys, ids, payload))
+        self.size += keys.size
+        if self.size > 2 * self.k + 4096:
+            self.parts = [self.merged()]
+            self.size = self.parts[0][0].size
+
+    def merged(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.parts:
+            return np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        keys = np.concatenate([p[0] for p in self.parts])
+        ids = np.concatenate([p[1] for p in self.parts])
+        payload = np.concatenate([p[2] for p in self.parts])
+        k, i, pos = _core.merge_ranked(keys, ids, self.k)
+        return k, i, payload[pos]
+
+
+def _empty_pool() -> ValueError:
+    return ValueError("logits have no rows: the pool is empty")
+
+
+def ranked(pool: LocalPool, k: int, scorer: Scorer, largest: bool, comm: Comm, num_threads: int,
+           labels: np.ndarray | None = None) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The global top k: (wrap, global ids, payload) where payload is ``labels`` of each pick
+    (or the local position when no labels are given)."""
+    best = _Ranked(k)
+    error = None
+    try:
+        for chunk in pool.chunks():
+            scores = scorer(chunk.x)
+            keys, ids, pos = _core.topk_ranked(scores, k, chunk.mask, largest, chunk.ids, chunk.offset, num_threads)
+            pos = pos + chunk.start
+            if labels is not None:
+                if chunk.start + chunk.x.rows > labels.shape[0]:
+                    raise ValueError(f"clusters has {labels.shape[0]} labels but the local pool has more rows")
+                pos = labels[pos]
+            best.add(keys, ids, pos)
+        if labels is not None and pool.rows != labels.shape[0]:
+            raise ValueError(f"clusters must have one label per local row ({pool.rows}), got {labels.shape[0]}")
+    except Exception as err:  # shared with the other ranks before raising
+        error = err
+    rows = comm.agree(error, pool.rows or 0)
+    if sum(rows) == 0:
+        raise _empty_pool()
+    keys, ids, payload = best.merged()
+    if comm.sharded:
+        parts = comm.all_gather([keys, ids, payload])
+        keys, ids, payload = (np.concatenate([p[j] for p in parts]) for j in range(3))
+        _, ids, pos = _core.merge_ranked(keys, ids, k)
+        payload = payload[pos]
+    return pool.wrap or _numpy_wrap, ids, payload
+
+
+def balanced(pool: LocalPool, budget: int, weight: Any, comm: Comm, num_threads: int):
+    """BASE over a local pool, exact across chunks and ranks."""
+    from .streaming import BalancedSelector
+
+    selector: BalancedSelector | None = None
+    while True:
+        error = None
+        try:
+            for chunk in pool.chunks():
+                if selector is None:
+                    selector = BalancedSelector(chunk.x.classes, budget, weight=weight)
+                selector._feed(chunk.x, chunk.ids, chunk.offset, chunk.mask, num_threads)
+            info = (pool.rows or 0, pool.classes, None if selector is None else selector._fingerprint_bytes())
+        except Exception as err:
+            error, info = err, None
+        infos = comm.agree(error, info)
+        if sum(i[0] for i in infos) == 0:
+            raise _empty_pool()
+        classes = {i[1] for i in infos if i[1] is not None}
+        if len(classes) > 1:
+            raise ValueError(f"ranks disagree on the number of classes: {sorted(classes)}")
+        prints = {i[2] for i in infos if i[2] is not None}
+        if len(prints) > 1:
+            raise ValueError("ranks passed different head weights (weight=) to select_balanced")
+        if selector is None:  # an empty shard: an empty selector of the agreed shape
+            selector = BalancedSelector(classes.pop(), budget, weight=weight)
+        if comm.sharded:
+            selector._merge_shards(comm.all_gather(selector._candidates()))
+        if selector.advance():
+            return pool.wrap or _numpy_wrap, selector.result()
+
+
+def boundary_scorer(weight: Any, num_threads: int) -> Scorer:
+    cache: dict[int, Any] = {}
+
+    def score(x: Logits) -> np.ndarray:
+        if x.classes not in cache:
+            cache[x.classes] = inverse_norms(weight, x.classes)
+        return _core.boundary_scores(x.array, x.bf16, cache[x.classes], num_threads)
+
+    return score
+
+
+def uncertainty_scorer(kind: int, num_threads: int) -> Scorer:
+    return lambda x: _core.uncertainty_scores(x.array, x.bf16, kind, num_threads)

@@ -1,0 +1,208 @@
+"""Pools out of memory: selection over chunks (lists, generators, alscale.chunked), memmaps and
+logits computed from embeddings must equal selection over the whole matrix, exactly."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import alscale
+import reference as ref
+from alscale.pool import release_pages
+from strategies import SEEDS, examples, make_values, own_topk
+
+RANKED = ["select_margin", "select_confidence", "select_entropy", "select_boundary"]
+
+
+
+def split(x, rng, pieces):
+    cuts = np.sort(rng.integers(0, x.shape[0] + 1, pieces - 1))
+    return [x[a:b] for a, b in zip(np.r_[0, cuts], np.r_[cuts, x.shape[0]])]
+
+
+CASE = st.fixed_dictionaries(
+    {
+        "seed": SEEDS,
+        "n": st.integers(1, 600),
+        "c": st.integers(1, 12),
+        "mode": st.sampled_from(["normal", "integer", "halves", "constant", "duplicate_rows", "peaked"]),
+        "pieces": st.integers(1, 8),
+        "budget": st.integers(0, 700),
+        "exclude": st.sampled_from([None, "mask", "index"]),
+        "form": st.sampled_from(["list", "generator", "chunked", "torch"]),
+        "permute": st.booleans(),
+    }
+)
+
+
+def draw(case):
+    rng = np.random.default_rng(case["seed"])
+    n = case["n"]
+    logits = make_values(rng, n, case["c"], case["mode"])
+    exclude = None
+    if case["exclude"] == "mask":
+        exclude = rng.random(n) < 0.3
+    elif case["exclude"] == "index":
+        exclude = rng.integers(0, n, int(rng.integers(0, n + 1)))
+    return rng, logits, exclude
+
+
+def chunks_of(x, rng, case):
+    if case["form"] == "chunked":
+        return alscale.chunked(x, int(rng.integers(1, x.shape[0] + 2)))
+    parts = split(x, rng, case["pieces"])
+    if case["form"] == "torch":
+        return [torch.from_numpy(np.ascontiguousarray(p)) for p in parts]
+    if case["form"] == "generator":
+        return (p for p in parts)
+    return parts
+
+
+def run(name, logits, budget, exclude, rng, case, **kw):
+    """The selection over chunks; with ``permute`` the rows come in another order, named by row_ids."""
+    rows = rng.permutation(logits.shape[0]) if case["permute"] else np.arange(logits.shape[0])
+    ex = exclude
+    if ex is not None and case["permute"]:
+        ex = np.isin(rows, np.flatnonzero(ref.exclude_mask(exclude, logits.shape[0])))
+    out = getattr(alscale, name)(chunks_of(logits[rows], rng, case), budget, exclude=ex, row_ids=rows, **kw)
+    return np.asarray(out)
+
+
+@examples(0.5)
+@given(case=CASE, weighted=st.booleans())
+def test_balanced_over_chunks(case, weighted):
+    rng, logits, exclude = draw(case)
+    weight = rng.standard_normal((logits.shape[1], 4)) if weighted else None
+    if case["form"] == "generator":
+        one_pass = alscale.BalancedSelector(logits.shape[1], case["budget"], weight=weight)
+        if not one_pass.update(logits, exclude=exclude).advance():  # a generator cannot be fed twice
+            with pytest.raises(RuntimeError, match="one-shot iterator"):
+                run("select_balanced", logits, case["budget"], exclude, rng, case, weight=weight)
+            return
+    got = run("select_balanced", logits, case["budget"], exclude, rng, case, weight=weight)
+    np.testing.assert_array_equal(got, alscale.select_balanced(logits, case["budget"], weight=weight, exclude=exclude))
+    np.testing.assert_array_equal(got, ref.select_balanced(logits, case["budget"], weight, exclude))
+
+
+@examples(0.5)
+@given(case=CASE, name=st.sampled_from(RANKED))
+def test_ranked_over_chunks(case, name):
+    rng, logits, exclude = draw(case)
+    got = run(name, logits, case["budget"], exclude, rng, case)
+    np.testing.assert_array_equal(got, own_topk(name, logits, case["budget"], exclude))
+
+
+@examples(0.3)
+@given(case=CASE, seed=st.integers(0, 2**64 - 1), n_clusters=st.integers(1, 20))
+def test_cluster_margin_over_chunks(case, seed, n_clusters):
+    rng, logits, exclude = draw(case)
+    clusters = rng.integers(0, n_clusters, logits.shape[0])
+    km = case["budget"] + int(rng.integers(0, 50))
+    rows = rng.permutation(logits.shape[0]) if case["permute"] else np.arange(logits.shape[0])
+    mask = ref.exclude_mask(exclude, logits.shape[0])
+    got = alscale.select_cluster_margin(
+        chunks_of(logits[rows], rng, case), clusters[rows], case["budget"], candidates=km, exclude=mask[rows],
+        seed=seed, row_ids=rows,
+    )
+    want = ref.select_cluster_margin(alscale.margin_scores(logits), clusters, case["budget"], seed, km, exclude)
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_memmap_is_read_in_chunks(tmp_path, dtype):
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((3000, 20)).astype(dtype)
+    path = tmp_path / "logits.npy"
+    np.save(path, logits)
+    m = np.load(path, mmap_mode="r")
+    exclude = rng.random(3000) < 0.1
+    w = rng.standard_normal((20, 3))
+    np.testing.assert_array_equal(
+        alscale.select_balanced(m, 500, weight=w, exclude=exclude),
+        alscale.select_balanced(logits, 500, weight=w, exclude=exclude),
+    )
+    np.testing.assert_array_equal(alscale.select_entropy(m, 77), alscale.select_entropy(logits, 77))
+    small = alscale.chunked(m, 7)
+    np.testing.assert_array_equal(alscale.select_margin(small, 99), alscale.select_margin(logits, 99))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the resident set from /proc")
+def test_memmap_pages_are_released(tmp_path):
+    """After a chunk is used its pages leave the resident set, so a file larger than memory can
+    be selected from: reading 64 MiB in 4 MiB chunks keeps far less than 64 MiB resident."""
+    path = tmp_path / "big.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((16384, 1024)).astype(np.float32))
+    m = np.load(path, mmap_mode="r")
+    page = __import__("mmap").PAGESIZE
+
+    def resident() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    before = resident()
+    peak = 0
+    for chunk in alscale.chunked(m, 1024):
+        float(np.asarray(chunk).sum())  # touches every page of the chunk
+        peak = max(peak, resident() - before)
+    assert peak < 16 << 20, f"{peak / 2**20:.1f} MiB resident while reading 64 MiB in 4 MiB chunks"
+    release_pages(np.zeros((2, 2)))  # not mapped: nothing to do, no error
+
+
+def test_logits_from_embeddings_match_their_chunks():
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((1000, 32)).astype(np.float32)
+    w = rng.standard_normal((10, 32)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    pool = alscale.logits_from_embeddings(z, w, b, chunk_rows=128)
+    full = np.concatenate(list(pool))
+    np.testing.assert_allclose(full, z @ w.T + b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(alscale.select_balanced(pool, 50, weight=w), alscale.select_balanced(full, 50, weight=w))
+    np.testing.assert_array_equal(alscale.select_margin(pool, 50), alscale.select_margin(full, 50))
+    tpool = alscale.logits_from_embeddings(torch.from_numpy(z), torch.from_numpy(w), chunk_rows=300)
+    out = alscale.select_balanced(tpool, 20, weight=w)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.int64 and out.shape == (20,)
+
+
+def test_one_shot_generator_refuses_a_second_pass():
+    """Heavy ties need a second pass over the pool: a generator cannot give it."""
+    logits = np.zeros((3000, 120))
+    gen = (logits[i : i + 500] for i in range(0, 3000, 500))
+    with pytest.raises(RuntimeError, match="one-shot iterator"):
+        alscale.select_balanced(gen, 1200)
+    # a list is walked as often as needed
+    parts = [logits[i : i + 500] for i in range(0, 3000, 500)]
+    np.testing.assert_array_equal(alscale.select_balanced(parts, 1200), alscale.select_balanced(logits, 1200))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"exclude": np.ones(11, bool)}, "exclude mask has 11 entries"),
+        ({"exclude": np.ones(9, bool)}, "exclude mask has 9 entries"),
+        ({"exclude": [10]}, "exclude index 10 is out of range"),
+        ({"exclude": [-1]}, "negative"),
+        ({"exclude": [0.5]}, "integer row indices"),
+        ({"row_ids": np.arange(11)}, "row_ids has 11 entries"),
+        ({"row_ids": np.arange(9)}, "row_ids has 9 entries"),
+        ({"row_ids": -np.arange(10)}, "non-negative"),
+        ({"row_ids": np.zeros(10, np.int64)}, "more than one"),
+    ],
+)
+def test_chunked_input_errors(kwargs, match):
+    parts = [np.random.default_rng(0).standard_normal((5, 3)) for _ in range(2)]
+    with pytest.raises((ValueError, TypeError), match=match):
+        alscale.select_margin(parts, 10, **kwargs)
+
+
+def test_chunks_must_agree_on_classes():
+    with pytest.raises(ValueError, match="disagree on the number of classes"):
+        alscale.select_balanced([np.zeros((3, 4)), np.zeros((3, 5))], 2)
+    with pytest.raises(ValueError, match="the pool is empty"):
+        alscale.select_margin(iter([]), 2)
+    with pytest.raises(ValueError, match="the pool is empty"):
+        alscale.select_balanced([np.zeros((0, 4))], 2)

@@ -75,3 +75,28 @@ def test_run_missing_data_and_bad_npz(tmp_path, capsys):
 def test_run_list(capsys):
     assert main(["run", "--list"]) == 0
     assert "partitioned-coreset" in capsys.readouterr().out.split()
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_torchrun_gives_the_single_process_run(tmp_path, world):
+    """`torchrun --nproc-per-node N -m alscale run`: ranks score shards, selection is global, and
+    the labeled sets, records and the one set of checkpoints equal those of one process."""
+    import subprocess
+    import sys
+
+    args = ["--dataset", "synthetic", "--rows", "1500", "--classes", "6", "--dim", "16",
+            "--strategies", "base,mase,margin,entropy,random", "--seeds", "1", "--rounds", "2",
+            "--initial", "30", "--budget", "40", "--no-progress"]
+    assert main(["run", *args, "--out", str(tmp_path / "one")]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}",
+           "-m", "alscale", "run", *args, "--out", str(tmp_path / "many")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("# test accuracy") == 1, "only rank 0 reports"
+    for name in ("base", "mase", "margin", "entropy", "random"):
+        one = json.loads((tmp_path / "one" / "checkpoints" / f"{name}-seed0.json").read_text())
+        many = json.loads((tmp_path / "many" / "checkpoints" / f"{name}-seed0.json").read_text())
+        assert many["labeled"] == one["labeled"], name
+        acc = [r["test_accuracy"] for r in one["records"]]
+        assert [r["test_accuracy"] for r in many["records"]] == acc, name
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())

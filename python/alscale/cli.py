@@ -132,7 +132,8 @@ def _add_run(sub) -> None:
     run.add_argument("--resume", action="store_true", help="continue the runs checkpointed in DIR/checkpoints")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     syn = run.add_argument_group("synthetic data (--dataset synthetic)")
-    syn.add_argument("--n", type=_positive, default=20_000, help="pool rows (default 20000)")
+    syn.add_argument("--n", "--rows", dest="n", type=_positive, default=20_000,
+                     help="pool rows (default 20000; under torchrun write --rows)")
     syn.add_argument("--dim", type=_positive, default=64, help="features (default 64)")
     syn.add_argument("--classes", type=_positive, default=10, help="classes (default 10)")
     syn.add_argument("--imbalance", type=_imbalance, default=10.0, help="largest / smallest class (default 10)")
@@ -148,15 +149,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_checked(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
-    from tqdm import tqdm
-
-    from . import report, strategies
+    from . import strategies
     from .datasets import load_dataset
-    from .loop import ActiveLearningLoop, write_json_atomic
-    from .train import cnn_trainer, linear_probe
 
     if args.list:
         print("\n".join(strategies.available()))
@@ -186,9 +180,34 @@ def _run_checked(args: argparse.Namespace) -> int:
     if args.model == "cnn" and not data.is_image:
         raise ValueError(f"--model cnn needs images; {data.name} holds feature vectors: use --model linear")
 
+    # Under torchrun every rank runs this; rank 0 trains, reports and writes (docs/scale.md).
+    from .distributed import Comm, init_from_env
+
+    group = init_from_env(args.device)
+    try:
+        return _run_ranks(args, data, names, group, Comm(group).rank)
+    finally:
+        if group is not None:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _run_ranks(args: argparse.Namespace, data, names: list, group, rank: int) -> int:
+    import time
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from . import report, strategies
+    from .loop import ActiveLearningLoop, write_json_atomic
+    from .train import cnn_trainer, linear_probe
+
+    syn = dict(n=args.n, dim=args.dim, num_classes=args.classes, imbalance=args.imbalance)
     out = Path(args.out)
     ckpt_dir = out / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
     config = {
         "dataset": data.name, "pool": len(data), "test": int(data.y_test.size), "classes": data.num_classes,
         "strategies": names, "initial": args.initial, "budget": args.budget, "rounds": args.rounds,
@@ -210,13 +229,17 @@ def _run_checked(args: argparse.Namespace) -> int:
     records = []
     started = time.perf_counter()
     total = len(names) * args.seeds * (args.rounds + 1)
-    with tqdm(total=total, desc="alscale run", unit="round", disable=not args.progress, file=sys.stderr,
-              dynamic_ncols=True) as bar:
+    with tqdm(total=total, desc="alscale run", unit="round", disable=not args.progress or rank != 0,
+              file=sys.stderr, dynamic_ncols=True) as bar:
         for name in names:
             for seed in range(args.seeds):
                 path = ckpt_dir / f"{name}-seed{seed}.json"
-                if not args.resume and path.exists():
+                if rank == 0 and not args.resume and path.exists():
                     path.unlink()
+                if group is not None:
+                    import torch.distributed as dist
+
+                    dist.barrier(group)  # the other ranks read the checkpoint only after that
 
                 def advance(record, name=name, seed=seed):
                     bar.set_postfix_str(f"{name} seed {seed}: {record['n_labeled']} labels, "
@@ -226,7 +249,7 @@ def _run_checked(args: argparse.Namespace) -> int:
                 try:
                     loop = ActiveLearningLoop.resume(path, data, make_strategy(name), make_trainer(),
                                                      initial=args.initial, budget=args.budget, rounds=args.rounds,
-                                                     seed=seed, progress=advance)
+                                                     seed=seed, progress=advance, group=group)
                 except ValueError as err:
                     text = str(err)
                     if str(path) not in text:
@@ -235,6 +258,8 @@ def _run_checked(args: argparse.Namespace) -> int:
                 bar.update(len(loop.records))
                 records.extend(loop.run())
     elapsed = time.perf_counter() - started
+    if rank != 0:
+        return 0
 
     report.write_csv(out / "results.csv", records)
     write_json_atomic(out / "results.json", {"config": config, "seconds": elapsed, "records": records})

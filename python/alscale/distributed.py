@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["shard_rows", "Comm"]
+__all__ = ["shard_rows", "Comm", "init_from_env"]
 
 _ERRORS = {"ValueError": ValueError, "TypeError": TypeError, "RuntimeError": RuntimeError, "IndexError": IndexError}
 
@@ -53,6 +53,25 @@ def shard_rows(n: int, *, group: Any = None, rank: int | None = None, world_size
     base, extra = divmod(n, world_size)
     start = rank * base + min(rank, extra)
     return np.arange(start, start + base + (rank < extra), dtype=np.int64)
+
+
+def init_from_env(device: str | None = None) -> Any:
+    """Under ``torchrun`` (WORLD_SIZE > 1 in the environment): initialise the default process
+    group — NCCL when ``device`` is a CUDA device (each rank on cuda:LOCAL_RANK), else gloo — and
+    return it; otherwise None (one process)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    dist = _dist()
+    if not dist.is_initialized():
+        cuda = device is not None and str(device).startswith("cuda")
+        if cuda:
+            import torch
+
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.group.WORLD
 
 
 class Comm:

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import metrics
 from ._arrays import as_int
+from .distributed import Comm, shard_rows
 from .strategies import PoolView, Strategy, get
 
 __all__ = ["ActiveLearningLoop"]
@@ -67,6 +68,12 @@ class ActiveLearningLoop:
         JSON file written atomically after every round; :meth:`resume` continues from it.
     progress : callable (record) -> None, optional
         Called after every round (the CLI advances its progress bar with it).
+    group : torch.distributed ProcessGroup, optional
+        Run sharded over the group's ranks (``torchrun``): rank 0 trains and evaluates and sends
+        the model to the others; each rank scores its shard of the pool (``shard_rows``) and
+        the selection is global and exact, identical on every rank (strategies that are not
+        ``shardable`` score the whole pool on every rank). Only rank 0 writes the checkpoint and
+        calls ``progress``; the records are the same as one process's.
 
     Examples
     --------
@@ -91,6 +98,7 @@ class ActiveLearningLoop:
         seed: int = 0,
         checkpoint: Optional[Union[str, Path]] = None,
         progress: Optional[Callable[[dict], None]] = None,
+        group: Any = None,
     ) -> None:
         self.dataset = dataset
         self.strategy = get(strategy) if isinstance(strategy, str) else strategy
@@ -108,6 +116,7 @@ class ActiveLearningLoop:
             )
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.progress = progress
+        self.comm = Comm(group)
         self.labeled_order: np.ndarray = np.zeros(0, dtype=np.int64)  # rows in the order labeled
         self.records: List[Dict[str, Any]] = []
         self._setup_done = False
@@ -227,9 +236,40 @@ class ActiveLearningLoop:
         return self.records
 
     def _round(self, r: int) -> None:
-        n = len(self.dataset)
-        data = self.dataset
         labeled = self.labeled_order
+        record: Any = None
+        if self.comm.rank == 0:
+            record = self._train_and_evaluate(r, labeled)
+        if self.comm.sharded:  # rank 0's model and record to every rank
+            from torch import distributed as dist
+
+            box = [record, self.trainer.state_dict()] if self.comm.rank == 0 else [None, None]
+            dist.broadcast_object_list(box, src=dist.get_global_rank(self.comm.group, 0), group=self.comm.group)
+            record = box[0]
+            if self.comm.rank != 0:
+                self.trainer.load_state_dict(box[1])
+        if r < self.rounds:
+            t2 = time.perf_counter()
+            picks = self.strategy.select(self._pool_view(labeled), self.budget, _round_rng(self.seed, r, 2))
+            picks = np.asarray(picks, dtype=np.int64)
+            if picks.size != self.budget or np.unique(picks).size != picks.size:
+                raise RuntimeError(f"strategy {self.strategy.name!r} returned {picks.size} rows for a budget of "
+                                   f"{self.budget} (or repeated rows)")
+            if len(set(self.comm.agree(None, picks.tobytes()))) > 1:
+                raise RuntimeError(f"strategy {self.strategy.name!r} picked different rows on different ranks")
+            record["select_seconds"] = time.perf_counter() - t2
+            self.labeled_order = np.concatenate([labeled, picks])
+        else:
+            record["select_seconds"] = 0.0
+        self.records.append(record)
+        if self.comm.rank == 0:
+            if self.checkpoint is not None:
+                write_json_atomic(self.checkpoint, self.state())
+            if self.progress is not None:
+                self.progress(record)
+
+    def _train_and_evaluate(self, r: int, labeled: np.ndarray) -> Dict[str, Any]:
+        data = self.dataset
         t0 = time.perf_counter()
         info = self.trainer.fit(labeled, seed=int(_round_rng(self.seed, r, 1).integers(2**62)))
         t1 = time.perf_counter()
@@ -253,30 +293,18 @@ class ActiveLearningLoop:
             "per_class_accuracy": metrics.per_class_accuracy(pred, data.y_test, data.num_classes).tolist(),
             "class_counts": counts.tolist(),
         }
-        if r < self.rounds:
-            t2 = time.perf_counter()
-            picks = self.strategy.select(self._pool_view(labeled), self.budget, _round_rng(self.seed, r, 2))
-            picks = np.asarray(picks, dtype=np.int64)
-            if picks.size != self.budget or np.unique(picks).size != picks.size:
-                raise RuntimeError(f"strategy {self.strategy.name!r} returned {picks.size} rows for a budget of "
-                                   f"{self.budget} (or repeated rows)")
-            record["select_seconds"] = time.perf_counter() - t2
-            self.labeled_order = np.concatenate([labeled, picks])
-        else:
-            record["select_seconds"] = 0.0
-        self.records.append(record)
-        if self.checkpoint is not None:
-            write_json_atomic(self.checkpoint, self.state())
-        if self.progress is not None:
-            self.progress(record)
+        return record
 
     def _pool_view(self, labeled: np.ndarray) -> PoolView:
         needs = self.strategy.needs
         mask = np.zeros(len(self.dataset), dtype=bool)
         mask[labeled] = True
         view = PoolView(labeled=mask, num_classes=self.dataset.num_classes)
+        if self.comm.sharded and self.strategy.shardable:
+            view.rows = shard_rows(len(self.dataset), group=self.comm.group)
+            view.group = self.comm.group
         if "logits" in needs or "embeddings" in needs:
-            view.logits, view.embeddings = self.trainer.predict("pool", embeddings="embeddings" in needs)
+            view.logits, view.embeddings = self.trainer.predict("pool", embeddings="embeddings" in needs, rows=view.rows)
             if "logits" not in needs:
                 view.logits = None
         if "weight" in needs:

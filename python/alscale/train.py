@@ -346,6 +346,13 @@ class TorchTrainer:
         with self._threads():
             return self._outputs(source, rows, embeddings)
 
+    def state_dict(self) -> dict:
+        """The trained model's parameters (what sharded runs send from rank 0 to the others)."""
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
     def head_weight(self) -> np.ndarray:
         """The head's weight (C, D) as float64 numpy."""
         return self.head.weight.detach().cpu().double().numpy()

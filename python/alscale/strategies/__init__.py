@@ -51,6 +51,12 @@ class PoolView:
     labels : numpy.ndarray of int64, shape (N,), optional
         True labels (oracle strategies only).
     num_classes : int, optional
+    rows : numpy.ndarray of int64, optional
+        Sharded runs (torchrun) with a strategy that is ``shardable``: ``logits``/``embeddings``
+        hold only these global pool rows, this rank's shard; ``labeled`` and ``labels`` stay
+        global.
+    group : torch.distributed ProcessGroup, optional
+        The ranks sharing the pool (with ``rows``).
     """
 
     labeled: np.ndarray
@@ -59,6 +65,15 @@ class PoolView:
     weight: Optional[np.ndarray] = None
     labels: Optional[np.ndarray] = None
     num_classes: Optional[int] = None
+    rows: Optional[np.ndarray] = None
+    group: Any = None
+
+    def selection_kwargs(self) -> dict:
+        """``exclude=`` for a selection function over ``logits`` — and, when the pool is sharded
+        over ranks (``rows`` set), that rank's ``row_ids=`` and ``group=``."""
+        if self.rows is None:
+            return {"exclude": self.labeled}
+        return {"exclude": self.labeled[self.rows], "row_ids": self.rows, "group": self.group}
 
     @property
     def size(self) -> int:
@@ -70,6 +85,9 @@ class Strategy:
 
     name: ClassVar[str] = ""
     needs: ClassVar[FrozenSet[str]] = frozenset()
+    #: True when ``select`` handles a sharded PoolView (``rows``/``group``): each rank then
+    #: scores its shard only. Otherwise every rank scores the whole pool and selects alone.
+    shardable: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

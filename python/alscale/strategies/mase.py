@@ -11,7 +11,8 @@ from . import PoolView, Strategy
 class Mase(Strategy):
     name = "mase"
     needs = frozenset({"logits", "weight"})
+    shardable = True
 
     def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
-        return select_boundary(pool.logits, budget, weight=pool.weight, exclude=pool.labeled,
-                               num_threads=self.num_threads)
+        return select_boundary(pool.logits, budget, weight=pool.weight, num_threads=self.num_threads,
+                               **pool.selection_kwargs())

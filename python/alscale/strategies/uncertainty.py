@@ -11,22 +11,25 @@ from . import PoolView, Strategy
 class Margin(Strategy):
     name = "margin"
     needs = frozenset({"logits"})
+    shardable = True
 
     def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
-        return select_margin(pool.logits, budget, exclude=pool.labeled, num_threads=self.num_threads)
+        return select_margin(pool.logits, budget, num_threads=self.num_threads, **pool.selection_kwargs())
 
 
 class Confidence(Strategy):
     name = "confidence"
     needs = frozenset({"logits"})
+    shardable = True
 
     def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
-        return select_confidence(pool.logits, budget, exclude=pool.labeled, num_threads=self.num_threads)
+        return select_confidence(pool.logits, budget, num_threads=self.num_threads, **pool.selection_kwargs())
 
 
 class Entropy(Strategy):
     name = "entropy"
     needs = frozenset({"logits"})
+    shardable = True
 
     def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
-        return select_entropy(pool.logits, budget, exclude=pool.labeled, num_threads=self.num_threads)
+        return select_entropy(pool.logits, budget, num_threads=self.num_threads, **pool.selection_kwargs())

@@ -8,17 +8,20 @@ import pytest
 
 import alscale.cluster_margin
 import alscale.datasets
+import alscale.distributed
 import alscale.diversity
 import alscale.hac
 import alscale.loop
 import alscale.metrics
+import alscale.pool
 import alscale.selection
 import alscale.strategies
 import alscale.streaming
 import alscale.train
 
 MODULES = [alscale.selection, alscale.streaming, alscale.hac, alscale.cluster_margin, alscale.diversity,
-           alscale.strategies, alscale.metrics, alscale.datasets, alscale.train, alscale.loop]
+           alscale.strategies, alscale.metrics, alscale.datasets, alscale.train, alscale.loop,
+           alscale.pool, alscale.distributed]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

@@ -56,8 +56,8 @@ def _empty_pool() -> ValueError:
 
 def ranked(pool: LocalPool, k: int, scorer: Scorer, largest: bool, comm: Comm, num_threads: int,
            labels: np.ndarray | None = None) -> tuple[Any, np.ndarray, np.ndarray]:
-    """The global top k: (wrap, global ids, payload) where payload is ``labels`` of each pick
-    (or the local position when no labels are given)."""
+    """The global top k: (wrap, global ids, labels of the picks); without ``labels`` the third
+    is not meaningful across ranks (positions in the gathered candidates)."""
     best = _Ranked(k)
     error = None
     try:
@@ -78,11 +78,11 @@ def ranked(pool: LocalPool, k: int, scorer: Scorer, largest: bool, comm: Comm, n
     if sum(rows) == 0:
         raise _empty_pool()
     keys, ids, payload = best.merged()
-    if comm.sharded:
-        parts = comm.all_gather([keys, ids, payload])
-        keys, ids, payload = (np.concatenate([p[j] for p in parts]) for j in range(3))
+    if comm.sharded:  # the labels travel only when there are some (Cluster-Margin)
+        parts = comm.all_gather([keys, ids] if labels is None else [keys, ids, payload])
+        keys, ids = (np.concatenate([p[j] for p in parts]) for j in range(2))
         _, ids, pos = _core.merge_ranked(keys, ids, k)
-        payload = payload[pos]
+        payload = pos if labels is None else np.concatenate([p[2] for p in parts])[pos]
     return pool.wrap or _numpy_wrap, ids, payload
 
 

@@ -172,7 +172,10 @@ def logits_from_embeddings(embeddings: Any, weight: Any, bias: Any = None, *, ch
     >>> rng = np.random.default_rng(0)
     >>> z, w = rng.normal(size=(500, 16)).astype(np.float32), rng.normal(size=(8, 16)).astype(np.float32)
     >>> pool = alscale.logits_from_embeddings(z, w, chunk_rows=100)
-    >>> bool((alscale.select_balanced(pool, 16, weight=w) == alscale.select_balanced(z @ w.T, 16, weight=w)).all())
+    >>> full = np.concatenate(list(pool))      # the same logits, all at once (for the check)
+    >>> full.shape
+    (500, 8)
+    >>> bool((alscale.select_balanced(pool, 16, weight=w) == alscale.select_balanced(full, 16, weight=w)).all())
     True
     """
     return EmbeddingLogits(embeddings, weight, bias, chunk_rows=chunk_rows)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _gpu
 from ._arrays import as_budget, as_exclude, as_int, as_logits, as_threads, inverse_norms
 
 __all__ = [
@@ -52,6 +52,8 @@ def margin_scores(logits: Any, *, num_threads: int = 0):
     >>> alscale.margin_scores(np.array([[2.0, 2.0, -1.0], [5.0, 0.0, 0.0]])).round(2)
     array([0.  , 0.98])
     """
+    if _gpu.wants(logits):  # a CUDA tensor / CuPy array: the GPU kernels (num_threads unused)
+        return _gpu.uncertainty_scores(logits, _MARGIN)
     x, s = _uncertainty(logits, _MARGIN, num_threads)
     return x.wrap(s)
 
@@ -65,6 +67,8 @@ def confidence_scores(logits: Any, *, num_threads: int = 0):
     >>> alscale.confidence_scores(np.zeros((1, 4)))
     array([0.25])
     """
+    if _gpu.wants(logits):
+        return _gpu.uncertainty_scores(logits, _CONFIDENCE)
     x, s = _uncertainty(logits, _CONFIDENCE, num_threads)
     return x.wrap(s)
 
@@ -78,6 +82,8 @@ def entropy_scores(logits: Any, *, num_threads: int = 0):
     >>> float(alscale.entropy_scores(np.zeros((1, 4)))[0]) == float(np.log(4))
     True
     """
+    if _gpu.wants(logits):
+        return _gpu.uncertainty_scores(logits, _ENTROPY)
     x, s = _uncertainty(logits, _ENTROPY, num_threads)
     return x.wrap(s)
 
@@ -106,6 +112,8 @@ def boundary_scores(logits: Any, *, weight: Any = None, num_threads: int = 0):
     >>> alscale.boundary_scores(np.array([[3.0, 1.0, 2.5]]))
     array([0.5])
     """
+    if _gpu.wants(logits):
+        return _gpu.boundary_scores(logits, weight)
     x = as_logits(logits)
     inv = inverse_norms(weight, x.classes)
     return x.wrap(_core.boundary_scores(x.array, x.bf16, inv, as_threads(num_threads)))
@@ -141,12 +149,16 @@ def select_margin(logits: Any, budget: Any, *, exclude: Any = None, num_threads:
     >>> alscale.select_margin(logits, 2)
     array([1, 2])
     """
+    if _gpu.wants(logits):
+        return _gpu.select_uncertain(logits, _MARGIN, as_budget(budget), exclude, False)
     x, s = _uncertainty(logits, _MARGIN, num_threads)
     return _top(x, s, budget, exclude, False, num_threads)
 
 
 def select_confidence(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0):
     """The ``budget`` rows with the smallest maximum probability (see :func:`select_margin`)."""
+    if _gpu.wants(logits):
+        return _gpu.select_uncertain(logits, _CONFIDENCE, as_budget(budget), exclude, False)
     x, s = _uncertainty(logits, _CONFIDENCE, num_threads)
     return _top(x, s, budget, exclude, False, num_threads)
 
@@ -154,6 +166,8 @@ def select_confidence(logits: Any, budget: Any, *, exclude: Any = None, num_thre
 def select_entropy(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0):
     """The ``budget`` rows with the largest softmax entropy, largest first, ties to the smaller
     row index (see :func:`select_margin`)."""
+    if _gpu.wants(logits):
+        return _gpu.select_uncertain(logits, _ENTROPY, as_budget(budget), exclude, True)
     x, s = _uncertainty(logits, _ENTROPY, num_threads)
     return _top(x, s, budget, exclude, True, num_threads)
 
@@ -168,6 +182,8 @@ def select_boundary(logits: Any, budget: Any, *, weight: Any = None, exclude: An
     >>> alscale.select_boundary(np.array([[3.0, 0.0], [1.0, 0.8], [0.0, 2.0]]), 1)
     array([1])
     """
+    if _gpu.wants(logits):
+        return _gpu.select_boundary(logits, as_budget(budget), weight, exclude)
     x = as_logits(logits)
     inv = inverse_norms(weight, x.classes)
     s = _core.boundary_scores(x.array, x.bf16, inv, as_threads(num_threads))
@@ -209,6 +225,8 @@ def select_balanced(logits: Any, budget: Any, *, weight: Any = None, exclude: An
     >>> alscale.select_balanced(logits, 2)
     array([1, 3])
     """
+    if _gpu.wants(logits):
+        return _gpu.select_balanced(logits, as_budget(budget), weight, exclude)
     x = as_logits(logits)
     k = min(as_budget(budget), x.rows)  # clipped to the rows left anyway
     inv = inverse_norms(weight, x.classes)

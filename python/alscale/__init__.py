@@ -38,7 +38,44 @@ from .pool import chunked, logits_from_embeddings
 from .distributed import shard_rows
 
 __version__ = getattr(_core, "__version__", "0.0.0")
-HAS_CUDA = False
+
+
+def _gpu_visible() -> bool:
+    """Whether this machine shows an NVIDIA GPU, without importing torch (only asked when the
+    GPU build is missing, to decide whether that deserves a warning)."""
+    import os
+    import sys
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            return bool(torch.cuda.is_available())
+        except Exception:  # pragma: no cover - a broken torch install
+            return False
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus")) > 0
+    except OSError:
+        return False
+
+
+try:  # the GPU kernels are optional: HAS_CUDA says whether this build has them
+    from . import _cuda  # noqa: F401
+
+    HAS_CUDA = True
+except ImportError as _err:
+    HAS_CUDA = False
+    if _gpu_visible():
+        import warnings
+
+        warnings.warn(
+            "alscale was built without its CUDA kernels (alscale._cuda), so CUDA tensors are refused; "
+            "reinstall from source on a machine with the CUDA toolkit (nvcc) to build them "
+            f"({_err})",
+            UserWarning,
+            stacklevel=2,
+        )
 
 __all__ = [
     "HAS_CUDA",

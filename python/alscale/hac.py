@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _core
+from . import _core, _gpu
 from ._arrays import as_float32_points, as_int, as_points, as_threads, unit_rows
 
 __all__ = ["Clustering", "hac_average", "hac_average_graph", "knn_graph"]
@@ -250,6 +250,8 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     if metric != "cosine":
         raise ValueError(f"metric must be 'cosine', got {metric!r}")
     threads = as_threads(num_threads)
+    if method == "exact" and _gpu.wants(x, "x"):  # CUDA points: the GPU kernel, same graph
+        return _gpu.knn_graph(x, as_int(k, "k", minimum=1))
     a = as_points(x)
     kk = as_int(k, "k", minimum=1)
     if kk >= a.shape[0]:

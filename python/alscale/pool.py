@@ -276,7 +276,7 @@ class LocalPool:
             raise self._error
         self.walks += 1
         if not self.chunked:
-            x = as_logits(self.source, allow_empty=True)
+            x = as_logits(self._host(self.source), allow_empty=True)
             self._set_shape(x)
             ids = None if self._row_ids is None else as_row_ids(self._row_ids, x.rows)
             yield Chunk(x, 0, ids, 0, as_exclude(self._exclude, x.rows))
@@ -284,15 +284,26 @@ class LocalPool:
             return
         start = 0
         for part in self.source:
-            x = as_logits(part, name="logits chunk", allow_empty=True)
+            x = as_logits(self._host(part), name="logits chunk", allow_empty=True)
             self._set_shape(x)
             yield self._chunk(x, start, start + x.rows)
             start += x.rows
         self._finish(start)
 
+    def _host(self, part: Any) -> Any:
+        """torch CUDA chunks are read through host memory, one chunk at a time (the sharded and
+        chunked paths run on the CPU kernels); the result goes back to their device."""
+        if _is_torch(part) and part.device.type != "cpu":
+            self._device = part.device
+            return part.detach().to("cpu")
+        return part
+
     def _set_shape(self, x: Logits) -> None:
         if self.classes is None:
             self.classes, self.wrap = x.classes, x.wrap
+            device = getattr(self, "_device", None)
+            if device is not None:
+                self.wrap = lambda a: x.wrap(a).to(device)
         elif x.classes != self.classes:
             raise ValueError(f"logits chunks disagree on the number of classes: {self.classes} and {x.classes}")
 

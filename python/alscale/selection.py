@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _sharded
+from . import _core, _gpu, _sharded
 from ._arrays import as_budget, as_exclude, as_int, as_logits, as_threads, inverse_norms
 from .distributed import Comm
 from .pool import LocalPool, is_chunked
@@ -54,6 +54,8 @@ def margin_scores(logits: Any, *, num_threads: int = 0):
     >>> alscale.margin_scores(np.array([[2.0, 2.0, -1.0], [5.0, 0.0, 0.0]])).round(2)
     array([0.  , 0.98])
     """
+    if _gpu.wants(logits):  # a CUDA tensor / CuPy array: the GPU kernels (num_threads unused)
+        return _gpu.uncertainty_scores(logits, _MARGIN)
     x, s = _uncertainty(logits, _MARGIN, num_threads)
     return x.wrap(s)
 
@@ -67,6 +69,8 @@ def confidence_scores(logits: Any, *, num_threads: int = 0):
     >>> alscale.confidence_scores(np.zeros((1, 4)))
     array([0.25])
     """
+    if _gpu.wants(logits):
+        return _gpu.uncertainty_scores(logits, _CONFIDENCE)
     x, s = _uncertainty(logits, _CONFIDENCE, num_threads)
     return x.wrap(s)
 
@@ -80,6 +84,8 @@ def entropy_scores(logits: Any, *, num_threads: int = 0):
     >>> float(alscale.entropy_scores(np.zeros((1, 4)))[0]) == float(np.log(4))
     True
     """
+    if _gpu.wants(logits):
+        return _gpu.uncertainty_scores(logits, _ENTROPY)
     x, s = _uncertainty(logits, _ENTROPY, num_threads)
     return x.wrap(s)
 
@@ -108,6 +114,8 @@ def boundary_scores(logits: Any, *, weight: Any = None, num_threads: int = 0):
     >>> alscale.boundary_scores(np.array([[3.0, 1.0, 2.5]]))
     array([0.5])
     """
+    if _gpu.wants(logits):
+        return _gpu.boundary_scores(logits, weight)
     x = as_logits(logits)
     inv = inverse_norms(weight, x.classes)
     return x.wrap(_core.boundary_scores(x.array, x.bf16, inv, as_threads(num_threads)))
@@ -173,6 +181,8 @@ def select_margin(logits: Any, budget: Any, *, exclude: Any = None, num_threads:
         threads = as_threads(num_threads)
         return _ranked(logits, budget, _sharded.uncertainty_scorer(_MARGIN, threads), False, exclude, row_ids, group,
                        threads)
+    if _gpu.wants(logits):
+        return _gpu.select_uncertain(logits, _MARGIN, as_budget(budget), exclude, False)
     x, s = _uncertainty(logits, _MARGIN, num_threads)
     return _top(x, s, budget, exclude, False, num_threads)
 
@@ -184,6 +194,8 @@ def select_confidence(logits: Any, budget: Any, *, exclude: Any = None, num_thre
         threads = as_threads(num_threads)
         return _ranked(logits, budget, _sharded.uncertainty_scorer(_CONFIDENCE, threads), False, exclude, row_ids, group,
                        threads)
+    if _gpu.wants(logits):
+        return _gpu.select_uncertain(logits, _CONFIDENCE, as_budget(budget), exclude, False)
     x, s = _uncertainty(logits, _CONFIDENCE, num_threads)
     return _top(x, s, budget, exclude, False, num_threads)
 
@@ -196,6 +208,8 @@ def select_entropy(logits: Any, budget: Any, *, exclude: Any = None, num_threads
         threads = as_threads(num_threads)
         return _ranked(logits, budget, _sharded.uncertainty_scorer(_ENTROPY, threads), True, exclude, row_ids, group,
                        threads)
+    if _gpu.wants(logits):
+        return _gpu.select_uncertain(logits, _ENTROPY, as_budget(budget), exclude, True)
     x, s = _uncertainty(logits, _ENTROPY, num_threads)
     return _top(x, s, budget, exclude, True, num_threads)
 
@@ -215,6 +229,8 @@ def select_boundary(logits: Any, budget: Any, *, weight: Any = None, exclude: An
         threads = as_threads(num_threads)
         return _ranked(logits, budget, _sharded.boundary_scorer(weight, threads), False, exclude, row_ids, group,
                        threads)
+    if _gpu.wants(logits):
+        return _gpu.select_boundary(logits, as_budget(budget), weight, exclude)
     x = as_logits(logits)
     inv = inverse_norms(weight, x.classes)
     s = _core.boundary_scores(x.array, x.bf16, inv, as_threads(num_threads))
@@ -272,6 +288,8 @@ def select_balanced(logits: Any, budget: Any, *, weight: Any = None, exclude: An
         pool = LocalPool(logits, row_ids=row_ids, exclude=exclude)
         wrap, rows = _sharded.balanced(pool, as_budget(budget), weight, Comm(group), as_threads(num_threads))
         return wrap(rows)
+    if _gpu.wants(logits):
+        return _gpu.select_balanced(logits, as_budget(budget), weight, exclude)
     x = as_logits(logits)
     k = min(as_budget(budget), x.rows)  # clipped to the rows left anyway
     inv = inverse_norms(weight, x.classes)

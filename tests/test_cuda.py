@@ -1,0 +1,292 @@
+"""The GPU build: dispatch, interop parsing and errors (run everywhere), and every CUDA kernel
+against the CPU kernel on the same inputs (identical indices; run only where a GPU is visible).
+
+The GPU kernels reproduce the CPU kernels' float operations in the same order, so scores are
+compared for equality, with one documented exception: the entropy's log(s) (the CPU calls the C
+library's logf, the GPU a correctly rounded one), compared to 1e-6 relative.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import alscale
+from alscale import _gpu
+
+torch = pytest.importorskip("torch")
+
+HAS_GPU = alscale.HAS_CUDA and torch.cuda.is_available()
+needs_gpu = pytest.mark.skipif(
+    not HAS_GPU,
+    reason="no CUDA device visible (torch.cuda.is_available() is False) or no GPU build (alscale.HAS_CUDA is False)",
+)
+needs_build = pytest.mark.skipif(not alscale.HAS_CUDA, reason="alscale was built without its CUDA kernels (alscale._cuda)")
+
+
+class FakeDeviceArray:
+    """An object exposing __cuda_array_interface__ (and a CuPy-like .device.id)."""
+
+    class _Dev:
+        def __init__(self, i):
+            self.id = i
+
+    def __init__(self, shape=(4, 3), typestr="<f4", strides=None, device=0, ptr=0x1000):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (ptr, False),
+                                         "strides": strides, "version": 3}
+        self.device = self._Dev(device)
+
+
+# ---- everywhere: flags, parsing, errors ----
+
+
+def test_has_cuda_is_a_bool():
+    assert isinstance(alscale.HAS_CUDA, bool)
+    assert "HAS_CUDA" in alscale.__all__
+
+
+@needs_build
+def test_cuda_module_exposes_the_kernels():
+    from alscale import _cuda
+
+    for name in ("uncertainty_scores", "boundary_scores", "select_topk", "select_balanced", "knn_exact",
+                 "device_count", "pointer_device"):
+        assert callable(getattr(_cuda, name)), name
+    assert isinstance(_cuda.device_count(), int) and _cuda.device_count() >= 0
+    assert _cuda.knn_max_k >= 20
+
+
+@needs_build
+@pytest.mark.skipif(HAS_GPU, reason="checks the behaviour without a usable GPU")
+def test_kernels_raise_without_a_device():
+    from alscale import _cuda
+
+    if _cuda.device_count() > 0:
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(RuntimeError, match="CUDA error"):
+        _cuda.uncertainty_scores(0x1000, 4, 3, 3, 1, 2, 0, 0x2000, 0, 0)
+    with pytest.raises(ValueError, match="dtype"):
+        _cuda.uncertainty_scores(0x1000, 4, 3, 3, 1, 9, 0, 0x2000, 0, 0)
+
+
+def test_parse_interface_fills_c_strides():
+    cai = _gpu.parse_interface({"shape": (5, 3), "typestr": "<f4", "data": (1234, True), "version": 3}, "x")
+    assert cai.ptr == 1234 and cai.readonly and cai.shape == (5, 3)
+    assert cai.strides == (12, 4) and cai.itemsize == 4 and cai.kind == "f"
+    t = _gpu.parse_interface({"shape": (5, 3), "typestr": "<f8", "data": (8, False), "strides": (8, 40)}, "x")
+    assert t.strides == (8, 40)  # a transposed (column-major) view
+    e = _gpu.parse_interface({"shape": (0, 3), "typestr": "<f2", "data": (0, False)}, "x")
+    assert e.shape == (0, 3) and e.strides == (6, 2)
+
+
+@pytest.mark.parametrize(
+    "cai, error, match",
+    [
+        ({"shape": (2, 2), "typestr": "<f4"}, ValueError, "no 'data'"),
+        ({"shape": (2, 2), "typestr": "<f4", "data": (8, False), "mask": object()}, ValueError, "masked"),
+        ({"shape": (2, 2), "typestr": ">f4", "data": (8, False)}, TypeError, "big-endian"),
+        ({"shape": (2, 2), "typestr": "float", "data": (8, False)}, ValueError, "typestr"),
+        ({"shape": (2, 2), "typestr": "<f4", "data": 8}, ValueError, "tuple"),
+        ({"shape": (2, 2), "typestr": "<f4", "data": (0, False)}, ValueError, "null"),
+        ({"shape": (2, 2), "typestr": "<f4", "data": (8, False), "strides": (4,)}, ValueError, "strides"),
+        ({"shape": (-1, 2), "typestr": "<f4", "data": (8, False)}, ValueError, "negative"),
+        ([1, 2], TypeError, "dict"),
+    ],
+)
+def test_parse_interface_errors(cai, error, match):
+    with pytest.raises(error, match=match):
+        _gpu.parse_interface(cai, "logits")
+
+
+def test_device_array_detection():
+    assert _gpu.is_device_array(FakeDeviceArray())
+    assert not _gpu.is_device_array(np.zeros((2, 2)))
+    assert not _gpu.is_device_array(torch.zeros(2, 2))
+    assert not _gpu.wants(np.zeros((2, 2)))
+    assert not _gpu.wants(torch.zeros(2, 2))
+
+
+def test_device_array_without_gpu_build_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(_gpu, "_cuda", None)
+    with pytest.raises(ValueError, match="no GPU kernels"):
+        alscale.margin_scores(FakeDeviceArray())
+    with pytest.raises(ValueError, match="no GPU kernels"):
+        alscale.select_balanced(FakeDeviceArray(), 2)
+    with pytest.raises(ValueError, match="no GPU kernels"):
+        alscale.knn_graph(FakeDeviceArray(), 1)
+
+
+@needs_build
+def test_unknown_device_array_kind_is_a_clear_error():
+    with pytest.raises(TypeError, match="torch tensors and CuPy arrays"):
+        alscale.select_margin(FakeDeviceArray(), 2)
+
+
+def test_mixed_devices_are_refused():
+    with pytest.raises(ValueError, match="exclude is on cuda:1 but logits are on cuda:0"):
+        _gpu.check_same_device("exclude", FakeDeviceArray(device=1), 0)
+    _gpu.check_same_device("weight", FakeDeviceArray(device=0), 0)  # same device: fine
+    _gpu.check_same_device("weight", np.zeros((2, 2)), 0)  # host data: fine (copied)
+
+
+def test_no_gpu_warning_without_a_visible_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert alscale._gpu_visible() is False
+
+
+# ---- on a GPU: every kernel against the CPU kernel ----
+
+DTYPES = ["float16", "bfloat16", "float32", "float64"]
+
+
+def _logits(rows, classes, dtype, seed, ties=False):
+    g = torch.Generator().manual_seed(seed)
+    if ties:  # few distinct values: many equal scores, ties everywhere
+        x = torch.randint(-3, 4, (rows, classes), generator=g).double()
+    else:
+        x = torch.randn(rows, classes, generator=g, dtype=torch.float64) * 4
+    return x.to(getattr(torch, dtype))
+
+
+def _same(gpu, cpu):
+    assert gpu.device.type == "cuda"
+    g, c = gpu.cpu().numpy(), cpu.numpy()
+    assert g.dtype == c.dtype and g.shape == c.shape
+    np.testing.assert_array_equal(g, c)
+
+
+SHAPES = [(1, 1), (5, 1), (37, 2), (100, 7), (257, 9), (1000, 100), (3000, 1000)]
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("ties", [False, True])
+def test_scores_match_cpu(dtype, shape, ties):
+    cpu = _logits(*shape, dtype, seed=shape[0] + shape[1], ties=ties)
+    gpu = cpu.cuda()
+    for fn in (alscale.margin_scores, alscale.confidence_scores, alscale.boundary_scores):
+        _same(fn(gpu), fn(cpu))
+    w = torch.randn(shape[1], 16, dtype=torch.float64)
+    _same(alscale.boundary_scores(gpu, weight=w.cuda()), alscale.boundary_scores(cpu, weight=w))
+    # entropy: log(s) may differ in its last bit (the C library's logf vs a correctly rounded log)
+    e_gpu, e_cpu = alscale.entropy_scores(gpu).cpu().numpy(), alscale.entropy_scores(cpu).numpy()
+    np.testing.assert_allclose(e_gpu, e_cpu, rtol=1e-6 if dtype != "float64" else 1e-14, atol=1e-6)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_logits_match_cpu(dtype):
+    base = _logits(600, 300, dtype, seed=3)
+    views = [lambda t: t[::3, ::2], lambda t: t.t()[:, :250], lambda t: t[10:400, 5:]]
+    for view in views:
+        cpu, gpu = view(base), view(base.cuda())
+        _same(alscale.margin_scores(gpu), alscale.margin_scores(cpu))
+        _same(alscale.select_balanced(gpu, 40), alscale.select_balanced(cpu, 40))
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ties", [False, True])
+def test_selections_match_cpu(dtype, ties):
+    cpu = _logits(4000, 50, dtype, seed=11, ties=ties)
+    gpu = cpu.cuda()
+    w = torch.randn(50, 8, dtype=torch.float64)
+    rng = np.random.default_rng(0)
+    mask = rng.random(4000) < 0.3
+    for exclude_cpu, exclude_gpu in [(None, None), (mask, torch.from_numpy(mask).cuda()),
+                                     (np.flatnonzero(mask), torch.from_numpy(np.flatnonzero(mask)).cuda()),
+                                     (np.flatnonzero(mask), np.flatnonzero(mask))]:
+        for budget in (0, 1, 49, 50, 333, 4000):
+            for fn in (alscale.select_margin, alscale.select_confidence, alscale.select_entropy):
+                _same(fn(gpu, budget, exclude=exclude_gpu), fn(cpu, budget, exclude=exclude_cpu))
+            _same(alscale.select_boundary(gpu, budget, weight=w, exclude=exclude_gpu),
+                  alscale.select_boundary(cpu, budget, weight=w, exclude=exclude_cpu))
+            _same(alscale.select_balanced(gpu, budget, exclude=exclude_gpu),
+                  alscale.select_balanced(cpu, budget, exclude=exclude_cpu))
+            _same(alscale.select_balanced(gpu, budget, weight=w.cuda(), exclude=exclude_gpu),
+                  alscale.select_balanced(cpu, budget, weight=w, exclude=exclude_cpu))
+
+
+@needs_gpu
+def test_balanced_heavy_ties_multi_pass():
+    # Identical rows: every class ranks the rows the same way, so earlier classes take the later
+    # classes' candidates and the CPU state needs extra passes; the GPU must follow it exactly.
+    cpu = torch.zeros(5000, 40)
+    cpu[:, 0] = 1.0
+    for budget in (40, 400, 4000, 5000):
+        _same(alscale.select_balanced(cpu.cuda(), budget), alscale.select_balanced(cpu, budget))
+    cpu = _logits(20000, 3, "float32", seed=5, ties=True)
+    for budget in (3, 3000, 19999):
+        _same(alscale.select_balanced(cpu.cuda(), budget), alscale.select_balanced(cpu, budget))
+
+
+@needs_gpu
+@pytest.mark.parametrize("shape", [(70000, 10), (50000, 1000)])
+def test_balanced_many_chunks_match_cpu(shape):
+    # Pools larger than one candidate chunk: bounds tightened chunk after chunk.
+    cpu = _logits(*shape, "float32", seed=7)
+    for budget in (shape[1], 10 * shape[1], 3333):
+        _same(alscale.select_balanced(cpu.cuda(), budget), alscale.select_balanced(cpu, budget))
+
+
+@needs_gpu
+def test_non_finite_rows_report_the_cpu_row():
+    cpu = _logits(500, 20, "float32", seed=1)
+    cpu[123, 4] = float("nan")
+    cpu[321, 0] = float("inf")
+    for fn in (alscale.margin_scores, alscale.boundary_scores):
+        with pytest.raises(ValueError, match="at row 123"):
+            fn(cpu.cuda())
+    with pytest.raises(ValueError, match="at row 123"):
+        alscale.select_balanced(cpu.cuda(), 10)
+    with pytest.raises(ValueError, match="at row 321"):  # excluded rows are not read
+        alscale.select_balanced(cpu.cuda(), 10, exclude=[123])
+
+
+@needs_gpu
+@pytest.mark.parametrize("n, d, k", [(2, 1, 1), (50, 3, 5), (1000, 17, 20), (3000, 128, 64), (700, 64, 128)])
+def test_knn_graph_matches_cpu(n, d, k):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, d, generator=g)
+    x[n // 2] = x[0]  # an exact duplicate: a tie
+    i_cpu, s_cpu = alscale.knn_graph(x, k)
+    i_gpu, s_gpu = alscale.knn_graph(x.cuda(), k)
+    assert i_gpu.device.type == "cuda"
+    np.testing.assert_array_equal(i_gpu.cpu().numpy(), i_cpu)
+    np.testing.assert_array_equal(s_gpu.cpu().numpy(), s_cpu)
+
+
+@needs_gpu
+def test_results_on_the_input_device_and_stream():
+    cpu = _logits(300, 10, "float32", seed=2)
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        gpu = cpu.cuda()
+        out = alscale.select_balanced(gpu, 10)
+        scores = alscale.margin_scores(gpu)
+    s.synchronize()
+    assert out.device == gpu.device and out.dtype == torch.int64
+    assert scores.device == gpu.device and scores.dtype == torch.float64
+    _same(out, alscale.select_balanced(cpu, 10))
+
+
+@needs_gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_mixed_devices_on_two_gpus():
+    x = _logits(100, 5, "float32", seed=0).to("cuda:0")
+    with pytest.raises(ValueError, match="exclude is on cuda:1 but logits are on cuda:0"):
+        alscale.select_margin(x, 5, exclude=torch.zeros(100, dtype=torch.bool, device="cuda:1"))
+    with pytest.raises(ValueError, match="weight is on cuda:1"):
+        alscale.select_balanced(x, 5, weight=torch.randn(5, 3, device="cuda:1"))
+
+
+@needs_gpu
+def test_cupy_arrays():
+    cupy = pytest.importorskip("cupy")
+    cpu = _logits(400, 12, "float32", seed=4).numpy()
+    gpu = cupy.asarray(cpu)
+    out = alscale.select_balanced(gpu, 24)
+    assert isinstance(out, cupy.ndarray)
+    np.testing.assert_array_equal(cupy.asnumpy(out), alscale.select_balanced(cpu, 24))
+    np.testing.assert_array_equal(cupy.asnumpy(alscale.margin_scores(gpu)), alscale.margin_scores(cpu))

@@ -45,11 +45,7 @@ void check_distinct_rows(const std::vector<Candidate>& candidates) {
     std::vector<int64_t> rows;
     rows.reserve(candidates.size());
     for (const auto& c : candidates) rows.push_back(c.row);
-    std::sort(rows.begin(), rows.end());
-    const auto twice = std::adjacent_find(rows.begin(), rows.end());
-    if (twice != rows.end())
-        throw std::invalid_argument("row " + std::to_string(*twice) +
-                                    " was fed more than once in this pass (overlapping chunks or row_ids?)");
+    check_distinct(std::move(rows), "row ", " was fed more than once in this pass (overlapping chunks or row_ids?)");
 }
 
 template <class T>

@@ -55,17 +55,17 @@ std::vector<Ranked> topk_ranked(const double* scores, int64_t n, int64_t k, cons
 
 std::vector<Ranked> merge_ranked(const double* keys, const int64_t* ids, int64_t n, int64_t k) {
     auto best = topk_scan<Ranked>(n, k, nullptr, 1, [&](int64_t i) { return Ranked{keys[i], ids[i], i}; });
-    // Sorted by (key, id): a row given twice with one key sits next to itself; with two keys
-    // it is found by sorting the ids.
     std::vector<int64_t> seen;
     seen.reserve(best.size());
     for (const auto& r : best) seen.push_back(r.id);
-    std::sort(seen.begin(), seen.end());
-    const auto twice = std::adjacent_find(seen.begin(), seen.end());
-    if (twice != seen.end())
-        throw std::invalid_argument("row id " + std::to_string(*twice) +
-                                    " belongs to more than one shard or chunk (row_ids must be distinct)");
+    check_distinct(std::move(seen), "row id ", " belongs to more than one shard or chunk (row_ids must be distinct)");
     return best;
+}
+
+void check_distinct(std::vector<int64_t> ids, const char* what, const char* why) {
+    std::sort(ids.begin(), ids.end());
+    const auto twice = std::adjacent_find(ids.begin(), ids.end());
+    if (twice != ids.end()) throw std::invalid_argument(what + std::to_string(*twice) + why);
 }
 
 }  // namespace alscale

@@ -36,6 +36,9 @@ inline bool operator<(const Ranked& a, const Ranked& b) { return a.key < b.key |
 std::vector<Ranked> topk_ranked(const double* scores, int64_t n, int64_t k, const uint8_t* exclude, bool largest,
                                 const int64_t* ids, int64_t offset, int num_threads);
 
+// Throws std::invalid_argument("<what> <id><why>") for the first id that appears twice.
+void check_distinct(std::vector<int64_t> ids, const char* what, const char* why);
+
 // The k smallest (keys[i], ids[i]) of candidates gathered from shards or chunks, sorted; pos
 // indexes the inputs. Throws if an id appears twice among them (overlapping shards).
 std::vector<Ranked> merge_ranked(const double* keys, const int64_t* ids, int64_t n, int64_t k);

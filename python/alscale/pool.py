@@ -203,9 +203,6 @@ class Chunk:
     offset: int
     mask: np.ndarray | None
 
-    def global_ids(self, positions: np.ndarray) -> np.ndarray:
-        return self.ids[positions] if self.ids is not None else self.offset + positions
-
 
 class LocalPool:
     """One process's rows of the pool: a matrix or chunks, their global ids, rows excluded.

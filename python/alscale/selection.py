@@ -132,6 +132,19 @@ def _pooled(logits: Any, row_ids: Any, group: Any) -> bool:
     return group is not None or row_ids is not None or is_chunked(logits)
 
 
+def _select_uncertain(logits: Any, budget: Any, kind: int, largest: bool, exclude: Any, num_threads: int, group: Any,
+                      row_ids: Any):
+    """select_margin / select_confidence / select_entropy: sharded or chunked, GPU, or CPU."""
+    if _pooled(logits, row_ids, group):
+        threads = as_threads(num_threads)
+        return _ranked(logits, budget, _sharded.uncertainty_scorer(kind, threads), largest, exclude, row_ids, group,
+                       threads)
+    if _gpu.wants(logits):
+        return _gpu.select_uncertain(logits, kind, as_budget(budget), exclude, largest)
+    x, s = _uncertainty(logits, kind, num_threads)
+    return _top(x, s, budget, exclude, largest, num_threads)
+
+
 def _ranked(logits: Any, budget: Any, scorer: Any, largest: bool, exclude: Any, row_ids: Any, group: Any,
             num_threads: int):
     k = as_budget(budget)
@@ -177,41 +190,20 @@ def select_margin(logits: Any, budget: Any, *, exclude: Any = None, num_threads:
     >>> alscale.select_margin(logits, 2)
     array([1, 2])
     """
-    if _pooled(logits, row_ids, group):
-        threads = as_threads(num_threads)
-        return _ranked(logits, budget, _sharded.uncertainty_scorer(_MARGIN, threads), False, exclude, row_ids, group,
-                       threads)
-    if _gpu.wants(logits):
-        return _gpu.select_uncertain(logits, _MARGIN, as_budget(budget), exclude, False)
-    x, s = _uncertainty(logits, _MARGIN, num_threads)
-    return _top(x, s, budget, exclude, False, num_threads)
+    return _select_uncertain(logits, budget, _MARGIN, False, exclude, num_threads, group, row_ids)
 
 
 def select_confidence(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0, group: Any = None,
                       row_ids: Any = None):
     """The ``budget`` rows with the smallest maximum probability (see :func:`select_margin`)."""
-    if _pooled(logits, row_ids, group):
-        threads = as_threads(num_threads)
-        return _ranked(logits, budget, _sharded.uncertainty_scorer(_CONFIDENCE, threads), False, exclude, row_ids, group,
-                       threads)
-    if _gpu.wants(logits):
-        return _gpu.select_uncertain(logits, _CONFIDENCE, as_budget(budget), exclude, False)
-    x, s = _uncertainty(logits, _CONFIDENCE, num_threads)
-    return _top(x, s, budget, exclude, False, num_threads)
+    return _select_uncertain(logits, budget, _CONFIDENCE, False, exclude, num_threads, group, row_ids)
 
 
 def select_entropy(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0, group: Any = None,
                    row_ids: Any = None):
     """The ``budget`` rows with the largest softmax entropy, largest first, ties to the smaller
     row index (see :func:`select_margin`)."""
-    if _pooled(logits, row_ids, group):
-        threads = as_threads(num_threads)
-        return _ranked(logits, budget, _sharded.uncertainty_scorer(_ENTROPY, threads), True, exclude, row_ids, group,
-                       threads)
-    if _gpu.wants(logits):
-        return _gpu.select_uncertain(logits, _ENTROPY, as_budget(budget), exclude, True)
-    x, s = _uncertainty(logits, _ENTROPY, num_threads)
-    return _top(x, s, budget, exclude, True, num_threads)
+    return _select_uncertain(logits, budget, _ENTROPY, True, exclude, num_threads, group, row_ids)
 
 
 def select_boundary(logits: Any, budget: Any, *, weight: Any = None, exclude: Any = None, num_threads: int = 0,

@@ -206,3 +206,38 @@ def test_chunks_must_agree_on_classes():
         alscale.select_margin(iter([]), 2)
     with pytest.raises(ValueError, match="the pool is empty"):
         alscale.select_balanced([np.zeros((0, 4))], 2)
+
+
+@examples(0.5)
+@given(seed=SEEDS, n=st.integers(0, 300), k=st.integers(0, 320), largest=st.booleans(), ties=st.booleans(),
+       offset=st.integers(0, 2**40), with_ids=st.booleans(), excluded=st.booleans())
+def test_topk_ranked_and_merge_ranked_match_numpy(seed, n, k, largest, ties, offset, with_ids, excluded):
+    """The kernels under chunked and sharded selection: the k smallest (±score, global id),
+    sorted, against numpy's lexsort; merging any split of candidates gives the same."""
+    from alscale import _core
+
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(-3, 4, n).astype(np.float64) if ties else rng.standard_normal(n)
+    ids = rng.permutation(n * 3)[:n].astype(np.int64) if with_ids else None
+    mask = (rng.random(n) < 0.3).astype(np.uint8) if excluded else None
+    gid = ids if with_ids else offset + np.arange(n, dtype=np.int64)
+    key = -scores if largest else scores
+    keep = np.flatnonzero(mask == 0) if excluded else np.arange(n)
+    order = keep[np.lexsort((gid[keep], key[keep]))][:k]
+    keys, got_ids, pos = _core.topk_ranked(scores, k, mask, largest, ids, offset, 2)
+    np.testing.assert_array_equal(pos, order)
+    np.testing.assert_array_equal(got_ids, gid[order])
+    np.testing.assert_array_equal(keys, key[order])
+    cut = int(rng.integers(0, n + 1))
+    parts = [_core.topk_ranked(scores[a:b], k, None if mask is None else mask[a:b], largest,
+                               None if ids is None else ids[a:b], offset + a, 1) for a, b in ((0, cut), (cut, n))]
+    mkeys, mids, mpos = _core.merge_ranked(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), k)
+    np.testing.assert_array_equal(mids, gid[order])
+    np.testing.assert_array_equal(mkeys, key[order])
+
+
+def test_merge_ranked_refuses_a_repeated_id():
+    from alscale import _core
+
+    with pytest.raises(ValueError, match="row id 7 belongs to more than one"):
+        _core.merge_ranked(np.array([0.0, 1.0, 0.5]), np.array([7, 3, 7]), 3)

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from alscale import bench
+from alscale.al import bench
 
 SIZE = os.environ.get("ALSCALE_BENCH_SIZE", "small")
 if SIZE not in bench.SIZES:

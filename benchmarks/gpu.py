@@ -150,7 +150,7 @@ def main() -> None:
     n = 100_000 if args.quick else 1_281_167
     budget = 10_000
     weight = torch.randn(1000, 2048, dtype=torch.float64)
-    inv = torch.from_numpy(alscale._arrays.inverse_norms(weight.numpy(), 1000)).to(dev)
+    inv = torch.from_numpy(alscale._backend.arrays.inverse_norms(weight.numpy(), 1000)).to(dev)
     print(f"\n{'':34s} {'shape':>16s} {'dtype':>9s} {'median':>13s}")
     for dtype in ("float32", "bfloat16"):
         x = (torch.randn(n, 1000, device=dev) * 3).to(getattr(torch, dtype))

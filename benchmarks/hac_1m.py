@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 import alscale
-from alscale.metrics import adjusted_rand_index
+from alscale.al.metrics import adjusted_rand_index
 
 
 def blobs(n: int, d: int, centers: int, seed: int = 0):

@@ -18,7 +18,7 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster
 
 import alscale
-from alscale.metrics import adjusted_rand_index
+from alscale.al.metrics import adjusted_rand_index
 
 
 def blobs(n: int, d: int, centers: int, noise: float, seed: int = 0) -> np.ndarray:

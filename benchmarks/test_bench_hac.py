@@ -18,7 +18,7 @@ import pytest
 from scipy.cluster.hierarchy import cophenet, linkage
 
 import alscale
-from alscale.metrics import adjusted_rand_index
+from alscale.al.metrics import adjusted_rand_index
 
 N = int(os.environ.get("ALSCALE_BENCH_HAC_N", "2000"))
 D = 64

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import alscale
-from alscale import bench
+from alscale.al import bench
 
 # Same rule as conftest.py (which validates the value); not imported from it, since the name
 # `conftest` may be another directory's module.
@@ -190,7 +190,7 @@ def test_margin_numpy_softmax_argpartition(benchmark, data):
 
 @pytest.mark.skipif(FULL_SCALE, reason="the CLI at ImageNet scale is run by hand")
 def test_cli_bench_small(capsys, tmp_path):
-    from alscale import cli
+    from alscale.al import cli
 
     out = tmp_path / "bench.json"
     assert cli.main(["bench", "--size", "small", "--repeats", "1", "--json", str(out)]) == 0

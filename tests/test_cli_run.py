@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from alscale.cli import main
-from alscale.report import CSV_COLUMNS
+from alscale.al.cli import main
+from alscale.al.report import CSV_COLUMNS
 
 SMALL = ["run", "--dataset", "synthetic", "--n", "400", "--dim", "8", "--classes", "4", "--initial", "20",
          "--budget", "10", "--rounds", "2", "--seeds", "2", "--epochs", "5"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import alscale
-from alscale import _gpu
+from alscale._backend import device as _gpu
 
 torch = pytest.importorskip("torch")
 

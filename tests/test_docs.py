@@ -7,20 +7,20 @@ import doctest
 import pytest
 
 import alscale.cluster_margin
-import alscale.datasets
+import alscale.al.datasets
 import alscale.distributed
 import alscale.diversity
 import alscale.hac
-import alscale.loop
-import alscale.metrics
+import alscale.al.loop
+import alscale.al.metrics
 import alscale.pool
 import alscale.selection
-import alscale.strategies
+import alscale.al.strategies
 import alscale.streaming
-import alscale.train
+import alscale.al.train
 
 MODULES = [alscale.selection, alscale.streaming, alscale.hac, alscale.cluster_margin, alscale.diversity,
-           alscale.strategies, alscale.metrics, alscale.datasets, alscale.train, alscale.loop,
+           alscale.al.strategies, alscale.al.metrics, alscale.al.datasets, alscale.al.train, alscale.al.loop,
            alscale.pool, alscale.distributed]
 
 

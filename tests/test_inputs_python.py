@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import alscale
-from alscale import metrics
-from alscale.cli import main
-from alscale.datasets import class_sizes, load_npz, make_synthetic
-from alscale.loop import ActiveLearningLoop
-from alscale.strategies import PoolView, get
-from alscale.train import linear_probe
+from alscale.al import metrics
+from alscale.al.cli import main
+from alscale.al.datasets import class_sizes, load_npz, make_synthetic
+from alscale.al.loop import ActiveLearningLoop
+from alscale.al.strategies import PoolView, get
+from alscale.al.train import linear_probe
 
 SMALL = ["run", "--dataset", "synthetic", "--n", "200", "--dim", "4", "--classes", "3", "--initial", "10",
          "--budget", "5", "--rounds", "1", "--seeds", "1", "--epochs", "2", "--strategies", "random",

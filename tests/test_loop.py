@@ -10,10 +10,10 @@ import struct
 import numpy as np
 import pytest
 
-from alscale import metrics
-from alscale.datasets import Dataset, load_dataset, load_fashion_mnist, load_npz, make_synthetic
-from alscale.loop import ActiveLearningLoop
-from alscale.train import cnn_trainer, light_augment, linear_probe
+from alscale.al import metrics
+from alscale.al.datasets import Dataset, load_dataset, load_fashion_mnist, load_npz, make_synthetic
+from alscale.al.loop import ActiveLearningLoop
+from alscale.al.train import cnn_trainer, light_augment, linear_probe
 
 TIMING = ("train_seconds", "select_seconds")
 

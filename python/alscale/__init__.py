@@ -29,7 +29,7 @@ from .selection import (
     select_margin,
     select_random,
 )
-from . import metrics
+
 from .cluster_margin import select_cluster_margin
 from .hac import Clustering, hac_average, hac_average_graph, knn_graph
 from .diversity import select_badge, select_coreset

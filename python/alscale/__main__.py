@@ -1,3 +1,3 @@
-from .cli import main
+from .al.cli import main
 
 raise SystemExit(main())

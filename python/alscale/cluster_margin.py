@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._arrays import _host_numpy, as_budget, as_exclude, as_int, as_logits, as_seed, as_threads
-from . import _sharded
+from ._backend.arrays import _host_numpy, as_budget, as_exclude, as_int, as_logits, as_seed, as_threads
+from ._backend import sharded as _sharded
 from .distributed import Comm
 from .pool import LocalPool
 from .selection import _MARGIN, _pooled

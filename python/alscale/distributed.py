@@ -42,7 +42,7 @@ def shard_rows(n: int, *, group: Any = None, rank: int | None = None, world_size
     >>> alscale.shard_rows(10, rank=1, world_size=3)
     array([4, 5, 6])
     """
-    from ._arrays import as_int
+    from ._backend.arrays import as_int
 
     n = as_int(n, "n")
     if rank is None or world_size is None:

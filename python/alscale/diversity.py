@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._arrays import (_is_torch, _torch_wrap, as_budget, as_exclude, as_int, as_logits, as_threads, check_finite_rows,
+from ._backend.arrays import (_is_torch, _torch_wrap, as_budget, as_exclude, as_int, as_logits, as_threads, check_finite_rows,
                       real_matrix)
 
 __all__ = ["select_badge", "select_coreset"]

@@ -13,8 +13,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _core, _gpu
-from ._arrays import as_float32_points, as_int, as_points, as_threads, unit_rows
+from . import _core
+from ._backend import device as _gpu
+from ._backend.arrays import as_float32_points, as_int, as_points, as_threads, unit_rows
 
 __all__ = ["Clustering", "hac_average", "hac_average_graph", "knn_graph"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import Logits, _host_numpy, _is_torch, as_exclude, as_int, as_logits, as_row_ids
+from ._backend.arrays import Logits, _host_numpy, _is_torch, as_exclude, as_int, as_logits, as_row_ids
 
 __all__ = ["chunked", "logits_from_embeddings", "EmbeddingLogits"]
 

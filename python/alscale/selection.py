@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _gpu, _sharded
-from ._arrays import as_budget, as_exclude, as_int, as_logits, as_threads, inverse_norms
+from . import _core
+from ._backend import device as _gpu, sharded as _sharded
+from ._backend.arrays import as_budget, as_exclude, as_int, as_logits, as_threads, inverse_norms
 from .distributed import Comm
 from .pool import LocalPool, is_chunked
 

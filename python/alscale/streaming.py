@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._arrays import as_budget, as_exclude, as_int, as_logits, as_row_ids, as_threads, inverse_norms
+from ._backend.arrays import as_budget, as_exclude, as_int, as_logits, as_row_ids, as_threads, inverse_norms
 
 __all__ = ["BalancedSelector"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..selection import select_random
+from ...selection import select_random
 from . import PoolView, Strategy
 
 

@@ -18,7 +18,7 @@ def accuracy(predictions: Any, labels: Any) -> float:
 
     Examples
     --------
-    >>> from alscale.metrics import accuracy
+    >>> from alscale.al.metrics import accuracy
     >>> accuracy([0, 1, 2, 2], [0, 1, 1, 2])
     0.75
     """
@@ -60,7 +60,7 @@ def per_class_accuracy(predictions: Any, labels: Any, num_classes: int) -> np.nd
 
     Examples
     --------
-    >>> from alscale.metrics import per_class_accuracy
+    >>> from alscale.al.metrics import per_class_accuracy
     >>> per_class_accuracy([0, 1, 0], [0, 1, 1], 3).tolist()
     [1.0, 0.5, nan]
     """
@@ -81,7 +81,7 @@ def class_counts(labels: Any, num_classes: int) -> np.ndarray:
 
     Examples
     --------
-    >>> from alscale.metrics import class_counts
+    >>> from alscale.al.metrics import class_counts
     >>> class_counts([2, 0, 2], 4).tolist()
     [1, 0, 2, 0]
     """
@@ -104,7 +104,7 @@ def balance(counts: Any) -> dict:
 
     Examples
     --------
-    >>> from alscale.metrics import balance
+    >>> from alscale.al.metrics import balance
     >>> {k: round(v, 4) for k, v in balance([4, 2, 0]).items()}
     {'empty_classes': 1, 'imbalance_ratio': 2.0, 'label_entropy': 0.5794}
     """
@@ -131,7 +131,7 @@ def adjusted_rand_index(a: Any, b: Any) -> float:
 
     Examples
     --------
-    >>> from alscale.metrics import adjusted_rand_index
+    >>> from alscale.al.metrics import adjusted_rand_index
     >>> adjusted_rand_index([0, 0, 1, 1], [1, 1, 0, 0])
     1.0
     >>> adjusted_rand_index([0], [5])

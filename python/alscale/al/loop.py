@@ -15,8 +15,8 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import numpy as np
 
 from . import metrics
-from ._arrays import as_int
-from .distributed import Comm, shard_rows
+from .._backend.arrays import as_int
+from ..distributed import Comm, shard_rows
 from .strategies import PoolView, Strategy, get
 
 __all__ = ["ActiveLearningLoop"]
@@ -58,9 +58,9 @@ class ActiveLearningLoop:
 
     Parameters
     ----------
-    dataset : alscale.datasets.Dataset
-    strategy : str or alscale.strategies.Strategy
-    trainer : alscale.train.TorchTrainer (or anything with setup / fit / predict / head_weight)
+    dataset : alscale.al.datasets.Dataset
+    strategy : str or alscale.al.strategies.Strategy
+    trainer : alscale.al.train.TorchTrainer (or anything with setup / fit / predict / head_weight)
     initial, budget, rounds : int
     seed : int
         Seeds the initial set, the strategy's draws and the training; same seed, same run.
@@ -77,9 +77,9 @@ class ActiveLearningLoop:
 
     Examples
     --------
-    >>> from alscale.datasets import make_synthetic
-    >>> from alscale.loop import ActiveLearningLoop
-    >>> from alscale.train import linear_probe
+    >>> from alscale.al.datasets import make_synthetic
+    >>> from alscale.al.loop import ActiveLearningLoop
+    >>> from alscale.al.train import linear_probe
     >>> data = make_synthetic(400, 8, 4, seed=0)
     >>> loop = ActiveLearningLoop(data, "margin", linear_probe(epochs=5), initial=20, budget=10, rounds=2)
     >>> [r["n_labeled"] for r in loop.run()]
@@ -228,7 +228,7 @@ class ActiveLearningLoop:
             self.trainer.setup(self.dataset, self.seed)
             self._setup_done = True
         if self.labeled_order.size == 0:
-            from .selection import select_random
+            from ..selection import select_random
 
             self.labeled_order = select_random(n, self.initial, seed=_round_rng(self.seed, 0, 0))
         while not self.finished:

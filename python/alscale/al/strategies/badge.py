@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..diversity import select_badge
+from ...diversity import select_badge
 from . import PoolView, Strategy
 
 

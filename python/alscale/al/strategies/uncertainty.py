@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..selection import select_confidence, select_entropy, select_margin
+from ...selection import select_confidence, select_entropy, select_margin
 from . import PoolView, Strategy
 
 

@@ -30,7 +30,7 @@ def check_num_threads(num_threads: Any, name: str = "num_threads") -> Optional[i
     """None or 0 (keep torch's setting), or 1 .. :func:`max_threads`."""
     if num_threads is None:
         return None
-    from ._arrays import as_int
+    from .._backend.arrays import as_int
 
     n = as_int(num_threads, name)
     if n > max_threads():
@@ -120,7 +120,7 @@ def SmallCNN(num_classes: int = 10, channels: int = 1, width: int = 16, embeddin
 
 
 class TorchTrainer:
-    """Trains a torch model on the labeled rows of a :class:`~alscale.datasets.Dataset`.
+    """Trains a torch model on the labeled rows of a :class:`~alscale.al.datasets.Dataset`.
 
     Parameters
     ----------
@@ -156,8 +156,8 @@ class TorchTrainer:
 
     Examples
     --------
-    >>> from alscale.datasets import make_synthetic
-    >>> from alscale.train import linear_probe
+    >>> from alscale.al.datasets import make_synthetic
+    >>> from alscale.al.train import linear_probe
     >>> data = make_synthetic(300, 4, 3, imbalance=1, seed=0)
     >>> t = linear_probe(epochs=20)
     >>> t.setup(data, seed=0)

@@ -8,7 +8,7 @@ only that. Adding a strategy is one module: subclass :class:`Strategy` with a ``
 Examples
 --------
 >>> import numpy as np
->>> from alscale.strategies import PoolView, available, get
+>>> from alscale.al.strategies import PoolView, available, get
 >>> "base" in available() and "coreset" in available()
 True
 >>> s = get("margin")

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 try:  # the GPU build is optional
-    from . import _cuda
+    from .. import _cuda
 except ImportError:  # pragma: no cover - depends on the build
     _cuda = None
 
-from ._arrays import _device_error, _is_torch, as_exclude, as_points, inverse_norms, unit_rows
+from .arrays import _device_error, _is_torch, as_exclude, as_points, inverse_norms, unit_rows
 
 # dtype codes of the kernels (csrc/common.hpp DType)
 _F16, _BF16, _F32, _F64 = 0, 1, 2, 3

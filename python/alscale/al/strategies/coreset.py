@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..diversity import select_coreset
+from ...diversity import select_coreset
 from . import PoolView, Strategy
 
 

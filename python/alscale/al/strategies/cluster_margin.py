@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cluster_margin import select_cluster_margin
-from ..hac import hac_average
+from ...cluster_margin import select_cluster_margin
+from ...hac import hac_average
 from . import PoolView, Strategy
 
 

@@ -17,10 +17,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _core
-from ._arrays import Logits, _numpy_wrap, inverse_norms
-from .distributed import Comm
-from .pool import LocalPool
+from .. import _core
+from .arrays import Logits, _numpy_wrap, inverse_norms
+from ..distributed import Comm
+from ..pool import LocalPool
 
 Scorer = Callable[[Logits], np.ndarray]
 
@@ -88,7 +88,7 @@ def ranked(pool: LocalPool, k: int, scorer: Scorer, largest: bool, comm: Comm, n
 
 def balanced(pool: LocalPool, budget: int, weight: Any, comm: Comm, num_threads: int):
     """BASE over a local pool, exact across chunks and ranks."""
-    from .streaming import BalancedSelector
+    from ..streaming import BalancedSelector
 
     selector: BalancedSelector | None = None
     while True:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..selection import select_boundary
+from ...selection import select_boundary
 from . import PoolView, Strategy
 
 

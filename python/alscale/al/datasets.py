@@ -102,7 +102,7 @@ def load_fashion_mnist(data_dir: Optional[str] = None) -> Dataset:
 
     Examples
     --------
-    >>> from alscale.datasets import load_fashion_mnist
+    >>> from alscale.al.datasets import load_fashion_mnist
     >>> load_fashion_mnist("/nonexistent")
     Traceback (most recent call last):
     ...
@@ -187,7 +187,7 @@ def load_npz(path: str, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset
     Examples
     --------
     >>> import numpy as np, tempfile, os
-    >>> from alscale.datasets import load_npz
+    >>> from alscale.al.datasets import load_npz
     >>> path = os.path.join(tempfile.mkdtemp(), "emb.npz")
     >>> np.savez(path, X=np.random.default_rng(0).normal(size=(100, 8)), y=np.arange(100) % 4)
     >>> d = load_npz(path)
@@ -268,7 +268,7 @@ def make_synthetic(
 
     Examples
     --------
-    >>> from alscale.datasets import make_synthetic
+    >>> from alscale.al.datasets import make_synthetic
     >>> d = make_synthetic(1000, 8, 5, imbalance=10, seed=0)
     >>> d.x.shape, d.x.dtype, int((d.y == 0).sum()) > 5 * int((d.y == 4).sum())
     ((1000, 8), dtype('float32'), True)

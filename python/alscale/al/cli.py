@@ -181,7 +181,7 @@ def _run_checked(args: argparse.Namespace) -> int:
         raise ValueError(f"--model cnn needs images; {data.name} holds feature vectors: use --model linear")
 
     # Under torchrun every rank runs this; rank 0 trains, reports and writes (docs/scale.md).
-    from .distributed import Comm, init_from_env
+    from ..distributed import Comm, init_from_env
 
     group = init_from_env(args.device)
     try:
@@ -279,7 +279,7 @@ def _run_ranks(args: argparse.Namespace, data, names: list, group, rank: int) ->
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from alscale import bench
+    from . import bench
 
     rows = bench.run_bench(
         size=args.size,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..selection import select_balanced
+from ...selection import select_balanced
 from . import PoolView, Strategy
 
 

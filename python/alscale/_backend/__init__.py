@@ -1,0 +1,1 @@
+"""The backend layer: every public call validates its inputs here once and runs on one backend."""

@@ -179,18 +179,32 @@ PYBIND11_MODULE(_core, m) {
     m.attr("openmp") = false;
 #endif
     m.def("max_threads", [] { return thread_count(0); });
+
+    // The kernels' enums, shared with Python (never copied there as magic numbers).
+    py::enum_<Uncertainty>(m, "Uncertainty", "softmax uncertainty scores")
+        .value("margin", Uncertainty::margin)
+        .value("confidence", Uncertainty::confidence)
+        .value("entropy", Uncertainty::entropy);
+    py::enum_<DType>(m, "DType", "element types of logits matrices (bf16: bfloat16 bits)")
+        .value("f16", DType::f16)
+        .value("bf16", DType::bf16)
+        .value("f32", DType::f32)
+        .value("f64", DType::f64);
+    py::enum_<HacMetric>(m, "Metric", "distances of exact average-linkage HAC")
+        .value("euclidean", HacMetric::euclidean)
+        .value("sqeuclidean", HacMetric::sqeuclidean)
+        .value("cosine", HacMetric::cosine);
     m.def("default_extra", &default_extra, py::arg("num_classes"), py::arg("budget"));
 
     m.def(
         "uncertainty_scores",
-        [](const py::array& logits, bool bf16, int kind, int num_threads) {
+        [](const py::array& logits, bool bf16, Uncertainty kind, int num_threads) {
             const Matrix x = matrix_view(logits, bf16);
-            if (kind < 0 || kind > 2) throw std::invalid_argument("unknown uncertainty kind");
             py::array_t<double> out(static_cast<py::ssize_t>(x.rows));
             double* o = out.mutable_data();
             {
                 py::gil_scoped_release nogil;
-                uncertainty_scores(x, static_cast<Uncertainty>(kind), o, num_threads);
+                uncertainty_scores(x, kind, o, num_threads);
             }
             return out;
         },

@@ -53,7 +53,10 @@ class Rule:
     def true_scores(self, scores: np.ndarray, classes: int) -> np.ndarray:
         """Scores as the user reads them (the head's power-of-two shift undone)."""
         shift = 0 if self.head is None else self.head.shift(classes)
-        return np.ldexp(scores, shift) if shift else scores
+        if not shift:
+            return scores
+        with np.errstate(over="ignore", under="ignore"):  # beyond float64: inf (or 0), the true value rounded
+            return np.ldexp(scores, shift)
 
 
 def margin() -> Rule:

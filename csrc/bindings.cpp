@@ -12,6 +12,7 @@
 #include "cluster_margin.hpp"
 #include "coreset.hpp"
 #include "graph_hac.hpp"
+#include "head.hpp"
 #include "hac.hpp"
 #include "knn.hpp"
 #include "scoring.hpp"
@@ -209,6 +210,21 @@ PYBIND11_MODULE(_core, m) {
             return out;
         },
         py::arg("logits"), py::arg("bf16"), py::arg("kind"), py::arg("num_threads") = 0);
+
+    m.def(
+        "inverse_norms",
+        [](const F64Array& weight, int num_threads) {
+            if (weight.ndim() != 2) throw std::invalid_argument("weight must be 2-D");
+            const int64_t C = weight.shape(0), D = weight.shape(1);
+            py::array_t<double> out({static_cast<py::ssize_t>(C), static_cast<py::ssize_t>(C)});
+            double* o = out.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                inverse_norms(weight.data(), C, D, o, num_threads);
+            }
+            return out;
+        },
+        py::arg("weight"), py::arg("num_threads") = 0);
 
     m.def(
         "boundary_scores",

@@ -148,3 +148,20 @@ def test_library_import_does_not_import_torch():
 def test_reference_agrees_on_negative_exclusions():
     scores = ref.margin_scores(X)
     assert ref.topk_smallest(scores, 5, exclude=[-1]).tolist() == alscale.select_margin(X, 5, exclude=[-1]).tolist()
+
+
+def test_inverse_norms_kernel_is_the_reference_and_thread_independent():
+    """csrc/head.cpp: the Gram matrix in lane order, direct norms where it cancels, no BLAS."""
+    from alscale import _core
+
+    rng = np.random.default_rng(3)
+    for C, D in [(1, 1), (2, 3), (33, 7), (70, 40)]:  # 70 rows: several tiles, a ragged last one
+        w = rng.standard_normal((C, D))
+        if C > 4:
+            w[3] = w[1]
+            w[4] = w[2] * (1 + 2e-16)
+        expected = ref.inverse_norms(w, C)
+        for threads in (1, 2):
+            got = _core.inverse_norms(w, threads)
+            np.testing.assert_array_equal(got, expected)
+            np.testing.assert_array_equal(got, got.T)

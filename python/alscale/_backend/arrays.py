@@ -313,37 +313,17 @@ def inverse_norms(weight: Any, classes: int) -> np.ndarray | None:
 
 
 def _inverse_norms64(w: np.ndarray) -> HeadNorms:
-    """Uses the Gram matrix G = W Wᵀ (one BLAS call): ||w_p - w_c||² = G_pp + G_cc - 2 G_pc, except
-    for the pairs where that difference cancels (n² <= 1e-6 (G_pp + G_cc): nearly or exactly equal
-    rows), whose norm is computed directly from w_p - w_c. Weights beyond 2^±400 are first scaled
-    by a power of two (exact), so the Gram matrix never overflows or underflows. Memory: the
-    C x C result and row blocks (no other C x C temporary)."""
+    """The C x C table from the kernel (csrc/head.hpp: Gram matrix in a fixed lane order, direct
+    norms where it cancels; no BLAS, no other C x C temporary). Weights beyond 2^±400 are first
+    scaled by a power of two (exact), so the Gram matrix never overflows or underflows."""
+    from .. import _core
+
     top = float(np.abs(w).max(initial=0.0))
     e = 0
     if top > 2.0**400 or 0.0 < top < 2.0**-400:
         e = int(np.frexp(top)[1])
         w = np.ldexp(w, -e)  # exact
-    g = w @ w.T
-    d = np.diag(g).copy()
-    block = max(1, (1 << 22) // max(1, g.shape[0]))
-    for s in range(0, g.shape[0], block):  # ||w_p - w_c||² in place, in bounded row blocks
-        rows = g[s : s + block]
-        total = d[s : s + block, None] + d[None, :]
-        rows[...] = total - 2.0 * rows
-        risky = rows <= 1e-6 * total  # nearly or exactly equal rows: their norm directly
-        p, c = np.nonzero(risky)
-        p += s
-        keep = p != c
-        p, c = p[keep], c[keep]
-        for t in range(0, p.size, 4096):
-            ps, cs = p[t : t + 4096], c[t : t + 4096]
-            diff = w[ps] - w[cs]
-            g[ps, cs] = np.einsum("ij,ij->i", diff, diff)
-    pos = g > 0
-    np.sqrt(g, out=g)
-    np.divide(1.0, g, out=g, where=pos)
-    g[~pos] = np.inf
-    np.fill_diagonal(g, np.inf)
+    g = _core.inverse_norms(w)
     if e:
         with np.errstate(over="ignore", under="ignore"):
             true = np.ldexp(g, -e)  # the true values, unless they leave float64's range

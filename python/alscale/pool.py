@@ -7,80 +7,15 @@ objects made here) one chunk at a time, through the chunked backend (alscale._ba
 
 from __future__ import annotations
 
-import mmap
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from ._backend.arrays import _host_numpy, _is_torch, as_int, check_finite_rows
+from ._backend.chunks import ChunkedArray, default_chunk_rows, release_pages
 
-__all__ = ["chunked", "logits_from_embeddings", "EmbeddingLogits"]
-
-# Bytes of logits per chunk read from a memmap: large enough for full-speed kernels and few
-# Python round trips, small enough to bound memory.
-CHUNK_BYTES = 256 << 20
-
-
-def default_chunk_rows(row_bytes: int) -> int:
-    return max(1, CHUNK_BYTES // max(1, row_bytes))
-
-
-def _mapping(a: np.ndarray) -> tuple[mmap.mmap, int] | None:
-    """The mmap behind a memmap view and the view's byte offset into it (None if not mapped)."""
-    base: Any = a
-    while isinstance(base, np.ndarray):
-        base = base.base
-    if not isinstance(base, mmap.mmap):
-        return None
-    start = np.frombuffer(base, dtype=np.uint8, count=0).__array_interface__["data"][0]
-    return base, a.__array_interface__["data"][0] - start
-
-
-def release_pages(chunk: np.ndarray) -> None:
-    """Drop a memmap chunk's pages from this process (they stay in the page cache), so that
-    reading a file larger than memory keeps the resident set at one chunk."""
-    found = _mapping(chunk)
-    if found is None or not hasattr(mmap, "MADV_DONTNEED") or chunk.size == 0:
-        return
-    mm, offset = found
-    page = mmap.PAGESIZE
-    nbytes = (chunk.shape[0] - 1) * abs(chunk.strides[0]) + chunk.itemsize * (chunk.shape[1] if chunk.ndim > 1 else 1)
-    lo = max(0, offset - offset % page)
-    hi = min(len(mm), offset + nbytes)
-    if hi > lo:
-        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-
-
-class ChunkedArray:
-    """An (N, C) array (memmap, numpy or CPU torch) seen as consecutive row chunks.
-
-    Re-iterable: each ``iter()`` walks the rows again. Memmap chunks are released after use,
-    so selection over a file larger than memory keeps one chunk resident.
-    """
-
-    def __init__(self, array: Any, chunk_rows: Any = None):
-        if not _is_torch(array) and not isinstance(array, np.ndarray):
-            array = np.asarray(array)
-        if len(array.shape) != 2:
-            raise ValueError(f"logits must be 2-D (rows, classes), got shape {tuple(array.shape)}")
-        self.array = array
-        row_bytes = int(array.shape[1]) * int(array.element_size() if _is_torch(array) else array.itemsize)
-        self.chunk_rows = (
-            default_chunk_rows(row_bytes) if chunk_rows is None else as_int(chunk_rows, "chunk_rows", minimum=1)
-        )
-
-    def __len__(self) -> int:
-        return int(self.array.shape[0])
-
-    def __iter__(self) -> Iterator[Any]:
-        n = len(self)
-        for start in range(0, n, self.chunk_rows):
-            chunk = self.array[start : start + self.chunk_rows]
-            yield chunk
-            if isinstance(chunk, np.ndarray):
-                release_pages(chunk)
-
+__all__ = ["chunked", "logits_from_embeddings", "ChunkedArray", "EmbeddingLogits", "release_pages"]
 
 def chunked(array: Any, chunk_rows: Any = None) -> ChunkedArray:
     """An (N, C) logits array as a re-iterable of row chunks (for the selection functions).
@@ -114,6 +49,8 @@ class EmbeddingLogits:
     chunk_rows : int, optional
         Rows per chunk; default keeps a chunk of logits near 256 MiB.
     """
+
+    chunk_source = True  # read chunk by chunk by every selection function (alscale._backend.chunks)
 
     def __init__(self, embeddings: Any, weight: Any, bias: Any = None, *, chunk_rows: Any = None):
         try:
@@ -191,14 +128,3 @@ def logits_from_embeddings(embeddings: Any, weight: Any, bias: Any = None, *, ch
     True
     """
     return EmbeddingLogits(embeddings, weight, bias, chunk_rows=chunk_rows)
-
-
-def is_chunked(logits: Any) -> bool:
-    """True for chunk sources (memmaps, iterables of 2-D chunks); False for one in-memory matrix."""
-    if isinstance(logits, (ChunkedArray, EmbeddingLogits, np.memmap)):
-        return True
-    if isinstance(logits, np.ndarray) or _is_torch(logits) or hasattr(logits, "__array__"):
-        return False
-    if isinstance(logits, (list, tuple)):
-        return len(logits) > 0 and len(getattr(logits[0], "shape", ())) == 2
-    return isinstance(logits, Iterable)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..pool import is_chunked
+from .chunks import is_chunked
 from . import device
 from .arrays import as_threads
 from .host import HostPool

@@ -6,18 +6,97 @@ row inside a chunk is renamed to the pool row."""
 
 from __future__ import annotations
 
+import mmap
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..pool import ChunkedArray, is_chunked
-from .arrays import Exclusion, Logits, _is_torch, as_logits, as_row_ids
+from .arrays import Exclusion, Logits, _is_torch, as_int, as_logits, as_row_ids
 
 _NON_FINITE = re.compile(r"logits contain NaN or inf at row (\d+)$")
+
+# Bytes of logits per chunk read from a memmap: large enough for full-speed kernels and few
+# Python round trips, small enough to bound memory.
+CHUNK_BYTES = 256 << 20
+
+
+def default_chunk_rows(row_bytes: int) -> int:
+    return max(1, CHUNK_BYTES // max(1, row_bytes))
+
+
+def _mapping(a: np.ndarray) -> tuple[mmap.mmap, int] | None:
+    """The mmap behind a memmap view and the view's byte offset into it (None if not mapped)."""
+    base: Any = a
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if not isinstance(base, mmap.mmap):
+        return None
+    start = np.frombuffer(base, dtype=np.uint8, count=0).__array_interface__["data"][0]
+    return base, a.__array_interface__["data"][0] - start
+
+
+def release_pages(chunk: np.ndarray) -> None:
+    """Drop a memmap chunk's pages from this process (they stay in the page cache), so that
+    reading a file larger than memory keeps the resident set at one chunk."""
+    found = _mapping(chunk)
+    if found is None or not hasattr(mmap, "MADV_DONTNEED") or chunk.size == 0:
+        return
+    mm, offset = found
+    page = mmap.PAGESIZE
+    nbytes = (chunk.shape[0] - 1) * abs(chunk.strides[0]) + chunk.itemsize * (chunk.shape[1] if chunk.ndim > 1 else 1)
+    lo = max(0, offset - offset % page)
+    hi = min(len(mm), offset + nbytes)
+    if hi > lo:
+        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
+class ChunkedArray:
+    """An (N, C) array (memmap, numpy or CPU torch) seen as consecutive row chunks.
+
+    Re-iterable: each ``iter()`` walks the rows again. Memmap chunks are released after use,
+    so selection over a file larger than memory keeps one chunk resident.
+    """
+
+    chunk_source = True  # read chunk by chunk by every selection function
+
+    def __init__(self, array: Any, chunk_rows: Any = None):
+        if not _is_torch(array) and not isinstance(array, np.ndarray):
+            array = np.asarray(array)
+        if len(array.shape) != 2:
+            raise ValueError(f"logits must be 2-D (rows, classes), got shape {tuple(array.shape)}")
+        self.array = array
+        row_bytes = int(array.shape[1]) * int(array.element_size() if _is_torch(array) else array.itemsize)
+        self.chunk_rows = (
+            default_chunk_rows(row_bytes) if chunk_rows is None else as_int(chunk_rows, "chunk_rows", minimum=1)
+        )
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    def __iter__(self) -> Iterator[Any]:
+        n = len(self)
+        for start in range(0, n, self.chunk_rows):
+            chunk = self.array[start : start + self.chunk_rows]
+            yield chunk
+            if isinstance(chunk, np.ndarray):
+                release_pages(chunk)
+
+
+def is_chunked(logits: Any) -> bool:
+    """True for chunk sources (memmaps, iterables of 2-D chunks); False for one in-memory matrix."""
+    if isinstance(logits, np.memmap) or getattr(type(logits), "chunk_source", False):
+        return True
+    if isinstance(logits, np.ndarray) or _is_torch(logits) or hasattr(logits, "__array__"):
+        return False
+    if isinstance(logits, (list, tuple)):
+        return len(logits) > 0 and len(getattr(logits[0], "shape", ())) == 2
+    return isinstance(logits, Iterable)
+
+
 
 
 @dataclass
@@ -51,7 +130,7 @@ def _known_rows(source: Any, chunked: bool) -> int | None:
     """The local pool's row count where it is known before reading (None for an iterator)."""
     if not chunked:
         return int(getattr(source, "shape", None)[0] if hasattr(source, "shape") else np.shape(source)[0])
-    if isinstance(source, ChunkedArray) or hasattr(source, "num_classes"):  # ChunkedArray, EmbeddingLogits
+    if getattr(type(source), "chunk_source", False):  # ChunkedArray, EmbeddingLogits: their rows
         return len(source)
     if isinstance(source, (list, tuple)) and all(hasattr(p, "shape") for p in source):
         return sum(int(p.shape[0]) for p in source)

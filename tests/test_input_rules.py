@@ -165,3 +165,23 @@ def test_inverse_norms_kernel_is_the_reference_and_thread_independent():
             got = _core.inverse_norms(w, threads)
             np.testing.assert_array_equal(got, expected)
             np.testing.assert_array_equal(got, got.T)
+
+
+def test_meta_device_tensors_are_refused_clearly():
+    torch = pytest.importorskip("torch")
+    meta = torch.empty((5, 3), device="meta")
+    for call in (lambda: alscale.select_margin(meta, 2), lambda: alscale.select_balanced(meta, 2),
+                 lambda: alscale.margin_scores(meta), lambda: alscale.select_boundary(np.eye(3), 1, weight=meta[:3])):
+        with pytest.raises(ValueError, match="meta-device tensor"):
+            call()
+
+
+def test_logits_from_embeddings_names_a_bad_weight_or_bias():
+    pytest.importorskip("torch")
+    z = RNG.standard_normal((10, 3)).astype(np.float32)
+    w = RNG.standard_normal((4, 3))
+    w[2, 0] = np.nan
+    with pytest.raises(ValueError, match="weight contains NaN or inf at row 2"):
+        alscale.logits_from_embeddings(z, w)
+    with pytest.raises(ValueError, match="bias contains NaN or inf at class 1"):
+        alscale.logits_from_embeddings(z, np.ones((4, 3)), np.array([0.0, np.inf, 0.0, 0.0]))

@@ -50,6 +50,8 @@ def _torch_wrap(a: np.ndarray):
 
 
 def _device_error(name: str, device: Any) -> Exception:
+    if getattr(device, "type", "") == "meta":
+        return ValueError(f"{name} is a meta-device tensor: it has a shape but no data; pass a materialised tensor")
     if getattr(device, "type", "") == "cuda":
         return ValueError(
             f"{name} is a CUDA tensor ({device}), but this alscale build has no GPU kernels "

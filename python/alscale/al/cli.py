@@ -165,6 +165,8 @@ def _add_run(sub) -> None:
 def _run(args: argparse.Namespace) -> int:
     try:
         return _run_checked(args)
+    except BrokenPipeError:  # stdout's reader went away: main ends quietly
+        raise
     except (ValueError, TypeError, OSError) as err:
         print(f"alscale run: error: {err}", file=sys.stderr)
         return 2

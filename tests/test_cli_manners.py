@@ -70,7 +70,8 @@ def test_ctrl_c_prints_the_resume_command_and_the_resumed_run_is_the_same(tmp_pa
 
 def test_sigint_exits_130_with_one_line(tmp_path):
     out = tmp_path / "res"
-    args = [*SMALL[:SMALL.index("--rounds")], "--rounds", "30", *SMALL[SMALL.index("--rounds") + 2:], "--out", str(out)]
+    long = {"--n": "5000", "--rounds": "900"}  # far more rounds than the few seconds before the signal
+    args = [long.get(prev, w) for prev, w in zip([None, *SMALL], SMALL)] + ["--out", str(out)]
     proc = _alscale(*args)
     try:
         deadline = time.monotonic() + 240

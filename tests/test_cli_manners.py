@@ -196,3 +196,27 @@ def test_list_describes_every_strategy(capsys):
     assert described["cluster-margin"].startswith("Clusters the pool once")
     assert described["margin"] == "Uncertainty sampling on the softmax of the logits."
     assert all(0 < len(d) <= 100 for d in described.values()), described
+
+
+def test_results_csv_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    import csv
+
+    from alscale.al import report
+
+    path = tmp_path / "results.csv"
+    record = {"strategy": "random", "seed": 0, "round": 0, "n_labeled": 10, "test_accuracy": 0.5}
+    report.write_csv(path, [record])
+    before = path.read_text()
+    real, rows = csv.DictWriter.writerow, []
+
+    def interrupted(self, row):
+        rows.append(row)
+        if len(rows) == 3:  # the header, one record, then Ctrl-C
+            raise KeyboardInterrupt
+        return real(self, row)
+
+    monkeypatch.setattr(csv.DictWriter, "writerow", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_csv(path, [record] * 5)
+    assert path.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]

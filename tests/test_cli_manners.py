@@ -192,10 +192,40 @@ def test_list_describes_every_strategy(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == strategies.available()
     described = {line.split()[0]: line.split(None, 1)[1] for line in lines}
-    assert described["base"].startswith("BASE, balanced selection")
-    assert described["cluster-margin"].startswith("Clusters the pool once")
-    assert described["margin"] == "Uncertainty sampling on the softmax of the logits."
-    assert all(0 < len(d) <= 100 for d in described.values()), described
+    assert all(0 < len(d) <= 100 and d != "(no description)" for d in described.values()), described
+    assert "BASE" in described["base"] and "pool" in described["cluster-margin"], described
+
+
+def test_strategy_summary_rule(monkeypatch):
+    """The first sentence of the class's own docstring (roles and ``literals`` unwrapped), else
+    of its module's after the 'name, name:' prefix; at most 100 characters."""
+    import types
+
+    from alscale.al.cli import _summary
+    from alscale.al.strategies import Strategy
+
+    class WithDoc(Strategy):  # no name: not registered
+        """Picks rows by :func:`alscale.select_margin` with ``k``, e.g. ten of them. More text
+        here.
+
+        Details."""
+
+    WithDoc.name = "with-doc"
+    assert _summary(WithDoc) == "Picks rows by alscale.select_margin with k, e.g. ten of them."
+
+    class NoDoc(Strategy):
+        pass
+
+    NoDoc.name = "no-doc"
+    module = types.ModuleType("fake_strategies")
+    module.__doc__ = "other, no-doc: the module's summary. More."
+    monkeypatch.setitem(sys.modules, "fake_strategies", module)
+    NoDoc.__module__ = "fake_strategies"
+    assert _summary(NoDoc) == "The module's summary."
+    module.__doc__ = "other: not about no-doc."
+    assert _summary(NoDoc) == "(no description)"
+    WithDoc.__doc__ = "A long one " + "word " * 40 + "end."
+    assert len(_summary(WithDoc)) <= 100 and _summary(WithDoc).endswith("...")
 
 
 def test_results_csv_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):

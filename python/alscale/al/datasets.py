@@ -240,7 +240,9 @@ def _as_features(a: np.ndarray, name: str, path) -> np.ndarray:
 def load_npz(path: str, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """A user's own embeddings from an .npz: arrays ``X`` (N, D) and ``y`` (N,), optionally
     ``X_test`` and ``y_test``; without them a seeded random ``test_fraction`` of the rows is the
-    test split.
+    test split. Labels are class indices 0..C-1 (C = the largest label + 1, at most 10**7), at
+    least half of which occur in ``y`` or ``y_test``: sparse labels (ids such as 3, 1000, 10**6)
+    are refused with a ValueError that says how to renumber them, never renumbered silently.
 
     Examples
     --------

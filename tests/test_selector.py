@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import alscale
 import reference as ref
 from strategies import (SEEDS, assert_same_indices, budgets, examples, excludes, logits,
-                        to_kind, weights)
+                        result_numpy, to_kind, weights)
 
 BalancedSelector = alscale.BalancedSelector
 
@@ -49,10 +49,9 @@ def local_exclude(mask_rows: np.ndarray, style: str, kind: str):
     return torch.from_numpy(e) if kind == "torch" else e
 
 
-def sel_result(sel) -> np.ndarray:
-    got = sel.result()
-    assert isinstance(got, np.ndarray) and got.dtype == np.int64 and got.ndim == 1, (type(got), got)
-    return got
+def sel_result(sel, like=np.zeros((1, 1))) -> np.ndarray:
+    """The selector's result, checked to be of the kind of the logits fed (``like``), as numpy."""
+    return result_numpy(sel.result(), like)
 
 
 @st.composite
@@ -151,7 +150,7 @@ def run_stream(s: dict, chunks) -> tuple[np.ndarray, int]:
         sel = maybe_roundtrip(sel)
         order = rng.permutation(len(chunks)) if s["shuffle"] else np.arange(len(chunks))
         sel = feed(sel, order)
-    return sel_result(sel), passes
+    return sel_result(sel, case.x), passes
 
 
 @given(s=streams())
@@ -234,7 +233,7 @@ def test_selector_budget_zero_and_all_excluded():
     assert sel_result(sel).tolist() == []
 
 
-def test_selector_torch_chunks_numpy_result():
+def test_selector_torch_chunks_torch_result():
     g = torch.Generator().manual_seed(1)
     x = (torch.randn(120, 7, generator=g) * 2).to(torch.bfloat16)
     w = torch.randn(7, 3, generator=g, dtype=torch.float64)
@@ -248,7 +247,9 @@ def test_selector_torch_chunks_numpy_result():
     while not sel.advance():
         feed()
     expected = ref.select_balanced(x.double().numpy(), 20, w, np.array([3, 4]))
-    assert_same_indices(sel_result(sel), expected)
+    assert_same_indices(sel_result(sel, x), expected)
+    assert_same_indices(sel_result(BalancedSelector.from_state_dict(sel.state_dict(), weight=w), x), expected,
+                        "a finished selector restored from its state_dict")
 
 
 def test_selector_merge_of_empty_selector():

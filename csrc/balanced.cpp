@@ -28,9 +28,15 @@ inline double offer(std::vector<Candidate>& heap, int64_t capacity, const Candid
     return static_cast<int64_t>(heap.size()) < capacity ? kInf : heap.front().key;
 }
 
-// Keeps the `capacity` smallest of a and b in a (as a max-heap).
+// Keeps the `capacity` smallest of a and b in a (a max-heap, as b need not be). A few
+// candidates (the common case once the heaps are full) are offered one by one, O(|b| log k);
+// many are selected with nth_element, O(|a| + |b|): either way the same candidates are kept.
 void merge_heap(std::vector<Candidate>& a, const std::vector<Candidate>& b, int64_t capacity) {
     if (b.empty()) return;
+    if (8 * b.size() <= a.size()) {
+        for (const auto& c : b) offer(a, capacity, c);
+        return;
+    }
     a.insert(a.end(), b.begin(), b.end());
     if (static_cast<int64_t>(a.size()) > capacity) {
         std::nth_element(a.begin(), a.begin() + capacity, a.end());

@@ -51,7 +51,8 @@ class BalancedSelector:
     weight : array_like or torch.Tensor, shape (num_classes, D), optional
         The linear head's weight (see :func:`alscale.boundary_scores`).
     capacity : int, optional
-        Candidates each class keeps beyond its quota. Default: max(16, 2·(budget // C + 1)).
+        Candidates each class keeps beyond its quota (at most the quotas of the classes before
+        it). Default: 64 + 4·(budget // C) (``_core.default_extra``).
 
     Examples
     --------
@@ -109,7 +110,8 @@ class BalancedSelector:
         exclude: Any = None,
         num_threads: int = 0,
     ) -> BalancedSelector:
-        """Feed a chunk of the pool.
+        """Feed a chunk of the pool. A NaN or inf in any of its rows, excluded ones included,
+        raises ValueError and leaves the selector as it was.
 
         Parameters
         ----------

@@ -484,3 +484,15 @@ def test_nan_in_an_excluded_row_is_refused(bad, exclude):
     x[3, 1] = 0.0  # the refused chunk left nothing behind
     sel.update(x, exclude=exclude)
     assert_same_indices(sel_result(sel), ref.select_balanced(x, 4, None, exclude))
+
+
+def test_state_dict_survives_a_plain_python_round_trip():
+    """Checkpoints stored as JSON-like lists and ints still load (fingerprint bytes as ints)."""
+    rng = np.random.default_rng(13)
+    x, w = rng.normal(size=(30, 4)), rng.normal(size=(4, 3))
+    d = BalancedSelector(4, 5, weight=w).update(x).state_dict()
+    plain = {k: (v.tolist() if isinstance(v, np.ndarray) else int(v)) for k, v in d.items()}
+    assert_same_indices(sel_result(BalancedSelector.from_state_dict(plain, weight=w)), ref.select_balanced(x, 5, w))
+    plain["weight_fingerprint"] = [256] * 16
+    with pytest.raises(ValueError, match=r"state\['weight_fingerprint'\]"):
+        BalancedSelector.from_state_dict(plain, weight=w)

@@ -255,8 +255,10 @@ class BalancedSelector:
         classes = as_int(core["num_classes"], "state['num_classes']", minimum=1)
         inv = inverse_norms(weight, classes)
         built = np.asarray(state.get("weight_fingerprint", []))
-        if built.ndim != 1 or built.size not in (0, 16) or (built.size and built.dtype != np.uint8):
-            raise ValueError("state['weight_fingerprint'] must be empty or 16 bytes (uint8), as state_dict() gives")
+        if built.ndim != 1 or built.size not in (0, 16) or (
+                built.size and (built.dtype.kind not in "iu" or built.min() < 0 or built.max() > 255)):
+            raise ValueError("state['weight_fingerprint'] must be empty or 16 bytes, as state_dict() gives")
+        built = built.astype(np.uint8)
         if built.size and inv is None:
             raise ValueError("the state was built with a head weight: pass the same weight= to from_state_dict()")
         if not built.size and inv is not None:

@@ -247,9 +247,13 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
                 local[static_cast<size_t>(t)] = std::move(ctx.heaps);
                 fed[static_cast<size_t>(t)] = ctx.fed;
             });
-        for (int t = 0; t < threads; ++t) fed_ += fed[static_cast<size_t>(t)];
+        size_t found = 0;  // candidates the threads kept: few once the heaps are full
+        for (int t = 0; t < threads; ++t) {
+            fed_ += fed[static_cast<size_t>(t)];
+            for (const auto& h : local[static_cast<size_t>(t)]) found += h.size();
+        }
         ParallelErrors errors;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 16)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 16) if (found > (size_t{1} << 16))
         for (int64_t c = 0; c < n; ++c)
             errors.run([&] {
                 for (int t = 0; t < threads; ++t)

@@ -1,6 +1,6 @@
 // The only pybind11 file: turns numpy buffers into kernel views, releases the GIL around every
 // kernel and hands results back as numpy arrays. Validation with friendly messages lives in the
-// Python layer (alscale/_arrays.py); the checks here only keep bad calls from crashing.
+// Python layer (alscale/_backend/arrays.py); the checks here only keep bad calls from crashing.
 #include <optional>
 
 #include <pybind11/numpy.h>

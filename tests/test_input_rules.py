@@ -185,3 +185,23 @@ def test_logits_from_embeddings_names_a_bad_weight_or_bias():
         alscale.logits_from_embeddings(z, w)
     with pytest.raises(ValueError, match="bias contains NaN or inf at class 1"):
         alscale.logits_from_embeddings(z, np.ones((4, 3)), np.array([0.0, np.inf, 0.0, 0.0]))
+
+
+def test_selector_refuses_device_arrays_and_absurd_class_counts():
+    class FakeDevice:
+        __cuda_array_interface__ = {"shape": (4, 3), "typestr": "<f4", "data": (4096, False), "version": 3}
+
+    with pytest.raises(ValueError, match="BalancedSelector.update has no GPU kernel yet; pass logits in host memory"):
+        alscale.BalancedSelector(3, 2).update(FakeDevice())
+    with pytest.raises(ValueError, match="num_classes must be at most"):
+        alscale.BalancedSelector(2**62, 10)
+
+
+def test_sharded_base_does_not_use_the_selectors_private_methods():
+    """The chunked / sharded backend drives the C++ state itself (issue 10)."""
+    import inspect
+
+    from alscale._backend import sharded
+
+    source = inspect.getsource(sharded)
+    assert "import BalancedSelector" not in source and "._feed(" not in source and "._merge_shards(" not in source

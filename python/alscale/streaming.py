@@ -10,10 +10,13 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._backend import host_only
 from ._backend.arrays import (_numpy_wrap, as_budget, as_exclude, as_int, as_logits, as_row_ids, as_threads,
                               inverse_norms)
 
 __all__ = ["BalancedSelector"]
+
+_MAX_CLASSES = 1 << 31  # beyond any classifier; per-class state of 2^62 classes cannot be allocated
 
 _STATE_SCALARS = ("num_classes", "budget", "extra", "pass", "start_class", "available", "fed", "done")
 _STATE_ARRAYS = {"capacity": "iu", "taken": "iu", "picks": "iu", "counts": "iu", "keys": "f", "rows": "iu"}
@@ -25,7 +28,8 @@ def _fingerprint(inv: np.ndarray | None) -> np.ndarray:
     """16 bytes that identify the head weight (empty without one)."""
     if inv is None:
         return np.zeros(0, dtype=np.uint8)
-    return np.frombuffer(hashlib.blake2b(inv.tobytes(), digest_size=16).digest(), dtype=np.uint8).copy()
+    digest = hashlib.blake2b(memoryview(np.ascontiguousarray(inv)), digest_size=16).digest()  # no copy
+    return np.frombuffer(digest, dtype=np.uint8).copy()
 
 
 class BalancedSelector:
@@ -68,7 +72,8 @@ class BalancedSelector:
     """
 
     def __init__(self, num_classes: Any, budget: Any, *, weight: Any = None, capacity: Any = None):
-        classes = as_int(num_classes, "num_classes", minimum=1)
+        classes = as_int(num_classes, "num_classes", minimum=1, maximum=_MAX_CLASSES,
+                         hint=" (the selector keeps per-class state)")
         b = min(as_budget(budget), 1 << 62)  # clipped to the rows fed anyway; keeps int64 sums exact
         extra = _core.default_extra(classes, b) if capacity is None else as_int(capacity, "capacity")
         self._inv = inverse_norms(weight, classes)
@@ -128,6 +133,7 @@ class BalancedSelector:
         -------
         self
         """
+        host_only(logits, "BalancedSelector.update", "logits")
         with self._busy():
             x = as_logits(logits, allow_empty=True)
             if row_offset is not None and row_ids is not None:
@@ -155,33 +161,6 @@ class BalancedSelector:
             )
         if x.rows:
             self._state.update(x.array, x.bf16, offset, ids, mask, self._inv, num_threads)
-
-    # Sharded selection (alscale._sharded): what a rank sends, and how the ranks' parts merge.
-    # They run on the calling thread inside one selection; _feed's callers hold the selector.
-    def _fingerprint_bytes(self) -> bytes:
-        return _fingerprint(self._inv).tobytes()
-
-    def _candidates(self) -> list[np.ndarray]:
-        with self._busy():
-            s = self._state.snapshot()
-        return [np.asarray(s["counts"], np.int64), np.asarray(s["keys"], np.float64),
-                np.asarray(s["rows"], np.int64), np.array([s["fed"]], np.int64)]
-
-    def _merge_shards(self, parts: list[list[np.ndarray]]) -> None:
-        """Replace this rank's candidates by every rank's, merged in rank order."""
-        with self._busy():
-            self._state = self._merged_shards(dict(self._state.snapshot()), parts)
-
-    @staticmethod
-    def _merged_shards(mine: dict, parts: list[list[np.ndarray]]):
-        merged = None
-        for counts, keys, rows, fed in parts:
-            state = _core.BalancedState.from_snapshot(dict(mine, counts=counts, keys=keys, rows=rows, fed=int(fed[0])))
-            if merged is None:
-                merged = state
-            else:
-                merged.merge(state)
-        return merged
 
     def merge(self, other: BalancedSelector) -> BalancedSelector:
         """Add the candidates of a selector fed with other rows of the same pool (in place)."""

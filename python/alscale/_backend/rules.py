@@ -3,13 +3,14 @@ decision boundary, with the direction of the ranking. One object per public call
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .. import _core
-from .arrays import HeadNorms, Logits, head_norms
+from .arrays import HeadNorms, Logits, check_weight, head_norms
 
 
 class Head:
@@ -24,6 +25,12 @@ class Head:
         if classes not in self._norms:
             self._norms[classes] = head_norms(self.weight, classes)
         return self._norms[classes]
+
+    def fingerprint(self, classes: int) -> bytes:
+        """16 bytes that identify the validated weight (empty without one): ranks compare them."""
+        if self.weight is None:
+            return b""
+        return hashlib.blake2b(memoryview(check_weight(self.weight, classes)), digest_size=16).digest()
 
     def inv(self, classes: int) -> np.ndarray | None:
         n = self.norms(classes)

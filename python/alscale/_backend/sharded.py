@@ -87,20 +87,48 @@ def ranked(pool: LocalPool, k: int, rule: Rule, comm: Comm, num_threads: int,
     return pool.wrap or _numpy_wrap, ids, payload
 
 
-def balanced(pool: LocalPool, budget: int, head: Head, comm: Comm, num_threads: int):
-    """BASE over a local pool, exact across chunks and ranks."""
-    from ..streaming import BalancedSelector
+def _state(classes: int, budget: int):
+    b = min(budget, 1 << 62)  # clipped to the rows fed anyway; keeps int64 sums exact
+    return _core.BalancedState(classes, b, _core.default_extra(classes, b))
 
-    selector: BalancedSelector | None = None
+
+def _candidates(state) -> list[np.ndarray]:
+    """What a rank sends: its per-class candidates (O(C·k)) and the rows it fed."""
+    s = state.snapshot()
+    return [np.asarray(s["counts"], np.int64), np.asarray(s["keys"], np.float64), np.asarray(s["rows"], np.int64),
+            np.array([s["fed"]], np.int64)]
+
+
+def _merged(state, parts: list[list[np.ndarray]]):
+    """Every rank's candidates merged in rank order, into the state of this pass."""
+    mine = dict(state.snapshot())
+    merged = None
+    for counts, keys, rows, fed in parts:
+        part = _core.BalancedState.from_snapshot(dict(mine, counts=counts, keys=keys, rows=rows, fed=int(fed[0])))
+        if merged is None:
+            merged = part
+        else:
+            merged.merge(part)
+    return merged
+
+
+def balanced(pool: LocalPool, budget: int, head: Head, comm: Comm, num_threads: int):
+    """BASE over a local pool, exact across chunks and ranks: each rank feeds its chunks into the
+    streaming BASE state (csrc/balanced.hpp, the one behind :class:`alscale.BalancedSelector`),
+    the ranks merge their per-class candidates in rank order and every rank serves the classes;
+    when heavy ties exhaust the candidates, every rank feeds its shard once more."""
+    state = None
     while True:
         error = None
         try:
             for chunk in pool.chunks():
-                if selector is None:
-                    selector = BalancedSelector(chunk.x.classes, budget, weight=head.weight)
-                with chunk.rows_named():
-                    selector._feed(chunk.x, chunk.ids, chunk.offset, chunk.mask, num_threads)
-            info = (pool.rows or 0, pool.classes, None if selector is None else selector._fingerprint_bytes())
+                if state is None:
+                    state = _state(chunk.x.classes, budget)
+                if chunk.x.rows:
+                    with chunk.rows_named():
+                        state.update(chunk.x.array, chunk.x.bf16, chunk.offset, chunk.ids, chunk.mask,
+                                     head.inv(chunk.x.classes), num_threads)
+            info = (pool.rows or 0, pool.classes, None if state is None else head.fingerprint(pool.classes))
         except Exception as err:
             error, info = err, None
         infos = comm.agree(error, info)
@@ -112,12 +140,14 @@ def balanced(pool: LocalPool, budget: int, head: Head, comm: Comm, num_threads: 
         prints = {i[2] for i in infos if i[2] is not None}
         if len(prints) > 1:
             raise ValueError("ranks passed different head weights (weight=) to select_balanced")
-        if selector is None:  # an empty shard: an empty selector of the agreed shape
-            selector = BalancedSelector(classes.pop(), budget, weight=head.weight)
+        if state is None:  # an empty shard: an empty state of the agreed shape
+            classes_agreed = classes.pop()
+            head.inv(classes_agreed)  # the same checks as the other ranks
+            state = _state(classes_agreed, budget)
         if comm.sharded:
-            selector._merge_shards(comm.all_gather(selector._candidates()))
-        if selector.advance():
-            return pool.wrap or _numpy_wrap, selector.result()
+            state = _merged(state, comm.all_gather(_candidates(state)))
+        if state.advance():
+            return pool.wrap or _numpy_wrap, state.result()
 
 
 class ShardPool:

@@ -19,16 +19,6 @@ namespace alscale {
 // Native vectors of B bytes: 32 (an AVX2 register: 8 floats or 4 doubles) or 16 (SSE2, NEON).
 // A row is processed in blocks of 8 elements, element c in logical lane c % 8, that is part
 // (c % 8) / W of the block, slot (c % 8) % W, whatever B is.
-template <class T>
-struct IntOf;
-template <>
-struct IntOf<float> {
-    using type = int32_t;
-};
-template <>
-struct IntOf<double> {
-    using type = int64_t;
-};
 template <class T, int B>
 struct Lanes {
     typedef T V __attribute__((vector_size(B)));
@@ -133,7 +123,7 @@ template <class T, int B>
 ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out) {
     using V = vec<T, B>;
     constexpr int P = kParts<T, B>, W = kWidth<T, B>;
-    const V vmx = splat<V>(mx);
+    const V vmx = row_max_lanes<V>(mx);
     V s[P], t[P];
     for (int h = 0; h < P; ++h) s[h] = t[h] = splat<V>(T(0));
     auto step = [&](const Block<T, B>& b) __attribute__((always_inline)) {
@@ -181,7 +171,7 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
     using I = ivec<double, B>;
     constexpr int P = kParts<double, B>, W = kWidth<double, B>;
     constexpr int64_t kGroup = 32;
-    const V vlp = splat<V>(lp);
+    const V vlp = row_max_lanes<V>(lp);
     V mn = splat<V>(kInf);
     I hit = I{};
     auto block = [&](const Block<T, B>& xb, const double* iv, const double* bv, double* out)

@@ -53,13 +53,20 @@ template <class A, class B>
 ALSCALE_HD auto div(A a, B b) { return a / b; }
 #endif
 
-// c in every lane of V (V a scalar: c itself).
+// Constant c in every lane of V (V a scalar: c itself).
 template <class V, class T>
 ALSCALE_HD V splat(T c) {
     if constexpr (std::is_arithmetic<V>::value)
         return c;
     else
         return V{} + c;
+}
+
+// A row's maximum as every lane subtracts it: 0 + mx, so a maximum of -0 is +0 on the CPU
+// (a vector broadcast) and on the GPU alike; l_p - l_c is then +0, never -0, for l_c = +-0.
+template <class V, class T>
+ALSCALE_HD V row_max_lanes(T mx) {
+    return add(splat<V>(T(0)), mx);
 }
 
 // The bits of v as a To of the same size (memcpy: a register move on either side).
@@ -72,20 +79,22 @@ ALSCALE_HD To bit_cast(From v) {
 }
 
 template <class T>
-struct UInt;  // the unsigned integer of a float's size
+struct IntOf;  // the signed integer of a float's size
 template <>
-struct UInt<float> {
-    using type = uint32_t;
+struct IntOf<float> {
+    using type = int32_t;
 };
 template <>
-struct UInt<double> {
-    using type = uint64_t;
+struct IntOf<double> {
+    using type = int64_t;
 };
+template <class T>
+using UInt = std::make_unsigned_t<typename IntOf<T>::type>;
 
 // exp(x) for x <= 0 (0 below the underflow point): Cody-Waite reduction and a polynomial
 // (Cephes), the exponent set through the bits. Within 2 ulp of the exact value. T: float or
 // double; V: T or a vector of T, and I the integers of V's size.
-template <class T, class V = T, class I = typename UInt<T>::type>
+template <class T, class V = T, class I = UInt<T>>
 ALSCALE_HD V exp_nonpos(V x) {
     if constexpr (std::is_same<T, float>::value) {
         const V magic = splat<V>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
@@ -176,7 +185,7 @@ ALSCALE_HD RowMax<T> combine_max(const T* m1, const T* m2, const int64_t* at, in
 // Element x into a lane's softmax sums for a row with maximum mx: s += exp(x - mx) and
 // t += exp(x - mx) * (x - mx). Gaps below -1e30 are clamped (their exp is 0 either way; -inf
 // would make 0 * gap NaN).
-template <class T, class V = T, class I = typename UInt<T>::type>
+template <class T, class V = T, class I = UInt<T>>
 ALSCALE_HD void softmax_step(V x, V mx, V& s, V& t) {
     const V lo = splat<V>(T(-1e30));
     V d = sub(x, mx);

@@ -97,7 +97,7 @@ template <class In, class T, class Each>
 __device__ __forceinline__ double boundary_min(const DMatrix& x, int64_t i, bool go, const RowMax<T>& mx,
                                                const double* inv, int lane, Each each) {
     const int64_t n = go ? x.cols : 0, p = mx.arg;
-    const double lp = static_cast<double>(mx.max);
+    const double lp = row_max_lanes<double>(static_cast<double>(mx.max));  // -0 -> +0 as on the CPU
     const double* row_inv = inv ? inv + p * x.cols : nullptr;
     const int64_t base = i * x.row_stride;
     double mn = INFINITY;

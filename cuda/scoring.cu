@@ -24,7 +24,8 @@ __global__ void __launch_bounds__(kRowThreads) uncertainty_kernel(DMatrix x, Unc
         T s = 0, t = 0;  // softmax sums, lane j over c = j, j + 8, ... as on the CPU
         const int64_t n = go ? x.cols : 0;
         const int64_t base = i * x.row_stride;
-        for (int64_t c = lane; c < n; c += kLanes) softmax_step<T>(Load<In>::get(x.data, base + c * x.col_stride), mx.max, s, t);
+        const T vmx = row_max_lanes<T>(mx.max);
+        for (int64_t c = lane; c < n; c += kLanes) softmax_step<T>(Load<In>::get(x.data, base + c * x.col_stride), vmx, s, t);
         s = sum_of_lanes(s);
         t = sum_of_lanes(t);
         if (go && lane == 0) out[i] = uncertainty_value(kind, mx, s, t, [](T v) { return log_sum(v); });

@@ -73,8 +73,8 @@ __device__ __forceinline__ double min_lanes(double v) {
 
 // The row loop of the row kernels: grid-stride over the rows [begin, end), row i on the 8
 // threads of its lane group, calling body(i, go, mx, lane) with mx = row_max(row i) and go = the
-// row exists, is not masked (mask[i] != 0) and is finite. The smallest non-finite row goes to
-// *first_bad. Every thread runs every iteration, also with go false: the shuffles need the warp.
+// row exists, is not masked (mask[i] != 0) and is finite. The smallest non-finite row, masked or
+// not, goes to *first_bad. Every thread runs every iteration, also with go false: the shuffles need the warp.
 template <class In, bool WantSecond, class Body>
 __device__ __forceinline__ void for_each_row(const DMatrix& x, int64_t begin, int64_t end, const uint8_t* mask,
                                              unsigned long long* first_bad, Body body) {
@@ -83,9 +83,10 @@ __device__ __forceinline__ void for_each_row(const DMatrix& x, int64_t begin, in
     const int64_t stride = static_cast<int64_t>(gridDim.x) * kRowsPerBlock;
     for (int64_t r0 = begin + static_cast<int64_t>(blockIdx.x) * kRowsPerBlock; r0 < end; r0 += stride) {
         const int64_t i = r0 + threadIdx.x / kLanes;
-        const bool valid = i < end && !(mask && mask[i]);
-        const RowMax<T> mx = row_max<In, WantSecond>(x, i, valid, lane);
-        if (valid && !mx.finite && lane == 0) atomicMin(first_bad, static_cast<unsigned long long>(i));
+        const bool live = i < end;  // every row is checked for NaN/inf, masked ones too (as the CPU)
+        const bool valid = live && !(mask && mask[i]);
+        const RowMax<T> mx = row_max<In, WantSecond>(x, i, live, lane);
+        if (live && !mx.finite && lane == 0) atomicMin(first_bad, static_cast<unsigned long long>(i));
         body(i, valid && mx.finite, mx, lane);
     }
 }

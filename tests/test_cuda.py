@@ -290,3 +290,18 @@ def test_cupy_arrays():
     assert isinstance(out, cupy.ndarray)
     np.testing.assert_array_equal(cupy.asnumpy(out), alscale.select_balanced(cpu, 24))
     np.testing.assert_array_equal(cupy.asnumpy(alscale.margin_scores(gpu)), alscale.margin_scores(cpu))
+
+
+@needs_gpu
+def test_gpu_nan_rule_and_sign_of_zero_match_the_cpu():
+    """A NaN in an excluded row raises on the GPU as on the CPU; a row whose maximum is -0 scores
+    +0 on both (csrc/rowmath_common.hpp's 0 + max)."""
+    x = np.random.default_rng(12).normal(size=(10, 4))
+    x[3, 1] = np.nan
+    mask = np.zeros(10, dtype=bool)
+    mask[3] = True
+    for fn in (alscale.select_balanced, alscale.select_margin):
+        with pytest.raises(ValueError, match="NaN or inf at row 3"):
+            fn(torch.tensor(x).cuda(), 4, exclude=torch.tensor(mask).cuda())
+    z = np.resize([-0.0, 0.0, -1.0], (4, 12))
+    assert alscale.boundary_scores(torch.tensor(z).cuda()).cpu().numpy().tobytes() == alscale.boundary_scores(z).tobytes()

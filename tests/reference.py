@@ -1,6 +1,6 @@
 """Plain numpy references for every alscale selection rule.
 
-Written from /work/shared/DESIGN.md and the API contract, for clarity rather than speed.
+Written from the rules in docs/algorithms.md and the API contract, for clarity rather than speed.
 The BASE / MASE (boundary) references use exactly the float64 operations of the contract,
 so their indices must match alscale's bit for bit:
 

@@ -1,5 +1,5 @@
 """Self-checks of tests/reference.py (no alscale needed): the references against naive
-pure-Python versions of DESIGN.md's rules, against geometry, and against scipy/torch."""
+pure-Python versions of the rules of docs/algorithms.md, against geometry, and against scipy/torch."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def naive_inverse_norm(W, p, c):
 
 
 def naive_scores(x, W):
-    """BASE score table and boundary scores, row by row, straight from DESIGN.md."""
+    """BASE score table and boundary scores, row by row, straight from docs/algorithms.md."""
     N, C = len(x), len(x[0])
     table, boundary = [], []
     for i in range(N):

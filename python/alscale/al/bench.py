@@ -6,7 +6,7 @@ ImageNet active-learning round (:func:`make_data`), so it needs no dataset and n
 
 The baselines:
 
-- the floor: ``logits.sum()``, one numpy pass over the same array (DESIGN.md);
+- the floor: ``logits.sum()``, one numpy pass over the same array (see BENCHMARKS.md);
 - :func:`official_base`: the BASE rule as the paper's authors run it (a Python loop over the
   classes, each building the class's scores for every row with ``torch.where`` and sorting all
   of them with ``torch.sort``), computed from the logits and the head's inverse pairwise norms

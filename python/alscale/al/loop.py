@@ -137,11 +137,17 @@ class ActiveLearningLoop:
     needs on the unlabeled pool (in batches), select ``budget`` rows and label them. The initial
     labeled set is ``initial`` rows drawn uniformly at random.
 
+    The pool's logits reach the strategy as the trainer's chunk source (``trainer.logits``):
+    the selection functions walk it chunk by chunk, so no N x C array is ever held (BADGE,
+    which needs them whole, excepted); the test accuracy is taken chunk by chunk too.
+
     Parameters
     ----------
     dataset : alscale.al.datasets.Dataset
     strategy : str or alscale.al.strategies.Strategy
     trainer : alscale.al.train.TorchTrainer (or anything with setup / fit / predict / head_weight)
+        A trainer without a ``logits(split, rows=None)`` chunk-source method gets its whole
+        logits through ``predict``.
     initial, budget, rounds : int
     seed : int
         Seeds the initial set, the strategy's draws and the training; same seed, same run.
@@ -289,15 +295,15 @@ class ActiveLearningLoop:
         order = np.asarray(labeled, dtype=np.int64) if labeled else np.zeros(0, dtype=np.int64)
         if np.unique(order).size != order.size:
             raise ValueError(f"{where}: 'labeled' repeats a row")
+        strategy_state = state.get("strategy_state", {})
+        if not isinstance(strategy_state, dict):
+            raise ValueError(f"{where}: 'strategy_state' must be a JSON object")
+        self._check_digests(where, state)
         for r, record in enumerate(records):
             counts = np.bincount(self.dataset.y[order[: record["n_labeled"]]], minlength=self.dataset.num_classes)
             if record["class_counts"] != counts.tolist():
                 raise ValueError(f"{where}: record {r}'s 'class_counts' do not match the labels of its "
                                  f"{record['n_labeled']} labeled rows")
-        strategy_state = state.get("strategy_state", {})
-        if not isinstance(strategy_state, dict):
-            raise ValueError(f"{where}: 'strategy_state' must be a JSON object")
-        self._check_digests(where, state)
         try:
             self.strategy.load_state(strategy_state)
             self.strategy.check_state(n)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alscale.al.datasets import Dataset, make_synthetic
 from alscale.al.loop import ActiveLearningLoop
@@ -143,3 +145,40 @@ def test_model_logits_are_predict_chunk_by_chunk(data):
         t.logits("train")
     with pytest.raises(ValueError, match="chunk_rows must be at least 1"):
         TorchTrainer(lambda c, d: None, chunk_rows=0)
+
+
+_TRAINED = {}
+
+
+def _trained(data, eval_batch_size, chunk_rows):
+    """A probe fitted once on 40 rows, seen with other batch and chunk sizes."""
+    if "probe" not in _TRAINED:
+        t = linear_probe(epochs=20)
+        t.setup(data, seed=0)
+        t.fit(np.arange(40), seed=0)
+        _TRAINED["probe"] = t
+    t = _TRAINED["probe"]
+    t.eval_batch_size, t.chunk_rows = eval_batch_size, chunk_rows
+    return t
+
+
+@settings(max_examples=25)
+@given(batch=st.integers(1, 70), chunk=st.integers(1, 400), budget=st.integers(0, 320), seed=st.integers(0, 2**32 - 1),
+       sub=st.booleans())
+def test_model_logits_select_as_the_array_does(data, batch, chunk, budget, seed, sub):
+    """Any batch and chunk size, any rows (with repeats: tied logits), any exclusions: the
+    chunk source's logits are the array's bit for bit and every selection over it picks the
+    same rows in the same order."""
+    import alscale
+
+    t = _trained(data, batch, chunk)
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(data), int(rng.integers(1, 2 * len(data))), replace=True) if sub else None
+    source = t.logits("pool", rows=rows)
+    whole = t.predict("pool", rows=rows)[0]
+    assert np.array_equal(np.concatenate(list(source)), whole)
+    exclude = rng.random(whole.shape[0]) < 0.3
+    w = t.head_weight()
+    for select, kw in ((alscale.select_balanced, {"weight": w}), (alscale.select_boundary, {"weight": w}),
+                       (alscale.select_margin, {}), (alscale.select_entropy, {})):
+        assert np.array_equal(select(source, budget, exclude=exclude, **kw), select(whole, budget, exclude=exclude, **kw))

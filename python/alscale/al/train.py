@@ -358,6 +358,7 @@ class TorchTrainer:
             def batch(s: int, e: int) -> np.ndarray:
                 return source[first + s : first + e]
         else:
+            rows = np.asarray(rows, dtype=np.int64)
             n = rows.size
 
             def batch(s: int, e: int) -> np.ndarray:

@@ -182,3 +182,31 @@ def test_model_logits_select_as_the_array_does(data, batch, chunk, budget, seed,
     for select, kw in ((alscale.select_balanced, {"weight": w}), (alscale.select_boundary, {"weight": w}),
                        (alscale.select_margin, {}), (alscale.select_entropy, {})):
         assert np.array_equal(select(source, budget, exclude=exclude, **kw), select(whole, budget, exclude=exclude, **kw))
+
+
+def test_small_pools_are_walked_once_large_ones_recomputed(data, monkeypatch):
+    from alscale.al import train
+
+    t = linear_probe(epochs=5, eval_batch_size=32, chunk_rows=64)
+    t.setup(data, seed=0)
+    t.fit(np.arange(40), seed=0)
+    calls = []
+    t.model.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    full = t.predict("pool")[0]
+    calls.clear()
+    source = t.logits("pool")  # 300 x 4 float32: within CHUNK_BYTES, kept after the first walk
+    for _ in range(3):
+        assert np.array_equal(np.concatenate(list(source)), full)
+    assert sum(calls) == len(data)
+    monkeypatch.setattr(train, "CHUNK_BYTES", 1024)  # now "large": every walk runs the model again
+    calls.clear()
+    source = t.logits("pool")
+    for _ in range(3):
+        assert np.array_equal(np.concatenate(list(source)), full)
+    assert sum(calls) == 3 * len(data)
+    # a walk abandoned half way keeps nothing
+    calls.clear()
+    monkeypatch.setattr(train, "CHUNK_BYTES", 64 << 20)
+    source = t.logits("pool")
+    next(iter(source))
+    assert np.array_equal(np.concatenate(list(source)), full)

@@ -426,8 +426,10 @@ class ModelLogits:
     one chunk of float32 logits, never N × C).
 
     Each chunk holds whole forward passes of ``eval_batch_size`` rows, so its rows are bit for
-    bit those of :meth:`TorchTrainer.predict` over the same rows. The model's weights at
-    iteration time are used: take a new source after training.
+    bit those of :meth:`TorchTrainer.predict` over the same rows. A selection may walk the pool
+    more than once (BASE does when its bounded per-class candidates run out); a pool whose
+    logits fit in ``CHUNK_BYTES`` is kept after the first walk, a larger one is computed again.
+    The model's weights of the first walk are used: take a new source after training.
     """
 
     def __init__(self, trainer: TorchTrainer, split: str, rows: Optional[np.ndarray] = None) -> None:
@@ -438,17 +440,25 @@ class ModelLogits:
         batch = trainer.eval_batch_size
         wanted = trainer.chunk_rows or max(1, CHUNK_BYTES // (4 * self.num_classes))
         self.chunk_rows = batch * max(1, -(-wanted // batch))  # whole eval batches
+        self._kept: Optional[list] = None  # the first walk's chunks, when they fit in CHUNK_BYTES
 
     def __len__(self) -> int:
         return int(self.source.shape[0] if self.rows is None else self.rows.size)
 
     def __iter__(self):
+        if self._kept is not None:
+            yield from self._kept
+            return
         n = len(self)
+        keep = [] if 4 * n * self.num_classes <= CHUNK_BYTES else None
         for s in range(0, n, self.chunk_rows):
             part = slice(s, min(n, s + self.chunk_rows)) if self.rows is None else self.rows[s : s + self.chunk_rows]
             with self.trainer._threads():
                 logits, _ = self.trainer._outputs(self.source, part)
+            if keep is not None:
+                keep.append(logits)
             yield logits
+        self._kept = keep
 
 
 class _Threads:

@@ -1,11 +1,17 @@
 """The active-learning loop: train, evaluate, compute what the strategy needs on the pool,
 select, label (the simulated oracle reveals the true labels), record — round after round, with
 an atomic checkpoint after every round so that a killed run resumes to exactly the same result.
+
+Checkpoints are JSON with a SHA-256 digest of each part (config, labeled, records,
+strategy_state) over its canonical JSON; a resume checks every field's type and range and the
+digests, and names the file and the field of anything wrong or edited.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -21,7 +27,18 @@ from .strategies import PoolView, Strategy, get
 
 __all__ = ["ActiveLearningLoop"]
 
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = 2
+#: The parts of a checkpoint that carry a digest.
+_PARTS = ("config", "labeled", "records", "strategy_state")
+#: Every field of a round's record and what it holds.
+_RECORD_FIELDS = {
+    "strategy": "str", "seed": "int", "round": "int", "n_labeled": "int",
+    "test_accuracy": "fraction", "val_accuracy": "fraction",
+    "empty_classes": "count", "imbalance_ratio": "ratio", "label_entropy": "fraction",
+    "batch_empty_classes": "count", "batch_imbalance_ratio": "ratio", "batch_label_entropy": "fraction",
+    "epochs": "count", "train_seconds": "seconds", "select_seconds": "seconds",
+    "per_class_accuracy": "fractions", "class_counts": "counts",
+}
 
 
 def _round_rng(seed: int, round_index: int, stream: int) -> np.random.Generator:
@@ -48,6 +65,70 @@ def write_json_atomic(path: Union[str, Path], obj: Any) -> None:
         raise
 
 
+def _canonical(obj: Any) -> str:
+    """The JSON text a digest is taken over: sorted keys, no spaces (NaN/Infinity as Python writes them)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(_canonical(obj).encode("ascii")).hexdigest()
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def config_differences(saved: Any, current: Any, name: str = "") -> List[str]:
+    """The settings that differ between a checkpoint's config and the current one, as
+    ``"budget: 100 in the checkpoint, 200 now"`` (nested keys dotted: ``trainer.epochs``)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out: List[str] = []
+        for key in sorted(set(saved) | set(current), key=str):
+            sub = f"{name}.{key}" if name else str(key)
+            if key not in saved:
+                out.append(f"{sub}: not in the checkpoint, {_short(current[key])} now")
+            elif key not in current:
+                out.append(f"{sub}: {_short(saved[key])} in the checkpoint, not set now")
+            else:
+                out.extend(config_differences(saved[key], current[key], sub))
+        return out
+    if saved == current and type(saved) is type(current):
+        return []
+    return [f"{name or 'config'}: {_short(saved)} in the checkpoint, {_short(current)} now"]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _field_problem(kind: str, v: Any, classes: int) -> Optional[str]:
+    """What is wrong with a record field's value ``v`` of kind ``kind`` (None if nothing)."""
+    if kind == "str":
+        return None if isinstance(v, str) else "must be a string"
+    if kind == "int":
+        return None if _is_int(v) else "must be an integer"
+    if kind == "count":
+        return None if _is_int(v) and v >= 0 else "must be an integer >= 0"
+    if kind in ("fractions", "counts"):
+        if not isinstance(v, list) or len(v) != classes:
+            return f"must be a list of {classes} values (one per class)"
+        inner = "fraction" if kind == "fractions" else "count"
+        bad = next((i for i, x in enumerate(v) if _field_problem(inner, x, classes)), None)
+        return None if bad is None else f"entry {bad} {_field_problem(inner, v[bad], classes)}"
+    if not _is_number(v):
+        return "must be a number"
+    if kind == "fraction":
+        return None if math.isnan(v) or 0.0 <= v <= 1.0 + 1e-9 else "must lie in [0, 1] (or be NaN)"
+    if kind == "ratio":
+        return None if math.isnan(v) or 1.0 <= v < math.inf else "must be a finite number >= 1 (or NaN)"
+    return None if 0.0 <= v < math.inf else "must be a finite number of seconds >= 0"  # seconds
+
+
 class ActiveLearningLoop:
     """Pool-based batch active learning with a simulated oracle.
 
@@ -56,11 +137,17 @@ class ActiveLearningLoop:
     needs on the unlabeled pool (in batches), select ``budget`` rows and label them. The initial
     labeled set is ``initial`` rows drawn uniformly at random.
 
+    The pool's logits reach the strategy as the trainer's chunk source (``trainer.logits``):
+    the selection functions walk it chunk by chunk, so no N x C array is ever held (BADGE,
+    which needs them whole, excepted); the test accuracy is taken chunk by chunk too.
+
     Parameters
     ----------
     dataset : alscale.al.datasets.Dataset
     strategy : str or alscale.al.strategies.Strategy
     trainer : alscale.al.train.TorchTrainer (or anything with setup / fit / predict / head_weight)
+        A trainer without a ``logits(split, rows=None)`` chunk-source method gets its whole
+        logits through ``predict``.
     initial, budget, rounds : int
     seed : int
         Seeds the initial set, the strategy's draws and the training; same seed, same run.
@@ -136,51 +223,64 @@ class ActiveLearningLoop:
         }
 
     def state(self) -> dict:
-        return {
-            "version": _CHECKPOINT_VERSION,
+        """The checkpoint: the run's config, labeled rows, records and strategy state, with a
+        SHA-256 digest of each part's canonical JSON (``sha256``), which a resume checks."""
+        parts = {
             "config": self.config(),
             "labeled": self.labeled_order.tolist(),
             "records": self.records,
             "strategy_state": self.strategy.state(),
         }
+        # Through JSON once, so the digest is of what a reader will parse (tuples become lists).
+        parts = json.loads(json.dumps(parts))
+        return {"version": _CHECKPOINT_VERSION, **parts, "sha256": {k: _digest(v) for k, v in parts.items()}}
 
     @property
     def finished(self) -> bool:
         return len(self.records) >= self.rounds + 1
 
     def _load(self, state: Any) -> None:
-        """Restores a checkpoint after checking it is a whole, consistent one of this run (a
-        ValueError names what is wrong: a hand-edited or foreign file must not make the loop
-        run forever, index out of range or silently diverge)."""
+        """Restores a checkpoint after checking it is a whole, consistent, unedited one of this
+        run: every field's type and range, the records against the labeled rows, and each
+        part's SHA-256 digest. A ValueError names the file and the field: a hand-edited, corrupt
+        or foreign file must not make the loop run forever, index out of range, fail at the end
+        or silently diverge."""
         where = f"checkpoint {self.checkpoint}" if self.checkpoint is not None else "checkpoint"
+        try:
+            self._check_and_restore(state, where)
+        except RecursionError:
+            raise ValueError(f"{where} is nested too deeply: it is not an alscale loop checkpoint") from None
+
+    def _check_and_restore(self, state: Any, where: str) -> None:
         if not isinstance(state, dict):
             raise ValueError(f"{where} must be a JSON object, got {type(state).__name__}")
         for key in ("version", "config", "labeled", "records"):
             if key not in state:
                 raise ValueError(f"{where} has no '{key}': it is not an alscale loop checkpoint")
-        if state["version"] != _CHECKPOINT_VERSION:
-            raise ValueError(f"{where}: version {state['version']!r} is not {_CHECKPOINT_VERSION}")
-        if state["config"] != self.config():
-            raise ValueError(f"{where} is of another run: {state['config']} != {self.config()}")
+        version = state["version"]
+        if version != _CHECKPOINT_VERSION or not _is_int(version):
+            raise ValueError(f"{where}: 'version' is {_short(version)}, not {_CHECKPOINT_VERSION}: it was written by "
+                             "another alscale version (delete it to start afresh)")
+        unknown = sorted(set(state) - {"version", "sha256", *_PARTS}, key=str)
+        if unknown:
+            raise ValueError(f"{where} has unexpected fields {unknown}")
+        current = json.loads(json.dumps(self.config()))
+        differences = config_differences(state["config"], current)
+        if differences:
+            raise ValueError(f"{where} is of another run: {'; '.join(differences)}")
         records = state["records"]
         if not isinstance(records, list):
             raise ValueError(f"{where}: 'records' must be a list, got {type(records).__name__}")
         if len(records) > self.rounds + 1:
             raise ValueError(f"{where} holds {len(records)} records, more than rounds + 1 = {self.rounds + 1}")
         for r, record in enumerate(records):
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: record {r} is not a JSON object")
-            expected = {"strategy": self.strategy.name, "seed": self.seed, "round": r,
-                        "n_labeled": self.initial + self.budget * r}
-            wrong = {k: record.get(k, "missing") for k, v in expected.items() if record.get(k, "missing") != v}
-            if wrong:
-                raise ValueError(f"{where}: record {r} has {wrong}, expected {expected}")
+            self._check_record(where, r, record)
         labeled = state["labeled"]
-        if not isinstance(labeled, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in labeled):
+        if not isinstance(labeled, list) or not all(_is_int(i) for i in labeled):
             raise ValueError(f"{where}: 'labeled' must be a list of row indices (integers)")
         done = len(records)
         if done == 0:
-            sizes = (0, self.initial)
+            sizes: tuple = (0, self.initial)
         elif done == self.rounds + 1:
             sizes = (self.initial + self.budget * self.rounds,)
         else:
@@ -189,21 +289,59 @@ class ActiveLearningLoop:
             raise ValueError(f"{where} has {len(labeled)} labeled rows but {done} records: expected "
                              f"{' or '.join(map(str, sizes))}")
         n = len(self.dataset)
-        order = np.asarray(labeled, dtype=np.int64) if labeled else np.zeros(0, dtype=np.int64)
-        if order.size and (order.min() < 0 or order.max() >= n):
-            bad = order[(order < 0) | (order >= n)][0]
+        bad = next((i for i in labeled if not 0 <= i < n), None)  # before int64: no OverflowError
+        if bad is not None:
             raise ValueError(f"{where}: labeled row {bad} is out of range for a pool of {n} rows")
+        order = np.asarray(labeled, dtype=np.int64) if labeled else np.zeros(0, dtype=np.int64)
         if np.unique(order).size != order.size:
             raise ValueError(f"{where}: 'labeled' repeats a row")
         strategy_state = state.get("strategy_state", {})
         if not isinstance(strategy_state, dict):
             raise ValueError(f"{where}: 'strategy_state' must be a JSON object")
+        self._check_digests(where, state)
+        for r, record in enumerate(records):
+            counts = np.bincount(self.dataset.y[order[: record["n_labeled"]]], minlength=self.dataset.num_classes)
+            if record["class_counts"] != counts.tolist():
+                raise ValueError(f"{where}: record {r}'s 'class_counts' do not match the labels of its "
+                                 f"{record['n_labeled']} labeled rows")
         try:
             self.strategy.load_state(strategy_state)
+            self.strategy.check_state(n)
         except (TypeError, ValueError, KeyError, OverflowError) as err:
             raise ValueError(f"{where}: bad 'strategy_state' for {self.strategy.name!r}: {err}") from None
         self.labeled_order = order
         self.records = list(records)
+
+    def _check_record(self, where: str, r: int, record: Any) -> None:
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: record {r} is not a JSON object")
+        expected = {"strategy": self.strategy.name, "seed": self.seed, "round": r,
+                    "n_labeled": self.initial + self.budget * r}
+        wrong = {k: record.get(k, "missing") for k, v in expected.items()
+                 if record.get(k, "missing") != v or type(record.get(k)) is not type(v)}
+        if wrong:
+            raise ValueError(f"{where}: record {r} has {wrong}, expected {expected}")
+        missing = sorted(set(_RECORD_FIELDS) - set(record))
+        extra = sorted(set(record) - set(_RECORD_FIELDS), key=str)
+        if missing or extra:
+            raise ValueError(f"{where}: record {r} " + (f"lacks {missing}" if missing else f"has unknown fields {extra}"))
+        for key, kind in _RECORD_FIELDS.items():
+            problem = _field_problem(kind, record[key], self.dataset.num_classes)
+            if problem:
+                raise ValueError(f"{where}: record {r}: '{key}' {problem}, got {_short(record[key])}")
+
+    @staticmethod
+    def _check_digests(where: str, state: dict) -> None:
+        digests = state.get("sha256")
+        if not isinstance(digests, dict):
+            raise ValueError(f"{where} has no 'sha256' digests: it was not written by this alscale loop")
+        for part in _PARTS:
+            saved = digests.get(part)
+            if not isinstance(saved, str):
+                raise ValueError(f"{where}: 'sha256' has no digest of '{part}'")
+            if _digest(state.get(part, {})) != saved:
+                raise ValueError(f"{where}: '{part}' does not match its SHA-256 digest: the file was edited or "
+                                 "is corrupt (delete it, or restore the file as the loop wrote it)")
 
     @classmethod
     def resume(cls, checkpoint: Union[str, Path], dataset, strategy, trainer, **kwargs: Any) -> "ActiveLearningLoop":
@@ -213,10 +351,13 @@ class ActiveLearningLoop:
         loop = cls(dataset, strategy, trainer, checkpoint=checkpoint, **kwargs)
         if Path(checkpoint).is_file():
             try:
-                with open(checkpoint) as f:
+                with open(checkpoint, encoding="utf-8") as f:
                     state = json.load(f)
-            except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+            except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, too many digits
                 raise ValueError(f"checkpoint {checkpoint} is not valid JSON: {err}") from None
+            except RecursionError:
+                raise ValueError(f"checkpoint {checkpoint} is nested too deeply: it is not an alscale loop "
+                                 "checkpoint") from None
             loop._load(state)
         return loop
 
@@ -251,6 +392,8 @@ class ActiveLearningLoop:
         if r < self.rounds:
             t2 = time.perf_counter()
             picks = self.strategy.select(self._pool_view(labeled), self.budget, _round_rng(self.seed, r, 2))
+            if hasattr(picks, "detach"):  # a torch tensor (a strategy on device logits)
+                picks = picks.detach().cpu().numpy()
             picks = np.asarray(picks, dtype=np.int64)
             if picks.size != self.budget or np.unique(picks).size != picks.size:
                 raise RuntimeError(f"strategy {self.strategy.name!r} returned {picks.size} rows for a budget of "
@@ -273,8 +416,10 @@ class ActiveLearningLoop:
         t0 = time.perf_counter()
         info = self.trainer.fit(labeled, seed=int(_round_rng(self.seed, r, 1).integers(2**62)))
         t1 = time.perf_counter()
-        test_logits, _ = self.trainer.predict("test")
-        pred = test_logits.argmax(axis=1)
+        if hasattr(self.trainer, "logits"):  # chunk by chunk: never the test split's N x C logits
+            pred = np.concatenate([c.argmax(axis=1) for c in self.trainer.logits("test")] or [np.zeros(0, np.int64)])
+        else:
+            pred = self.trainer.predict("test")[0].argmax(axis=1)
         # The batch that brought the labeled set to this size (round 0: the initial set).
         batch = labeled if r == 0 else labeled[self.initial + (r - 1) * self.budget :]
         counts = metrics.class_counts(data.y[labeled], data.num_classes)
@@ -295,7 +440,12 @@ class ActiveLearningLoop:
         }
         return record
 
-    def _pool_view(self, labeled: np.ndarray) -> PoolView:
+    def _pool_view(self, labeled: np.ndarray, chunked: bool = True) -> PoolView:
+        """What the strategy needs on the pool. Logits come as the trainer's chunk source
+        (:meth:`TorchTrainer.logits`: computed chunk by chunk while the selection walks them,
+        never N x C at once) unless the strategy wants them in memory (``logits_in_memory``,
+        BADGE), ``chunked`` is False, or the trainer has no ``logits`` method; embeddings are
+        one (N, D) array."""
         needs = self.strategy.needs
         mask = np.zeros(len(self.dataset), dtype=bool)
         mask[labeled] = True
@@ -303,9 +453,17 @@ class ActiveLearningLoop:
         if self.comm.sharded and self.strategy.shardable:
             view.rows = shard_rows(len(self.dataset), group=self.comm.group)
             view.group = self.comm.group
-        if "logits" in needs or "embeddings" in needs:
-            view.logits, view.embeddings = self.trainer.predict("pool", embeddings="embeddings" in needs, rows=view.rows)
-            if "logits" not in needs:
+        want_logits, want_embeddings = "logits" in needs, "embeddings" in needs
+        source = hasattr(self.trainer, "logits")
+        if want_logits and source and chunked and not self.strategy.logits_in_memory:
+            view.logits = self.trainer.logits("pool", rows=view.rows)
+            if want_embeddings:
+                view.embeddings = self.trainer.predict("pool", embeddings=True, rows=view.rows, logits=False)[1]
+        elif want_logits or want_embeddings:
+            extra = {} if want_logits or not source else {"logits": False}  # no N x C for embeddings alone
+            view.logits, view.embeddings = self.trainer.predict("pool", embeddings=want_embeddings, rows=view.rows,
+                                                                **extra)
+            if not want_logits:
                 view.logits = None
         if "weight" in needs:
             view.weight = self.trainer.head_weight()

@@ -1,10 +1,16 @@
-"""Training for the active-learning loop (PyTorch): a linear probe on fixed embeddings (the
-BASE paper's ImageNet linear-evaluation regime) and end-to-end fine-tuning of a small CNN or any
-user ``nn.Module`` (the CIFAR regime), with light augmentation.
+"""Training for the active-learning loop (PyTorch): a convex linear probe on fixed embeddings
+(the BASE paper's ImageNet linear-evaluation regime: multinomial logistic regression fitted by
+full-batch L-BFGS, as scikit-learn's LogisticRegression) and end-to-end fine-tuning of a small
+CNN or any user ``nn.Module`` (the CIFAR regime), with light augmentation.
 
-Every round starts from the same initial weights (:meth:`TorchTrainer.fit` resets them) and
-stops early on a validation split of the labeled rows. Same seed, same labeled set → same
-model, on CPU (and on GPU as far as cuDNN is deterministic).
+Every round starts from the same initial weights (:meth:`TorchTrainer.fit` resets them); the
+CNN stops early on a validation split of the labeled rows once that split is large enough to
+judge. Same seed, same labeled set → same model, on CPU (and on GPU as far as cuDNN is
+deterministic).
+
+The pool's outputs reach the strategies as a chunk source (:meth:`TorchTrainer.logits`): the
+model runs batch by batch each time the selection walks the pool, so the N × C logits are never
+held at once.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-__all__ = ["TorchTrainer", "cnn_trainer", "light_augment", "linear_probe", "SmallCNN"]
+__all__ = ["LinearProbe", "ModelLogits", "TorchTrainer", "cnn_trainer", "light_augment", "linear_probe", "SmallCNN"]
 
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
+#: Bytes of float32 logits per chunk the loop's selection walks: BASE holds about twice a
+#: chunk while it scores one (measured: 256 MiB chunks add 0.5 GiB at 500K x 1000, 64 MiB 0.14).
+CHUNK_BYTES = 64 << 20
 
 
 def max_threads() -> int:
@@ -136,9 +145,14 @@ class TorchTrainer:
         Training-time augmentation (e.g. :func:`light_augment`).
     loader : callable (indices, batch_size, shuffle, generator) -> iterable of index tensors, optional
         Builds the DataLoader over labeled row indices; default a ``torch.utils.data.DataLoader``.
-    epochs, batch_size, lr, weight_decay : training settings (Adam).
+    epochs, batch_size, lr, weight_decay : training settings (Adam). ``epochs`` is the number
+        of epochs trained when there is no validation split, and their maximum with one.
     val_fraction : float
-        Share of the labeled rows held out for early stopping (none below 10 labeled rows).
+        Share of the labeled rows held out for early stopping.
+    min_val_rows : int
+        The smallest validation split early stopping trusts (default 20): below it (fewer than
+        ``min_val_rows / val_fraction`` labeled rows) the model trains exactly ``epochs``
+        epochs on all labeled rows — a split of 2 rows would pick the epoch count by chance.
     patience : int
         Epochs without a better validation accuracy (or, at equal accuracy, a lower loss)
         before stopping.
@@ -149,6 +163,11 @@ class TorchTrainer:
         weights of the run on the training split.
     device : str, optional
         "cpu", "cuda", ...; default cuda when available.
+    eval_batch_size : int
+        Rows per forward pass when predicting.
+    chunk_rows : int, optional
+        Rows per chunk of :meth:`logits` (rounded up to whole eval batches); default: about
+        64 MiB of float32 logits (``CHUNK_BYTES``).
     num_threads : int, optional
         torch CPU threads while training and predicting (restored afterwards), at most
         :func:`max_threads`; None (or 0) keeps torch's setting. Small models are fastest on 1 (and do not collapse when other
@@ -165,6 +184,9 @@ class TorchTrainer:
     >>> logits, emb = t.predict("test", embeddings=True)
     >>> logits.shape, emb.shape, t.head_weight().shape
     ((60, 3), (60, 4), (3, 4))
+    >>> pool = t.logits("pool")          # a chunk source: the selection functions take it
+    >>> bool((np.concatenate(list(pool)) == t.predict("pool")[0]).all())
+    True
     """
 
     def __init__(
@@ -180,27 +202,33 @@ class TorchTrainer:
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         val_fraction: float = 0.1,
+        min_val_rows: int = 20,
         patience: int = 5,
         refit: bool = True,
         num_threads: Optional[int] = None,
         device: Optional[str] = None,
         eval_batch_size: int = 2048,
+        chunk_rows: Optional[int] = None,
     ) -> None:
+        from .._backend.arrays import as_int
+
         self._model_arg = model
         self._head_arg = head
         self.preprocess = preprocess
         self.augment = augment
         self.loader = loader
-        self.epochs = epochs
+        self.epochs = as_int(epochs, "epochs", minimum=1)
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
         self.val_fraction = val_fraction
+        self.min_val_rows = as_int(min_val_rows, "min_val_rows", minimum=1)
         self.patience = patience
         self.refit = refit
         self.num_threads = check_num_threads(num_threads)
         self.device = check_device(device)
-        self.eval_batch_size = eval_batch_size
+        self.eval_batch_size = as_int(eval_batch_size, "eval_batch_size", minimum=1)
+        self.chunk_rows = None if chunk_rows is None else as_int(chunk_rows, "chunk_rows", minimum=1)
         self.model = None
 
     # ------------------------------------------------------------------ set-up
@@ -229,8 +257,8 @@ class TorchTrainer:
         return {
             "model": type(m).__name__ if hasattr(m, "state_dict") else getattr(m, "__qualname__", type(m).__name__),
             "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-            "weight_decay": self.weight_decay, "val_fraction": self.val_fraction, "patience": self.patience,
-            "refit": self.refit, "augment": getattr(self.augment, "__name__", None) if self.augment else None,
+            "weight_decay": self.weight_decay, "val_fraction": self.val_fraction, "min_val_rows": self.min_val_rows,
+            "patience": self.patience, "refit": self.refit, "augment": getattr(self.augment, "__name__", None) if self.augment else None,
         }
 
     def reset(self) -> None:
@@ -256,28 +284,32 @@ class TorchTrainer:
     def _fit(self, rows: np.ndarray, seed: int) -> dict:
         """Trains from the initial weights on pool rows ``rows`` (labels from the dataset).
 
-        Early stopping watches the validation accuracy (ties: the lower cross-entropy); then,
-        with ``refit``, the model is retrained on all rows for the best epoch count. Returns a
-        dict: ``epochs`` run, ``best_epoch``, ``val_accuracy`` and ``val_loss`` at the best epoch
-        (NaN without a validation split).
+        With a validation split of at least ``min_val_rows`` rows, early stopping watches the
+        validation accuracy (ties: the lower cross-entropy); then, with ``refit``, the model is
+        retrained on all rows for the best epoch count. Without one, exactly ``epochs`` epochs
+        on all rows. Returns a dict: ``epochs`` the returned model was trained for,
+        ``best_epoch``, ``val_accuracy`` and ``val_loss`` at the best epoch (NaN without a
+        validation split).
         """
-        torch = _torch()
         self.reset()
         rows = np.asarray(rows, dtype=np.int64)
         rng = np.random.default_rng(seed)
-        n_val = int(round(self.val_fraction * rows.size)) if rows.size >= 10 else 0
+        n_val = int(round(self.val_fraction * rows.size))
+        if n_val < self.min_val_rows or n_val >= rows.size:
+            n_val = 0
         order = rng.permutation(rows.size)
         val, train = rows[np.sort(order[:n_val])], rows[np.sort(order[n_val:])]
         train_seed = int(rng.integers(2**62))
         best, best_epoch, epoch, state = self._train(train, val, train_seed, self.epochs)
-        if n_val and self.refit:
+        if not n_val:
+            return {"epochs": epoch, "best_epoch": epoch, "val_accuracy": float("nan"), "val_loss": float("nan")}
+        if self.refit:
             # The validation split chose the epoch count; now train on every labeled row for it.
             self.reset()
             self._train(rows, val[:0], train_seed, max(1, best_epoch))
         elif state is not None:
             self.model.load_state_dict(state)
-        return {"epochs": epoch, "best_epoch": best_epoch if n_val else epoch,
-                "val_accuracy": best[0] if n_val else float("nan"), "val_loss": -best[1] if n_val else float("nan")}
+        return {"epochs": max(1, best_epoch), "best_epoch": best_epoch, "val_accuracy": best[0], "val_loss": -best[1]}
 
     def _train(self, train: np.ndarray, val: np.ndarray, seed: int, epochs: int):
         """Up to ``epochs`` epochs on ``train``, early stopping on ``val`` (if any): returns
@@ -302,7 +334,7 @@ class TorchTrainer:
                 opt.step()
             if val.size == 0:
                 continue
-            logits, _ = self._outputs(self.dataset.x, val, embeddings=False)
+            logits, _ = self._outputs(self.dataset.x, val)
             loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(y_all[val])))
             acc = float(np.mean(logits.argmax(1) == y_all[val]))
             if (acc, -loss) > best:  # higher accuracy; at equal accuracy, lower loss
@@ -312,39 +344,69 @@ class TorchTrainer:
         return best, best_epoch, epoch, best_state
 
     # ------------------------------------------------------------------ inference
-    def _outputs(self, source: np.ndarray, rows: Optional[np.ndarray], embeddings: bool):
+    def _outputs(self, source: np.ndarray, rows: Any, *, logits: bool = True, embeddings: bool = False):
+        """(logits (n, C) float32 or None, embeddings (n, D) float32 or None) of the model on
+        ``source[rows]`` (``rows``: an index array, a slice, or None for every row), in forward
+        passes of ``eval_batch_size`` rows."""
         torch = _torch()
-        n = source.shape[0] if rows is None else rows.size
-        logits = np.empty((n, self.dataset.num_classes), dtype=np.float32)
+        if rows is None:
+            rows = slice(0, source.shape[0])
+        if isinstance(rows, slice):
+            first, stop, _ = rows.indices(source.shape[0])
+            n = max(0, stop - first)
+
+            def batch(s: int, e: int) -> np.ndarray:
+                return source[first + s : first + e]
+        else:
+            rows = np.asarray(rows, dtype=np.int64)
+            n = rows.size
+
+            def batch(s: int, e: int) -> np.ndarray:
+                return source[rows[s:e]]
+        out = np.empty((n, self.dataset.num_classes), dtype=np.float32) if logits else None
         emb = None
         captured = {}
         hook = None
         if embeddings:
-            hook = self.head.register_forward_hook(lambda m, inp, out: captured.__setitem__("z", inp[0]))
+            hook = self.head.register_forward_hook(lambda m, inp, o: captured.__setitem__("z", inp[0]))
         self.model.eval()
         try:
             with torch.no_grad():
                 for s in range(0, n, self.eval_batch_size):
-                    sel = slice(s, min(n, s + self.eval_batch_size))
-                    batch = source[sel] if rows is None else source[rows[sel]]
-                    out = self.model(self.preprocess(batch).to(self.device))
-                    logits[sel] = out.float().cpu().numpy()
+                    e = min(n, s + self.eval_batch_size)
+                    y = self.model(self.preprocess(batch(s, e)).to(self.device))
+                    if logits:
+                        out[s:e] = y.float().cpu().numpy()
                     if embeddings:
                         z = captured["z"].float().cpu().numpy()
                         if emb is None:
                             emb = np.empty((n, z.shape[1]), dtype=np.float32)
-                        emb[sel] = z
+                        emb[s:e] = z
         finally:
             if hook is not None:
                 hook.remove()
-        return logits, emb
+        return out, emb
 
-    def predict(self, split: str = "pool", *, embeddings: bool = False, rows: Optional[np.ndarray] = None):
-        """(logits (N, C) float32, embeddings (N, D) float32 or None) on ``"pool"`` or ``"test"``,
-        computed in batches of ``eval_batch_size``."""
-        source = {"pool": self.dataset.x, "test": self.dataset.x_test}[split]
+    def _source(self, split: str) -> np.ndarray:
+        try:
+            return {"pool": self.dataset.x, "test": self.dataset.x_test}[split]
+        except KeyError:
+            raise ValueError(f"split must be 'pool' or 'test', got {split!r}") from None
+
+    def predict(self, split: str = "pool", *, embeddings: bool = False, rows: Optional[np.ndarray] = None,
+                logits: bool = True):
+        """(logits (N, C) float32 or None, embeddings (N, D) float32 or None) on ``"pool"`` or
+        ``"test"`` (only ``rows`` of it when given), computed in batches of ``eval_batch_size``
+        and held in memory whole: for the pool's logits prefer :meth:`logits`."""
+        source = self._source(split)
         with self._threads():
-            return self._outputs(source, rows, embeddings)
+            return self._outputs(source, rows, logits=logits, embeddings=embeddings)
+
+    def logits(self, split: str = "pool", *, rows: Optional[np.ndarray] = None) -> "ModelLogits":
+        """The model's logits on ``split`` (``rows`` of it when given) as a re-iterable chunk
+        source (:class:`ModelLogits`): each walk runs the model again, chunk by chunk, so
+        memory holds one chunk, never the N × C matrix."""
+        return ModelLogits(self, split, rows)
 
     def state_dict(self) -> dict:
         """The trained model's parameters (what sharded runs send from rank 0 to the others)."""
@@ -356,6 +418,47 @@ class TorchTrainer:
     def head_weight(self) -> np.ndarray:
         """The head's weight (C, D) as float64 numpy."""
         return self.head.weight.detach().cpu().double().numpy()
+
+
+class ModelLogits:
+    """A trained model's logits on the rows of a split, computed chunk by chunk every time it
+    is iterated: a re-iterable chunk source that alscale's selection functions accept (memory:
+    one chunk of float32 logits, never N × C).
+
+    Each chunk holds whole forward passes of ``eval_batch_size`` rows, so its rows are bit for
+    bit those of :meth:`TorchTrainer.predict` over the same rows. A selection may walk the pool
+    more than once (BASE does when its bounded per-class candidates run out); a pool whose
+    logits fit in ``CHUNK_BYTES`` is kept after the first walk, a larger one is computed again.
+    The model's weights of the first walk are used: take a new source after training.
+    """
+
+    def __init__(self, trainer: TorchTrainer, split: str, rows: Optional[np.ndarray] = None) -> None:
+        self.trainer = trainer
+        self.source = trainer._source(split)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.num_classes = int(trainer.dataset.num_classes)
+        batch = trainer.eval_batch_size
+        wanted = trainer.chunk_rows or max(1, CHUNK_BYTES // (4 * self.num_classes))
+        self.chunk_rows = batch * max(1, -(-wanted // batch))  # whole eval batches
+        self._kept: Optional[list] = None  # the first walk's chunks, when they fit in CHUNK_BYTES
+
+    def __len__(self) -> int:
+        return int(self.source.shape[0] if self.rows is None else self.rows.size)
+
+    def __iter__(self):
+        if self._kept is not None:
+            yield from self._kept
+            return
+        n = len(self)
+        keep = [] if 4 * n * self.num_classes <= CHUNK_BYTES else None
+        for s in range(0, n, self.chunk_rows):
+            part = slice(s, min(n, s + self.chunk_rows)) if self.rows is None else self.rows[s : s + self.chunk_rows]
+            with self.trainer._threads():
+                logits, _ = self.trainer._outputs(self.source, part)
+            if keep is not None:
+                keep.append(logits)
+            yield logits
+        self._kept = keep
 
 
 class _Threads:
@@ -383,19 +486,92 @@ def _is_flat(model) -> bool:
     return isinstance(first, torch.nn.Linear)
 
 
-def linear_probe(**options: Any) -> TorchTrainer:
-    """A linear head on fixed embeddings (flattened, normalized pixels for image data): Adam,
-    lr 3e-3, weight decay 1e-4, batch 256, up to 100 epochs with early stopping (patience 20)
-    and a refit on all labeled rows; one torch thread (tiny matrix products)."""
-    torch = _torch()
-    settings = dict(epochs=100, batch_size=256, lr=3e-3, weight_decay=1e-4, patience=20, num_threads=1)
-    settings.update(options)
-    return TorchTrainer(lambda classes, dim: torch.nn.Linear(dim, classes), **settings)
+def _linear(classes: int, dim: int):
+    return _torch().nn.Linear(dim, classes)
+
+
+class LinearProbe(TorchTrainer):
+    """Multinomial logistic regression on fixed features (a linear head, ``nn.Linear``), fitted
+    by full-batch L-BFGS to the minimum of the convex objective
+
+        mean over the n labeled rows of cross-entropy(W z + b, y)  +  (‖W‖² + ‖b‖²) / (2 · C · n)
+
+    — scikit-learn's ``LogisticRegression(C=C)`` objective divided by n, except that the bias is
+    penalized too, so that a class with no label yet gets a finite bias. Every fit starts from
+    zero weights and runs until the largest gradient entry is below ``tolerance`` (or the loss
+    stops changing), at most ``epochs`` L-BFGS iterations (each one or a few passes over the
+    labeled rows). Strictly convex: no validation split, no early stopping, and the same labeled
+    rows give the same model whatever the seed.
+
+    Parameters
+    ----------
+    C : float
+        Inverse regularization strength, as scikit-learn's (default 1.0).
+    epochs : int
+        The most L-BFGS iterations per fit (default 200).
+    tolerance : float
+        Gradient tolerance (default 1e-5).
+    **options
+        ``device``, ``num_threads`` (default 1), ``preprocess``, ``eval_batch_size``,
+        ``chunk_rows``: as :class:`TorchTrainer`.
+    """
+
+    def __init__(self, *, C: float = 1.0, epochs: int = 200, tolerance: float = 1e-5, num_threads: Optional[int] = 1,
+                 **options: Any) -> None:
+        super().__init__(_linear, epochs=epochs, num_threads=num_threads, **options)
+        self.C = _positive_float(C, "C")
+        self.tolerance = _positive_float(tolerance, "tolerance")
+
+    def describe(self) -> dict:
+        return {"model": "LinearProbe", "C": self.C, "epochs": self.epochs, "tolerance": self.tolerance}
+
+    def _fit(self, rows: np.ndarray, seed: int) -> dict:
+        torch = _torch()
+        rows = np.asarray(rows, dtype=np.int64)
+        x = self.preprocess(self.dataset.x[rows]).to(self.device)
+        y = torch.from_numpy(self.dataset.y[rows]).to(self.device)
+        params = [p for p in self.model.parameters()]
+        with torch.no_grad():
+            for p in params:
+                p.zero_()
+        penalty = 0.5 / (self.C * max(1, rows.size))
+        # max_eval: room for the line searches, so that ``epochs`` bounds the iterations
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=self.epochs, max_eval=3 * self.epochs + 5,
+                                tolerance_grad=self.tolerance, history_size=20, line_search_fn="strong_wolfe")
+
+        def objective():
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(self.model(x), y)
+            loss = loss + penalty * sum(p.square().sum() for p in params)
+            loss.backward()
+            return loss
+
+        self.model.train()
+        opt.step(objective)
+        iterations = int(opt.state[params[0]].get("n_iter", 0))
+        return {"epochs": iterations, "best_epoch": iterations, "val_accuracy": float("nan"), "val_loss": float("nan")}
+
+
+def _positive_float(value: Any, name: str) -> float:
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def linear_probe(**options: Any) -> LinearProbe:
+    """A :class:`LinearProbe`: logistic regression on fixed embeddings (flattened, normalized
+    pixels for image data), full-batch L-BFGS to convergence, C = 1, one torch thread."""
+    return LinearProbe(**options)
 
 
 def cnn_trainer(**options: Any) -> TorchTrainer:
     """:func:`SmallCNN` fine-tuned end to end with :func:`light_augment`: Adam lr 1e-3, batch 64,
-    up to 30 epochs with early stopping."""
+    30 epochs, or up to 30 with early stopping once 10% of the labeled rows make a validation
+    split of at least 20 rows (``min_val_rows``)."""
     settings = dict(epochs=30, batch_size=64, lr=1e-3, weight_decay=5e-4, patience=5, augment=light_augment)
     settings.update(options)
     return TorchTrainer(lambda classes, dim: SmallCNN(classes), **settings)

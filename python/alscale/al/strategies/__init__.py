@@ -43,7 +43,10 @@ class PoolView:
     ----------
     labeled : numpy.ndarray of bool, shape (N,)
         The rows already labeled (never selected again).
-    logits : numpy.ndarray, shape (N, C), optional
+    logits : numpy.ndarray of shape (N, C), or a re-iterable chunk source, optional
+        The loop hands a chunk source (:meth:`alscale.al.train.TorchTrainer.logits`: (n_i, C)
+        float32 chunks, rows in order, computed while they are walked) unless the strategy sets
+        ``logits_in_memory``; alscale's selection functions take either.
     embeddings : numpy.ndarray, shape (N, D), optional
         The features the head reads (the penultimate layer; the inputs for a linear probe).
     weight : numpy.ndarray, shape (C, D), optional
@@ -88,6 +91,9 @@ class Strategy:
     #: True when ``select`` handles a sharded PoolView (``rows``/``group``): each rank then
     #: scores its shard only. Otherwise every rank scores the whole pool and selects alone.
     shardable: ClassVar[bool] = False
+    #: True when ``select`` needs ``logits`` as one (N, C) array (BADGE); otherwise the loop
+    #: hands a chunk source, so the pool's N x C logits are never held at once.
+    logits_in_memory: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -116,6 +122,10 @@ class Strategy:
 
     def load_state(self, state: dict) -> None:
         """Restores :meth:`state`."""
+
+    def check_state(self, pool_size: int) -> None:
+        """After :meth:`load_state` from a checkpoint: a ValueError if the state does not fit a
+        pool of ``pool_size`` rows."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -11,6 +11,7 @@ from . import PoolView, Strategy
 class Badge(Strategy):
     name = "badge"
     needs = frozenset({"logits", "embeddings"})
+    logits_in_memory = True  # gradient embeddings: the kernel reads logits and embeddings row by row together
     partitions = 1
 
     def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:

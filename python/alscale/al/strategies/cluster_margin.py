@@ -67,4 +67,29 @@ class ClusterMargin(Strategy):
         return {} if self._labels is None else {"labels": self._labels.tolist()}
 
     def load_state(self, state: dict) -> None:
-        self._labels = np.asarray(state["labels"], dtype=np.int64) if "labels" in state else None
+        """Restores the cluster labels: a list of integer cluster ids >= 0 (floats, booleans or
+        negative ids are refused, not truncated)."""
+        unknown = set(state) - {"labels"}
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown, key=str)}")
+        if "labels" not in state:
+            self._labels = None
+            return
+        labels = state["labels"]
+        if not isinstance(labels, list):
+            raise TypeError(f"'labels' must be a list of cluster ids, got {type(labels).__name__}")
+        bad = next((v for v in labels if isinstance(v, bool) or not isinstance(v, int) or v < 0), None)
+        if bad is not None:
+            raise ValueError(f"'labels' must hold integer cluster ids >= 0, got {bad!r}")
+        if labels and max(labels) >= 2**62:
+            raise ValueError(f"'labels' holds cluster id {max(labels)}, more than any pool has rows")
+        self._labels = np.asarray(labels, dtype=np.int64)
+
+    def check_state(self, pool_size: int) -> None:
+        if self._labels is None:
+            return
+        if self._labels.size != pool_size:
+            raise ValueError(f"'labels' has {self._labels.size} cluster ids, but the pool has {pool_size} rows")
+        if self._labels.size and int(self._labels.max()) >= pool_size:
+            raise ValueError(f"'labels' holds cluster id {int(self._labels.max())}; a pool of {pool_size} rows has "
+                             f"ids below {pool_size}")

@@ -1,0 +1,185 @@
+"""Loop checkpoints are validated on load: corrupt or edited JSON gives a ValueError naming the
+file and the field (never a RecursionError, OverflowError or a KeyError at the end, never a
+silently accepted edit), and a refused resume names the settings that differ."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alscale.al.datasets import make_synthetic
+from alscale.al.loop import ActiveLearningLoop, _digest, config_differences
+from alscale.al.train import linear_probe
+
+KW = dict(initial=10, budget=5, rounds=2)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic(120, 4, 3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def saved(data, tmp_path_factory):
+    """A finished run's checkpoint for each strategy (JSON text)."""
+    out = {}
+    for strategy in ("random", "cluster-margin"):
+        path = tmp_path_factory.mktemp("ckpt") / "c.json"
+        ActiveLearningLoop(data, strategy, linear_probe(epochs=3), checkpoint=path, **KW).run()
+        out[strategy] = path.read_text()
+    return out
+
+
+def _resume(path, data, strategy="random", **change):
+    return ActiveLearningLoop.resume(path, data, strategy, linear_probe(epochs=change.pop("epochs", 3)),
+                                     **{**KW, **change})
+
+
+def _write(tmp_path, state, rehash=False):
+    """The edited checkpoint; ``rehash``: with digests recomputed, as a careful forger would
+    (so that the field checks themselves are tested)."""
+    if rehash:
+        state["sha256"] = {k: _digest(state[k]) for k in ("config", "labeled", "records", "strategy_state")}
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(state))
+    return path
+
+
+def test_a_checkpoint_resumes(tmp_path, data, saved):
+    path = tmp_path / "c.json"
+    path.write_text(saved["random"])
+    loop = _resume(path, data)
+    assert loop.finished and len(loop.records) == 3
+    state = json.loads(saved["random"])
+    assert set(state["sha256"]) == {"config", "labeled", "records", "strategy_state"}
+
+
+def test_deeply_nested_json(tmp_path, data):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=f"checkpoint {path} is nested too deeply"):
+        _resume(path, data)
+    state = json.loads("[" * 500 + "]" * 500)  # parses, then fails as not an object
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        _resume(_write(tmp_path, state), data)
+
+
+def test_huge_numbers(tmp_path, data, saved):
+    state = json.loads(saved["random"])
+    state["labeled"][3] = 10**30  # was an OverflowError
+    with pytest.raises(ValueError, match=r"edited.json: labeled row 10{30} is out of range"):
+        _resume(_write(tmp_path, state, rehash=True), data)
+    path = tmp_path / "digits.json"
+    path.write_text(saved["random"].replace('"seed": 0', '"seed": ' + "9" * 5000, 1))
+    with pytest.raises(ValueError, match="digits.json is not valid JSON"):
+        _resume(path, data)
+
+
+def test_edited_accuracy_is_detected(tmp_path, data, saved):
+    state = json.loads(saved["random"])
+    state["records"][1]["test_accuracy"] = 0.99  # was accepted silently
+    with pytest.raises(ValueError, match="edited.json: 'records' does not match its SHA-256 digest"):
+        _resume(_write(tmp_path, state), data)
+
+
+def test_swapped_labeled_rows_are_detected(tmp_path, data, saved):
+    state = json.loads(saved["random"])
+    labeled = state["labeled"]
+    # a row of round 0 swapped with a row of another class added later
+    j = next(j for j in range(10, 20) if data.y[labeled[j]] != data.y[labeled[0]])
+    labeled[0], labeled[j] = labeled[j], labeled[0]
+    with pytest.raises(ValueError, match="'labeled' does not match its SHA-256 digest"):
+        _resume(_write(tmp_path, state), data)
+    with pytest.raises(ValueError, match="record 0's 'class_counts' do not match the labels of its 10 labeled rows"):
+        _resume(_write(tmp_path, state, rehash=True), data)
+
+
+def test_float_cluster_labels_are_refused(tmp_path, data, saved):
+    state = json.loads(saved["cluster-margin"])
+    labels = state["strategy_state"]["labels"]
+    assert len(labels) == len(data)
+    labels[5] = 1.5  # was truncated to 1 silently
+    with pytest.raises(ValueError, match="'strategy_state' does not match its SHA-256 digest"):
+        _resume(_write(tmp_path, state), data, "cluster-margin")
+    with pytest.raises(ValueError, match=r"bad 'strategy_state' for 'cluster-margin': 'labels' must hold integer "
+                                         r"cluster ids >= 0, got 1.5"):
+        _resume(_write(tmp_path, state, rehash=True), data, "cluster-margin")
+    for bad, message in (([0] * 7, "has 7 cluster ids, but the pool has 120 rows"),
+                         ([0] * 119 + [120], "holds cluster id 120"),
+                         ([0] * 119 + [-1], "integer cluster ids >= 0"),
+                         ([0] * 119 + [10**30], "more than any pool has rows"),
+                         ([0] * 119 + [True], "integer cluster ids")):
+        state["strategy_state"]["labels"] = bad
+        with pytest.raises(ValueError, match=message):
+            _resume(_write(tmp_path, state, rehash=True), data, "cluster-margin")
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("test_accuracy", None, "record 1: 'test_accuracy' must be a number, got null"),
+    ("test_accuracy", 1.5, r"'test_accuracy' must lie in \[0, 1\]"),
+    ("imbalance_ratio", 0.5, "'imbalance_ratio' must be a finite number >= 1"),
+    ("train_seconds", -1, "'train_seconds' must be a finite number of seconds"),
+    ("epochs", 2.5, "'epochs' must be an integer >= 0"),
+    ("per_class_accuracy", [0.5], "'per_class_accuracy' must be a list of 3 values"),
+    ("class_counts", [5, 5, "x"], "'class_counts' entry 2 must be an integer >= 0"),
+    ("seed", True, "record 1 has {'seed': True}"),
+])
+def test_record_fields_are_checked(tmp_path, data, saved, field, value, message):
+    state = json.loads(saved["random"])
+    state["records"][1][field] = value
+    with pytest.raises(ValueError, match=message):
+        _resume(_write(tmp_path, state, rehash=True), data)
+
+
+def test_missing_record_field_is_refused_on_load(tmp_path, data, saved):
+    state = json.loads(saved["random"])
+    del state["records"][2]["test_accuracy"]  # was a KeyError when the CLI wrote its report
+    with pytest.raises(ValueError, match=r"record 2 lacks \['test_accuracy'\]"):
+        _resume(_write(tmp_path, state, rehash=True), data)
+    state = json.loads(saved["random"])
+    state["records"][2]["note"] = 1
+    with pytest.raises(ValueError, match=r"record 2 has unknown fields \['note'\]"):
+        _resume(_write(tmp_path, state, rehash=True), data)
+
+
+def test_digests_and_version_are_required(tmp_path, data, saved):
+    state = json.loads(saved["random"])
+    del state["sha256"]
+    with pytest.raises(ValueError, match="has no 'sha256' digests"):
+        _resume(_write(tmp_path, state), data)
+    state = json.loads(saved["random"])
+    del state["sha256"]["records"]
+    with pytest.raises(ValueError, match="'sha256' has no digest of 'records'"):
+        _resume(_write(tmp_path, state), data)
+    state = json.loads(saved["random"])
+    state["version"] = 1
+    with pytest.raises(ValueError, match="'version' is 1, not 2: it was written by another alscale version"):
+        _resume(_write(tmp_path, state), data)
+    state = json.loads(saved["random"])
+    state["extra"] = {}
+    with pytest.raises(ValueError, match=r"unexpected fields \['extra'\]"):
+        _resume(_write(tmp_path, state), data)
+
+
+def test_refused_resume_names_the_differences(tmp_path, data, saved):
+    path = tmp_path / "c.json"
+    path.write_text(saved["random"])
+    with pytest.raises(ValueError) as err:
+        _resume(path, data, budget=6)
+    text = str(err.value)
+    assert f"checkpoint {path} is of another run: budget: 5 in the checkpoint, 6 now" == text
+    with pytest.raises(ValueError, match=r"of another run: seed: 0 in the checkpoint, 3 now; "
+                                         r"trainer.epochs: 3 in the checkpoint, 4 now$"):
+        _resume(path, data, seed=3, epochs=4)
+    with pytest.raises(ValueError, match=r"strategy: 'random' in the checkpoint, 'margin' now"):
+        _resume(path, data, "margin")
+
+
+def test_config_differences():
+    assert config_differences({"a": 1, "b": {"c": [1, 2]}}, {"a": 1, "b": {"c": [1, 2]}}) == []
+    assert config_differences({"a": 1, "b": {"c": 2}}, {"a": 1.0, "b": {"d": 2}}) == [
+        "a: 1 in the checkpoint, 1.0 now", "b.c: 2 in the checkpoint, not set now", "b.d: not in the checkpoint, 2 now"]
+    assert config_differences([1], {"a": 1}) == ['config: [1] in the checkpoint, {"a": 1} now']
+    long = config_differences({"x": list(range(100))}, {"x": []})[0]
+    assert len(long) < 120 and long.startswith("x: [0, 1, 2")

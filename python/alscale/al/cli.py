@@ -136,7 +136,7 @@ def _add_run(sub) -> None:
     run.add_argument("--model", choices=("linear", "cnn"), default="linear",
                      help="linear: a linear probe on fixed features (pixels for images; default); "
                           "cnn: a small CNN fine-tuned end to end with light augmentation (images)")
-    run.add_argument("--epochs", type=_positive, default=None, help="max training epochs per round")
+    run.add_argument("--epochs", type=_positive, default=None, help="the most training epochs per round (linear probe: L-BFGS iterations, default 200; cnn: epochs, default 30)")
     run.add_argument("--partitions", type=_positive, default=10,
                      help="parts of the partitioned-coreset / partitioned-badge strategies (default 10)")
     run.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")

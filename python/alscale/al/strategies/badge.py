@@ -9,6 +9,8 @@ from . import PoolView, Strategy
 
 
 class Badge(Strategy):
+    """BADGE: k-means++ seeding on last-layer gradient embeddings (Ash et al. 2020)."""
+
     name = "badge"
     needs = frozenset({"logits", "embeddings"})
     logits_in_memory = True  # gradient embeddings: the kernel reads logits and embeddings row by row together
@@ -21,7 +23,7 @@ class Badge(Strategy):
 
 
 class PartitionedBadge(Badge):
-    """The pool split at random into ``partitions`` parts, budget B/P each (default P = 10)."""
+    """Partitioned BADGE: the pool split at random into ``partitions`` parts, budget B/P each (default P = 10)."""
 
     name = "partitioned-badge"
 

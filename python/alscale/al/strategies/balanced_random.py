@@ -10,6 +10,8 @@ from . import PoolView, Strategy
 
 
 class BalancedRandom(Strategy):
+    """An oracle baseline: random rows that fill the classes equally, read from the true labels."""
+
     name = "balanced-random"
     needs = frozenset({"labels"})
 

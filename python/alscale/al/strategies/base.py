@@ -9,6 +9,8 @@ from . import PoolView, Strategy
 
 
 class Base(Strategy):
+    """BASE: class by class, the rows closest to that class's decision boundary (Emam et al. 2021)."""
+
     name = "base"
     needs = frozenset({"logits", "weight"})
     shardable = True

@@ -9,6 +9,8 @@ from . import PoolView, Strategy
 
 
 class Coreset(Strategy):
+    """Coreset: greedy k-center on the pool's embeddings (Sener & Savarese 2018)."""
+
     name = "coreset"
     needs = frozenset({"embeddings"})
     partitions = 1
@@ -19,7 +21,7 @@ class Coreset(Strategy):
 
 
 class PartitionedCoreset(Coreset):
-    """The pool split at random into ``partitions`` parts, budget B/P each (default P = 10)."""
+    """Partitioned Coreset: the pool split at random into ``partitions`` parts, budget B/P each (default P = 10)."""
 
     name = "partitioned-coreset"
 

@@ -9,6 +9,8 @@ from . import PoolView, Strategy
 
 
 class Mase(Strategy):
+    """MASE: the rows closest to any decision boundary, without class balancing."""
+
     name = "mase"
     needs = frozenset({"logits", "weight"})
     shardable = True

@@ -9,6 +9,8 @@ from . import PoolView, Strategy
 
 
 class Random(Strategy):
+    """Uniformly random rows of the pool."""
+
     name = "random"
     needs = frozenset()
 

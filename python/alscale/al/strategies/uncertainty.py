@@ -9,6 +9,8 @@ from . import PoolView, Strategy
 
 
 class Margin(Strategy):
+    """The rows with the smallest softmax margin p(1) - p(2)."""
+
     name = "margin"
     needs = frozenset({"logits"})
     shardable = True
@@ -18,6 +20,8 @@ class Margin(Strategy):
 
 
 class Confidence(Strategy):
+    """The rows with the smallest maximum softmax probability."""
+
     name = "confidence"
     needs = frozenset({"logits"})
     shardable = True
@@ -27,6 +31,8 @@ class Confidence(Strategy):
 
 
 class Entropy(Strategy):
+    """The rows with the largest softmax entropy."""
+
     name = "entropy"
     needs = frozenset({"logits"})
     shardable = True

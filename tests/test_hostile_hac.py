@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from scipy.cluster.hierarchy import fcluster, is_valid_linkage
+from scipy.cluster.hierarchy import fcluster, is_valid_linkage, linkage
 from scipy.sparse import coo_matrix
 
 import alscale
@@ -79,3 +79,126 @@ def test_graph_similarity_above_one_by_hand():
                                   n_clusters=2)
     np.testing.assert_array_equal(c.linkage, [[0, 1, 0.0, 2], [2, 3, 0.5, 2], [4, 5, 1.0, 4]])
     np.testing.assert_array_equal(c.labels, [0, 0, 1, 1])
+
+
+# --------------------------------------------------------------------------- value range
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean"])
+@pytest.mark.parametrize("power", [70, 120, -100, -140])
+def test_exact_hac_near_float32_limits_is_the_scaled_tree(metric, power):
+    """|x| ≳ 1e19 overflowed the float32 squared distances (inf heights); |x| ≲ 1e-20 underflowed
+    them (heights 0). x * 2^p now gives the tree of x exactly, heights times 2^p (2^2p squared)."""
+    x = np.random.default_rng(5).normal(size=(40, 6))
+    x[7] = x[3]  # a tie
+    scaled = np.ldexp(x, power)
+    assert np.isfinite(scaled.astype(np.float32)).all()
+    base = alscale.hac_average(x, metric=metric, n_clusters=4)
+    got = alscale.hac_average(scaled, metric=metric, n_clusters=4)
+    expected = base.linkage.copy()
+    expected[:, 2] = np.ldexp(expected[:, 2], power if metric == "euclidean" else 2 * power)
+    np.testing.assert_array_equal(got.linkage, expected)
+    np.testing.assert_array_equal(got.labels, base.labels)
+    assert_usable_by_scipy(got.linkage)
+    # a distance cut in the caller's units
+    t = float(np.median(base.linkage[:, 2]))
+    cut = alscale.hac_average(scaled, metric=metric, threshold=np.ldexp(t, power if metric == "euclidean" else 2 * power))
+    np.testing.assert_array_equal(cut.labels, alscale.hac_average(x, metric=metric, threshold=t).labels)
+
+
+def test_exact_hac_near_float32_limits_by_hand():
+    x = np.array([[1e19, 0.0], [-1e19, 0.0], [0.0, 3e19]])
+    c = alscale.hac_average(x, metric="euclidean", n_clusters=1)
+    np.testing.assert_allclose(c.linkage, linkage(x, "average", metric="euclidean"), rtol=1e-6)
+    c = alscale.hac_average(x * 1e-40, metric="euclidean", threshold=2.5e-21)
+    np.testing.assert_allclose(c.linkage[:, 2], [2e-21, np.sqrt(10) * 1e-21], rtol=1e-6)
+    np.testing.assert_array_equal(c.labels, [0, 0, 1])
+    # float32's largest values (beyond them is still refused: test_errors_hac)
+    big = np.array([[3e38, 0.0], [-3e38, 0.0], [0.0, 1.0]])
+    c = alscale.hac_average(big, metric="sqeuclidean", n_clusters=1)
+    np.testing.assert_allclose(c.linkage, linkage(big, "average", metric="sqeuclidean"), rtol=1e-6)
+    np.testing.assert_allclose(c.linkage[:, 2], [9e76, (3.6e77 + 9e76) / 2], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_exact_hac_says_how_much_memory_it_needs(monkeypatch):
+    """n = 200,000 ended in a bare std::bad_alloc / MemoryError: refused up front, with the
+    memory exact HAC needs (n(n-1)/2 float32) and the way out (neighbors=)."""
+    from alscale import hac
+
+    x = np.random.default_rng(0).normal(size=(1000, 3))
+    monkeypatch.setattr(hac, "_available_memory", lambda: 1_000_000)  # 1000 points need 2.0 MB
+    with pytest.raises(MemoryError, match=r"exact HAC of 1000 points needs 1\.9 MiB .* n\(n-1\)/2 float32 .* "
+                                          r"1\.0 MiB is available; pass neighbors=k"):
+        alscale.hac_average(x, n_clusters=3)
+    alscale.hac_average(x, n_clusters=3, neighbors=5)  # the graph version does not need it
+
+    monkeypatch.setattr(hac, "_available_memory", lambda: None)  # unknown: try, and explain a failure
+
+    def no_memory(*args):
+        raise MemoryError("std::bad_alloc")
+
+    monkeypatch.setattr(hac._core, "hac_average_exact", no_memory)
+    with pytest.raises(MemoryError, match=r"exact HAC of 1000 points needs 1\.9 MiB for its n\(n-1\)/2 float32 "
+                                          r"distances; pass neighbors=k"):
+        alscale.hac_average(x, n_clusters=3)
+
+
+def test_exact_hac_at_200k_points_is_refused_up_front():
+    from alscale import hac
+
+    available = hac._available_memory()
+    if available is None or available >= 200_000 * 199_999 // 2 * 4:
+        pytest.skip("this machine could hold the 74.5 GiB condensed matrix")
+    x = np.random.default_rng(0).normal(size=(200_000, 2)).astype(np.float32)
+    with pytest.raises(MemoryError, match=r"exact HAC of 200000 points needs 74\.5 GiB .* pass neighbors=k"):
+        alscale.hac_average(x, n_clusters=3)
+
+
+# --------------------------------------------------------------------------- arguments and devices
+
+
+class FakeDeviceArray:
+    """What CuPy, Numba and friends look like to alscale: a __cuda_array_interface__."""
+
+    def __init__(self, shape, typestr="<f4"):
+        self.shape, self.typestr = shape, typestr
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"shape": self.shape, "typestr": self.typestr, "data": (4096, False), "version": 3, "strides": None}
+
+
+X = np.random.default_rng(0).normal(size=(10, 3))
+
+
+@pytest.mark.parametrize("metric", [["cosine"], ("cosine",), None, 2, b"cosine"])
+def test_metric_of_the_wrong_kind(metric):
+    with pytest.raises(TypeError, match=r"metric must be one of \['cosine', 'euclidean', 'sqeuclidean'\], got"):
+        alscale.hac_average(X, n_clusters=2, metric=metric)
+    with pytest.raises(ValueError, match="metric must be 'cosine'"):
+        alscale.knn_graph(X, 2, metric=metric)
+
+
+@pytest.mark.parametrize("neighbors", [None, 3])
+def test_device_arrays_say_there_is_no_gpu_kernel(neighbors):
+    with pytest.raises(ValueError, match=r"hac_average has no GPU kernel yet; pass host memory \(x is a FakeDeviceArray"):
+        alscale.hac_average(FakeDeviceArray((10, 3)), n_clusters=2, neighbors=neighbors)
+    with pytest.raises(ValueError, match="hac_average_graph has no GPU kernel yet; pass host memory"):
+        alscale.hac_average_graph((FakeDeviceArray((10, 2), "<i8"), np.ones((10, 2))), n_clusters=2)
+    with pytest.raises(ValueError, match=r"knn_graph\(method='faiss'\) has no GPU kernel yet"):
+        alscale.knn_graph(FakeDeviceArray((10, 3)), 2, method="faiss")
+
+
+def test_meta_tensors_say_they_hold_no_data():
+    meta = torch.empty((10, 3), device="meta")
+    for call in (lambda: alscale.hac_average(meta, n_clusters=2),
+                 lambda: alscale.hac_average(meta, n_clusters=2, neighbors=3),
+                 lambda: alscale.knn_graph(meta, 2)):
+        with pytest.raises(ValueError, match="x is a meta-device tensor, which holds no data"):
+            call()
+    with pytest.raises(ValueError, match="indices is a meta-device tensor"):
+        alscale.hac_average_graph((torch.zeros((10, 2), dtype=torch.int64, device="meta"), np.ones((10, 2))),
+                                  n_clusters=2)

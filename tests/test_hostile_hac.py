@@ -197,8 +197,8 @@ def test_meta_tensors_say_they_hold_no_data():
     for call in (lambda: alscale.hac_average(meta, n_clusters=2),
                  lambda: alscale.hac_average(meta, n_clusters=2, neighbors=3),
                  lambda: alscale.knn_graph(meta, 2)):
-        with pytest.raises(ValueError, match="x is a meta-device tensor, which holds no data"):
+        with pytest.raises(ValueError, match="x is on device meta: a tensor that holds no data"):
             call()
-    with pytest.raises(ValueError, match="indices is a meta-device tensor"):
+    with pytest.raises(ValueError, match="indices is on device meta: a tensor that holds no data"):
         alscale.hac_average_graph((torch.zeros((10, 2), dtype=torch.int64, device="meta"), np.ones((10, 2))),
                                   n_clusters=2)

@@ -60,7 +60,7 @@ def host_only(x: Any, name: str, function: str) -> None:
     """Refuses what ``function`` cannot read from host memory, saying why: a CUDA tensor or other
     device array (``function`` has no GPU kernel) and a torch meta tensor (it holds no data)."""
     if _is_torch(x) and x.device.type == "meta":
-        raise ValueError(f"{name} is a meta-device tensor, which holds no data; pass a tensor with data on the CPU")
+        raise ValueError(f"{name} is on device meta: a tensor that holds no data; pass a tensor with data on the CPU")
     if _gpu.is_device_array(x) or (_is_torch(x) and x.device.type != "cpu"):
         what = f"on {x.device}" if _is_torch(x) else f"a {type(x).__name__} device array"
         raise ValueError(f"{function} has no GPU kernel yet; pass host memory ({name} is {what})")

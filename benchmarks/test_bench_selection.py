@@ -204,3 +204,50 @@ def test_cli_bench_small(capsys, tmp_path):
     payload = json.loads(out.read_text())
     assert payload["size"]["name"] == "small"
     assert all(row.get("match", True) for row in payload["rows"]), payload["rows"]
+
+
+# ---------------------------------------------------------------------------------- the bench module
+
+
+def test_official_rules_agree_on_a_head_with_near_identical_rows():
+    """Two head rows 1e-7 apart: a Gram-matrix norm ||w_0 - w_1||² = G00 + G11 - 2 G01 loses
+    most of its digits. The bench once computed its own such inverse norms and reported 'a real
+    disagreement' with alscale here; it now uses the library's, so the rules must agree."""
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((6, 16))
+    weight[1] = weight[0] + 1e-7 * rng.standard_normal(16)
+    weight[3] = weight[2] * (1 + 1e-9)
+    logits = (rng.standard_normal((3000, 16)) @ weight.T).astype(np.float32)
+    for budget in (30, 1200):
+        ours = alscale.select_balanced(logits, budget, weight=weight)
+        same, verdict = bench.compare_selections(
+            ours, bench.official_base(logits, budget, weight=weight),
+            logits=logits, weight=weight, budget=budget,
+        )
+        assert same, f"budget {budget}: {verdict}"
+        np.testing.assert_array_equal(
+            alscale.select_boundary(logits, budget, weight=weight),
+            bench.official_boundary(logits, budget, weight=weight),
+        )
+
+
+def test_bench_uses_the_library_and_no_absolute_import_of_alscale():
+    import ast
+    import inspect
+
+    from alscale._backend import arrays
+
+    tree = ast.parse(inspect.getsource(bench))
+    own = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    assert "inverse_norms" not in own  # no copy of the library's helper
+    absolute = [
+        ast.unparse(node) for node in ast.walk(tree)
+        if (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "alscale" for a in node.names))
+        or (isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "alscale")
+    ]
+    assert not absolute, absolute  # the package imports itself relatively
+    weight = np.random.default_rng(1).standard_normal((5, 3))
+    np.testing.assert_array_equal(bench._inverse_norms(weight, 5).numpy(), arrays.inverse_norms(weight, 5))
+    plain = bench._inverse_norms(None, 3).numpy()
+    assert np.array_equal(plain, np.where(np.eye(3, dtype=bool), np.inf, 1.0))
+    assert bench.machine_info()["alscale"] == alscale.__version__

@@ -28,9 +28,15 @@ inline double offer(std::vector<Candidate>& heap, int64_t capacity, const Candid
     return static_cast<int64_t>(heap.size()) < capacity ? kInf : heap.front().key;
 }
 
-// Keeps the `capacity` smallest of a and b in a (as a max-heap).
+// Keeps the `capacity` smallest of a and b in a (a max-heap, as b need not be). A few
+// candidates (the common case once the heaps are full) are offered one by one, O(|b| log k);
+// many are selected with nth_element, O(|a| + |b|): either way the same candidates are kept.
 void merge_heap(std::vector<Candidate>& a, const std::vector<Candidate>& b, int64_t capacity) {
     if (b.empty()) return;
+    if (8 * b.size() <= a.size()) {
+        for (const auto& c : b) offer(a, capacity, c);
+        return;
+    }
     a.insert(a.end(), b.begin(), b.end());
     if (static_cast<int64_t>(a.size()) > capacity) {
         std::nth_element(a.begin(), a.begin() + capacity, a.end());
@@ -53,6 +59,7 @@ struct UpdateContext {
     RowReader<T> read;
     InverseNorms inv;
     std::vector<double> r;
+    const double* global;       // per class: the bound of the state's own heap at the update's start
     std::vector<double> bound;  // per class: a row can enter its heap only with a score <= bound
     std::vector<int64_t> hits;
     std::vector<std::vector<Candidate>> heaps;
@@ -60,7 +67,10 @@ struct UpdateContext {
 };
 
 // The hot loop: per row, its boundary distances, then the candidates for every class whose
-// bound they pass (rare once heaps are full). Returns the first non-finite row or `end`.
+// bound they pass (rare once heaps are full). A thread's bound never exceeds the state's own
+// (ctx.global): a candidate the state's full heap would reject is never kept, so an update costs
+// O(rows + C * k) whatever came before it. Every row is checked for NaN/inf, excluded or taken
+// ones included. Returns the first non-finite row or `end`.
 template <class T, int B>
 ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const int64_t& n, const RowIds& ids,
                                      const uint8_t* const& exclude, const std::vector<int64_t>& taken,
@@ -68,13 +78,14 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const int64_t& n, co
                                      const int64_t& end) {
     double* r = ctx.r.data();
     double* b = ctx.bound.data();
+    const double* g = ctx.global;
     for (int64_t i = begin; i < end; ++i) {
-        if (exclude && exclude[i]) continue;
-        const int64_t row = ids[i];
-        if (!taken.empty() && std::binary_search(taken.begin(), taken.end(), row)) continue;
         const T* x = ctx.read(i);
         const RowMax<T> mx = row_max<T, B, false>(x, n);
         if (!mx.finite) return i;
+        if (exclude && exclude[i]) continue;
+        const int64_t row = ids[i];
+        if (!taken.empty() && std::binary_search(taken.begin(), taken.end(), row)) continue;
         const int64_t p = mx.arg;
         ctx.hits.clear();
         const double m = boundary_row<T, B>(x, n, static_cast<double>(mx.max), ctx.inv.row(p), r, b, &ctx.hits);
@@ -82,11 +93,12 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const int64_t& n, co
             const int64_t c1 = std::min<int64_t>(c0 + 32, n);
             for (int64_t c = c0; c < c1; ++c)
                 if (r[c] <= b[c] && c != p)
-                    b[c] = offer(ctx.heaps[static_cast<size_t>(c)], capacity[static_cast<size_t>(c)],
-                                 Candidate{r[c], row});
+                    b[c] = std::min(g[c], offer(ctx.heaps[static_cast<size_t>(c)],
+                                                capacity[static_cast<size_t>(c)], Candidate{r[c], row}));
         }
         if (m <= b[p])
-            b[p] = offer(ctx.heaps[static_cast<size_t>(p)], capacity[static_cast<size_t>(p)], Candidate{m, row});
+            b[p] = std::min(g[p], offer(ctx.heaps[static_cast<size_t>(p)], capacity[static_cast<size_t>(p)],
+                                        Candidate{m, row}));
         ++ctx.fed;
     }
     return end;
@@ -107,34 +119,79 @@ BalancedState::BalancedState(const BalancedSnapshot& s)
     : C_(s.num_classes), B_(s.budget), extra_(s.extra), pass_(s.pass), start_class_(s.start_class),
       available_(s.available), fed_(s.fed), done_(s.done), capacity_(s.capacity), taken_(s.taken),
       picks_(s.picks) {
-    auto bad = [](const std::string& what) { throw std::invalid_argument("inconsistent BalancedSelector state: " + what); };
-    if (C_ < 1) bad("num_classes < 1");
-    if (B_ < 0 || extra_ < 0 || pass_ < 0 || available_ < 0 || fed_ < 0) bad("a negative count");
-    if (start_class_ < 0 || start_class_ > C_) bad("start_class out of range");
-    if (static_cast<int64_t>(capacity_.size()) != C_ || static_cast<int64_t>(s.counts.size()) != C_)
-        bad("capacity and counts need one entry per class");
-    if (s.keys.size() != s.rows.size()) bad("keys and rows differ in length");
-    if (!std::is_sorted(taken_.begin(), taken_.end()) ||
-        std::adjacent_find(taken_.begin(), taken_.end()) != taken_.end())
-        bad("taken rows must be sorted and distinct");
-    if (picks_.size() != taken_.size() && !done_) bad("picks and taken rows differ");
+    // Everything a BalancedState can reach, checked field by field (an edited or corrupt state
+    // dict must not be served as a selection).
+    auto bad = [](const char* field, const std::string& what) {
+        throw std::invalid_argument(std::string("inconsistent BalancedSelector state: state['") + field + "'] " + what);
+    };
+    const auto str = [](int64_t v) { return std::to_string(v); };
+    if (C_ < 1) bad("num_classes", "must be at least 1, got " + str(C_));
+    if (B_ < 0) bad("budget", "is negative");
+    if (extra_ < 0) bad("extra", "is negative");
+    if (pass_ < 0) bad("pass", "is negative");
+    if (available_ < 0) bad("available", "is negative");
+    if (fed_ < 0) bad("fed", "is negative");
+    if (start_class_ < 0 || start_class_ >= C_)
+        bad("start_class", str(start_class_) + " is not a class of " + str(C_));
+    if (static_cast<int64_t>(capacity_.size()) != C_) bad("capacity", "needs one entry per class");
+    if (static_cast<int64_t>(s.counts.size()) != C_) bad("counts", "needs one entry per class");
+    if (s.keys.size() != s.rows.size()) bad("keys", "and state['rows'] differ in length");
+    // The first pass serves nothing until advance(); a later pass exists only because a class
+    // c >= 1 ran short after classes 0..c-1 took their quotas of the budget clipped to the pool.
+    if (pass_ == 0) {
+        if (start_class_ != 0) bad("start_class", "must be 0 in the first pass (state['pass'] is 0)");
+        if (!done_ && available_ != 0) bad("available", "is set only once the first pass is served");
+    } else {
+        if (start_class_ < 1) bad("pass", str(pass_) + " needs a class that ran short: state['start_class'] >= 1");
+        if (B_ > available_) bad("budget", "exceeds state['available'] after the first pass");
+    }
+    const auto served = [&](int64_t classes, int64_t budget) {  // quotas of classes 0..classes-1
+        return classes * (budget / C_) + std::min(classes, budget % C_);
+    };
+    const int64_t before = served(start_class_, B_);
+    const int64_t want = done_ ? std::min(B_, available_) : before;
+    if (static_cast<int64_t>(picks_.size()) != want)
+        bad("picks", "has " + str(static_cast<int64_t>(picks_.size())) + " rows, but " +
+                         (done_ ? "a finished selection has min(budget, available) = " + str(want)
+                                : "classes 0.." + str(start_class_ - 1) + " take " + str(want) + " of the budget"));
+    if (static_cast<int64_t>(taken_.size()) != before)
+        bad("taken", "must hold the " + str(before) + " rows picked before the current pass");
+    std::vector<int64_t> sorted(picks_);
+    std::sort(sorted.begin(), sorted.end());
+    if (!sorted.empty() && sorted.front() < 0) bad("picks", "holds a negative row");
+    if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) bad("picks", "repeats a row");
+    sorted.assign(picks_.begin(), picks_.begin() + before);
+    std::sort(sorted.begin(), sorted.end());
+    if (sorted != taken_) bad("taken", "must be the sorted rows of the picks made before the current pass");
+    set_capacities(extra_);
+    if (capacity_ != s.capacity) bad("capacity", "does not follow from num_classes, budget, extra and start_class");
     heaps_.resize(static_cast<size_t>(C_));
     size_t at = 0;
     for (int64_t c = 0; c < C_; ++c) {
         const int64_t count = s.counts[static_cast<size_t>(c)];
-        if (count < 0 || count > capacity_[static_cast<size_t>(c)] || capacity_[static_cast<size_t>(c)] < 0 ||
-            static_cast<size_t>(count) > s.keys.size() - at)
-            bad("candidate counts do not fit the capacities and arrays");
+        if (count < 0 || count > capacity_[static_cast<size_t>(c)])
+            bad("counts", "class " + str(c) + " has " + str(count) + " candidates for a capacity of " +
+                              str(capacity_[static_cast<size_t>(c)]));
+        if (count && done_) bad("counts", "must be 0 once the selection is done");
+        if (count > fed_) bad("fed", "is smaller than class " + str(c) + "'s candidate count");
+        if (static_cast<size_t>(count) > s.keys.size() - at) bad("counts", "add up to more than the candidates given");
         auto& h = heaps_[static_cast<size_t>(c)];
-        for (int64_t j = 0; j < count; ++j) {
-            if (s.rows[at + static_cast<size_t>(j)] < 0 || std::isnan(s.keys[at + static_cast<size_t>(j)]))
-                bad("a candidate with a negative row or a NaN score");
-            h.push_back(Candidate{s.keys[at + static_cast<size_t>(j)], s.rows[at + static_cast<size_t>(j)]});
+        for (int64_t j = 0; j < count; ++j, ++at) {
+            const Candidate cand{s.keys[at], s.rows[at]};
+            if (!(cand.key >= 0)) bad("keys", "holds a negative or NaN score (class " + str(c) + ")");
+            if (cand.row < 0) bad("rows", "holds a negative row (class " + str(c) + ")");
+            if (std::binary_search(taken_.begin(), taken_.end(), cand.row))
+                bad("rows", "row " + str(cand.row) + " is a candidate of class " + str(c) + " but already taken");
+            h.push_back(cand);
         }
+        std::vector<int64_t> rows;
+        for (const auto& cand : h) rows.push_back(cand.row);
+        std::sort(rows.begin(), rows.end());
+        if (std::adjacent_find(rows.begin(), rows.end()) != rows.end())
+            bad("rows", "repeats a row among class " + str(c) + "'s candidates");
         std::make_heap(h.begin(), h.end());
-        at += static_cast<size_t>(count);
     }
-    if (at != s.keys.size()) bad("more candidates than the counts say");
+    if (at != s.keys.size()) bad("keys", "holds more candidates than state['counts'] add up to");
 }
 
 void BalancedState::set_capacities(int64_t extra) {
@@ -177,6 +234,7 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
                 return UpdateContext<T>{RowReader<T>(logits),
                                         InverseNorms(inv_norm, n),
                                         std::vector<double>(static_cast<size_t>(n)),
+                                        bounds.data(),
                                         bounds,
                                         {},
                                         std::vector<std::vector<Candidate>>(static_cast<size_t>(n)),
@@ -189,9 +247,13 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
                 local[static_cast<size_t>(t)] = std::move(ctx.heaps);
                 fed[static_cast<size_t>(t)] = ctx.fed;
             });
-        for (int t = 0; t < threads; ++t) fed_ += fed[static_cast<size_t>(t)];
+        size_t found = 0;  // candidates the threads kept: few once the heaps are full
+        for (int t = 0; t < threads; ++t) {
+            fed_ += fed[static_cast<size_t>(t)];
+            for (const auto& h : local[static_cast<size_t>(t)]) found += h.size();
+        }
         ParallelErrors errors;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 16)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 16) if (found > (size_t{1} << 16))
         for (int64_t c = 0; c < n; ++c)
             errors.run([&] {
                 for (int t = 0; t < threads; ++t)
@@ -208,12 +270,14 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
 
 void BalancedState::merge(const BalancedState& other) {
     if (&other == this) throw std::invalid_argument("cannot merge a selector with itself");
+    if (done_ || other.done_)
+        throw std::logic_error(std::string("cannot merge a finished selector: ") + (done_ ? "this one" : "the other") +
+                               " has served its result (result() or advance() returned it); merge before advance()");
     if (other.C_ != C_ || other.B_ != B_ || other.extra_ != extra_)
         throw std::invalid_argument("cannot merge selectors built with different num_classes, budget or capacity");
     if (other.pass_ != pass_ || other.start_class_ != start_class_ || other.done_ != done_ ||
         other.taken_ != taken_)
         throw std::invalid_argument("cannot merge selectors that are at different passes");
-    if (done_) throw std::logic_error("the selection is complete; nothing to merge");
     fed_ += other.fed_;
     for (int64_t c = 0; c < C_; ++c)
         merge_heap(heaps_[static_cast<size_t>(c)], other.heaps_[static_cast<size_t>(c)],

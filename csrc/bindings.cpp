@@ -1,6 +1,6 @@
 // The only pybind11 file: turns numpy buffers into kernel views, releases the GIL around every
 // kernel and hands results back as numpy arrays. Validation with friendly messages lives in the
-// Python layer (alscale/_arrays.py); the checks here only keep bad calls from crashing.
+// Python layer (alscale/_backend/arrays.py); the checks here only keep bad calls from crashing.
 #include <optional>
 
 #include <pybind11/numpy.h>
@@ -12,6 +12,7 @@
 #include "cluster_margin.hpp"
 #include "coreset.hpp"
 #include "graph_hac.hpp"
+#include "head.hpp"
 #include "hac.hpp"
 #include "knn.hpp"
 #include "scoring.hpp"
@@ -179,22 +180,51 @@ PYBIND11_MODULE(_core, m) {
     m.attr("openmp") = false;
 #endif
     m.def("max_threads", [] { return thread_count(0); });
+
+    // The kernels' enums, shared with Python (never copied there as magic numbers).
+    py::enum_<Uncertainty>(m, "Uncertainty", "softmax uncertainty scores")
+        .value("margin", Uncertainty::margin)
+        .value("confidence", Uncertainty::confidence)
+        .value("entropy", Uncertainty::entropy);
+    py::enum_<DType>(m, "DType", "element types of logits matrices (bf16: bfloat16 bits)")
+        .value("f16", DType::f16)
+        .value("bf16", DType::bf16)
+        .value("f32", DType::f32)
+        .value("f64", DType::f64);
+    py::enum_<HacMetric>(m, "Metric", "distances of exact average-linkage HAC")
+        .value("euclidean", HacMetric::euclidean)
+        .value("sqeuclidean", HacMetric::sqeuclidean)
+        .value("cosine", HacMetric::cosine);
     m.def("default_extra", &default_extra, py::arg("num_classes"), py::arg("budget"));
 
     m.def(
         "uncertainty_scores",
-        [](const py::array& logits, bool bf16, int kind, int num_threads) {
+        [](const py::array& logits, bool bf16, Uncertainty kind, int num_threads) {
             const Matrix x = matrix_view(logits, bf16);
-            if (kind < 0 || kind > 2) throw std::invalid_argument("unknown uncertainty kind");
             py::array_t<double> out(static_cast<py::ssize_t>(x.rows));
             double* o = out.mutable_data();
             {
                 py::gil_scoped_release nogil;
-                uncertainty_scores(x, static_cast<Uncertainty>(kind), o, num_threads);
+                uncertainty_scores(x, kind, o, num_threads);
             }
             return out;
         },
         py::arg("logits"), py::arg("bf16"), py::arg("kind"), py::arg("num_threads") = 0);
+
+    m.def(
+        "inverse_norms",
+        [](const F64Array& weight, int num_threads) {
+            if (weight.ndim() != 2) throw std::invalid_argument("weight must be 2-D");
+            const int64_t C = weight.shape(0), D = weight.shape(1);
+            py::array_t<double> out({static_cast<py::ssize_t>(C), static_cast<py::ssize_t>(C)});
+            double* o = out.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                inverse_norms(weight.data(), C, D, o, num_threads);
+            }
+            return out;
+        },
+        py::arg("weight"), py::arg("num_threads") = 0);
 
     m.def(
         "boundary_scores",

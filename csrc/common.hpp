@@ -169,9 +169,14 @@ private:
     int64_t first_ = INT64_MIN / 2;  // first row held in buf_ (columnar reads; none yet)
 };
 
+// Threads for a kernel: `requested`, or OpenMP's default when 0 (all cores unless OMP_NUM_THREADS
+// says otherwise), never more than the cores this process may run on: thousands of OpenMP threads
+// only cost memory (each has its own stack) and can kill the process with no Python exception.
+// Every kernel splits its work so that the result never depends on this number.
 inline int thread_count(int requested) {
 #ifdef _OPENMP
-    return requested > 0 ? std::min(requested, 4096) : omp_get_max_threads();
+    const int cores = std::max(1, omp_get_num_procs());
+    return std::max(1, std::min(requested > 0 ? requested : omp_get_max_threads(), cores));
 #else
     (void)requested;
     return 1;

@@ -2,7 +2,7 @@
 // lane accumulates in row order, and the lanes are combined as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)).
 // No FMA contraction (-ffp-contract=off) and no reassociation, so the compiler may vectorize the
 // lanes (8 independent accumulators) but the result is bit-identical on every CPU and ISA, and a
-// numpy reference (tests/reference.py: lane_dot) reproduces it exactly.
+// numpy reference (tests/reference.py: lane_sum) reproduces it exactly.
 #pragma once
 
 #include <cstdint>

@@ -1,8 +1,9 @@
-// Per-row arithmetic shared by the scoring and BASE kernels, on 8-lane vectors (GCC/Clang vector
+// Per-row arithmetic of the CPU scoring and BASE kernels, on 8-lane vectors (GCC/Clang vector
 // extensions: one AVX2 register per float op, two SSE2 registers without AVX2). Element c of a
-// row always goes to lane c % 8 and lanes are combined in a fixed order, and there is no FMA
-// contraction (-ffp-contract=off), so every score is bit-identical on every x86-64 / ARM CPU,
-// whichever instruction set the dispatcher picks (isa.hpp).
+// row always goes to lane c % 8, the arithmetic of a lane and the combining of the lanes are
+// rowmath_common.hpp's (shared with the GPU kernels), and there is no FMA contraction
+// (-ffp-contract=off), so every score is bit-identical on every x86-64 / ARM CPU, whichever
+// instruction set the dispatcher picks (isa.hpp), and on the GPU.
 #pragma once
 
 #include <cmath>
@@ -11,22 +12,13 @@
 #include <limits>
 
 #include "common.hpp"
+#include "rowmath_common.hpp"
 
 namespace alscale {
 
 // Native vectors of B bytes: 32 (an AVX2 register: 8 floats or 4 doubles) or 16 (SSE2, NEON).
 // A row is processed in blocks of 8 elements, element c in logical lane c % 8, that is part
 // (c % 8) / W of the block, slot (c % 8) % W, whatever B is.
-template <class T>
-struct IntOf;
-template <>
-struct IntOf<float> {
-    using type = int32_t;
-};
-template <>
-struct IntOf<double> {
-    using type = int64_t;
-};
 template <class T, int B>
 struct Lanes {
     typedef T V __attribute__((vector_size(B)));
@@ -37,7 +29,6 @@ using vec = typename Lanes<T, B>::V;
 template <class T, int B>
 using ivec = typename Lanes<T, B>::I;
 
-constexpr int kLanes = 8;  // logical lanes of a block
 template <class T, int B>
 constexpr int kWidth = static_cast<int>(B / sizeof(T));  // elements per native vector
 template <class T, int B>
@@ -48,11 +39,6 @@ ALSCALE_INLINE vec<T, B> load(const T* p) {
     vec<T, B> v;
     std::memcpy(&v, p, sizeof v);
     return v;
-}
-
-template <class T, int B>
-ALSCALE_INLINE vec<T, B> splat(T x) {
-    return vec<T, B>{} + x;
 }
 
 // A block of 8 values starting at p, or the last `count` < 8 with the missing lanes set to fill.
@@ -84,16 +70,8 @@ ALSCALE_INLINE bool any_lane(M m) {
     return any != 0;
 }
 
-// Max and first argmax of a row, and whether every value is finite (x - x is NaN exactly for
-// NaN and +-inf). With NaN in the row the max is meaningless; callers check `finite` first.
-template <class T>
-struct RowMax {
-    T max;
-    int64_t arg;
-    T second;  // largest value after removing one copy of the max (-inf with one class)
-    bool finite;
-};
-
+// Max, first argmax and (WantSecond) second largest of a row, and whether every value is finite
+// (x - x is NaN exactly for NaN and +-inf).
 template <class T, int B, bool WantSecond>
 ALSCALE_INLINE RowMax<T> row_max(const T* x, int64_t n) {
     using V = vec<T, B>;
@@ -103,8 +81,8 @@ ALSCALE_INLINE RowMax<T> row_max(const T* x, int64_t n) {
     V m1[P], m2[P], probe[P];
     I at[P], idx[P];
     for (int h = 0; h < P; ++h) {
-        m1[h] = m2[h] = splat<T, B>(ninf);
-        probe[h] = splat<T, B>(T(0));
+        m1[h] = m2[h] = splat<V>(ninf);
+        probe[h] = splat<V>(T(0));
         at[h] = I{} - 1;
         T first[W];
         for (int j = 0; j < W; ++j) first[j] = static_cast<T>(h * W + j);
@@ -112,11 +90,7 @@ ALSCALE_INLINE RowMax<T> row_max(const T* x, int64_t n) {
     }
     auto step = [&](const Block<T, B>& b) __attribute__((always_inline)) {
         for (int h = 0; h < P; ++h) {
-            const V v = b.part[h];
-            const I up = v > m1[h];
-            if (WantSecond) m2[h] = up ? m1[h] : (v > m2[h] ? v : m2[h]);
-            m1[h] = up ? v : m1[h];
-            at[h] = up ? idx[h] : at[h];
+            max_step<WantSecond>(b.part[h], idx[h], m1[h], m2[h], at[h]);
             idx[h] += kLanes;
         }
     };
@@ -131,10 +105,8 @@ ALSCALE_INLINE RowMax<T> row_max(const T* x, int64_t n) {
         for (int h = 0; h < P; ++h) probe[h] += z.part[h] - z.part[h];
         step(load_tail<T, B>(x + c, n - c, ninf));
     }
-    RowMax<T> r;
     bool bad = false;
     for (int h = 0; h < P; ++h) bad |= any_lane(probe[h] != probe[h]);
-    r.finite = !bad;
     T lane_m1[kLanes], lane_m2[kLanes];
     int64_t lane_at[kLanes];
     for (int j = 0; j < kLanes; ++j) {
@@ -142,98 +114,20 @@ ALSCALE_INLINE RowMax<T> row_max(const T* x, int64_t n) {
         lane_m2[j] = m2[j / W][j % W];
         lane_at[j] = at[j / W][j % W];
     }
-    r.max = lane_m1[0];
-    for (int j = 1; j < kLanes; ++j) r.max = lane_m1[j] > r.max ? lane_m1[j] : r.max;
-    r.arg = n;
-    for (int j = 0; j < kLanes; ++j)
-        if (lane_m1[j] == r.max && lane_at[j] >= 0 && lane_at[j] < r.arg) r.arg = lane_at[j];
-    if (r.arg >= n) r.arg = 0;  // only for a non-finite row
-    r.second = ninf;
-    if (WantSecond) {
-        // The two largest of the 16 lane candidates, as a multiset.
-        bool skipped = false;
-        for (int j = 0; j < kLanes; ++j) {
-            if (!skipped && lane_m1[j] == r.max)
-                skipped = true;
-            else if (lane_m1[j] > r.second)
-                r.second = lane_m1[j];
-            if (lane_m2[j] > r.second) r.second = lane_m2[j];
-        }
-    }
-    return r;
-}
-
-// exp(x) for x <= 0 (0 below the underflow point), elementwise: Cody-Waite reduction and a
-// polynomial (Cephes), the exponent set through the bits. Within 2 ulp of the exact value.
-template <int B>
-ALSCALE_INLINE vec<float, B> exp_nonpos(vec<float, B> x) {
-    using V = vec<float, B>;
-    using I = ivec<float, B>;
-    const V magic = splat<float, B>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-    const V t = x * 1.44269504088896341f + magic;
-    const V n = t - magic;
-    V r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    V y = splat<float, B>(1.9875691500e-4f);
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
-    y = y * (r * r) + r + 1.0f;
-    const I e = (((I)t - (I)magic) + 127) << 23;
-    const V scale = (V)e;  // vector casts reinterpret the bits
-    return x < -87.0f ? splat<float, B>(0.0f) : y * scale;
-}
-
-template <int B>
-ALSCALE_INLINE vec<double, B> exp_nonpos(vec<double, B> x) {
-    using V = vec<double, B>;
-    using I = ivec<double, B>;
-    const V magic = splat<double, B>(6755399441055744.0);  // 1.5 * 2^52
-    const V t = x * 1.4426950408889634 + magic;
-    const V n = t - magic;
-    V r = x - n * 6.93145751953125e-1;
-    r = r - n * 1.42860682030941723212e-6;
-    const V rr = r * r;
-    V p = splat<double, B>(1.26177193074810590878e-4);
-    p = p * rr + 3.02994407707441961300e-2;
-    p = p * rr + 9.99999999999999999910e-1;
-    p = p * r;
-    V q = splat<double, B>(3.00198505138664455042e-6);
-    q = q * rr + 2.52448340349684104192e-3;
-    q = q * rr + 2.27265548208155028766e-1;
-    q = q * rr + 2.00000000000000000009e0;
-    const V y = 1.0 + 2.0 * (p / (q - p));
-    const I e = (((I)t - (I)magic) + 1023) << 52;
-    const V scale = (V)e;
-    return x < -708.0 ? splat<double, B>(0.0) : y * scale;
-}
-
-// exp(x) of one value, through the same lanes (so it equals the vector result bit for bit).
-template <class T, int B>
-ALSCALE_INLINE T exp_nonpos_scalar(T x) {
-    return exp_nonpos<B>(splat<T, B>(x))[0];
+    return combine_max<T, WantSecond>(lane_m1, lane_m2, lane_at, n, !bad);
 }
 
 // Softmax sums of a row with maximum mx: s = sum exp(x - mx), t = sum exp(x - mx) * (x - mx),
-// in 8 lane sums combined in a fixed order. Gaps below -1e30 are clamped (their exp is 0 either
-// way; -inf would make 0 * gap NaN).
+// in 8 lane sums combined in a fixed order (softmax_step, sum_lanes).
 template <class T, int B>
 ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out) {
     using V = vec<T, B>;
     constexpr int P = kParts<T, B>, W = kWidth<T, B>;
-    const V vmx = splat<T, B>(mx), lo = splat<T, B>(T(-1e30));
+    const V vmx = row_max_lanes<V>(mx);
     V s[P], t[P];
-    for (int h = 0; h < P; ++h) s[h] = t[h] = splat<T, B>(T(0));
+    for (int h = 0; h < P; ++h) s[h] = t[h] = splat<V>(T(0));
     auto step = [&](const Block<T, B>& b) __attribute__((always_inline)) {
-        for (int h = 0; h < P; ++h) {
-            V d = b.part[h] - vmx;
-            d = d < lo ? lo : d;
-            const V e = exp_nonpos<B>(d);
-            s[h] += e;
-            t[h] += e * d;
-        }
+        for (int h = 0; h < P; ++h) softmax_step<T, V, ivec<T, B>>(b.part[h], vmx, s[h], t[h]);
     };
     int64_t c = 0;
     for (; c + kLanes <= n; c += kLanes) step(load_block<T, B>(x + c));
@@ -243,8 +137,8 @@ ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out
         ls[j] = s[j / W][j % W];
         lt[j] = t[j / W][j % W];
     }
-    s_out = ((ls[0] + ls[4]) + (ls[1] + ls[5])) + ((ls[2] + ls[6]) + (ls[3] + ls[7]));
-    t_out = ((lt[0] + lt[4]) + (lt[1] + lt[5])) + ((lt[2] + lt[6]) + (lt[3] + lt[7]));
+    s_out = sum_lanes(ls);
+    t_out = sum_lanes(lt);
 }
 
 // A block of 8 logits as float64 vectors (kParts<double, B> of them).
@@ -267,9 +161,8 @@ ALSCALE_INLINE void to_double(const Block<double, B>& b, vec<double, B>* out) {
     for (int h = 0; h < kParts<double, B>; ++h) out[h] = b.part[h];
 }
 
-// Distances of a row to the p/c decision hyperplanes: r_c = (l_p - l_c) * inv[c] in float64,
-// inv = row p of the inverse-norm matrix (1/||w_p - w_c||; +inf at c == p and for equal weight
-// rows), 0 * inf taken as +inf. Writes r (n values) and returns min_c r_c. With `bound` given,
+// Distances of a row to the p/c decision hyperplanes: r_c = boundary_distance(l_p, l_c, inv[c]),
+// inv = row p of the inverse-norm matrix. Writes r (n values) and returns min_c r_c. With `bound` given,
 // also lists in `hits` the first class of each 32-class group where some r_c <= bound[c].
 template <class T, int B>
 ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const double* inv, double* r,
@@ -278,16 +171,15 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
     using I = ivec<double, B>;
     constexpr int P = kParts<double, B>, W = kWidth<double, B>;
     constexpr int64_t kGroup = 32;
-    const V vlp = splat<double, B>(lp), inf = splat<double, B>(kInf);
-    V mn = inf;
+    const V vlp = row_max_lanes<V>(lp);
+    V mn = splat<V>(kInf);
     I hit = I{};
     auto block = [&](const Block<T, B>& xb, const double* iv, const double* bv, double* out)
                      __attribute__((always_inline)) {
         V xd[P];
         to_double<B>(xb, xd);
         for (int h = 0; h < P; ++h) {
-            const V v = (vlp - xd[h]) * load<double, B>(iv + W * h);
-            const V a = v >= 0.0 ? v : inf;  // NaN (0 * inf) -> +inf
+            const V a = boundary_distance(vlp, xd[h], load<double, B>(iv + W * h));
             mn = a < mn ? a : mn;
             std::memcpy(out + W * h, &a, sizeof a);
             if (bv) hit |= a <= load<double, B>(bv + W * h);

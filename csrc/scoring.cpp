@@ -17,17 +17,7 @@ ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const int64_t& n, co
         if (!mx.finite) return i;
         T s, t;
         softmax_sums<T, B>(x, n, mx.max, s, t);
-        double v;
-        if (kind == Uncertainty::margin) {
-            const T gap = mx.second - mx.max;  // -inf with one class: p2 = 0
-            const T p2 = exp_nonpos_scalar<T, B>(gap < T(-1e30) ? T(-1e30) : gap);
-            v = static_cast<double>((T(1) - p2) / s);
-        } else if (kind == Uncertainty::confidence) {
-            v = static_cast<double>(T(1) / s);
-        } else {
-            v = static_cast<double>(std::log(s) - t / s);
-        }
-        out[i] = v;
+        out[i] = uncertainty_value(kind, mx, s, t, [](T v) { return std::log(v); });
     }
     return end;
 }

@@ -3,10 +3,9 @@
 #pragma once
 
 #include "common.hpp"
+#include "rowmath_common.hpp"  // Uncertainty
 
 namespace alscale {
-
-enum class Uncertainty : int { margin = 0, confidence = 1, entropy = 2 };
 
 // out[i] = the score of row i. Throws std::invalid_argument naming the first non-finite row.
 void uncertainty_scores(const Matrix& logits, Uncertainty kind, double* out, int num_threads);

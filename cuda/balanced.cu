@@ -1,7 +1,6 @@
 #include "balanced.cuh"
 
 #include <algorithm>
-#include <cstring>
 #include <string>
 
 #include "balanced.hpp"  // the CPU BalancedState serves the classes
@@ -25,6 +24,15 @@ struct Classes {
     int64_t slots;
 };
 
+// Offers (key, row) to class c's buffer: it enters when the key passes the class's bound.
+__device__ __forceinline__ void offer(const Classes& cls, int64_t c, unsigned long long key, int64_t row) {
+    if (key <= cls.bound[c]) {
+        const unsigned int slot = atomicAdd(cls.count + c, 1u);
+        cls.keys[c * cls.slots + slot] = key;
+        cls.rows[c * cls.slots + slot] = row;
+    }
+}
+
 // One chunk of rows [begin, end): boundary distances and candidates. Lane j of a row's 8 threads
 // computes r_c for c = j, j + 8, ... (as the CPU's lane j), the row's min over c by shuffles.
 template <class In>
@@ -33,44 +41,17 @@ __global__ void __launch_bounds__(kRowThreads) balanced_candidates(DMatrix x, in
                                                                   Classes cls, unsigned long long* fed,
                                                                   unsigned long long* first_bad) {
     using T = typename RowType<In>::type;
-    const int lane = threadIdx.x % kLanes;
-    const int64_t stride = static_cast<int64_t>(gridDim.x) * kRowsPerBlock;
     unsigned long long my_fed = 0;
-    for (int64_t r0 = begin + static_cast<int64_t>(blockIdx.x) * kRowsPerBlock; r0 < end; r0 += stride) {
-        const int64_t i = r0 + threadIdx.x / kLanes;
-        const bool valid = i < end && !(mask && mask[i]);
-        const RowMax<T> mx = row_max<In, false>(x, i, valid, lane);
-        if (valid && !mx.finite && lane == 0) atomicMin(first_bad, static_cast<unsigned long long>(i));
-        const bool go = valid && mx.finite;
+    for_each_row<In, false>(x, begin, end, mask, first_bad, [&](int64_t i, bool go, const RowMax<T>& mx, int lane) {
         if (go && lane == 0) ++my_fed;
-        const int64_t n = go ? x.cols : 0, p = mx.arg;
-        const double lp = static_cast<double>(mx.max);
-        const double* row_inv = inv ? inv + p * x.cols : nullptr;
-        const int64_t base = i * x.row_stride;
-        double mn = INFINITY;
-        for (int64_t c = lane; c < n; c += kLanes) {
-            const double a = boundary_distance(lp, static_cast<double>(Load<In>::get(x.data, base + c * x.col_stride)), row_inv, c, p);
-            mn = a < mn ? a : mn;
-            if (c == p) continue;
-            const unsigned long long key = order_key(a);
-            if (key <= cls.bound[c]) {
-                const unsigned int slot = atomicAdd(cls.count + c, 1u);
-                cls.keys[c * cls.slots + slot] = key;
-                cls.rows[c * cls.slots + slot] = i;
-            }
-        }
-        mn = min_lanes(mn);
-        if (go && lane == 0) {  // the predicted class scores the row by its nearest boundary
-            const unsigned long long key = order_key(mn);
-            if (key <= cls.bound[p]) {
-                const unsigned int slot = atomicAdd(cls.count + p, 1u);
-                cls.keys[p * cls.slots + slot] = key;
-                cls.rows[p * cls.slots + slot] = i;
-            }
-        }
-    }
+        const int64_t p = mx.arg;
+        const double mn = boundary_min<In>(x, i, go, mx, inv, lane, [&](int64_t c, double a) {
+            if (c != p) offer(cls, c, order_key(a), i);
+        });
+        if (go && lane == 0) offer(cls, p, order_key(mn), i);  // the predicted class: its nearest boundary
+    });
     for (int o = 16; o > 0; o /= 2) my_fed += __shfl_down_sync(0xffffffffu, my_fed, o);
-    if (lane == 0 && (threadIdx.x & 31) == 0 && my_fed) atomicAdd(fed, my_fed);
+    if (threadIdx.x % 32 == 0 && my_fed) atomicAdd(fed, my_fed);
 }
 
 // The value of the digit (8 bits at `shift`) where the `need`-th smallest entry lies, among the
@@ -189,24 +170,10 @@ __global__ void __launch_bounds__(kSelectThreads) cut_classes(Classes cls, unsig
     }
 }
 
-template <class In>
-void launch_candidates(const DMatrix& x, int64_t begin, int64_t end, const uint8_t* mask, const double* inv,
-                       const Classes& cls, unsigned long long* fed, unsigned long long* bad, cudaStream_t stream) {
-    const unsigned blocks = static_cast<unsigned>(blocks_for(end - begin, kRowsPerBlock, 1 << 16));
-    balanced_candidates<In><<<blocks, kRowThreads, 0, stream>>>(x, begin, end, mask, inv, cls, fed, bad);
-}
-
 __global__ void mark_rows(const int64_t* rows, int64_t count, uint8_t* mask) {
     for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < count;
          j += static_cast<int64_t>(gridDim.x) * blockDim.x)
         mask[rows[j]] = 1;
-}
-
-double key_to_double(unsigned long long k) {
-    const unsigned long long b = (k >> 63) ? (k & 0x7fffffffffffffffull) : ~k;
-    double d;
-    std::memcpy(&d, &b, sizeof d);
-    return d;
 }
 
 // Candidate memory: about 2^25 slots (512 MiB) unless the capacities alone need more.
@@ -252,12 +219,11 @@ std::vector<int64_t> select_balanced(const DMatrix& x, int64_t budget, const uin
 
         for (int64_t begin = 0; begin < N; begin += chunk) {
             const int64_t end = std::min(N, begin + chunk);
-            switch (x.dtype) {
-                case DType::f16: launch_candidates<uint16_t>(x, begin, end, mask.get(), inv.get(), cls, counters.get(), counters.get() + 1, stream); break;
-                case DType::bf16: launch_candidates<BF16Tag>(x, begin, end, mask.get(), inv.get(), cls, counters.get(), counters.get() + 1, stream); break;
-                case DType::f32: launch_candidates<float>(x, begin, end, mask.get(), inv.get(), cls, counters.get(), counters.get() + 1, stream); break;
-                case DType::f64: launch_candidates<double>(x, begin, end, mask.get(), inv.get(), cls, counters.get(), counters.get() + 1, stream); break;
-            }
+            const unsigned blocks = static_cast<unsigned>(blocks_for(end - begin, kRowsPerBlock, 1 << 16));
+            with_input_type(x.dtype, [&](auto in) {
+                balanced_candidates<decltype(in)><<<blocks, kRowThreads, 0, stream>>>(
+                    x, begin, end, mask.get(), inv.get(), cls, counters.get(), counters.get() + 1);
+            });
             ALSCALE_CUDA_LAUNCHED("balanced_candidates");
             if (cap_max > 0) {
                 cut_classes<<<static_cast<unsigned>(C), kSelectThreads, 0, stream>>>(cls, scratch_keys.get(), scratch_rows.get(),
@@ -290,7 +256,7 @@ std::vector<int64_t> select_balanced(const DMatrix& x, int64_t budget, const uin
             const int64_t k = std::min<int64_t>(counts[static_cast<size_t>(c)], snap.capacity[static_cast<size_t>(c)]);
             snap.counts[static_cast<size_t>(c)] = k;
             for (int64_t j = 0; j < k; ++j) {
-                snap.keys.push_back(key_to_double(host_keys[static_cast<size_t>(c * cap_max + j)]));
+                snap.keys.push_back(from_order_key(host_keys[static_cast<size_t>(c * cap_max + j)]));
                 snap.rows.push_back(host_rows[static_cast<size_t>(c * cap_max + j)]);
             }
         }

@@ -1,5 +1,5 @@
-// The only pybind11 file of alscale._cuda: raw device pointers (read by alscale/_gpu.py from
-// __cuda_array_interface__ or DLPack) and the caller's stream in, kernels launched on that stream
+// The only pybind11 file of alscale._cuda: raw device pointers (read by alscale/_backend/device.py
+// from __cuda_array_interface__) and the caller's stream in, kernels launched on that stream
 // with the GIL released. No libtorch, no CuPy: outputs are allocated by the caller's framework
 // and passed in as pointers. CUDA errors raise RuntimeError, bad input ValueError; never abort.
 #include <cstdint>

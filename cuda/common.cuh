@@ -1,8 +1,7 @@
 // Shared plumbing for the CUDA kernels: error checks, stream-ordered buffers, strided logits
-// views, and the CPU kernels' float arithmetic (csrc/rowmath.hpp) reproduced operation by
-// operation. Every add and multiply is an explicit round-to-nearest intrinsic (__fadd_rn,
-// __dmul_rn, ...): the compiler can never contract them into FMAs, so a score computed here is
-// bit-identical to the CPU's. Nothing here knows Python; cuda/bindings.cu is the only binding file.
+// views, the dtype dispatch and the (key, row) order keys. The float arithmetic that must match
+// the CPU's bit for bit is csrc/rowmath_common.hpp, compiled here and in the CPU kernels alike.
+// Nothing here knows Python; cuda/bindings.cu is the only binding file.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -11,6 +10,8 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+
+#include "rowmath_common.hpp"
 
 namespace alscale {
 namespace gpu {
@@ -89,16 +90,6 @@ struct DMatrix {
     DType dtype = DType::f32;
 };
 
-// ---- exact float arithmetic (round to nearest, never contracted) ----
-__device__ __forceinline__ float add(float a, float b) { return __fadd_rn(a, b); }
-__device__ __forceinline__ float sub(float a, float b) { return __fsub_rn(a, b); }
-__device__ __forceinline__ float mul(float a, float b) { return __fmul_rn(a, b); }
-__device__ __forceinline__ float div(float a, float b) { return __fdiv_rn(a, b); }
-__device__ __forceinline__ double add(double a, double b) { return __dadd_rn(a, b); }
-__device__ __forceinline__ double sub(double a, double b) { return __dsub_rn(a, b); }
-__device__ __forceinline__ double mul(double a, double b) { return __dmul_rn(a, b); }
-__device__ __forceinline__ double div(double a, double b) { return __ddiv_rn(a, b); }
-
 // One logit as the row type T (float for 16/32-bit input, double for float64): conversions are
 // exact, as on the CPU (csrc/common.hpp half_to_float, bf16_to_float).
 template <class In>
@@ -134,58 +125,27 @@ struct RowType<double> {
     using type = double;
 };
 
-// exp(x) for x <= 0, exactly csrc/rowmath.hpp exp_nonpos (Cody-Waite reduction, Cephes
-// polynomial, exponent through the bits), one value at a time.
-__device__ __forceinline__ float exp_nonpos(float x) {
-    const float magic = 12582912.0f;
-    const float t = add(mul(x, 1.44269504088896341f), magic);
-    const float n = sub(t, magic);
-    float r = sub(x, mul(n, 0.693359375f));
-    r = add(r, mul(n, 2.12194440e-4f));
-    float y = 1.9875691500e-4f;
-    y = add(mul(y, r), 1.3981999507e-3f);
-    y = add(mul(y, r), 8.3334519073e-3f);
-    y = add(mul(y, r), 4.1665795894e-2f);
-    y = add(mul(y, r), 1.6666665459e-1f);
-    y = add(mul(y, r), 5.0000001201e-1f);
-    y = add(add(mul(y, mul(r, r)), r), 1.0f);
-    const uint32_t e = (static_cast<uint32_t>(__float_as_int(t) - __float_as_int(magic)) + 127u) << 23;
-    return x < -87.0f ? 0.0f : mul(y, __uint_as_float(e));
-}
-
-__device__ __forceinline__ double exp_nonpos(double x) {
-    const double magic = 6755399441055744.0;
-    const double t = add(mul(x, 1.4426950408889634), magic);
-    const double n = sub(t, magic);
-    double r = sub(x, mul(n, 6.93145751953125e-1));
-    r = sub(r, mul(n, 1.42860682030941723212e-6));
-    const double rr = mul(r, r);
-    double p = 1.26177193074810590878e-4;
-    p = add(mul(p, rr), 3.02994407707441961300e-2);
-    p = add(mul(p, rr), 9.99999999999999999910e-1);
-    p = mul(p, r);
-    double q = 3.00198505138664455042e-6;
-    q = add(mul(q, rr), 2.52448340349684104192e-3);
-    q = add(mul(q, rr), 2.27265548208155028766e-1);
-    q = add(mul(q, rr), 2.00000000000000000009e0);
-    const double y = add(1.0, mul(2.0, div(p, sub(q, p))));
-    const unsigned long long e =
-        (static_cast<unsigned long long>(__double_as_longlong(t) - __double_as_longlong(magic)) + 1023ull) << 52;
-    return x < -708.0 ? 0.0 : mul(y, __longlong_as_double(static_cast<long long>(e)));
-}
-
 // Keys of the (key, row) strict order as unsigned integers: the order of the doubles, with -0
 // and +0 equal (both map to the key of +0), as the CPU's double comparison has it. No NaN here.
-__device__ __forceinline__ unsigned long long order_key(double v) {
-    const unsigned long long b = static_cast<unsigned long long>(__double_as_longlong(v + 0.0));  // -0 -> +0
+ALSCALE_HD unsigned long long order_key(double v) {
+    const unsigned long long b = bit_cast<unsigned long long>(v + 0.0);  // -0 -> +0
     return (b >> 63) ? ~b : (b | 0x8000000000000000ull);
 }
-__device__ __forceinline__ double from_order_key(unsigned long long k) {
-    const unsigned long long b = (k >> 63) ? (k & 0x7fffffffffffffffull) : ~k;
-    return __longlong_as_double(static_cast<long long>(b));
+ALSCALE_HD double from_order_key(unsigned long long k) {
+    return bit_cast<double>((k >> 63) ? (k & 0x7fffffffffffffffull) : ~k);
 }
 
-constexpr int kLanes = 8;  // the CPU's logical lanes: element c of a row belongs to lane c % 8
+// Calls f(In{}) with the input type of a logits dtype (Load<In> reads it): a kernel template
+// instantiated for each dtype, launched from one place.
+template <class F>
+void with_input_type(DType dtype, F f) {
+    switch (dtype) {
+        case DType::f16: f(uint16_t{}); break;
+        case DType::bf16: f(BF16Tag{}); break;
+        case DType::f32: f(float{}); break;
+        case DType::f64: f(double{}); break;
+    }
+}
 
 }  // namespace gpu
 }  // namespace alscale

@@ -7,7 +7,8 @@
 namespace alscale {
 namespace gpu {
 
-// out[i] (device, N float64) = the score of row i; kind 0 margin, 1 confidence, 2 entropy.
+// out[i] (device, N float64) = the score of row i; kind: an Uncertainty (0 margin, 1 confidence,
+// 2 entropy; csrc/rowmath_common.hpp).
 // Returns the first row with NaN/inf logits, or -1 (waits for the stream).
 int64_t uncertainty_scores(const DMatrix& logits, int kind, double* out, cudaStream_t stream);
 

@@ -6,7 +6,7 @@ so their indices must match alscale's bit for bit:
 
 * logits are converted to float64 (float16 / bfloat16 / float32 values are exact in it);
 * p = first argmax of the row; d_c = l_p - l_c;
-* G = W64 @ W64.T; n2 = (diag(G)[:, None] + diag(G)[None, :]) - 2.0 * G;
+* G = W64 W64ᵀ summed in lane order (lane_sum); n2 = (diag(G)[:, None] + diag(G)[None, :]) - 2.0 * G;
   inv = 1 / sqrt(n2), and +inf on the diagonal, where n2 <= 0, or where the two weight
   rows are exactly equal (weight=None: inv = 1 off the diagonal);
 * r_c = d_c * inv[p, c], a NaN product (0 * inf) counting as +inf, so r_p = +inf;
@@ -200,7 +200,8 @@ def inverse_norms(weight, num_classes: int) -> np.ndarray:
     top = np.abs(W).max(initial=0.0)
     scale = float(2.0 ** -np.floor(np.log2(top))) if (top > 2.0**400 or 0 < top < 2.0**-400) else 1.0
     W = W * scale
-    G = W @ W.T
+    # G in csrc/lanedot.hpp's order (lane_sum below), not BLAS's: reproducible bit for bit.
+    G = lane_sum((W[:, None, :] * W[None, :, :]).reshape(C * C, -1)).reshape(C, C)
     n2 = (np.diag(G)[:, None] + np.diag(G)[None, :]) - 2.0 * G
     # Where the Gram formula cancels (n2 <= 1e-6 (G_pp + G_cc): nearly or exactly equal rows),
     # the squared norm is computed directly from w_p - w_c, pair by pair.
@@ -208,7 +209,7 @@ def inverse_norms(weight, num_classes: int) -> np.ndarray:
         for c in range(C):
             if p != c and n2[p, c] <= 1e-6 * (G[p, p] + G[c, c]):
                 diff = W[p] - W[c]
-                n2[p, c] = np.einsum("ij,ij->i", diff[None], diff[None])[0]
+                n2[p, c] = lane_sum((diff * diff)[None])[0]
     usable = n2 > 0
     np.fill_diagonal(usable, False)
     inv = np.full((C, C), np.inf)

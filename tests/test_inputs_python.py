@@ -320,3 +320,159 @@ def test_cluster_margin_handles_zero_embedding_rows():
         s = get("cluster-margin")
         picks = s.select(PoolView(labeled=labeled, logits=logits, embeddings=zz), 8, np.random.default_rng(1))
         assert picks.size == 8 and np.unique(picks).size == 8
+
+
+# ------------------------------------------------------------------ Fashion-MNIST files
+def _idx_bytes(array: np.ndarray, magic=(0, 8)) -> bytes:
+    import struct
+
+    return struct.pack(">HBB", magic[0], magic[1], array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape) \
+        + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def _fashion(folder, **replace):
+    """A tiny valid Fashion-MNIST folder (30 pool, 10 test images); ``replace`` maps a key
+    (x, y, x_test, y_test) to the raw bytes of that .gz file instead."""
+    import gzip
+
+    from alscale.al.datasets import _FASHION_FILES
+
+    rng = np.random.default_rng(0)
+    arrays = {"x": rng.integers(0, 256, (30, 28, 28)), "y": np.arange(30) % 10,
+              "x_test": rng.integers(0, 256, (10, 28, 28)), "y_test": np.arange(10)}
+    folder.mkdir(exist_ok=True)
+    for key, name in _FASHION_FILES.items():
+        raw = replace.get(key)
+        (folder / name).write_bytes(raw if raw is not None else gzip.compress(_idx_bytes(arrays[key])))
+    return folder
+
+
+def test_tiny_fashion_folder_loads(tmp_path):
+    from alscale.al.datasets import load_fashion_mnist
+
+    d = load_fashion_mnist(str(_fashion(tmp_path)))
+    assert d.x.shape == (30, 28, 28) and d.x_test.shape == (10, 28, 28) and d.num_classes == 10
+    assert d.y.tolist() == (np.arange(30) % 10).tolist() and d.x.flags.writeable
+
+
+def _gz(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data)
+
+
+_GOOD_X = _idx_bytes(np.zeros((30, 28, 28)))
+
+
+@pytest.mark.parametrize("key,raw,message", [
+    ("x", _gz(_GOOD_X)[:-12], "train-images-idx3-ubyte.gz is not a readable .gz file"),  # truncated
+    ("x", _GOOD_X, "train-images-idx3-ubyte.gz is not a readable .gz file"),  # not gzip
+    ("x", b"", "train-images-idx3-ubyte.gz is not an IDX file: 0 bytes, too short"),
+    ("x", _gz(b""), "too short for a header"),
+    ("x", _gz(_GOOD_X[:9]), "truncated inside its IDX header"),
+    ("x", _gz(_idx_bytes(np.zeros((30, 28, 28)), magic=(0, 9))), "not an unsigned-byte IDX file"),
+    ("x", _gz(_idx_bytes(np.zeros((30, 28, 28)), magic=(513, 8))), "not an unsigned-byte IDX file"),
+    ("x", _gz(_idx_bytes(np.zeros((30, 27, 28)))), r"IDX shape \(30, 27, 28\), expected \(N, 28, 28\)"),
+    ("x", _gz(_idx_bytes(np.zeros((30, 784)))), "2 dimensions, expected 3"),
+    ("y", _gz(_idx_bytes(np.zeros((30, 1)))), "train-labels-idx1-ubyte.gz: an IDX array of 2 dimensions"),
+    ("x", _gz(_GOOD_X[:-100]), r"header says shape \(30, 28, 28\) \(23520 values\) but the file holds 23420"),
+    ("x", _gz(_GOOD_X + b"\0"), "data after the 23520 values"),
+    ("x", _gz(_GOOD_X[:4] + (4_000_000_000).to_bytes(4, "big") + _GOOD_X[8:]), "more than a"),
+    ("y", _gz(_idx_bytes(np.arange(29) % 10)), "holds 30 images but train-labels-idx1-ubyte.gz 29 labels"),
+    ("y_test", _gz(_idx_bytes(np.arange(10) + 1)), "t10k-labels-idx1-ubyte.gz: label 10"),
+    ("x_test", _gz(_idx_bytes(np.zeros((0, 28, 28)))), "t10k-images-idx3-ubyte.gz holds 0 images but"),
+], ids=["truncated", "not-gzip", "empty-file", "empty-idx", "short-header", "bad-type", "bad-magic", "27x28",
+        "2-dims", "2-dim-labels", "short-body", "extra-data", "huge-claim", "29-labels", "label-10", "no-test"])
+def test_corrupt_fashion_files_are_named(tmp_path, key, raw, message):
+    from alscale.al.datasets import load_fashion_mnist
+
+    with pytest.raises(ValueError, match=message):
+        load_fashion_mnist(str(_fashion(tmp_path, **{key: raw})))
+
+
+def test_empty_fashion_split(tmp_path):
+    from alscale.al.datasets import load_fashion_mnist
+
+    folder = _fashion(tmp_path, x_test=_gz(_idx_bytes(np.zeros((0, 28, 28)))), y_test=_gz(_idx_bytes(np.zeros(0))))
+    with pytest.raises(ValueError, match="at least one image each"):
+        load_fashion_mnist(str(folder))
+
+
+def test_corrupt_fashion_deflate_stream(tmp_path):
+    from alscale.al.datasets import load_fashion_mnist
+
+    good = bytearray(_gz(_idx_bytes(np.random.default_rng(1).integers(0, 256, (30, 28, 28)))))
+    good[len(good) // 2 : len(good) // 2 + 64] = bytes(64)  # garbled data: zlib error or CRC mismatch
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz"):
+        load_fashion_mnist(str(_fashion(tmp_path, x=bytes(good))))
+
+
+def test_cli_reports_a_corrupt_fashion_file(tmp_path, capsys):
+    folder = _fashion(tmp_path / "f", x=_gz(_GOOD_X)[:-12])
+    _cli_error(capsys, ["run", "--data-dir", str(folder), "--out", str(tmp_path / "o"), "--no-progress"],
+               "train-images-idx3-ubyte.gz is not a readable .gz file")
+
+
+# ------------------------------------------------------------------ npz labels and synthetic sizes
+@pytest.mark.parametrize("content,message", [
+    ({"X": np.zeros((8, 2)), "y": np.array([0, 1, 2, 10**7 - 1] * 2)},
+     "y has a label 9999999 but only 4 distinct labels occur"),
+    ({"X": np.zeros((8, 2)), "y": np.array([0, 1] * 4), "X_test": np.zeros((2, 2)), "y_test": np.array([0, 5000])},
+     "y_test has a label 5000 but only 3 distinct labels occur"),
+    ({"X": np.zeros((4, 2)), "y": np.array([3, 3, 3, 3])}, "y has a label 3 but only 1 distinct labels"),
+])
+def test_npz_sparse_labels_are_refused_before_any_allocation(tmp_path, content, message):
+    path = tmp_path / "sparse.npz"
+    np.savez(path, **content)
+    with pytest.raises(ValueError, match=message + r".*numpy.unique\(y, return_inverse=True\)"):
+        load_npz(str(path))
+
+
+def test_npz_labels_with_a_few_missing_classes_are_kept(tmp_path):
+    path = tmp_path / "gaps.npz"
+    np.savez(path, X=np.zeros((6, 2)), y=np.array([0, 1, 3, 0, 1, 3]), X_test=np.zeros((2, 2)), y_test=np.array([5, 0]))
+    d = load_npz(str(path))
+    assert d.num_classes == 6 and d.y.tolist() == [0, 1, 3, 0, 1, 3]  # 4 of 0..5 occur: labels as given
+
+
+def test_npz_nan_row_is_named(tmp_path):
+    path = tmp_path / "nan.npz"
+    x = np.zeros((5, 2))
+    x[3, 1] = np.nan
+    np.savez(path, X=x, y=np.zeros(5, int))
+    with pytest.raises(ValueError, match=r"X contains NaN or inf \(first in row 3\)"):
+        load_npz(str(path))
+
+
+def test_npz_spec_without_a_path():
+    from alscale.al.datasets import load_dataset
+
+    with pytest.raises(ValueError, match="npz:PATH"):
+        load_dataset("npz:")
+
+
+@pytest.mark.parametrize("change,error,message", [
+    (dict(n=-5), ValueError, "n must be at least 1, got -5"),
+    (dict(n=0), ValueError, "n must be at least 1"),
+    (dict(n=2.5), TypeError, "n must be an integer"),
+    (dict(dim=-1), ValueError, "dim must be at least 1"),
+    (dict(num_classes=0), ValueError, "num_classes must be at least 1"),
+    (dict(num_classes=True), TypeError, "num_classes must be an integer"),
+    (dict(n_test=0), ValueError, "n_test must be at least 1"),
+    (dict(n_test=-3), ValueError, "n_test must be at least 1"),
+    (dict(separation=float("nan")), ValueError, "separation must be a finite number"),
+    (dict(separation=float("inf")), ValueError, "separation must be a finite number"),
+    (dict(separation=-1.0), ValueError, "separation must be a finite number >= 0"),
+    (dict(seed=-1), ValueError, "seed must be non-negative"),
+    (dict(n=10**13), ValueError, "needs .* GiB, more than this machine's"),
+    (dict(num_classes=2**40), ValueError, "needs .* GiB, more than this machine's"),
+])
+def test_synthetic_refuses_bad_sizes(change, error, message):
+    with pytest.raises(error, match=message):
+        make_synthetic(**{"n": 100, "dim": 4, "num_classes": 3, **change})
+
+
+def test_synthetic_data_is_finite_and_the_cli_refuses_a_huge_one(tmp_path, capsys):
+    d = make_synthetic(300, 5, 4, seed=3, separation=0.0)
+    assert np.isfinite(d.x).all() and np.isfinite(d.x_test).all()
+    _cli_error(capsys, SMALL + ["--out", str(tmp_path), "--n", str(10**12)], "more than this machine's")

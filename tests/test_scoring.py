@@ -96,6 +96,19 @@ def test_boundary_scores_equal_weight_rows():
     assert np.isinf(alscale.boundary_scores(x, weight=np.ones((3, 2)))).all()
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_zero_boundary_scores_are_positive_zero(dtype):
+    """A row whose maximum is -0 subtracts 0 + (-0) = +0 in every lane (rowmath_common.hpp
+    row_max_lanes), so l_p - l_c is +0 for l_c = +-0 and a zero score is +0 on the CPU and the GPU
+    alike: their scores agree in every bit, the sign of a zero included."""
+    rows = [[-0.0, 0.0, -1.0], [0.0, -0.0, -2.0], [-0.0, -0.0, -0.0], [-0.0, 0.0, -0.0, 0.0]]
+    x = np.array([np.resize(r, 12) for r in rows], dtype=dtype)  # 12 classes: zeros in many lanes
+    w = np.random.default_rng(3).normal(size=(12, 5))
+    for weight in (None, w):
+        got = alscale.boundary_scores(x, weight=weight)
+        assert (got == 0).all() and not np.signbit(got).any(), (weight is None, got)
+
+
 @pytest.mark.parametrize("name", sorted(UNCERTAINTY))
 def test_uncertainty_special_values(name):
     fn, _ = UNCERTAINTY[name]

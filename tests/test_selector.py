@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 import alscale
 import reference as ref
 from strategies import (SEEDS, assert_same_indices, budgets, examples, excludes, logits,
-                        to_kind, weights)
+                        result_numpy, to_kind, weights)
 
 BalancedSelector = alscale.BalancedSelector
 
@@ -49,10 +50,9 @@ def local_exclude(mask_rows: np.ndarray, style: str, kind: str):
     return torch.from_numpy(e) if kind == "torch" else e
 
 
-def sel_result(sel) -> np.ndarray:
-    got = sel.result()
-    assert isinstance(got, np.ndarray) and got.dtype == np.int64 and got.ndim == 1, (type(got), got)
-    return got
+def sel_result(sel, like=np.zeros((1, 1))) -> np.ndarray:
+    """The selector's result, checked to be of the kind of the logits fed (``like``), as numpy."""
+    return result_numpy(sel.result(), like)
 
 
 @st.composite
@@ -151,7 +151,7 @@ def run_stream(s: dict, chunks) -> tuple[np.ndarray, int]:
         sel = maybe_roundtrip(sel)
         order = rng.permutation(len(chunks)) if s["shuffle"] else np.arange(len(chunks))
         sel = feed(sel, order)
-    return sel_result(sel), passes
+    return sel_result(sel, case.x), passes
 
 
 @given(s=streams())
@@ -234,7 +234,7 @@ def test_selector_budget_zero_and_all_excluded():
     assert sel_result(sel).tolist() == []
 
 
-def test_selector_torch_chunks_numpy_result():
+def test_selector_torch_chunks_torch_result():
     g = torch.Generator().manual_seed(1)
     x = (torch.randn(120, 7, generator=g) * 2).to(torch.bfloat16)
     w = torch.randn(7, 3, generator=g, dtype=torch.float64)
@@ -248,7 +248,9 @@ def test_selector_torch_chunks_numpy_result():
     while not sel.advance():
         feed()
     expected = ref.select_balanced(x.double().numpy(), 20, w, np.array([3, 4]))
-    assert_same_indices(sel_result(sel), expected)
+    assert_same_indices(sel_result(sel, x), expected)
+    assert_same_indices(sel_result(BalancedSelector.from_state_dict(sel.state_dict(), weight=w), x), expected,
+                        "a finished selector restored from its state_dict")
 
 
 def test_selector_merge_of_empty_selector():
@@ -296,3 +298,201 @@ def test_merge_rejects_mismatched_selectors():
     w = np.random.default_rng(0).normal(size=(4, 3))
     with pytest.raises(ValueError):
         BalancedSelector(4, 10, weight=w).merge(BalancedSelector(4, 10, weight=w + 1.0))
+
+
+# --------------------------------------------------------------------------- issue 10 findings
+
+
+class _Blocking:
+    """Logits whose conversion to numpy waits for ``release``: holds a selector inside update()."""
+
+    def __init__(self, x: np.ndarray):
+        self.x, self.entered, self.release = x, threading.Event(), threading.Event()
+
+    def __array__(self, dtype=None, copy=None):
+        self.entered.set()
+        assert self.release.wait(30)
+        return self.x
+
+
+def test_selector_refuses_a_second_thread_while_in_use():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(60, 5))
+    other = BalancedSelector(5, 10).update(x[30:], row_offset=30)
+    sel = BalancedSelector(5, 10)
+    blocking = _Blocking(x[:30])
+    errors = []
+    worker = threading.Thread(target=lambda: errors.append(sel.update(blocking, row_offset=0)))
+    worker.start()
+    try:
+        assert blocking.entered.wait(30)
+        for call in (lambda: sel.update(x[30:], row_offset=30), sel.advance, sel.result, sel.state_dict,
+                     lambda: sel.merge(other), lambda: other.merge(sel), lambda: sel.passes):
+            with pytest.raises(RuntimeError, match="in use by another thread"):
+                call()
+    finally:
+        blocking.release.set()
+        worker.join(30)
+    assert errors == [sel]
+    sel.merge(other)  # free again, and nothing was half-done
+    assert_same_indices(sel_result(sel), ref.select_balanced(x, 10))
+
+
+def test_selector_threads_hammering_update():
+    """Many threads feeding one selector: each call runs alone or is refused (RuntimeError);
+    retried, the result is exact (before: segfaults, free(): invalid size, false duplicates)."""
+    rng = np.random.default_rng(5)
+    n, c, budget = 40_000, 50, 500
+    x = rng.normal(size=(n, c)).astype(np.float32)
+    sel = BalancedSelector(c, budget)
+    starts = list(range(0, n, 500))
+    refused, unexpected = [0], []
+    barrier = threading.Barrier(4)
+
+    def feed(mine):
+        barrier.wait()
+        for a in mine:
+            while True:
+                try:
+                    sel.update(x[a:a + 500], row_offset=a, num_threads=1)
+                    break
+                except RuntimeError as err:
+                    if "in use by another thread" not in str(err):
+                        unexpected.append(err)
+                        return
+                    refused[0] += 1
+                except Exception as err:  # noqa: BLE001 - any other error is the bug
+                    unexpected.append(err)
+                    return
+
+    threads = [threading.Thread(target=feed, args=(starts[t::4],)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not unexpected, unexpected
+    while not sel.advance():
+        sel.update(x, row_offset=0)
+    assert_same_indices(sel_result(sel), ref.select_balanced(x.astype(np.float64), budget))
+
+
+def test_from_state_dict_names_a_missing_or_unexpected_weight():
+    rng = np.random.default_rng(6)
+    x, w = rng.normal(size=(30, 4)), rng.normal(size=(4, 3))
+    with_w = BalancedSelector(4, 5, weight=w).update(x).state_dict()
+    without = BalancedSelector(4, 5).update(x).state_dict()
+    with pytest.raises(ValueError, match="built with a head weight: pass the same weight="):
+        BalancedSelector.from_state_dict(with_w)
+    with pytest.raises(ValueError, match="built without a head weight, but weight= was given"):
+        BalancedSelector.from_state_dict(without, weight=w)
+    with pytest.raises(ValueError, match="does not match"):
+        BalancedSelector.from_state_dict(with_w, weight=w + 1)
+    got = BalancedSelector.from_state_dict(with_w, weight=w)
+    assert_same_indices(sel_result(got), ref.select_balanced(x, 5, w))
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_result_follows_the_kind_of_the_logits_fed(kind):
+    x = np.random.default_rng(8).normal(size=(50, 6)).astype(np.float32)
+    chunk = torch.from_numpy(x) if kind == "torch" else x
+    fed = BalancedSelector(6, 9).update(chunk[:25]).update(chunk[25:])
+    expected = ref.select_balanced(x.astype(np.float64), 9)
+    empty = BalancedSelector(6, 9)  # fed nothing itself: takes the kind of what it merged
+    empty.merge(fed)
+    assert_same_indices(sel_result(empty, chunk), expected)
+    assert_same_indices(sel_result(fed, chunk), expected)
+
+
+def _two_pass_state():
+    """A state in its second pass: all-equal logits, capacity 0 (class 1 ran short)."""
+    sel = BalancedSelector(2, 2, capacity=0).update(np.zeros((6, 2)))
+    assert not sel.advance()
+    d = sel.state_dict()
+    assert d["pass"] == 1 and d["start_class"] == 1 and d["picks"].tolist() == [0]
+    return d
+
+
+def _finished_state():
+    x = np.random.default_rng(9).normal(size=(40, 3))
+    sel = BalancedSelector(3, 6).update(x)
+    sel.result()
+    return sel.state_dict()
+
+
+def _fresh_state():
+    x = np.random.default_rng(10).normal(size=(40, 3))
+    return BalancedSelector(3, 6).update(x).state_dict()
+
+
+@pytest.mark.parametrize("make, edit, field", [
+    (_fresh_state, {"pass": 5}, "pass"),
+    (_fresh_state, {"pass": 1}, "pass"),
+    (_fresh_state, {"done": 1}, "counts"),  # a finished selection keeps no candidates
+    (_fresh_state, {"done": 2}, "done"),
+    (_fresh_state, {"picks": np.array([3])}, "picks"),
+    (_fresh_state, {"available": 40}, "available"),
+    (_fresh_state, {"start_class": 1}, "start_class"),
+    (_fresh_state, {"capacity": np.full(3, 99)}, "capacity"),
+    (_fresh_state, {"fed": 1}, "fed"),
+    (_fresh_state, {"keys": lambda d: np.where(np.arange(d["keys"].size) == 0, -1.0, d["keys"])}, "keys"),
+    (_fresh_state, {"rows": lambda d: np.where(np.arange(d["rows"].size) == 1, d["rows"][0], d["rows"])},
+     "rows"),
+    (_fresh_state, {"torch_result": 3}, "torch_result"),
+    (_finished_state, {"picks": lambda d: d["picks"][:-1]}, "picks"),
+    (_finished_state, {"picks": lambda d: np.r_[d["picks"][:-1], d["picks"][0]]}, "picks"),
+    (_finished_state, {"picks": lambda d: np.r_[d["picks"][:-1], -1]}, "picks"),
+    (_finished_state, {"available": 3}, "picks"),
+    (_two_pass_state, {"taken": np.array([1])}, "taken"),
+    (_two_pass_state, {"taken": np.array([], np.int64)}, "taken"),
+    (_two_pass_state, {"picks": np.array([0, 1])}, "picks"),
+    (_two_pass_state, {"start_class": 0}, "start_class"),
+    (_two_pass_state, {"available": 1}, "budget"),
+    (_two_pass_state, {"pass": 0}, "start_class"),
+])
+def test_inconsistent_state_dict_is_refused_naming_the_field(make, edit, field):
+    d = make()
+    BalancedSelector.from_state_dict(dict(d))  # the unedited state loads
+    for key, value in edit.items():
+        d[key] = value(d) if callable(value) else value
+    with pytest.raises(ValueError, match=rf"state\['{field}'\]"):
+        BalancedSelector.from_state_dict(d)
+
+
+def test_merge_after_result_says_finished():
+    x = np.random.default_rng(11).normal(size=(40, 3))
+    done = BalancedSelector(3, 6).update(x[:20])
+    done.result()
+    fresh = BalancedSelector(3, 6).update(x[20:], row_offset=20)
+    for a, b in ((fresh, done), (done, fresh)):
+        with pytest.raises(RuntimeError, match="cannot merge a finished selector"):
+            a.merge(b)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("exclude", [np.array([3]), np.arange(10) == 3])
+def test_nan_in_an_excluded_row_is_refused(bad, exclude):
+    """One NaN rule for every selection: BASE checks excluded rows too (margin always did)."""
+    x = np.random.default_rng(12).normal(size=(10, 4))
+    x[3, 1] = bad
+    with pytest.raises(ValueError, match="NaN or inf at row 3"):
+        alscale.select_balanced(x, 4, exclude=exclude)
+    with pytest.raises(ValueError, match="NaN or inf at row 3"):
+        alscale.select_margin(x, 4, exclude=exclude)
+    sel = BalancedSelector(4, 4)
+    with pytest.raises(ValueError, match="NaN or inf at row 3"):
+        sel.update(x, exclude=exclude)
+    x[3, 1] = 0.0  # the refused chunk left nothing behind
+    sel.update(x, exclude=exclude)
+    assert_same_indices(sel_result(sel), ref.select_balanced(x, 4, None, exclude))
+
+
+def test_state_dict_survives_a_plain_python_round_trip():
+    """Checkpoints stored as JSON-like lists and ints still load (fingerprint bytes as ints)."""
+    rng = np.random.default_rng(13)
+    x, w = rng.normal(size=(30, 4)), rng.normal(size=(4, 3))
+    d = BalancedSelector(4, 5, weight=w).update(x).state_dict()
+    plain = {k: (v.tolist() if isinstance(v, np.ndarray) else int(v)) for k, v in d.items()}
+    assert_same_indices(sel_result(BalancedSelector.from_state_dict(plain, weight=w)), ref.select_balanced(x, 5, w))
+    plain["weight_fingerprint"] = [256] * 16
+    with pytest.raises(ValueError, match=r"state\['weight_fingerprint'\]"):
+        BalancedSelector.from_state_dict(plain, weight=w)

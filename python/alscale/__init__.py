@@ -60,22 +60,18 @@ def _gpu_visible() -> bool:
         return False
 
 
-try:  # the GPU kernels are optional: HAS_CUDA says whether this build has them
-    from . import _cuda  # noqa: F401
+from ._backend.device import CUDA_IMPORT_ERROR as _CUDA_IMPORT_ERROR, HAS_CUDA
 
-    HAS_CUDA = True
-except ImportError as _err:
-    HAS_CUDA = False
-    if _gpu_visible():
-        import warnings
+if not HAS_CUDA and _gpu_visible():
+    import warnings
 
-        warnings.warn(
-            "alscale was built without its CUDA kernels (alscale._cuda), so CUDA tensors are refused; "
-            "reinstall from source on a machine with the CUDA toolkit (nvcc) to build them "
-            f"({_err})",
-            UserWarning,
-            stacklevel=2,
-        )
+    warnings.warn(
+        "alscale was built without its CUDA kernels (alscale._cuda), so CUDA tensors are refused; "
+        "reinstall from source on a machine with the CUDA toolkit (nvcc) to build them "
+        f"({_CUDA_IMPORT_ERROR})",
+        UserWarning,
+        stacklevel=2,
+    )
 
 __all__ = [
     "HAS_CUDA",

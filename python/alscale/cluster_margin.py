@@ -6,12 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
-from ._backend.arrays import _host_numpy, as_budget, as_exclude, as_int, as_logits, as_seed, as_threads
-from ._backend import sharded as _sharded
-from .distributed import Comm
-from .pool import LocalPool
-from .selection import _MARGIN, _pooled
+from . import _backend
+from ._backend.arrays import _host_numpy, as_budget, as_int, as_seed
 
 __all__ = ["select_cluster_margin"]
 
@@ -67,26 +63,13 @@ def select_cluster_margin(logits: Any, clusters: Any, budget: Any, *, candidates
     >>> int(sel[0]), sorted(sel.tolist())[0] in (0, 1, 2)
     (4, True)
     """
-    if _pooled(logits, row_ids, group):
-        return _cluster_margin_pooled(logits, clusters, budget, candidates, exclude, seed, num_threads, group, row_ids)
-    x = as_logits(logits)
     k = as_budget(budget)
-    threads = as_threads(num_threads)
-    mask = as_exclude(exclude, x.rows)
+    km = min(10 * k, 2**63 - 1) if candidates is None else as_int(candidates, "candidates")
+    if km < k:
+        raise ValueError(f"candidates (k_m = {km}) must be at least budget ({k})")
     labels = _labels(clusters)
-    if labels.shape[0] != x.rows:
-        raise ValueError(f"clusters must have one label per logits row ({x.rows}), got shape {labels.shape}")
-    available = x.rows - (0 if mask is None else int(np.count_nonzero(mask)))
-    if candidates is None:
-        km = min(10 * k, available)
-    else:
-        km = as_int(candidates, "candidates")
-        if km < k:
-            raise ValueError(f"candidates (k_m = {km}) must be at least budget ({k})")
-    s = as_seed(seed)
-    scores = _core.uncertainty_scores(x.array, x.bf16, _MARGIN, threads)
-    rows = _core.select_topk(scores, km, mask, False, threads)
-    return x.wrap(_core.cluster_round_robin(rows, labels[rows], k, s))
+    pool = _backend.pool_of(logits, exclude=exclude, row_ids=row_ids, group=group, num_threads=num_threads)
+    return pool.cluster_margin(_backend.margin(), labels, k, km, as_seed(seed))
 
 
 def _labels(clusters: Any) -> np.ndarray:
@@ -96,19 +79,3 @@ def _labels(clusters: Any) -> np.ndarray:
     if labels.size and labels.dtype.kind not in "iu":
         raise TypeError(f"clusters must hold integer cluster labels, got {labels.dtype}")
     return np.ascontiguousarray(labels, dtype=np.int64)
-
-
-def _cluster_margin_pooled(logits, clusters, budget, candidates, exclude, seed, num_threads, group, row_ids):
-    """Cluster-Margin over chunks or shards: the global k_m smallest margins with their cluster
-    labels, then the same round-robin on every rank."""
-    k = as_budget(budget)
-    km = min(10 * k, 2**63 - 1) if candidates is None else as_int(candidates, "candidates")
-    if km < k:
-        raise ValueError(f"candidates (k_m = {km}) must be at least budget ({k})")
-    threads = as_threads(num_threads)
-    comm = Comm(group)
-    seed = comm.agree(None, as_seed(seed))[0]  # rank 0's seed everywhere
-    pool = LocalPool(logits, row_ids=row_ids, exclude=exclude)
-    wrap, rows, labels = _sharded.ranked(pool, km, _sharded.uncertainty_scorer(_MARGIN, threads), False, comm,
-                                         threads, labels=_labels(clusters))
-    return wrap(_core.cluster_round_robin(rows, labels, k, seed))

@@ -6,11 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
-from ._backend import device as _gpu, sharded as _sharded
-from ._backend.arrays import as_budget, as_exclude, as_int, as_logits, as_threads, inverse_norms
-from .distributed import Comm
-from .pool import LocalPool, is_chunked
+from . import _backend
+from ._backend import Head, pool_of
+from ._backend.arrays import as_budget, as_exclude, as_int
 
 __all__ = [
     "boundary_scores",
@@ -24,13 +22,6 @@ __all__ = [
     "select_margin",
     "select_random",
 ]
-
-_MARGIN, _CONFIDENCE, _ENTROPY = 0, 1, 2
-
-
-def _uncertainty(logits: Any, kind: int, num_threads: int):
-    x = as_logits(logits)
-    return x, _core.uncertainty_scores(x.array, x.bf16, kind, as_threads(num_threads))
 
 
 def margin_scores(logits: Any, *, num_threads: int = 0):
@@ -55,10 +46,7 @@ def margin_scores(logits: Any, *, num_threads: int = 0):
     >>> alscale.margin_scores(np.array([[2.0, 2.0, -1.0], [5.0, 0.0, 0.0]])).round(2)
     array([0.  , 0.98])
     """
-    if _gpu.wants(logits):  # a CUDA tensor / CuPy array: the GPU kernels (num_threads unused)
-        return _gpu.uncertainty_scores(logits, _MARGIN)
-    x, s = _uncertainty(logits, _MARGIN, num_threads)
-    return x.wrap(s)
+    return pool_of(logits, num_threads=num_threads).scores(_backend.margin())
 
 
 def confidence_scores(logits: Any, *, num_threads: int = 0):
@@ -70,10 +58,7 @@ def confidence_scores(logits: Any, *, num_threads: int = 0):
     >>> alscale.confidence_scores(np.zeros((1, 4)))
     array([0.25])
     """
-    if _gpu.wants(logits):
-        return _gpu.uncertainty_scores(logits, _CONFIDENCE)
-    x, s = _uncertainty(logits, _CONFIDENCE, num_threads)
-    return x.wrap(s)
+    return pool_of(logits, num_threads=num_threads).scores(_backend.confidence())
 
 
 def entropy_scores(logits: Any, *, num_threads: int = 0):
@@ -85,10 +70,7 @@ def entropy_scores(logits: Any, *, num_threads: int = 0):
     >>> float(alscale.entropy_scores(np.zeros((1, 4)))[0]) == float(np.log(4))
     True
     """
-    if _gpu.wants(logits):
-        return _gpu.uncertainty_scores(logits, _ENTROPY)
-    x, s = _uncertainty(logits, _ENTROPY, num_threads)
-    return x.wrap(s)
+    return pool_of(logits, num_threads=num_threads).scores(_backend.entropy())
 
 
 def boundary_scores(logits: Any, *, weight: Any = None, num_threads: int = 0):
@@ -115,43 +97,12 @@ def boundary_scores(logits: Any, *, weight: Any = None, num_threads: int = 0):
     >>> alscale.boundary_scores(np.array([[3.0, 1.0, 2.5]]))
     array([0.5])
     """
-    if _gpu.wants(logits):
-        return _gpu.boundary_scores(logits, weight)
-    x = as_logits(logits)
-    inv = inverse_norms(weight, x.classes)
-    return x.wrap(_core.boundary_scores(x.array, x.bf16, inv, as_threads(num_threads)))
+    return pool_of(logits, num_threads=num_threads).scores(_backend.boundary(weight))
 
 
-def _top(x, scores: np.ndarray, budget: Any, exclude: Any, largest: bool, num_threads: int):
-    k = min(as_budget(budget), x.rows)
-    mask = as_exclude(exclude, x.rows)
-    return x.wrap(_core.select_topk(scores, k, mask, largest, as_threads(num_threads)))
-
-
-def _pooled(logits: Any, row_ids: Any, group: Any) -> bool:
-    """True when the pool is chunked (memmap, iterator) or sharded: the _sharded path."""
-    return group is not None or row_ids is not None or is_chunked(logits)
-
-
-def _select_uncertain(logits: Any, budget: Any, kind: int, largest: bool, exclude: Any, num_threads: int, group: Any,
-                      row_ids: Any):
-    """select_margin / select_confidence / select_entropy: sharded or chunked, GPU, or CPU."""
-    if _pooled(logits, row_ids, group):
-        threads = as_threads(num_threads)
-        return _ranked(logits, budget, _sharded.uncertainty_scorer(kind, threads), largest, exclude, row_ids, group,
-                       threads)
-    if _gpu.wants(logits):
-        return _gpu.select_uncertain(logits, kind, as_budget(budget), exclude, largest)
-    x, s = _uncertainty(logits, kind, num_threads)
-    return _top(x, s, budget, exclude, largest, num_threads)
-
-
-def _ranked(logits: Any, budget: Any, scorer: Any, largest: bool, exclude: Any, row_ids: Any, group: Any,
-            num_threads: int):
+def _select(logits: Any, budget: Any, rule: _backend.Rule, exclude: Any, num_threads: Any, group: Any, row_ids: Any):
     k = as_budget(budget)
-    pool = LocalPool(logits, row_ids=row_ids, exclude=exclude)
-    wrap, ids, _ = _sharded.ranked(pool, k, scorer, largest, Comm(group), num_threads)
-    return wrap(ids)
+    return pool_of(logits, exclude=exclude, row_ids=row_ids, group=group, num_threads=num_threads).top(rule, k)
 
 
 def select_margin(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0, group: Any = None,
@@ -191,20 +142,20 @@ def select_margin(logits: Any, budget: Any, *, exclude: Any = None, num_threads:
     >>> alscale.select_margin(logits, 2)
     array([1, 2])
     """
-    return _select_uncertain(logits, budget, _MARGIN, False, exclude, num_threads, group, row_ids)
+    return _select(logits, budget, _backend.margin(), exclude, num_threads, group, row_ids)
 
 
 def select_confidence(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0, group: Any = None,
                       row_ids: Any = None):
     """The ``budget`` rows with the smallest maximum probability (see :func:`select_margin`)."""
-    return _select_uncertain(logits, budget, _CONFIDENCE, False, exclude, num_threads, group, row_ids)
+    return _select(logits, budget, _backend.confidence(), exclude, num_threads, group, row_ids)
 
 
 def select_entropy(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0, group: Any = None,
                    row_ids: Any = None):
     """The ``budget`` rows with the largest softmax entropy, largest first, ties to the smaller
     row index (see :func:`select_margin`)."""
-    return _select_uncertain(logits, budget, _ENTROPY, True, exclude, num_threads, group, row_ids)
+    return _select(logits, budget, _backend.entropy(), exclude, num_threads, group, row_ids)
 
 
 def select_boundary(logits: Any, budget: Any, *, weight: Any = None, exclude: Any = None, num_threads: int = 0,
@@ -218,16 +169,7 @@ def select_boundary(logits: Any, budget: Any, *, weight: Any = None, exclude: An
     >>> alscale.select_boundary(np.array([[3.0, 0.0], [1.0, 0.8], [0.0, 2.0]]), 1)
     array([1])
     """
-    if _pooled(logits, row_ids, group):
-        threads = as_threads(num_threads)
-        return _ranked(logits, budget, _sharded.boundary_scorer(weight, threads), False, exclude, row_ids, group,
-                       threads)
-    if _gpu.wants(logits):
-        return _gpu.select_boundary(logits, as_budget(budget), weight, exclude)
-    x = as_logits(logits)
-    inv = inverse_norms(weight, x.classes)
-    s = _core.boundary_scores(x.array, x.bf16, inv, as_threads(num_threads))
-    return _top(x, s, budget, exclude, False, num_threads)
+    return _select(logits, budget, _backend.boundary(weight), exclude, num_threads, group, row_ids)
 
 
 def select_balanced(logits: Any, budget: Any, *, weight: Any = None, exclude: Any = None, num_threads: int = 0,
@@ -277,17 +219,8 @@ def select_balanced(logits: Any, budget: Any, *, weight: Any = None, exclude: An
     >>> alscale.select_balanced(logits, 2)
     array([1, 3])
     """
-    if _pooled(logits, row_ids, group):
-        pool = LocalPool(logits, row_ids=row_ids, exclude=exclude)
-        wrap, rows = _sharded.balanced(pool, as_budget(budget), weight, Comm(group), as_threads(num_threads))
-        return wrap(rows)
-    if _gpu.wants(logits):
-        return _gpu.select_balanced(logits, as_budget(budget), weight, exclude)
-    x = as_logits(logits)
-    k = min(as_budget(budget), x.rows)  # clipped to the rows left anyway
-    inv = inverse_norms(weight, x.classes)
-    mask = as_exclude(exclude, x.rows)
-    return x.wrap(_core.select_balanced(x.array, x.bf16, k, mask, inv, as_threads(num_threads)))
+    k = as_budget(budget)
+    return pool_of(logits, exclude=exclude, row_ids=row_ids, group=group, num_threads=num_threads).balanced(k, Head(weight))
 
 
 def select_random(n: Any, budget: Any, *, exclude: Any = None, seed: Any = None) -> np.ndarray:

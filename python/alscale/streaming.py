@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 from typing import Any
 
 import numpy as np
 
 from . import _core
-from ._backend.arrays import as_budget, as_exclude, as_int, as_logits, as_row_ids, as_threads, inverse_norms
+from ._backend import host_only
+from ._backend.arrays import (_numpy_wrap, as_budget, as_exclude, as_int, as_logits, as_row_ids, as_threads,
+                              inverse_norms)
 
 __all__ = ["BalancedSelector"]
 
+_MAX_CLASSES = 1 << 31  # beyond any classifier; per-class state of 2^62 classes cannot be allocated
+
 _STATE_SCALARS = ("num_classes", "budget", "extra", "pass", "start_class", "available", "fed", "done")
 _STATE_ARRAYS = {"capacity": "iu", "taken": "iu", "picks": "iu", "counts": "iu", "keys": "f", "rows": "iu"}
+_BUSY = ("BalancedSelector is in use by another thread; a selector takes one call at a time: give each "
+         "thread its own selector and merge() them, or serialize the calls with a lock")
 
 
 def _fingerprint(inv: np.ndarray | None) -> np.ndarray:
     """16 bytes that identify the head weight (empty without one)."""
     if inv is None:
         return np.zeros(0, dtype=np.uint8)
-    return np.frombuffer(hashlib.blake2b(inv.tobytes(), digest_size=16).digest(), dtype=np.uint8).copy()
+    digest = hashlib.blake2b(memoryview(np.ascontiguousarray(inv)), digest_size=16).digest()  # no copy
+    return np.frombuffer(digest, dtype=np.uint8).copy()
 
 
 class BalancedSelector:
@@ -31,6 +40,13 @@ class BalancedSelector:
     classes take more of a class's candidates than it kept, :meth:`advance` returns False and the
     pool must be fed once more (the rows taken so far are skipped); the result stays exact.
 
+    :meth:`result` returns the kind of the logits fed to :meth:`update`: a numpy int64 array, or
+    an int64 torch tensor when the chunks were torch tensors.
+
+    A selector is not shared between threads: it takes one call at a time, and a call made while
+    another thread is inside one (``update`` runs without the GIL) raises RuntimeError rather
+    than waiting. Feed one selector per thread and :meth:`merge` them.
+
     Parameters
     ----------
     num_classes : int
@@ -39,7 +55,8 @@ class BalancedSelector:
     weight : array_like or torch.Tensor, shape (num_classes, D), optional
         The linear head's weight (see :func:`alscale.boundary_scores`).
     capacity : int, optional
-        Candidates each class keeps beyond its quota. Default: max(16, 2·(budget // C + 1)).
+        Candidates each class keeps beyond its quota (at most the quotas of the classes before
+        it). Default: 64 + 4·(budget // C) (``_core.default_extra``).
 
     Examples
     --------
@@ -55,12 +72,29 @@ class BalancedSelector:
     """
 
     def __init__(self, num_classes: Any, budget: Any, *, weight: Any = None, capacity: Any = None):
-        classes = as_int(num_classes, "num_classes", minimum=1)
+        classes = as_int(num_classes, "num_classes", minimum=1, maximum=_MAX_CLASSES,
+                         hint=" (the selector keeps per-class state)")
         b = min(as_budget(budget), 1 << 62)  # clipped to the rows fed anyway; keeps int64 sums exact
         extra = _core.default_extra(classes, b) if capacity is None else as_int(capacity, "capacity")
         self._inv = inverse_norms(weight, classes)
         self._state = _core.BalancedState(classes, b, extra)
         self._next_row = 0
+        self._wrap = None  # the result's kind: that of the logits given to update()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _busy(self, *others: BalancedSelector):
+        """Holds this selector (and ``others``) for one call; refuses one already in use."""
+        held = []
+        try:
+            for sel in (self, *others):
+                if not sel._lock.acquire(blocking=False):
+                    raise RuntimeError(_BUSY)
+                held.append(sel._lock)
+            yield
+        finally:
+            for lock in reversed(held):
+                lock.release()
 
     @property
     def num_classes(self) -> int:
@@ -69,7 +103,8 @@ class BalancedSelector:
     @property
     def passes(self) -> int:
         """Passes over the pool started so far beyond the first (0 in the common case)."""
-        return self._state.pass_index
+        with self._busy():
+            return self._state.pass_index
 
     def update(
         self,
@@ -80,7 +115,8 @@ class BalancedSelector:
         exclude: Any = None,
         num_threads: int = 0,
     ) -> BalancedSelector:
-        """Feed a chunk of the pool.
+        """Feed a chunk of the pool. A NaN or inf in any of its rows, excluded ones included,
+        raises ValueError and leaves the selector as it was.
 
         Parameters
         ----------
@@ -97,19 +133,24 @@ class BalancedSelector:
         -------
         self
         """
-        x = as_logits(logits, allow_empty=True)
-        if row_offset is not None and row_ids is not None:
-            raise ValueError("give row_offset or row_ids, not both")
-        ids = None
-        if row_ids is not None:
-            ids = as_row_ids(row_ids, x.rows)
-            offset = 0
-        else:
-            offset = self._next_row if row_offset is None else as_int(row_offset, "row_offset")
-            if offset + x.rows - 1 > 2**63 - 1:
-                raise ValueError(f"row_offset {offset} + {x.rows} rows overflows int64 row ids")
-            self._next_row = offset + x.rows
-        self._feed(x, ids, offset, as_exclude(exclude, x.rows), as_threads(num_threads))
+        host_only(logits, "BalancedSelector.update", "logits")
+        with self._busy():
+            x = as_logits(logits, allow_empty=True)
+            if row_offset is not None and row_ids is not None:
+                raise ValueError("give row_offset or row_ids, not both")
+            ids = None
+            if row_ids is not None:
+                ids = as_row_ids(row_ids, x.rows)
+                offset = 0
+            else:
+                offset = self._next_row if row_offset is None else as_int(row_offset, "row_offset")
+                if offset + x.rows - 1 > 2**63 - 1:
+                    raise ValueError(f"row_offset {offset} + {x.rows} rows overflows int64 row ids")
+            self._feed(x, ids, offset, as_exclude(exclude, x.rows), as_threads(num_threads))
+            if ids is None:
+                self._next_row = offset + x.rows
+            if self._wrap is None:
+                self._wrap = x.wrap
         return self
 
     def _feed(self, x, ids: np.ndarray | None, offset: int, mask: np.ndarray | None, num_threads: int) -> None:
@@ -121,27 +162,6 @@ class BalancedSelector:
         if x.rows:
             self._state.update(x.array, x.bf16, offset, ids, mask, self._inv, num_threads)
 
-    # Sharded selection (alscale._sharded): what a rank sends, and how the ranks' parts merge.
-    def _fingerprint_bytes(self) -> bytes:
-        return _fingerprint(self._inv).tobytes()
-
-    def _candidates(self) -> list[np.ndarray]:
-        s = self._state.snapshot()
-        return [np.asarray(s["counts"], np.int64), np.asarray(s["keys"], np.float64),
-                np.asarray(s["rows"], np.int64), np.array([s["fed"]], np.int64)]
-
-    def _merge_shards(self, parts: list[list[np.ndarray]]) -> None:
-        """Replace this rank's candidates by every rank's, merged in rank order."""
-        mine = dict(self._state.snapshot())
-        merged = None
-        for counts, keys, rows, fed in parts:
-            state = _core.BalancedState.from_snapshot(dict(mine, counts=counts, keys=keys, rows=rows, fed=int(fed[0])))
-            if merged is None:
-                merged = state
-            else:
-                merged.merge(state)
-        self._state = merged
-
     def merge(self, other: BalancedSelector) -> BalancedSelector:
         """Add the candidates of a selector fed with other rows of the same pool (in place)."""
         if not isinstance(other, BalancedSelector):
@@ -150,54 +170,91 @@ class BalancedSelector:
             raise ValueError("cannot merge a selector with itself")
         if not np.array_equal(_fingerprint(self._inv), _fingerprint(other._inv)):
             raise ValueError("cannot merge selectors built with different head weights")
-        self._state.merge(other._state)
+        with self._busy(other):
+            self._state.merge(other._state)
+            if self._wrap is None:
+                self._wrap = other._wrap
         return self
 
     def advance(self) -> bool:
         """Serve the classes. True when the selection is complete; False when candidate sets ran
         short (heavy ties): feed the same pool once more with :meth:`update`, then advance again."""
+        with self._busy():
+            return self._advance()
+
+    def _advance(self) -> bool:
         done = self._state.advance()
         if not done:
             self._next_row = 0
         return done
 
     def result(self):
-        """The selected pool rows (int64), class 0's picks first, each class's in score order."""
-        if not self._state.done and not self.advance():
-            raise RuntimeError(
-                "BalancedSelector needs another pass over the pool: heavy ties exhausted the candidates "
-                f"kept (pass {self.passes}); feed the pool again with update() and call advance() "
-                "until it returns True, or build the selector with a larger capacity"
-            )
-        return self._state.result()
+        """The selected pool rows (int64), class 0's picks first, each class's in score order:
+        a numpy array, or a torch tensor when the logits fed were torch tensors."""
+        with self._busy():
+            if not self._state.done and not self._advance():
+                raise RuntimeError(
+                    "BalancedSelector needs another pass over the pool: heavy ties exhausted the candidates "
+                    f"kept (pass {self._state.pass_index}); feed the pool again with update() and call "
+                    "advance() until it returns True, or build the selector with a larger capacity"
+                )
+            return (self._wrap or _numpy_wrap)(self._state.result())
 
     def state_dict(self) -> dict:
         """The full state as numpy arrays and ints (for checkpoints or sending to other ranks)."""
-        d = dict(self._state.snapshot())
+        with self._busy():
+            d = dict(self._state.snapshot())
+            d["next_row"] = self._next_row
+            d["torch_result"] = int(self._wrap is not None and self._wrap is not _numpy_wrap)
         d["done"] = int(d["done"])
-        d["next_row"] = self._next_row
         d["weight_fingerprint"] = _fingerprint(self._inv)
         return d
 
     @classmethod
     def from_state_dict(cls, state: dict, *, weight: Any = None) -> BalancedSelector:
-        """Rebuild a selector from :meth:`state_dict` (pass the same head weight)."""
+        """Rebuild a selector from :meth:`state_dict` (pass the same head weight).
+
+        The state is checked on load (ValueError naming the field): counts, pass, picks, taken
+        rows and candidates must be those of a selector, not an edited or truncated dict."""
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict from BalancedSelector.state_dict(), got {type(state).__name__}")
         missing = [k for k in _STATE_SCALARS + tuple(_STATE_ARRAYS) if k not in state]
         if missing:
             raise ValueError(f"state lacks {', '.join(map(repr, missing))}: not a BalancedSelector.state_dict()")
-        core: dict = {k: as_int(int(state[k]) if k == "done" else state[k], f"state[{k!r}]", minimum=-(2**63))
-                      for k in _STATE_SCALARS}
+        core: dict = {k: as_int(int(state[k]) if isinstance(state[k], (bool, np.bool_)) else state[k],
+                                f"state[{k!r}]", minimum=-(2**63)) for k in _STATE_SCALARS}
+        torch_result = as_int(state.get("torch_result", 0), "state['torch_result']", maximum=1)
+        if core["done"] not in (0, 1):
+            raise ValueError(f"state['done'] must be 0 or 1, got {core['done']}")
         for k, kind in _STATE_ARRAYS.items():
             a = np.asarray(state[k])
             if a.ndim != 1 or (a.size and a.dtype.kind not in kind):
                 raise ValueError(f"state[{k!r}] must be a 1-D numeric array, got {a.dtype} of shape {a.shape}")
             core[k] = a
-        self = cls.__new__(cls)
-        self._inv = inverse_norms(weight, as_int(core["num_classes"], "state['num_classes']", minimum=1))
-        if not np.array_equal(_fingerprint(self._inv), np.asarray(state.get("weight_fingerprint", []), np.uint8)):
+        classes = as_int(core["num_classes"], "state['num_classes']", minimum=1)
+        inv = inverse_norms(weight, classes)
+        built = np.asarray(state.get("weight_fingerprint", []))
+        if built.ndim != 1 or built.size not in (0, 16) or (
+                built.size and (built.dtype.kind not in "iu" or built.min() < 0 or built.max() > 255)):
+            raise ValueError("state['weight_fingerprint'] must be empty or 16 bytes, as state_dict() gives")
+        built = built.astype(np.uint8)
+        if built.size and inv is None:
+            raise ValueError("the state was built with a head weight: pass the same weight= to from_state_dict()")
+        if not built.size and inv is not None:
+            raise ValueError("the state was built without a head weight, but weight= was given: "
+                             "call from_state_dict() without weight=")
+        if not np.array_equal(_fingerprint(inv), built):
             raise ValueError("the weight given does not match the one the state was built with")
+        self = cls.__new__(cls)
+        self._inv = inv
         self._state = _core.BalancedState.from_snapshot(core)
         self._next_row = as_int(state.get("next_row", 0), "state['next_row']")
+        self._wrap = None
+        if torch_result:
+            try:
+                import torch
+            except ImportError:
+                raise ValueError("state['torch_result'] is 1 but torch cannot be imported") from None
+            self._wrap = as_logits(torch.zeros((0, 1)), allow_empty=True).wrap
+        self._lock = threading.Lock()
         return self

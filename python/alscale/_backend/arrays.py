@@ -50,6 +50,8 @@ def _torch_wrap(a: np.ndarray):
 
 
 def _device_error(name: str, device: Any) -> Exception:
+    if getattr(device, "type", "") == "meta":
+        return ValueError(f"{name} is a meta-device tensor: it has a shape but no data; pass a materialised tensor")
     if getattr(device, "type", "") == "cuda":
         return ValueError(
             f"{name} is a CUDA tensor ({device}), but this alscale build has no GPU kernels "
@@ -134,55 +136,150 @@ def _host_numpy(x: Any, name: str) -> np.ndarray:
     return np.asarray(x)
 
 
-def as_exclude(exclude: Any, rows: int) -> np.ndarray | None:
-    """A boolean mask or an index array -> a uint8 mask over the rows (None: nothing excluded)."""
-    if exclude is None:
-        return None
-    e = _host_numpy(exclude, "exclude")
-    if e.ndim != 1:
-        raise ValueError(f"exclude must be a 1-D index array or boolean mask, got shape {e.shape}")
-    if e.dtype == np.bool_:
-        if e.shape[0] != rows:
-            raise ValueError(f"exclude mask has {e.shape[0]} entries but the pool has {rows} rows")
-        return e.view(np.uint8)
-    if e.size == 0:
-        return None
-    if e.dtype.kind not in "iu":
-        raise TypeError(f"exclude must hold integer row indices or booleans, got {e.dtype}")
-    bad = (e < -rows) | (e >= rows)
-    if bad.any():
-        first = e[np.argmax(bad)]
-        raise ValueError(f"exclude index {first} is out of range for a pool of {rows} rows")
-    mask = np.zeros(rows, dtype=np.uint8)
-    mask[e] = 1
-    return mask
+def as_exclude(exclude: Any, rows: int, name: str = "exclude") -> np.ndarray | None:
+    """A boolean mask or an index array -> a uint8 mask over the rows (None: nothing excluded).
+    The rules of :class:`Exclusion`, for a pool whose length is known."""
+    e = Exclusion(exclude, rows, name)
+    return e.mask(0, rows)
 
 
-def as_row_ids(row_ids: Any, rows: int) -> np.ndarray:
+class Exclusion:
+    """``exclude`` (or ``labeled``) checked once, by one set of rules for every kind of pool.
+
+    - a boolean array is a mask with one entry per row;
+    - an integer array holds row indices in [-rows, rows): negative ones count from the end, as
+      in numpy; repeated ones are harmless. A pool whose length is not known before it is read
+      (a one-shot iterator of chunks) cannot resolve a negative index: it is refused there;
+    - an integer array of length ``rows`` (rows >= 3) that holds only 0 and 1 is refused: it is
+      almost surely a 0/1 mask, which as indices would mean the rows {0, 1};
+    - floats are refused.
+
+    ``rows`` may be unknown (a stream of chunks): then :meth:`finish` checks what needs it once
+    the rows are counted. :meth:`mask` gives the uint8 mask of rows [start, end).
+    """
+
+    def __init__(self, exclude: Any, rows: int | None, name: str = "exclude"):
+        self.name = name
+        self.bool_mask: np.ndarray | None = None
+        self.indices: np.ndarray | None = None  # sorted, unique
+        self._given = 0  # entries of an index array as given (before dropping repeats)
+        if exclude is None:
+            return
+        e = _host_numpy(exclude, name)
+        if e.ndim != 1:
+            raise ValueError(f"{name} must be a 1-D index array or boolean mask, got shape {e.shape}")
+        if e.dtype == np.bool_:
+            self.bool_mask = e.view(np.uint8)
+        elif e.size:
+            if e.dtype.kind not in "iu":
+                raise TypeError(f"{name} must hold integer row indices or booleans, got {e.dtype}")
+            if e.dtype == np.uint64 and e.max() > _INT64_MAX:
+                raise ValueError(f"{name} index {int(e.max())} is out of range")
+            e = e.astype(np.int64, copy=False)
+            self._given = e.shape[0]
+            low = int(e.min())
+            if low < 0:
+                if rows is None:
+                    raise ValueError(
+                        f"{name} index {low} is negative, but the pool's length is not known before it is read "
+                        "(a one-shot iterator of chunks): give indices from 0, or a boolean mask"
+                    )
+                if low < -rows:
+                    raise ValueError(f"{name} index {low} is out of range for a pool of {rows} rows")
+                e = np.where(e < 0, e + rows, e)
+            self.indices = np.unique(e)
+        if rows is not None:
+            self.finish(rows)
+
+    def finish(self, rows: int) -> None:
+        """The checks that need the number of rows."""
+        name = self.name
+        if self.bool_mask is not None and self.bool_mask.shape[0] != rows:
+            raise ValueError(f"{name} mask has {self.bool_mask.shape[0]} entries but the pool has {rows} rows")
+        e = self.indices
+        if e is None:
+            return
+        if e[-1] >= rows:
+            raise ValueError(f"{name} index {int(e[-1])} is out of range for a pool of {rows} rows")
+        if rows >= 3 and e.size <= 2 and e[-1] <= 1 and self._given == rows:
+            raise ValueError(
+                f"{name} is an integer array of {rows} zeros and ones, one per row: that looks like a 0/1 mask, "
+                f"but integer arrays are row indices (here the rows {{{', '.join(map(str, e.tolist()))}}}); "
+                f"pass a boolean mask ({name}.astype(bool)) or the indices (numpy.flatnonzero({name}))"
+            )
+
+    @property
+    def empty(self) -> bool:
+        return self.bool_mask is None and self.indices is None
+
+    def mask(self, start: int, end: int) -> np.ndarray | None:
+        """uint8 mask of the rows [start, end), or None when none of them is excluded."""
+        if self.bool_mask is not None:
+            return self.bool_mask[start:end]
+        e = self.indices
+        if e is None:
+            return None
+        inside = e[np.searchsorted(e, start) : np.searchsorted(e, end)]
+        if inside.size == 0:
+            return None
+        mask = np.zeros(end - start, dtype=np.uint8)
+        mask[inside - start] = 1
+        return mask
+
+    def count(self, rows: int) -> int:
+        """Rows excluded among [0, rows)."""
+        if self.bool_mask is not None:
+            return int(np.count_nonzero(self.bool_mask[:rows]))
+        return 0 if self.indices is None else int(np.searchsorted(self.indices, rows))
+
+
+def as_row_ids(row_ids: Any, rows: int | None) -> np.ndarray:
+    """The global pool row of every local row: 1-D, integer, non-negative, all distinct (a row
+    counted twice would be selectable twice), one per local row when ``rows`` is known."""
     ids = _host_numpy(row_ids, "row_ids")
-    if ids.ndim != 1 or ids.shape[0] != rows:
-        raise ValueError(f"row_ids must have one entry per logits row: got shape {ids.shape} for {rows} rows")
+    if ids.ndim != 1:
+        raise ValueError(f"row_ids must be 1-D (one global row id per local row), got shape {ids.shape}")
+    if rows is not None and ids.shape[0] != rows:
+        raise ValueError(f"row_ids has {ids.shape[0]} entries but the local pool has {rows} rows")
     if ids.size and ids.dtype.kind not in "iu":
         raise TypeError(f"row_ids must be integers, got {ids.dtype}")
+    if ids.dtype == np.uint64 and ids.size and ids.max() > _INT64_MAX:
+        raise ValueError("row_ids must fit in int64")
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    if ids.size and ids.min() < 0:
+    if ids.size == 0:
+        return ids
+    if ids.min() < 0:
         raise ValueError("row_ids must be non-negative")
+    step = np.diff(ids)
+    if not (step > 0).all():  # not strictly increasing: look for a repeat the slow way
+        s = np.sort(ids)
+        same = np.flatnonzero(s[1:] == s[:-1])
+        if same.size:
+            raise ValueError(
+                f"row_ids gives row id {int(s[same[0]])} to more than one local row: every local row needs its own id"
+            )
     return ids
 
 
-def inverse_norms(weight: Any, classes: int) -> np.ndarray | None:
-    """1 / ||w_p - w_c|| for every pair of head rows (C x C float64), +inf where it is 0.
+@dataclass(frozen=True)
+class HeadNorms:
+    """1 / ||w_p - w_c|| for every pair of head rows (C x C float64, +inf where the rows are
+    equal), as ``inv * 2**shift``: ``shift`` is 0 unless the true values leave float64's range
+    (a head with entries near 2^±1000), when ``inv`` holds them scaled by an exact power of two —
+    which orders every score r_c = gap * inv exactly as the true values do."""
 
-    Uses the Gram matrix G = W Wᵀ (one BLAS call): ||w_p - w_c||² = G_pp + G_cc - 2 G_pc, except
-    for the pairs where that difference cancels (n² <= 1e-6 (G_pp + G_cc): nearly or exactly
-    equal rows), whose norm is computed directly from w_p - w_c. Weights beyond 2^±400 are first
-    scaled by a power of two (exact), so the Gram matrix never overflows or underflows.
-    """
-    if weight is None:
-        return None
+    inv: np.ndarray
+    shift: int
+
+
+def check_weight(weight: Any, classes: int) -> np.ndarray:
+    """The head weight as a finite, not all-zero, C-contiguous float64 (C, D) matrix with D >= 1:
+    the rules every backend applies. (Equal rows are allowed: their boundary distance is +inf.)"""
     if _is_torch(weight):
         import torch
 
+        if weight.device.type == "meta":
+            raise ValueError("weight is a meta-device tensor (no data); pass a materialised tensor")
         w = weight.detach().to("cpu", torch.float64).numpy()
     else:
         w = np.asarray(weight)
@@ -190,35 +287,53 @@ def inverse_norms(weight: Any, classes: int) -> np.ndarray | None:
         raise ValueError(f"weight must be 2-D (classes, features), got shape {w.shape}")
     if w.shape[0] != classes:
         raise ValueError(f"weight has {w.shape[0]} rows but the logits have {classes} classes")
+    if w.shape[1] == 0:
+        raise ValueError(f"weight has no features: shape {w.shape}")
     if w.dtype.kind not in "fiu":
         raise TypeError(f"weight must be a real-valued array, got {w.dtype}")
     w = np.ascontiguousarray(w, dtype=np.float64)
-    if not np.isfinite(w).all():
-        raise ValueError("weight contains NaN or inf")
-    return _inverse_norms64(w)
+    check_finite_rows(w, "weight contains NaN or inf")
+    if not w.any():
+        raise ValueError(
+            "weight is all zeros (an untrained or zeroed head?): no decision boundary is defined between any "
+            "two classes; pass the trained head's weight, or weight=None for the plain logit gap"
+        )
+    return w
 
 
-def _inverse_norms64(w: np.ndarray) -> np.ndarray:
+def head_norms(weight: Any, classes: int) -> HeadNorms | None:
+    """The validated head's inverse norms (None without a weight)."""
+    if weight is None:
+        return None
+    return _inverse_norms64(check_weight(weight, classes))
+
+
+def inverse_norms(weight: Any, classes: int) -> np.ndarray | None:
+    """The table the kernels read (see :class:`HeadNorms`; None without a weight)."""
+    h = head_norms(weight, classes)
+    return None if h is None else h.inv
+
+
+def _inverse_norms64(w: np.ndarray) -> HeadNorms:
+    """The C x C table from the kernel (csrc/head.hpp: Gram matrix in a fixed lane order, direct
+    norms where it cancels; no BLAS, no other C x C temporary). Weights beyond 2^±400 are first
+    scaled by a power of two (exact), so the Gram matrix never overflows or underflows."""
+    from .. import _core
+
     top = float(np.abs(w).max(initial=0.0))
-    scale = 1.0
+    e = 0
     if top > 2.0**400 or 0.0 < top < 2.0**-400:
-        scale = float(2.0 ** -np.floor(np.log2(top)))
-        w = w * scale
-    g = w @ w.T
-    d = np.diag(g)
-    n2 = (d[:, None] + d[None, :]) - 2.0 * g
-    risky = n2 <= 1e-6 * (d[:, None] + d[None, :])
-    np.fill_diagonal(risky, False)
-    p, c = np.nonzero(risky)
-    for s in range(0, p.size, 4096):  # direct norms, in bounded chunks
-        ps, cs = p[s:s + 4096], c[s:s + 4096]
-        diff = w[ps] - w[cs]
-        n2[ps, cs] = np.einsum("ij,ij->i", diff, diff)
-    inv = np.full_like(n2, np.inf)
-    pos = n2 > 0
-    inv[pos] = scale / np.sqrt(n2[pos])
-    np.fill_diagonal(inv, np.inf)
-    return inv
+        e = int(np.frexp(top)[1])
+        w = np.ldexp(w, -e)  # exact
+    g = _core.inverse_norms(w)
+    if e:
+        with np.errstate(over="ignore", under="ignore"):
+            true = np.ldexp(g, -e)  # the true values, unless they leave float64's range
+        finite = np.isfinite(g)
+        if np.isfinite(true[finite]).all() and (true[finite] >= np.finfo(np.float64).tiny).all():
+            return HeadNorms(true, 0)
+        return HeadNorms(g, -e)
+    return HeadNorms(g, 0)
 
 
 def real_matrix(x: Any, name: str, what: str) -> np.ndarray:

@@ -20,15 +20,20 @@ from typing import Any
 
 import numpy as np
 
-try:  # the GPU build is optional
+try:  # the GPU build is optional; decided here once (alscale.HAS_CUDA)
     from .. import _cuda
-except ImportError:  # pragma: no cover - depends on the build
+
+    CUDA_IMPORT_ERROR: ImportError | None = None
+except ImportError as _err:  # pragma: no cover - depends on the build
     _cuda = None
+    CUDA_IMPORT_ERROR = _err
+HAS_CUDA = _cuda is not None
+from .. import _core
+from .arrays import _device_error, _is_torch, as_exclude, as_points, head_norms, unit_rows
+from .rules import Head, Rule
 
-from .arrays import _device_error, _is_torch, as_exclude, as_points, inverse_norms, unit_rows
-
-# dtype codes of the kernels (csrc/common.hpp DType)
-_F16, _BF16, _F32, _F64 = 0, 1, 2, 3
+# the kernels' dtype codes (csrc/common.hpp DType, exported as alscale._core.DType)
+_F16, _BF16, _F32, _F64 = (int(_core.DType.f16), int(_core.DType.bf16), int(_core.DType.f32), int(_core.DType.f64))
 _TYPESTR_CODES = {"f2": _F16, "f4": _F32, "f8": _F64}
 _FLOAT_NAMES = "float16, bfloat16, float32 or float64"
 
@@ -291,52 +296,69 @@ def _ptr(fw, a) -> int:
 # ---- the kernels ----
 
 
-def uncertainty_scores(logits: Any, kind: int):
-    x = _logits(logits)
-    out = x.fw.empty(x.rows, np.float64)
-    _cuda.uncertainty_scores(*x.args(), kind, x.fw.ptr(out), x.fw.stream(), x.device)
-    return out
+def _scaled(fw, scores, shift: int):
+    """Device scores times 2**shift (a head beyond float64's range, see HeadNorms)."""
+    while shift:
+        step = max(-1000, min(1000, shift))
+        scores = scores * (2.0**step)
+        shift -= step
+    return scores
 
 
-def boundary_scores(logits: Any, weight: Any = None):
-    x = _logits(logits)
-    inv = inverse_norms(_host(weight, "weight", x.device), x.classes)
-    out = x.fw.empty(x.rows, np.float64)
-    _cuda.boundary_scores(*x.args(), inv, x.fw.ptr(out), x.fw.stream(), x.device)
-    return out
+class DevicePool:
+    """The device backend: logits on a CUDA device (torch tensor or CuPy array), read in place on
+    the caller's stream; results are allocated on that device by the caller's framework."""
 
+    def __init__(self, logits: Any, exclude: Any):
+        self.x = _logits(logits)
+        self.mask = _exclude_mask(self.x, exclude)  # kept alive for the kernels
 
-def _top(x: _Logits, scores, budget: int, mask, largest: bool):
-    k = min(budget, x.rows)
-    out = x.fw.empty(k, np.int64)
-    count = _cuda.select_topk(x.fw.ptr(scores), x.rows, k, _ptr(x.fw, mask), largest, x.fw.ptr(out), x.fw.stream(), x.device)
-    return out[:count]
+    def _inv(self, head: Head | None):
+        """The head's inverse norms, from a host copy of the weight (C x C, once per call)."""
+        if head is None or head.weight is None:
+            return None, 0
+        norms = head_norms(_host(head.weight, "weight", self.x.device), self.x.classes)
+        return norms.inv, norms.shift
 
+    def _scores(self, rule: Rule):
+        x = self.x
+        out = x.fw.empty(x.rows, np.float64)
+        if rule.kind is None:
+            inv, shift = self._inv(rule.head)
+            _cuda.boundary_scores(*x.args(), inv, x.fw.ptr(out), x.fw.stream(), x.device)
+            return out, shift
+        _cuda.uncertainty_scores(*x.args(), int(rule.kind), x.fw.ptr(out), x.fw.stream(), x.device)
+        return out, 0
 
-def select_uncertain(logits: Any, kind: int, budget: int, exclude: Any, largest: bool):
-    x = _logits(logits)
-    mask = _exclude_mask(x, exclude)
-    scores = x.fw.empty(x.rows, np.float64)
-    _cuda.uncertainty_scores(*x.args(), kind, x.fw.ptr(scores), x.fw.stream(), x.device)
-    return _top(x, scores, budget, mask, largest)
+    def _top(self, scores, k: int, largest: bool):
+        x = self.x
+        k = min(k, x.rows)
+        out = x.fw.empty(k, np.int64)
+        count = _cuda.select_topk(x.fw.ptr(scores), x.rows, k, _ptr(x.fw, self.mask), largest, x.fw.ptr(out),
+                                  x.fw.stream(), x.device)
+        return out[:count]
 
+    def scores(self, rule: Rule):
+        scores, shift = self._scores(rule)
+        return _scaled(self.x.fw, scores, shift)
 
-def select_boundary(logits: Any, budget: int, weight: Any, exclude: Any):
-    x = _logits(logits)
-    inv = inverse_norms(_host(weight, "weight", x.device), x.classes)
-    mask = _exclude_mask(x, exclude)
-    scores = x.fw.empty(x.rows, np.float64)
-    _cuda.boundary_scores(*x.args(), inv, x.fw.ptr(scores), x.fw.stream(), x.device)
-    return _top(x, scores, budget, mask, False)
+    def top(self, rule: Rule, k: int):
+        return self._top(self._scores(rule)[0], k, rule.largest)
 
+    def balanced(self, k: int, head: Head):
+        x = self.x
+        inv, _ = self._inv(head)
+        picks = _cuda.select_balanced(*x.args(), min(k, x.rows), _ptr(x.fw, self.mask), inv, x.fw.stream(), x.device)
+        return x.fw.from_numpy(picks)
 
-def select_balanced(logits: Any, budget: int, weight: Any, exclude: Any):
-    x = _logits(logits)
-    k = min(budget, x.rows)
-    inv = inverse_norms(_host(weight, "weight", x.device), x.classes)
-    mask = _exclude_mask(x, exclude)
-    picks = _cuda.select_balanced(*x.args(), k, _ptr(x.fw, mask), inv, x.fw.stream(), x.device)
-    return x.fw.from_numpy(picks)
+    def cluster_margin(self, rule: Rule, labels: np.ndarray, k: int, km: int, seed: int):
+        """The k_m candidates on the device; their round-robin (O(k_m)) on the host."""
+        x = self.x
+        if labels.shape[0] != x.rows:
+            raise ValueError(f"clusters must have one label per logits row ({x.rows}), got shape {labels.shape}")
+        rows = self._top(self._scores(rule)[0], km, False)
+        host = rows.cpu().numpy() if _is_torch(rows) else rows.get()
+        return x.fw.from_numpy(_core.cluster_round_robin(host, labels[host], k, seed))
 
 
 def knn_graph(points: Any, k: int):

@@ -13,16 +13,15 @@ Two reductions cover every selection rule:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .. import _core
-from .arrays import Logits, _numpy_wrap, inverse_norms
 from ..distributed import Comm
-from ..pool import LocalPool
-
-Scorer = Callable[[Logits], np.ndarray]
+from .arrays import _numpy_wrap
+from .chunks import LocalPool
+from .rules import Head, Rule
 
 
 class _Ranked:
@@ -54,7 +53,7 @@ def _empty_pool() -> ValueError:
     return ValueError("logits have no rows: the pool is empty")
 
 
-def ranked(pool: LocalPool, k: int, scorer: Scorer, largest: bool, comm: Comm, num_threads: int,
+def ranked(pool: LocalPool, k: int, rule: Rule, comm: Comm, num_threads: int,
            labels: np.ndarray | None = None) -> tuple[Any, np.ndarray, np.ndarray]:
     """The global top k: (wrap, global ids, labels of the picks); without ``labels`` the third
     is not meaningful across ranks (positions in the gathered candidates)."""
@@ -62,8 +61,10 @@ def ranked(pool: LocalPool, k: int, scorer: Scorer, largest: bool, comm: Comm, n
     error = None
     try:
         for chunk in pool.chunks():
-            scores = scorer(chunk.x)
-            keys, ids, pos = _core.topk_ranked(scores, k, chunk.mask, largest, chunk.ids, chunk.offset, num_threads)
+            with chunk.rows_named():
+                scores = rule.host_scores(chunk.x, num_threads)
+            keys, ids, pos = _core.topk_ranked(scores, k, chunk.mask, rule.largest, chunk.ids, chunk.offset,
+                                               num_threads)
             pos = pos + chunk.start
             if labels is not None:
                 if chunk.start + chunk.x.rows > labels.shape[0]:
@@ -86,19 +87,48 @@ def ranked(pool: LocalPool, k: int, scorer: Scorer, largest: bool, comm: Comm, n
     return pool.wrap or _numpy_wrap, ids, payload
 
 
-def balanced(pool: LocalPool, budget: int, weight: Any, comm: Comm, num_threads: int):
-    """BASE over a local pool, exact across chunks and ranks."""
-    from ..streaming import BalancedSelector
+def _state(classes: int, budget: int):
+    b = min(budget, 1 << 62)  # clipped to the rows fed anyway; keeps int64 sums exact
+    return _core.BalancedState(classes, b, _core.default_extra(classes, b))
 
-    selector: BalancedSelector | None = None
+
+def _candidates(state) -> list[np.ndarray]:
+    """What a rank sends: its per-class candidates (O(C·k)) and the rows it fed."""
+    s = state.snapshot()
+    return [np.asarray(s["counts"], np.int64), np.asarray(s["keys"], np.float64), np.asarray(s["rows"], np.int64),
+            np.array([s["fed"]], np.int64)]
+
+
+def _merged(state, parts: list[list[np.ndarray]]):
+    """Every rank's candidates merged in rank order, into the state of this pass."""
+    mine = dict(state.snapshot())
+    merged = None
+    for counts, keys, rows, fed in parts:
+        part = _core.BalancedState.from_snapshot(dict(mine, counts=counts, keys=keys, rows=rows, fed=int(fed[0])))
+        if merged is None:
+            merged = part
+        else:
+            merged.merge(part)
+    return merged
+
+
+def balanced(pool: LocalPool, budget: int, head: Head, comm: Comm, num_threads: int):
+    """BASE over a local pool, exact across chunks and ranks: each rank feeds its chunks into the
+    streaming BASE state (csrc/balanced.hpp, the one behind :class:`alscale.BalancedSelector`),
+    the ranks merge their per-class candidates in rank order and every rank serves the classes;
+    when heavy ties exhaust the candidates, every rank feeds its shard once more."""
+    state = None
     while True:
         error = None
         try:
             for chunk in pool.chunks():
-                if selector is None:
-                    selector = BalancedSelector(chunk.x.classes, budget, weight=weight)
-                selector._feed(chunk.x, chunk.ids, chunk.offset, chunk.mask, num_threads)
-            info = (pool.rows or 0, pool.classes, None if selector is None else selector._fingerprint_bytes())
+                if state is None:
+                    state = _state(chunk.x.classes, budget)
+                if chunk.x.rows:
+                    with chunk.rows_named():
+                        state.update(chunk.x.array, chunk.x.bf16, chunk.offset, chunk.ids, chunk.mask,
+                                     head.inv(chunk.x.classes), num_threads)
+            info = (pool.rows or 0, pool.classes, None if state is None else head.fingerprint(pool.classes))
         except Exception as err:
             error, info = err, None
         infos = comm.agree(error, info)
@@ -110,24 +140,45 @@ def balanced(pool: LocalPool, budget: int, weight: Any, comm: Comm, num_threads:
         prints = {i[2] for i in infos if i[2] is not None}
         if len(prints) > 1:
             raise ValueError("ranks passed different head weights (weight=) to select_balanced")
-        if selector is None:  # an empty shard: an empty selector of the agreed shape
-            selector = BalancedSelector(classes.pop(), budget, weight=weight)
+        if state is None:  # an empty shard: an empty state of the agreed shape
+            classes_agreed = classes.pop()
+            head.inv(classes_agreed)  # the same checks as the other ranks
+            state = _state(classes_agreed, budget)
         if comm.sharded:
-            selector._merge_shards(comm.all_gather(selector._candidates()))
-        if selector.advance():
-            return pool.wrap or _numpy_wrap, selector.result()
+            state = _merged(state, comm.all_gather(_candidates(state)))
+        if state.advance():
+            return pool.wrap or _numpy_wrap, state.result()
 
 
-def boundary_scorer(weight: Any, num_threads: int) -> Scorer:
-    cache: dict[int, Any] = {}
+class ShardPool:
+    """The chunked / sharded backend: a :class:`LocalPool` (a memmap, chunks, or this rank's
+    shard with its global ``row_ids``) over a :class:`Comm` (one process, or a process group).
+    Every method gives every rank the result one process would give on the whole pool."""
 
-    def score(x: Logits) -> np.ndarray:
-        if x.classes not in cache:
-            cache[x.classes] = inverse_norms(weight, x.classes)
-        return _core.boundary_scores(x.array, x.bf16, cache[x.classes], num_threads)
+    def __init__(self, logits: Any, exclude: Any, row_ids: Any, group: Any, threads: int):
+        self.pool = LocalPool(logits, row_ids=row_ids, exclude=exclude)
+        self.comm = Comm(group)
+        self.threads = threads
 
-    return score
+    def scores(self, rule: Rule):
+        """This rank's scores, in local row order (a chunk source's scores concatenated)."""
+        parts = []
+        for chunk in self.pool.chunks():
+            with chunk.rows_named():
+                parts.append(rule.true_scores(rule.host_scores(chunk.x, self.threads), chunk.x.classes))
+        if not parts:
+            raise _empty_pool()
+        return (self.pool.wrap or _numpy_wrap)(np.concatenate(parts))
 
+    def top(self, rule: Rule, k: int):
+        wrap, ids, _ = ranked(self.pool, k, rule, self.comm, self.threads)
+        return wrap(ids)
 
-def uncertainty_scorer(kind: int, num_threads: int) -> Scorer:
-    return lambda x: _core.uncertainty_scores(x.array, x.bf16, kind, num_threads)
+    def balanced(self, k: int, head: Head):
+        wrap, rows = balanced(self.pool, k, head, self.comm, self.threads)
+        return wrap(rows)
+
+    def cluster_margin(self, rule: Rule, labels: np.ndarray, k: int, km: int, seed: int):
+        seed = self.comm.agree(None, seed)[0]  # rank 0's seed everywhere
+        wrap, rows, picked = ranked(self.pool, km, rule, self.comm, self.threads, labels=labels)
+        return wrap(_core.cluster_round_robin(rows, picked, k, seed))

@@ -9,7 +9,8 @@ The baselines:
 - the floor: ``logits.sum()``, one numpy pass over the same array (DESIGN.md);
 - :func:`official_base`: the BASE rule as the paper's authors run it (a Python loop over the
   classes, each building the class's scores for every row with ``torch.where`` and sorting all
-  of them with ``torch.sort``), computed from the logits and the Gram matrix of the head;
+  of them with ``torch.sort``), computed from the logits and the head's inverse pairwise norms
+  1 / ||w_p - w_c|| (the library's, so both sides see the same distances);
 - :func:`official_boundary`: MASE as the authors run it (one ``torch.sort`` of the distances);
 - :func:`numpy_select_margin`: margin sampling the usual numpy way (softmax, ``np.partition``
   for the top two probabilities, ``np.argpartition`` for the budget).
@@ -32,13 +33,15 @@ from typing import Any, Callable, Optional, TextIO
 
 import numpy as np
 
+# The public API, from the parent package (already initialised whenever this module is imported).
+from .. import __version__, select_balanced, select_boundary, select_margin
+
 __all__ = [
     "SIZES",
     "BenchData",
     "BenchSize",
     "compare_selections",
     "floor_sum",
-    "inverse_norms",
     "machine_info",
     "make_data",
     "min_distances",
@@ -157,31 +160,23 @@ def floor_sum(logits: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# The authors' BASE / MASE rules, in torch, from the logits and the Gram matrix of the head.
+# The authors' BASE / MASE rules, in torch, from the logits and the head's inverse norms.
 # --------------------------------------------------------------------------------------------
 
 
-def inverse_norms(weight: Any, num_classes: int):
-    """(C, C) float64 tensor of 1 / ||w_p - w_c|| from the Gram matrix W Wᵀ (in float64),
-    +inf on the diagonal and wherever the norm is 0. ``weight=None``: all ones off the diagonal.
-    """
+def _inverse_norms(weight: Any, num_classes: int):
+    """(C, C) float64 tensor of 1 / ||w_p - w_c||, +inf on the diagonal and wherever the norm is
+    0, as the library computes it (this is the one line that names the library's function);
+    ``weight=None``: all ones off the diagonal (the plain logit gap)."""
     import torch
 
-    if weight is None:
-        inv = torch.ones((num_classes, num_classes), dtype=torch.float64)
-    else:
-        w = torch.as_tensor(weight).to(torch.float64)
-        if w.ndim != 2 or w.shape[0] != num_classes:
-            raise ValueError(f"weight must be ({num_classes}, D), got {tuple(w.shape)}")
-        gram = w @ w.T
-        diag = torch.diagonal(gram)
-        sq = diag[:, None] + diag[None, :] - 2.0 * gram
-        inv = torch.where(sq > 0, 1.0 / torch.sqrt(sq.clamp_min(0)), torch.inf)
-        # Identical rows of W have a zero norm whatever the rounding of their Gram entries.
-        _, group = torch.unique(w, dim=0, return_inverse=True)
-        inv[group[:, None] == group[None, :]] = torch.inf
-    inv.fill_diagonal_(torch.inf)
-    return inv
+    from .._backend.arrays import inverse_norms
+
+    inv = inverse_norms(weight, num_classes)
+    if inv is None:
+        inv = np.ones((num_classes, num_classes))
+        np.fill_diagonal(inv, np.inf)
+    return torch.from_numpy(inv)
 
 
 def _predictions(logits_t):
@@ -210,7 +205,7 @@ def min_distances(logits: Any, weight: Any = None, *, _state=None):
     n, c = logits_t.shape
     if _state is None:
         pred, top = _predictions(logits_t)
-        inv = inverse_norms(weight, c)
+        inv = _inverse_norms(weight, c)
     else:
         pred, top, inv = _state
     out = torch.empty(n, dtype=torch.float64)
@@ -238,7 +233,7 @@ def official_base(logits: Any, budget: int, *, weight: Any = None) -> np.ndarray
     logits_t = torch.as_tensor(logits)
     n, c = logits_t.shape
     pred, top = _predictions(logits_t)
-    inv = inverse_norms(weight, c)
+    inv = _inverse_norms(weight, c)
     mind = min_distances(logits_t, _state=(pred, top, inv))
 
     budget = min(int(budget), n)
@@ -280,7 +275,7 @@ def base_scores_for_class(logits: Any, weight: Any, cls: int, rows: Any) -> np.n
     rows_t = torch.as_tensor(np.asarray(rows, dtype=np.int64))
     sub = logits_t[rows_t]
     pred, top = _predictions(sub)
-    inv = inverse_norms(weight, sub.shape[1])
+    inv = _inverse_norms(weight, sub.shape[1])
     mind = min_distances(sub, _state=(pred, top, inv))
     score = torch.where(pred == cls, mind, _class_distances(sub, pred, top, inv, cls))
     return score.numpy()
@@ -401,12 +396,6 @@ def machine_info() -> dict:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         pass
-    try:
-        import alscale
-
-        alscale_version = getattr(alscale, "__version__", "?")
-    except ImportError:  # pragma: no cover - the bench needs alscale anyway
-        alscale_version = None
     return {
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
@@ -416,7 +405,7 @@ def machine_info() -> dict:
         "numpy": np.__version__,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "alscale": alscale_version,
+        "alscale": __version__,
     }
 
 
@@ -488,8 +477,6 @@ def run_bench(
     """
     import torch
 
-    import alscale
-
     def say(msg: str) -> None:
         if file is not None:
             print(msg, file=file, flush=True)
@@ -543,9 +530,9 @@ def run_bench(
         bal_row, ours = add(
             "balanced",
             "alscale.select_balanced",
-            lambda: alscale.select_balanced(logits, budget, weight=weight, num_threads=threads),
+            lambda: select_balanced(logits, budget, weight=weight, num_threads=threads),
             repeats,
-            warmup=lambda: alscale.select_balanced(
+            warmup=lambda: select_balanced(
                 warm, warm_budget, weight=weight, num_threads=threads
             ),
         )
@@ -570,9 +557,9 @@ def run_bench(
         mase_row, ours = add(
             "boundary",
             "alscale.select_boundary (MASE)",
-            lambda: alscale.select_boundary(logits, budget, weight=weight, num_threads=threads),
+            lambda: select_boundary(logits, budget, weight=weight, num_threads=threads),
             repeats,
-            warmup=lambda: alscale.select_boundary(
+            warmup=lambda: select_boundary(
                 warm, warm_budget, weight=weight, num_threads=threads
             ),
         )
@@ -593,9 +580,9 @@ def run_bench(
         mar_row, ours = add(
             "margin",
             "alscale.select_margin",
-            lambda: alscale.select_margin(logits, budget, num_threads=threads),
+            lambda: select_margin(logits, budget, num_threads=threads),
             repeats,
-            warmup=lambda: alscale.select_margin(warm, warm_budget, num_threads=threads),
+            warmup=lambda: select_margin(warm, warm_budget, num_threads=threads),
         )
         row, ref = add(
             "margin",

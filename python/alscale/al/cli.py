@@ -1,11 +1,23 @@
 """The ``alscale`` command line: ``alscale run`` (the active-learning loop: strategies compared
 on real data, with a table, a CSV and plots) and ``alscale bench`` (the selection kernels' speed);
-also ``python -m alscale ...``."""
+also ``python -m alscale ...``.
+
+Manners: Ctrl-C stops with one line that says how to continue (exit status 130); a reader that
+goes away (``alscale run --list | head -1``) ends the output quietly (exit status 141, as a
+process killed by SIGPIPE); errors are one ``alscale run: error: ...`` line (exit status 2).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
+import re
+import shlex
 import sys
+import textwrap
+from pathlib import Path
 from typing import Optional, Sequence
 
 
@@ -49,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="alscale",
         description="Fast, exact batch active learning at ImageNet scale.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
 
@@ -103,7 +116,10 @@ def _add_run(sub) -> None:
             "label, round after round. Writes DIR/results.csv, DIR/results.json and the plots "
             "DIR/accuracy.png and DIR/balance.png, and prints test accuracy per strategy at each "
             "label count. Every run checkpoints after each round (DIR/checkpoints); --resume "
-            "continues killed runs with exactly the results an uninterrupted run gives."
+            "continues killed runs with exactly the results an uninterrupted run gives, and "
+            "results.json's 'seconds' counts the time of the checkpointed rounds only, over all "
+            "sessions. A DIR that holds an earlier run's results or checkpoints is refused "
+            "unless --resume or --overwrite is given."
         ),
     )
     run.add_argument("--dataset", default="fashion-mnist",
@@ -129,7 +145,13 @@ def _add_run(sub) -> None:
     run.add_argument("--pool-size", type=_positive, default=None,
                      help="use a seeded random subset of this many pool rows (default: the whole pool)")
     run.add_argument("--out", default="alscale-results", metavar="DIR", help="output folder (default alscale-results)")
-    run.add_argument("--resume", action="store_true", help="continue the runs checkpointed in DIR/checkpoints")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the runs checkpointed in DIR/checkpoints (same settings; --strategies and "
+                            "--seeds may add runs)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="delete the results and checkpoints of an earlier run in DIR first (without it such "
+                            "a DIR is refused)")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     syn = run.add_argument_group("synthetic data (--dataset synthetic)")
     syn.add_argument("--n", "--rows", dest="n", type=_positive, default=20_000,
@@ -143,6 +165,8 @@ def _add_run(sub) -> None:
 def _run(args: argparse.Namespace) -> int:
     try:
         return _run_checked(args)
+    except BrokenPipeError:  # stdout's reader went away: main ends quietly
+        raise
     except (ValueError, TypeError, OSError) as err:
         print(f"alscale run: error: {err}", file=sys.stderr)
         return 2
@@ -153,7 +177,10 @@ def _run_checked(args: argparse.Namespace) -> int:
     from .datasets import load_dataset
 
     if args.list:
-        print("\n".join(strategies.available()))
+        names = strategies.available()
+        width = max(map(len, names))
+        for name in names:
+            print(f"{name:<{width}}  {_summary(type(strategies.get(name)))}")
         return 0
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if not names:
@@ -179,13 +206,16 @@ def _run_checked(args: argparse.Namespace) -> int:
         raise ValueError(f"--initial + --budget x --rounds = {needed} labels, more than the pool's {len(data)} rows")
     if args.model == "cnn" and not data.is_image:
         raise ValueError(f"--model cnn needs images; {data.name} holds feature vectors: use --model linear")
+    config = _config(args, data, names)
+    # Before any rank can write (init_from_env waits for all of them): every rank checks DIR.
+    seconds = _prepare_out(Path(args.out), config, args)
 
     # Under torchrun every rank runs this; rank 0 trains, reports and writes (docs/scale.md).
     from ..distributed import Comm, init_from_env
 
     group = init_from_env(args.device)
     try:
-        return _run_ranks(args, data, names, group, Comm(group).rank)
+        return _run_ranks(args, data, names, config, seconds, group, Comm(group).rank)
     finally:
         if group is not None:
             import torch.distributed as dist
@@ -193,9 +223,19 @@ def _run_checked(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
 
 
-def _run_ranks(args: argparse.Namespace, data, names: list, group, rank: int) -> int:
+def _config(args: argparse.Namespace, data, names: list) -> dict:
+    syn = dict(n=args.n, dim=args.dim, num_classes=args.classes, imbalance=args.imbalance)
+    return {
+        "dataset": data.name, "pool": len(data), "test": int(data.y_test.size), "classes": data.num_classes,
+        "strategies": names, "initial": args.initial, "budget": args.budget, "rounds": args.rounds,
+        "seeds": args.seeds, "model": args.model, "epochs": args.epochs, "partitions": args.partitions,
+        "device": args.device, "torch_threads": args.torch_threads, "pool_size": args.pool_size,
+        "synthetic": syn if args.dataset == "synthetic" else None,
+    }
+
+
+def _run_ranks(args: argparse.Namespace, data, names: list, config: dict, seconds: dict, group, rank: int) -> int:
     import time
-    from pathlib import Path
 
     from tqdm import tqdm
 
@@ -203,17 +243,11 @@ def _run_ranks(args: argparse.Namespace, data, names: list, group, rank: int) ->
     from .loop import ActiveLearningLoop, write_json_atomic
     from .train import cnn_trainer, linear_probe
 
-    syn = dict(n=args.n, dim=args.dim, num_classes=args.classes, imbalance=args.imbalance)
     out = Path(args.out)
     ckpt_dir = out / "checkpoints"
     if rank == 0:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-    config = {
-        "dataset": data.name, "pool": len(data), "test": int(data.y_test.size), "classes": data.num_classes,
-        "strategies": names, "initial": args.initial, "budget": args.budget, "rounds": args.rounds,
-        "seeds": args.seeds, "model": args.model, "epochs": args.epochs, "partitions": args.partitions,
-        "device": args.device, "torch_threads": args.torch_threads, "pool_size": args.pool_size, "synthetic": syn if args.dataset == "synthetic" else None,
-    }
+        write_json_atomic(ckpt_dir / RUN_STATE, {"config": config, "seconds": seconds})
 
     def make_trainer():
         opts = {"device": args.device}
@@ -227,21 +261,22 @@ def _run_ranks(args: argparse.Namespace, data, names: list, group, rank: int) ->
         return strategies.get(name, **({"partitions": args.partitions} if name.startswith("partitioned-") else {}))
 
     records = []
-    started = time.perf_counter()
     total = len(names) * args.seeds * (args.rounds + 1)
     with tqdm(total=total, desc="alscale run", unit="round", disable=not args.progress or rank != 0,
               file=sys.stderr, dynamic_ncols=True) as bar:
         for name in names:
             for seed in range(args.seeds):
                 path = ckpt_dir / f"{name}-seed{seed}.json"
-                if rank == 0 and not args.resume and path.exists():
-                    path.unlink()
-                if group is not None:
-                    import torch.distributed as dist
+                key = path.stem
+                seconds.setdefault(key, 0.0)
+                mark = [time.perf_counter()]
 
-                    dist.barrier(group)  # the other ranks read the checkpoint only after that
-
-                def advance(record, name=name, seed=seed):
+                def advance(record, name=name, seed=seed, key=key, mark=mark):
+                    # Only rank 0 gets here, right after the loop checkpointed the round.
+                    now = time.perf_counter()
+                    seconds[key] += now - mark[0]
+                    mark[0] = now
+                    write_json_atomic(ckpt_dir / RUN_STATE, {"config": config, "seconds": seconds})
                     bar.set_postfix_str(f"{name} seed {seed}: {record['n_labeled']} labels, "
                                         f"acc {100 * record['test_accuracy']:.1f}%")
                     bar.update(1)
@@ -257,7 +292,7 @@ def _run_ranks(args: argparse.Namespace, data, names: list, group, rank: int) ->
                     raise ValueError(f"{text} (delete it, or run without --resume to start afresh)") from None
                 bar.update(len(loop.records))
                 records.extend(loop.run())
-    elapsed = time.perf_counter() - started
+    elapsed = sum(seconds[f"{name}-seed{seed}"] for name in names for seed in range(args.seeds))
     if rank != 0:
         return 0
 
@@ -308,14 +343,155 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``alscale`` script; returns the exit status."""
-    parser = build_parser()
+# ---------------------------------------------------------------------------------- DIR
+#: What an earlier run leaves in DIR (besides DIR/checkpoints/*.json).
+RESULT_FILES = ("results.csv", "results.json", "accuracy.png", "balance.png")
+#: DIR/checkpoints/RUN_STATE: the run's settings and the seconds each strategy-seed run spent in its
+#: checkpointed rounds, so that --resume checks the settings and keeps the earlier sessions' time.
+RUN_STATE = "run.json"
+#: Settings that --resume may change: they choose which runs there are and where they run, not
+#: what a run computes (each run's checkpoint checks its own settings too).
+_RESUME_MAY_CHANGE = ("strategies", "seeds", "device", "torch_threads")
+_FLAGS = {"dataset": "--dataset", "pool": "pool rows", "test": "test rows", "classes": "classes",
+          "initial": "--initial", "budget": "--budget", "rounds": "--rounds", "model": "--model",
+          "epochs": "--epochs", "partitions": "--partitions", "pool_size": "--pool-size", "n": "--n",
+          "dim": "--dim", "num_classes": "--classes", "imbalance": "--imbalance"}
+
+
+def _earlier_run(out: Path) -> list:
+    """The files of an earlier run in ``out``: results and checkpoints (with leftover temp files)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    found = [out / f for f in RESULT_FILES if (out / f).exists()]
+    ckpt = out / "checkpoints"
+    if ckpt.is_dir():
+        found += sorted(p for p in ckpt.iterdir() if p.suffix in (".json", ".tmp") and not p.is_dir())
+    return found
+
+
+def _prepare_out(out: Path, config: dict, args: argparse.Namespace) -> dict:
+    """Refuses (ValueError) an ``out`` that holds an earlier run unless --resume (then with the
+    same settings) or --overwrite (then deletes those files); returns the seconds spent so far
+    by each strategy-seed run ({} for a new run)."""
+    found = _earlier_run(out)
+    if not args.resume:
+        if found and not args.overwrite:
+            shown = ", ".join(str(p.relative_to(out)) for p in found[:4]) + (", ..." if len(found) > 4 else "")
+            raise ValueError(f"--out {out} holds an earlier run ({shown}): continue it with --resume, "
+                             "replace it with --overwrite, or choose another --out")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 deletes
+            for p in found:
+                p.unlink(missing_ok=True)
+        return {}
+    state = _read_run_state(out / "checkpoints" / RUN_STATE)
+    if state is None:  # nothing to resume yet, or checkpoints of a version without run.json
+        return {}
+    changed = _changed_settings(state["config"], config)
+    if changed:
+        raise ValueError(f"--resume: the run in {out} was made with other settings: {'; '.join(changed)}. "
+                         "Give the same settings, or start afresh with --overwrite")
+    return state["seconds"]
+
+
+def _read_run_state(path: Path) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except (ValueError, OSError) as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} cannot be read as JSON ({err}); delete it to resume without the "
+                         "earlier sessions' time") from None
+    ok = (isinstance(state, dict) and isinstance(state.get("config"), dict)
+          and isinstance(state.get("seconds"), dict)
+          and all(isinstance(k, str) and type(v) in (int, float) and math.isfinite(v) and v >= 0
+                  for k, v in state["seconds"].items()))
+    if not ok:
+        raise ValueError(f"{path} is not an alscale run state ({{'config': {{...}}, 'seconds': {{run: seconds >= 0}}}}); "
+                         "delete it to resume without the earlier sessions' time")
+    state["seconds"] = {k: float(v) for k, v in state["seconds"].items()}
+    return state
+
+
+def _settings(config: dict) -> dict:
+    flat = {}
+    for key, value in config.items():
+        if key in _RESUME_MAY_CHANGE:
+            continue
+        if key == "synthetic":
+            flat.update((_FLAGS.get(k, k), v) for k, v in (value or {}).items())
+        else:
+            flat[_FLAGS.get(key, key)] = value
+    return flat
+
+
+def _changed_settings(before: dict, now: dict) -> list:
+    """'--budget 10 (now 20)' for every setting that differs (a missing one is 'unset')."""
+    a, b = _settings(before), _settings(now)
+
+    def show(v):
+        return "unset" if v is None else str(v)
+
+    return [f"{k} {show(a.get(k))} (now {show(b.get(k))})" for k in dict.fromkeys([*b, *a]) if a.get(k) != b.get(k)]
+
+
+# ---------------------------------------------------------------------------------- the rest
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _summary(cls) -> str:
+    """One line on a strategy: the first sentence of its class's own docstring, else of its
+    module's (the part after 'name, name:'), at most 100 characters."""
+    doc = cls.__dict__.get("__doc__")
+    if not doc:
+        head, _, rest = (sys.modules[cls.__module__].__doc__ or "").partition(":")
+        doc = rest if cls.name in head.replace(",", " ").split() else ""
+    text = " ".join(doc.strip().split("\n\n")[0].split())
+    text = re.sub(r":\w+:`~?([^`]*)`", r"\1", text).replace("``", "")
+    first = re.match(r"(.+?[.!?])(?=\s+[A-Z(]|$)", text)
+    text = textwrap.shorten(first.group(1) if first else text, 100, placeholder="...")
+    return text[:1].upper() + text[1:] if text else "(no description)"
+
+
+def _resume_command(args: argparse.Namespace, argv: list) -> str:
+    """The command line that continues an interrupted ``alscale run``: the same one, without
+    --overwrite (or an abbreviation of it), with --resume."""
+    words = [w for w in argv if not (len(w) >= 4 and "--overwrite".startswith(w))]
+    return shlex.join(["alscale", *words, *([] if args.resume else ["--resume"])])
+
+
+def _dispatch(parser: argparse.ArgumentParser, argv: list) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+            how = f"; continue with: {_resume_command(args, argv)}" if args.command == "run" else ""
+            print(f"\nalscale {args.command}: interrupted{how}", file=sys.stderr)
+        return 130
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``alscale`` script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        try:
+            return _dispatch(parser, argv)
+        finally:
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a reader gone away (`| head -1`) shows here, not at exit
+    except BrokenPipeError:
+        try:  # what is still buffered goes nowhere, without a second error at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # not a file descriptor (a test's capture)
+            pass
+        return 141  # 128 + SIGPIPE, the status of a process the closed pipe had killed
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ arrays; images are uint8 (N, H, W), features float32 (N, D).
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zipfile
@@ -76,19 +77,50 @@ class Dataset:
                        self.num_classes)
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4:
-        raise ValueError(f"{path} is not an IDX file (too short)")
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file")
-    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says shape {shape} but the file holds {body.size} values")
-    return body.reshape(shape).copy()  # writable (torch refuses read-only buffers)
+#: Deflate cannot expand data more than ~1032-fold: a header that claims more than this many
+#: bytes per byte of .gz file lies (a truncated file), and is refused before any allocation.
+_GZIP_MAX_EXPANSION = 1100
+
+
+def _read_idx(path: Path, rows_shape: tuple) -> np.ndarray:
+    """An unsigned-byte IDX array from a .gz file, shape (N, *rows_shape). A file that is not
+    gzip, not IDX, of another shape, truncated or with data after the array is a ValueError
+    naming the file; the array is allocated only once the header is known to be plausible."""
+    try:
+        with gzip.open(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4:
+                raise ValueError(f"{path} is not an IDX file: {len(head)} bytes, too short for a header")
+            zero, dtype_code, ndim = struct.unpack(">HBB", head)
+            if zero != 0 or dtype_code != 0x08:
+                raise ValueError(f"{path} is not an unsigned-byte IDX file (magic number {head.hex()}, "
+                                 "expected 000008 and the number of dimensions)")
+            if ndim != 1 + len(rows_shape):
+                raise ValueError(f"{path}: an IDX array of {ndim} dimensions, expected {1 + len(rows_shape)}")
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise ValueError(f"{path} is truncated inside its IDX header")
+            shape = struct.unpack(">" + "I" * ndim, dims)
+            if shape[1:] != rows_shape:
+                raise ValueError(f"{path}: IDX shape {shape}, expected (N, {', '.join(map(str, rows_shape))})")
+            size = math.prod(shape)
+            if size > _GZIP_MAX_EXPANSION * max(1, os.path.getsize(path)):
+                raise ValueError(f"{path}: the header claims shape {shape} ({size} bytes), more than a "
+                                 f"{os.path.getsize(path)}-byte .gz file can hold (truncated file?)")
+            out = np.empty(size, dtype=np.uint8)
+            view, got = memoryview(out), 0
+            while got < size:
+                n = f.readinto(view[got : got + (1 << 20)])
+                if not n:
+                    raise ValueError(f"{path}: the header says shape {shape} ({size} values) but the file "
+                                     f"holds {got} (truncated file?)")
+                got += n
+            if f.read(1):
+                raise ValueError(f"{path}: data after the {size} values of shape {shape} (corrupted file?)")
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:  # not gzip, cut short, corrupted stream
+        raise ValueError(f"{path} is not a readable .gz file ({type(err).__name__}: {err}); "
+                         "download it again") from None
+    return out.reshape(shape)
 
 
 def load_fashion_mnist(data_dir: Optional[str] = None) -> Dataset:
@@ -116,7 +148,17 @@ def load_fashion_mnist(data_dir: Optional[str] = None) -> Dataset:
             "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or pass --data-dir DIR with the four "
             "IDX .gz files"
         )
-    arrays = {k: _read_idx(folder / f) for k, f in _FASHION_FILES.items()}
+    arrays = {k: _read_idx(folder / f, (28, 28) if k.startswith("x") else ()) for k, f in _FASHION_FILES.items()}
+    for split in ("", "_test"):
+        images, labels = arrays["x" + split], arrays["y" + split]
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(f"{folder}: {_FASHION_FILES['x' + split]} holds {images.shape[0]} images but "
+                             f"{_FASHION_FILES['y' + split]} {labels.shape[0]} labels")
+        if labels.size and labels.max() >= len(FASHION_CLASSES):
+            raise ValueError(f"{folder / _FASHION_FILES['y' + split]}: label {labels.max()}; Fashion-MNIST's "
+                             f"labels are 0..{len(FASHION_CLASSES) - 1}")
+    if arrays["x"].shape[0] == 0 or arrays["x_test"].shape[0] == 0:
+        raise ValueError(f"{folder}: the pool and the test split need at least one image each")
     return Dataset(
         "fashion-mnist",
         arrays["x"],
@@ -130,6 +172,7 @@ def load_fashion_mnist(data_dir: Optional[str] = None) -> Dataset:
 #: Largest class label an npz may hold (labels index the head's outputs: a label of 2**40 would
 #: ask for a trillion-class model).
 MAX_LABEL = 10**7 - 1
+_RELABEL = "relabel the classes 0..C-1, e.g. y = numpy.unique(y, return_inverse=True)[1]"
 
 
 def _check_labels(y: np.ndarray, name: str, path) -> np.ndarray:
@@ -141,8 +184,22 @@ def _check_labels(y: np.ndarray, name: str, path) -> np.ndarray:
         raise ValueError(f"{path}: {name} has a negative label ({y.min()})")
     if y.size and y.max() > MAX_LABEL:
         raise ValueError(f"{path}: {name} has a label {y.max()}; class labels must lie in 0..{MAX_LABEL} "
-                         "(relabel the classes 0..C-1)")
+                         f"({_RELABEL})")
     return y.astype(np.int64)
+
+
+def _num_classes(y: np.ndarray, y_test: np.ndarray, path) -> int:
+    """C = the largest label + 1, refused when most of 0..C-1 are labels of no row at all: the
+    head, the logits (N x C) and the per-class counts all have C columns, so sparse labels
+    (say 5 classes numbered up to 10**7) would ask for gigabytes of empty classes. At least half
+    of 0..C-1 must occur in y or y_test; the labels are never renumbered silently."""
+    classes = int(max(y.max(initial=-1), y_test.max(initial=-1))) + 1
+    present = np.unique(np.concatenate([y, y_test])).size
+    if classes > 2 * present:
+        name = "y" if y.max(initial=-1) + 1 == classes else "y_test"
+        raise ValueError(f"{path}: {name} has a label {classes - 1} but only {present} distinct labels occur: "
+                         f"labels must be 0..C-1 with at least half of those classes present ({_RELABEL})")
+    return classes
 
 
 def _member(data, key: str, path) -> np.ndarray:
@@ -170,8 +227,9 @@ def _as_features(a: np.ndarray, name: str, path) -> np.ndarray:
         raise ValueError(f"{path}: {name} has no rows: shape {a.shape}")
     if a.shape[1] == 0:
         raise ValueError(f"{path}: {name} has no features: shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{path}: {name} contains NaN or inf")
+    finite = np.isfinite(a).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"{path}: {name} contains NaN or inf (first in row {int(np.argmin(finite))})")
     with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
         out = a.astype(np.float32)
     if not np.isfinite(out).all():
@@ -182,7 +240,9 @@ def _as_features(a: np.ndarray, name: str, path) -> np.ndarray:
 def load_npz(path: str, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """A user's own embeddings from an .npz: arrays ``X`` (N, D) and ``y`` (N,), optionally
     ``X_test`` and ``y_test``; without them a seeded random ``test_fraction`` of the rows is the
-    test split.
+    test split. Labels are class indices 0..C-1 (C = the largest label + 1, at most 10**7), at
+    least half of which occur in ``y`` or ``y_test``: sparse labels (ids such as 3, 1000, 10**6)
+    are refused with a ValueError that says how to renumber them, never renumbered silently.
 
     Examples
     --------
@@ -233,8 +293,7 @@ def load_npz(path: str, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset
         n_test = min(x.shape[0] - 1, max(1, int(round(test_fraction * x.shape[0]))))  # the pool keeps a row
         test, pool = order[:n_test], np.sort(order[n_test:])
         x, y, x_test, y_test = x[pool], y[pool], x[np.sort(test)], y[np.sort(test)]
-    classes = int(max(y.max(initial=-1), y_test.max(initial=-1))) + 1
-    return Dataset(f"npz:{p}", x, y, x_test, y_test, classes)
+    return Dataset(f"npz:{p}", x, y, x_test, y_test, _num_classes(y, y_test, p))
 
 
 def class_sizes(n: int, num_classes: int, imbalance: float) -> np.ndarray:
@@ -273,9 +332,20 @@ def make_synthetic(
     >>> d.x.shape, d.x.dtype, int((d.y == 0).sum()) > 5 * int((d.y == 4).sum())
     ((1000, 8), dtype('float32'), True)
     """
-    if n < 1 or dim < 1 or num_classes < 1:
-        raise ValueError(f"synthetic data needs n, dim and num_classes >= 1, got {n}, {dim}, {num_classes}")
-    n_test = n_test if n_test is not None else max(num_classes, n // 5)
+    from .._backend.arrays import as_int
+
+    n, dim = as_int(n, "n", minimum=1), as_int(dim, "dim", minimum=1)
+    num_classes = as_int(num_classes, "num_classes", minimum=1)
+    n_test = as_int(n_test, "n_test", minimum=1) if n_test is not None else max(num_classes, n // 5)
+    seed = as_int(seed, "seed")
+    if not isinstance(separation, (int, float, np.integer, np.floating)) or not 0 <= separation < math.inf:
+        raise ValueError(f"separation must be a finite number >= 0, got {separation!r}")
+    class_sizes(n, 1, imbalance)  # checks imbalance before anything is allocated
+    need = 4 * dim * (n + n_test + num_classes) + 16 * (n + n_test)
+    total = _physical_memory()
+    if total is not None and need > total:
+        raise ValueError(f"synthetic data of n={n} + n_test={n_test} rows x dim={dim} (and {num_classes} class "
+                         f"means) needs {need / 2**30:.1f} GiB, more than this machine's {total / 2**30:.1f} GiB")
     rng = np.random.default_rng(seed)
     means = (rng.standard_normal((num_classes, dim)) * (separation / np.sqrt(dim))).astype(np.float32)
 
@@ -292,12 +362,21 @@ def make_synthetic(
     return Dataset("synthetic", draw(y), y.astype(np.int64), draw(y_test), y_test.astype(np.int64), num_classes)
 
 
+def _physical_memory() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return None
+
+
 def load_dataset(spec: str, *, data_dir: Optional[str] = None, seed: int = 0, **synthetic) -> Dataset:
     """``fashion-mnist``, ``npz:PATH`` or ``synthetic`` (keyword options go to
     :func:`make_synthetic`)."""
     if spec == "fashion-mnist":
         return load_fashion_mnist(data_dir)
     if spec.startswith("npz:"):
+        if not spec[4:]:
+            raise ValueError("dataset npz: needs a path: npz:PATH")
         return load_npz(os.path.expanduser(spec[4:]), seed=seed)
     if spec == "synthetic":
         return make_synthetic(seed=seed, **synthetic)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, TextIO
@@ -21,11 +22,20 @@ CSV_COLUMNS = (
 
 
 def write_csv(path: Path, records: Iterable[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in records:
-            w.writerow(r)
+    """The records' CSV_COLUMNS, written to a temporary file renamed over ``path``: a write cut
+    short (Ctrl-C, a full disk) leaves the earlier file whole, or none."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            for r in records:
+                w.writerow(r)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def summarize(records: Sequence[dict], key: str) -> Dict[str, Dict[int, tuple]]:

@@ -1,0 +1,82 @@
+"""What a selection ranks the rows by: a softmax uncertainty or the distance to the nearest
+decision boundary, with the direction of the ranking. One object per public call."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from .arrays import HeadNorms, Logits, check_weight, head_norms
+
+
+class Head:
+    """The head weight of a call, checked once against the number of classes and its inverse
+    norms computed once (they are C x C: never per chunk)."""
+
+    def __init__(self, weight: Any):
+        self.weight = weight
+        self._norms: dict[int, HeadNorms | None] = {}
+
+    def norms(self, classes: int) -> HeadNorms | None:
+        if classes not in self._norms:
+            self._norms[classes] = head_norms(self.weight, classes)
+        return self._norms[classes]
+
+    def fingerprint(self, classes: int) -> bytes:
+        """16 bytes that identify the validated weight (empty without one): ranks compare them."""
+        if self.weight is None:
+            return b""
+        return hashlib.blake2b(memoryview(check_weight(self.weight, classes)), digest_size=16).digest()
+
+    def inv(self, classes: int) -> np.ndarray | None:
+        n = self.norms(classes)
+        return None if n is None else n.inv
+
+    def shift(self, classes: int) -> int:
+        n = self.norms(classes)
+        return 0 if n is None else n.shift
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``kind``: a :class:`alscale._core.Uncertainty` value, or None for the boundary distance
+    (BASE's r_c, with ``head``); ``largest``: rank the largest scores first (entropy)."""
+
+    name: str
+    kind: Any
+    largest: bool
+    head: Head | None = None
+
+    def host_scores(self, x: Logits, threads: int) -> np.ndarray:
+        """The rule's scores of a host matrix (ranked as is: a shifted head keeps its order)."""
+        if self.kind is None:
+            return _core.boundary_scores(x.array, x.bf16, self.head.inv(x.classes), threads)
+        return _core.uncertainty_scores(x.array, x.bf16, self.kind, threads)
+
+    def true_scores(self, scores: np.ndarray, classes: int) -> np.ndarray:
+        """Scores as the user reads them (the head's power-of-two shift undone)."""
+        shift = 0 if self.head is None else self.head.shift(classes)
+        if not shift:
+            return scores
+        with np.errstate(over="ignore", under="ignore"):  # beyond float64: inf (or 0), the true value rounded
+            return np.ldexp(scores, shift)
+
+
+def margin() -> Rule:
+    return Rule("margin", _core.Uncertainty.margin, False)
+
+
+def confidence() -> Rule:
+    return Rule("confidence", _core.Uncertainty.confidence, False)
+
+
+def entropy() -> Rule:
+    return Rule("entropy", _core.Uncertainty.entropy, True)
+
+
+def boundary(weight: Any) -> Rule:
+    return Rule("boundary", None, False, Head(weight))

@@ -12,7 +12,7 @@ import numpy as np
 from . import _core
 from ._backend.arrays import (_is_torch, _torch_wrap, as_budget, as_exclude, as_int, as_logits, as_threads,
                               check_finite_rows, real_matrix)
-from .hac import host_only
+from ._backend import host_only
 
 __all__ = ["select_badge", "select_coreset"]
 
@@ -67,14 +67,6 @@ def _as_rng(seed: Any) -> np.random.Generator:
     if seed is None or isinstance(seed, (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)):
         return np.random.default_rng(seed)
     return np.random.default_rng(as_int(seed, "seed", hint=" (or None, or a numpy Generator)", maximum=2**64 - 1))
-
-
-def _labeled_mask(labeled: Any, rows: int) -> np.ndarray | None:
-    """``labeled`` by the rules of ``exclude`` (index array or boolean mask), named in errors."""
-    try:
-        return as_exclude(labeled, rows)
-    except (TypeError, ValueError) as err:
-        raise type(err)(str(err).replace("exclude", "labeled")) from None
 
 
 def _partitioned(available: np.ndarray, budget: int, partitions: int, rng: np.random.Generator, pick):
@@ -144,12 +136,12 @@ def select_coreset(
     >>> alscale.select_coreset(x, [0], 2)
     array([4, 2])
     """
-    host_only(embeddings, "embeddings", "select_coreset")
+    host_only(embeddings, "select_coreset", "embeddings")
     z = as_embeddings(embeddings)
     n = z.shape[0]
     k = as_budget(budget)
     threads = as_threads(num_threads)
-    lab = _labeled_mask(labeled, n)
+    lab = as_exclude(labeled, n, "labeled")
     centers = np.zeros(0, np.int64) if lab is None else np.flatnonzero(lab).astype(np.int64)
     ex = as_exclude(exclude, n)
     P = as_int(partitions, "partitions", minimum=1)
@@ -222,8 +214,8 @@ def select_badge(
     >>> int(alscale.select_badge(logits, z, 2, seed=0)[0])   # largest gradient norm first
     1
     """
-    host_only(logits, "logits", "select_badge")
-    host_only(embeddings, "embeddings", "select_badge")
+    host_only(logits, "select_badge", "logits")
+    host_only(embeddings, "select_badge", "embeddings")
     x = as_logits(logits)
     z = as_embeddings(embeddings, x.rows)
     k = as_budget(budget)

@@ -16,7 +16,8 @@ import numpy as np
 
 from . import _core
 from ._backend import device as _gpu
-from ._backend.arrays import _is_torch, as_float32_points, as_int, as_points, as_threads, unit_rows
+from ._backend import host_only
+from ._backend.arrays import _host_numpy, as_float32_points, as_int, as_points, as_threads, unit_rows
 
 __all__ = ["Clustering", "hac_average", "hac_average_graph", "knn_graph"]
 
@@ -54,16 +55,6 @@ def _cut(threshold: Any, n_clusters: Any) -> tuple[float, int]:
     if math.isnan(t) or t < 0:
         raise ValueError(f"threshold must be a non-negative distance, got {threshold!r}")
     return t, -1
-
-
-def host_only(x: Any, name: str, function: str) -> None:
-    """Refuses what ``function`` cannot read from host memory, saying why: a CUDA tensor or other
-    device array (``function`` has no GPU kernel) and a torch meta tensor (it holds no data)."""
-    if _is_torch(x) and x.device.type == "meta":
-        raise ValueError(f"{name} is on device meta: a tensor that holds no data; pass a tensor with data on the CPU")
-    if _gpu.is_device_array(x) or (_is_torch(x) and x.device.type != "cpu"):
-        what = f"on {x.device}" if _is_torch(x) else f"a {type(x).__name__} device array"
-        raise ValueError(f"{function} has no GPU kernel yet; pass host memory ({name} is {what})")
 
 
 def _metric(metric: Any) -> int:
@@ -187,7 +178,7 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
     t, k_clusters = _cut(threshold, n_clusters)
     code = _metric(metric)
     threads = as_threads(num_threads)
-    host_only(x, "x", "hac_average")
+    host_only(x, "hac_average", "x")
     a = as_points(x)
     if neighbors is None:
         n = a.shape[0]
@@ -266,9 +257,9 @@ def hac_average_graph(graph: Any, *, threshold: Any = None, n_clusters: Any = No
     if isinstance(graph, tuple):
         if len(graph) != 2:
             raise ValueError("a graph tuple must be (indices, similarities)")
-        host_only(graph[0], "indices", "hac_average_graph")
-        host_only(graph[1], "similarities", "hac_average_graph")
-        idx, sim = (np.asarray(g) for g in graph)
+        host_only(graph[0], "hac_average_graph", "indices")
+        host_only(graph[1], "hac_average_graph", "similarities")
+        idx, sim = _host_numpy(graph[0], "indices"), _host_numpy(graph[1], "similarities")
         if idx.ndim != 2 or sim.shape != idx.shape:
             raise ValueError(f"indices and similarities must both be (N, k), got {idx.shape} and {sim.shape}")
         if idx.dtype.kind not in "iu":
@@ -351,7 +342,7 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     threads = as_threads(num_threads)
     if method == "exact" and _gpu.wants(x, "x"):  # CUDA points: the GPU kernel, same graph
         return _gpu.knn_graph(x, as_int(k, "k", minimum=1))
-    host_only(x, "x", f"knn_graph(method={method!r})")
+    host_only(x, f"knn_graph(method={method!r})", "x")
     a = as_points(x)
     kk = as_int(k, "k", minimum=1)
     if kk >= a.shape[0]:

@@ -107,7 +107,9 @@ std::vector<double> hac_average_graph(int64_t n, const int64_t* u, const int64_t
         heap.pop();
         if (!alive[top.a] || version[top.a] != top.ver) continue;  // stale
         const int64_t r = top.lo, o = top.hi;  // the union keeps the smaller representative
-        merges.push_back(Merge{r, o, r, 1.0 - top.sim});
+        // Similarities above 1 (float rounding of duplicate points' cosine, or a graph's own
+        // values) would give negative heights, which scipy refuses: a height is at least 0.
+        merges.push_back(Merge{r, o, r, std::max(0.0, 1.0 - top.sim)});
         // Joined adjacency: sorted merge of both lists without each other, weights added.
         joined.clear();
         const auto& ar = adj[r];

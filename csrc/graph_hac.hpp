@@ -3,7 +3,8 @@
 // Always merges the globally best pair (largest w; ties: the pair of smallest representatives,
 // a cluster's representative being its smallest point index), found through a heap holding each
 // cluster's best neighbour with lazy invalidation. Clusters the graph leaves unjoined are merged
-// last at distance 1 in order of their representatives. Heights are 1 - w (cosine distance).
+// last at distance 1 in order of their representatives. Heights are max(0, 1 - w) (cosine
+// distance; a similarity above 1, e.g. float rounding between duplicate points, merges at 0).
 #pragma once
 
 #include <cstdint>

@@ -3,46 +3,84 @@ gradient embeddings), plain and partitioned. Validate, convert once, one native 
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import numpy as np
 
 from . import _core
-from ._backend.arrays import (_is_torch, _torch_wrap, as_budget, as_exclude, as_int, as_logits, as_threads, check_finite_rows,
-                      real_matrix)
+from ._backend.arrays import (_is_torch, _torch_wrap, as_budget, as_exclude, as_int, as_logits, as_threads,
+                              check_finite_rows, real_matrix)
+from ._backend import host_only
 
 __all__ = ["select_badge", "select_coreset"]
 
 
+_NON_FINITE = re.compile(r"logits contain NaN or inf at row (\d+)$")
+
+
 def as_embeddings(embeddings: Any, rows: int | None = None, name: str = "embeddings") -> np.ndarray:
-    """A finite (N, D) float32/float64 C-contiguous numpy array (16-bit floats, torch's
-    bfloat16 included, become float32)."""
+    """A finite (N, D) float32/float64 C-contiguous numpy array, N >= 1 and D >= 1, holding the
+    values exactly: 16-bit floats (torch's bfloat16 included) and 8/16-bit integers become
+    float32, 32/64-bit integers float64 (refused beyond 2^53, where float64 would round them)."""
     z = real_matrix(embeddings, name, "rows")
     if rows is not None and z.shape[0] != rows:
         raise ValueError(f"{name} have {z.shape[0]} rows but the pool has {rows}")
     if z.shape[0] == 0:
         raise ValueError(f"{name} have no rows: the pool is empty")
-    dtype = np.float64 if z.dtype == np.float64 else np.float32
-    z = np.ascontiguousarray(z, dtype=dtype)
+    if z.shape[1] == 0:
+        raise ValueError(f"{name} have no features: shape {tuple(z.shape)}")
+    wide = z.dtype == np.float64 or (z.dtype.kind in "iu" and z.dtype.itemsize >= 4)
+    if z.dtype.kind in "iu" and z.dtype.itemsize == 8 and (z.max() > 2**53 or z.min() < -(2**53)):
+        raise ValueError(f"{name} hold integers beyond 2^53, which float64 cannot represent exactly; "
+                         "convert them to floating point yourself")
+    z = np.ascontiguousarray(z, dtype=np.float64 if wide else np.float32)
     check_finite_rows(z, f"{name} contain NaN or inf")
-    return z
+    return _in_range(z)
+
+
+def _in_range(z: np.ndarray) -> np.ndarray:
+    """float64 embeddings so large (or small) that squared distances summed over the pool would
+    overflow (or underflow) float64, scaled by an exact power of two: every distance scales by
+    the same power of four, so every pick (a comparison or a ratio of them) is unchanged.
+    float32 values cannot get there (the kernels compute in float64)."""
+    if z.dtype != np.float64:
+        return z
+    top = max(float(z.max()), -float(z.min()))
+    if top == 0.0:
+        return z
+    exponent = int(np.frexp(top)[1])  # top = m * 2^exponent, 0.5 <= m < 1
+    # A squared distance is at most 4·D·top², a row's gradient distance 8·D·top², the D² total
+    # N times that: keep it below 2^1000; below 2^-400 squares start to lose bits.
+    bits = 2 * exponent + math.log2(8.0 * z.shape[1] * z.shape[0])
+    if bits <= 1000 and exponent >= -400:
+        return z
+    return np.ldexp(z, -exponent)
 
 
 def _wrap_like(x: Any, result: np.ndarray):
     return _torch_wrap(result) if _is_torch(x) else result
 
 
-def _parts(eligible: np.ndarray, budget: int, partitions: int, rng: np.random.Generator):
-    """Split the eligible rows at random into P parts; part p gets B // P + (p < B % P)."""
-    order = eligible[rng.permutation(eligible.size)]
+def _as_rng(seed: Any) -> np.random.Generator:
+    if seed is None or isinstance(seed, (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)):
+        return np.random.default_rng(seed)
+    return np.random.default_rng(as_int(seed, "seed", hint=" (or None, or a numpy Generator)", maximum=2**64 - 1))
+
+
+def _partitioned(available: np.ndarray, budget: int, partitions: int, rng: np.random.Generator, pick):
+    """The partitioned version: the available rows split at random into P parts (P capped at
+    the rows: a part with no rows would pick nothing, and the split and quotas of P = available
+    are those of any larger P), part p picks B // P + (p < B % P) of its rows with
+    ``pick(rows, q)`` -> positions in ``rows``. Each part costs its own size."""
+    partitions = min(partitions, available.size)
+    order = available[rng.permutation(available.size)]
+    picks = [np.zeros(0, np.int64)]
     for p, rows in enumerate(np.array_split(order, partitions)):
-        yield np.sort(rows), budget // partitions + (1 if p < budget % partitions else 0)
-
-
-def _mask_outside(rows: np.ndarray, n: int) -> np.ndarray:
-    mask = np.ones(n, dtype=np.uint8)
-    mask[rows] = 0
-    return mask
+        rows = np.sort(rows)
+        picks.append(rows[pick(rows, budget // partitions + (1 if p < budget % partitions else 0))])
+    return np.concatenate(picks).astype(np.int64)
 
 
 def select_coreset(
@@ -64,8 +102,11 @@ def select_coreset(
 
     Parameters
     ----------
-    embeddings : array_like or torch.Tensor, shape (N, D)
-        The pool's features (float32 used as is, float64 kept; others converted to float32).
+    embeddings : array_like or torch.Tensor (host memory), shape (N, D)
+        The pool's features, D >= 1 (float32 used as is, float64 kept; 16-bit floats and 8/16-bit
+        integers become float32, 32/64-bit integers float64, refused beyond 2^53). float64
+        values near its limits (≳ 1e140, ≲ 1e-120) are scaled by an exact power of two first,
+        which changes no pick.
     labeled : index array or boolean mask of shape (N,), or None
         The labeled rows: the starting centers, never picked. With none, the first pick is row 0
         (the first row not excluded).
@@ -75,8 +116,10 @@ def select_coreset(
         Further rows that may not be picked (they are not centers).
     partitions : int, optional
         P > 1: the partitioned version — the available rows are split at random (``seed``) into
-        P parts, part p picks B // P + (p < B % P) rows against the same labeled centers.
-    seed : int or numpy.random.Generator, optional
+        P parts, part p picks B // P + (p < B % P) rows against the same labeled centers. Each
+        part costs its own size (its rows and the labeled ones). P beyond the available rows
+        is capped at them (the split and the picks are the same).
+    seed : int >= 0 or numpy.random.Generator, optional
         Only used for the partition.
     num_threads : int, optional
         OpenMP threads, 0 (default) for all cores.
@@ -93,27 +136,31 @@ def select_coreset(
     >>> alscale.select_coreset(x, [0], 2)
     array([4, 2])
     """
+    host_only(embeddings, "select_coreset", "embeddings")
     z = as_embeddings(embeddings)
     n = z.shape[0]
     k = as_budget(budget)
     threads = as_threads(num_threads)
-    lab = as_exclude(labeled, n)
+    lab = as_exclude(labeled, n, "labeled")
     centers = np.zeros(0, np.int64) if lab is None else np.flatnonzero(lab).astype(np.int64)
     ex = as_exclude(exclude, n)
     P = as_int(partitions, "partitions", minimum=1)
+    rng = _as_rng(seed)
     blocked = np.zeros(n, dtype=bool)
     blocked[centers] = True
     if ex is not None:
         blocked |= ex.astype(bool)
-    k = min(k, n - int(np.count_nonzero(blocked)))  # the rows available (a huge budget is all of them)
-    if P == 1:
+    available = np.flatnonzero(~blocked)
+    k = min(k, available.size)  # a huge budget is all of them
+    if P == 1 or available.size == 0:
         return _wrap_like(embeddings, _core.select_coreset(z, centers, ex, k, threads))
-    rng = np.random.default_rng(seed)
-    picks = [
-        _core.select_coreset(z, centers, _mask_outside(rows, n), q, threads)
-        for rows, q in _parts(np.flatnonzero(~blocked), k, P, rng)
-    ]
-    return _wrap_like(embeddings, np.concatenate(picks).astype(np.int64))
+    zc = z[centers]
+
+    def part(rows: np.ndarray, q: int) -> np.ndarray:  # the part's rows, then the centers
+        sub = np.concatenate([z[rows], zc])
+        return _core.select_coreset(sub, np.arange(rows.size, sub.shape[0], dtype=np.int64), None, q, threads)
+
+    return _wrap_like(embeddings, _partitioned(available, k, P, rng, part))
 
 
 def select_badge(
@@ -138,17 +185,20 @@ def select_badge(
 
     Parameters
     ----------
-    logits : array_like or torch.Tensor, shape (N, C)
+    logits : array_like or torch.Tensor (host memory), shape (N, C)
         The head's logits on the pool (float16, bfloat16, float32 or float64).
-    embeddings : array_like or torch.Tensor, shape (N, D)
-        The penultimate features z the head reads (float32, or float64 kept).
+    embeddings : array_like or torch.Tensor (host memory), shape (N, D)
+        The penultimate features z the head reads, converted as in :func:`select_coreset`.
     budget : int
         Rows to pick; clipped to the rows available.
     exclude : index array or boolean mask of shape (N,), optional
         Rows that may not be picked (the labeled set).
     partitions : int, optional
-        P > 1: the pool's available rows split at random into P parts of budget B/P each.
-    seed : int or numpy.random.Generator, optional
+        P > 1: the pool's available rows split at random into P parts, part p with budget
+        B // P + (p < B % P); the uniforms are drawn part by part after the split. Each part
+        costs its own size (only its rows' logits are read). P beyond the available rows is
+        capped at them (the split and the picks are the same).
+    seed : int >= 0 or numpy.random.Generator, optional
     num_threads : int, optional
 
     Returns
@@ -164,18 +214,27 @@ def select_badge(
     >>> int(alscale.select_badge(logits, z, 2, seed=0)[0])   # largest gradient norm first
     1
     """
+    host_only(logits, "select_badge", "logits")
+    host_only(embeddings, "select_badge", "embeddings")
     x = as_logits(logits)
     z = as_embeddings(embeddings, x.rows)
     k = as_budget(budget)
     threads = as_threads(num_threads)
     ex = as_exclude(exclude, x.rows)
     P = as_int(partitions, "partitions", minimum=1)
-    k = min(k, x.rows - (0 if ex is None else int(np.count_nonzero(ex))))  # before drawing k uniforms
-    rng = np.random.default_rng(seed)
-    if P == 1:
+    rng = _as_rng(seed)
+    available = np.flatnonzero(ex == 0) if ex is not None else np.arange(x.rows)
+    k = min(k, available.size)  # before drawing k uniforms
+    if P == 1 or available.size == 0:
         return x.wrap(_core.select_badge(x.array, x.bf16, z, ex, k, rng.random(k), threads))
-    blocked = np.zeros(x.rows, dtype=bool) if ex is None else ex.astype(bool)
-    picks = []
-    for rows, q in _parts(np.flatnonzero(~blocked), k, P, rng):
-        picks.append(_core.select_badge(x.array, x.bf16, z, _mask_outside(rows, x.rows), q, rng.random(q), threads))
-    return x.wrap(np.concatenate(picks).astype(np.int64))
+
+    def part(rows: np.ndarray, q: int) -> np.ndarray:  # the part's rows only
+        try:
+            return _core.select_badge(x.array[rows], x.bf16, z[rows], None, q, rng.random(q), threads)
+        except ValueError as err:  # a row of the part: name the pool row
+            m = _NON_FINITE.match(str(err))
+            if m is None:
+                raise
+            raise ValueError(f"logits contain NaN or inf at row {int(rows[int(m[1])])}") from None
+
+    return x.wrap(_partitioned(available, k, P, rng, part))

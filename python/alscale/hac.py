@@ -9,13 +9,15 @@ cosine-similarity graph (Dhulipala et al., ICML 2021) and scales to millions of 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _core
 from ._backend import device as _gpu
-from ._backend.arrays import as_float32_points, as_int, as_points, as_threads, unit_rows
+from ._backend import host_only
+from ._backend.arrays import _host_numpy, as_float32_points, as_int, as_points, as_threads, unit_rows
 
 __all__ = ["Clustering", "hac_average", "hac_average_graph", "knn_graph"]
 
@@ -55,6 +57,68 @@ def _cut(threshold: Any, n_clusters: Any) -> tuple[float, int]:
     return t, -1
 
 
+def _metric(metric: Any) -> int:
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
+    return _METRICS[metric]
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), else the physical
+    memory, else None (unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _exact_memory_error(n: int, available: int | None) -> MemoryError:
+    def size(b: int) -> str:
+        return f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
+
+    have = "" if available is None else f", and {size(available)} is available"
+    return MemoryError(
+        f"exact HAC of {n} points needs {size(n * (n - 1) // 2 * 4)} for its n(n-1)/2 float32 distances{have}; "
+        f"pass neighbors=k (e.g. neighbors=30) for graph HAC on the k-nearest-neighbour graph, whose "
+        f"memory grows with n·k"
+    )
+
+
+def _float32_exponent(a: np.ndarray, metric: str) -> int:
+    """e such that the float32 points a * 2^-e keep every squared distance (at most 4·D·top²)
+    finite and away from float32's subnormals: 0 for ordinary data, else top * 2^-e lies in
+    [0.5, 1). The scaling is exact (done in float64, before rounding to float32), so it changes
+    no merge and scales every height exactly."""
+    if metric == "cosine":
+        return 0
+    top = max(float(a.max()), -float(a.min()))
+    if top == 0.0:
+        return 0
+    exponent = int(np.frexp(top)[1])
+    if 2 * exponent + math.log2(4.0 * a.shape[1]) <= 120 and exponent >= -30:
+        return 0
+    return exponent
+
+
+def _ldexp(t: float, power: int) -> float:
+    """t * 2^power (a threshold in the scaled units); nan and inf stay, overflow gives inf."""
+    if not math.isfinite(t):
+        return t
+    try:
+        return math.ldexp(t, power)
+    except OverflowError:
+        return math.inf
+
+
 def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric: str = "cosine",
                 neighbors: Any = None, knn_method: str = "exact", num_threads: int = 0) -> Clustering:
     """Average-linkage (UPGMA) clustering of points, cut at a distance or into a number of clusters.
@@ -62,10 +126,14 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
     ``neighbors=None`` is exact: the same merges and heights as
     ``scipy.cluster.hierarchy.linkage(x, "average", metric)`` up to float32 rounding
     (nearest-neighbour chain with scipy's tie rules over a float32 condensed distance matrix;
-    n(n-1)/2 floats of memory, 3.2 GB at n = 40,000). Distances that tie exactly in scipy's
+    n(n-1)/2 floats of memory, 3.2 GB at n = 40,000: refused up front with a MemoryError that
+    says so when the machine has less available). Distances that tie exactly in scipy's
     float64 but not in float32 (or the reverse) can merge in another order, e.g. on small
     integer-valued data; heights and cophenetic distances still agree to float32 rounding.
     Cosine distances below 2^-18 (parallel or equal rows, up to float32 rounding) are 0.
+    Euclidean points so large (|x| ≳ 1e17) or small (≲ 1e-9) that float32 squared distances would
+    overflow or underflow are first scaled by an exact power of two, which changes no merge;
+    heights (and ``threshold``) stay in the caller's units.
 
     ``neighbors=k`` runs graph average linkage on the k-nearest-neighbour cosine-similarity
     graph of the L2-normalised points (see :func:`hac_average_graph`): memory and time grow
@@ -75,7 +143,8 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
     Parameters
     ----------
     x : array_like or torch.Tensor (CPU), shape (N, D)
-        Real-valued, finite, N >= 2. Computed in float32.
+        Real-valued, finite, N >= 2. Computed in float32 (host memory only: there is no GPU
+        kernel yet).
     threshold : float, optional
         Cut: merges at height <= threshold are applied (fcluster criterion "distance").
     n_clusters : int, optional
@@ -107,13 +176,31 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
     array([1.  , 1.5 , 5.09])
     """
     t, k_clusters = _cut(threshold, n_clusters)
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
+    code = _metric(metric)
     threads = as_threads(num_threads)
+    host_only(x, "hac_average", "x")
     a = as_points(x)
     if neighbors is None:
-        pts = unit_rows(a) if metric == "cosine" else as_float32_points(a)
-        z, labels = _core.hac_average_exact(pts, _METRICS[metric], t, k_clusters, threads)
+        n = a.shape[0]
+        available = _available_memory()
+        if available is not None and n * (n - 1) // 2 * 4 > available:
+            raise _exact_memory_error(n, available)
+        e = _float32_exponent(a, metric)
+        power = e if metric == "euclidean" else 2 * e  # heights scale as distances do
+        if metric == "cosine":
+            pts = unit_rows(a)
+        else:
+            if e > 128:  # values beyond float32's range: refused (the message names the row)
+                as_float32_points(a)
+            pts = as_float32_points(np.ldexp(a, -e) if e else a)
+        if e:
+            t = _ldexp(t, -power)
+        try:
+            z, labels = _core.hac_average_exact(pts, code, t, k_clusters, threads)
+        except MemoryError:
+            raise _exact_memory_error(n, available) from None
+        if e:
+            z[:, 2] = np.ldexp(z[:, 2], power)
         return Clustering(labels, z)
     if metric != "cosine":
         raise ValueError(f"the graph version (neighbors={neighbors!r}) is cosine only, got metric={metric!r}")
@@ -170,7 +257,9 @@ def hac_average_graph(graph: Any, *, threshold: Any = None, n_clusters: Any = No
     if isinstance(graph, tuple):
         if len(graph) != 2:
             raise ValueError("a graph tuple must be (indices, similarities)")
-        idx, sim = (np.asarray(g) for g in graph)
+        host_only(graph[0], "hac_average_graph", "indices")
+        host_only(graph[1], "hac_average_graph", "similarities")
+        idx, sim = _host_numpy(graph[0], "indices"), _host_numpy(graph[1], "similarities")
         if idx.ndim != 2 or sim.shape != idx.shape:
             raise ValueError(f"indices and similarities must both be (N, k), got {idx.shape} and {sim.shape}")
         if idx.dtype.kind not in "iu":
@@ -253,6 +342,7 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     threads = as_threads(num_threads)
     if method == "exact" and _gpu.wants(x, "x"):  # CUDA points: the GPU kernel, same graph
         return _gpu.knn_graph(x, as_int(k, "k", minimum=1))
+    host_only(x, f"knn_graph(method={method!r})", "x")
     a = as_points(x)
     kk = as_int(k, "k", minimum=1)
     if kk >= a.shape[0]:

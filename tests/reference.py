@@ -400,7 +400,7 @@ def graph_hac_merges(n: int, u, v, s):
         if connected.any():
             best = vals[connected].max()
             first = np.flatnonzero(connected & (vals == best))[0]  # row-major: smallest pair
-            a, b, h = act[iu[0][first]], act[iu[1][first]], 1.0 - best
+            a, b, h = act[iu[0][first]], act[iu[1][first]], max(0.0, 1.0 - best)  # similarities > 1: height 0
         else:
             a, b, h = act[0], act[1], 1.0
         merges.append((int(a), int(b), float(h)))

@@ -21,7 +21,7 @@ from ._backend.arrays import _host_numpy, as_float32_points, as_int, as_points, 
 
 __all__ = ["Clustering", "hac_average", "hac_average_graph", "knn_graph"]
 
-_METRICS = {"euclidean": 0, "sqeuclidean": 1, "cosine": 2}
+_METRICS = dict(_core.Metric.__members__)  # the kernel's enum (csrc/hac.hpp HacMetric)
 _KNN_METHODS = ("exact", "faiss")
 
 
@@ -57,7 +57,7 @@ def _cut(threshold: Any, n_clusters: Any) -> tuple[float, int]:
     return t, -1
 
 
-def _metric(metric: Any) -> int:
+def _metric(metric: Any):
     if not isinstance(metric, str):
         raise TypeError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
     if metric not in _METRICS:
@@ -196,7 +196,7 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
         if e:
             t = _ldexp(t, -power)
         try:
-            z, labels = _core.hac_average_exact(pts, code, t, k_clusters, threads)
+            z, labels = _core.hac_average_exact(pts, int(code), t, k_clusters, threads)
         except MemoryError:
             raise _exact_memory_error(n, available) from None
         if e:
@@ -316,7 +316,7 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
         "exact": blocked brute force in C++ (O(N² D), up to a few hundred thousand points).
         "faiss": approximate, an inverted-file index (faiss IndexIVFFlat, inner product,
         nlist = 4·√N, trained on at most 256·nlist points) for millions of points; needs
-        ``pip install alscale[faiss]``. Recall is high on clustered embeddings and low on
+        faiss (``pip install faiss-cpu``, or ``pip install ".[faiss]"`` in the alscale checkout). Recall is high on clustered embeddings and low on
         structureless data (BENCHMARKS.md); raise ``nprobe`` for more.
     nprobe : int, optional
         Inverted lists faiss scans per query (method "faiss" only; default 16).
@@ -363,8 +363,8 @@ def _knn_faiss(unit: np.ndarray, k: int, threads: int, nprobe: int):
         import faiss
     except ImportError as err:
         raise ImportError(
-            "knn method 'faiss' needs the optional dependency faiss: pip install alscale[faiss] "
-            "(or pip install faiss-cpu)"
+            "knn method 'faiss' needs the optional dependency faiss: pip install faiss-cpu "
+            "(or, in the alscale checkout, pip install \".[faiss]\")"
         ) from err
     if threads > 0:
         faiss.omp_set_num_threads(threads)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from ..distributed import Comm
+from .comm import Comm
 from .arrays import _numpy_wrap
 from .chunks import LocalPool
 from .rules import Head, Rule

@@ -205,3 +205,12 @@ def test_sharded_base_does_not_use_the_selectors_private_methods():
 
     source = inspect.getsource(sharded)
     assert "import BalancedSelector" not in source and "._feed(" not in source and "._merge_shards(" not in source
+
+
+def test_only_zeros_and_ones_as_given_look_like_a_mask():
+    """[-3, -3, -3] on 3 rows means row 0 three times: indices, not a mask look-alike."""
+    x = X[:3]
+    assert alscale.select_margin(x, 3, exclude=np.array([-3, -3, -3])).tolist() == \
+        alscale.select_margin(x, 3, exclude=np.array([0])).tolist()
+    with pytest.raises(ValueError, match="0/1 mask"):
+        alscale.select_margin(x, 3, exclude=np.array([0, 0, 1]))

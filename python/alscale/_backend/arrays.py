@@ -162,7 +162,7 @@ class Exclusion:
         self.name = name
         self.bool_mask: np.ndarray | None = None
         self.indices: np.ndarray | None = None  # sorted, unique
-        self._given = 0  # entries of an index array as given (before dropping repeats)
+        self._zero_one = 0  # length of an index array given as nothing but 0s and 1s (a mask look-alike)
         if exclude is None:
             return
         e = _host_numpy(exclude, name)
@@ -176,8 +176,9 @@ class Exclusion:
             if e.dtype == np.uint64 and e.max() > _INT64_MAX:
                 raise ValueError(f"{name} index {int(e.max())} is out of range")
             e = e.astype(np.int64, copy=False)
-            self._given = e.shape[0]
             low = int(e.min())
+            if low >= 0 and e.max() <= 1:
+                self._zero_one = e.shape[0]
             if low < 0:
                 if rows is None:
                     raise ValueError(
@@ -201,7 +202,7 @@ class Exclusion:
             return
         if e[-1] >= rows:
             raise ValueError(f"{name} index {int(e[-1])} is out of range for a pool of {rows} rows")
-        if rows >= 3 and e.size <= 2 and e[-1] <= 1 and self._given == rows:
+        if rows >= 3 and self._zero_one == rows:
             raise ValueError(
                 f"{name} is an integer array of {rows} zeros and ones, one per row: that looks like a 0/1 mask, "
                 f"but integer arrays are row indices (here the rows {{{', '.join(map(str, e.tolist()))}}}); "

@@ -8,6 +8,25 @@
 namespace alscale {
 namespace {
 
+// The first k items of the union of sorted runs, in order (runs are few: one per thread).
+template <class Item>
+std::vector<Item> merge_sorted(const std::vector<std::vector<Item>>& runs, int64_t k) {
+    size_t total = 0;
+    for (const auto& r : runs) total += r.size();
+    std::vector<Item> out;
+    out.reserve(std::min<size_t>(total, static_cast<size_t>(k)));
+    std::vector<size_t> at(runs.size(), 0);
+    while (static_cast<int64_t>(out.size()) < k) {
+        int best = -1;
+        for (size_t r = 0; r < runs.size(); ++r)
+            if (at[r] < runs[r].size() && (best < 0 || runs[r][at[r]] < runs[static_cast<size_t>(best)][at[static_cast<size_t>(best)]]))
+                best = static_cast<int>(r);
+        if (best < 0) break;
+        out.push_back(runs[static_cast<size_t>(best)][at[static_cast<size_t>(best)]++]);
+    }
+    return out;
+}
+
 // The k smallest items make(i) of the non-excluded rows, sorted; rows split over threads.
 template <class Item, class Make>
 std::vector<Item> topk_scan(int64_t n, int64_t k, const uint8_t* exclude, int num_threads, const Make& make) {
@@ -28,8 +47,14 @@ std::vector<Item> topk_scan(int64_t n, int64_t k, const uint8_t* exclude, int nu
         }
     });
     errors.rethrow();
-    for (int t = 1; t < threads; ++t) parts[0].absorb(std::move(parts[static_cast<size_t>(t)]));
-    return parts[0].sorted();
+    if (threads == 1) return parts[0].sorted();
+    // Each thread sorts its own k smallest, then one merge takes the first k: no serial
+    // nth_element and sort over threads x k items (at k = 1M that was most of the top-k's cost).
+    std::vector<std::vector<Item>> sorted(static_cast<size_t>(threads));
+#pragma omp parallel num_threads(threads)
+    errors.run([&] { sorted[static_cast<size_t>(thread_id())] = parts[static_cast<size_t>(thread_id())].sorted(); });
+    errors.rethrow();
+    return merge_sorted(sorted, k);
 }
 
 }  // namespace

@@ -1,0 +1,17 @@
+"""Margin and MASE at large batches: 2,000,000 x 600 float32 logits, B = 10K, 100K, 1M, against
+one numpy pass (the floor); medians of 3. Needs ~5 GB of memory."""
+import time, numpy as np, alscale
+rng = np.random.default_rng(0)
+L = rng.standard_normal((2_000_000, 600), dtype=np.float32)
+def t(f, r=3):
+    ts = []
+    for _ in range(r):
+        s = time.perf_counter(); f(); ts.append(time.perf_counter() - s)
+    return sorted(ts)[r // 2]
+floor = t(lambda: L.sum())
+print(f"floor {floor:.3f}")
+for B in (10_000, 100_000, 1_000_000):
+    m = t(lambda: alscale.select_margin(L, B))
+    b = t(lambda: alscale.select_boundary(L, B))
+    print(f"B={B}: margin {m:.3f} ({m/floor:.2f}x)  MASE {b:.3f} ({b/floor:.2f}x)")
+s = t(lambda: alscale.margin_scores(L)); print(f"margin_scores alone {s:.3f} ({s/floor:.2f}x)")

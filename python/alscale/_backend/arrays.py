@@ -209,10 +209,6 @@ class Exclusion:
                 f"pass a boolean mask ({name}.astype(bool)) or the indices (numpy.flatnonzero({name}))"
             )
 
-    @property
-    def empty(self) -> bool:
-        return self.bool_mask is None and self.indices is None
-
     def mask(self, start: int, end: int) -> np.ndarray | None:
         """uint8 mask of the rows [start, end), or None when none of them is excluded."""
         if self.bool_mask is not None:
@@ -226,12 +222,6 @@ class Exclusion:
         mask = np.zeros(end - start, dtype=np.uint8)
         mask[inside - start] = 1
         return mask
-
-    def count(self, rows: int) -> int:
-        """Rows excluded among [0, rows)."""
-        if self.bool_mask is not None:
-            return int(np.count_nonzero(self.bool_mask[:rows]))
-        return 0 if self.indices is None else int(np.searchsorted(self.indices, rows))
 
 
 def as_row_ids(row_ids: Any, rows: int | None) -> np.ndarray:
@@ -280,7 +270,7 @@ def check_weight(weight: Any, classes: int) -> np.ndarray:
         import torch
 
         if weight.device.type == "meta":
-            raise ValueError("weight is a meta-device tensor (no data); pass a materialised tensor")
+            raise _device_error("weight", weight.device)
         w = weight.detach().to("cpu", torch.float64).numpy()
     else:
         w = np.asarray(weight)
@@ -306,7 +296,7 @@ def head_norms(weight: Any, classes: int) -> HeadNorms | None:
     """The validated head's inverse norms (None without a weight)."""
     if weight is None:
         return None
-    return _inverse_norms64(check_weight(weight, classes))
+    return norms_of(check_weight(weight, classes))
 
 
 def inverse_norms(weight: Any, classes: int) -> np.ndarray | None:
@@ -315,7 +305,7 @@ def inverse_norms(weight: Any, classes: int) -> np.ndarray | None:
     return None if h is None else h.inv
 
 
-def _inverse_norms64(w: np.ndarray) -> HeadNorms:
+def norms_of(w: np.ndarray) -> HeadNorms:
     """The C x C table from the kernel (csrc/head.hpp: Gram matrix in a fixed lane order, direct
     norms where it cancels; no BLAS, no other C x C temporary). Weights beyond 2^±400 are first
     scaled by a power of two (exact), so the Gram matrix never overflows or underflows."""

@@ -102,17 +102,16 @@ def is_chunked(logits: Any) -> bool:
 @dataclass
 class Chunk:
     """One chunk of a local pool: its logits, its first local row, the global ids of its rows
-    (``ids``, or ``offset + arange``) and its exclusion mask."""
+    (``ids``; None: ``start + arange``, the local rows are the pool rows) and its exclusion mask."""
 
     x: Logits
     start: int
     ids: np.ndarray | None
-    offset: int
     mask: np.ndarray | None
 
     def pool_row(self, row: int) -> int:
         """The global pool row of the chunk's row ``row``."""
-        return int(self.ids[row]) if self.ids is not None else self.offset + row
+        return int(self.ids[row]) if self.ids is not None else self.start + row
 
     @contextmanager
     def rows_named(self):
@@ -129,7 +128,7 @@ class Chunk:
 def _known_rows(source: Any, chunked: bool) -> int | None:
     """The local pool's row count where it is known before reading (None for an iterator)."""
     if not chunked:
-        return int(getattr(source, "shape", None)[0] if hasattr(source, "shape") else np.shape(source)[0])
+        return int(source.shape[0]) if hasattr(source, "shape") else len(source)
     if getattr(type(source), "chunk_source", False):  # ChunkedArray, EmbeddingLogits: their rows
         return len(source)
     if isinstance(source, (list, tuple)) and all(hasattr(p, "shape") for p in source):
@@ -192,7 +191,7 @@ class LocalPool:
                 raise ValueError(
                     f"exclude mask has {self.exclude.bool_mask.shape[0]} entries but the local pool has more rows"
                 )
-            yield Chunk(x, start, ids, start, self.exclude.mask(start, end))
+            yield Chunk(x, start, ids, self.exclude.mask(start, end))
             start = end
         self.rows = start
         if self._ids is not None and self._ids.shape[0] != start:

@@ -28,9 +28,6 @@ class HostPool:
     def classes(self) -> int:
         return self.x.classes
 
-    def available(self) -> int:
-        return self.rows - self.exclude.count(self.rows)
-
     def scores(self, rule: Rule):
         return self.x.wrap(rule.true_scores(rule.host_scores(self.x, self.threads), self.classes))
 

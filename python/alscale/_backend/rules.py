@@ -10,27 +10,36 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from .arrays import HeadNorms, Logits, check_weight, head_norms
+from .arrays import HeadNorms, Logits, check_weight, norms_of
 
 
 class Head:
-    """The head weight of a call, checked once against the number of classes and its inverse
-    norms computed once (they are C x C: never per chunk)."""
+    """The head weight of a call, checked once against the number of classes, with its inverse
+    norms computed once when first needed (they are C x C: never per chunk or per pass)."""
 
     def __init__(self, weight: Any):
         self.weight = weight
-        self._norms: dict[int, HeadNorms | None] = {}
+        self._classes: int | None = None
+        self._checked: np.ndarray | None = None  # the validated float64 weight
+        self._norms: HeadNorms | None = None
+
+    def checked(self, classes: int) -> np.ndarray | None:
+        """The weight as check_weight returns it (None without one)."""
+        if self._classes != classes:
+            self._classes, self._norms = classes, None
+            self._checked = None if self.weight is None else check_weight(self.weight, classes)
+        return self._checked
 
     def norms(self, classes: int) -> HeadNorms | None:
-        if classes not in self._norms:
-            self._norms[classes] = head_norms(self.weight, classes)
-        return self._norms[classes]
+        w = self.checked(classes)
+        if w is not None and self._norms is None:
+            self._norms = norms_of(w)
+        return self._norms
 
     def fingerprint(self, classes: int) -> bytes:
         """16 bytes that identify the validated weight (empty without one): ranks compare them."""
-        if self.weight is None:
-            return b""
-        return hashlib.blake2b(memoryview(check_weight(self.weight, classes)), digest_size=16).digest()
+        w = self.checked(classes)
+        return b"" if w is None else hashlib.blake2b(memoryview(w), digest_size=16).digest()
 
     def inv(self, classes: int) -> np.ndarray | None:
         n = self.norms(classes)

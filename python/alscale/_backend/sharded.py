@@ -63,7 +63,7 @@ def ranked(pool: LocalPool, k: int, rule: Rule, comm: Comm, num_threads: int,
         for chunk in pool.chunks():
             with chunk.rows_named():
                 scores = rule.host_scores(chunk.x, num_threads)
-            keys, ids, pos = _core.topk_ranked(scores, k, chunk.mask, rule.largest, chunk.ids, chunk.offset,
+            keys, ids, pos = _core.topk_ranked(scores, k, chunk.mask, rule.largest, chunk.ids, chunk.start,
                                                num_threads)
             pos = pos + chunk.start
             if labels is not None:
@@ -126,7 +126,7 @@ def balanced(pool: LocalPool, budget: int, head: Head, comm: Comm, num_threads: 
                     state = _state(chunk.x.classes, budget)
                 if chunk.x.rows:
                     with chunk.rows_named():
-                        state.update(chunk.x.array, chunk.x.bf16, chunk.offset, chunk.ids, chunk.mask,
+                        state.update(chunk.x.array, chunk.x.bf16, chunk.start, chunk.ids, chunk.mask,
                                      head.inv(chunk.x.classes), num_threads)
             info = (pool.rows or 0, pool.classes, None if state is None else head.fingerprint(pool.classes))
         except Exception as err:

@@ -15,36 +15,6 @@ namespace {
 // Largest per-class extra a later pass may use: bounds memory at about 2^24 candidates.
 int64_t max_extra(int64_t num_classes) { return std::max<int64_t>(64, (int64_t{1} << 24) / num_classes); }
 
-// Offers a candidate to a bounded max-heap; returns the new filter bound of the class.
-inline double offer(std::vector<Candidate>& heap, int64_t capacity, const Candidate& c) {
-    if (static_cast<int64_t>(heap.size()) < capacity) {
-        heap.push_back(c);
-        std::push_heap(heap.begin(), heap.end());
-    } else if (c < heap.front()) {
-        std::pop_heap(heap.begin(), heap.end());
-        heap.back() = c;
-        std::push_heap(heap.begin(), heap.end());
-    }
-    return static_cast<int64_t>(heap.size()) < capacity ? kInf : heap.front().key;
-}
-
-// Keeps the `capacity` smallest of a and b in a (a max-heap, as b need not be). A few
-// candidates (the common case once the heaps are full) are offered one by one, O(|b| log k);
-// many are selected with nth_element, O(|a| + |b|): either way the same candidates are kept.
-void merge_heap(std::vector<Candidate>& a, const std::vector<Candidate>& b, int64_t capacity) {
-    if (b.empty()) return;
-    if (8 * b.size() <= a.size()) {
-        for (const auto& c : b) offer(a, capacity, c);
-        return;
-    }
-    a.insert(a.end(), b.begin(), b.end());
-    if (static_cast<int64_t>(a.size()) > capacity) {
-        std::nth_element(a.begin(), a.begin() + capacity, a.end());
-        a.resize(static_cast<size_t>(capacity));
-    }
-    std::make_heap(a.begin(), a.end());
-}
-
 // A row fed twice in one pass would be counted twice: refuse it where it matters, among the
 // candidates of a class.
 void check_distinct_rows(const std::vector<Candidate>& candidates) {
@@ -62,7 +32,7 @@ struct UpdateContext {
     const double* global;       // per class: the bound of the state's own heap at the update's start
     std::vector<double> bound;  // per class: a row can enter its heap only with a score <= bound
     std::vector<int64_t> hits;
-    std::vector<std::vector<Candidate>> heaps;
+    std::vector<ClassCandidates> heaps;
     int64_t fed = 0;
 };
 
@@ -93,12 +63,12 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const int64_t& n, co
             const int64_t c1 = std::min<int64_t>(c0 + 32, n);
             for (int64_t c = c0; c < c1; ++c)
                 if (r[c] <= b[c] && c != p)
-                    b[c] = std::min(g[c], offer(ctx.heaps[static_cast<size_t>(c)],
-                                                capacity[static_cast<size_t>(c)], Candidate{r[c], row}));
+                    b[c] = std::min(g[c], ctx.heaps[static_cast<size_t>(c)].offer(Candidate{r[c], row},
+                                                                                  capacity[static_cast<size_t>(c)]));
         }
         if (m <= b[p])
-            b[p] = std::min(g[p], offer(ctx.heaps[static_cast<size_t>(p)], capacity[static_cast<size_t>(p)],
-                                        Candidate{m, row}));
+            b[p] = std::min(g[p], ctx.heaps[static_cast<size_t>(p)].offer(Candidate{m, row},
+                                                                          capacity[static_cast<size_t>(p)]));
         ++ctx.fed;
     }
     return end;
@@ -107,16 +77,17 @@ ALSCALE_MULTIVERSION(balanced_rows)
 
 }  // namespace
 
-BalancedState::BalancedState(int64_t num_classes, int64_t budget, int64_t extra)
-    : C_(num_classes), B_(budget), extra_(extra), heaps_(static_cast<size_t>(num_classes)) {
+BalancedState::BalancedState(int64_t num_classes, int64_t budget, int64_t extra, int64_t pass_memory)
+    : C_(num_classes), B_(budget), extra_(extra), pass_memory_(pass_memory), heaps_(static_cast<size_t>(num_classes)) {
     if (num_classes < 1) throw std::invalid_argument("num_classes must be at least 1");
     if (budget < 0) throw std::invalid_argument("budget must be non-negative");
     if (extra < 0) throw std::invalid_argument("capacity must be non-negative");
+    if (pass_memory < 0) throw std::invalid_argument("pass_memory must be non-negative");
     set_capacities(extra);
 }
 
 BalancedState::BalancedState(const BalancedSnapshot& s)
-    : C_(s.num_classes), B_(s.budget), extra_(s.extra), pass_(s.pass), start_class_(s.start_class),
+    : C_(s.num_classes), B_(s.budget), extra_(s.extra), pass_memory_(s.pass_memory), pass_(s.pass), start_class_(s.start_class),
       available_(s.available), fed_(s.fed), done_(s.done), capacity_(s.capacity), taken_(s.taken),
       picks_(s.picks) {
     // Everything a BalancedState can reach, checked field by field (an edited or corrupt state
@@ -128,6 +99,7 @@ BalancedState::BalancedState(const BalancedSnapshot& s)
     if (C_ < 1) bad("num_classes", "must be at least 1, got " + str(C_));
     if (B_ < 0) bad("budget", "is negative");
     if (extra_ < 0) bad("extra", "is negative");
+    if (pass_memory_ < 0) bad("pass_memory", "is negative");
     if (pass_ < 0) bad("pass", "is negative");
     if (available_ < 0) bad("available", "is negative");
     if (fed_ < 0) bad("fed", "is negative");
@@ -182,35 +154,72 @@ BalancedState::BalancedState(const BalancedSnapshot& s)
             if (cand.row < 0) bad("rows", "holds a negative row (class " + str(c) + ")");
             if (std::binary_search(taken_.begin(), taken_.end(), cand.row))
                 bad("rows", "row " + str(cand.row) + " is a candidate of class " + str(c) + " but already taken");
-            h.push_back(cand);
+            h.items.push_back(cand);
         }
         std::vector<int64_t> rows;
-        for (const auto& cand : h) rows.push_back(cand.row);
+        for (const auto& cand : h.items) rows.push_back(cand.row);
         std::sort(rows.begin(), rows.end());
         if (std::adjacent_find(rows.begin(), rows.end()) != rows.end())
             bad("rows", "repeats a row among class " + str(c) + "'s candidates");
-        std::make_heap(h.begin(), h.end());
+        h.shrink(capacity_[static_cast<size_t>(c)]);  // a full class gets its bound back
     }
     if (at != s.keys.size()) bad("keys", "holds more candidates than state['counts'] add up to");
 }
 
 void BalancedState::set_capacities(int64_t extra) {
     // Class c needs its quota plus room for the rows earlier classes of this pass may take from
-    // it (at most their quotas together): with that much, it can never run short.
+    // it (at most their quotas together, `before`): with that much, it can never run short. The
+    // first pass gives it at most `extra` of that room. A later pass exists because a class ran
+    // short: it gives its first classes the whole room (quota + before) while their capacities
+    // add up to at most pass_memory (its first class always), so it serves them whatever the
+    // ties, and the classes after them the grown extra.
     capacity_.assign(static_cast<size_t>(C_), 0);
-    int64_t before = 0;
+    int64_t before = 0, guaranteed = 0;
+    bool guarding = pass_ > 0;
     for (int64_t c = start_class_; c < C_; ++c) {
         const int64_t q = quota(c, B_);
-        capacity_[static_cast<size_t>(c)] = q == 0 ? 0 : q + std::min(before, extra);
+        if (q == 0) continue;
+        int64_t cap = q + std::min(before, extra);
+        if (guarding && (c == start_class_ || guaranteed + q + before <= pass_memory_)) {
+            cap = q + before;
+            guaranteed += cap;
+        } else {
+            guarding = false;
+        }
+        capacity_[static_cast<size_t>(c)] = cap;
         before += q;
+    }
+}
+
+int64_t BalancedState::passes_bound() const {
+    // Every score tied: class c of a pass runs short exactly when before > its room beyond the
+    // quota, so a pass serves its guaranteed classes and those the extra covers. Count the passes
+    // left by replaying the capacity rule (classes served are those whose capacity >= q + before).
+    BalancedState probe(C_, B_, extra_, pass_memory_);
+    probe.pass_ = pass_;
+    probe.start_class_ = start_class_;
+    int64_t passes = 1;
+    for (;;) {
+        probe.set_capacities(probe.extra_);
+        int64_t before = 0, c = probe.start_class_;
+        for (; c < C_; ++c) {
+            const int64_t q = probe.quota(c, B_);
+            if (q == 0) continue;
+            if (probe.capacity_[static_cast<size_t>(c)] < q + before && c > probe.start_class_) break;
+            before += q;
+        }
+        if (c >= C_) return passes;
+        probe.start_class_ = c;
+        ++probe.pass_;
+        probe.extra_ = std::min(std::max<int64_t>(4 * probe.extra_, 64), std::max(probe.extra_, max_extra(C_)));
+        ++passes;
     }
 }
 
 double BalancedState::bound(int64_t c) const {
     const auto cap = capacity_[static_cast<size_t>(c)];
     if (c < start_class_ || cap == 0) return -kInf;
-    const auto& h = heaps_[static_cast<size_t>(c)];
-    return static_cast<int64_t>(h.size()) < cap ? kInf : h.front().key;
+    return heaps_[static_cast<size_t>(c)].bound;
 }
 
 void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* exclude,
@@ -226,7 +235,7 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
 
     auto run = [&](auto tag) {
         using T = decltype(tag);
-        std::vector<std::vector<std::vector<Candidate>>> local(static_cast<size_t>(threads));
+        std::vector<std::vector<ClassCandidates>> local(static_cast<size_t>(threads));
         std::vector<int64_t> fed(static_cast<size_t>(threads), 0);
         parallel_rows(
             logits.rows, threads,
@@ -237,7 +246,7 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
                                         bounds.data(),
                                         bounds,
                                         {},
-                                        std::vector<std::vector<Candidate>>(static_cast<size_t>(n)),
+                                        std::vector<ClassCandidates>(static_cast<size_t>(n)),
                                         0};
             },
             [&](UpdateContext<T>& ctx, int64_t begin, int64_t end) {
@@ -250,15 +259,15 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
         size_t found = 0;  // candidates the threads kept: few once the heaps are full
         for (int t = 0; t < threads; ++t) {
             fed_ += fed[static_cast<size_t>(t)];
-            for (const auto& h : local[static_cast<size_t>(t)]) found += h.size();
+            for (const auto& h : local[static_cast<size_t>(t)]) found += h.items.size();
         }
         ParallelErrors errors;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 16) if (found > (size_t{1} << 16))
         for (int64_t c = 0; c < n; ++c)
             errors.run([&] {
                 for (int t = 0; t < threads; ++t)
-                    merge_heap(heaps_[static_cast<size_t>(c)], local[static_cast<size_t>(t)][static_cast<size_t>(c)],
-                               capacity_[static_cast<size_t>(c)]);
+                    heaps_[static_cast<size_t>(c)].absorb(local[static_cast<size_t>(t)][static_cast<size_t>(c)],
+                                                          capacity_[static_cast<size_t>(c)]);
             });
         errors.rethrow();
     };
@@ -273,15 +282,14 @@ void BalancedState::merge(const BalancedState& other) {
     if (done_ || other.done_)
         throw std::logic_error(std::string("cannot merge a finished selector: ") + (done_ ? "this one" : "the other") +
                                " has served its result (result() or advance() returned it); merge before advance()");
-    if (other.C_ != C_ || other.B_ != B_ || other.extra_ != extra_)
+    if (other.C_ != C_ || other.B_ != B_ || other.extra_ != extra_ || other.pass_memory_ != pass_memory_)
         throw std::invalid_argument("cannot merge selectors built with different num_classes, budget or capacity");
     if (other.pass_ != pass_ || other.start_class_ != start_class_ || other.done_ != done_ ||
         other.taken_ != taken_)
         throw std::invalid_argument("cannot merge selectors that are at different passes");
     fed_ += other.fed_;
     for (int64_t c = 0; c < C_; ++c)
-        merge_heap(heaps_[static_cast<size_t>(c)], other.heaps_[static_cast<size_t>(c)],
-                   capacity_[static_cast<size_t>(c)]);
+        heaps_[static_cast<size_t>(c)].absorb(other.heaps_[static_cast<size_t>(c)], capacity_[static_cast<size_t>(c)]);
 }
 
 bool BalancedState::advance() {
@@ -295,7 +303,8 @@ bool BalancedState::advance() {
     for (int64_t c = start_class_; c < C_; ++c) {
         const int64_t q = quota(c, budget);
         if (q == 0) continue;
-        auto& h = heaps_[static_cast<size_t>(c)];
+        auto& h = heaps_[static_cast<size_t>(c)].items;
+        heaps_[static_cast<size_t>(c)].shrink(capacity_[static_cast<size_t>(c)]);
         std::sort(h.begin(), h.end());
         check_distinct_rows(h);
         int64_t got = 0;
@@ -319,14 +328,14 @@ bool BalancedState::advance() {
             fed_ = 0;
             extra_ = std::min(std::max<int64_t>(4 * extra_, 64), std::max(extra_, max_extra(C_)));
             B_ = budget;  // the clipped budget from now on
-            for (auto& hh : heaps_) hh.clear();
+            for (auto& hh : heaps_) hh = ClassCandidates{};
             set_capacities(extra_);
             return false;
         }
         for (auto it = picks_now.end() - got; it != picks_now.end(); ++it) taken_now.insert(*it);
     }
     picks_.insert(picks_.end(), picks_now.begin(), picks_now.end());
-    for (auto& hh : heaps_) std::vector<Candidate>().swap(hh);
+    for (auto& hh : heaps_) hh = ClassCandidates{};
     done_ = true;
     return true;
 }
@@ -341,6 +350,7 @@ BalancedSnapshot BalancedState::snapshot() const {
     s.num_classes = C_;
     s.budget = B_;
     s.extra = extra_;
+    s.pass_memory = pass_memory_;
     s.pass = pass_;
     s.start_class = start_class_;
     s.available = available_;
@@ -349,11 +359,13 @@ BalancedSnapshot BalancedState::snapshot() const {
     s.capacity = capacity_;
     s.taken = taken_;
     s.picks = picks_;
-    for (const auto& h : heaps_) {
-        s.counts.push_back(static_cast<int64_t>(h.size()));
-        for (const auto& c : h) {
-            s.keys.push_back(c.key);
-            s.rows.push_back(c.row);
+    for (int64_t c = 0; c < C_; ++c) {
+        ClassCandidates h = heaps_[static_cast<size_t>(c)];  // a copy: at most the capacity smallest
+        h.shrink(capacity_[static_cast<size_t>(c)]);
+        s.counts.push_back(static_cast<int64_t>(h.items.size()));
+        for (const auto& cand : h.items) {
+            s.keys.push_back(cand.key);
+            s.rows.push_back(cand.row);
         }
     }
     return s;

@@ -1,12 +1,15 @@
 // BASE (Balanced Selection, Emam et al. 2021), exact and streaming.
 //
-// Each class keeps its best candidates (score, row) in a bounded max-heap: O(C * k) memory, never
-// N x C. Rows are fed in chunks (any order, any chunking, from any number of states merged), then
+// Each class keeps its best candidates (score, row) in a bounded buffer (ClassCandidates): O(C * k)
+// memory, never N x C. Rows are fed in chunks (any order, any chunking, from any number of states merged), then
 // advance() serves the classes in order 0..C-1, each taking its quota of the smallest candidates
 // not yet taken. If earlier classes took so many of a class's candidates that its heap ran short
 // (heavy ties), advance() returns false and sets up one more pass over the pool for the remaining
-// classes, with the rows taken so far excluded and capacities that guarantee progress; the result
-// is always the one the official rule gives on the whole pool.
+// classes, with the rows taken so far excluded and capacities that guarantee progress: the first
+// classes of the new pass get room for every row the classes before them in the pass can take
+// (quota + before, so they cannot run short), as many classes as kPassMemory candidates allow,
+// and the classes after them a grown extra. The result is always the one the official rule gives
+// on the whole pool; passes_bound() says how many passes the worst case (every score tied) takes.
 #pragma once
 
 #include <algorithm>
@@ -19,8 +22,39 @@
 namespace alscale {
 
 // Everything a BalancedState is, as flat arrays: what state_dict() serializes and merge checks.
+// The `capacity` smallest candidates (by key, then row) offered to one class, kept lazily: an
+// offer at or under the bound is appended; at twice the capacity the buffer shrinks to the
+// capacity smallest (nth_element) and the bound drops to the largest kept key. Amortized O(1) per
+// offer with sequential writes (a binary heap's sift-down touches O(log k) cache lines of a
+// structure that, at large budgets, no longer fits in the caches: what made BASE's cost grow with B).
+struct ClassCandidates {
+    std::vector<Candidate> items;
+    double bound = kInf;  // a larger key can never be among the capacity smallest
+
+    // Appends c (the caller checked c.key <= bound); returns the bound.
+    double offer(const Candidate& c, int64_t capacity) {
+        items.push_back(c);
+        if (static_cast<int64_t>(items.size()) >= 2 * capacity + 16) shrink(capacity);
+        return bound;
+    }
+    // Keeps only the capacity smallest; exact whatever order the offers came in.
+    void shrink(int64_t capacity) {
+        if (static_cast<int64_t>(items.size()) < capacity || capacity <= 0) return;
+        std::nth_element(items.begin(), items.begin() + (capacity - 1), items.end());
+        items.resize(static_cast<size_t>(capacity));
+        bound = std::min(bound, items.back().key);
+    }
+    // Takes other's candidates (a disjoint set of offers); the smaller bound holds for the union.
+    void absorb(const ClassCandidates& other, int64_t capacity) {
+        items.insert(items.end(), other.items.begin(), other.items.end());
+        bound = std::min(bound, other.bound);
+        const auto n = static_cast<int64_t>(items.size());
+        if (n >= 2 * capacity + 16 || (n >= capacity && bound == kInf)) shrink(capacity);
+    }
+};
+
 struct BalancedSnapshot {
-    int64_t num_classes = 0, budget = 0, extra = 0;
+    int64_t num_classes = 0, budget = 0, extra = 0, pass_memory = 0;
     int64_t pass = 0, start_class = 0, available = 0, fed = 0;
     bool done = false;
     std::vector<int64_t> capacity;  // per class
@@ -34,7 +68,8 @@ struct BalancedSnapshot {
 class BalancedState {
 public:
     // extra: candidates kept per class beyond its quota (more: fewer extra passes on heavy ties).
-    BalancedState(int64_t num_classes, int64_t budget, int64_t extra);
+    // pass_memory: candidates a pass after the first may spend on classes it guarantees (0: none).
+    BalancedState(int64_t num_classes, int64_t budget, int64_t extra, int64_t pass_memory = kPassMemory);
     explicit BalancedState(const BalancedSnapshot& s);
 
     // Feeds rows of the current pass. exclude: nullptr or logits.rows bytes (non-zero: skip).
@@ -51,19 +86,25 @@ public:
 
     int64_t num_classes() const { return C_; }
     int64_t pass() const { return pass_; }
+    int64_t start_class() const { return start_class_; }
+    // Default pass_memory: 2^23 candidates (128 MiB).
+    static constexpr int64_t kPassMemory = int64_t{1} << 23;
+    // Passes the worst case takes (every score tied, so each class's best rows are the earlier
+    // classes' picks) from pass 1 on, for this state's capacities: the guarantee per pass.
+    int64_t passes_bound() const;
 
 private:
     int64_t quota(int64_t c, int64_t budget) const { return budget / C_ + (c < budget % C_ ? 1 : 0); }
     void set_capacities(int64_t extra);
     double bound(int64_t c) const;  // filter threshold of class c
 
-    int64_t C_, B_, extra_;
+    int64_t C_, B_, extra_, pass_memory_;
     int64_t pass_ = 0, start_class_ = 0, available_ = 0, fed_ = 0;
     bool done_ = false;
     std::vector<int64_t> capacity_;
     std::vector<int64_t> taken_;
     std::vector<int64_t> picks_;
-    std::vector<std::vector<Candidate>> heaps_;  // max-heaps (front = worst kept)
+    std::vector<ClassCandidates> heaps_;
 };
 
 // Default extra candidates per class: room for the rows earlier classes take (measured at

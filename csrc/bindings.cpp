@@ -127,6 +127,7 @@ py::dict snapshot_dict(const BalancedSnapshot& s) {
     d["num_classes"] = s.num_classes;
     d["budget"] = s.budget;
     d["extra"] = s.extra;
+    d["pass_memory"] = s.pass_memory;
     d["pass"] = s.pass;
     d["start_class"] = s.start_class;
     d["available"] = s.available;
@@ -153,6 +154,8 @@ BalancedSnapshot snapshot_from(const py::dict& d) {
     s.num_classes = d["num_classes"].cast<int64_t>();
     s.budget = d["budget"].cast<int64_t>();
     s.extra = d["extra"].cast<int64_t>();
+    // States saved before pass_memory existed had no guaranteed classes in later passes.
+    s.pass_memory = d.contains("pass_memory") ? d["pass_memory"].cast<int64_t>() : 0;
     s.pass = d["pass"].cast<int64_t>();
     s.start_class = d["start_class"].cast<int64_t>();
     s.available = d["available"].cast<int64_t>();
@@ -419,7 +422,8 @@ PYBIND11_MODULE(_core, m) {
         py::arg("uniforms"), py::arg("num_threads") = 0);
 
     py::class_<BalancedState>(m, "BalancedState")
-        .def(py::init<int64_t, int64_t, int64_t>(), py::arg("num_classes"), py::arg("budget"), py::arg("extra"))
+        .def(py::init<int64_t, int64_t, int64_t, int64_t>(), py::arg("num_classes"), py::arg("budget"),
+             py::arg("extra"), py::arg("pass_memory") = BalancedState::kPassMemory)
         .def(
             "update",
             [](BalancedState& s, const py::array& logits, bool bf16, int64_t row_offset,
@@ -443,6 +447,8 @@ PYBIND11_MODULE(_core, m) {
         .def("advance", &BalancedState::advance)
         .def_property_readonly("done", &BalancedState::done)
         .def_property_readonly("pass_index", &BalancedState::pass)
+        .def_property_readonly("start_class", &BalancedState::start_class)
+        .def("passes_bound", &BalancedState::passes_bound)
         .def_property_readonly("num_classes", &BalancedState::num_classes)
         .def("result", [](const BalancedState& s) { return to_numpy_copy(s.result()); })
         .def("snapshot", [](const BalancedState& s) { return snapshot_dict(s.snapshot()); })

@@ -231,6 +231,8 @@ class BalancedSelector:
             if a.ndim != 1 or (a.size and a.dtype.kind not in kind):
                 raise ValueError(f"state[{k!r}] must be a 1-D numeric array, got {a.dtype} of shape {a.shape}")
             core[k] = a
+        if "pass_memory" in state:  # absent from states saved before it existed
+            core["pass_memory"] = as_int(state["pass_memory"], "state['pass_memory']")
         classes = as_int(core["num_classes"], "state['num_classes']", minimum=1)
         inv = inverse_norms(weight, classes)
         built = np.asarray(state.get("weight_fingerprint", []))

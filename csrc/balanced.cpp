@@ -57,14 +57,22 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const int64_t& n, co
         const int64_t row = ids[i];
         if (!taken.empty() && std::binary_search(taken.begin(), taken.end(), row)) continue;
         const int64_t p = mx.arg;
+        const double lp = static_cast<double>(mx.max);
         ctx.hits.clear();
-        const double m = boundary_row<T, B>(x, n, static_cast<double>(mx.max), ctx.inv.row(p), r, b, &ctx.hits);
+        // With the pairs on demand, r holds lower bounds: a class that passes its bound is made
+        // exact before it is offered, and so is the minimum.
+        const PairNorms* pairs = ctx.inv.pairs();
+        double m = boundary_row<T, B>(x, n, lp, ctx.inv.row(p), r, b, &ctx.hits);
+        if (pairs) m = exact_min(*pairs, p, lp, x, r, n);
         for (const int64_t c0 : ctx.hits) {
             const int64_t c1 = std::min<int64_t>(c0 + 32, n);
             for (int64_t c = c0; c < c1; ++c)
-                if (r[c] <= b[c] && c != p)
-                    b[c] = std::min(g[c], ctx.heaps[static_cast<size_t>(c)].offer(Candidate{r[c], row},
-                                                                                  capacity[static_cast<size_t>(c)]));
+                if (r[c] <= b[c] && c != p) {
+                    const double e = pairs ? exact_distance(*pairs, p, c, lp, x) : r[c];
+                    if (e <= b[c])
+                        b[c] = std::min(g[c], ctx.heaps[static_cast<size_t>(c)].offer(Candidate{e, row},
+                                                                                      capacity[static_cast<size_t>(c)]));
+                }
         }
         if (m <= b[p])
             b[p] = std::min(g[p], ctx.heaps[static_cast<size_t>(p)].offer(Candidate{m, row},
@@ -222,8 +230,8 @@ double BalancedState::bound(int64_t c) const {
     return heaps_[static_cast<size_t>(c)].bound;
 }
 
-void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* exclude,
-                           const double* inv_norm, int num_threads) {
+void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* exclude, const HeadNorms& head,
+                           int num_threads) {
     if (done_) throw std::logic_error("the selection is complete; build a new selector");
     if (logits.cols != C_)
         throw std::invalid_argument("logits have " + std::to_string(logits.cols) +
@@ -241,7 +249,7 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
             logits.rows, threads,
             [&](int) {
                 return UpdateContext<T>{RowReader<T>(logits),
-                                        InverseNorms(inv_norm, n),
+                                        InverseNorms(head, n),
                                         std::vector<double>(static_cast<size_t>(n)),
                                         bounds.data(),
                                         bounds,
@@ -372,10 +380,10 @@ BalancedSnapshot BalancedState::snapshot() const {
 }
 
 std::vector<int64_t> select_balanced(const Matrix& logits, int64_t budget, const uint8_t* exclude,
-                                     const double* inv_norm, int num_threads) {
+                                     const HeadNorms& head, int num_threads) {
     BalancedState state(logits.cols, budget, default_extra(logits.cols, budget));
     do {
-        state.update(logits, RowIds{}, exclude, inv_norm, num_threads);
+        state.update(logits, RowIds{}, exclude, head, num_threads);
     } while (!state.advance());
     return state.result();
 }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "head.hpp"
 #include "topk.hpp"
 
 namespace alscale {
@@ -73,9 +74,8 @@ public:
     explicit BalancedState(const BalancedSnapshot& s);
 
     // Feeds rows of the current pass. exclude: nullptr or logits.rows bytes (non-zero: skip).
-    // inv_norm: C x C inverse norms of the head (see scoring.hpp) or nullptr for no weight.
-    void update(const Matrix& logits, RowIds ids, const uint8_t* exclude, const double* inv_norm,
-                int num_threads);
+    // head: the head's inverse norms (head.hpp; empty: no weight).
+    void update(const Matrix& logits, RowIds ids, const uint8_t* exclude, const HeadNorms& head, int num_threads);
     // Adds another state's candidates (same classes, budget, extra and pass).
     void merge(const BalancedState& other);
     // Serves the classes; true when the result is complete, false when the pool must be fed again.
@@ -115,6 +115,6 @@ inline int64_t default_extra(int64_t num_classes, int64_t budget) {
 
 // One-shot BASE over a whole matrix: passes until done. Returns the selected rows in order.
 std::vector<int64_t> select_balanced(const Matrix& logits, int64_t budget, const uint8_t* exclude,
-                                     const double* inv_norm, int num_threads);
+                                     const HeadNorms& head, int num_threads);
 
 }  // namespace alscale

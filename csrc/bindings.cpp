@@ -85,11 +85,21 @@ Matrix matrix_view(const py::array& a, bool bf16) {
     return m;
 }
 
-const double* inverse_norms(const std::optional<F64Array>& inv, int64_t classes) {
-    if (!inv) return nullptr;
-    if (inv->ndim() != 2 || inv->shape(0) != classes || inv->shape(1) != classes)
+// The head argument of a kernel: None (no weight), a C x C float64 table, or a PairNorms. `hold`
+// keeps a converted table alive for the call.
+HeadNorms head_of(const py::object& inv, int64_t classes, F64Array& hold) {
+    if (inv.is_none()) return {};
+    if (py::isinstance<PairNorms>(inv)) {
+        const PairNorms& pairs = inv.cast<const PairNorms&>();
+        if (pairs.classes() != classes)
+            throw std::invalid_argument("the head has " + std::to_string(pairs.classes()) + " classes but the logits have " +
+                                        std::to_string(classes));
+        return {nullptr, &pairs};
+    }
+    hold = inv.cast<F64Array>();
+    if (hold.ndim() != 2 || hold.shape(0) != classes || hold.shape(1) != classes)
         throw std::invalid_argument("inverse norms must be C x C");
-    return inv->data();
+    return {hold.data(), nullptr};
 }
 
 const uint8_t* mask_of(const std::optional<U8Array>& mask, int64_t rows) {
@@ -231,9 +241,10 @@ PYBIND11_MODULE(_core, m) {
 
     m.def(
         "boundary_scores",
-        [](const py::array& logits, bool bf16, const std::optional<F64Array>& inv, int num_threads) {
+        [](const py::array& logits, bool bf16, const py::object& inv, int num_threads) {
             const Matrix x = matrix_view(logits, bf16);
-            const double* in = inverse_norms(inv, x.cols);
+            F64Array hold;
+            const HeadNorms in = head_of(inv, x.cols, hold);
             py::array_t<double> out(static_cast<py::ssize_t>(x.rows));
             double* o = out.mutable_data();
             {
@@ -298,10 +309,11 @@ PYBIND11_MODULE(_core, m) {
     m.def(
         "select_balanced",
         [](const py::array& logits, bool bf16, int64_t budget, const std::optional<U8Array>& exclude,
-           const std::optional<F64Array>& inv, int num_threads) {
+           const py::object& inv, int num_threads) {
             const Matrix x = matrix_view(logits, bf16);
             const uint8_t* ex = mask_of(exclude, x.rows);
-            const double* in = inverse_norms(inv, x.cols);
+            F64Array hold;
+            const HeadNorms in = head_of(inv, x.cols, hold);
             std::vector<int64_t> idx;
             {
                 py::gil_scoped_release nogil;
@@ -421,6 +433,29 @@ PYBIND11_MODULE(_core, m) {
         py::arg("logits"), py::arg("bf16"), py::arg("embeddings"), py::arg("exclude"), py::arg("budget"),
         py::arg("uniforms"), py::arg("num_threads") = 0);
 
+    py::class_<PairNorms>(m, "PairNorms")
+        .def(py::init([](const F64Array& weight, int num_threads) {
+                 if (weight.ndim() != 2) throw std::invalid_argument("weight must be 2-D");
+                 py::gil_scoped_release nogil;
+                 return PairNorms(weight.data(), weight.shape(0), weight.shape(1), num_threads);
+             }),
+             py::arg("weight"), py::arg("num_threads") = 0)
+        .def_property_readonly("classes", &PairNorms::classes)
+        .def_property_readonly("weight",
+                               [](const PairNorms& p) {
+                                   py::array_t<double> w({static_cast<py::ssize_t>(p.classes()),
+                                                          static_cast<py::ssize_t>(p.dims())});
+                                   std::copy(p.weight().begin(), p.weight().end(), w.mutable_data());
+                                   return w;
+                               })
+        .def("exact", &PairNorms::exact, py::arg("p"), py::arg("c"))
+        .def("lower_row", [](const PairNorms& p, int64_t row) {
+            if (row < 0 || row >= p.classes()) throw py::index_error("no such class");
+            py::array_t<double> out(static_cast<py::ssize_t>(p.classes()));
+            p.lower_row(row, out.mutable_data());
+            return out;
+        }, py::arg("p"));
+
     py::class_<BalancedState>(m, "BalancedState")
         .def(py::init<int64_t, int64_t, int64_t, int64_t>(), py::arg("num_classes"), py::arg("budget"),
              py::arg("extra"), py::arg("pass_memory") = BalancedState::kPassMemory)
@@ -428,7 +463,7 @@ PYBIND11_MODULE(_core, m) {
             "update",
             [](BalancedState& s, const py::array& logits, bool bf16, int64_t row_offset,
                const std::optional<I64Array>& row_ids, const std::optional<U8Array>& exclude,
-               const std::optional<F64Array>& inv, int num_threads) {
+               const py::object& inv, int num_threads) {
                 const Matrix x = matrix_view(logits, bf16);
                 RowIds ids{row_offset, nullptr};
                 if (row_ids) {
@@ -437,7 +472,8 @@ PYBIND11_MODULE(_core, m) {
                     ids.ids = row_ids->data();
                 }
                 const uint8_t* ex = mask_of(exclude, x.rows);
-                const double* in = inverse_norms(inv, x.cols);
+                F64Array hold;
+                const HeadNorms in = head_of(inv, x.cols, hold);
                 py::gil_scoped_release nogil;
                 s.update(x, ids, ex, in, num_threads);
             },

@@ -1,34 +1,40 @@
 #include "head.hpp"
 
-#include <cmath>
-#include <limits>
-#include <vector>
+#include <cstring>
 
-#include "common.hpp"
 #include "isa.hpp"
-#include "lanedot.hpp"
 
 namespace alscale {
 namespace {
 
 constexpr int64_t kTile = 32;  // rows of a tile: 2 x 32 rows of D doubles stay in L2
 
-// The upper-triangle entries of the tile (rows [p0, p1) x [c0, c1), c > p) and their mirror.
+// A bfloat16 <= v (v > 0 or +inf), as its bits: the largest, or 0 below float's normal range.
+inline uint16_t bf16_below(double v) {
+    float f = static_cast<float>(v);
+    if (static_cast<double>(f) > v) f = std::nextafter(f, 0.0f);
+    if (f < std::numeric_limits<float>::min()) return 0;
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    return static_cast<uint16_t>(bits >> 16);  // truncation: toward zero
+}
+
+// The upper-triangle entries of the tile (rows [p0, p1) x [c0, c1), c > p) and their mirror, as
+// float64 (out) or as bfloat16 lower bounds (lower).
 template <class T, int B>
 ALSCALE_INLINE int64_t norm_tile(const double* const& w, const int64_t& d, const double* const& diag,
-                                 double* const& out, const int64_t& C, const int64_t& p0, const int64_t& p1,
-                                 const int64_t& c0, const int64_t& c1) {
-    const double inf = std::numeric_limits<double>::infinity();
+                                 double* const& out, uint16_t* const& lower, const int64_t& C, const int64_t& p0,
+                                 const int64_t& p1, const int64_t& c0, const int64_t& c1) {
     for (int64_t p = p0; p < p1; ++p) {
         const double* wp = w + p * d;
         for (int64_t c = std::max(c0, p + 1); c < c1; ++c) {
-            const double* wc = w + c * d;
-            const double total = diag[p] + diag[c];
-            double n2 = total - 2.0 * lane_dot(wp, wc, d);
-            if (n2 <= 1e-6 * total) n2 = lane_sqdist(wp, wc, d);
-            const double v = n2 > 0 ? 1.0 / std::sqrt(n2) : inf;
-            out[p * C + c] = v;
-            out[c * C + p] = v;
+            const double v = pair_inverse_norm(wp, w + c * d, d, diag[p], diag[c]);
+            if (out) {
+                out[p * C + c] = v;
+                out[c * C + p] = v;
+            } else {
+                lower[p * C + c] = lower[c * C + p] = bf16_below(v);
+            }
         }
     }
     return 0;
@@ -43,14 +49,10 @@ ALSCALE_INLINE int64_t diag_rows(const double* const& w, const int64_t& d, doubl
 }
 ALSCALE_MULTIVERSION(diag_rows)
 
-}  // namespace
-
-void inverse_norms(const double* w, int64_t C, int64_t d, double* out, int num_threads) {
-    std::vector<double> diag(static_cast<size_t>(C));
+// Fills out (or lower) tile by tile, in parallel; the diagonal is left to the caller.
+void fill_pairs(const double* w, int64_t C, int64_t d, const double* diag, double* out, uint16_t* lower,
+                int num_threads) {
     const int threads = thread_count(num_threads);
-    double* g = diag.data();
-    const int64_t zero = 0;
-    diag_rows_dispatch<double>(w, d, g, zero, C);
     const int64_t tiles = (C + kTile - 1) / kTile;
     const int64_t pairs = tiles * (tiles + 1) / 2;  // tiles (a, b) with a <= b
     ParallelErrors errors;
@@ -62,12 +64,45 @@ void inverse_norms(const double* w, int64_t C, int64_t d, double* out, int num_t
             const int64_t b = a + rest;
             const int64_t p0 = a * kTile, p1 = std::min(C, p0 + kTile);
             const int64_t c0 = b * kTile, c1 = std::min(C, c0 + kTile);
-            norm_tile_dispatch<double>(w, d, g, out, C, p0, p1, c0, c1);
+            norm_tile_dispatch<double>(w, d, diag, out, lower, C, p0, p1, c0, c1);
         });
     }
     errors.rethrow();
+}
+
+std::vector<double> diagonal(const double* w, int64_t C, int64_t d) {
+    std::vector<double> diag(static_cast<size_t>(C));
+    double* g = diag.data();
+    const int64_t zero = 0;
+    diag_rows_dispatch<double>(w, d, g, zero, C);
+    return diag;
+}
+
+}  // namespace
+
+void inverse_norms(const double* w, int64_t C, int64_t d, double* out, int num_threads) {
+    const std::vector<double> diag = diagonal(w, C, d);
+    fill_pairs(w, C, d, diag.data(), out, nullptr, num_threads);
     const double inf = std::numeric_limits<double>::infinity();
     for (int64_t p = 0; p < C; ++p) out[p * C + p] = inf;
+}
+
+PairNorms::PairNorms(const double* w, int64_t classes, int64_t dims, int num_threads)
+    : C_(classes), D_(dims), w_(w, w + classes * dims), diag_(diagonal(w, classes, dims)),
+      lower_(static_cast<size_t>(classes * classes)) {
+    fill_pairs(w_.data(), C_, D_, diag_.data(), nullptr, lower_.data(), num_threads);
+    const uint16_t inf = bf16_below(std::numeric_limits<double>::infinity());
+    for (int64_t p = 0; p < C_; ++p) lower_[static_cast<size_t>(p * C_ + p)] = inf;
+}
+
+void PairNorms::lower_row(int64_t p, double* out) const {
+    const uint16_t* row = lower_.data() + p * C_;
+    for (int64_t c = 0; c < C_; ++c) {
+        const uint32_t bits = static_cast<uint32_t>(row[c]) << 16;
+        float f;
+        std::memcpy(&f, &bits, sizeof f);
+        out[c] = f;
+    }
 }
 
 }  // namespace alscale

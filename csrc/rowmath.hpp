@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "common.hpp"
+#include "head.hpp"
 #include "rowmath_common.hpp"
 
 namespace alscale {
@@ -210,26 +211,53 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
     return m;
 }
 
-// Row p of the inverse-norm matrix; with no head weight (nullptr) every norm is 1, so the row is
-// all ones but +inf at p (kept in a per-thread buffer).
+// Row p of the inverse norms: of the C x C table; with no head weight every norm is 1, so the row
+// is all ones but +inf at p (kept in a per-thread buffer); with the pairs on demand, row p of their
+// lower bounds (a per-thread buffer: the caller then makes its scores exact with exact_min and
+// exact_distance).
 class InverseNorms {
 public:
-    InverseNorms(const double* matrix, int64_t n) : m_(matrix), n_(n) {
-        if (!m_) unit_.assign(static_cast<size_t>(n), 1.0);
+    InverseNorms(const HeadNorms& head, int64_t n) : m_(head.table), pairs_(head.pairs), n_(n) {
+        if (!m_) buf_.assign(static_cast<size_t>(n), 1.0);
     }
     const double* row(int64_t p) {
         if (m_) return m_ + p * n_;
-        if (last_ >= 0) unit_[static_cast<size_t>(last_)] = 1.0;
-        unit_[static_cast<size_t>(p)] = kInf;
+        if (p == last_) return buf_.data();
+        if (pairs_) {
+            pairs_->lower_row(p, buf_.data());
+        } else {
+            if (last_ >= 0) buf_[static_cast<size_t>(last_)] = 1.0;
+            buf_[static_cast<size_t>(p)] = kInf;
+        }
         last_ = p;
-        return unit_.data();
+        return buf_.data();
     }
+    const PairNorms* pairs() const { return pairs_; }
 
 private:
     const double* m_;
+    const PairNorms* pairs_;
     int64_t n_;
-    std::vector<double> unit_;
+    std::vector<double> buf_;
     int64_t last_ = -1;
 };
+
+// r_c of a row predicted as p with the exact inverse norm: boundary_distance's arithmetic.
+template <class T>
+ALSCALE_INLINE double exact_distance(const PairNorms& pairs, int64_t p, int64_t c, double lp, const T* x) {
+    const double v = (lp - static_cast<double>(x[c])) * pairs.exact(p, c);
+    return v >= 0.0 ? v : kInf;
+}
+
+// min_c r_c from r = the lower bounds of r (boundary_row with PairNorms' lower row): only a class
+// whose lower bound is under the exact minimum so far can hold a smaller value, so one scan
+// computes exactly the running records (about ln C pairs for lower bounds in random order).
+template <class T>
+ALSCALE_INLINE double exact_min(const PairNorms& pairs, int64_t p, double lp, const T* x, const double* r, int64_t n) {
+    double m = kInf;
+    for (int64_t c = 0; c < n; ++c)
+        if (r[c] < m) m = std::min(m, exact_distance(pairs, p, c, lp, x));
+    return m;
+}
 
 }  // namespace alscale

@@ -31,7 +31,9 @@ ALSCALE_INLINE int64_t boundary_rows(RowReader<T>& read, InverseNorms& inv, std:
         const T* x = read(i);
         const RowMax<T> mx = row_max<T, B, false>(x, n);
         if (!mx.finite) return i;
-        out[i] = boundary_row<T, B>(x, n, static_cast<double>(mx.max), inv.row(mx.arg), r.data(), nullptr, nullptr);
+        const double lp = static_cast<double>(mx.max);
+        const double m = boundary_row<T, B>(x, n, lp, inv.row(mx.arg), r.data(), nullptr, nullptr);
+        out[i] = inv.pairs() ? exact_min(*inv.pairs(), mx.arg, lp, x, r.data(), n) : m;
     }
     return end;
 }
@@ -56,12 +58,12 @@ struct BoundaryContext {
 };
 
 template <class T>
-void boundary_impl(const Matrix& logits, const double* inv_norm, double* out, int num_threads) {
+void boundary_impl(const Matrix& logits, const HeadNorms& head, double* out, int num_threads) {
     const int64_t n = logits.cols;
     parallel_rows(
         logits.rows, row_threads(num_threads, logits.rows),
         [&](int) {
-            return BoundaryContext<T>{RowReader<T>(logits), InverseNorms(inv_norm, n),
+            return BoundaryContext<T>{RowReader<T>(logits), InverseNorms(head, n),
                                       std::vector<double>(static_cast<size_t>(n))};
         },
         [&](BoundaryContext<T>& ctx, int64_t begin, int64_t end) {
@@ -79,11 +81,11 @@ void uncertainty_scores(const Matrix& logits, Uncertainty kind, double* out, int
         uncertainty_impl<float>(logits, kind, out, num_threads);
 }
 
-void boundary_scores(const Matrix& logits, const double* inv_norm, double* out, int num_threads) {
+void boundary_scores(const Matrix& logits, const HeadNorms& head, double* out, int num_threads) {
     if (logits.dtype == DType::f64)
-        boundary_impl<double>(logits, inv_norm, out, num_threads);
+        boundary_impl<double>(logits, head, out, num_threads);
     else
-        boundary_impl<float>(logits, inv_norm, out, num_threads);
+        boundary_impl<float>(logits, head, out, num_threads);
 }
 
 }  // namespace alscale

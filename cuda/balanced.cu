@@ -186,7 +186,10 @@ std::vector<int64_t> select_balanced(const DMatrix& x, int64_t budget, const uin
     const int64_t C = x.cols, N = x.rows;
     if (C < 1) throw std::invalid_argument("logits have no classes");
     if (N > INT32_MAX) throw std::invalid_argument("the GPU BASE kernel handles at most 2^31 - 1 rows at once; feed chunks to BalancedSelector");
-    BalancedState state(C, budget, default_extra(C, budget));
+    // pass_memory 0: later passes keep the first pass's rule, whose largest capacity (q + the
+    // capped extra) bounds the C x slots candidate arrays below; guaranteed classes would let one
+    // class's capacity (and so every class's slots) reach 2^23.
+    BalancedState state(C, budget, default_extra(C, budget), 0);
 
     Buffer<double> inv;
     if (inv_norm) {

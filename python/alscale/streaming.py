@@ -24,11 +24,13 @@ _BUSY = ("BalancedSelector is in use by another thread; a selector takes one cal
          "thread its own selector and merge() them, or serialize the calls with a lock")
 
 
-def _fingerprint(inv: np.ndarray | None) -> np.ndarray:
-    """16 bytes that identify the head weight (empty without one)."""
+def _fingerprint(inv: Any) -> np.ndarray:
+    """16 bytes that identify the head weight (empty without one): of its inverse-norm table, or of
+    the weight itself when the norms are computed pair by pair (many classes)."""
     if inv is None:
         return np.zeros(0, dtype=np.uint8)
-    digest = hashlib.blake2b(memoryview(np.ascontiguousarray(inv)), digest_size=16).digest()  # no copy
+    data = inv.weight if isinstance(inv, _core.PairNorms) else np.ascontiguousarray(inv)
+    digest = hashlib.blake2b(memoryview(data), digest_size=16).digest()  # no copy
     return np.frombuffer(digest, dtype=np.uint8).copy()
 
 

@@ -252,14 +252,21 @@ def as_row_ids(row_ids: Any, rows: int | None) -> np.ndarray:
     return ids
 
 
+#: From this many classes on, the head's inverse norms are computed pair by pair on demand
+#: (``_core.PairNorms``: the weight and a C x C bfloat16 table of lower bounds) instead of held as
+#: a C x C float64 table (512 MiB at 8192 classes, 3.2 GB at 20,000). Same selections, bit for bit.
+PAIR_CLASSES = 8192
+
+
 @dataclass(frozen=True)
 class HeadNorms:
-    """1 / ||w_p - w_c|| for every pair of head rows (C x C float64, +inf where the rows are
-    equal), as ``inv * 2**shift``: ``shift`` is 0 unless the true values leave float64's range
-    (a head with entries near 2^±1000), when ``inv`` holds them scaled by an exact power of two —
-    which orders every score r_c = gap * inv exactly as the true values do."""
+    """1 / ||w_p - w_c|| for every pair of head rows (+inf where the rows are equal), as
+    ``inv * 2**shift``: ``inv`` is the C x C float64 table or, for many classes, a
+    ``_core.PairNorms`` that gives the same values on demand; ``shift`` is 0 unless the true values
+    leave float64's range (a head with entries near 2^±1000), when ``inv`` holds them scaled by an
+    exact power of two — which orders every score r_c = gap * inv exactly as the true values do."""
 
-    inv: np.ndarray
+    inv: Any
     shift: int
 
 
@@ -292,23 +299,25 @@ def check_weight(weight: Any, classes: int) -> np.ndarray:
     return w
 
 
-def head_norms(weight: Any, classes: int) -> HeadNorms | None:
-    """The validated head's inverse norms (None without a weight)."""
+def head_norms(weight: Any, classes: int, *, table: bool = False) -> HeadNorms | None:
+    """The validated head's inverse norms (None without a weight); ``table``: always the C x C
+    table (the CUDA kernels and the official loop read it)."""
     if weight is None:
         return None
-    return norms_of(check_weight(weight, classes))
+    return norms_of(check_weight(weight, classes), table=table)
 
 
-def inverse_norms(weight: Any, classes: int) -> np.ndarray | None:
-    """The table the kernels read (see :class:`HeadNorms`; None without a weight)."""
-    h = head_norms(weight, classes)
+def inverse_norms(weight: Any, classes: int, *, table: bool = False) -> Any:
+    """What the kernels read (see :class:`HeadNorms`; None without a weight)."""
+    h = head_norms(weight, classes, table=table)
     return None if h is None else h.inv
 
 
-def norms_of(w: np.ndarray) -> HeadNorms:
-    """The C x C table from the kernel (csrc/head.hpp: Gram matrix in a fixed lane order, direct
-    norms where it cancels; no BLAS, no other C x C temporary). Weights beyond 2^±400 are first
-    scaled by a power of two (exact), so the Gram matrix never overflows or underflows."""
+def norms_of(w: np.ndarray, *, table: bool = False) -> HeadNorms:
+    """From the kernel (csrc/head.hpp: Gram matrix in a fixed lane order, direct norms where it
+    cancels; no BLAS): the C x C table, or from PAIR_CLASSES classes on (unless ``table``) the
+    pairs on demand. Weights beyond 2^±400 are first scaled by a power of two (exact), so the Gram
+    matrix never overflows or underflows (such heads always get the table)."""
     from .. import _core
 
     top = float(np.abs(w).max(initial=0.0))
@@ -316,6 +325,8 @@ def norms_of(w: np.ndarray) -> HeadNorms:
     if top > 2.0**400 or 0.0 < top < 2.0**-400:
         e = int(np.frexp(top)[1])
         w = np.ldexp(w, -e)  # exact
+    if not table and not e and w.shape[0] >= PAIR_CLASSES:
+        return HeadNorms(_core.PairNorms(w), 0)
     g = _core.inverse_norms(w)
     if e:
         with np.errstate(over="ignore", under="ignore"):

@@ -317,7 +317,7 @@ class DevicePool:
         """The head's inverse norms, from a host copy of the weight (C x C, once per call)."""
         if head is None or head.weight is None:
             return None, 0
-        norms = head_norms(_host(head.weight, "weight", self.x.device), self.x.classes)
+        norms = head_norms(_host(head.weight, "weight", self.x.device), self.x.classes, table=True)
         return norms.inv, norms.shift
 
     def _scores(self, rule: Rule):

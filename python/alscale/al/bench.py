@@ -172,7 +172,7 @@ def _inverse_norms(weight: Any, num_classes: int):
 
     from .._backend.arrays import inverse_norms
 
-    inv = inverse_norms(weight, num_classes)
+    inv = inverse_norms(weight, num_classes, table=True)
     if inv is None:
         inv = np.ones((num_classes, num_classes))
         np.fill_diagonal(inv, np.inf)

@@ -123,11 +123,11 @@ def _cluster_margin(ctx: QueryContext):
             raise ValueError("cluster-margin needs clusters= or embeddings= (with a project to cache them in)")
         clusters = ctx.learner.clusters(ctx.embeddings, n_clusters=ctx.options.get("n_clusters", ctx.budget),
                                         neighbors=ctx.options.get("neighbors", 10))
-    available = int(ctx.pool_size - ctx.labeled.sum())
     factor = int(ctx.options.get("candidates_factor", 10))
-    km = max(min(available, factor * ctx.budget), min(ctx.budget, available))
-    return _lib().select_cluster_margin(ctx.logits, clusters, ctx.budget, candidates=km, exclude=ctx.labeled,
-                                        seed=ctx.seed)
+    if factor < 1:
+        raise ValueError(f"candidates_factor must be at least 1, got {factor}")
+    return _lib().select_cluster_margin(ctx.logits, clusters, ctx.budget, candidates=factor * ctx.budget,
+                                        exclude=ctx.labeled, seed=ctx.seed)
 
 
 register("random", lambda c: _lib().select_random(c.pool_size, c.budget, exclude=c.labeled, seed=c.seed),
@@ -222,7 +222,7 @@ def read_labels_csv(path: Union[str, Path]) -> list:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not a UTF-8 text file ({err})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
         if header is None:
@@ -459,6 +459,8 @@ class ActiveLearner:
             if embeddings is not None and int(getattr(embeddings, "shape", [n])[0]) != n:
                 raise ValueError(f"embeddings has {embeddings.shape[0]} rows but logits has {n} (one per pool id)")
             labels = self._read_labels()
+            if labels.ids.size and int(labels.ids.max()) >= n:
+                raise ValueError(f"logits has {n} rows but id {int(labels.ids.max())} is labeled (row i is pool id i)")
             labeled = np.zeros(n, dtype=bool)
             labeled[labels.ids] = True
             ctx = QueryContext(logits, k, labeled, seed, embeddings, weight, clusters, self, dict(config["options"]))

@@ -154,27 +154,30 @@ def _query(args: argparse.Namespace) -> int:
     clusters = _load(args.clusters, "clusters")
     learner = ActiveLearner(args.project, classes=args.classes)
     name = args.strategy or learner.strategy
-    ids = learner.query(logits, args.budget, strategy=name, embeddings=embeddings, weight=weight,
-                        clusters=clusters, seed=args.seed)
-    scored = learner.scores(logits, ids, strategy=name, weight=weight)
-    if args.format == "label-studio":
-        data = _read_data(args.data, args.data_field, ids) if args.data else None
-        tasks = label_studio_tasks(ids, data=data, field=args.data_field,
-                                   scores=None if scored is None else scored[1], round=len(learner.rounds))
-        text = json.dumps(tasks, indent=1) + "\n"
-    else:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["id"] + ([scored[0]] if scored else []))
-        for k, i in enumerate(ids.tolist()):
-            w.writerow([i] + ([repr(float(scored[1][k]))] if scored else []))
-        text = buf.getvalue()
-    if args.out:
-        write_atomic(args.out, text)
-        print(f"alscale query: round {len(learner.rounds)}: {ids.size} ids ({name}) written to {args.out}",
-              file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+
+    def write(ids, round):  # before the batch is recorded: if this fails, nothing is
+        scored = learner.scores(logits, ids, strategy=name, weight=weight)
+        if args.format == "label-studio":
+            data = _read_data(args.data, args.data_field, ids) if args.data else None
+            tasks = label_studio_tasks(ids, data=data, field=args.data_field,
+                                       scores=None if scored is None else scored[1], round=round)
+            text = json.dumps(tasks, indent=1) + "\n"
+        else:
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(["id"] + ([scored[0]] if scored else []))
+            for k, i in enumerate(ids.tolist()):
+                w.writerow([i] + ([repr(float(scored[1][k]))] if scored else []))
+            text = buf.getvalue()
+        if args.out:
+            write_atomic(args.out, text)
+            print(f"alscale query: round {round}: {ids.size} ids ({name}) written to {args.out}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    learner.query(logits, args.budget, strategy=name, embeddings=embeddings, weight=weight, clusters=clusters,
+                  seed=args.seed, on_pick=write)
     return 0
 
 

@@ -422,7 +422,8 @@ class ActiveLearner:
 
     # -------------------------------------------------------------- querying
     def query(self, logits: Any, budget: int, *, strategy: Optional[str] = None, embeddings: Any = None,
-              weight: Any = None, clusters: Any = None, seed: Optional[int] = None):
+              weight: Any = None, clusters: Any = None, seed: Optional[int] = None,
+              on_pick: Optional[Callable[[np.ndarray, int], None]] = None):
         """Picks ``budget`` unlabeled pool ids with the strategy, records the batch as the next
         round of the project's history, and returns the ids (int64, in the strategy's order).
 
@@ -431,7 +432,9 @@ class ActiveLearner:
         weight=weight, exclude=labeled)``). ``logits`` may be a memmap, read in chunks.
         ``seed`` (random, badge, cluster-margin) defaults to a fresh one, recorded in the
         history. ``clusters`` (cluster-margin): the pool's cluster ids; default: average-linkage
-        HAC of ``embeddings``, computed once and cached in the project.
+        HAC of ``embeddings``, computed once and cached in the project. ``on_pick(ids, round)``,
+        if given, runs before the batch is recorded; when it raises nothing is recorded (the
+        command line writes its output file there).
         """
         name = strategy or self.strategy
         spec = _strategy(name)
@@ -466,6 +469,8 @@ class ActiveLearner:
             ctx = QueryContext(logits, k, labeled, seed, embeddings, weight, clusters, self, dict(config["options"]))
             ids = np.asarray(spec.select(ctx), dtype=np.int64)
             history = self._read_history()
+            if on_pick is not None:
+                on_pick(ids, len(history) + 1)
             history.append({"round": len(history) + 1, "strategy": name, "budget": k, "seed": seed,
                             "labeled_before": int(labels.ids.size), "ids": ids.tolist(),
                             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})

@@ -390,3 +390,12 @@ def test_label_studio_export_must_come_from_alscale_tasks(tmp_path):
     path.write_text("[")
     with pytest.raises(ValueError, match="not a Label Studio JSON export"):
         read_label_studio(path)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import alscale.project
+
+    result = doctest.testmod(alscale.project, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

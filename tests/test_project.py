@@ -91,11 +91,20 @@ def test_query_scores_are_the_library_scores_of_the_picked_rows(tmp_path):
     learner = ActiveLearner(tmp_path)
     for name, column, full in [("margin", "margin", alscale.margin_scores(x)),
                                ("entropy", "entropy", alscale.entropy_scores(x)),
-                               ("base", "boundary", alscale.boundary_scores(x, weight=w))]:
+                               ("mase", "boundary", alscale.boundary_scores(x, weight=w))]:
         ids = learner.query(x, 7, strategy=name, weight=w)
         col, scores = learner.scores(x, ids, strategy=name, weight=w)
         assert col == column and np.array_equal(scores, full[ids])
     assert learner.scores(x, ids, strategy="random") is None
+    # BASE: the class whose quota each pick fills, q_c = B // C + (c < B % C), classes in order
+    for budget in (1, 7, 50):
+        ids = learner.query(x, budget, strategy="base", weight=w)
+        col, served = learner.scores(x, ids, strategy="base", weight=w)
+        assert col == "class" and served.tolist() == [c for c, q in enumerate(ref.quotas(ids.size, 4)) for _ in range(q)]
+        scores = ref.balanced_scores(x.astype(np.float64), w)
+        for c in range(4):  # each class's block holds that class's smallest scores among the rows left
+            block = ids[served == c]
+            assert np.all(np.diff(scores[block, c]) >= 0)
 
 
 def test_query_on_a_memmap_equals_the_in_memory_call(tmp_path):
@@ -158,7 +167,10 @@ def test_ids_taught_before_the_first_query_must_fit_its_pool(tmp_path):
     learner.teach([12], [0])
     with pytest.raises(ValueError, match="10 rows but id 12 is labeled"):
         learner.query(np.zeros((10, 3)), 2)
-    assert learner.config["pool_size"] is None
+    learner.teach([3], [4])
+    with pytest.raises(ValueError, match="3 classes but class 4 is taught"):
+        learner.query(np.zeros((20, 3)), 2)
+    assert learner.config["pool_size"] is None and learner.config["num_classes"] is None
 
 
 def test_the_registry_takes_one_entry_per_new_strategy(tmp_path):

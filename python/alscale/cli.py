@@ -41,9 +41,13 @@ def _classes(text: str) -> list:
     return names
 
 
-def build_parser() -> argparse.ArgumentParser:
+PROJECT_COMMANDS = ("query", "teach", "status")
+
+
+def build_parser(application: bool = True) -> argparse.ArgumentParser:
     """The whole ``alscale`` parser; ``run`` and ``bench`` come from :mod:`alscale.al.cli` when
-    its extra is installed, else they say how to install it."""
+    its extra is installed (else they say how to install it). ``application=False`` leaves them
+    as placeholders, for the project commands (not even importing :mod:`alscale.al`)."""
     from .project import STRATEGIES
 
     parser = argparse.ArgumentParser(prog="alscale", description="Fast, exact batch active learning at ImageNet scale.")
@@ -94,11 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_status)
 
     try:
+        if not application:
+            raise ImportError("not loaded")
         from .al import cli as al_cli
     except ImportError as err:  # no torch/tqdm/matplotlib: run and bench say what to install
         parser.set_defaults(missing_extra=str(err))
-        for name in ("run", "bench"):
-            sub.add_parser(name, add_help=False, help='needs the al extra: pip install "alscale[al]"')
+        for name, what in (("run", "the active-learning loop"), ("bench", "the selection kernels' speed")):
+            sub.add_parser(name, add_help=False, help=f'{what} (needs the al extra: pip install "alscale[al]")')
     else:
         al_cli.add_commands(sub)
     return parser
@@ -160,14 +166,14 @@ def _query(args: argparse.Namespace) -> int:
         if args.format == "label-studio":
             data = _read_data(args.data, args.data_field, ids) if args.data else None
             tasks = label_studio_tasks(ids, data=data, field=args.data_field,
-                                       scores=None if scored is None else scored[1], round=round)
+                                       scores=scored, round=round)
             text = json.dumps(tasks, indent=1) + "\n"
         else:
             buf = io.StringIO()
             w = csv.writer(buf, lineterminator="\n")
             w.writerow(["id"] + ([scored[0]] if scored else []))
             for k, i in enumerate(ids.tolist()):
-                w.writerow([i] + ([repr(float(scored[1][k]))] if scored else []))
+                w.writerow([i] + ([scored[1][k].item()] if scored else []))
             text = buf.getvalue()
         if args.out:
             write_atomic(args.out, text)
@@ -235,7 +241,7 @@ def _dispatch(parser: argparse.ArgumentParser, argv: list) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``alscale`` script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(application=not (argv and argv[0] in PROJECT_COMMANDS))
     try:
         try:
             return _dispatch(parser, argv)

@@ -71,7 +71,8 @@ class QueryContext:
 class QueryStrategy:
     """A strategy of :class:`ActiveLearner`: ``select(ctx) -> ids``; ``needs`` names the inputs
     it requires beyond ``logits`` (``"embeddings"``, ``"weight"``); ``score`` is
-    ``(column, function(logits_rows, weight) -> scores)`` for the rows it picked, or None."""
+    ``(column, function(logits, ids, weight) -> values)``, a column for the ids it picked (e.g.
+    their score), or None."""
 
     name: str
     select: Callable[[QueryContext], Any]
@@ -110,10 +111,23 @@ def _lib():
 
 
 def _scores(fn_name: str, with_weight: bool = False):
-    def score(rows, weight):
+    """The library's score of the picked rows only (B rows read from the pool, in pick order)."""
+    def score(logits, ids, weight):
+        order = np.argsort(ids, kind="stable")
+        rows = np.asarray(logits[ids[order]])  # sorted: a memmap is read forward
         fn = getattr(_lib(), fn_name)
-        return fn(rows, weight=weight) if with_weight else fn(rows)
+        out = np.empty(ids.size, dtype=np.float64)
+        out[order] = np.asarray(fn(rows, weight=weight) if with_weight else fn(rows), dtype=np.float64)
+        return out
     return score
+
+
+def _served_class(logits, ids, weight):
+    """BASE's picks are the classes' quotas in order (class c: B // C + (c < B % C) ids): the
+    class whose quota each pick fills, without reading the pool."""
+    c = int(logits.shape[-1])
+    b = ids.size
+    return np.repeat(np.arange(c, dtype=np.int64), [b // c + (k < b % c) for k in range(c)])
 
 
 def _cluster_margin(ctx: QueryContext):
@@ -142,7 +156,7 @@ register("mase", lambda c: _lib().select_boundary(c.logits, c.budget, weight=c.w
          score=("boundary", _scores("boundary_scores", True)),
          summary="closest to a decision boundary (weight: the head's W, optional)")
 register("base", lambda c: _lib().select_balanced(c.logits, c.budget, weight=c.weight, exclude=c.labeled),
-         score=("boundary", _scores("boundary_scores", True)),
+         score=("class", _served_class),
          summary="BASE: balanced selection near the boundaries (weight optional)")
 register("coreset", lambda c: _lib().select_coreset(c.embeddings, c.labeled, c.budget),
          needs=("embeddings",), summary="greedy k-center on the embeddings")
@@ -285,10 +299,11 @@ def read_label_studio(path: Union[str, Path]) -> list:
 
 
 def label_studio_tasks(ids: Sequence[int], *, data: Optional[dict] = None, field: str = "image",
-                       scores: Optional[Sequence[float]] = None, round: Optional[int] = None) -> list:
+                       scores: Optional[tuple] = None, round: Optional[int] = None) -> list:
     """The Label Studio tasks (to import) of a batch: ``{"data": {"alscale_id": id, field:
     data[id]}}`` per id, in the batch's order (``data`` maps pool ids to the user's field, e.g.
-    image URLs; ``scores``/``round`` go to ``meta``).
+    image URLs; ``round`` and ``scores``, a ``(column, values)`` pair as
+    :meth:`ActiveLearner.scores` gives, go to ``meta``).
 
     Examples
     --------
@@ -306,7 +321,7 @@ def label_studio_tasks(ids: Sequence[int], *, data: Optional[dict] = None, field
         task = {"data": item}
         meta = {}
         if scores is not None:
-            meta["score"] = float(scores[k])
+            meta[scores[0]] = scores[1][k].item()
         if round is not None:
             meta["round"] = int(round)
         if meta:
@@ -464,6 +479,8 @@ class ActiveLearner:
             labels = self._read_labels()
             if labels.ids.size and int(labels.ids.max()) >= n:
                 raise ValueError(f"logits has {n} rows but id {int(labels.ids.max())} is labeled (row i is pool id i)")
+            if labels.ids.size and int(labels.labels.max()) >= c:
+                raise ValueError(f"logits has {c} classes but class {int(labels.labels.max())} is taught")
             labeled = np.zeros(n, dtype=bool)
             labeled[labels.ids] = True
             ctx = QueryContext(logits, k, labeled, seed, embeddings, weight, clusters, self, dict(config["options"]))
@@ -481,16 +498,14 @@ class ActiveLearner:
         return ids
 
     def scores(self, logits: Any, ids: Any, *, strategy: Optional[str] = None, weight: Any = None):
-        """``(column, scores)`` of the rows ``ids`` under the strategy's score (e.g. ``margin``),
-        or None for strategies without one (random, coreset, badge)."""
+        """``(column, values)`` for the picked ``ids`` (in their order): the strategy's score
+        (``margin``, ``confidence``, ``entropy``; ``boundary`` for mase), the class whose quota
+        each fills for base (``class``), or None (random, coreset, badge)."""
         spec = _strategy(strategy or self.strategy)
         if spec.score is None:
             return None
-        ids = np.asarray(ids, dtype=np.int64)
-        rows = logits[np.sort(ids)] if ids.size else logits[:0]
-        order = np.argsort(np.argsort(ids)) if ids.size else ids
         column, fn = spec.score
-        return column, np.asarray(fn(np.asarray(rows), weight), dtype=np.float64)[order]
+        return column, np.asarray(fn(logits, np.asarray(ids, dtype=np.int64), weight))
 
     def clusters(self, embeddings: Any, *, n_clusters: int, neighbors: int = 10) -> np.ndarray:
         """The pool's cluster ids for cluster-margin: graph average-linkage HAC of the embeddings

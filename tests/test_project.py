@@ -289,6 +289,20 @@ def test_a_second_command_on_the_same_project_is_refused_while_one_runs(tmp_path
 
 
 # --------------------------------------------------------------------------- atomicity
+def test_files_get_the_usual_permissions(tmp_path):
+    learner = _project(tmp_path)
+    umask = os.umask(0o022)
+    try:
+        os.umask(0o022)
+        fresh = ActiveLearner(tmp_path / "q", pool_size=3)
+        assert (fresh.path / "project.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        os.chmod(learner.path / "labels.csv", 0o664)
+        learner.teach([7], [0])
+        assert (learner.path / "labels.csv").stat().st_mode & 0o777 == 0o664  # kept when replaced
+    finally:
+        os.umask(umask)
+
+
 def _files(path: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.name != ".lock"}
 

@@ -171,8 +171,16 @@ def write_atomic(path: Union[str, Path], data: Union[str, bytes]) -> None:
     """Writes ``data`` to a temporary file beside ``path``, fsyncs it, renames it over ``path``
     (``os.replace``) and fsyncs the folder: readers see the old file or the new one, whole."""
     path = Path(path)
+    try:
+        mode = path.stat().st_mode & 0o777  # a replaced file keeps its permissions
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask  # a new one gets what open() would give it
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()

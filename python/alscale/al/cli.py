@@ -1,6 +1,7 @@
-"""The ``alscale`` command line: ``alscale run`` (the active-learning loop: strategies compared
-on real data, with a table, a CSV and plots) and ``alscale bench`` (the selection kernels' speed);
-also ``python -m alscale ...``.
+"""The application's commands of ``alscale`` (the dispatcher is :mod:`alscale.cli`, which
+imports this module only for them): ``alscale run`` (the active-learning loop: strategies
+compared on real data, with a table, a CSV and plots) and ``alscale bench`` (the selection
+kernels' speed). :func:`main` is the dispatcher's, kept here for existing callers.
 
 Manners: Ctrl-C stops with one line that says how to continue (exit status 130); a reader that
 goes away (``alscale run --list | head -1``) ends the output quietly (exit status 141, as a

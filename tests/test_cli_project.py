@@ -158,6 +158,14 @@ def test_bad_input_is_one_error_line(pool, args, message):
     assert {f.name: f.read_bytes() for f in p.iterdir() if f.is_file()} == before  # nothing recorded
 
 
+def test_random_initial_batch_needs_only_the_pool_size(tmp_path):
+    out = alscale_cli("query", "--project", tmp_path / "p", "--pool-size", 1000, "--strategy", "random",
+                      "--budget", 10, "--seed", 4).stdout
+    assert [int(r["id"]) for r in _rows(out)] == alscale.select_random(1000, 10, seed=4).tolist()
+    proc = alscale_cli("query", "--project", tmp_path / "q", "--strategy", "random", "--budget", 10, ok=False)
+    assert proc.returncode == 2 and "needs the pool size" in proc.stderr
+
+
 def test_status_of_a_missing_project_is_an_error(tmp_path):
     proc = alscale_cli("status", "--project", tmp_path / "none", ok=False)
     assert proc.returncode == 2 and "is not an alscale project" in proc.stderr

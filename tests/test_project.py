@@ -159,7 +159,27 @@ def test_query_needs_and_shapes_are_checked(tmp_path):
         learner.query(x, -1)
     with pytest.raises(ValueError, match="embeddings has 9 rows"):
         learner.query(x, 2, strategy="coreset", embeddings=np.zeros((9, 2)))
+    with pytest.raises(ValueError, match="strategy 'margin' needs logits"):
+        learner.query(None, 2, strategy="margin")
+    with pytest.raises(ValueError, match="embeddings must be an array of shape"):
+        learner.query(x, 2, strategy="coreset", embeddings=np.zeros(10))
     assert len(learner.rounds) == 1  # refused queries record nothing
+
+
+def test_strategies_without_logits_take_the_pool_size_from_what_they_have(tmp_path):
+    z = np.random.default_rng(0).standard_normal((30, 4))
+    learner = ActiveLearner(tmp_path / "a")
+    with pytest.raises(ValueError, match="'random' needs the pool size"):
+        learner.query(None, 3, strategy="random", seed=0)
+    learner.teach([0, 5], [1, 0])
+    lab = np.zeros(30, bool)
+    lab[[0, 5]] = True
+    assert learner.query(None, 4, strategy="coreset", embeddings=z).tolist() == alscale.select_coreset(z, lab, 4).tolist()
+    assert learner.config["pool_size"] == 30 and learner.config["num_classes"] is None
+    assert learner.query(None, 4, strategy="random", seed=1).tolist() == \
+        alscale.select_random(30, 4, exclude=lab, seed=1).tolist()  # the pool size is the project's now
+    cold = ActiveLearner(tmp_path / "b", pool_size=1000)
+    assert cold.query(None, 5, strategy="random", seed=2).tolist() == alscale.select_random(1000, 5, seed=2).tolist()
 
 
 def test_ids_taught_before_the_first_query_must_fit_its_pool(tmp_path):

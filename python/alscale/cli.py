@@ -62,7 +62,8 @@ def build_parser(application: bool = True) -> argparse.ArgumentParser:
                      "batch in the project (created if missing) and write it: a CSV with a column id (and the "
                      "strategy's score), or Label Studio tasks. Strategies: " + names + "."))
     q.add_argument("--project", required=True, metavar="DIR", help="the project folder")
-    q.add_argument("--logits", required=True, metavar="FILE.npy", help="(N, C) logits of the pool")
+    q.add_argument("--logits", metavar="FILE.npy", help="(N, C) logits of the pool (every strategy but random "
+                   "and coreset)")
     q.add_argument("--embeddings", metavar="FILE.npy", help="(N, D) embeddings (coreset, badge, cluster-margin)")
     q.add_argument("--weight", metavar="FILE.npy", help="(C, D) weight of the linear head (base, mase; optional)")
     q.add_argument("--clusters", metavar="FILE.npy", help="(N,) cluster ids for cluster-margin (default: HAC of "
@@ -78,6 +79,8 @@ def build_parser(application: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--data-field", default="image", metavar="NAME",
                    help="column of --data put in each task's data (default image)")
     q.add_argument("--classes", type=_classes, help="class names, comma-separated in class index order")
+    q.add_argument("--pool-size", type=_positive, metavar="N", help="pool ids 0..N-1 (when no array gives it: "
+                   "random before any model)")
     q.set_defaults(func=_query)
 
     t = sub.add_parser(
@@ -158,7 +161,7 @@ def _query(args: argparse.Namespace) -> int:
     embeddings = _load(args.embeddings, "embeddings")
     weight = _load(args.weight, "weight")
     clusters = _load(args.clusters, "clusters")
-    learner = ActiveLearner(args.project, classes=args.classes)
+    learner = ActiveLearner(args.project, classes=args.classes, pool_size=args.pool_size)
     name = args.strategy or learner.strategy
 
     def write(ids, round):  # before the batch is recorded: if this fails, nothing is

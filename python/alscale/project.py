@@ -67,26 +67,38 @@ class QueryContext:
         return int(self.labeled.size)
 
 
+def logits_shape(logits: Any) -> tuple:
+    """(pool rows, classes) of (N, C) logits: their last two dimensions."""
+    shape = getattr(logits, "shape", None)
+    if shape is None or len(shape) < 2:
+        raise ValueError(f"logits must be an array of shape (pool, classes), got {type(logits).__name__}"
+                         + (f" of shape {tuple(shape)}" if shape is not None else ""))
+    return int(shape[-2]), int(shape[-1])
+
+
 @dataclass(frozen=True)
 class QueryStrategy:
     """A strategy of :class:`ActiveLearner`: ``select(ctx) -> ids``; ``needs`` names the inputs
-    it requires beyond ``logits`` (``"embeddings"``, ``"weight"``); ``score`` is
-    ``(column, function(logits, ids, weight) -> values)``, a column for the ids it picked (e.g.
-    their score), or None."""
+    it cannot do without (``"logits"``, ``"embeddings"``); ``score`` is ``(column,
+    function(logits, ids, weight) -> values)``, a column for the ids it picked (e.g. their
+    score), or None; ``shape(logits) -> (pool rows, classes)`` reads the pool size off the
+    logits it takes (default :func:`logits_shape`; e.g. (T, N, C) MC samples need their own)."""
 
     name: str
     select: Callable[[QueryContext], Any]
-    needs: frozenset = frozenset()
+    needs: frozenset = frozenset({"logits"})
     score: Optional[tuple] = None
     summary: str = ""
+    shape: Callable[[Any], tuple] = logits_shape
 
 
 #: The strategies by name; :func:`register` adds one.
 STRATEGIES: dict = {}
 
 
-def register(name: str, select: Callable[[QueryContext], Any], *, needs: Iterable[str] = (),
-             score: Optional[tuple] = None, summary: str = "") -> QueryStrategy:
+def register(name: str, select: Callable[[QueryContext], Any], *, needs: Iterable[str] = ("logits",),
+             score: Optional[tuple] = None, summary: str = "", shape: Callable[[Any], tuple] = logits_shape
+             ) -> QueryStrategy:
     """Adds a strategy to :data:`STRATEGIES` (one line per strategy; see :class:`QueryStrategy`).
 
     Examples
@@ -97,10 +109,10 @@ def register(name: str, select: Callable[[QueryContext], Any], *, needs: Iterabl
     ...              exclude=ctx.labeled), summary="example")
     >>> del STRATEGIES["smallest-margin"]
     """
-    unknown = set(needs) - {"embeddings", "weight"}
+    unknown = set(needs) - {"logits", "embeddings"}
     if unknown:
-        raise ValueError(f"needs: unknown inputs {sorted(unknown)} (embeddings, weight)")
-    STRATEGIES[name] = QueryStrategy(name, select, frozenset(needs), score, summary)
+        raise ValueError(f"needs: unknown inputs {sorted(unknown)} (logits, embeddings)")
+    STRATEGIES[name] = QueryStrategy(name, select, frozenset(needs), score, summary, shape)
     return STRATEGIES[name]
 
 
@@ -145,7 +157,7 @@ def _cluster_margin(ctx: QueryContext):
 
 
 register("random", lambda c: _lib().select_random(c.pool_size, c.budget, exclude=c.labeled, seed=c.seed),
-         summary="uniformly at random among the unlabeled ids")
+         needs=(), summary="uniformly at random among the unlabeled ids")
 register("margin", lambda c: _lib().select_margin(c.logits, c.budget, exclude=c.labeled),
          score=("margin", _scores("margin_scores")), summary="smallest softmax margin p1 - p2")
 register("confidence", lambda c: _lib().select_confidence(c.logits, c.budget, exclude=c.labeled),
@@ -161,8 +173,8 @@ register("base", lambda c: _lib().select_balanced(c.logits, c.budget, weight=c.w
 register("coreset", lambda c: _lib().select_coreset(c.embeddings, c.labeled, c.budget),
          needs=("embeddings",), summary="greedy k-center on the embeddings")
 register("badge", lambda c: _lib().select_badge(c.logits, c.embeddings, c.budget, exclude=c.labeled, seed=c.seed),
-         needs=("embeddings",), summary="k-means++ on gradient embeddings")
-register("cluster-margin", _cluster_margin, needs=("embeddings",), score=("margin", _scores("margin_scores")),
+         needs=("logits", "embeddings"), summary="k-means++ on gradient embeddings")
+register("cluster-margin", _cluster_margin, score=("margin", _scores("margin_scores")),
          summary="low-margin candidates round-robin over HAC clusters (clusters cached)")
 
 
@@ -451,6 +463,7 @@ class ActiveLearner:
         round of the project's history, and returns the ids (int64, in the strategy's order).
 
         Row i of ``logits`` (and of ``embeddings``) is pool id i; every labeled id is excluded.
+        ``logits`` may be None for strategies that do not need them (random, coreset).
         The result is the library call's (e.g. ``alscale.select_balanced(logits, budget,
         weight=weight, exclude=labeled)``). ``logits`` may be a memmap, read in chunks.
         ``seed`` (random, badge, cluster-margin) defaults to a fresh one, recorded in the
@@ -461,14 +474,18 @@ class ActiveLearner:
         """
         name = strategy or self.strategy
         spec = _strategy(name)
-        for need, value in (("embeddings", embeddings), ("weight", weight)):
-            if need in spec.needs and value is None and not (name == "cluster-margin" and clusters is not None):
+        for need, value in (("logits", logits), ("embeddings", embeddings)):
+            if need in spec.needs and value is None:
                 raise ValueError(f"strategy {name!r} needs {need}")
-        shape = getattr(logits, "shape", None)
-        if shape is None or len(shape) < 2:
-            raise ValueError(f"logits must be an array of shape (pool, classes), got {type(logits).__name__}"
-                             + (f" of shape {tuple(shape)}" if shape is not None else ""))
-        n, c = int(shape[-2]), int(shape[-1])
+        n, c = spec.shape(logits) if logits is not None else (None, None)
+        if embeddings is not None:
+            shape = getattr(embeddings, "shape", ())
+            if len(shape) != 2:
+                raise ValueError(f"embeddings must be an array of shape (pool, dimensions), got "
+                                 f"{type(embeddings).__name__}" + (f" of shape {tuple(shape)}" if shape else ""))
+            if n is not None and int(shape[0]) != n:
+                raise ValueError(f"embeddings has {shape[0]} rows but logits has {n} (one per pool id)")
+            n = int(shape[0])
         from ._backend.arrays import as_budget
 
         k = as_budget(budget)
@@ -478,16 +495,22 @@ class ActiveLearner:
 
         seed = as_seed(seed)
         with self._locked():
-            config = self._with_pool(self._read_config(), n, "logits")
-            config = self._with_num_classes(config, c, "logits")
+            config = self._read_config()
+            what = "logits" if logits is not None else "embeddings"
+            if n is None:
+                n = config["pool_size"]
+                if n is None:
+                    raise ValueError(f"strategy {name!r} needs the pool size: give logits or embeddings, or "
+                                     "create the project with pool_size (alscale query --pool-size)")
+            config = self._with_pool(config, n, what)
+            if c is not None:
+                config = self._with_num_classes(config, c, "logits")
             if config.get("options", {}).get("n_clusters") is None and name == "cluster-margin":
                 config["options"] = {**config["options"], "n_clusters": k}
-            if embeddings is not None and int(getattr(embeddings, "shape", [n])[0]) != n:
-                raise ValueError(f"embeddings has {embeddings.shape[0]} rows but logits has {n} (one per pool id)")
             labels = self._read_labels()
             if labels.ids.size and int(labels.ids.max()) >= n:
-                raise ValueError(f"logits has {n} rows but id {int(labels.ids.max())} is labeled (row i is pool id i)")
-            if labels.ids.size and int(labels.labels.max()) >= c:
+                raise ValueError(f"{what} has {n} rows but id {int(labels.ids.max())} is labeled (row i is pool id i)")
+            if c is not None and labels.ids.size and int(labels.labels.max()) >= c:
                 raise ValueError(f"logits has {c} classes but class {int(labels.labels.max())} is taught")
             labeled = np.zeros(n, dtype=bool)
             labeled[labels.ids] = True

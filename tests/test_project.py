@@ -236,6 +236,36 @@ def test_teach_refuses_a_bad_file_naming_the_line_and_records_nothing_of_it(tmp_
     assert (learner.path / "labels.csv").read_bytes() == labels
 
 
+BAD_LINES = {  # a bad line (given the project: pool 0..19, classes a/b/c, id 0 taught 'b') -> the message
+    "999,a": "id 999 is out of range", "x1,a": "id must be an integer", "3,zebra": "unknown label 'zebra'",
+    "0,c": "id 0 is labeled 'c', but was taught 'b' before", "4,7": "label 7 is out of range",
+    "5,a,extra": "3 fields, the header has 2", "6,": "empty label", "1.5,a": "id must be an integer",
+}
+
+
+@examples(0.3)
+@given(seed=st.integers(0, 2**32 - 1), good=st.integers(0, 15), bad=st.sampled_from(sorted(BAD_LINES)),
+       where=st.integers(0, 15))
+def test_teach_refuses_any_file_with_a_bad_line_naming_it(seed, good, bad, where):
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(np.arange(7, 20), size=min(good, 13), replace=False)
+    lines = [f"{i},{'abc'[int(rng.integers(3))]}" for i in ids]
+    k = min(where, len(lines))
+    lines.insert(k, bad)
+    with tempfile.TemporaryDirectory() as tmp:
+        learner = ActiveLearner(Path(tmp) / "p", classes=["a", "b", "c"], pool_size=20)
+        learner.teach([0], ["b"])
+        before = _files(learner.path)
+        path = Path(tmp) / "labels.csv"
+        path.write_text("id,label\n" + "\n".join(lines) + "\n")
+        with pytest.raises(ValueError) as info:
+            learner.teach_file(path)
+        assert f"{path} line {k + 2}: " in str(info.value) and BAD_LINES[bad] in str(info.value)
+        assert _files(learner.path) == before
+        path.write_text("id,label\n" + "\n".join(lines[:k] + lines[k + 1:]) + "\n")
+        assert learner.teach_file(path) == len(ids)  # without it, the file is taught whole
+
+
 def test_teach_names_the_pair_from_python_and_reads_class_names(tmp_path):
     learner = _project(tmp_path, classes=["cat", "dog"])
     with pytest.raises(ValueError, match=r"ids\[1\]: unknown label 'cow' \(classes: cat, dog\)"):

@@ -82,6 +82,8 @@ def test_query_teach_status_without_torch(pool, no_torch):
     assert "12 new labels recorded (12 in all)" in done.stderr
     table = alscale_cli("status", "--project", p, env=no_torch).stdout
     assert "12 labels of a pool of 500, 1 rounds queried" in table and "imbalance (largest / smallest class): 1.00" in table
+    summary = json.loads(alscale_cli("status", "--project", p, "--json", env=no_torch).stdout)
+    assert summary["per_class"] == [2] * 6 and summary["rounds"][0]["labeled"] == 12
     # run/bench say what to install
     run = alscale_cli("run", "--list", env=no_torch, ok=False)
     assert run.returncode == 2 and 'alscale[al]' in run.stderr and "Traceback" not in run.stderr, run.stderr

@@ -205,6 +205,8 @@ def _status(args: argparse.Namespace) -> int:
     from .project import ActiveLearner, format_status
 
     status = ActiveLearner(args.project, create=False).status()
+    if args.json and status["imbalance"] == float("inf"):
+        status["imbalance"] = "inf"  # strict JSON has no Infinity
     sys.stdout.write(json.dumps(status, indent=1) + "\n" if args.json else format_status(status))
     return 0
 

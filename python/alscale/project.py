@@ -441,6 +441,7 @@ class ActiveLearner:
         """A summary: pool size, classes, labels per class, imbalance (largest / smallest class
         count; inf when a class has none), and per round the batch size and how much of it is
         labeled."""
+        self.config = self._read_config()  # another command may have changed it
         labels, rounds = self._read_labels(), self._read_history()
         c = self.config["num_classes"] or (int(labels.labels.max()) + 1 if labels.ids.size else 0)
         counts = np.bincount(labels.labels, minlength=c) if c else np.zeros(0, np.int64)
@@ -638,7 +639,8 @@ class ActiveLearner:
             if isinstance(label, (float, np.floating)) and float(label).is_integer():
                 label = int(label)
             else:
-                known = f" (classes: {', '.join(index)})" if index else " (give the project class names to use names)"
+                known = (f" (classes: {', '.join(index)})" if index else
+                         " (the project has no class names: give them with --classes or ActiveLearner(classes=...))")
                 raise ValueError(f"{where}: unknown label {label!r}{known}")
         y = int(label)
         if y < 0 or (c is not None and y >= c):

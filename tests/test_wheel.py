@@ -126,7 +126,7 @@ def test_wheel_metadata_requires_numpy_only(wheel):
     assert len(hard) == 1 and hard[0].startswith("numpy"), requires
     al = {r.split(";")[0].split(">")[0].strip() for r in requires if 'extra == "al"' in r}
     assert al == {"torch", "tqdm", "matplotlib"}, requires
-    assert "alscale = alscale.al.cli:main" in entry_points
+    assert "alscale = alscale.cli:main" in entry_points
     assert any(n.startswith("alscale/_core.") and n.endswith((".so", ".pyd")) for n in names), names
     assert not any(n.startswith("alscale/_cuda.") and not n.endswith(".pyi") for n in names), names
     assert not any("__pycache__" in n or n.startswith(("tests/", "csrc/", "cuda/")) for n in names), names

@@ -36,6 +36,7 @@ from .diversity import select_badge, select_coreset
 from .streaming import BalancedSelector
 from .pool import chunked, logits_from_embeddings
 from .distributed import shard_rows
+from .project import ActiveLearner
 
 __version__ = getattr(_core, "__version__", "0.0.0")
 
@@ -96,4 +97,5 @@ __all__ = [
     "select_margin",
     "select_random",
     "shard_rows",
+    "ActiveLearner",
 ]

@@ -1,6 +1,7 @@
-"""The ``alscale`` command line: ``alscale run`` (the active-learning loop: strategies compared
-on real data, with a table, a CSV and plots) and ``alscale bench`` (the selection kernels' speed);
-also ``python -m alscale ...``.
+"""The application's commands of ``alscale`` (the dispatcher is :mod:`alscale.cli`, which
+imports this module only for them): ``alscale run`` (the active-learning loop: strategies
+compared on real data, with a table, a CSV and plots) and ``alscale bench`` (the selection
+kernels' speed). :func:`main` is the dispatcher's, kept here for existing callers.
 
 Manners: Ctrl-C stops with one line that says how to continue (exit status 130); a reader that
 goes away (``alscale run --list | head -1``) ends the output quietly (exit status 141, as a
@@ -57,12 +58,14 @@ def _imbalance(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="alscale",
-        description="Fast, exact batch active learning at ImageNet scale.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    """The whole ``alscale`` parser (:func:`alscale.cli.build_parser`)."""
+    from ..cli import build_parser as full
+
+    return full()
+
+
+def add_commands(sub) -> None:
+    """Adds ``run`` and ``bench`` to the ``alscale`` subcommands (called by :mod:`alscale.cli`)."""
     _add_run(sub)
 
     bench = sub.add_parser(
@@ -101,7 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", metavar="PATH", help="also write the results and the machine to PATH"
     )
     bench.set_defaults(func=_bench)
-    return parser
 
 
 DEFAULT_STRATEGIES = "random,margin,confidence,entropy,base,coreset,badge"
@@ -159,7 +161,7 @@ def _add_run(sub) -> None:
     syn.add_argument("--dim", type=_positive, default=64, help="features (default 64)")
     syn.add_argument("--classes", type=_positive, default=10, help="classes (default 10)")
     syn.add_argument("--imbalance", type=_imbalance, default=10.0, help="largest / smallest class (default 10)")
-    run.set_defaults(func=_run)
+    run.set_defaults(func=_run, resume_hint=_resume_command)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -462,36 +464,11 @@ def _resume_command(args: argparse.Namespace, argv: list) -> str:
     return shlex.join(["alscale", *words, *([] if args.resume else ["--resume"])])
 
 
-def _dispatch(parser: argparse.ArgumentParser, argv: list) -> int:
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help(sys.stderr)
-        return 2
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
-            how = f"; continue with: {_resume_command(args, argv)}" if args.command == "run" else ""
-            print(f"\nalscale {args.command}: interrupted{how}", file=sys.stderr)
-        return 130
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``alscale`` script; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    try:
-        try:
-            return _dispatch(parser, argv)
-        finally:
-            if sys.stdout is not None:
-                sys.stdout.flush()  # a reader gone away (`| head -1`) shows here, not at exit
-    except BrokenPipeError:
-        try:  # what is still buffered goes nowhere, without a second error at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):  # not a file descriptor (a test's capture)
-            pass
-        return 141  # 128 + SIGPIPE, the status of a process the closed pipe had killed
+    """Entry point of the ``alscale`` script (:func:`alscale.cli.main`); returns the exit status."""
+    from ..cli import main as full
+
+    return full(argv)
 
 
 if __name__ == "__main__":

@@ -97,3 +97,7 @@ __all__ = [
     "select_random",
     "shard_rows",
 ]
+
+from .coldstart import probcover_delta, select_probcover, select_typiclust  # noqa: E402  (cold start, issue 14)
+
+__all__ += ["probcover_delta", "select_probcover", "select_typiclust"]

@@ -182,13 +182,16 @@ def _most_typical(points: np.ndarray, k: int, num_threads: int) -> int:
 # --------------------------------------------------------------------------- ProbCover
 
 
-def _neighbours(unit: np.ndarray, neighbors: Any, knn_method: str, threads: int):
+def _neighbours(unit: np.ndarray, neighbors: Any, knn_method: str, threads: int, graph: Any = None):
     """(indices, Euclidean distances) of every row's neighbours, nearest first: all others when
-    ``neighbors`` is None (exact), else the ``neighbors`` nearest (clipped to N - 1)."""
+    ``neighbors`` is None (exact), else the ``neighbors`` nearest (clipped to N - 1), or those of
+    a given ``graph`` (indices, cosine similarities) as :func:`alscale.knn_graph` returns."""
     n = unit.shape[0]
-    if n < 2:
+    if graph is not None:
+        idx, sim = _given_graph(graph, n)
+    elif n < 2:
         return np.zeros((n, 0), np.int64), np.zeros((n, 0))
-    if neighbors is None:
+    elif neighbors is None:
         idx, sim = _core.knn_exact(unit, n - 1, threads)
     else:
         k = min(as_int(neighbors, "neighbors", minimum=1), n - 1)
@@ -198,13 +201,33 @@ def _neighbours(unit: np.ndarray, neighbors: Any, knn_method: str, threads: int)
     return idx, dist
 
 
-def _purity_delta(idx: np.ndarray, dist: np.ndarray, clusters: np.ndarray, purity: float, exact: bool) -> float:
+def _given_graph(graph: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(graph, tuple) or len(graph) != 2:
+        raise TypeError("graph must be a tuple (indices, similarities) as alscale.knn_graph returns")
+    idx, sim = np.asarray(graph[0]), np.asarray(graph[1])
+    if idx.ndim != 2 or idx.shape[0] != n or sim.shape != idx.shape:
+        raise ValueError(f"graph indices and similarities must both be (N, k) with N = {n} rows, "
+                         f"got {idx.shape} and {sim.shape}")
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"graph indices must be integers, got {idx.dtype}")
+    if idx.size and (idx.max() >= n or idx.min() < -1):
+        raise ValueError(f"graph indices must lie in [-1, {n}) (-1: no neighbour)")
+    if (idx == np.arange(n)[:, None]).any():
+        raise ValueError("graph indices list a row as its own neighbour")
+    if sim.dtype.kind not in "fiu" or not np.isfinite(sim).all():
+        raise ValueError("graph similarities must be finite real numbers")
+    order = np.argsort(-np.where(idx < 0, -np.inf, sim.astype(np.float64)), axis=1, kind="stable")
+    return np.take_along_axis(idx.astype(np.int64), order, axis=1), np.take_along_axis(sim, order, axis=1)
+
+
+def _purity_delta(idx: np.ndarray, dist: np.ndarray, clusters: np.ndarray, purity: float) -> float:
     """The largest δ whose balls (points at distance < δ) are pure for a fraction >= ``purity``
     of the points. A point's ball is pure for every δ <= r, r being its distance to the nearest
     point of another cluster; on a kNN list without such a point r is the k-th distance (purity
     is only known up to there: the result is a lower bound of the exact δ), or, with every other
     point listed, infinite. The result is at most 2, the unit sphere's diameter."""
     n = idx.shape[0]
+    exact = idx.shape[1] == n - 1 and bool((idx >= 0).all())  # every other point is listed
     other = (clusters[np.maximum(idx, 0)] != clusters[:, None]) & (idx >= 0)
     first = np.where(other.any(axis=1), other.argmax(axis=1), -1)
     r = np.full(n, np.inf)
@@ -230,7 +253,8 @@ def _check_purity(purity: Any) -> float:
 
 
 def probcover_delta(embeddings: Any, *, num_classes: Any = None, purity: Any = 0.95, clusters: Any = None,
-                    neighbors: Any = None, knn_method: str = "exact", seed: Any = None, num_threads: int = 0) -> float:
+                    neighbors: Any = None, knn_method: str = "exact", graph: Any = None, seed: Any = None,
+                    num_threads: int = 0) -> float:
     """ProbCover's ball radius: the largest δ for which at least ``purity`` (α) of the points have
     a pure δ-ball, w.r.t. a k-means clustering into ``num_classes`` clusters (the paper's rule,
     Yehuda et al. 2022, section 4).
@@ -259,6 +283,10 @@ def probcover_delta(embeddings: Any, *, num_classes: Any = None, purity: Any = 0
         k of the kNN graph (None: exact).
     knn_method : {"exact", "faiss"}
         How the kNN graph is built (see :func:`alscale.knn_graph`).
+    graph : tuple (indices, similarities), optional
+        A kNN graph of the embeddings as :func:`alscale.knn_graph` returns ((N, k) neighbours,
+        -1 = none, and their cosine similarities) to use instead of building one (e.g. to reuse
+        it over rounds); ``neighbors`` and ``knn_method`` are then ignored.
     seed : int >= 0 or numpy.random.Generator, optional
         The k-means seed.
     num_threads : int, optional
@@ -272,14 +300,14 @@ def probcover_delta(embeddings: Any, *, num_classes: Any = None, purity: Any = 0
     >>> import numpy as np, alscale
     >>> x = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
     >>> round(alscale.probcover_delta(x, clusters=[0, 0, 1, 1], purity=1.0), 4)
-    1.2728
+    1.2665
     """
     unit = _unit(embeddings, "probcover_delta")
     p = _check_purity(purity)
     threads = as_threads(num_threads)
     c = _clustering(unit, clusters, num_classes, seed, threads)
-    idx, dist = _neighbours(unit, neighbors, knn_method, threads)
-    return _purity_delta(idx, dist, c, p, neighbors is None)
+    idx, dist = _neighbours(unit, neighbors, knn_method, threads, graph)
+    return _purity_delta(idx, dist, c, p)
 
 
 def _clustering(unit: np.ndarray, clusters: Any, num_classes: Any, seed: Any, threads: int) -> np.ndarray:
@@ -305,7 +333,7 @@ def balls(idx: np.ndarray, dist: np.ndarray, delta: float) -> tuple[np.ndarray, 
 
 def select_probcover(embeddings: Any, budget: Any, *, labeled: Any = None, delta: Any = None, purity: Any = 0.95,
                      num_classes: Any = None, clusters: Any = None, neighbors: Any = None, knn_method: str = "exact",
-                     seed: Any = None, num_threads: int = 0):
+                     graph: Any = None, seed: Any = None, num_threads: int = 0):
     """ProbCover: greedy maximum coverage of δ-balls on the L2-normalised embeddings.
 
     The δ-graph has an edge x -> y when ‖x - y‖ < δ (x -> x included). The labeled points' balls
@@ -329,9 +357,9 @@ def select_probcover(embeddings: Any, budget: Any, *, labeled: Any = None, delta
     labeled : index array or boolean mask of shape (N,), optional
     delta : float > 0, optional
         The ball radius (Euclidean, on unit rows: at most 2 matters).
-    purity, num_classes, clusters, neighbors, knn_method
-        As in :func:`probcover_delta` (only used when ``delta`` is None, except ``neighbors``
-        and ``knn_method``, which also build the balls).
+    purity, num_classes, clusters, neighbors, knn_method, graph
+        As in :func:`probcover_delta` (only used when ``delta`` is None, except ``neighbors``,
+        ``knn_method`` and ``graph``, which also give the balls).
     seed : int >= 0 or numpy.random.Generator, optional
         The k-means seed and the random fill.
     num_threads : int, optional
@@ -361,9 +389,9 @@ def select_probcover(embeddings: Any, budget: Any, *, labeled: Any = None, delta
             raise ValueError(f"delta must be a positive distance, got {delta!r}")
     else:
         p = _check_purity(purity)
-    idx, dist = _neighbours(unit, neighbors, knn_method, threads)
+    idx, dist = _neighbours(unit, neighbors, knn_method, threads, graph)
     if delta is None:
-        d = _purity_delta(idx, dist, _clustering(unit, clusters, num_classes, rng, threads), p, neighbors is None)
+        d = _purity_delta(idx, dist, _clustering(unit, clusters, num_classes, rng, threads), p)
     indptr, members = balls(idx, dist, d)
     return _wrap_like(embeddings, coverage_picks(indptr, members, lab, b, rng, threads))
 

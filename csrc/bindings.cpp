@@ -462,9 +462,10 @@ PYBIND11_MODULE(_core, m) {
             const int64_t* ip = indptr.data();
             const int64_t* mp = members.data();
             if (ip[0] != 0 || ip[n] != members.shape(0)) throw std::invalid_argument("indptr must run from 0 to len(members)");
+            for (int64_t i = 0; i < n; ++i)
+                if (ip[i + 1] < ip[i]) throw std::invalid_argument("indptr must be non-decreasing");
             std::vector<int64_t> seen(static_cast<size_t>(n), -1);
             for (int64_t i = 0; i < n; ++i) {
-                if (ip[i + 1] < ip[i]) throw std::invalid_argument("indptr must be non-decreasing");
                 for (int64_t j = ip[i]; j < ip[i + 1]; ++j) {
                     if (mp[j] < 0 || mp[j] >= n) throw std::invalid_argument("ball member out of range");
                     if (seen[static_cast<size_t>(mp[j])] == i) throw std::invalid_argument("a ball lists a member twice");

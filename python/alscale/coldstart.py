@@ -229,7 +229,7 @@ def _purity_delta(idx: np.ndarray, dist: np.ndarray, clusters: np.ndarray, purit
     n = idx.shape[0]
     exact = idx.shape[1] == n - 1 and bool((idx >= 0).all())  # every other point is listed
     other = (clusters[np.maximum(idx, 0)] != clusters[:, None]) & (idx >= 0)
-    first = np.where(other.any(axis=1), other.argmax(axis=1), -1)
+    first = np.where(other.any(axis=1), other.argmax(axis=1) if idx.shape[1] else 0, -1)
     r = np.full(n, np.inf)
     has = first >= 0
     r[has] = dist[np.flatnonzero(has), first[has]]

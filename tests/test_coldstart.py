@@ -159,6 +159,23 @@ def test_typiclust_matches_reference(seed, n, d, centers, k, budget, frac, dupes
         assert abs(scores[i][int(got[i])] - scores[i][int(want[i])]) < 1e-5
 
 
+@given(seed=SEEDS, m=st.integers(2, 80), d=st.integers(2, 16), k=st.integers(1, 25))
+@examples(0.3)
+def test_typicality_matches_the_papers_faiss_code(seed, m, d, k):
+    """The official get_nn/calculate_typicality: faiss IndexFlatL2 (squared distances), k + 1
+    neighbours with the first (the point itself) dropped, argmax of 1 / (mean + 1e-5)."""
+    faiss = pytest.importorskip("faiss")
+    rng = np.random.default_rng(seed)
+    u = cs.unit_rows(rng.normal(size=(m, d)))
+    kk = min(k, m // 2)
+    index = faiss.IndexFlatL2(d)
+    index.add(u)
+    dist, _ = index.search(u, kk + 1)
+    paper = 1 / (dist[:, 1:].mean(axis=1) + 1e-5)
+    got = cs._most_typical(u, k, 0)
+    assert paper[got] >= paper.max() * (1 - 1e-5)  # the paper's best, up to float32 near-ties
+
+
 def test_typiclust_ties_go_to_the_smaller_row_and_labeled_clusters_wait():
     x = np.array([[1.0, 0.0]] * 8 + [[0.0, 1.0]] * 6 + [[-1.0, 0.0]] * 3)
     clusters = np.array([0] * 8 + [1] * 6 + [2] * 3)

@@ -42,8 +42,8 @@ def _faiss():
 
 
 def kmeans_labels(unit: np.ndarray, k: int, seed: int, num_threads: int = 0) -> np.ndarray:
-    """faiss k-means (Lloyd, 20 iterations, k-means++-free random init from ``seed``) of the
-    float32 rows into min(k, N) clusters: the cluster of every row (int64)."""
+    """faiss k-means (Lloyd, 20 iterations from random initial centroids drawn with ``seed``)
+    of the float32 rows into min(k, N) clusters: the cluster of every row (int64)."""
     faiss = _faiss()
     if num_threads > 0:
         faiss.omp_set_num_threads(num_threads)

@@ -314,6 +314,11 @@ def test_probcover_delta_is_the_purity_rule(seed, n, d, centers, alpha, dupes):
         assert approx**2 <= want**2 + 1e-5
     full = alscale.probcover_delta(x, clusters=clusters, purity=alpha, neighbors=n - 1)
     assert abs(full**2 - want**2) < 1e-5
+    # a graph with missing neighbours (-1, as faiss marks them) is still a lower bound
+    idx, sim = alscale.knn_graph(x, min(4, n - 1))
+    idx[::2, -1] = -1
+    holes = alscale.probcover_delta(x, clusters=clusters, purity=alpha, graph=(idx, sim))
+    assert holes**2 <= want**2 + 1e-5
 
 
 @given(seed=SEEDS, n=st.integers(2, 40), k=st.integers(1, 8), q=st.floats(0.05, 0.95), dupes=st.booleans())

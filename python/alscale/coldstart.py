@@ -149,7 +149,10 @@ def typiclust_picks(unit: np.ndarray, clusters: np.ndarray, labeled: np.ndarray,
     np.minimum.at(first, inverse, np.arange(n))
     small = size <= TYPICLUST_MIN_CLUSTER_SIZE
     order = np.lexsort((first, -size, nlab, small))
-    remaining = {int(c): np.flatnonzero((inverse == c) & ~labeled) for c in order}
+    free = np.flatnonzero(~labeled)
+    by_cluster = free[np.argsort(inverse[free], kind="stable")]  # ascending rows within each cluster
+    cuts = np.cumsum(np.bincount(inverse[free], minlength=ids.size))[:-1]
+    remaining = dict(enumerate(np.split(by_cluster, cuts)))
     picks: list[int] = []
     for phase in (False, True):
         ring = [int(c) for c in order if small[c] == phase and remaining[int(c)].size]
@@ -233,8 +236,10 @@ def _purity_delta(idx: np.ndarray, dist: np.ndarray, clusters: np.ndarray, purit
     r = np.full(n, np.inf)
     has = first >= 0
     r[has] = dist[np.flatnonzero(has), first[has]]
-    if not exact and idx.shape[1]:
-        r[~has] = dist[~has, -1]
+    if not exact:  # purity is known up to the farthest listed neighbour (0 with none listed)
+        listed = (idx >= 0).sum(axis=1)
+        known = np.where(listed > 0, dist[np.arange(n), np.maximum(listed - 1, 0)] if idx.shape[1] else 0.0, 0.0)
+        r[~has] = known[~has]
     m = max(1, int(purity * n))  # the fewest points that must be pure: smallest m with m / n >= purity
     while m > 1 and (m - 1) / n >= purity:
         m -= 1

@@ -99,3 +99,7 @@ __all__ = [
     "shard_rows",
     "ActiveLearner",
 ]
+
+from .coldstart import probcover_delta, select_probcover, select_typiclust  # noqa: E402  (cold start, issue 14)
+
+__all__ += ["probcover_delta", "select_probcover", "select_typiclust"]

@@ -109,3 +109,11 @@ class BalancedState:
     def snapshot(self) -> dict[str, Any]: ...
     @staticmethod
     def from_snapshot(state: dict[str, Any]) -> BalancedState: ...
+def max_coverage(
+    indptr: npt.NDArray[np.int64],
+    members: npt.NDArray[np.int64],
+    covered: npt.NDArray[np.uint8],
+    candidate: npt.NDArray[np.uint8],
+    budget: int,
+    num_threads: int = 0,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]: ...

@@ -164,6 +164,8 @@ _MODULES = (
     "coreset",
     "badge",
     "cluster_margin",
+    "typiclust",
+    "probcover",
 )
 for _m in _MODULES:
     try:

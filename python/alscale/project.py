@@ -178,6 +178,24 @@ register("cluster-margin", _cluster_margin, score=("margin", _scores("margin_sco
          summary="low-margin candidates round-robin over HAC clusters (clusters cached)")
 
 
+def _probcover(ctx: QueryContext):
+    """ProbCover with the project's options: ``delta``, or the purity rule's k-means into
+    ``num_classes`` clusters (default: the project's class count); a faiss kNN graph of
+    ``neighbors`` (20) neighbours beyond 20,000 rows, all pairs below."""
+    o = ctx.options
+    classes = o.get("num_classes") or (len(ctx.learner.classes) if ctx.learner and ctx.learner.classes else None)
+    big = ctx.pool_size > 20_000
+    return _lib().select_probcover(ctx.embeddings, ctx.budget, labeled=ctx.labeled, delta=o.get("delta"),
+                                   num_classes=classes, neighbors=int(o.get("neighbors", 20)) if big else None,
+                                   knn_method="faiss" if big else "exact", seed=ctx.seed)
+
+
+register("typiclust", lambda c: _lib().select_typiclust(c.embeddings, c.budget, labeled=c.labeled, seed=c.seed),
+         needs=("embeddings",), summary="cold start: the most typical point of the largest unlabeled clusters")
+register("probcover", _probcover, needs=("embeddings",),
+         summary="cold start: greedy coverage of delta-balls (options: delta or num_classes)")
+
+
 # ------------------------------------------------------------------------------ files
 def write_atomic(path: Union[str, Path], data: Union[str, bytes]) -> None:
     """Writes ``data`` to a temporary file beside ``path``, fsyncs it, renames it over ``path``
@@ -368,7 +386,8 @@ class ActiveLearner:
         Pool rows; otherwise set by the first query (the rows of its logits). Stored.
     options : dict, optional
         Strategy options stored in the project: cluster-margin's ``n_clusters`` (default: the
-        first query's budget), ``neighbors`` (10) and ``candidates_factor`` (10).
+        first query's budget), ``neighbors`` (10) and ``candidates_factor`` (10); probcover's
+        ``delta`` or ``num_classes`` (default: the project's class count) and ``neighbors`` (20).
 
     Examples
     --------

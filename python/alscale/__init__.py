@@ -36,6 +36,9 @@ from .diversity import select_badge, select_coreset
 from .streaming import BalancedSelector
 from .pool import chunked, logits_from_embeddings
 from .distributed import shard_rows
+from .bayesian import (MCScores, bald_scores, mc_confidence_scores, mc_entropy_scores, mc_margin_scores,
+                       select_bald, select_batchbald, select_power, select_power_entropy, select_power_margin,
+                       select_powerbald)
 
 __version__ = getattr(_core, "__version__", "0.0.0")
 
@@ -96,4 +99,6 @@ __all__ = [
     "select_margin",
     "select_random",
     "shard_rows",
+    "MCScores", "bald_scores", "mc_confidence_scores", "mc_entropy_scores", "mc_margin_scores", "select_bald",
+    "select_batchbald", "select_power", "select_power_entropy", "select_power_margin", "select_powerbald",
 ]

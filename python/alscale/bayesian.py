@@ -84,7 +84,7 @@ class MCScores:
     >>> for logits in (np.array([[3.0, 0.0], [0.0, 0.0]]), np.array([[0.0, 3.0], [0.0, 0.0]])):
     ...     acc.update(logits)
     >>> acc.samples, acc.scores("bald").round(3).tolist()
-    (2, [0.52, 0.0])
+    (2, [0.502, 0.0])
     """
 
     def __init__(self, *, probabilities: bool = False, num_threads: int = 0):
@@ -184,7 +184,7 @@ def bald_scores(samples: Any, *, probabilities: bool = False, num_threads: int =
     >>> import numpy as np, alscale
     >>> samples = np.array([[[4.0, 0.0], [0.0, 0.0]], [[0.0, 4.0], [0.0, 0.0]]])  # (T=2, N=2, C=2)
     >>> alscale.bald_scores(samples).round(3)
-    array([0.6, 0. ])
+    array([0.603, 0.   ])
     """
     out, wrap = _scores(samples, "bald", probabilities, num_threads)
     return wrap(out)
@@ -330,8 +330,10 @@ def select_power(scores: Any, budget: Any, *, beta: float = 1.0, seed: Any = Non
     gumbel = rng.gumbel(size=n)
     mask = ex.mask(0, n)
     taken = np.zeros(n, dtype=np.uint8) if mask is None else mask.copy()
-    positive = s > 0 if b > 0 else np.ones(n, dtype=bool)
-    with np.errstate(divide="ignore"):
+    if b == 0:  # score^0 = 1: uniform over every row
+        positive, keys = np.ones(n, dtype=bool), gumbel
+    else:
+        positive = s > 0
         keys = np.where(positive, b * np.log(np.where(positive, s, 1.0)) + gumbel, -np.inf)
     first = _core.select_topk(keys, min(k, n), (taken | ~positive).astype(np.uint8), True, 0)
     out = first

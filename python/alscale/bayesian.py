@@ -82,7 +82,7 @@ class MCScores:
     >>> import numpy as np, alscale
     >>> acc = alscale.MCScores()
     >>> for logits in (np.array([[3.0, 0.0], [0.0, 0.0]]), np.array([[0.0, 3.0], [0.0, 0.0]])):
-    ...     acc.update(logits)
+    ...     _ = acc.update(logits)
     >>> acc.samples, acc.scores("bald").round(3).tolist()
     (2, [0.502, 0.0])
     """

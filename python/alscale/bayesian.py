@@ -400,7 +400,7 @@ def _probabilities(samples: Any, probabilities: bool, rows: np.ndarray | None) -
     else:
         seq = samples
     out: list = []
-    wrap = None
+    wrap, first = None, (0, 0)
     for t, sample in enumerate(seq):
         x = _sample(sample, t)
         if out and (x.rows, x.classes) != first:

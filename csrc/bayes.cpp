@@ -52,7 +52,8 @@ ALSCALE_INLINE int add_logits_row(const T* x, int64_t n, T* e, T* acc, double& h
         lt[j] = t[j / W][j % W];
     }
     const T sum = sum_lanes(ls), tsum = sum_lanes(lt);
-    for (int64_t k = 0; k < n; ++k) acc[k] = add(acc[k], div(e[k], sum));
+    const T inv = div(T(1), sum);
+    for (int64_t k = 0; k < n; ++k) acc[k] = add(acc[k], mul(e[k], inv));
     h += static_cast<double>(sub(static_cast<T>(std::log(sum)), div(tsum, sum)));
     return 0;
 }
@@ -100,15 +101,18 @@ ALSCALE_INLINE int add_row(const T* x, int64_t n, bool probabilities, T* e, T* a
     return code;
 }
 
-// A row's score from its sums over `count` samples (q = acc / count, in double).
+// A row's score from its sums over `count` samples: q = acc * (1 / count) and q log q in the
+// state's precision (float or double), summed in double.
 template <class T>
 double score_row(const T* acc, int64_t n, int64_t count, double h, McScore kind) {
     const double k = static_cast<double>(count);
     if (kind == McScore::expected_entropy) return h / k;
+    const T inv = T(1) / static_cast<T>(count);
     double ent = 0.0, top1 = -1.0, top2 = 0.0;
     for (int64_t c = 0; c < n; ++c) {
-        const double q = static_cast<double>(acc[c]) / k;
-        if (q > 0.0) ent -= q * std::log(q);
+        const T qt = acc[c] * inv;
+        const double q = static_cast<double>(qt);
+        if (qt > T(0)) ent -= static_cast<double>(qt * std::log(qt));
         if (q > top1) {
             top2 = top1;
             top1 = q;

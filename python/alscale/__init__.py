@@ -37,6 +37,9 @@ from .streaming import BalancedSelector
 from .pool import chunked, logits_from_embeddings
 from .distributed import shard_rows
 from .project import ActiveLearner
+from .bayesian import (MCScores, bald_scores, mc_confidence_scores, mc_entropy_scores, mc_margin_scores,
+                       select_bald, select_batchbald, select_power, select_power_entropy, select_power_margin,
+                       select_powerbald)
 
 __version__ = getattr(_core, "__version__", "0.0.0")
 
@@ -98,6 +101,8 @@ __all__ = [
     "select_random",
     "shard_rows",
     "ActiveLearner",
+    "MCScores", "bald_scores", "mc_confidence_scores", "mc_entropy_scores", "mc_margin_scores", "select_bald",
+    "select_batchbald", "select_power", "select_power_entropy", "select_power_margin", "select_powerbald",
 ]
 
 from .coldstart import probcover_delta, select_probcover, select_typiclust  # noqa: E402  (cold start, issue 14)

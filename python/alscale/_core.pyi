@@ -117,3 +117,33 @@ def max_coverage(
     budget: int,
     num_threads: int = 0,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]: ...
+
+class McScore:
+    bald: McScore
+    margin: McScore
+    confidence: McScore
+    entropy: McScore
+    expected_entropy: McScore
+
+class McState:
+    def __init__(self, rows: int, classes: int, f64: bool) -> None: ...
+    def add(self, sample: npt.NDArray[Any], bf16: bool, probabilities: bool, num_threads: int = 0) -> None: ...
+    def scores(self, kind: McScore, num_threads: int = 0) -> npt.NDArray[np.float64]: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def classes(self) -> int: ...
+    @property
+    def samples(self) -> int: ...
+    @property
+    def f64(self) -> bool: ...
+
+def mc_scores(
+    samples: list[npt.NDArray[Any]], bf16: bool, probabilities: bool, f64: bool, kind: McScore, num_threads: int = 0
+) -> npt.NDArray[np.float64]: ...
+def joint_entropy(
+    configs: npt.NDArray[np.float64],
+    weight: npt.NDArray[np.float64],
+    probs: npt.NDArray[np.float64],
+    num_threads: int = 0,
+) -> npt.NDArray[np.float64]: ...

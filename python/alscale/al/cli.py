@@ -135,9 +135,12 @@ def _add_run(sub) -> None:
     run.add_argument("--budget", type=_positive, default=100, help="labels per round (default 100)")
     run.add_argument("--rounds", type=_non_negative, default=5, help="selection rounds (default 5)")
     run.add_argument("--seeds", type=_positive, default=3, help="seeds 0..N-1 per strategy (default 3)")
-    run.add_argument("--model", choices=("linear", "cnn"), default="linear",
+    run.add_argument("--model", choices=("linear", "cnn", "mlp-dropout"), default="linear",
                      help="linear: a linear probe on fixed features (pixels for images; default); "
-                          "cnn: a small CNN fine-tuned end to end with light augmentation (images)")
+                          "cnn: a small CNN fine-tuned end to end with light augmentation (images); "
+                          "mlp-dropout: an MLP with dropout, for the MC-dropout strategies (bald, powerbald, ...)")
+    run.add_argument("--mc-samples", type=_positive, default=20, metavar="T",
+                     help="MC-dropout samples of the pool's logits per selection, with --model mlp-dropout (default 20)")
     run.add_argument("--epochs", type=_positive, default=None, help="the most training epochs per round (linear probe: L-BFGS iterations, default 200; cnn: epochs, default 30)")
     run.add_argument("--partitions", type=_positive, default=10,
                      help="parts of the partitioned-coreset / partitioned-badge strategies (default 10)")
@@ -232,6 +235,7 @@ def _config(args: argparse.Namespace, data, names: list) -> dict:
         "strategies": names, "initial": args.initial, "budget": args.budget, "rounds": args.rounds,
         "seeds": args.seeds, "model": args.model, "epochs": args.epochs, "partitions": args.partitions,
         "device": args.device, "torch_threads": args.torch_threads, "pool_size": args.pool_size,
+        "mc_samples": args.mc_samples if args.model == "mlp-dropout" else None,
         "synthetic": syn if args.dataset == "synthetic" else None,
     }
 
@@ -243,7 +247,7 @@ def _run_ranks(args: argparse.Namespace, data, names: list, config: dict, second
 
     from . import report, strategies
     from .loop import ActiveLearningLoop, write_json_atomic
-    from .train import cnn_trainer, linear_probe
+    from .train import cnn_trainer, linear_probe, mlp_dropout_trainer
 
     out = Path(args.out)
     ckpt_dir = out / "checkpoints"
@@ -257,6 +261,8 @@ def _run_ranks(args: argparse.Namespace, data, names: list, config: dict, second
             opts["num_threads"] = args.torch_threads
         if args.epochs:
             opts["epochs"] = args.epochs
+        if args.model == "mlp-dropout":
+            return mlp_dropout_trainer(mc_samples=args.mc_samples, **opts)
         return (cnn_trainer if args.model == "cnn" else linear_probe)(**opts)
 
     def make_strategy(name):
@@ -357,6 +363,7 @@ _RESUME_MAY_CHANGE = ("strategies", "seeds", "device", "torch_threads")
 _FLAGS = {"dataset": "--dataset", "pool": "pool rows", "test": "test rows", "classes": "classes",
           "initial": "--initial", "budget": "--budget", "rounds": "--rounds", "model": "--model",
           "epochs": "--epochs", "partitions": "--partitions", "pool_size": "--pool-size", "n": "--n",
+          "mc_samples": "--mc-samples",
           "dim": "--dim", "num_classes": "--classes", "imbalance": "--imbalance"}
 
 

@@ -391,7 +391,8 @@ class ActiveLearningLoop:
                 self.trainer.load_state_dict(box[1])
         if r < self.rounds:
             t2 = time.perf_counter()
-            picks = self.strategy.select(self._pool_view(labeled), self.budget, _round_rng(self.seed, r, 2))
+            picks = self.strategy.select(self._pool_view(labeled, round_index=r), self.budget,
+                                         _round_rng(self.seed, r, 2))
             if hasattr(picks, "detach"):  # a torch tensor (a strategy on device logits)
                 picks = picks.detach().cpu().numpy()
             picks = np.asarray(picks, dtype=np.int64)
@@ -440,12 +441,14 @@ class ActiveLearningLoop:
         }
         return record
 
-    def _pool_view(self, labeled: np.ndarray, chunked: bool = True) -> PoolView:
+    def _pool_view(self, labeled: np.ndarray, chunked: bool = True, round_index: int = 0) -> PoolView:
         """What the strategy needs on the pool. Logits come as the trainer's chunk source
         (:meth:`TorchTrainer.logits`: computed chunk by chunk while the selection walks them,
         never N x C at once) unless the strategy wants them in memory (``logits_in_memory``,
         BADGE), ``chunked`` is False, or the trainer has no ``logits`` method; embeddings are
-        one (N, D) array."""
+        one (N, D) array. MC samples (``mc_samples``) are the trainer's
+        :meth:`~alscale.al.train.TorchTrainer.mc_logits`: ``trainer.mc_samples`` dropout passes
+        over the pool (one (N, C) sample in memory at a time), seeded by the round."""
         needs = self.strategy.needs
         mask = np.zeros(len(self.dataset), dtype=bool)
         mask[labeled] = True
@@ -465,6 +468,12 @@ class ActiveLearningLoop:
                                                                 **extra)
             if not want_logits:
                 view.logits = None
+        if "mc_samples" in needs:
+            if not hasattr(self.trainer, "mc_logits"):
+                raise ValueError(f"strategy {self.strategy.name!r} needs MC samples of the pool's logits: give the loop "
+                                 "a trainer with mc_logits (alscale.al.train.mlp_dropout_trainer)")
+            seed = int(_round_rng(self.seed, round_index, 3).integers(2**62))
+            view.mc_samples = self.trainer.mc_logits("pool", getattr(self.trainer, "mc_samples", 1), seed=seed)
         if "weight" in needs:
             view.weight = self.trainer.head_weight()
         if "labels" in needs:

@@ -21,7 +21,8 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-__all__ = ["LinearProbe", "ModelLogits", "TorchTrainer", "cnn_trainer", "light_augment", "linear_probe", "SmallCNN"]
+__all__ = ["LinearProbe", "MCDropoutTrainer", "MCLogits", "MLPDropout", "ModelLogits", "TorchTrainer", "cnn_trainer",
+           "light_augment", "linear_probe", "mlp_dropout_trainer", "SmallCNN"]
 
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
 #: Bytes of float32 logits per chunk the loop's selection walks: BASE holds about twice a
@@ -313,7 +314,16 @@ class TorchTrainer:
 
     def _train(self, train: np.ndarray, val: np.ndarray, seed: int, epochs: int):
         """Up to ``epochs`` epochs on ``train``, early stopping on ``val`` (if any): returns
-        ((val accuracy, -val loss) at the best epoch, best epoch, epochs run, its weights)."""
+        ((val accuracy, -val loss) at the best epoch, best epoch, epochs run, its weights).
+        torch's global generator (dropout's) is seeded from ``seed`` for the call and restored
+        after, so a model with dropout trains the same whatever ran before."""
+        torch = _torch()
+        devices = [torch.device(self.device).index or 0] if str(self.device).startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return self._train_seeded(train, val, seed, epochs)
+
+    def _train_seeded(self, train: np.ndarray, val: np.ndarray, seed: int, epochs: int):
         torch = _torch()
         g = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -344,10 +354,12 @@ class TorchTrainer:
         return best, best_epoch, epoch, best_state
 
     # ------------------------------------------------------------------ inference
-    def _outputs(self, source: np.ndarray, rows: Any, *, logits: bool = True, embeddings: bool = False):
+    def _outputs(self, source: np.ndarray, rows: Any, *, logits: bool = True, embeddings: bool = False,
+                 dropout: bool = False):
         """(logits (n, C) float32 or None, embeddings (n, D) float32 or None) of the model on
         ``source[rows]`` (``rows``: an index array, a slice, or None for every row), in forward
-        passes of ``eval_batch_size`` rows."""
+        passes of ``eval_batch_size`` rows; with ``dropout``, the dropout layers stay active
+        (one MC-dropout sample)."""
         torch = _torch()
         if rows is None:
             rows = slice(0, source.shape[0])
@@ -370,6 +382,9 @@ class TorchTrainer:
         if embeddings:
             hook = self.head.register_forward_hook(lambda m, inp, o: captured.__setitem__("z", inp[0]))
         self.model.eval()
+        if dropout:
+            for m in _dropout_layers(self.model):
+                m.train()
         try:
             with torch.no_grad():
                 for s in range(0, n, self.eval_batch_size):
@@ -385,6 +400,8 @@ class TorchTrainer:
         finally:
             if hook is not None:
                 hook.remove()
+            if dropout:
+                self.model.eval()
         return out, emb
 
     def _source(self, split: str) -> np.ndarray:
@@ -407,6 +424,13 @@ class TorchTrainer:
         source (:class:`ModelLogits`): each walk runs the model again, chunk by chunk, so
         memory holds one chunk, never the N × C matrix."""
         return ModelLogits(self, split, rows)
+
+    def mc_logits(self, split: str = "pool", samples: int = 20, *, seed: int = 0,
+                  rows: Optional[np.ndarray] = None) -> "MCLogits":
+        """``samples`` MC-dropout samples of the model's logits on ``split`` as a re-iterable
+        over T of (N, C) float32 arrays (:class:`MCLogits`): what :func:`alscale.bald_scores`
+        and the other Bayesian functions take, one sample in memory at a time."""
+        return MCLogits(self, split, samples, seed, rows)
 
     def state_dict(self) -> dict:
         """The trained model's parameters (what sharded runs send from rank 0 to the others)."""
@@ -459,6 +483,53 @@ class ModelLogits:
                 keep.append(logits)
             yield logits
         self._kept = keep
+
+
+def _dropout_layers(model) -> list:
+    nn = _torch().nn
+    kinds = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+    return [m for m in model.modules() if isinstance(m, kinds) and m.p > 0]
+
+
+class MCLogits:
+    """T Monte-Carlo-dropout samples of a trained model's logits on a split: a re-iterable over
+    T whose t-th item is the (N, C) float32 logits of one forward pass of every row with the
+    dropout layers active, computed chunk by chunk (memory: one sample, never T x N x C).
+
+    Sample t is drawn under ``torch.manual_seed`` of a value derived from (``seed``, t), so every
+    walk yields the same samples and a run is reproducible. A model without dropout
+    (``stochastic`` False) gives one sample, its deterministic logits.
+    """
+
+    def __init__(self, trainer: TorchTrainer, split: str, samples: int, seed: int,
+                 rows: Optional[np.ndarray] = None) -> None:
+        from .._backend.arrays import as_int
+
+        self.trainer = trainer
+        self.source = trainer._source(split)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.stochastic = bool(_dropout_layers(trainer.model))
+        self.samples = as_int(samples, "mc_samples", minimum=1) if self.stochastic else 1
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def __iter__(self):
+        torch = _torch()
+        n = int(self.source.shape[0] if self.rows is None else self.rows.size)
+        classes, batch = self.trainer.dataset.num_classes, self.trainer.eval_batch_size
+        step = batch * max(1, -(-(self.trainer.chunk_rows or max(1, CHUNK_BYTES // (4 * classes))) // batch))
+        cuda = str(self.trainer.device).startswith("cuda")
+        devices = [torch.device(self.trainer.device).index or 0] if cuda else []
+        for t in range(self.samples):
+            out = np.empty((n, classes), dtype=np.float32)
+            with torch.random.fork_rng(devices=devices), self.trainer._threads():
+                torch.manual_seed(int(np.random.SeedSequence([self.seed, t]).generate_state(1)[0]))
+                for s in range(0, n, step):
+                    part = slice(s, min(n, s + step)) if self.rows is None else self.rows[s : s + step]
+                    out[s : s + step] = self.trainer._outputs(self.source, part, dropout=self.stochastic)[0]
+            yield out
 
 
 class _Threads:
@@ -566,6 +637,43 @@ def linear_probe(**options: Any) -> LinearProbe:
     """A :class:`LinearProbe`: logistic regression on fixed embeddings (flattened, normalized
     pixels for image data), full-batch L-BFGS to convergence, C = 1, one torch thread."""
     return LinearProbe(**options)
+
+
+def MLPDropout(num_classes: int, dim: int, hidden: int = 128, p: float = 0.5):
+    """A two-hidden-layer MLP with dropout (p = 0.5) after each hidden layer, for MC dropout
+    (Gal & Ghahramani 2016): Linear(dim, hidden) ReLU Dropout Linear(hidden, hidden) ReLU Dropout
+    Linear(hidden, num_classes); the last layer is the head."""
+    nn = _torch().nn
+    return nn.Sequential(
+        nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(p),
+        nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(p),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+class MCDropoutTrainer(TorchTrainer):
+    """A :class:`TorchTrainer` whose strategies get ``mc_samples`` MC-dropout samples of the
+    pool's logits (:meth:`TorchTrainer.mc_logits`): BALD, BatchBALD, PowerBALD, power margin
+    and power entropy. ``mc_samples`` is recorded in the loop's checkpoints."""
+
+    def __init__(self, model: Any, *, mc_samples: int = 20, **options: Any) -> None:
+        from .._backend.arrays import as_int
+
+        super().__init__(model, **options)
+        self.mc_samples = as_int(mc_samples, "mc_samples", minimum=1)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "mc_samples": self.mc_samples}
+
+
+def mlp_dropout_trainer(**options: Any) -> MCDropoutTrainer:
+    """:func:`MLPDropout` on the flattened, normalized pixels (or the features), trained end to end:
+    Adam lr 1e-3, weight decay 5e-4, batch 64, up to 50 epochs with early stopping (patience 5)
+    and a refit, as :func:`cnn_trainer`; ``mc_samples`` (default 20) MC-dropout samples of the
+    pool's logits per selection."""
+    settings = dict(epochs=50, batch_size=64, lr=1e-3, weight_decay=5e-4, patience=5)
+    settings.update(options)
+    return MCDropoutTrainer(MLPDropout, **settings)
 
 
 def cnn_trainer(**options: Any) -> TorchTrainer:

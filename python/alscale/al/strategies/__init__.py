@@ -30,7 +30,7 @@ import numpy as np
 __all__ = ["NEEDS", "PoolView", "Strategy", "available", "get", "register"]
 
 #: What a strategy may ask the loop for.
-NEEDS = frozenset({"logits", "embeddings", "weight", "labels"})
+NEEDS = frozenset({"logits", "embeddings", "weight", "labels", "mc_samples"})
 
 _REGISTRY: Dict[str, Type["Strategy"]] = {}
 
@@ -70,6 +70,7 @@ class PoolView:
     num_classes: Optional[int] = None
     rows: Optional[np.ndarray] = None
     group: Any = None
+    mc_samples: Any = None  # T MC-dropout samples of the pool's logits: a re-iterable over T of (N, C)
 
     def selection_kwargs(self) -> dict:
         """``exclude=`` for a selection function over ``logits`` — and, when the pool is sharded
@@ -166,6 +167,7 @@ _MODULES = (
     "cluster_margin",
     "typiclust",
     "probcover",
+    "bayes",
 )
 for _m in _MODULES:
     try:

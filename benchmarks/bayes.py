@@ -1,0 +1,180 @@
+"""Benchmarks of the Bayesian family (alscale.bayesian); results in BENCHMARKS.md ("Bayesian").
+
+One part per run (each its own process, so its peak RSS is its own):
+
+    python benchmarks/bayes.py stream  [--n 100000 --classes 1000 --samples 20 --repeats 3]
+        BALD over T MC samples of an N x C pool given as an iterable over T: each sample is
+        generated on the fly (not timed), then timed: the floor, one numpy pass over it
+        (``sample.sum()``), alscale's ``MCScores.update`` on it, and a plain numpy BALD
+        accumulation (float32 softmax, sums of p and of p log p); at the end the scores.
+        Medians over ``repeats`` walks of the T samples.
+    python benchmarks/bayes.py fused   [--n 20000 ...]
+        The same values as one (T, N, C) array: the fused kernel against the iterable.
+    python benchmarks/bayes.py batchbald [--n 50000 --classes 10 --samples 20 --budget 100 --configs 200]
+    python benchmarks/bayes.py baal      [same]
+        BatchBALD, B = budget, with ``configs`` label configurations (alscale: exact while they
+        fit, then sampled; baal: T x num_draw sampled ones, num_draw = configs / T); baal needs
+        N x configs x C float64 in memory, which bounds ``configs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import numpy as np
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def make(rng: np.random.Generator, n: int, c: int) -> np.ndarray:
+    """One MC sample of logits: a pool-wide signal plus per-sample noise (float32)."""
+    x = rng.standard_normal((n, c), dtype=np.float32)
+    x *= 2.0
+    return x
+
+
+def numpy_bald_update(x: np.ndarray, acc: np.ndarray, ent: np.ndarray) -> None:
+    """The plain numpy way: float32 softmax, sum of p, sum of -p log p."""
+    p = x - x.max(axis=1, keepdims=True)
+    np.exp(p, out=p)
+    p /= p.sum(axis=1, keepdims=True)
+    acc += p
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lp = np.log(p)
+    lp *= p
+    ent -= np.nansum(lp, axis=1)
+
+
+def stream(args) -> dict:
+    import alscale
+
+    walks = {"floor": [], "alscale": [], "numpy": [], "scores": []}
+    for rep in range(args.repeats):
+        rng = np.random.default_rng(args.seed)
+        acc = alscale.MCScores(num_threads=args.threads)
+        nacc = np.zeros((args.n, args.classes), dtype=np.float32) if args.numpy else None
+        nent = np.zeros(args.n) if args.numpy else None
+        tf = ta = tn = 0.0
+        for _ in range(args.samples):
+            x = make(rng, args.n, args.classes)
+            s = time.perf_counter(); x.sum(); tf += time.perf_counter() - s
+            s = time.perf_counter(); acc.update(x); ta += time.perf_counter() - s
+            if args.numpy:
+                s = time.perf_counter(); numpy_bald_update(x, nacc, nent); tn += time.perf_counter() - s
+        s = time.perf_counter(); bald = acc.scores("bald"); tsc = time.perf_counter() - s
+        walks["floor"].append(tf)
+        walks["alscale"].append(ta + tsc)
+        walks["scores"].append(tsc)
+        if args.numpy:
+            q = nacc / args.samples
+            s = time.perf_counter()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                hq = -np.nansum(q * np.log(q), axis=1)
+            nb = hq - nent / args.samples
+            walks["numpy"].append(tn + time.perf_counter() - s)
+            err = float(np.abs(nb - bald).max())
+        del acc, nacc
+    med = {k: float(np.median(v)) if v else None for k, v in walks.items()}
+    out = {"part": "stream", "n": args.n, "classes": args.classes, "samples": args.samples, "repeats": args.repeats,
+           "median_s": med, "ratio_alscale_to_floor": med["alscale"] / med["floor"],
+           "ratio_numpy_to_floor": med["numpy"] / med["floor"] if med["numpy"] else None,
+           "max_abs_diff_numpy_float32": err if args.numpy else None, "peak_rss_gib": peak_rss_gib()}
+    return out
+
+
+def fused(args) -> dict:
+    import alscale
+
+    rng = np.random.default_rng(args.seed)
+    x = np.stack([make(rng, args.n, args.classes) for _ in range(args.samples)])
+
+    def t(f):
+        ts = []
+        for _ in range(args.repeats):
+            s = time.perf_counter(); f(); ts.append(time.perf_counter() - s)
+        return float(np.median(ts))
+
+    floor = t(lambda: x.sum())
+    a = t(lambda: alscale.bald_scores(x, num_threads=args.threads))
+    b = t(lambda: alscale.bald_scores(list(x), num_threads=args.threads))
+    same = alscale.bald_scores(x).tobytes() == alscale.bald_scores(list(x)).tobytes()
+    return {"part": "fused", "n": args.n, "classes": args.classes, "samples": args.samples,
+            "median_s": {"floor": floor, "fused_array": a, "iterable": b},
+            "ratio_fused_to_floor": a / floor, "ratio_iterable_to_floor": b / floor, "same_bits": same,
+            "peak_rss_gib": peak_rss_gib()}
+
+
+def pool(args) -> np.ndarray:
+    """(T, N, C) logits of a small MC-dropout-like pool: each row a class signal, per-sample noise."""
+    rng = np.random.default_rng(args.seed)
+    base = rng.standard_normal((args.n, args.classes)) * 2.0
+    return (base[None] + rng.standard_normal((args.samples, args.n, args.classes))).astype(np.float64)
+
+
+def batchbald(args) -> dict:
+    import alscale
+
+    x = pool(args)
+    s = time.perf_counter()
+    picks = alscale.select_batchbald(x, args.budget, num_samples=args.configs, seed=0, num_threads=args.threads)
+    t = time.perf_counter() - s
+    return {"part": "batchbald", "n": args.n, "classes": args.classes, "samples": args.samples,
+            "budget": args.budget, "configs": args.configs, "seconds": t, "picks": picks.tolist(),
+            "bald_top": alscale.select_bald(x, args.budget).tolist(), "peak_rss_gib": peak_rss_gib()}
+
+
+def baal(args) -> dict:
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from baal.active.heuristics import BatchBALD
+    x = pool(args)
+    p = np.exp(x - x.max(axis=2, keepdims=True))
+    p /= p.sum(axis=2, keepdims=True)
+    pb = np.ascontiguousarray(np.moveaxis(p, 0, 2))  # (N, C, T)
+    torch.manual_seed(0)
+    h = BatchBALD(num_samples=args.budget - 1, num_draw=max(1, args.configs // args.samples))
+    s = time.perf_counter()
+    scores = h.compute_score(pb)  # the greedy loop; picks = rows with a step score
+    t = time.perf_counter() - s
+    picks = np.argsort(-scores, kind="stable")[: args.budget]
+    return {"part": "baal", "n": args.n, "classes": args.classes, "samples": args.samples, "budget": args.budget,
+            "configs": args.samples * max(1, args.configs // args.samples), "seconds": t,
+            "picks": sorted(picks.tolist()), "peak_rss_gib": peak_rss_gib()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("part", choices=("stream", "fused", "batchbald", "baal"))
+    ap.add_argument("--n", type=int)
+    ap.add_argument("--classes", type=int)
+    ap.add_argument("--samples", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--budget", type=int, default=100)
+    ap.add_argument("--configs", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-numpy", dest="numpy", action="store_false", help="stream: skip the numpy BALD baseline")
+    ap.add_argument("--json", help="append the result as one JSON line to this file")
+    args = ap.parse_args()
+    defaults = {"stream": (100_000, 1000), "fused": (20_000, 1000), "batchbald": (50_000, 10), "baal": (50_000, 10)}
+    args.n = args.n or defaults[args.part][0]
+    args.classes = args.classes or defaults[args.part][1]
+    result = {"stream": stream, "fused": fused, "batchbald": batchbald, "baal": baal}[args.part](args)
+    text = json.dumps(result)
+    print(text if len(text) < 2000 else json.dumps({k: v for k, v in result.items() if k != "picks"}))
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

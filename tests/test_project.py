@@ -475,3 +475,29 @@ def test_docstring_examples():
 
     result = doctest.testmod(alscale.project, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_cold_start_and_mc_strategies_equal_the_library_call(tmp_path):
+    """typiclust / probcover on the embeddings, and the MC-sample strategies on (T, N, C) logits:
+    the project's query is the library call with the labeled rows excluded."""
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((120, 6)).astype(np.float32)
+    mc = rng.standard_normal((4, 120, 3)).astype(np.float32)
+    lab = np.zeros(120, dtype=bool)
+    lab[[3, 50, 77]] = True
+    cases = {
+        "typiclust": (None, lambda: alscale.select_typiclust(z, 10, labeled=lab, seed=1)),
+        "probcover": ({"num_classes": 4}, lambda: alscale.select_probcover(z, 10, labeled=lab, num_classes=4, seed=1)),
+        "bald": (None, lambda: alscale.select_bald(mc, 10, exclude=lab)),
+        "batchbald": (None, lambda: alscale.select_batchbald(mc, 10, exclude=lab, seed=1)),
+        "powerbald": (None, lambda: alscale.select_powerbald(mc, 10, exclude=lab, seed=1)),
+        "power-margin": (None, lambda: alscale.select_power_margin(mc, 10, exclude=lab, seed=1)),
+        "power-entropy": (None, lambda: alscale.select_power_entropy(mc, 10, exclude=lab, seed=1)),
+    }
+    for name, (options, library) in cases.items():
+        learner = ActiveLearner(tmp_path / name, strategy=name, options=options)
+        learner.teach([3, 50, 77], [0, 1, 2])
+        logits = None if name in ("typiclust", "probcover") else mc
+        got = learner.query(logits, 10, embeddings=z, seed=1)
+        assert got.tolist() == np.asarray(library()).tolist(), name
+        assert not lab[got].any()

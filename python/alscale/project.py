@@ -190,6 +190,18 @@ def _probcover(ctx: QueryContext):
                                    knn_method="faiss" if big else "exact", seed=ctx.seed)
 
 
+# MC samples (dropout or any stochastic model run T times): logits of shape (T, N, C).
+_MC = "(T, N, C) logits: T stochastic passes of the model over the pool"
+register("bald", lambda c: _lib().select_bald(c.logits, c.budget, exclude=c.labeled),
+         summary=f"largest BALD mutual information; {_MC}")
+register("batchbald", lambda c: _lib().select_batchbald(c.logits, c.budget, exclude=c.labeled, seed=c.seed),
+         summary=f"greedy joint mutual information; {_MC}")
+register("powerbald", lambda c: _lib().select_powerbald(c.logits, c.budget, exclude=c.labeled, seed=c.seed),
+         summary=f"sampled in proportion to BALD (stochastic batch acquisition); {_MC}")
+register("power-margin", lambda c: _lib().select_power_margin(c.logits, c.budget, exclude=c.labeled, seed=c.seed),
+         summary=f"sampled in proportion to 1 - MC margin; {_MC}")
+register("power-entropy", lambda c: _lib().select_power_entropy(c.logits, c.budget, exclude=c.labeled, seed=c.seed),
+         summary=f"sampled in proportion to the MC entropy; {_MC}")
 register("typiclust", lambda c: _lib().select_typiclust(c.embeddings, c.budget, labeled=c.labeled, seed=c.seed),
          needs=("embeddings",), summary="cold start: the most typical point of the largest unlabeled clusters")
 register("probcover", _probcover, needs=("embeddings",),

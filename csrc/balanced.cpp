@@ -24,6 +24,43 @@ void check_distinct_rows(const std::vector<Candidate>& candidates) {
     check_distinct(std::move(rows), "row ", " was fed more than once in this pass (overlapping chunks or row_ids?)");
 }
 
+// Rows as a set while the classes are served: a byte per row when the rows are dense enough (pool
+// rows), a hash set for sparse ids (global row ids of a few shards).
+class RowSet {
+public:
+    RowSet(int64_t max_row, size_t candidates)
+        : dense_(max_row < std::max<int64_t>(int64_t{1} << 24, 4 * static_cast<int64_t>(candidates))) {
+        if (dense_) {
+            taken_.assign(static_cast<size_t>(max_row + 1), 0);
+            owner_.assign(static_cast<size_t>(max_row + 1), -1);
+        }
+    }
+    bool contains(int64_t row) const { return dense_ ? taken_[static_cast<size_t>(row)] != 0 : sparse_.count(row) > 0; }
+    void insert(int64_t row) {
+        if (dense_)
+            taken_[static_cast<size_t>(row)] = 1;
+        else
+            sparse_.insert(row);
+    }
+    // A row twice among class c's candidates was fed twice in this pass: refused.
+    void check_distinct(const std::vector<Candidate>& candidates, int64_t c) {
+        if (!dense_) return check_distinct_rows(candidates);
+        for (const auto& cand : candidates) {
+            auto& o = owner_[static_cast<size_t>(cand.row)];
+            if (o == c)
+                throw std::invalid_argument("row " + std::to_string(cand.row) +
+                                            " was fed more than once in this pass (overlapping chunks or row_ids?)");
+            o = static_cast<int32_t>(c);
+        }
+    }
+
+private:
+    bool dense_;
+    std::vector<uint8_t> taken_;
+    std::vector<int32_t> owner_;  // the last class that listed the row
+    std::unordered_set<int64_t> sparse_;
+};
+
 template <class T>
 struct UpdateContext {
     RowReader<T> read;
@@ -306,20 +343,37 @@ bool BalancedState::advance() {
     if (pass_ > 0 && fed_ == 0) return false;
     if (pass_ == 0) available_ = fed_;
     const int64_t budget = std::min(B_, available_);
-    std::unordered_set<int64_t> taken_now;
+    int64_t max_row = -1;
+    size_t total = 0;
+    for (int64_t c = start_class_; c < C_; ++c) {
+        heaps_[static_cast<size_t>(c)].shrink(capacity_[static_cast<size_t>(c)]);
+        for (const auto& cand : heaps_[static_cast<size_t>(c)].items) max_row = std::max(max_row, cand.row);
+        total += heaps_[static_cast<size_t>(c)].items.size();
+    }
+    RowSet taken_now(max_row, total);
     std::vector<int64_t> picks_now;
     for (int64_t c = start_class_; c < C_; ++c) {
         const int64_t q = quota(c, budget);
         if (q == 0) continue;
         auto& h = heaps_[static_cast<size_t>(c)].items;
-        heaps_[static_cast<size_t>(c)].shrink(capacity_[static_cast<size_t>(c)]);
-        std::sort(h.begin(), h.end());
-        check_distinct_rows(h);
+        taken_now.check_distinct(h, c);
+        // The candidates in order, sorted only as far as the class reads them (about its quota
+        // plus the few rows earlier classes took): nth_element, then sort, in growing prefixes.
+        size_t sorted = 0;
+        const auto sort_to = [&](size_t upto) {
+            upto = std::min(upto, h.size());
+            if (upto <= sorted) return;
+            if (upto < h.size()) std::nth_element(h.begin() + static_cast<std::ptrdiff_t>(sorted),
+                                                  h.begin() + static_cast<std::ptrdiff_t>(upto), h.end());
+            std::sort(h.begin() + static_cast<std::ptrdiff_t>(sorted), h.begin() + static_cast<std::ptrdiff_t>(upto));
+            sorted = upto;
+        };
         int64_t got = 0;
-        for (const auto& cand : h) {
-            if (got == q) break;
-            if (taken_now.count(cand.row)) continue;
-            picks_now.push_back(cand.row);
+        for (size_t j = 0; j < h.size() && got < q; ++j) {
+            if (j == sorted) sort_to(std::max<size_t>(2 * static_cast<size_t>(q) + 16, 2 * sorted));
+            const int64_t row = h[j].row;
+            if (taken_now.contains(row)) continue;
+            picks_now.push_back(row);
             ++got;
         }
         if (got < q) {
@@ -327,7 +381,6 @@ bool BalancedState::advance() {
                 throw std::logic_error("BASE: class ran short with every row at hand (row fed twice?)");
             // Class c's heap lost rows it now needs: pass again from class c.
             picks_now.resize(picks_now.size() - static_cast<size_t>(got));
-            for (int64_t row : picks_now) taken_now.insert(row);
             picks_.insert(picks_.end(), picks_now.begin(), picks_now.end());
             taken_.insert(taken_.end(), picks_now.begin(), picks_now.end());
             std::sort(taken_.begin(), taken_.end());

@@ -136,7 +136,7 @@ def test_label_studio_tasks_carry_the_data_field(pool):
 
 @pytest.mark.parametrize("args, message", [
     (["query", "--logits", "missing.npy", "--budget", "3"], "--logits missing.npy: cannot be read as a .npy array"),
-    (["query", "--logits", "logits.npy", "--budget", "3", "--strategy", "bald"], "unknown strategy 'bald'"),
+    (["query", "--logits", "logits.npy", "--budget", "3", "--strategy", "no-such-rule"], "unknown strategy 'no-such-rule'"),
     (["query", "--logits", "logits.npy", "--budget", "3", "--strategy", "coreset"], "strategy 'coreset' needs embeddings"),
     (["query", "--logits", "logits.npy", "--budget", "3", "--data", "data.csv"], "--data is for --format label-studio"),
     (["query", "--logits", "logits.npy", "--budget", "3", "--format", "label-studio", "--data", "short.csv"],

@@ -146,8 +146,8 @@ def test_query_needs_and_shapes_are_checked(tmp_path):
     x = np.zeros((10, 3), np.float32)
     with pytest.raises(ValueError, match="coreset.*needs embeddings"):
         learner.query(x, 2, strategy="coreset")
-    with pytest.raises(ValueError, match="unknown strategy 'bald'"):
-        learner.query(x, 2, strategy="bald")
+    with pytest.raises(ValueError, match="unknown strategy 'no-such-rule'"):
+        learner.query(x, 2, strategy="no-such-rule")
     with pytest.raises(ValueError, match="logits must be an array"):
         learner.query([1, 2, 3], 2)
     learner.query(x, 2, strategy="margin")

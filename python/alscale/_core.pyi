@@ -97,3 +97,12 @@ class BalancedState:
     def snapshot(self) -> dict[str, Any]: ...
     @staticmethod
     def from_snapshot(state: dict[str, Any]) -> BalancedState: ...
+def knn_cells(
+    x: npt.NDArray[np.float32],
+    k: int,
+    cell_start: npt.NDArray[np.int64],
+    cell_rows: npt.NDArray[np.int64],
+    probe_start: npt.NDArray[np.int64],
+    probes: npt.NDArray[np.int64],
+    num_threads: int = 0,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -17,7 +18,15 @@ import numpy as np
 from . import _core
 from ._backend import device as _gpu
 from ._backend import host_only
-from ._backend.arrays import _host_numpy, as_float32_points, as_int, as_points, as_threads, unit_rows
+from ._backend.arrays import (
+    _host_numpy,
+    as_float32_points,
+    as_int,
+    as_points,
+    as_threads,
+    real_matrix,
+    unit_rows,
+)
 
 __all__ = ["Clustering", "hac_average", "hac_average_graph", "knn_graph"]
 
@@ -179,8 +188,8 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
     code = _metric(metric)
     threads = as_threads(num_threads)
     host_only(x, "hac_average", "x")
-    a = as_points(x)
     if neighbors is None:
+        a = as_points(x)
         n = a.shape[0]
         available = _available_memory()
         if available is not None and n * (n - 1) // 2 * 4 > available:
@@ -205,18 +214,21 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
     if metric != "cosine":
         raise ValueError(f"the graph version (neighbors={neighbors!r}) is cosine only, got metric={metric!r}")
     k = as_int(neighbors, "neighbors", minimum=1)
-    if k >= a.shape[0]:
-        raise ValueError(f"neighbors must be less than the number of points ({a.shape[0]}), got {k}")
-    idx, sim = _knn(unit_rows(a), k, knn_method, threads)
-    return _graph(a.shape[0], idx, sim, t, k_clusters, threads)
+    unit = _unit_points(x)
+    if k >= unit.shape[0]:
+        raise ValueError(f"neighbors must be less than the number of points ({unit.shape[0]}), got {k}")
+    idx, sim = _knn(unit, k, knn_method, threads)
+    return _graph(unit.shape[0], idx, sim, t, k_clusters, threads)
 
 
 def _graph(n: int, idx: np.ndarray, sim: np.ndarray, t: float, k_clusters: int, threads: int) -> Clustering:
     rows = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1])
-    cols = idx.reshape(-1)
-    keep = cols >= 0  # faiss marks missing neighbours with -1
-    z, labels = _core.hac_average_graph(n, rows[keep], np.ascontiguousarray(cols[keep]),
-                                        np.ascontiguousarray(sim.reshape(-1)[keep]), t, k_clusters, threads)
+    cols = np.ascontiguousarray(idx, dtype=np.int64).reshape(-1)
+    s = np.ascontiguousarray(sim, dtype=np.float32).reshape(-1)
+    keep = cols >= 0  # missing neighbours are -1
+    if not keep.all():  # (no copies of the N·k edges when none is missing)
+        rows, cols, s = rows[keep], cols[keep], s[keep]
+    z, labels = _core.hac_average_graph(n, rows, cols, s, t, k_clusters, threads)
     return Clustering(labels, z)
 
 
@@ -301,33 +313,42 @@ def _finite_similarities(s: np.ndarray) -> np.ndarray:
     return s
 
 
-def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", nprobe: Any = 16,
-              num_threads: int = 0):
+def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", recall: Any = 0.95,
+              nprobe: Any = None, num_threads: int = 0):
     """The k nearest neighbours of every point by cosine similarity, excluding the point itself.
 
     Parameters
     ----------
     x : array_like or torch.Tensor (CPU), shape (N, D)
-        Finite, no zero rows; L2-normalised here (float32).
+        Finite, no zero rows; L2-normalised here (float32, chunk by chunk: no float64 copy).
     k : int
         1 <= k < N.
     metric : {"cosine"}
     method : {"exact", "faiss"}
         "exact": blocked brute force in C++ (O(N² D), up to a few hundred thousand points).
-        "faiss": approximate, an inverted-file index (faiss IndexIVFFlat, inner product,
-        nlist = 4·√N, trained on at most 256·nlist points) for millions of points; needs
-        faiss (``pip install faiss-cpu``, or ``pip install ".[faiss]"`` in the alscale checkout). Recall is high on clustered embeddings and low on
-        structureless data (BENCHMARKS.md); raise ``nprobe`` for more.
+        "faiss": approximate, for millions of points: an inverted file of about N/128 cells
+        (two-level spherical k-means with faiss, each point in the cell of its nearest
+        centroid); the points of a cell are compared exactly (alscale's blocked kernel) with
+        those of the ``nprobe`` cells whose centroids are nearest its own. Time grows with
+        N·nprobe·128·D. Needs faiss (``pip install faiss-cpu``).
+    recall : float in (0, 1], optional
+        Method "faiss" with ``nprobe=None``: the target recall@k. alscale computes the exact
+        neighbours of 512 sampled points (faiss brute force) and takes the smallest
+        ``nprobe`` (of 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64) whose cells hold that fraction of
+        them; the recall of the whole graph is that estimate up to sampling noise (±2% or so).
+        1.0 with more than 64 cells needed scans 64.
     nprobe : int, optional
-        Inverted lists faiss scans per query (method "faiss" only; default 16).
+        Cells scanned per cell (method "faiss"); overrides ``recall``. At least the number of
+        cells is exhaustive: the exact neighbours.
     num_threads : int, optional
 
     Returns
     -------
     indices : numpy.ndarray of int64, shape (N, k)
-        Neighbours by descending similarity (exact: ties to the smaller index); -1 where
-        faiss found fewer than k.
+        Neighbours by descending similarity (ties to the smaller index); -1 where the scanned
+        cells held fewer than k points.
     similarities : numpy.ndarray of float32, shape (N, k)
+        0 where the index is -1.
 
     Examples
     --------
@@ -343,22 +364,60 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     if method == "exact" and _gpu.wants(x, "x"):  # CUDA points: the GPU kernel, same graph
         return _gpu.knn_graph(x, as_int(k, "k", minimum=1))
     host_only(x, f"knn_graph(method={method!r})", "x")
-    a = as_points(x)
     kk = as_int(k, "k", minimum=1)
-    if kk >= a.shape[0]:
-        raise ValueError(f"k must be less than the number of points ({a.shape[0]}), got {kk}")
-    return _knn(unit_rows(a), kk, method, threads, as_int(nprobe, "nprobe", minimum=1))
+    target = _recall(recall)
+    probes = None if nprobe is None else as_int(nprobe, "nprobe", minimum=1)
+    unit = _unit_points(x)
+    if kk >= unit.shape[0]:
+        raise ValueError(f"k must be less than the number of points ({unit.shape[0]}), got {kk}")
+    return _knn(unit, kk, method, threads, probes, target)
 
 
-def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int = 16):
+def _recall(recall: Any) -> float:
+    if isinstance(recall, (bool, np.bool_)) or not isinstance(recall, (int, float, np.integer, np.floating)):
+        raise TypeError(f"recall must be a number in (0, 1], got {recall!r}")
+    r = float(recall)
+    if not 0.0 < r <= 1.0:
+        raise ValueError(f"recall must be in (0, 1], got {recall!r}")
+    return r
+
+
+_CHUNK_ROWS = 1 << 16
+
+
+def _unit_points(x: Any, name: str = "x") -> np.ndarray:
+    """as_points + unit_rows, chunk by chunk: float32 unit rows without an (N, D) float64 copy."""
+    a = real_matrix(x, name, "points")
+    n = a.shape[0]
+    if n < 2 or a.shape[1] == 0 or n <= _CHUNK_ROWS:
+        return unit_rows(as_points(a, name), name)
+    out = np.empty(a.shape, dtype=np.float32)
+    for s in range(0, n, _CHUNK_ROWS):
+        b = a[s : s + _CHUNK_ROWS]
+        if not np.isfinite(b).all():
+            raise ValueError(f"{name} contains NaN or inf at row {s + int(np.argmin(np.isfinite(b).all(axis=1)))}")
+        zero = ~(np.abs(b).max(axis=1) > 0)
+        if zero.any():
+            raise ValueError(f"{name} row {s + int(np.argmax(zero))} has zero norm: cosine distance is undefined for it")
+        out[s : s + _CHUNK_ROWS] = unit_rows(np.asarray(b, dtype=np.float64), name)
+    return out
+
+
+def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None = None, recall: float = 0.95):
     if method == "exact":
         return _core.knn_exact(unit, k, threads)
     if method == "faiss":
-        return _knn_faiss(unit, k, threads, nprobe)
+        return _knn_cells(unit, k, threads, nprobe, recall)
     raise ValueError(f"knn method must be one of {_KNN_METHODS}, got {method!r}")
 
 
-def _knn_faiss(unit: np.ndarray, k: int, threads: int, nprobe: int):
+_CELL = 512  # points per inverted-file cell (BENCHMARKS.md: kNN graphs at millions of points)
+_NPROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+_RANKED = 16  # cells a point ranks: its own cell's nearest by centroid similarity
+_RECALL_SAMPLE = 512
+
+
+def _faiss():
     try:
         import faiss
     except ImportError as err:
@@ -366,24 +425,143 @@ def _knn_faiss(unit: np.ndarray, k: int, threads: int, nprobe: int):
             "knn method 'faiss' needs the optional dependency faiss: pip install faiss-cpu "
             "(or, in the alscale checkout, pip install \".[faiss]\")"
         ) from err
+    return faiss
+
+
+def _nearest(faiss, points: np.ndarray, centroids: np.ndarray, k: int = 1) -> np.ndarray:
+    """(len(points), k) indices of the most similar centroids (inner product; faiss, chunked)."""
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(centroids)
+    out = np.empty((points.shape[0], k), dtype=np.int64)
+    for s in range(0, points.shape[0], 1 << 18):
+        out[s : s + (1 << 18)] = index.search(points[s : s + (1 << 18)], k)[1]
+    return out
+
+
+def _kmeans(faiss, points: np.ndarray, cells: int, seed: int) -> np.ndarray:
+    """Unit centroids of spherical k-means (faiss, 10 iterations on at most 32 points a cell)."""
+    if cells <= 1:
+        c = points.sum(axis=0, dtype=np.float64)
+        return (c / max(np.linalg.norm(c), 1e-30)).astype(np.float32)[None, :]
+    km = faiss.Kmeans(points.shape[1], cells, niter=10, seed=seed, spherical=True,
+                      max_points_per_centroid=32, min_points_per_centroid=1)
+    km.train(points)
+    return np.ascontiguousarray(km.centroids, dtype=np.float32)
+
+
+def _cells(faiss, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cell centroids (L, D) and every point's cell (N,): two-level k-means, √L groups of √L cells."""
+    n = unit.shape[0]
+    total = max(1, n // _CELL)
+    groups = max(1, int(round(math.sqrt(total))))
+    rng = np.random.default_rng(0)
+    sample = unit if n <= 64 * groups else unit[np.sort(rng.choice(n, 64 * groups, replace=False))]
+    group = _nearest(faiss, unit, _kmeans(faiss, sample, groups, 1))[:, 0]
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(groups + 1))
+    cell = np.empty(n, dtype=np.int64)
+    centroids = []
+    first = 0
+    # Each group's k-means is small: one faiss thread (its OpenMP threads spin-wait for the
+    # next region, which costs 10-40x on a busy machine; BENCHMARKS.md).
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        for g in range(groups):
+            rows = order[bounds[g] : bounds[g + 1]]
+            if rows.size == 0:
+                continue
+            pts = unit[rows]
+            c = _kmeans(faiss, pts, min(rows.size, max(1, int(round(rows.size / _CELL)))), 2 + g)
+            cell[rows] = first + _nearest(faiss, pts, c)[:, 0]
+            centroids.append(c)
+            first += c.shape[0]
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return np.concatenate(centroids), cell
+
+
+def _knn_cells(unit: np.ndarray, k: int, threads: int, nprobe: int | None, recall: float,
+               info: dict | None = None):
+    """The "faiss" kNN graph; ``info`` (benchmarks) receives the cells, probes and stage times."""
+    faiss = _faiss()
     if threads > 0:
         faiss.omp_set_num_threads(threads)
-    n, d = unit.shape
-    nlist = max(1, min(n // 39, int(4 * math.sqrt(n))))
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(0)
-    train = unit if n <= 256 * nlist else unit[np.sort(rng.choice(n, 256 * nlist, replace=False))]
-    index.train(train)
-    index.add(unit)
-    index.nprobe = min(nlist, nprobe)
-    sim, idx = index.search(unit, k + 1)
-    # Drop the point itself (or, where faiss missed it, the last neighbour).
-    self_pos = np.where(idx == np.arange(n)[:, None], np.arange(k + 1)[None, :], k + 1).min(axis=1)
-    self_pos = np.minimum(self_pos, k)
-    keep = np.ones_like(idx, dtype=bool)
-    keep[np.arange(n), self_pos] = False
-    idx = idx[keep].reshape(n, k).astype(np.int64)
-    sim = sim[keep].reshape(n, k).astype(np.float32)
-    sim[idx < 0] = 0.0
-    return idx, sim
+    info = {} if info is None else info
+    t = time.perf_counter()
+    centroids, cell = _cells(faiss, unit)
+    cells = centroids.shape[0]
+    info.update(cells=cells, cells_s=time.perf_counter() - t)
+    t = time.perf_counter()
+    # The cells a point ranks: its own, then the others by their centroids' similarity to its own.
+    width = min(cells, max(_RANKED, nprobe or 0))
+    own = np.arange(cells)[:, None]
+    others = _nearest(faiss, centroids, centroids, min(cells, width + 1))
+    others = np.where(others == own, -1, others)
+    others = np.take_along_axis(others, np.argsort(others < 0, axis=1, kind="stable"), axis=1)
+    near = np.concatenate([own, others[:, : width - 1]], axis=1)
+    cell = _reassign(unit, cell, centroids, near)
+    best = _best_ranks(unit, cell, centroids, near)
+    if nprobe is None:
+        p, info["recall_estimate"] = _probes_for(faiss, unit, cell, near, best, k, recall,
+                                                 [p for p in _NPROBES if p < width] + [width])
+    else:
+        p = min(nprobe, width)
+    scan = best < p  # cell c scans near[c, w] when one of its points ranks it among its p nearest
+    probes = np.ascontiguousarray(near[scan], dtype=np.int64)
+    probe_start = np.zeros(cells + 1, dtype=np.int64)
+    np.cumsum(scan.sum(axis=1), out=probe_start[1:])
+    counts = np.bincount(cell, minlength=cells)
+    cell_start = np.zeros(cells + 1, dtype=np.int64)
+    np.cumsum(counts, out=cell_start[1:])
+    info.update(nprobe=p, cells_scanned=round(probes.size / cells, 2),
+                candidates_per_point=round(float((counts[:, None] * counts[near] * scan).sum()) / unit.shape[0], 1),
+                probes_s=time.perf_counter() - t)
+    t = time.perf_counter()
+    cell_rows = np.argsort(cell, kind="stable").astype(np.int64)
+    out = _core.knn_cells(unit, k, cell_start, cell_rows, probe_start, probes, threads)
+    info["scan_s"] = time.perf_counter() - t
+    return out
+
+
+def _reassign(unit: np.ndarray, cell: np.ndarray, centroids: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """Each point moved to the most similar centroid among its cell's ranked cells (the two-level
+    k-means assigned it within its group only; its blob may lie mostly in another group)."""
+    out = np.empty_like(cell)
+    for s in range(0, unit.shape[0], 8192):
+        c = cell[s : s + 8192]
+        sims = np.einsum("nd,nwd->nw", unit[s : s + 8192], centroids[near[c]])
+        out[s : s + 8192] = near[c, np.argmax(sims, axis=1)]
+    return out
+
+
+def _best_ranks(unit: np.ndarray, cell: np.ndarray, centroids: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """best[c, w]: the smallest rank any point of cell c gives cell near[c, w] among near[c, :]
+    (by the point's similarity to the centroids; 0 = most similar). A cell's own rank is 0."""
+    cells, width = near.shape
+    best = np.full((cells, width), width, dtype=np.int32)
+    cols = np.arange(width)[None, :]
+    for s in range(0, unit.shape[0], 8192):
+        c = cell[s : s + 8192]
+        sims = np.einsum("nd,nwd->nw", unit[s : s + 8192], centroids[near[c]])
+        ranks = np.argsort(np.argsort(-sims, axis=1, kind="stable"), axis=1, kind="stable")
+        np.minimum.at(best, (c[:, None], cols), ranks.astype(np.int32))
+    best[:, 0] = 0
+    return best
+
+
+def _probes_for(faiss, unit: np.ndarray, cell: np.ndarray, near: np.ndarray, best: np.ndarray, k: int,
+                recall: float, ladder: list[int]) -> tuple[int, float]:
+    """The smallest probe count whose scanned cells hold ``recall`` of the exact k neighbours of
+    sampled points (a true neighbour in a scanned cell is always found), and that fraction."""
+    n = unit.shape[0]
+    rng = np.random.default_rng(1)
+    q = np.sort(rng.choice(n, min(n, _RECALL_SAMPLE), replace=False))
+    truth = faiss.knn(unit[q], unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT)[1]  # no copy of unit
+    truth = np.array([[j for j in row if j != i][:k] for i, row in zip(q.tolist(), truth.tolist())])
+    # needed[i, j]: the probe count from which the true neighbour's cell is scanned for query i
+    c = cell[q]
+    hit = near[c][:, :, None] == cell[truth][:, None, :]  # (s, width, k)
+    needed = np.where(hit, best[c][:, :, None] + 1, np.iinfo(np.int32).max).min(axis=1)
+    p = next((p for p in ladder if np.mean(needed <= p) >= recall), ladder[-1])
+    return p, float(np.mean(needed <= p))

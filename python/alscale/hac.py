@@ -411,9 +411,10 @@ def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None
     raise ValueError(f"knn method must be one of {_KNN_METHODS}, got {method!r}")
 
 
-_CELL = 512  # points per inverted-file cell (BENCHMARKS.md: kNN graphs at millions of points)
+_CELL = 128  # points per inverted-file cell (BENCHMARKS.md: kNN graphs at millions of points)
 _NPROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
-_RANKED = 16  # cells a point ranks: its own cell's nearest by centroid similarity
+_RANKED = 8  # cells each point ranks (its nearest centroids)
+_BEAM = 3  # top-level groups whose cells a point ranks
 _RECALL_SAMPLE = 512
 
 
@@ -449,36 +450,75 @@ def _kmeans(faiss, points: np.ndarray, cells: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
-def _cells(faiss, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cell centroids (L, D) and every point's cell (N,): two-level k-means, √L groups of √L cells."""
+def _cells(faiss, unit: np.ndarray, ranked: int):
+    """Two-level spherical k-means: √L groups, each split into about (its points)/128 cells.
+
+    Returns (cell, keys, best, cells): every point's cell (the most similar centroid among the
+    cells of its ``_BEAM`` most similar groups), and for every pair (cell c, cell c') that some
+    point of c ranks among its ``ranked`` most similar cells, key = c·cells + c' (sorted) and
+    best = the smallest rank any point of c gives c' (c' = c: 0)."""
     n = unit.shape[0]
-    total = max(1, n // _CELL)
-    groups = max(1, int(round(math.sqrt(total))))
+    groups = max(1, int(round(math.sqrt(max(1, n // _CELL)))))
     rng = np.random.default_rng(0)
     sample = unit if n <= 64 * groups else unit[np.sort(rng.choice(n, 64 * groups, replace=False))]
-    group = _nearest(faiss, unit, _kmeans(faiss, sample, groups, 1))[:, 0]
-    order = np.argsort(group, kind="stable")
-    bounds = np.searchsorted(group[order], np.arange(groups + 1))
-    cell = np.empty(n, dtype=np.int64)
-    centroids = []
-    first = 0
-    # Each group's k-means is small: one faiss thread (its OpenMP threads spin-wait for the
-    # next region, which costs 10-40x on a busy machine; BENCHMARKS.md).
+    top = _kmeans(faiss, sample, groups, 1)
+    beam = min(groups, _BEAM)
+    group = _nearest(faiss, unit, top, beam)  # (n, beam)
+    order = np.argsort(group[:, 0], kind="stable")
+    bounds = np.searchsorted(group[order, 0], np.arange(groups + 1))
+    # Small faiss calls from here: one faiss thread (its OpenMP threads spin-wait for the next
+    # region, which costs 10-40x on a busy machine; BENCHMARKS.md).
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
+        indexes, first = [], np.zeros(groups + 1, dtype=np.int64)
         for g in range(groups):
             rows = order[bounds[g] : bounds[g + 1]]
-            if rows.size == 0:
-                continue
-            pts = unit[rows]
-            c = _kmeans(faiss, pts, min(rows.size, max(1, int(round(rows.size / _CELL)))), 2 + g)
-            cell[rows] = first + _nearest(faiss, pts, c)[:, 0]
-            centroids.append(c)
-            first += c.shape[0]
+            c = _kmeans(faiss, unit[rows], min(max(1, rows.size), max(1, int(round(rows.size / _CELL)))), 2 + g)
+            index = faiss.IndexFlatIP(unit.shape[1])
+            index.add(c)
+            indexes.append(index)
+            first[g + 1] = first[g] + c.shape[0]
+        cells = int(first[-1])
+        cell = np.empty(n, dtype=np.int64)
+        pairs = []
+        step = 1 << 20
+        for s in range(0, n, step):
+            u, grp = unit[s : s + step], group[s : s + step]
+            rows_n = u.shape[0]
+            sims = np.full((rows_n, beam, ranked), -np.inf, dtype=np.float32)
+            ids = np.full((rows_n, beam, ranked), -1, dtype=np.int64)
+            for b in range(beam):
+                o = np.argsort(grp[:, b], kind="stable")
+                lim = np.searchsorted(grp[o, b], np.arange(groups + 1))
+                for g in np.flatnonzero(np.diff(lim)):
+                    r = o[lim[g] : lim[g + 1]]
+                    kk = min(ranked, indexes[g].ntotal)
+                    d, i = indexes[g].search(u[r], kk)
+                    sims[r, b, :kk] = d
+                    ids[r, b, :kk] = i + first[g]
+            sims, ids = sims.reshape(rows_n, -1), ids.reshape(rows_n, -1)
+            pick = np.argsort(-sims, axis=1, kind="stable")[:, :ranked]
+            near = np.take_along_axis(ids, pick, axis=1)  # (rows, ranked), most similar first
+            cell[s : s + step] = near[:, 0]
+            rank = np.broadcast_to(np.arange(ranked), near.shape)
+            ok = near >= 0
+            pairs.append(_distinct(((near[:, :1] * cells + near) * ranked + rank)[ok]))
     finally:
         faiss.omp_set_num_threads(threads)
-    return np.concatenate(centroids), cell
+    code = _distinct(np.concatenate(pairs))  # sorted by (cell, cell', rank)
+    keys = code // ranked
+    firsts = np.ones(code.size, dtype=bool)
+    firsts[1:] = keys[1:] != keys[:-1]
+    return cell, keys[firsts], (code % ranked)[firsts], cells
+
+
+def _distinct(a: np.ndarray) -> np.ndarray:
+    """The distinct values of a, sorted."""
+    a = np.sort(a)
+    keep = np.ones(a.size, dtype=bool)
+    keep[1:] = a[1:] != a[:-1]
+    return a[keep]
 
 
 def _knn_cells(unit: np.ndarray, k: int, threads: int, nprobe: int | None, recall: float,
@@ -489,33 +529,26 @@ def _knn_cells(unit: np.ndarray, k: int, threads: int, nprobe: int | None, recal
         faiss.omp_set_num_threads(threads)
     info = {} if info is None else info
     t = time.perf_counter()
-    centroids, cell = _cells(faiss, unit)
-    cells = centroids.shape[0]
+    ranked = max(_RANKED, nprobe or 0)
+    cell, keys, best, cells = _cells(faiss, unit, ranked)
+    ranked = min(ranked, cells)
     info.update(cells=cells, cells_s=time.perf_counter() - t)
     t = time.perf_counter()
-    # The cells a point ranks: its own, then the others by their centroids' similarity to its own.
-    width = min(cells, max(_RANKED, nprobe or 0))
-    own = np.arange(cells)[:, None]
-    others = _nearest(faiss, centroids, centroids, min(cells, width + 1))
-    others = np.where(others == own, -1, others)
-    others = np.take_along_axis(others, np.argsort(others < 0, axis=1, kind="stable"), axis=1)
-    near = np.concatenate([own, others[:, : width - 1]], axis=1)
-    cell = _reassign(unit, cell, centroids, near)
-    best = _best_ranks(unit, cell, centroids, near)
     if nprobe is None:
-        p, info["recall_estimate"] = _probes_for(faiss, unit, cell, near, best, k, recall,
-                                                 [p for p in _NPROBES if p < width] + [width])
+        # At least 2: with one, a cluster split over two cells has no edge across them.
+        ladder = [p for p in _NPROBES if min(2, ranked) <= p < ranked] + [ranked]
+        p, info["recall_estimate"] = _probes_for(faiss, unit, cell, keys, best, cells, k, recall, ladder)
     else:
-        p = min(nprobe, width)
-    scan = best < p  # cell c scans near[c, w] when one of its points ranks it among its p nearest
-    probes = np.ascontiguousarray(near[scan], dtype=np.int64)
+        p = min(nprobe, ranked)
+    scan = best < p  # cell c scans cell c' when one of its points ranks c' among its p nearest
+    probes = np.ascontiguousarray(keys[scan] % cells, dtype=np.int64)
     probe_start = np.zeros(cells + 1, dtype=np.int64)
-    np.cumsum(scan.sum(axis=1), out=probe_start[1:])
+    np.cumsum(np.bincount(keys[scan] // cells, minlength=cells), out=probe_start[1:])
     counts = np.bincount(cell, minlength=cells)
     cell_start = np.zeros(cells + 1, dtype=np.int64)
     np.cumsum(counts, out=cell_start[1:])
     info.update(nprobe=p, cells_scanned=round(probes.size / cells, 2),
-                candidates_per_point=round(float((counts[:, None] * counts[near] * scan).sum()) / unit.shape[0], 1),
+                candidates_per_point=round(float((counts[keys[scan] // cells] * counts[probes]).sum()) / unit.shape[0], 1),
                 probes_s=time.perf_counter() - t)
     t = time.perf_counter()
     cell_rows = np.argsort(cell, kind="stable").astype(np.int64)
@@ -524,33 +557,7 @@ def _knn_cells(unit: np.ndarray, k: int, threads: int, nprobe: int | None, recal
     return out
 
 
-def _reassign(unit: np.ndarray, cell: np.ndarray, centroids: np.ndarray, near: np.ndarray) -> np.ndarray:
-    """Each point moved to the most similar centroid among its cell's ranked cells (the two-level
-    k-means assigned it within its group only; its blob may lie mostly in another group)."""
-    out = np.empty_like(cell)
-    for s in range(0, unit.shape[0], 8192):
-        c = cell[s : s + 8192]
-        sims = np.einsum("nd,nwd->nw", unit[s : s + 8192], centroids[near[c]])
-        out[s : s + 8192] = near[c, np.argmax(sims, axis=1)]
-    return out
-
-
-def _best_ranks(unit: np.ndarray, cell: np.ndarray, centroids: np.ndarray, near: np.ndarray) -> np.ndarray:
-    """best[c, w]: the smallest rank any point of cell c gives cell near[c, w] among near[c, :]
-    (by the point's similarity to the centroids; 0 = most similar). A cell's own rank is 0."""
-    cells, width = near.shape
-    best = np.full((cells, width), width, dtype=np.int32)
-    cols = np.arange(width)[None, :]
-    for s in range(0, unit.shape[0], 8192):
-        c = cell[s : s + 8192]
-        sims = np.einsum("nd,nwd->nw", unit[s : s + 8192], centroids[near[c]])
-        ranks = np.argsort(np.argsort(-sims, axis=1, kind="stable"), axis=1, kind="stable")
-        np.minimum.at(best, (c[:, None], cols), ranks.astype(np.int32))
-    best[:, 0] = 0
-    return best
-
-
-def _probes_for(faiss, unit: np.ndarray, cell: np.ndarray, near: np.ndarray, best: np.ndarray, k: int,
+def _probes_for(faiss, unit: np.ndarray, cell: np.ndarray, keys: np.ndarray, best: np.ndarray, cells: int, k: int,
                 recall: float, ladder: list[int]) -> tuple[int, float]:
     """The smallest probe count whose scanned cells hold ``recall`` of the exact k neighbours of
     sampled points (a true neighbour in a scanned cell is always found), and that fraction."""
@@ -559,9 +566,9 @@ def _probes_for(faiss, unit: np.ndarray, cell: np.ndarray, near: np.ndarray, bes
     q = np.sort(rng.choice(n, min(n, _RECALL_SAMPLE), replace=False))
     truth = faiss.knn(unit[q], unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT)[1]  # no copy of unit
     truth = np.array([[j for j in row if j != i][:k] for i, row in zip(q.tolist(), truth.tolist())])
-    # needed[i, j]: the probe count from which the true neighbour's cell is scanned for query i
-    c = cell[q]
-    hit = near[c][:, :, None] == cell[truth][:, None, :]  # (s, width, k)
-    needed = np.where(hit, best[c][:, :, None] + 1, np.iinfo(np.int32).max).min(axis=1)
+    # needed: the probe count from which the true neighbour's cell is scanned for its query
+    key = cell[q][:, None] * cells + cell[truth]
+    at = np.minimum(np.searchsorted(keys, key), keys.size - 1)
+    needed = np.where(keys[at] == key, best[at] + 1, np.iinfo(np.int64).max)
     p = next((p for p in ladder if np.mean(needed <= p) >= recall), ladder[-1])
     return p, float(np.mean(needed <= p))

@@ -327,19 +327,21 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     method : {"exact", "faiss"}
         "exact": blocked brute force in C++ (O(N² D), up to a few hundred thousand points).
         "faiss": approximate, for millions of points: an inverted file of about N/128 cells
-        (two-level spherical k-means with faiss, each point in the cell of its nearest
-        centroid); the points of a cell are compared exactly (alscale's blocked kernel) with
-        those of the ``nprobe`` cells whose centroids are nearest its own. Time grows with
-        N·nprobe·128·D. Needs faiss (``pip install faiss-cpu``).
+        (two-level spherical k-means with faiss: √(N/128) groups, each split into cells; a point
+        lies in the cell of the most similar centroid among the cells of its 3 most similar
+        groups). Each point ranks those cells by similarity; the points of a cell are compared
+        exactly (alscale's blocked kernel) with the points of every cell that one of them ranks
+        among its ``nprobe`` first. Time grows with N·(cells scanned)·128·D, memory with N·k.
+        Needs faiss (``pip install faiss-cpu``).
     recall : float in (0, 1], optional
-        Method "faiss" with ``nprobe=None``: the target recall@k. alscale computes the exact
-        neighbours of 512 sampled points (faiss brute force) and takes the smallest
-        ``nprobe`` (of 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64) whose cells hold that fraction of
-        them; the recall of the whole graph is that estimate up to sampling noise (±2% or so).
-        1.0 with more than 64 cells needed scans 64.
+        Method "faiss" with ``nprobe=None``: the target recall@k. alscale finds the exact
+        neighbours of 512 sampled points (faiss brute force) and takes the smallest ``nprobe``
+        of 2, 3, 4, 6, 8 (scanning at least two cells, so that a cluster split over two cells
+        stays joined) whose scanned cells hold that fraction of them; the graph's recall is
+        that estimate up to sampling noise (about ±1%). Where 8 does not reach it, 8.
     nprobe : int, optional
-        Cells scanned per cell (method "faiss"); overrides ``recall``. At least the number of
-        cells is exhaustive: the exact neighbours.
+        Method "faiss": the cells each point ranks for scanning (up to 32), instead of
+        ``recall``; at least the number of cells scans every cell: the exact graph.
     num_threads : int, optional
 
     Returns
@@ -413,7 +415,7 @@ def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None
 
 _CELL = 128  # points per inverted-file cell (BENCHMARKS.md: kNN graphs at millions of points)
 _NPROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
-_RANKED = 8  # cells each point ranks (its nearest centroids)
+_RANKED = 8  # cells each point ranks for the recall ladder (its nearest centroids)
 _BEAM = 3  # top-level groups whose cells a point ranks
 _RECALL_SAMPLE = 512
 
@@ -480,6 +482,7 @@ def _cells(faiss, unit: np.ndarray, ranked: int):
             indexes.append(index)
             first[g + 1] = first[g] + c.shape[0]
         cells = int(first[-1])
+        ranked = min(ranked, cells)
         cell = np.empty(n, dtype=np.int64)
         pairs = []
         step = 1 << 20
@@ -529,9 +532,12 @@ def _knn_cells(unit: np.ndarray, k: int, threads: int, nprobe: int | None, recal
         faiss.omp_set_num_threads(threads)
     info = {} if info is None else info
     t = time.perf_counter()
-    ranked = max(_RANKED, nprobe or 0)
+    ranked = min(max(_RANKED, nprobe or 0), 4 * _RANKED)
     cell, keys, best, cells = _cells(faiss, unit, ranked)
     ranked = min(ranked, cells)
+    if nprobe is not None and nprobe >= cells:  # every cell scans every cell: exhaustive
+        keys = np.arange(cells * cells, dtype=np.int64)
+        best = np.zeros(keys.size, dtype=np.int64)
     info.update(cells=cells, cells_s=time.perf_counter() - t)
     t = time.perf_counter()
     if nprobe is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import time
 
 import numpy as np
@@ -55,6 +56,11 @@ def recall_at_k(unit: np.ndarray, idx: np.ndarray, k: int, queries: int) -> floa
     return hits / (q.size * k)
 
 
+def progress(out: dict) -> None:
+    """The figures so far, on stderr: a long run that is stopped still leaves its stages."""
+    print(json.dumps(out), file=sys.stderr, flush=True)
+
+
 def rss() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
@@ -79,6 +85,7 @@ def main() -> None:
     x, truth = blobs(a.n, a.d, centers, a.noise)
     out["data_s"] = round(time.perf_counter() - t, 2)
     out["rss_after_data_gib"] = rss()
+    progress(out)
 
     t0 = time.perf_counter()
     unit = hac._unit_points(x)  # what knn_graph does first
@@ -88,9 +95,11 @@ def main() -> None:
     out["knn_s"] = round(time.perf_counter() - t0, 2)
     out["knn"] = {key: round(v, 4) if isinstance(v, float) else v for key, v in info.items()}
     out["rss_after_knn_gib"] = rss()
+    progress(out)
     t = time.perf_counter()
     out["recall_at_k"] = round(recall_at_k(unit, idx, a.k, a.recall_queries), 4)
     out["recall_check_s"] = round(time.perf_counter() - t, 2)
+    progress(out)
     exact = None
     if a.quality:
         t = time.perf_counter()
@@ -104,6 +113,7 @@ def main() -> None:
     del idx, sim
     out["rss_after_hac_gib"] = rss()
     out["clusters"] = int(c.labels.max()) + 1
+    progress(out)
     labels = c.labels
     del c
 

@@ -149,3 +149,29 @@ def test_large_inputs_are_checked_chunk_by_chunk_with_the_right_row():
         alscale.knn_graph(x, 2)
     unit = hac._unit_points(x[:65000])
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-6)
+
+
+def test_pca_to_all_dimensions_keeps_the_graph_and_fewer_keeps_blobs():
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3000, 40))
+    same, sim_same = alscale.knn_graph(x, 5, pca=40)
+    idx, sim = alscale.knn_graph(x, 5)
+    assert np.mean(same == idx) > 0.99
+    np.testing.assert_allclose(sim_same, sim, atol=1e-5)
+    # blobs living in 8 of 200 dimensions: PCA to 16 keeps their neighbours
+    truth = rng.integers(0, 30, 3000)
+    centres = np.zeros((30, 200))
+    centres[:, :8] = rng.normal(scale=5.0, size=(30, 8))
+    y = centres[truth] + 0.3 * rng.normal(size=(3000, 200))
+    reduced, _ = alscale.knn_graph(y, 5, pca=16)
+    assert np.mean(truth[reduced] == truth[:, None]) > 0.99
+
+
+@pytest.mark.parametrize(("pca", "error", "match"), [(0, ValueError, "pca must be at least 1"),
+                                                     (5, ValueError, "pca must be at most the number of features"),
+                                                     (2.5, TypeError, "pca")])
+def test_pca_errors(pca, error, match):
+    pytest.importorskip("faiss")
+    with pytest.raises(error, match=match):
+        alscale.knn_graph(np.eye(4)[:, :3] + 1, 1, pca=pca)

@@ -314,7 +314,7 @@ def _finite_similarities(s: np.ndarray) -> np.ndarray:
 
 
 def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", recall: Any = 0.95,
-              nprobe: Any = None, num_threads: int = 0):
+              nprobe: Any = None, pca: Any = None, num_threads: int = 0):
     """The k nearest neighbours of every point by cosine similarity, excluding the point itself.
 
     Parameters
@@ -342,6 +342,11 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     nprobe : int, optional
         Method "faiss": the cells each point ranks for scanning (up to 32), instead of
         ``recall``; at least the number of cells scans every cell: the exact graph.
+    pca : int, optional
+        First project the L2-normalised points on their top ``pca`` principal directions
+        (uncentred, so ``pca`` = D keeps every cosine; faiss ``PCAMatrix`` trained on at most
+        65,536 sampled points, applied chunk by chunk: memory N·pca), e.g. 2048-d CNN features
+        to 128 (BENCHMARKS.md measures what it does to the clustering). Needs faiss.
     num_threads : int, optional
 
     Returns
@@ -369,7 +374,8 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     kk = as_int(k, "k", minimum=1)
     target = _recall(recall)
     probes = None if nprobe is None else as_int(nprobe, "nprobe", minimum=1)
-    unit = _unit_points(x)
+    dims = None if pca is None else as_int(pca, "pca", minimum=1)
+    unit = _unit_points(x) if dims is None else _pca_unit(x, dims)
     if kk >= unit.shape[0]:
         raise ValueError(f"k must be less than the number of points ({unit.shape[0]}), got {kk}")
     return _knn(unit, kk, method, threads, probes, target)
@@ -387,21 +393,52 @@ def _recall(recall: Any) -> float:
 _CHUNK_ROWS = 1 << 16
 
 
-def _unit_points(x: Any, name: str = "x") -> np.ndarray:
-    """as_points + unit_rows, chunk by chunk: float32 unit rows without an (N, D) float64 copy."""
+def _unit_chunks(x: Any, name: str = "x"):
+    """(start, float32 unit rows) for chunks of x: as_points + unit_rows without an (N, D)
+    float64 copy; errors name the row in x."""
     a = real_matrix(x, name, "points")
-    n = a.shape[0]
-    if n < 2 or a.shape[1] == 0 or n <= _CHUNK_ROWS:
-        return unit_rows(as_points(a, name), name)
-    out = np.empty(a.shape, dtype=np.float32)
-    for s in range(0, n, _CHUNK_ROWS):
+    if a.shape[0] < 2 or a.shape[1] == 0:
+        as_points(a, name)  # raises: too few points / no features
+    for s in range(0, a.shape[0], _CHUNK_ROWS):
         b = a[s : s + _CHUNK_ROWS]
-        if not np.isfinite(b).all():
-            raise ValueError(f"{name} contains NaN or inf at row {s + int(np.argmin(np.isfinite(b).all(axis=1)))}")
+        finite = np.isfinite(b).all(axis=1)
+        if not finite.all():
+            raise ValueError(f"{name} contains NaN or inf at row {s + int(np.argmin(finite))}")
         zero = ~(np.abs(b).max(axis=1) > 0)
         if zero.any():
             raise ValueError(f"{name} row {s + int(np.argmax(zero))} has zero norm: cosine distance is undefined for it")
-        out[s : s + _CHUNK_ROWS] = unit_rows(np.asarray(b, dtype=np.float64), name)
+        yield s, unit_rows(np.asarray(b, dtype=np.float64), name)
+
+
+def _unit_points(x: Any, name: str = "x") -> np.ndarray:
+    """The rows of x scaled to unit L2 norm, float32 (N, D), validated chunk by chunk."""
+    a = real_matrix(x, name, "points")
+    out = np.empty(a.shape, dtype=np.float32)
+    for s, u in _unit_chunks(a, name):
+        out[s : s + u.shape[0]] = u
+    return out
+
+
+def _pca_unit(x: Any, dims: int, name: str = "x") -> np.ndarray:
+    """Unit rows of x reduced to ``dims`` dimensions by uncentred PCA (the top eigenvectors of
+    their second-moment matrix: faiss PCAMatrix trained on at most 65,536 sampled unit rows and
+    their negatives, applied chunk by chunk), then scaled to unit norm again."""
+    faiss = _faiss()
+    a = real_matrix(x, name, "points")
+    if dims > a.shape[1]:
+        raise ValueError(f"pca must be at most the number of features ({a.shape[1]}), got {dims}")
+    rng = np.random.default_rng(0)
+    n = a.shape[0]
+    sample = np.arange(n) if n <= _CHUNK_ROWS else np.sort(rng.choice(n, _CHUNK_ROWS, replace=False))
+    pca = faiss.PCAMatrix(a.shape[1], dims)
+    u = _unit_points(a[sample], name)
+    pca.train(np.concatenate([u, -u]))  # mean 0: uncentred, so that pca = D keeps every cosine
+    del u
+    out = np.empty((n, dims), dtype=np.float32)
+    for s, u in _unit_chunks(a, name):
+        r = pca.apply(u)
+        norm = np.sqrt(np.einsum("ij,ij->i", r, r))[:, None]
+        out[s : s + u.shape[0]] = r / np.maximum(norm, np.float32(1e-30))
     return out
 
 

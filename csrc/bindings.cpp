@@ -601,4 +601,28 @@ PYBIND11_MODULE(_core, m) {
             return out;
         },
         py::arg("configs"), py::arg("weight"), py::arg("probs"), py::arg("num_threads") = 0);
+        "knn_cells",
+        [](const F32Array& x, int64_t k, const I64Array& cell_start, const I64Array& cell_rows,
+           const I64Array& probe_start, const I64Array& probes, int num_threads) {
+            const float* p = points_of(x);
+            const int64_t n = x.shape(0), d = x.shape(1);
+            const int64_t cells = cell_start.ndim() == 1 ? cell_start.shape(0) - 1 : -1;
+            if (cells < 1 || cell_rows.ndim() != 1 || cell_rows.shape(0) != n || probe_start.ndim() != 1 ||
+                probe_start.shape(0) != cells + 1 || probes.ndim() != 1 || probe_start.data()[0] != 0 ||
+                probe_start.data()[cells] != probes.shape(0))
+                throw std::invalid_argument("knn_cells needs CSR cells (cells + 1 offsets, n rows) and probes");
+            if (k < 1) throw std::invalid_argument("knn needs k >= 1");
+            py::array_t<int64_t> idx({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(k)});
+            py::array_t<float> sim({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(k)});
+            int64_t* pi = idx.mutable_data();
+            float* ps = sim.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                knn_cells(p, n, d, k, cell_start.data(), cell_rows.data(), cells, probe_start.data(), probes.data(),
+                          pi, ps, num_threads);
+            }
+            return py::make_tuple(idx, sim);
+        },
+        py::arg("x"), py::arg("k"), py::arg("cell_start"), py::arg("cell_rows"), py::arg("probe_start"),
+        py::arg("probes"), py::arg("num_threads") = 0);
 }

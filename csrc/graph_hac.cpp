@@ -37,34 +37,33 @@ struct Worse {
     }
 };
 
-// Symmetric adjacency lists sorted by neighbour, one entry per neighbour (largest similarity).
+// Symmetric adjacency lists sorted by neighbour, one entry per neighbour (largest similarity),
+// built in place (no second copy of the edges: memory is one Nb per directed edge at most).
 std::vector<std::vector<Nb>> build_adjacency(int64_t n, const int64_t* u, const int64_t* v, const float* s,
                                              int64_t edges, int threads) {
-    std::vector<int64_t> degree(static_cast<size_t>(n + 1), 0);
+    std::vector<int64_t> degree(static_cast<size_t>(n), 0);
     for (int64_t e = 0; e < edges; ++e) {
         if (u[e] < 0 || u[e] >= n || v[e] < 0 || v[e] >= n) throw std::invalid_argument("graph edge out of range");
         if (u[e] == v[e] || !(s[e] > 0.0f)) continue;
-        ++degree[u[e] + 1];
-        ++degree[v[e] + 1];
-    }
-    for (int64_t i = 0; i < n; ++i) degree[i + 1] += degree[i];
-    std::vector<Nb> flat(static_cast<size_t>(degree[n]));
-    std::vector<int64_t> fill(degree.begin(), degree.end() - 1);
-    for (int64_t e = 0; e < edges; ++e) {
-        if (u[e] == v[e] || !(s[e] > 0.0f)) continue;
-        flat[fill[u[e]]++] = Nb{v[e], static_cast<double>(s[e])};
-        flat[fill[v[e]]++] = Nb{u[e], static_cast<double>(s[e])};
+        ++degree[u[e]];
+        ++degree[v[e]];
     }
     std::vector<std::vector<Nb>> adj(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) adj[i].reserve(static_cast<size_t>(degree[i]));
+    std::vector<int64_t>().swap(degree);
+    for (int64_t e = 0; e < edges; ++e) {
+        if (u[e] == v[e] || !(s[e] > 0.0f)) continue;
+        adj[u[e]].push_back(Nb{v[e], static_cast<double>(s[e])});
+        adj[v[e]].push_back(Nb{u[e], static_cast<double>(s[e])});
+    }
     ParallelErrors errors;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1024)
     for (int64_t i = 0; i < n; ++i)
         errors.run([&] {
-            auto first = flat.begin() + degree[i], last = flat.begin() + degree[i + 1];
-            std::sort(first, last, [](const Nb& a, const Nb& b) { return a.id < b.id || (a.id == b.id && a.w > b.w); });
-            auto& out = adj[i];
-            for (auto it = first; it != last; ++it)
-                if (out.empty() || out.back().id != it->id) out.push_back(*it);  // the largest of duplicates
+            auto& a = adj[i];
+            std::sort(a.begin(), a.end(), [](const Nb& x, const Nb& y) { return x.id < y.id || (x.id == y.id && x.w > y.w); });
+            a.erase(std::unique(a.begin(), a.end(), [](const Nb& x, const Nb& y) { return x.id == y.id; }), a.end());
+            a.shrink_to_fit();  // the largest of duplicates stays (first after the sort)
         });
     errors.rethrow();
     return adj;

@@ -147,3 +147,12 @@ def joint_entropy(
     probs: npt.NDArray[np.float64],
     num_threads: int = 0,
 ) -> npt.NDArray[np.float64]: ...
+def knn_cells(
+    x: npt.NDArray[np.float32],
+    k: int,
+    cell_start: npt.NDArray[np.int64],
+    cell_rows: npt.NDArray[np.int64],
+    probe_start: npt.NDArray[np.int64],
+    probes: npt.NDArray[np.int64],
+    num_threads: int = 0,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...

@@ -601,6 +601,8 @@ PYBIND11_MODULE(_core, m) {
             return out;
         },
         py::arg("configs"), py::arg("weight"), py::arg("probs"), py::arg("num_threads") = 0);
+
+    m.def(
         "knn_cells",
         [](const F32Array& x, int64_t k, const I64Array& cell_start, const I64Array& cell_rows,
            const I64Array& probe_start, const I64Array& probes, int num_threads) {

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -23,6 +21,7 @@ import numpy as np
 from . import metrics
 from .._backend.arrays import as_int
 from ..distributed import Comm, shard_rows
+from ..project import write_atomic
 from .strategies import PoolView, Strategy, get
 
 __all__ = ["ActiveLearningLoop"]
@@ -48,21 +47,11 @@ def _round_rng(seed: int, round_index: int, stream: int) -> np.random.Generator:
 
 
 def write_json_atomic(path: Union[str, Path], obj: Any) -> None:
-    """Writes JSON to a temporary file in the same folder, fsyncs it and renames it over
-    ``path`` (os.replace): a reader sees the old file or the new one, never half of one."""
+    """Writes JSON through :func:`alscale.project.write_atomic` (temporary file in the same folder,
+    fsync, os.replace, folder fsync): a reader sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, json.dumps(obj))
 
 
 def _canonical(obj: Any) -> str:

@@ -175,3 +175,15 @@ def test_pca_errors(pca, error, match):
     pytest.importorskip("faiss")
     with pytest.raises(error, match=match):
         alscale.knn_graph(np.eye(4)[:, :3] + 1, 1, pca=pca)
+
+
+def test_auto_knn_method_takes_faiss_beyond_200k_points(monkeypatch):
+    import importlib.util
+
+    from alscale.hac import auto_knn_method
+
+    assert auto_knn_method(200_000) == "exact"
+    if importlib.util.find_spec("faiss") is not None:
+        assert auto_knn_method(200_001) == "faiss"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert auto_knn_method(9_000_000) == "exact"  # no faiss: exact, never an ImportError

@@ -313,6 +313,16 @@ def _finite_similarities(s: np.ndarray) -> np.ndarray:
     return s
 
 
+def auto_knn_method(n: int) -> str:
+    """The kNN method for an n-point graph when the caller has no preference: ``"faiss"`` beyond
+    200,000 points if faiss is importable (the exact all-pairs graph takes hours at millions;
+    faiss's, with recall-targeted parameters, about 11 minutes at 9M on 2 cores), else
+    ``"exact"``."""
+    import importlib.util
+
+    return "faiss" if n > 200_000 and importlib.util.find_spec("faiss") is not None else "exact"
+
+
 def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", recall: Any = 0.95,
               nprobe: Any = None, pca: Any = None, num_threads: int = 0):
     """The k nearest neighbours of every point by cosine similarity, excluding the point itself.

@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import datetime
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -591,11 +590,10 @@ class ActiveLearner:
         if n < 2:
             labels = np.zeros(n, dtype=np.int64)
         else:
-            # Beyond 200K points the exact kNN graph (all pairs) takes hours: faiss's graph, with
-            # alscale's recall-targeted parameters (BENCHMARKS.md: 9M points in about 11 minutes).
-            method = "faiss" if n > 200_000 and importlib.util.find_spec("faiss") is not None else "exact"
+            from .hac import auto_knn_method
+
             labels = _lib().hac_average(np.asarray(z), n_clusters=max(1, min(int(n_clusters), n)),
-                                        neighbors=min(int(neighbors), n - 1), knn_method=method).labels
+                                        neighbors=min(int(neighbors), n - 1), knn_method=auto_knn_method(n)).labels
         buf = io.BytesIO()
         np.savez(buf, labels=labels, key=np.array(key))
         write_atomic(path, buf.getvalue())

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 
 from ...cluster_margin import select_cluster_margin
-from ...hac import hac_average
+from ...hac import auto_knn_method, hac_average
 from . import PoolView, Strategy
 
 
 class ClusterMargin(Strategy):
     """Clusters the pool once — graph average linkage on the ``neighbors``-NN cosine graph of the
-    embeddings of the first selection round, cut into ``clusters`` clusters (default: the
+    embeddings of the first selection round (faiss's graph beyond 200,000 rows), cut into ``clusters`` clusters (default: the
     budget) — then every round takes the ``candidates_factor`` × budget lowest-margin unlabeled
     rows and round-robins over their clusters (:func:`alscale.select_cluster_margin`). The
     cluster labels are part of the loop's checkpoints, so a resumed run reuses them.
@@ -57,7 +57,8 @@ class ClusterMargin(Strategy):
         if m >= 2:
             want = max(1, min(m, target - (1 if zero.any() else 0)))
             sub = hac_average(z if m == z.shape[0] else z[rows], n_clusters=want,
-                              neighbors=min(self.neighbors, m - 1), num_threads=self.num_threads).labels
+                              neighbors=min(self.neighbors, m - 1), knn_method=auto_knn_method(m),
+                              num_threads=self.num_threads).labels
             labels[rows] = np.asarray(sub, dtype=np.int64)
         if zero.any():
             labels[zero] = int(labels[rows].max()) + 1 if m else 0

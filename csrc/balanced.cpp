@@ -15,6 +15,11 @@ namespace {
 // Largest per-class extra a later pass may use: bounds memory at about 2^24 candidates.
 int64_t max_extra(int64_t num_classes) { return std::max<int64_t>(64, (int64_t{1} << 24) / num_classes); }
 
+// The extra room of the pass after one that ran short: 4x (at least 64), up to max_extra.
+int64_t grown_extra(int64_t extra, int64_t num_classes) {
+    return std::min(std::max<int64_t>(4 * extra, 64), std::max(extra, max_extra(num_classes)));
+}
+
 // A row fed twice in one pass would be counted twice: refuse it where it matters, among the
 // candidates of a class.
 void check_distinct_rows(const std::vector<Candidate>& candidates) {
@@ -256,7 +261,7 @@ int64_t BalancedState::passes_bound() const {
         if (c >= C_) return passes;
         probe.start_class_ = c;
         ++probe.pass_;
-        probe.extra_ = std::min(std::max<int64_t>(4 * probe.extra_, 64), std::max(probe.extra_, max_extra(C_)));
+        probe.extra_ = grown_extra(probe.extra_, C_);
         ++passes;
     }
 }
@@ -387,7 +392,7 @@ bool BalancedState::advance() {
             start_class_ = c;
             ++pass_;
             fed_ = 0;
-            extra_ = std::min(std::max<int64_t>(4 * extra_, 64), std::max(extra_, max_extra(C_)));
+            extra_ = grown_extra(extra_, C_);
             B_ = budget;  // the clipped budget from now on
             for (auto& hh : heaps_) hh = ClassCandidates{};
             set_capacities(extra_);

@@ -47,37 +47,37 @@ class BatchBald(Strategy):
                                 num_threads=self.num_threads)
 
 
-class PowerBald(Strategy):
-    """PowerBALD: rows sampled with probability ∝ BALD^β (β = 1; Kirsch et al. 2023)."""
+class _Power(Strategy):
+    """Stochastic batch acquisition (Kirsch et al. 2023): rows sampled without replacement with
+    probability ∝ score^β (β = 1), the score given by ``select`` (a function of alscale.bayesian)."""
+
+    needs = frozenset({"mc_samples"})
+    beta = 1.0
+    select_rows = staticmethod(select_powerbald)
+    needs_disagreement = False  # BALD is 0 for a deterministic model: refuse it then
+
+    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+        samples = _stochastic(pool, self.name) if self.needs_disagreement else pool.mc_samples
+        return self.select_rows(samples, budget, beta=self.beta, seed=rng, exclude=pool.labeled,
+                                num_threads=self.num_threads)
+
+
+class PowerBald(_Power):
+    """PowerBALD: rows sampled with probability ∝ BALD^β."""
 
     name = "powerbald"
-    needs = frozenset({"mc_samples"})
-    beta = 1.0
-
-    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
-        return select_powerbald(_stochastic(pool, self.name), budget, beta=self.beta, seed=rng,
-                                exclude=pool.labeled, num_threads=self.num_threads)
+    needs_disagreement = True
 
 
-class PowerMargin(Strategy):
-    """Power margin: rows sampled with probability ∝ (1 - MC margin)^β (β = 1)."""
+class PowerMargin(_Power):
+    """Power margin: rows sampled with probability ∝ (1 - MC margin)^β."""
 
     name = "power-margin"
-    needs = frozenset({"mc_samples"})
-    beta = 1.0
-
-    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
-        return select_power_margin(pool.mc_samples, budget, beta=self.beta, seed=rng, exclude=pool.labeled,
-                                   num_threads=self.num_threads)
+    select_rows = staticmethod(select_power_margin)
 
 
-class PowerEntropy(Strategy):
-    """Power entropy: rows sampled with probability ∝ (entropy of the MC-mean softmax)^β (β = 1)."""
+class PowerEntropy(_Power):
+    """Power entropy: rows sampled with probability ∝ (entropy of the MC-mean softmax)^β."""
 
     name = "power-entropy"
-    needs = frozenset({"mc_samples"})
-    beta = 1.0
-
-    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
-        return select_power_entropy(pool.mc_samples, budget, beta=self.beta, seed=rng, exclude=pool.labeled,
-                                    num_threads=self.num_threads)
+    select_rows = staticmethod(select_power_entropy)

@@ -153,3 +153,14 @@ def test_state_without_pass_memory_loads_as_the_old_rule():
     while not again.advance():
         again.update(x)
     assert_same_indices(again.result(), ref.select_balanced(x, 280))
+
+
+def test_bad_pass_memory_is_refused():
+    with pytest.raises(ValueError, match="pass_memory must be non-negative"):
+        _core.BalancedState(3, 10, 0, -1)
+    sel = alscale.BalancedSelector(3, 10)
+    sel.update(np.random.default_rng(0).standard_normal((20, 3)))
+    state = sel.state_dict()
+    state["pass_memory"] = -1
+    with pytest.raises(ValueError, match="pass_memory"):
+        alscale.BalancedSelector.from_state_dict(state)

@@ -114,3 +114,8 @@ def test_pairs_refuse_another_class_count():
     pairs = _core.PairNorms(np.eye(3))
     with pytest.raises(ValueError, match="3 classes but the logits have 4"):
         _core.boundary_scores(np.zeros((2, 4)), False, pairs, 1)
+
+
+def test_pairs_refuse_a_weight_that_is_not_a_matrix():
+    with pytest.raises(ValueError, match="weight must be 2-D"):
+        _core.PairNorms(np.ones(3))

@@ -68,11 +68,17 @@ def test_ctrl_c_prints_the_resume_command_and_the_resumed_run_is_the_same(tmp_pa
         [{k: v for k, v in r.items() if k not in drop} for r in whole]
 
 
+def _sigint_as_in_a_terminal():
+    """In the child before exec: Ctrl-C's default action. A test runner started in the background
+    (`cmd &` in a script) ignores SIGINT, and an ignored signal stays ignored across exec."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_exits_130_with_one_line(tmp_path):
     out = tmp_path / "res"
     long = {"--n": "5000", "--rounds": "900"}  # far more rounds than the few seconds before the signal
     args = [long.get(prev, w) for prev, w in zip([None, *SMALL], SMALL)] + ["--out", str(out)]
-    proc = _alscale(*args)
+    proc = _alscale(*args, preexec_fn=_sigint_as_in_a_terminal)
     try:
         deadline = time.monotonic() + 240
         while not (out / "checkpoints" / "random-seed0.json").exists():

@@ -153,7 +153,8 @@ def _cluster_margin(ctx: QueryContext):
         if ctx.learner is None:
             raise ValueError("cluster-margin needs clusters= or embeddings= (with a project to cache them in)")
         o = ctx.options
-        clusters = ctx.learner.clusters(ctx.embeddings, n_clusters=o.get("n_clusters") or ctx.budget,
+        clusters = ctx.learner.clusters(ctx.embeddings, n_clusters=ctx.budget if o.get("n_clusters") is None
+                                        else o["n_clusters"],
                                         neighbors=o.get("neighbors", 10), knn_recall=o.get("knn_recall", 0.95),
                                         pca=o.get("pca"))
     elif getattr(clusters, "shape", None) is not None and len(clusters.shape) == 1 \
@@ -800,14 +801,18 @@ def _strategy(name: str) -> QueryStrategy:
 
 def _cached_clusters(path: Path, key: str, n: int) -> Optional[np.ndarray]:
     """The labels of the clusters cache if it exists, is whole, and is of ``key``; else None."""
-    if not path.exists():
+    import zipfile
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return None
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with np.load(io.BytesIO(data), allow_pickle=False) as f:
             if str(f["key"]) != key:
                 return None
             labels = f["labels"]
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # unreadable: computed again
     if labels.shape != (n,) or labels.dtype != np.int64 or (n and int(labels.min()) < 0):
         return None

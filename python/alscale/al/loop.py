@@ -280,11 +280,12 @@ class ActiveLearningLoop:
                 p.unlink(missing_ok=True)
 
     def _read_array(self, where: str, key: str, ref: dict) -> np.ndarray:
-        """The array a checkpoint's ``{"npy": name, "sha256": digest}`` names, beside it, checked."""
+        """The array a checkpoint's ``{"npy": name, "sha256": digest}`` names, checked: a file in
+        the checkpoint's folder (no path), named ``*.<key>.<16 hex>.npy``, of that digest."""
         name = ref["npy"]
-        if not isinstance(name, str) or not isinstance(ref["sha256"], str) or self.checkpoint is None \
-                or not name.startswith(self.checkpoint.name) \
-                or not _ARRAY_FILE.fullmatch(name[len(self.checkpoint.name):]):
+        match = _ARRAY_FILE.search(name) if isinstance(name, str) else None
+        if match is None or match["key"] != key or "/" in name or "\\" in name or name.startswith(".") \
+                or not isinstance(ref["sha256"], str) or self.checkpoint is None:
             raise ValueError(f"{where}: 'strategy_state' field {key!r} names {_short(name)}, not an array file "
                              "of this checkpoint")
         path = self.checkpoint.parent / name

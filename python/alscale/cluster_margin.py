@@ -127,8 +127,8 @@ def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10,
     """
     from .hac import auto_knn_method, hac_average_graph, knn_graph
 
-    target, k, recall, pca = cluster_settings(n_clusters, neighbors, recall, pca)
     z = real_matrix(embeddings, "embeddings", "rows")
+    target, k, recall, pca = cluster_settings(n_clusters, neighbors, recall, pca, z.shape[1])
     n = z.shape[0]
     say = progress or (lambda line: None)
     zero = _zero_rows(z)
@@ -156,9 +156,10 @@ def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10,
     return labels
 
 
-def cluster_settings(n_clusters: Any, neighbors: Any, recall: Any, pca: Any) -> tuple:
-    """(n_clusters, neighbors, recall, pca) of :func:`cluster_embeddings`, checked: ValueError or
-    TypeError naming the one that is wrong."""
+def cluster_settings(n_clusters: Any, neighbors: Any, recall: Any, pca: Any, features: Optional[int] = None) -> tuple:
+    """(n_clusters, neighbors, recall, pca) of :func:`cluster_embeddings`, checked (``pca`` at
+    most ``features``, the embeddings' width, when given): ValueError or TypeError naming the
+    one that is wrong."""
     target = as_int(n_clusters, "n_clusters", minimum=1)
     k = as_int(neighbors, "neighbors", minimum=1)
     if isinstance(recall, (bool, np.bool_)) or not isinstance(recall, (int, float, np.integer, np.floating)):
@@ -166,6 +167,8 @@ def cluster_settings(n_clusters: Any, neighbors: Any, recall: Any, pca: Any) -> 
     if not 0.0 < float(recall) <= 1.0:
         raise ValueError(f"recall must be in (0, 1], got {recall!r}")
     dims = None if pca is None else as_int(pca, "pca", minimum=1)
+    if dims is not None and features is not None and dims > features:
+        raise ValueError(f"pca must be at most the number of features ({features}), got {dims}")
     return target, k, float(recall), dims
 
 

@@ -609,7 +609,7 @@ class ActiveLearner:
         from .hac import auto_knn_method
 
         z = real_matrix(embeddings, "embeddings", "rows")
-        checked = cluster_settings(n_clusters, neighbors, knn_recall, pca)
+        checked = cluster_settings(n_clusters, neighbors, knn_recall, pca, int(z.shape[1]))
         settings = {**dict(zip(("n_clusters", "neighbors", "knn_recall", "pca"), checked)),
                     "knn_method": auto_knn_method(int(z.shape[0])), "format": 2}
         say = self.progress or (lambda line: None)

@@ -8,7 +8,12 @@
     /usr/bin/time -v python benchmarks/cm_loop_cli.py cli --n 1000000
         `alscale query --strategy cluster-margin` on N x 64 blobs (N/100 centres, noise 0.15)
         with N x 10 logits, B = N/10: the first query (fingerprint + kNN graph + graph HAC +
-        selection, the stage lines as printed) and the second (the cache: fingerprint + selection).
+        selection, each stage line with the seconds since the command started) and the second
+        (the cache: fingerprint + selection).
+    python benchmarks/cm_loop_cli.py paths --n 1000000
+        The same clustering two ways, each in a fresh process (peak RSS of that process):
+        cluster_embeddings (knn_graph, then hac_average_graph: the CLI's and the loop's path)
+        and hac_average(neighbors=10, knn_method="faiss") in one call.
 """
 
 from __future__ import annotations
@@ -87,9 +92,9 @@ def checkpoint(n: int, repeat: int) -> None:
     print(json.dumps(out, indent=1))
 
 
-def cli(n: int, d: int) -> None:
+def make_pool(n: int, d: int, folder: Path) -> np.ndarray:
+    """N x d blobs (emb.npy) and N x 10 logits (logits.npy) in ``folder``; the blob of each row."""
     rng = np.random.default_rng(0)
-    folder = Path(tempfile.mkdtemp(prefix="cmcli"))
     centers = max(1, n // 100)
     c = rng.normal(size=(centers, d)).astype(np.float32)
     which = rng.integers(0, centers, n)
@@ -102,36 +107,71 @@ def cli(n: int, d: int) -> None:
         x[s:e] = rng.standard_normal((e - s, 10), dtype=np.float32)
     z.flush()
     x.flush()
-    del z, x
+    return which
+
+
+def cli(n: int, d: int) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="cmcli"))
+    which = make_pool(n, d, folder)
+    centers = max(1, n // 100)
     budget = max(1, n // 10)
     cmd = [sys.executable, "-m", "alscale", "query", "--project", str(folder / "p"), "--logits",
            str(folder / "logits.npy"), "--embeddings", str(folder / "emb.npy"), "--strategy", "cluster-margin",
            "--budget", str(budget), "--n-clusters", str(centers), "--seed", "1"]
     for name in ("first query (clusters)", "second query (cache)"):
+        print(f"## {name}")
         t0 = time.perf_counter()
-        done = subprocess.run(cmd + ["--out", str(folder / "batch.csv")], capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if done.returncode:
-            raise SystemExit(done.stderr)
-        print(f"## {name}: {wall:.1f} s wall")
-        for line in done.stderr.splitlines():
-            print(f"{time.strftime('%H:%M:%S')} {line}")
-        sys.stdout.flush()
+        proc = subprocess.Popen(cmd + ["--out", str(folder / "batch.csv")], stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:
+            print(f"{time.perf_counter() - t0:7.1f} s  {line.rstrip()}", flush=True)
+        if proc.wait():
+            raise SystemExit(f"alscale query failed ({proc.returncode})")
+        print(f"{time.perf_counter() - t0:7.1f} s  (exit)", flush=True)
     from alscale.al.metrics import adjusted_rand_index
 
     with np.load(folder / "p" / "clusters.npz") as f:
         print(f"ARI of the cached clusters vs the blobs: {adjusted_rand_index(f['labels'], which):.4f}")
 
 
+_PATH = """
+import resource, sys, time, numpy as np
+z = np.load(sys.argv[1], mmap_mode="r")
+t0 = time.perf_counter()
+if sys.argv[2] == "cluster_embeddings":
+    from alscale.cluster_margin import cluster_embeddings
+    labels = cluster_embeddings(z, int(sys.argv[3]), neighbors=10, knn_method="faiss")
+else:
+    import alscale
+    labels = alscale.hac_average(z, n_clusters=int(sys.argv[3]), neighbors=10, knn_method="faiss").labels
+np.save(sys.argv[4], labels)
+print(f"{sys.argv[2]}: {time.perf_counter() - t0:.1f} s, peak RSS "
+      f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB", flush=True)
+"""
+
+
+def paths(n: int, d: int) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="cmpaths"))
+    make_pool(n, d, folder)
+    out = []
+    for how in ("cluster_embeddings", "hac_average"):
+        subprocess.run([sys.executable, "-c", _PATH, str(folder / "emb.npy"), how, str(max(1, n // 100)),
+                        str(folder / f"{how}.npy")], check=True)
+        out.append(np.load(folder / f"{how}.npy"))
+    print("same labels:", bool(np.array_equal(out[0], out[1])))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=("checkpoint", "cli"))
+    p.add_argument("mode", choices=("checkpoint", "cli", "paths"))
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--d", type=int, default=64)
     p.add_argument("--repeat", type=int, default=5)
     a = p.parse_args()
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} load {os.getloadavg()}")
-    checkpoint(a.n, a.repeat) if a.mode == "checkpoint" else cli(a.n, a.d)
+    if a.mode == "checkpoint":
+        checkpoint(a.n, a.repeat)
+    else:
+        (cli if a.mode == "cli" else paths)(a.n, a.d)
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} load {os.getloadavg()}")
 
 

@@ -7,7 +7,8 @@ A project is a folder:
 - ``labels.csv``: every label so far, one line ``id,label,round`` per pool id (``label`` is the
   class index; ``round`` is the number of batches queried before it was taught);
 - ``history.json``: every batch queried (round, strategy, budget, seed, ids);
-- ``clusters.npz``: Cluster-Margin's HAC clustering of the pool, computed once and reused.
+- ``clusters.npz``: Cluster-Margin's HAC clustering of the pool, computed once and reused
+  while the embeddings and the clustering settings are the same (a fingerprint of both).
 
 Each command changes at most one file, replaced whole (written to a temporary file, fsynced, then
 ``os.replace``d), under an exclusive lock on the folder: a command killed at any point leaves the
@@ -140,11 +141,6 @@ def _served_class(logits, ids, weight):
     c = int(logits.shape[-1])
     b = ids.size
     return np.repeat(np.arange(c, dtype=np.int64), [b // c + (k < b % c) for k in range(c)])
-
-
-#: cluster-margin's options (the project's ``options``) and their defaults; n_clusters
-#: defaults to the first cluster-margin query's budget.
-CLUSTER_OPTIONS = {"n_clusters": None, "neighbors": 10, "knn_recall": 0.95, "pca": None}
 
 
 def _cluster_margin(ctx: QueryContext):

@@ -299,7 +299,7 @@ class ActiveLearningLoop:
                              "is corrupt")
         try:
             return np.load(io.BytesIO(data), allow_pickle=False)
-        except ValueError as err:
+        except (ValueError, EOFError, OSError) as err:
             raise ValueError(f"{where}: the array file {path} is not a .npy array ({err})") from None
 
     @property

@@ -338,3 +338,20 @@ def test_config_differences():
     assert config_differences([1], {"a": 1}) == ['config: [1] in the checkpoint, {"a": 1} now']
     long = config_differences({"x": list(range(100))}, {"x": []})[0]
     assert len(long) < 120 and long.startswith("x: [0, 1, 2")
+
+
+def test_cluster_margin_strategy_settings(data):
+    """knn_recall and pca reach the clustering, and the checkpoint's config names them only when
+    they are not the defaults (earlier checkpoints still match)."""
+    from alscale.al.strategies import PoolView, get
+    from alscale.cluster_margin import cluster_embeddings
+
+    assert get("cluster-margin").options() == {"clusters": 0, "neighbors": 10, "candidates_factor": 10}
+    s = get("cluster-margin", clusters=6, neighbors=4, knn_recall=0.9, pca=2)
+    assert s.options() == {"clusters": 6, "neighbors": 4, "candidates_factor": 10, "knn_recall": 0.9, "pca": 2}
+    rng = np.random.default_rng(0)
+    view = PoolView(labeled=np.zeros(len(data), bool), logits=rng.normal(size=(len(data), 3)), embeddings=data.x)
+    s.select(view, 5, np.random.default_rng(1))
+    np.testing.assert_array_equal(s.state()["labels"], cluster_embeddings(data.x, 6, neighbors=4, recall=0.9, pca=2))
+    with pytest.raises(ValueError, match="pca must be at most the number of features"):
+        get("cluster-margin", pca=99).select(view, 5, np.random.default_rng(1))

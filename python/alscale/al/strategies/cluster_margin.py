@@ -32,15 +32,24 @@ class ClusterMargin(Strategy):
     shardable = True
 
     def __init__(self, clusters: int = 0, neighbors: int = 10, candidates_factor: int = 10,
-                 num_threads: int = 0) -> None:
+                 num_threads: int = 0, knn_recall: float = 0.95, pca: int | None = None) -> None:
         super().__init__(num_threads)
         self.clusters = clusters
         self.neighbors = neighbors
         self.candidates_factor = candidates_factor
+        self.knn_recall = knn_recall  # the faiss graph's target recall@k (beyond 200,000 rows)
+        self.pca = pca  # reduce the embeddings to this many dimensions before the graph
         self._labels: np.ndarray | None = None
 
     def options(self) -> dict:
-        return {"clusters": self.clusters, "neighbors": self.neighbors, "candidates_factor": self.candidates_factor}
+        """The settings (in the checkpoint's config); knn_recall and pca only when not the
+        defaults, so that earlier checkpoints still resume."""
+        out = {"clusters": self.clusters, "neighbors": self.neighbors, "candidates_factor": self.candidates_factor}
+        if self.knn_recall != 0.95:
+            out["knn_recall"] = self.knn_recall
+        if self.pca is not None:
+            out["pca"] = self.pca
+        return out
 
     def _set_labels(self, labels: np.ndarray | None) -> None:
         self._labels = labels
@@ -60,7 +69,8 @@ class ClusterMargin(Strategy):
     def _cluster(self, pool: PoolView, target: int) -> np.ndarray:
         z = pool.embeddings
         z = z.detach().cpu().numpy() if hasattr(z, "detach") else np.asarray(z)
-        run = lambda x: cluster_embeddings(x, target, neighbors=self.neighbors, num_threads=self.num_threads)
+        run = lambda x: cluster_embeddings(x, target, neighbors=self.neighbors, recall=self.knn_recall, pca=self.pca,
+                                           num_threads=self.num_threads)
         if pool.rows is None:
             return run(z)
         from ...distributed import Comm, broadcast_array, gather_rows

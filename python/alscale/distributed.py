@@ -4,7 +4,8 @@ Selection over a sharded pool exchanges candidate sets only: each rank reduces i
 few that could be selected (the top k of a score, or BASE's per-class candidates: O(C·k)), the
 ranks all-gather those, and every rank merges them the same way, so all ranks get the identical
 global result — the one a single process would give on the whole pool. Nothing proportional to
-the pool's size N is ever sent. The group's backend decides where the messages travel: gloo on
+the pool's size N is sent by a selection (:func:`gather_rows` and :func:`broadcast_array` are for
+what one rank computes once per run: Cluster-Margin's clustering of the embeddings). The group's backend decides where the messages travel: gloo on
 CPU tensors, NCCL on the current CUDA device (set it with ``torch.cuda.set_device``).
 
 A rank whose local work fails (bad input, a chunk of the wrong width) does not leave the others

@@ -120,3 +120,41 @@ def select_memmap(name: str, path: str, rows: Any, budget: int, kwargs: dict) ->
     m = np.load(path, mmap_mode="r")[lo:hi]
     out = getattr(alscale, name)(m, budget, group=dist.group.WORLD, row_ids=np.arange(lo, hi), **kwargs)
     return np.asarray(out)
+
+
+def gather_then_broadcast(local: Any, row_ids: Any, n: int) -> Any:
+    """alscale.distributed.gather_rows to rank 0, then broadcast_array of the result (tests)."""
+    import numpy as np
+    import torch.distributed as dist
+
+    from alscale.distributed import broadcast_array, gather_rows
+
+    whole = gather_rows(local, row_ids, n, group=dist.group.WORLD)
+    return whole is not None, broadcast_array(whole if whole is not None else np.zeros(0), group=dist.group.WORLD)
+
+
+def run_loop(strategy: str, kwargs: dict, checkpoint: Any = None) -> Any:
+    """A small ActiveLearningLoop sharded over the ranks (make_synthetic(300, 6, 4, seed=0),
+    linear_probe(epochs=3)); resumed from ``checkpoint`` when it exists. Returns the labeled
+    order and whether the strategy clustered in this process."""
+    import torch.distributed as dist
+
+    from alscale.al.datasets import make_synthetic
+    from alscale.al.loop import ActiveLearningLoop
+    from alscale.al.strategies import cluster_margin as module
+    from alscale.al.train import linear_probe
+
+    calls = []
+    real = module.cluster_embeddings
+    module.cluster_embeddings = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        data = make_synthetic(300, 6, 4, seed=0)
+        if checkpoint is not None:
+            loop = ActiveLearningLoop.resume(checkpoint, data, strategy, linear_probe(epochs=3),
+                                             group=dist.group.WORLD, **kwargs)
+        else:
+            loop = ActiveLearningLoop(data, strategy, linear_probe(epochs=3), group=dist.group.WORLD, **kwargs)
+        loop.run()
+    finally:
+        module.cluster_embeddings = real
+    return loop.labeled_order, len(calls)

@@ -4,8 +4,11 @@ silently accepted edit), and a refused resume names the settings that differ."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 
+import numpy as np
 import pytest
 
 from alscale.al.datasets import make_synthetic
@@ -22,12 +25,16 @@ def data():
 
 @pytest.fixture(scope="module")
 def saved(data, tmp_path_factory):
-    """A finished run's checkpoint for each strategy (JSON text)."""
+    """A finished run's checkpoint for each strategy (JSON text; cluster-margin's with the bytes
+    of its labels' array file)."""
     out = {}
     for strategy in ("random", "cluster-margin"):
         path = tmp_path_factory.mktemp("ckpt") / "c.json"
         ActiveLearningLoop(data, strategy, linear_probe(epochs=3), checkpoint=path, **KW).run()
         out[strategy] = path.read_text()
+        if strategy == "cluster-margin":
+            ref = json.loads(out[strategy])["strategy_state"]["labels"]
+            out[strategy] = (out[strategy], (path.parent / ref["npy"]).read_bytes())
     return out
 
 
@@ -95,10 +102,92 @@ def test_swapped_labeled_rows_are_detected(tmp_path, data, saved):
         _resume(_write(tmp_path, state, rehash=True), data)
 
 
-def test_float_cluster_labels_are_refused(tmp_path, data, saved):
-    state = json.loads(saved["cluster-margin"])
-    labels = state["strategy_state"]["labels"]
-    assert len(labels) == len(data)
+def _labels_file(tmp_path, saved):
+    """The cluster-margin checkpoint copied into tmp_path with its labels' array file; returns
+    (state, path of the array file)."""
+    state = json.loads(saved["cluster-margin"][0])
+    ref = state["strategy_state"]["labels"]
+    (tmp_path / ref["npy"]).write_bytes(saved["cluster-margin"][1])
+    return state, tmp_path / ref["npy"]
+
+
+def _edited_labels(tmp_path, state, labels, *, rehash):
+    """The checkpoint ``edited.json`` whose labels' array file holds ``labels``; ``rehash``:
+    with the file's and the parts' digests recomputed (a careful forger)."""
+    import io
+
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(labels))
+    data = buf.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"edited.json.labels.{digest[:16]}.npy"
+    (tmp_path / name).write_bytes(data)
+    state["strategy_state"]["labels"] = {"npy": name, "sha256": digest if rehash else "0" * 64}
+    return _write(tmp_path, state, rehash=True)
+
+
+def test_cluster_labels_live_beside_the_checkpoint(tmp_path, data, saved):
+    state = json.loads(saved["cluster-margin"][0])
+    ref = state["strategy_state"]["labels"]
+    assert set(ref) == {"npy", "sha256"} and ref["npy"].startswith("c.json.labels.")
+
+    labels = np.load(io.BytesIO(saved["cluster-margin"][1]))
+    assert labels.dtype == np.int64 and labels.shape == (len(data),)
+    path = tmp_path / "c.json"
+    path.write_text(saved["cluster-margin"][0])
+    (tmp_path / ref["npy"]).write_bytes(saved["cluster-margin"][1])
+    loop = _resume(path, data, "cluster-margin")
+    np.testing.assert_array_equal(loop.strategy.state()["labels"], labels)
+    assert loop.strategy.needs == {"logits"}  # clustered: no embeddings asked for any more
+
+
+def test_bad_cluster_label_files_are_refused(tmp_path, data, saved):
+    state, file = _labels_file(tmp_path, saved)
+    good = state["strategy_state"]["labels"]["npy"]
+    edited = bytearray(file.read_bytes())
+    edited[-8] ^= 1  # one label changed
+    file.write_bytes(bytes(edited))
+    with pytest.raises(ValueError, match=f"the array file {file} does not match its SHA-256 digest"):
+        _resume(_write(tmp_path, state), data, "cluster-margin")
+    file.unlink()
+    with pytest.raises(ValueError, match=f"the array file {file} of 'strategy_state' field 'labels' cannot be read"):
+        _resume(_write(tmp_path, state), data, "cluster-margin")
+    for name in ("../c.json.labels.0123456789abcdef.npy", "/etc/passwd", ".c.json.labels.0123456789abcdef.npy",
+                 good.replace(".npy", ".txt"), good.replace(".labels.", ".other."), 5):
+        state["strategy_state"]["labels"] = {"npy": name, "sha256": "0" * 64}
+        with pytest.raises(ValueError, match="names .*, not an array file of this checkpoint"):
+            _resume(_write(tmp_path, state, rehash=True), data, "cluster-margin")
+    state, _ = _labels_file(tmp_path, saved)
+    with pytest.raises(ValueError, match="does not match its SHA-256 digest"):
+        _resume(_edited_labels(tmp_path, state, np.zeros(len(data), np.int64), rehash=False), data, "cluster-margin")
+
+    for bad, message in ((np.full(len(data), 1.5), "must be a 1-D array of integer cluster ids, got float64"),
+                         (np.zeros((len(data), 1), np.int64), r"1-D array .* shape \(120, 1\)"),
+                         (np.zeros(7, np.int64), "has 7 cluster ids, but the pool has 120 rows"),
+                         (np.r_[np.zeros(len(data) - 1, np.int64), 120], "holds cluster id 120"),
+                         (np.r_[np.zeros(len(data) - 1, np.int64), -1], "integer cluster ids >= 0, got -1"),
+                         (np.r_[np.zeros(len(data) - 1, np.uint64), 2**63], "more than any pool has rows")):
+        with pytest.raises(ValueError, match=r"bad 'strategy_state' for 'cluster-margin': .*" + message):
+            _resume(_edited_labels(tmp_path, state, bad, rehash=True), data, "cluster-margin")
+    (tmp_path / "edited.json.labels.0123456789abcdef.npy").write_bytes(b"not an npy file")
+
+    state["strategy_state"]["labels"] = {"npy": "edited.json.labels.0123456789abcdef.npy",
+                                         "sha256": hashlib.sha256(b"not an npy file").hexdigest()}
+    with pytest.raises(ValueError, match="is not a .npy array"):
+        _resume(_write(tmp_path, state, rehash=True), data, "cluster-margin")
+
+
+def test_list_cluster_labels_of_earlier_checkpoints(tmp_path, data, saved):
+    """Checkpoints written before the array files held the labels as a JSON list: still read,
+    with the same checks (floats, booleans or negative ids refused, not truncated)."""
+
+
+    state = json.loads(saved["cluster-margin"][0])
+    labels = np.load(io.BytesIO(saved["cluster-margin"][1])).tolist()
+    state["strategy_state"]["labels"] = labels
+    loop = _resume(_write(tmp_path, state, rehash=True), data, "cluster-margin")
+    assert loop.strategy.state()["labels"].tolist() == labels
     labels[5] = 1.5  # was truncated to 1 silently
     with pytest.raises(ValueError, match="'strategy_state' does not match its SHA-256 digest"):
         _resume(_write(tmp_path, state), data, "cluster-margin")
@@ -113,6 +202,72 @@ def test_float_cluster_labels_are_refused(tmp_path, data, saved):
         state["strategy_state"]["labels"] = bad
         with pytest.raises(ValueError, match=message):
             _resume(_write(tmp_path, state, rehash=True), data, "cluster-margin")
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_after", [0, 1, 2])
+def test_cluster_margin_resumes_without_clustering_again(tmp_path, data, monkeypatch, stop_after):
+    """Stopped after round r and resumed in a fresh loop: the clustering is read from its file
+    (never computed again), the pool's embeddings are not computed again, and the records and
+    picks equal the uninterrupted run's."""
+
+    from alscale.al.strategies import cluster_margin as module
+
+    kw = dict(initial=10, budget=5, rounds=3, seed=2)
+    whole = ActiveLearningLoop(data, "cluster-margin", linear_probe(epochs=3), checkpoint=tmp_path / "w.json", **kw)
+    expected = whole.run()
+
+    def stop(record):
+        if record["round"] == stop_after:
+            raise _Stop
+
+    path = tmp_path / "c.json"
+    with pytest.raises(_Stop):
+        ActiveLearningLoop(data, "cluster-margin", linear_probe(epochs=3), checkpoint=path, progress=stop, **kw).run()
+    clustered = True  # round r's checkpoint is written after its selection: round 0's clusters
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("c.json")) == (
+        ["c.json"] + [f for f in sorted(p.name for p in tmp_path.iterdir()) if f.startswith("c.json.labels.")])
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("c.json.labels.")]) == int(clustered)
+
+    class Counting:  # a trainer that counts the pool's embedding passes
+        def __init__(self, inner):
+            self.inner, self.embedding_passes = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def predict(self, split, *a, **k):
+            self.embedding_passes += bool(k.get("embeddings")) and split == "pool"
+            return self.inner.predict(split, *a, **k)
+
+    if clustered:
+        monkeypatch.setattr(module, "cluster_embeddings", lambda *a, **k: pytest.fail("clustered again"))
+    trainer = Counting(linear_probe(epochs=3))
+    resumed = ActiveLearningLoop.resume(path, data, "cluster-margin", trainer, **kw)
+    got = resumed.run()
+    strip = lambda rs: json.dumps([{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rs])  # NaN too
+    assert strip(got) == strip(expected)
+    np.testing.assert_array_equal(resumed.labeled_order, whole.labeled_order)
+    assert trainer.embedding_passes == (0 if clustered else 1)
+    digest = lambda p: json.loads(p.read_text())["strategy_state"]["labels"]["sha256"]
+    assert digest(path) == digest(tmp_path / "w.json")  # the same clustering, bit for bit
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("c.json.labels.")]) == 1
+
+
+def test_stale_label_files_are_removed(tmp_path, data):
+    """Array files of this checkpoint that it no longer names (an earlier run's) are deleted
+    after the checkpoint is written; other files are left alone."""
+    (tmp_path / "c.json.labels.0123456789abcdef.npy").write_bytes(b"old")
+    (tmp_path / "other.json.labels.0123456789abcdef.npy").write_bytes(b"keep")
+    (tmp_path / "c.json.notes.npy").write_bytes(b"keep")
+    ActiveLearningLoop(data, "cluster-margin", linear_probe(epochs=3), checkpoint=tmp_path / "c.json", **KW).run()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "c.json.labels.0123456789abcdef.npy" not in names
+    assert "other.json.labels.0123456789abcdef.npy" in names and "c.json.notes.npy" in names
+    assert len([n for n in names if n.startswith("c.json.labels.")]) == 1
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -183,3 +338,20 @@ def test_config_differences():
     assert config_differences([1], {"a": 1}) == ['config: [1] in the checkpoint, {"a": 1} now']
     long = config_differences({"x": list(range(100))}, {"x": []})[0]
     assert len(long) < 120 and long.startswith("x: [0, 1, 2")
+
+
+def test_cluster_margin_strategy_settings(data):
+    """knn_recall and pca reach the clustering, and the checkpoint's config names them only when
+    they are not the defaults (earlier checkpoints still match)."""
+    from alscale.al.strategies import PoolView, get
+    from alscale.cluster_margin import cluster_embeddings
+
+    assert get("cluster-margin").options() == {"clusters": 0, "neighbors": 10, "candidates_factor": 10}
+    s = get("cluster-margin", clusters=6, neighbors=4, knn_recall=0.9, pca=2)
+    assert s.options() == {"clusters": 6, "neighbors": 4, "candidates_factor": 10, "knn_recall": 0.9, "pca": 2}
+    rng = np.random.default_rng(0)
+    view = PoolView(labeled=np.zeros(len(data), bool), logits=rng.normal(size=(len(data), 3)), embeddings=data.x)
+    s.select(view, 5, np.random.default_rng(1))
+    np.testing.assert_array_equal(s.state()["labels"], cluster_embeddings(data.x, 6, neighbors=4, recall=0.9, pca=2))
+    with pytest.raises(ValueError, match="pca must be at most the number of features"):
+        get("cluster-margin", pca=99).select(view, 5, np.random.default_rng(1))

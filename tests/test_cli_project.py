@@ -142,6 +142,16 @@ def test_label_studio_tasks_carry_the_data_field(pool):
     (["query", "--logits", "logits.npy", "--budget", "3", "--format", "label-studio", "--data", "short.csv"],
      "--data short.csv has no row for id"),
     (["query", "--logits", "logits.npy", "--budget", "3", "--weight", "emb.npy"], "weight"),
+    (["query", "--logits", "logits.npy", "--budget", "3", "--strategy", "cluster-margin", "--embeddings", "short.npy"],
+     "embeddings has 499 rows but logits has 500"),
+    (["query", "--logits", "logits.npy", "--budget", "3", "--strategy", "cluster-margin", "--clusters", "short.npy"],
+     "clusters must be 1-D"),
+    (["query", "--logits", "logits.npy", "--budget", "3", "--strategy", "cluster-margin", "--clusters", "ids.npy"],
+     "clusters has 499 cluster ids but the pool has 500 rows"),
+    (["query", "--logits", "logits.npy", "--budget", "3", "--strategy", "cluster-margin", "--embeddings", "emb.npy",
+      "--pca", "9"], "pca must be at most the number of features (4), got 9"),
+    (["query", "--logits", "logits.npy", "--budget", "3", "--strategy", "margin", "--pca", "2", "--neighbors", "3"],
+     "--neighbors, --pca: cluster-margin settings, but the strategy is 'margin'"),
     (["teach", "bad.csv"], "bad.csv line 3: id 999 is out of range"),
     (["teach", "nothing.csv"], "nothing.csv: no such file"),
 ])
@@ -149,6 +159,8 @@ def test_bad_input_is_one_error_line(pool, args, message):
     tmp, x, z, w = pool
     (tmp / "short.csv").write_text("id,image\n0,a\n")
     (tmp / "bad.csv").write_text("id,label\n1,1\n999,1\n")
+    np.save(tmp / "short.npy", z[:-1])
+    np.save(tmp / "ids.npy", np.zeros(499, np.int64))
     p = tmp / "project"
     ActiveLearner(p).query(x, 1, strategy="margin")  # the pool has 500 ids
     before = {f.name: f.read_bytes() for f in p.iterdir() if f.is_file()}
@@ -190,3 +202,49 @@ def test_query_reads_the_npy_files_as_memmaps(pool, monkeypatch):
     assert cli.main(["query", "--project", str(tmp / "p"), "--logits", str(tmp / "logits.npy"), "--budget", "4",
                      "--out", str(tmp / "o.csv")]) == 0
     assert seen == [np.memmap]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--knn-recall", "1.5"], "argument --knn-recall: must be in (0, 1], got 1.5"),
+    (["--knn-recall", "x"], "argument --knn-recall: must be a number, got 'x'"),
+    (["--pca", "0"], "argument --pca: must be at least 1, got 0"),
+    (["--n-clusters", "-2"], "argument --n-clusters: must be at least 1, got -2"),
+    (["--neighbors", "2.5"], "argument --neighbors: must be an integer, got '2.5'"),
+])
+def test_bad_cluster_settings_are_refused(pool, args, message):
+    tmp, x, z, w = pool
+    proc = alscale_cli("query", "--project", tmp / "p", "--logits", tmp / "logits.npy", "--embeddings",
+                       tmp / "emb.npy", "--strategy", "cluster-margin", "--budget", 3, *args, ok=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not (tmp / "p" / "history.json").exists()
+
+
+def test_cluster_margin_settings_progress_and_cache(pool, no_torch):
+    """--n-clusters/--neighbors/--knn-recall/--pca: the batch is the library's on those settings;
+    each stage prints a line on stderr; the settings are stored in the project, so the next
+    query reuses the cached clusters; a changed setting clusters again."""
+    from alscale.cluster_margin import cluster_embeddings
+
+    tmp, x, z, w = pool
+    p = tmp / "project"
+    base = ["query", "--project", p, "--logits", tmp / "logits.npy", "--embeddings", tmp / "emb.npy",
+            "--strategy", "cluster-margin", "--budget", 15, "--seed", 5, "--out", tmp / "b.csv"]
+    first = alscale_cli(*base, "--n-clusters", 7, "--neighbors", 4, "--knn-recall", 0.9, "--pca", 3, env=no_torch)
+    labels = cluster_embeddings(z, 7, neighbors=4, recall=0.9, pca=3)
+    want = alscale.select_cluster_margin(x, labels, 15, candidates=150, seed=5)
+    assert [int(r["id"]) for r in _rows((tmp / "b.csv").read_text())] == want.tolist()
+    err = first.stderr
+    assert "alscale query: kNN graph of 500 embeddings (exact, k = 4, PCA to 3) ..." in err, err
+    assert "alscale query: graph HAC into 7 clusters ..." in err and "alscale query: graph HAC: " in err
+    config = json.loads((p / "project.json").read_text())
+    assert config["options"] == {"n_clusters": 7, "neighbors": 4, "knn_recall": 0.9, "pca": 3}
+    ActiveLearner(p).teach(want[:5], np.arange(5) % 6)
+    again = alscale_cli(*base[:-2], env=no_torch)  # the stored settings: the cache
+    assert "clusters reused" in again.stderr and "kNN graph" not in again.stderr, again.stderr
+    lab = np.zeros(500, bool)
+    lab[want[:5]] = True
+    assert [int(r["id"]) for r in _rows(again.stdout)] == alscale.select_cluster_margin(
+        x, labels, 15, candidates=150, exclude=lab, seed=5).tolist()
+    changed = alscale_cli(*base[:-2], "--neighbors", 6, env=no_torch)
+    assert "kNN graph of 500 embeddings (exact, k = 6, PCA to 3)" in changed.stderr
+    assert json.loads((p / "project.json").read_text())["options"]["neighbors"] == 6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -67,3 +68,72 @@ def test_round_robin_keys_match_kernel_definition():
     # splitmix64 from state 0: the first outputs of the published generator
     keys = ref.round_robin_keys(0, np.array([0, 1, 2]))
     assert keys.tolist() == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+
+
+# ------------------------------------------------------------------ cluster_embeddings (the pool's clustering)
+@given(seed=SEEDS, n=st.integers(2, 120), d=st.integers(1, 6), k=st.integers(1, 12), clusters=st.integers(1, 30),
+       zeros=st.integers(0, 3), integer=st.booleans())
+def test_cluster_embeddings_is_graph_hac_of_the_knn_graph(seed, n, d, k, clusters, zeros, integer):
+    """Equals hac_average_graph on knn_graph (and hac_average(neighbors=) in one call) for the
+    non-zero rows; all-zero rows form one cluster of their own, the last id."""
+    from alscale.cluster_margin import cluster_embeddings
+
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, d))
+    if integer:  # tied similarities
+        z = np.round(z)
+    z[rng.choice(n, min(zeros, n), replace=False)] = 0
+    zero = ~np.any(z != 0, axis=1)
+    got = cluster_embeddings(z, clusters, neighbors=k, num_threads=1)
+    assert got.dtype == np.int64 and got.shape == (n,)
+    rows = np.flatnonzero(~zero)
+    if rows.size >= 2:
+        want = max(1, min(rows.size, clusters - int(zero.any())))
+        kk = min(k, rows.size - 1)
+        graph = alscale.knn_graph(z[rows], kk)
+        expect = alscale.hac_average_graph(graph, n_clusters=want).labels
+        np.testing.assert_array_equal(got[rows], expect)
+        np.testing.assert_array_equal(got[rows], alscale.hac_average(z[rows], n_clusters=want, neighbors=kk).labels)
+    else:
+        assert (got[rows] == 0).all()
+    if zero.any():
+        assert (got[zero] == (got[rows].max() + 1 if rows.size else 0)).all()
+    np.testing.assert_array_equal(cluster_embeddings(z, clusters, neighbors=k, num_threads=2), got)
+
+
+def test_cluster_embeddings_settings_and_progress(tmp_path):
+    from alscale.cluster_margin import cluster_embeddings
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(300, 8)).astype(np.float32)
+    lines = []
+    got = cluster_embeddings(z, 12, neighbors=5, recall=0.9, pca=4, knn_method="faiss", progress=lines.append)
+    graph = alscale.knn_graph(z, 5, method="faiss", recall=0.9, pca=4)
+    np.testing.assert_array_equal(got, alscale.hac_average_graph(graph, n_clusters=12).labels)
+    assert lines[0] == "kNN graph of 300 embeddings (faiss, k = 5, recall 0.9, PCA to 4) ..."
+    assert lines[1].startswith("kNN graph: ") and lines[2] == "graph HAC into 12 clusters ..."
+    assert lines[3].startswith("graph HAC: ") and len(lines) == 4
+    mm = np.lib.format.open_memmap(str(tmp_path / "z.npy"), mode="w+", dtype=np.float32, shape=z.shape)
+    mm[:] = z
+    np.testing.assert_array_equal(cluster_embeddings(mm, 12, neighbors=5), cluster_embeddings(z, 12, neighbors=5))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(n_clusters=0), ValueError, "n_clusters must be at least 1"),
+    (dict(n_clusters=2.0), TypeError, "n_clusters must be an integer"),
+    (dict(neighbors=0), ValueError, "neighbors must be at least 1"),
+    (dict(recall=0.0), ValueError, r"recall must be in \(0, 1\]"),
+    (dict(recall=True), TypeError, "recall must be a number"),
+    (dict(pca=0), ValueError, "pca must be at least 1"),
+    (dict(pca=5), ValueError, "pca must be at most the number of features"),
+    (dict(knn_method="annoy"), ValueError, "knn method must be one of"),
+    (dict(embeddings=np.zeros(5)), ValueError, "embeddings must be 2-D"),
+    (dict(embeddings=np.array([["a", "b"]] * 3)), TypeError, "embeddings must be a real-valued array"),
+    (dict(embeddings=np.array([[1.0, np.nan], [1.0, 2.0], [0.5, 1.0]])), ValueError, "NaN or inf at row 0"),
+])
+def test_cluster_embeddings_bad_input(kwargs, error, message):
+    from alscale.cluster_margin import cluster_embeddings
+
+    args = {"embeddings": np.random.default_rng(0).normal(size=(20, 4)), "n_clusters": 3, **kwargs}
+    with pytest.raises(error, match=message):
+        cluster_embeddings(args.pop("embeddings"), args.pop("n_clusters"), **args)

@@ -5,6 +5,8 @@ or from a memmap."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch.distributed as dist
@@ -212,3 +214,151 @@ def test_shard_rows_cover_the_pool(world):
         parts = [alscale.shard_rows(n, rank=r, world_size=world) for r in range(world)]
         np.testing.assert_array_equal(np.concatenate(parts), np.arange(n))
         assert max(p.size for p in parts) - min(p.size for p in parts) <= 1
+
+
+# ------------------------------------------------------------------ Cluster-Margin: edge cases
+def _cm_sharded(group, logits, clusters, budget, ids, exclude=None, **kw):
+    args = []
+    for i in ids:
+        local = {"row_ids": i, **kw}
+        if exclude is not None:
+            local["exclude"] = exclude[i]
+        args.append((logits[i], clusters[i], budget, local))
+    out = group.run(ranks.select_clusters, args)
+    for r in range(1, WORLD):
+        np.testing.assert_array_equal(out[r], out[0], err_msg=f"rank {r} differs from rank 0")
+    return out[0]
+
+
+@pytest.mark.parametrize("layout", ["all_on_last", "one_row_each", "uneven", "clusters_by_rank"])
+def test_cluster_margin_sharded_edge_cases(group, layout):
+    """Uneven shards, ranks with no rows, one row per rank, clusters held whole by one rank or
+    spread over all, exclusions that empty a whole shard: always the single-process selection."""
+    rng = np.random.default_rng(11)
+    n = 3 if layout == "one_row_each" else 240
+    logits = np.round(rng.standard_normal((n, 4)), 1)  # tied margins across ranks
+    clusters = rng.integers(0, 9, n)
+    if layout == "all_on_last":
+        ids = [np.zeros(0, np.int64), np.zeros(0, np.int64), rng.permutation(n)]
+    elif layout == "one_row_each":
+        ids = [np.array([2]), np.array([0]), np.array([1])]
+    elif layout == "uneven":
+        ids = [np.arange(0, 7), np.arange(7, 200)[::-1].copy(), np.arange(200, n)]
+    else:  # every cluster's rows on one rank, and rank 1's rows all excluded
+        order = np.argsort(clusters % WORLD, kind="stable")
+        ids = [order[clusters[order] % WORLD == r] for r in range(WORLD)]
+    exclude = np.zeros(n, bool)
+    if layout == "clusters_by_rank":
+        exclude[ids[1]] = True
+    exclude[rng.integers(0, n, n // 10)] = True
+    for budget, candidates in ((1, None), (5, 5), (17, 60), (n, None), (n + 5, 3 * n)):
+        kw = {"seed": 2**64 - 1 - budget, "candidates": candidates}
+        got = _cm_sharded(group, logits, clusters, budget, ids, exclude, **kw)
+        one = alscale.select_cluster_margin(logits, clusters, budget, exclude=exclude, **kw)
+        np.testing.assert_array_equal(got, one)
+        want = ref.select_cluster_margin(alscale.margin_scores(logits), clusters, budget, kw["seed"], candidates, exclude)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_cluster_margin_sharded_bad_clusters_fail_every_rank(group):
+    rng = np.random.default_rng(12)
+    logits = rng.standard_normal((90, 5))
+    clusters = rng.integers(0, 6, 90)
+    ids = shards(rng, 90, WORLD, "contiguous")
+    args = [(logits[i], clusters[i], 10, {"row_ids": i, "seed": 1}) for i in ids]
+    args[1] = (logits[ids[1]], clusters[ids[1]][:-1], 10, {"row_ids": ids[1], "seed": 1})  # one label short
+    with pytest.raises(ranks.RankError) as info:
+        group.run(ranks.select_clusters, args)
+    errors = info.value.args[0]
+    assert all(kind == "ValueError" for _, kind, _ in errors), errors
+    assert all("clusters" in msg and ("rank 1" in msg or r == 1) for r, _, msg in errors), errors
+    args[1] = (logits[ids[1]], clusters[ids[1]].astype(float), 10, {"row_ids": ids[1], "seed": 1})
+    with pytest.raises(ranks.RankError) as info:
+        group.run(ranks.select_clusters, args)
+    assert any(kind == "TypeError" for _, kind, _ in info.value.args[0])
+    # the group still works afterwards
+    good = _cm_sharded(group, logits, clusters, 10, ids, seed=1)
+    np.testing.assert_array_equal(good, alscale.select_cluster_margin(logits, clusters, 10, seed=1))
+
+
+# ------------------------------------------------------------------ gather_rows / broadcast_array
+@pytest.mark.parametrize("mode", ["contiguous", "interleaved", "random"])
+def test_gather_rows_assembles_the_pool_on_rank_zero(group, mode):
+    rng = np.random.default_rng(13)
+    for n, d, dtype in ((50, 3, np.float32), (7, 1, np.float64), (0, 2, np.float32)):
+        x = rng.standard_normal((n, d)).astype(dtype)
+        ids = shards(rng, n, WORLD, mode)
+        out = group.run(ranks.gather_then_broadcast, [(x[i], i, n) for i in ids])
+        assert [has for has, _ in out] == [True, False, False]
+        for _, got in out:
+            assert got.dtype == dtype and got.shape == (n, d)
+            np.testing.assert_array_equal(got, x)  # bit for bit: the same clustering input as one process
+    np.testing.assert_array_equal(alscale.distributed.gather_rows(x[::-1], np.arange(n)[::-1], n, group=None), x)
+
+
+def test_gather_rows_refuses_bad_shards_on_every_rank(group):
+    x = np.arange(12.0).reshape(6, 2)
+    cases = [
+        ([np.arange(0, 3), np.arange(2, 4), np.arange(4, 5)], "repeat a row"),  # row 2 twice, row 5 missing
+        ([np.arange(0, 2), np.arange(2, 4), np.arange(4, 5)], "5 rows in all, not the 6"),
+        ([np.arange(0, 2), np.arange(2, 4), np.array([4, 9])], r"row_ids must lie in \[0, 6\)"),
+    ]
+    for ids, message in cases:
+        with pytest.raises(ranks.RankError) as info:
+            group.run(ranks.gather_then_broadcast, [(x[np.minimum(i, 5)], i, 6) for i in ids])
+        errors = info.value.args[0]
+        assert all(kind == "ValueError" for _, kind, _ in errors), errors
+        assert all(re.search(message, msg) for _, _, msg in errors), (message, errors)
+    ids = [np.arange(0, 2), np.arange(2, 4), np.arange(4, 6)]
+    args = [(x[i], i, 6) for i in ids]
+    args[2] = (x[ids[2]].astype(np.float32), ids[2], 6)
+    with pytest.raises(ranks.RankError, match="differ in width or dtype"):
+        group.run(ranks.gather_then_broadcast, args)
+
+
+# ------------------------------------------------------------------ the loop's cluster-margin, sharded
+LOOP_KW = dict(initial=20, budget=15, rounds=3, seed=4)
+
+
+def test_loop_cluster_margin_sharded_equals_one_process(group, tmp_path):
+    """torchrun-style: each rank scores its shard, rank 0 clusters the gathered embeddings once,
+    the selection is sharded — and the labeled rows equal one process's, round by round."""
+    from alscale.al.datasets import make_synthetic
+    from alscale.al.loop import ActiveLearningLoop
+    from alscale.al.train import linear_probe
+
+    data = make_synthetic(300, 6, 4, seed=0)
+    one = ActiveLearningLoop(data, "cluster-margin", linear_probe(epochs=3), **LOOP_KW)
+    one.run()
+    out = group.run(ranks.run_loop, [("cluster-margin", LOOP_KW)] * WORLD)
+    for r, (order, clustered) in enumerate(out):
+        np.testing.assert_array_equal(order, one.labeled_order, err_msg=f"rank {r}")
+        assert clustered == (1 if r == 0 else 0), "rank 0 clusters once per run; the others receive the labels"
+
+
+def test_loop_cluster_margin_sharded_resume(group, tmp_path):
+    """A one-process run stopped after round 1, resumed sharded over the ranks from its
+    checkpoint: no rank clusters again, and the picks equal the uninterrupted run's."""
+    from alscale.al.datasets import make_synthetic
+    from alscale.al.loop import ActiveLearningLoop
+    from alscale.al.train import linear_probe
+
+    data = make_synthetic(300, 6, 4, seed=0)
+    whole = ActiveLearningLoop(data, "cluster-margin", linear_probe(epochs=3), **LOOP_KW)
+    whole.run()
+
+    class Stop(Exception):
+        pass
+
+    def stop(record):
+        if record["round"] == 1:
+            raise Stop
+
+    path = tmp_path / "c.json"
+    with pytest.raises(Stop):
+        ActiveLearningLoop(data, "cluster-margin", linear_probe(epochs=3), checkpoint=path, progress=stop,
+                           **LOOP_KW).run()
+    out = group.run(ranks.run_loop, [("cluster-margin", LOOP_KW, str(path))] * WORLD)
+    for r, (order, clustered) in enumerate(out):
+        np.testing.assert_array_equal(order, whole.labeled_order, err_msg=f"rank {r}")
+        assert clustered == 0, f"rank {r} clustered again"

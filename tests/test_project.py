@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,25 +121,140 @@ def test_query_on_a_memmap_equals_the_in_memory_call(tmp_path):
         assert learner.query(m, 100, strategy=name).tolist() == LIBRARY[name](x, None, None, None, 100, lab, 0).tolist()
 
 
+def _spy_clustering(monkeypatch):
+    """The calls of cluster_embeddings (the project's clustering) as their keyword arguments."""
+    import alscale.cluster_margin as module
+
+    calls = []
+    real = module.cluster_embeddings
+    monkeypatch.setattr(module, "cluster_embeddings", lambda *a, **k: calls.append(k) or real(*a, **k))
+    return calls
+
+
 def test_cluster_margin_clusters_are_cached_in_the_project(tmp_path, monkeypatch):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((200, 5)).astype(np.float32)
     z = rng.standard_normal((200, 8)).astype(np.float32)
-    calls = []
-    real = alscale.hac_average
-    monkeypatch.setattr(alscale, "hac_average", lambda *a, **k: calls.append(k) or real(*a, **k))
+    calls = _spy_clustering(monkeypatch)
     learner = ActiveLearner(tmp_path, strategy="cluster-margin")
     first = learner.query(x, 10, embeddings=z, seed=0)
-    expect = real(z, n_clusters=10, neighbors=10).labels
+    expect = alscale.hac_average(z, n_clusters=10, neighbors=10).labels  # the same graph HAC, in one call
     lab = np.zeros(200, bool)
     assert first.tolist() == alscale.select_cluster_margin(x, expect, 10, candidates=100, exclude=lab, seed=0).tolist()
     learner.teach(first, np.zeros(10, int))
     ActiveLearner(tmp_path).query(x, 20, embeddings=z, seed=1)  # a new session: the cache is reused
-    assert len(calls) == 1 and calls[0]["n_clusters"] == 10  # the first budget stays the cluster count
+    assert len(calls) == 1 and calls[0]["neighbors"] == 10  # the first budget stays the cluster count
+    with np.load(tmp_path / "clusters.npz") as f:
+        assert json.loads(str(f["settings"]))["n_clusters"] == 10
+        np.testing.assert_array_equal(f["labels"], expect)
     z2 = z.copy()
     z2[0, 0] += 1.0
     learner.query(x, 5, embeddings=z2, seed=1)  # other embeddings: clustered again
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("change", [{"neighbors": 5}, {"n_clusters": 7}, {"knn_recall": 0.9}, {"pca": 6}])
+def test_changed_cluster_settings_cluster_again(tmp_path, monkeypatch, change):
+    """Each setting is in the cache's key: a change clusters again (never the old clusters
+    reused silently), the same settings again reuse the cache; the settings are stored in the
+    project's options and the batch equals the library's on those settings."""
+    from alscale.cluster_margin import cluster_embeddings
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((150, 4)).astype(np.float32)
+    z = rng.standard_normal((150, 8)).astype(np.float32)
+    calls = _spy_clustering(monkeypatch)
+    learner = ActiveLearner(tmp_path, strategy="cluster-margin")
+    learner.query(x, 10, embeddings=z, seed=0)
+    got = learner.query(x, 10, embeddings=z, seed=1, options=change)
+    assert len(calls) == 2
+    assert ActiveLearner(tmp_path).config["options"] == {"n_clusters": 10, **change}
+    settings = {"n_clusters": 10, "neighbors": 10, "knn_recall": 0.95, "pca": None, **change}
+    labels = cluster_embeddings(z, settings["n_clusters"], neighbors=settings["neighbors"],
+                                recall=settings["knn_recall"], pca=settings["pca"])
+    lab = np.zeros(150, bool)
+    lab[learner.rounds[0].ids] = False  # nothing taught: nothing excluded
+    want = alscale.select_cluster_margin(x, labels, 10, candidates=100, exclude=lab, seed=1)
+    assert got.tolist() == want.tolist()
+    learner.query(x, 10, embeddings=z, seed=2)  # the stored settings: the cache
+    assert len(calls) == 2
+
+
+def test_clusters_cache_that_does_not_fit_is_recomputed(tmp_path, monkeypatch):
+    """A damaged, foreign or edited clusters.npz is never used: computed again and replaced."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((60, 3)).astype(np.float32)
+    z = rng.standard_normal((60, 4)).astype(np.float32)
+    calls = _spy_clustering(monkeypatch)
+    learner = ActiveLearner(tmp_path, strategy="cluster-margin")
+    first = learner.query(x, 5, embeddings=z, seed=0)
+    path = tmp_path / "clusters.npz"
+    good = path.read_bytes()
+    with np.load(path) as f:
+        key, labels = str(f["key"]), f["labels"]
+    for damage in (b"garbage", good[: len(good) // 2]):
+        path.write_bytes(damage)
+        assert learner.query(x, 5, embeddings=z, seed=0).tolist() == first.tolist()
+    for bad in (labels[:-1], labels.astype(np.float64), labels - 1 - labels.max()):  # right key, wrong labels
+        np.savez(path, labels=bad, key=np.array(key))
+        assert learner.query(x, 5, embeddings=z, seed=0).tolist() == first.tolist()
+    np.savez(path, labels=np.zeros(60, np.int64), key=np.array("another key"))
+    assert learner.query(x, 5, embeddings=z, seed=0).tolist() == first.tolist()
+    assert len(calls) == 7
+    assert not list(tmp_path.glob(".*.tmp"))  # replaced atomically
+
+
+def test_cluster_progress_lines(tmp_path):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((80, 3)).astype(np.float32)
+    z = rng.standard_normal((80, 4)).astype(np.float32)
+    lines = []
+    learner = ActiveLearner(tmp_path, strategy="cluster-margin", progress=lines.append)
+    learner.query(x, 5, embeddings=z, seed=0)
+    text = "\n".join(lines)
+    assert "kNN graph of 80 embeddings (exact, k = 10) ..." in text
+    assert re.search(r"kNN graph: \d+\.\d s", text) and re.search(r"graph HAC: \d+\.\d s", text)
+    assert "graph HAC into 5 clusters" in text
+    lines.clear()
+    learner.query(x, 5, embeddings=z, seed=0)
+    assert any("clusters reused" in line for line in lines) and not any("kNN" in line for line in lines)
+
+
+def test_cluster_margin_inputs_are_checked(tmp_path):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((50, 3)).astype(np.float32)
+    z = rng.standard_normal((50, 4)).astype(np.float32)
+    learner = ActiveLearner(tmp_path, strategy="cluster-margin")
+    with pytest.raises(ValueError, match="embeddings has 49 rows but logits has 50"):
+        learner.query(x, 5, embeddings=z[:-1])
+    with pytest.raises(ValueError, match="clusters has 49 cluster ids but the pool has 50 rows"):
+        learner.query(x, 5, clusters=np.zeros(49, np.int64))
+    with pytest.raises(ValueError, match="cluster-margin needs embeddings"):
+        learner.query(x, 5)
+    for options, error, message in (({"n_clusters": 0}, ValueError, "n_clusters must be at least 1"),
+                                    ({"neighbors": -1}, ValueError, "neighbors must be at least 1"),
+                                    ({"knn_recall": 1.5}, ValueError, r"recall must be in \(0, 1\]"),
+                                    ({"knn_recall": "high"}, TypeError, "recall must be a number"),
+                                    ({"pca": 2.5}, TypeError, "pca must be an integer"),
+                                    ({"pca": 9}, ValueError, "pca must be at most the number of features")):
+        with pytest.raises(error, match=message):
+            learner.query(x, 5, embeddings=z, options=options)
+    assert learner.rounds == [] and "pca" not in ActiveLearner(tmp_path).config["options"]  # nothing recorded
+    z[3] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf at row 3"):
+        learner.query(x, 5, embeddings=z)
+
+
+def test_cluster_margin_zero_embedding_rows_in_a_project(tmp_path):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((40, 3)).astype(np.float32)
+    z = rng.standard_normal((40, 4)).astype(np.float32)
+    z[[2, 9]] = 0
+    learner = ActiveLearner(tmp_path, strategy="cluster-margin")
+    learner.query(x, 4, embeddings=z, seed=0)
+    with np.load(tmp_path / "clusters.npz") as f:
+        labels = f["labels"]
+    assert labels[2] == labels[9] == labels.max() and (labels == labels.max()).sum() == 2
 
 
 def test_query_needs_and_shapes_are_checked(tmp_path):

@@ -34,6 +34,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def _classes(text: str) -> list:
     names = [x.strip() for x in text.split(",")]
     if not all(names):
@@ -68,6 +78,14 @@ def build_parser(application: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--weight", metavar="FILE.npy", help="(C, D) weight of the linear head (base, mase; optional)")
     q.add_argument("--clusters", metavar="FILE.npy", help="(N,) cluster ids for cluster-margin (default: HAC of "
                    "the embeddings, cached in the project)")
+    q.add_argument("--n-clusters", type=_positive, metavar="K", help="cluster-margin: clusters of the HAC "
+                   "(default: the project's, else the first cluster-margin budget; stored in the project)")
+    q.add_argument("--neighbors", type=_positive, metavar="K", help="cluster-margin: neighbours of the kNN graph "
+                   "under the HAC (default: the project's, else 10; stored)")
+    q.add_argument("--knn-recall", type=_fraction, metavar="R", help="cluster-margin: target recall@k of the "
+                   "faiss kNN graph used beyond 200,000 rows (default: the project's, else 0.95; stored)")
+    q.add_argument("--pca", type=_positive, metavar="DIMS", help="cluster-margin: reduce the embeddings to DIMS "
+                   "dimensions (uncentred PCA) before the kNN graph, e.g. 2048-d features to 128 (stored)")
     q.add_argument("--strategy", default=None, help="strategy (default: the project's, else base)")
     q.add_argument("--budget", required=True, type=_positive, help="ids to pick")
     q.add_argument("--seed", type=int, default=None, help="seed of random, badge, cluster-margin (default: fresh, recorded)")
@@ -161,8 +179,15 @@ def _query(args: argparse.Namespace) -> int:
     embeddings = _load(args.embeddings, "embeddings")
     weight = _load(args.weight, "weight")
     clusters = _load(args.clusters, "clusters")
-    learner = ActiveLearner(args.project, classes=args.classes, pool_size=args.pool_size)
+    learner = ActiveLearner(args.project, classes=args.classes, pool_size=args.pool_size,
+                            progress=lambda line: print(f"alscale query: {line}", file=sys.stderr, flush=True))
     name = args.strategy or learner.strategy
+    options = {key: value for key, value in (("n_clusters", args.n_clusters), ("neighbors", args.neighbors),
+                                             ("knn_recall", args.knn_recall), ("pca", args.pca))
+               if value is not None}
+    if options and name != "cluster-margin":
+        flags = ", ".join("--" + k.replace("_", "-") for k in options)
+        raise ValueError(f"{flags}: cluster-margin settings, but the strategy is {name!r}")
 
     def write(ids, round):  # before the batch is recorded: if this fails, nothing is
         scored = learner.scores(logits, ids, strategy=name, weight=weight)
@@ -186,7 +211,7 @@ def _query(args: argparse.Namespace) -> int:
             sys.stdout.flush()
 
     learner.query(logits, args.budget, strategy=name, embeddings=embeddings, weight=weight, clusters=clusters,
-                  seed=args.seed, on_pick=write)
+                  seed=args.seed, on_pick=write, options=options)
     return 0
 
 

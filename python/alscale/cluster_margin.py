@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from . import _backend
-from ._backend.arrays import _host_numpy, as_budget, as_int, as_seed
+from ._backend.arrays import _host_numpy, as_budget, as_int, as_seed, real_matrix
 
-__all__ = ["select_cluster_margin"]
-
-
+__all__ = ["cluster_embeddings", "select_cluster_margin"]
 
 def select_cluster_margin(logits: Any, clusters: Any, budget: Any, *, candidates: Any = None, exclude: Any = None,
                           seed: Any = None, num_threads: int = 0, group: Any = None, row_ids: Any = None):
@@ -63,13 +62,20 @@ def select_cluster_margin(logits: Any, clusters: Any, budget: Any, *, candidates
     >>> int(sel[0]), sorted(sel.tolist())[0] in (0, 1, 2)
     (4, True)
     """
-    k = as_budget(budget)
-    km = min(10 * k, 2**63 - 1) if candidates is None else as_int(candidates, "candidates")
-    if km < k:
-        raise ValueError(f"candidates (k_m = {km}) must be at least budget ({k})")
-    labels = _labels(clusters)
+    try:
+        k = as_budget(budget)
+        km = min(10 * k, 2**63 - 1) if candidates is None else as_int(candidates, "candidates")
+        if km < k:
+            raise ValueError(f"candidates (k_m = {km}) must be at least budget ({k})")
+        labels: Any = _labels(clusters)
+        drawn = as_seed(seed)
+    except (TypeError, ValueError) as err:
+        if group is None:
+            raise
+        # a sharded call: raised where the ranks agree on failures, so that no rank waits
+        k, km, labels, drawn = 0, 0, err, 0
     pool = _backend.pool_of(logits, exclude=exclude, row_ids=row_ids, group=group, num_threads=num_threads)
-    return pool.cluster_margin(_backend.margin(), labels, k, km, as_seed(seed))
+    return pool.cluster_margin(_backend.margin(), labels, k, km, drawn)
 
 
 def _labels(clusters: Any) -> np.ndarray:
@@ -79,3 +85,97 @@ def _labels(clusters: Any) -> np.ndarray:
     if labels.size and labels.dtype.kind not in "iu":
         raise TypeError(f"clusters must hold integer cluster labels, got {labels.dtype}")
     return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10, recall: Any = 0.95, pca: Any = None,
+                       knn_method: Optional[str] = None, num_threads: int = 0,
+                       progress: Optional[Callable[[str], None]] = None) -> np.ndarray:
+    """Cluster-Margin's clustering of a pool, computed once: graph average linkage
+    (:func:`alscale.hac_average_graph`) on the ``neighbors``-NN cosine graph of the embeddings
+    (:func:`alscale.knn_graph`), cut into ``n_clusters`` clusters (clipped to the rows).
+
+    Rows that are all zero (e.g. a ReLU layer silent on an input) have no cosine distance to
+    anything: they form one cluster of their own (the last id) and the other rows are clustered
+    as above. Fewer than two non-zero rows: one cluster each for them and for the zero rows.
+
+    Parameters
+    ----------
+    embeddings : array_like or torch.Tensor (CPU), shape (N, D)
+        Finite; may be a memmap (read in chunks when no row is zero).
+    n_clusters : int >= 1
+    neighbors : int >= 1
+        k of the kNN graph (clipped to the non-zero rows - 1).
+    recall, pca
+        As in :func:`alscale.knn_graph` (``recall``: the faiss graph's target recall@k; ``pca``:
+        reduce the unit rows to this many dimensions first).
+    knn_method : {"exact", "faiss"}, optional
+        Default :func:`alscale.hac.auto_knn_method` of the rows (faiss's graph beyond 200,000).
+    progress : callable (str) -> None, optional
+        Called with one line as each stage starts and ends (kNN graph, HAC), with its time.
+
+    Returns
+    -------
+    labels : numpy.ndarray of int64, shape (N,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from alscale.cluster_margin import cluster_embeddings
+    >>> z = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0], [0.0, 0.0]])
+    >>> cluster_embeddings(z, 3, neighbors=1).tolist()
+    [0, 0, 1, 1, 2]
+    """
+    from .hac import auto_knn_method, hac_average_graph, knn_graph
+
+    z = real_matrix(embeddings, "embeddings", "rows")
+    target, k, recall, pca = cluster_settings(n_clusters, neighbors, recall, pca, z.shape[1])
+    n = z.shape[0]
+    say = progress or (lambda line: None)
+    zero = _zero_rows(z)
+    labels = np.zeros(n, dtype=np.int64)
+    rows = np.flatnonzero(~zero)
+    m = rows.size
+    if m >= 2:
+        method = knn_method or auto_knn_method(m)
+        kk = min(k, m - 1)
+        points = z if m == n else z[rows]
+        settings = f"{method}, k = {kk}" + (f", recall {recall}" if method == "faiss" else "") + (
+            f", PCA to {pca}" if pca is not None else "")
+        say(f"kNN graph of {m:,} embeddings ({settings}) ...")
+        t0 = time.perf_counter()
+        graph = knn_graph(points, kk, method=method, recall=recall, pca=pca, num_threads=num_threads)
+        say(f"kNN graph: {time.perf_counter() - t0:.1f} s")
+        want = max(1, min(m, target - (1 if m < n else 0)))
+        say(f"graph HAC into {want:,} clusters ...")
+        t0 = time.perf_counter()
+        sub = hac_average_graph(graph, n_clusters=want, num_threads=num_threads).labels
+        say(f"graph HAC: {time.perf_counter() - t0:.1f} s")
+        labels[rows] = sub
+    if m < n:
+        labels[zero] = int(labels[rows].max()) + 1 if m else 0
+    return labels
+
+
+def cluster_settings(n_clusters: Any, neighbors: Any, recall: Any, pca: Any, features: Optional[int] = None) -> tuple:
+    """(n_clusters, neighbors, recall, pca) of :func:`cluster_embeddings`, checked (``pca`` at
+    most ``features``, the embeddings' width, when given): ValueError or TypeError naming the
+    one that is wrong."""
+    target = as_int(n_clusters, "n_clusters", minimum=1)
+    k = as_int(neighbors, "neighbors", minimum=1)
+    if isinstance(recall, (bool, np.bool_)) or not isinstance(recall, (int, float, np.integer, np.floating)):
+        raise TypeError(f"recall must be a number in (0, 1], got {recall!r}")
+    if not 0.0 < float(recall) <= 1.0:
+        raise ValueError(f"recall must be in (0, 1], got {recall!r}")
+    dims = None if pca is None else as_int(pca, "pca", minimum=1)
+    if dims is not None and features is not None and dims > features:
+        raise ValueError(f"pca must be at most the number of features ({features}), got {dims}")
+    return target, k, float(recall), dims
+
+
+def _zero_rows(z: np.ndarray) -> np.ndarray:
+    """Rows all zero (NaN is not zero), read in chunks of a memmap."""
+    out = np.empty(z.shape[0], dtype=bool)
+    step = max(1, (1 << 22) // max(1, z.shape[1]))
+    for s in range(0, z.shape[0], step):
+        out[s : s + step] = ~np.any(np.asarray(z[s : s + step]) != 0, axis=1)
+    return out

@@ -7,7 +7,8 @@ A project is a folder:
 - ``labels.csv``: every label so far, one line ``id,label,round`` per pool id (``label`` is the
   class index; ``round`` is the number of batches queried before it was taught);
 - ``history.json``: every batch queried (round, strategy, budget, seed, ids);
-- ``clusters.npz``: Cluster-Margin's HAC clustering of the pool, computed once and reused.
+- ``clusters.npz``: Cluster-Margin's HAC clustering of the pool, computed once and reused
+  while the embeddings and the clustering settings are the same (a fingerprint of both).
 
 Each command changes at most one file, replaced whole (written to a temporary file, fsynced, then
 ``os.replace``d), under an exclusive lock on the folder: a command killed at any point leaves the
@@ -147,8 +148,15 @@ def _cluster_margin(ctx: QueryContext):
     if clusters is None:
         if ctx.learner is None:
             raise ValueError("cluster-margin needs clusters= or embeddings= (with a project to cache them in)")
-        clusters = ctx.learner.clusters(ctx.embeddings, n_clusters=ctx.options.get("n_clusters", ctx.budget),
-                                        neighbors=ctx.options.get("neighbors", 10))
+        o = ctx.options
+        clusters = ctx.learner.clusters(ctx.embeddings, n_clusters=ctx.budget if o.get("n_clusters") is None
+                                        else o["n_clusters"],
+                                        neighbors=o.get("neighbors", 10), knn_recall=o.get("knn_recall", 0.95),
+                                        pca=o.get("pca"))
+    elif getattr(clusters, "shape", None) is not None and len(clusters.shape) == 1 \
+            and int(clusters.shape[0]) != ctx.pool_size:
+        raise ValueError(f"clusters has {int(clusters.shape[0])} cluster ids but the pool has {ctx.pool_size} "
+                         "rows (one per pool id)")
     factor = int(ctx.options.get("candidates_factor", 10))
     if factor < 1:
         raise ValueError(f"candidates_factor must be at least 1, got {factor}")
@@ -398,8 +406,13 @@ class ActiveLearner:
         Pool rows; otherwise set by the first query (the rows of its logits). Stored.
     options : dict, optional
         Strategy options stored in the project: cluster-margin's ``n_clusters`` (default: the
-        first query's budget), ``neighbors`` (10) and ``candidates_factor`` (10); probcover's
-        ``delta`` or ``num_classes`` (default: the project's class count) and ``neighbors`` (20).
+        first query's budget), ``neighbors`` (10), ``knn_recall`` (0.95: the faiss kNN graph's
+        target recall beyond 200,000 rows), ``pca`` (None: dimensions to reduce the embeddings
+        to before the graph) and ``candidates_factor`` (10); probcover's ``delta`` or
+        ``num_classes`` (default: the project's class count) and ``neighbors`` (20).
+    progress : callable (str) -> None, optional
+        Told one line at each stage of long work (cluster-margin's kNN graph and HAC, with
+        their times); the command line prints them on standard error.
 
     Examples
     --------
@@ -418,8 +431,10 @@ class ActiveLearner:
 
     def __init__(self, project_dir: Union[str, Path], strategy: Optional[str] = None, *,
                  classes: Optional[Sequence[str]] = None, pool_size: Optional[int] = None,
-                 options: Optional[dict] = None, create: bool = True):
+                 options: Optional[dict] = None, create: bool = True,
+                 progress: Optional[Callable[[str], None]] = None):
         self.path = Path(project_dir)
+        self.progress = progress
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"project_dir {self.path} is a file, not a folder")
         if not (self.path / CONFIG).exists():
@@ -490,7 +505,7 @@ class ActiveLearner:
     # -------------------------------------------------------------- querying
     def query(self, logits: Any, budget: int, *, strategy: Optional[str] = None, embeddings: Any = None,
               weight: Any = None, clusters: Any = None, seed: Optional[int] = None,
-              on_pick: Optional[Callable[[np.ndarray, int], None]] = None):
+              on_pick: Optional[Callable[[np.ndarray, int], None]] = None, options: Optional[dict] = None):
         """Picks ``budget`` unlabeled pool ids with the strategy, records the batch as the next
         round of the project's history, and returns the ids (int64, in the strategy's order).
 
@@ -502,7 +517,9 @@ class ActiveLearner:
         history. ``clusters`` (cluster-margin): the pool's cluster ids; default: average-linkage
         HAC of ``embeddings``, computed once and cached in the project. ``on_pick(ids, round)``,
         if given, runs before the batch is recorded; when it raises nothing is recorded (the
-        command line writes its output file there).
+        command line writes its output file there). ``options`` (e.g. cluster-margin's
+        ``n_clusters``, ``neighbors``, ``knn_recall``, ``pca``; see :class:`ActiveLearner`)
+        update the project's options, stored with the batch (not when the query fails).
         """
         name = strategy or self.strategy
         spec = _strategy(name)
@@ -537,6 +554,8 @@ class ActiveLearner:
             config = self._with_pool(config, n, what)
             if c is not None:
                 config = self._with_num_classes(config, c, "logits")
+            if options:
+                config["options"] = {**config.get("options", {}), **options}
             if config.get("options", {}).get("n_clusters") is None and name == "cluster-margin":
                 config["options"] = {**config["options"], "n_clusters": k}
             labels = self._read_labels()
@@ -570,32 +589,39 @@ class ActiveLearner:
         column, fn = spec.score
         return column, np.asarray(fn(logits, np.asarray(ids, dtype=np.int64), weight))
 
-    def clusters(self, embeddings: Any, *, n_clusters: int, neighbors: int = 10) -> np.ndarray:
-        """The pool's cluster ids for cluster-margin: graph average-linkage HAC of the embeddings
-        on their ``neighbors``-NN cosine graph, cut into ``n_clusters``; computed once and cached
-        in the project (recomputed if the embeddings or the settings change)."""
+    def clusters(self, embeddings: Any, *, n_clusters: int, neighbors: int = 10, knn_recall: float = 0.95,
+                 pca: Optional[int] = None) -> np.ndarray:
+        """The pool's cluster ids for cluster-margin (:func:`alscale.cluster_margin.cluster_embeddings`):
+        graph average-linkage HAC of the embeddings on their ``neighbors``-NN cosine graph (faiss's,
+        at target recall ``knn_recall``, beyond 200,000 rows; after PCA to ``pca`` dimensions if
+        given), cut into ``n_clusters``. Computed once and cached in the project (``clusters.npz``,
+        replaced atomically) under a fingerprint of the embeddings' values and the settings: other
+        embeddings or settings cluster again, the same ones reuse the cache. The stages report
+        to the learner's ``progress``."""
         if embeddings is None:
             raise ValueError("cluster-margin needs embeddings (or clusters=)")
-        z = embeddings
-        key = _fingerprint(z, n_clusters, neighbors)
-        path = self.path / CLUSTERS
-        if path.exists():
-            try:
-                with np.load(path) as f:
-                    if str(f["key"]) == key:
-                        return f["labels"]
-            except (OSError, ValueError, KeyError):
-                pass  # unreadable: computed again
-        n = int(z.shape[0])
-        if n < 2:
-            labels = np.zeros(n, dtype=np.int64)
-        else:
-            from .hac import auto_knn_method
+        from ._backend.arrays import real_matrix
+        from .cluster_margin import cluster_embeddings, cluster_settings
+        from .hac import auto_knn_method
 
-            labels = _lib().hac_average(np.asarray(z), n_clusters=max(1, min(int(n_clusters), n)),
-                                        neighbors=min(int(neighbors), n - 1), knn_method=auto_knn_method(n)).labels
+        z = real_matrix(embeddings, "embeddings", "rows")
+        checked = cluster_settings(n_clusters, neighbors, knn_recall, pca, int(z.shape[1]))
+        settings = {**dict(zip(("n_clusters", "neighbors", "knn_recall", "pca"), checked)),
+                    "knn_method": auto_knn_method(int(z.shape[0])), "format": 2}
+        say = self.progress or (lambda line: None)
+        say(f"fingerprinting {z.shape[0]:,} embeddings for the clusters cache ({CLUSTERS})")
+        key = _fingerprint(z, *sorted(settings.items()))
+        path = self.path / CLUSTERS
+        cached = _cached_clusters(path, key, int(z.shape[0]))
+        if cached is not None:
+            say(f"clusters reused from {path}")
+            return cached
+        say(f"clustering the pool into {settings['n_clusters']:,} clusters (cached in {path})")
+        labels = cluster_embeddings(z, settings["n_clusters"], neighbors=settings["neighbors"],
+                                    recall=settings["knn_recall"], pca=settings["pca"],
+                                    knn_method=settings["knn_method"], progress=self.progress)
         buf = io.BytesIO()
-        np.savez(buf, labels=labels, key=np.array(key))
+        np.savez(buf, labels=labels, key=np.array(key), settings=np.array(json.dumps(settings)))
         write_atomic(path, buf.getvalue())
         return labels
 
@@ -767,6 +793,26 @@ def _strategy(name: str) -> QueryStrategy:
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; available: {', '.join(STRATEGIES)}")
     return STRATEGIES[name]
+
+
+def _cached_clusters(path: Path, key: str, n: int) -> Optional[np.ndarray]:
+    """The labels of the clusters cache if it exists, is whole, and is of ``key``; else None."""
+    import zipfile
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as f:
+            if str(f["key"]) != key:
+                return None
+            labels = f["labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None  # unreadable: computed again
+    if labels.shape != (n,) or labels.dtype != np.int64 or (n and int(labels.min()) < 0):
+        return None
+    return labels
 
 
 def _fingerprint(z: Any, *settings: Any) -> str:

@@ -54,12 +54,15 @@ def _empty_pool() -> ValueError:
 
 
 def ranked(pool: LocalPool, k: int, rule: Rule, comm: Comm, num_threads: int,
-           labels: np.ndarray | None = None) -> tuple[Any, np.ndarray, np.ndarray]:
+           labels: np.ndarray | Exception | None = None) -> tuple[Any, np.ndarray, np.ndarray]:
     """The global top k: (wrap, global ids, labels of the picks); without ``labels`` the third
-    is not meaningful across ranks (positions in the gathered candidates)."""
+    is not meaningful across ranks (positions in the gathered candidates). ``labels`` may be
+    this rank's argument error, raised on every rank."""
     best = _Ranked(k)
     error = None
     try:
+        if isinstance(labels, Exception):  # this rank's bad arguments (select_cluster_margin)
+            raise labels
         for chunk in pool.chunks():
             with chunk.rows_named():
                 scores = rule.host_scores(chunk.x, num_threads)

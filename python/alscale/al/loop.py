@@ -4,14 +4,19 @@ an atomic checkpoint after every round so that a killed run resumes to exactly t
 
 Checkpoints are JSON with a SHA-256 digest of each part (config, labeled, records,
 strategy_state) over its canonical JSON; a resume checks every field's type and range and the
-digests, and names the file and the field of anything wrong or edited.
+digests, and names the file and the field of anything wrong or edited. Arrays of a strategy's
+state (cluster-margin's N cluster labels) are .npy files beside the checkpoint, named after it
+and their SHA-256 (``c.json.labels.<16 hex>.npy``), written atomically before it; the JSON
+holds ``{"npy": name, "sha256": digest}``, so the digests cover them too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -38,6 +43,14 @@ _RECORD_FIELDS = {
     "epochs": "count", "train_seconds": "seconds", "select_seconds": "seconds",
     "per_class_accuracy": "fractions", "class_counts": "counts",
 }
+
+
+#: The name of an array file beside checkpoint ``c.json``: ``c.json.<key>.<16 hex>.npy``.
+_ARRAY_FILE = re.compile(r"\.(?P<key>[A-Za-z0-9_]+)\.(?P<digest>[0-9a-f]{16})\.npy$")
+
+
+def _is_array_ref(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"npy", "sha256"}
 
 
 def _round_rng(seed: int, round_index: int, stream: int) -> np.random.Generator:
@@ -193,6 +206,7 @@ class ActiveLearningLoop:
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.progress = progress
         self.comm = Comm(group)
+        self._array_refs: Dict[str, tuple] = {}  # strategy state arrays: key -> (array, file, digest, bytes)
         self.labeled_order: np.ndarray = np.zeros(0, dtype=np.int64)  # rows in the order labeled
         self.records: List[Dict[str, Any]] = []
         self._setup_done = False
@@ -218,11 +232,75 @@ class ActiveLearningLoop:
             "config": self.config(),
             "labeled": self.labeled_order.tolist(),
             "records": self.records,
-            "strategy_state": self.strategy.state(),
+            "strategy_state": self._strategy_state()[0],
         }
         # Through JSON once, so the digest is of what a reader will parse (tuples become lists).
         parts = json.loads(json.dumps(parts))
         return {"version": _CHECKPOINT_VERSION, **parts, "sha256": {k: _digest(v) for k, v in parts.items()}}
+
+    def _strategy_state(self) -> tuple:
+        """(the strategy's state for the checkpoint, {file name: .npy bytes}): each numpy array
+        of the state becomes a reference to its file beside the checkpoint (without a
+        checkpoint path, a list). An array that is the same object as at the last call is not
+        serialised again (cluster-margin's labels: once per run)."""
+        out, files = {}, {}
+        for key, value in self.strategy.state().items():
+            if isinstance(value, np.ndarray):
+                if self.checkpoint is None:
+                    value = value.tolist()
+                else:
+                    cached = self._array_refs.get(key)
+                    if cached is None or cached[0] is not value:
+                        buf = io.BytesIO()
+                        np.save(buf, value, allow_pickle=False)
+                        data = buf.getvalue()
+                        digest = hashlib.sha256(data).hexdigest()
+                        cached = (value, f"{self.checkpoint.name}.{key}.{digest[:16]}.npy", digest, data)
+                        self._array_refs[key] = cached
+                    files[cached[1]] = cached[3]
+                    value = {"npy": cached[1], "sha256": cached[2]}
+            out[key] = value
+        return out, files
+
+    def _write_checkpoint(self) -> None:
+        """The array files (each written once, atomically), then the checkpoint (atomically),
+        then the array files of this checkpoint that it no longer names are deleted: a killed
+        write leaves the last checkpoint whole, with its files."""
+        assert self.checkpoint is not None
+        _, files = self._strategy_state()
+        folder = self.checkpoint.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            if not (folder / name).is_file():
+                write_atomic(folder / name, data)
+        write_json_atomic(self.checkpoint, self.state())
+        prefix = self.checkpoint.name
+        for p in folder.iterdir():
+            if p.name.startswith(prefix) and _ARRAY_FILE.fullmatch(p.name[len(prefix):]) and p.name not in files:
+                p.unlink(missing_ok=True)
+
+    def _read_array(self, where: str, key: str, ref: dict) -> np.ndarray:
+        """The array a checkpoint's ``{"npy": name, "sha256": digest}`` names, checked: a file in
+        the checkpoint's folder (no path), named ``*.<key>.<16 hex>.npy``, of that digest."""
+        name = ref["npy"]
+        match = _ARRAY_FILE.search(name) if isinstance(name, str) else None
+        if match is None or match["key"] != key or "/" in name or "\\" in name or name.startswith(".") \
+                or not isinstance(ref["sha256"], str) or self.checkpoint is None:
+            raise ValueError(f"{where}: 'strategy_state' field {key!r} names {_short(name)}, not an array file "
+                             "of this checkpoint")
+        path = self.checkpoint.parent / name
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise ValueError(f"{where}: the array file {path} of 'strategy_state' field {key!r} cannot be read "
+                             f"({err.strerror or err}); it is written beside the checkpoint and kept with it") from None
+        if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+            raise ValueError(f"{where}: the array file {path} does not match its SHA-256 digest: it was edited or "
+                             "is corrupt")
+        try:
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, EOFError, OSError) as err:
+            raise ValueError(f"{where}: the array file {path} is not a .npy array ({err})") from None
 
     @property
     def finished(self) -> bool:
@@ -293,6 +371,8 @@ class ActiveLearningLoop:
             if record["class_counts"] != counts.tolist():
                 raise ValueError(f"{where}: record {r}'s 'class_counts' do not match the labels of its "
                                  f"{record['n_labeled']} labeled rows")
+        strategy_state = {k: self._read_array(where, k, v) if _is_array_ref(v) else v
+                          for k, v in strategy_state.items()}
         try:
             self.strategy.load_state(strategy_state)
             self.strategy.check_state(n)
@@ -397,7 +477,7 @@ class ActiveLearningLoop:
         self.records.append(record)
         if self.comm.rank == 0:
             if self.checkpoint is not None:
-                write_json_atomic(self.checkpoint, self.state())
+                self._write_checkpoint()
             if self.progress is not None:
                 self.progress(record)
 

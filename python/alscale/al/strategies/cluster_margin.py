@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...cluster_margin import select_cluster_margin
-from ...hac import auto_knn_method, hac_average
+from ...cluster_margin import cluster_embeddings, select_cluster_margin
 from . import PoolView, Strategy
 
 
 class ClusterMargin(Strategy):
-    """Clusters the pool once — graph average linkage on the ``neighbors``-NN cosine graph of the
-    embeddings of the first selection round (faiss's graph beyond 200,000 rows), cut into ``clusters`` clusters (default: the
-    budget) — then every round takes the ``candidates_factor`` × budget lowest-margin unlabeled
-    rows and round-robins over their clusters (:func:`alscale.select_cluster_margin`). The
-    cluster labels are part of the loop's checkpoints, so a resumed run reuses them.
+    """Clusters the pool once per run — graph average linkage on the ``neighbors``-NN cosine
+    graph of the embeddings of the first selection round (faiss's graph beyond 200,000 rows;
+    :func:`alscale.cluster_margin.cluster_embeddings`), cut into ``clusters`` clusters (default:
+    the budget) — then every round takes the ``candidates_factor`` × budget lowest-margin
+    unlabeled rows and round-robins over their clusters (:func:`alscale.select_cluster_margin`).
+    Once clustered it needs only the logits: the loop stops computing embeddings. The cluster
+    labels are part of the loop's checkpoints (an array file beside the checkpoint), so a
+    resumed run reuses them and picks exactly what an uninterrupted run picks.
+
+    Sharded (torchrun): each rank scores its shard; for the clustering, rank 0 gathers the
+    shards' embeddings, clusters them and sends the labels to every rank; the selection is
+    the sharded :func:`alscale.select_cluster_margin`, identical to one process's.
 
     Embedding rows that are all zero (e.g. a ReLU layer silent on an input) have no cosine
     distance to anything: they are identical points without a direction, so they form one
@@ -23,60 +29,88 @@ class ClusterMargin(Strategy):
 
     name = "cluster-margin"
     needs = frozenset({"logits", "embeddings"})
+    shardable = True
 
     def __init__(self, clusters: int = 0, neighbors: int = 10, candidates_factor: int = 10,
-                 num_threads: int = 0) -> None:
+                 num_threads: int = 0, knn_recall: float = 0.95, pca: int | None = None) -> None:
         super().__init__(num_threads)
         self.clusters = clusters
         self.neighbors = neighbors
         self.candidates_factor = candidates_factor
+        self.knn_recall = knn_recall  # the faiss graph's target recall@k (beyond 200,000 rows)
+        self.pca = pca  # reduce the embeddings to this many dimensions before the graph
         self._labels: np.ndarray | None = None
 
     def options(self) -> dict:
-        return {"clusters": self.clusters, "neighbors": self.neighbors, "candidates_factor": self.candidates_factor}
+        """The settings (in the checkpoint's config); knn_recall and pca only when not the
+        defaults, so that earlier checkpoints still resume."""
+        out = {"clusters": self.clusters, "neighbors": self.neighbors, "candidates_factor": self.candidates_factor}
+        if self.knn_recall != 0.95:
+            out["knn_recall"] = self.knn_recall
+        if self.pca is not None:
+            out["pca"] = self.pca
+        return out
+
+    def _set_labels(self, labels: np.ndarray | None) -> None:
+        self._labels = labels
+        # clustered: the loop need not compute the pool's embeddings any more
+        self.needs = type(self).needs if labels is None else frozenset({"logits"})
 
     def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
         if self._labels is None:
-            n = pool.size
-            target = min(n, self.clusters if self.clusters > 0 else budget)
-            self._labels = self._cluster(pool.embeddings, target)
+            target = min(pool.size, self.clusters if self.clusters > 0 else budget)
+            self._set_labels(self._cluster(pool, max(1, target)))
         available = int(pool.size - pool.labeled.sum())
         candidates = min(available, self.candidates_factor * budget)
-        return select_cluster_margin(pool.logits, self._labels, budget, candidates=max(candidates, min(budget, available)),
-                                     exclude=pool.labeled, seed=rng, num_threads=self.num_threads)
+        labels = self._labels if pool.rows is None else self._labels[pool.rows]
+        return select_cluster_margin(pool.logits, labels, budget, candidates=max(candidates, min(budget, available)),
+                                     seed=rng, num_threads=self.num_threads, **pool.selection_kwargs())
 
-    def _cluster(self, embeddings, target: int) -> np.ndarray:
-        z = np.asarray(embeddings.detach().cpu().float() if hasattr(embeddings, "detach") else embeddings)
-        if z.ndim != 2 or z.dtype.kind not in "fiu":
-            # let hac_average raise its clear error about the shape or dtype
-            return hac_average(z, n_clusters=max(1, target), neighbors=1, num_threads=self.num_threads).labels
-        zero = ~np.any(z != 0, axis=1)  # all-zero rows (a NaN row is not zero: hac_average refuses it)
-        labels = np.zeros(z.shape[0], dtype=np.int64)
-        rows = np.flatnonzero(~zero)
-        m = rows.size
-        if m >= 2:
-            want = max(1, min(m, target - (1 if zero.any() else 0)))
-            sub = hac_average(z if m == z.shape[0] else z[rows], n_clusters=want,
-                              neighbors=min(self.neighbors, m - 1), knn_method=auto_knn_method(m),
-                              num_threads=self.num_threads).labels
-            labels[rows] = np.asarray(sub, dtype=np.int64)
-        if zero.any():
-            labels[zero] = int(labels[rows].max()) + 1 if m else 0
-        return labels
+    def _cluster(self, pool: PoolView, target: int) -> np.ndarray:
+        z = pool.embeddings
+        z = z.detach().cpu().numpy() if hasattr(z, "detach") else np.asarray(z)
+        run = lambda x: cluster_embeddings(x, target, neighbors=self.neighbors, recall=self.knn_recall, pca=self.pca,
+                                           num_threads=self.num_threads)
+        if pool.rows is None:
+            return run(z)
+        from ...distributed import Comm, broadcast_array, gather_rows
+
+        whole = gather_rows(z, pool.rows, pool.size, group=pool.group)  # rank 0's; None elsewhere
+        labels, error = None, None
+        if whole is not None:
+            try:
+                labels = run(whole)
+            except Exception as err:  # every rank raises it, none waits for the labels
+                error = err
+        Comm(pool.group).agree(error, None)
+        return broadcast_array(labels, group=pool.group)
 
     def state(self) -> dict:
-        return {} if self._labels is None else {"labels": self._labels.tolist()}
+        """``{"labels": (N,) int64 array}`` once clustered (the loop saves arrays beside its
+        checkpoint)."""
+        return {} if self._labels is None else {"labels": self._labels}
 
     def load_state(self, state: dict) -> None:
-        """Restores the cluster labels: a list of integer cluster ids >= 0 (floats, booleans or
-        negative ids are refused, not truncated)."""
+        """Restores the cluster labels: an integer array or a list of integer cluster ids >= 0
+        (checkpoints before the array files held lists; floats, booleans or negative ids are
+        refused, not truncated)."""
         unknown = set(state) - {"labels"}
         if unknown:
             raise ValueError(f"unknown fields {sorted(unknown, key=str)}")
         if "labels" not in state:
-            self._labels = None
+            self._set_labels(None)
             return
         labels = state["labels"]
+        if isinstance(labels, np.ndarray):
+            if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+                raise ValueError(f"'labels' must be a 1-D array of integer cluster ids, got {labels.dtype} of "
+                                 f"shape {labels.shape}")
+            if labels.size and int(labels.min()) < 0:
+                raise ValueError(f"'labels' must hold integer cluster ids >= 0, got {int(labels.min())}")
+            if labels.size and labels.dtype.kind == "u" and int(labels.max()) >= 2**62:
+                raise ValueError(f"'labels' holds cluster id {int(labels.max())}, more than any pool has rows")
+            self._set_labels(labels.astype(np.int64))
+            return
         if not isinstance(labels, list):
             raise TypeError(f"'labels' must be a list of cluster ids, got {type(labels).__name__}")
         bad = next((v for v in labels if isinstance(v, bool) or not isinstance(v, int) or v < 0), None)
@@ -84,7 +118,7 @@ class ClusterMargin(Strategy):
             raise ValueError(f"'labels' must hold integer cluster ids >= 0, got {bad!r}")
         if labels and max(labels) >= 2**62:
             raise ValueError(f"'labels' holds cluster id {max(labels)}, more than any pool has rows")
-        self._labels = np.asarray(labels, dtype=np.int64)
+        self._set_labels(np.asarray(labels, dtype=np.int64))
 
     def check_state(self, pool_size: int) -> None:
         if self._labels is None:

@@ -48,6 +48,32 @@ def test_run_resume_reuses_checkpoints(tmp_path, capsys):
     assert second == first
 
 
+def test_run_cluster_margin_clustering_flags(tmp_path, capsys):
+    """--knn-recall and --pca reach the cluster-margin strategy (its checkpoint's options) and the
+    run's settings, so that --resume with other values is refused; other strategies ignore them."""
+    out = tmp_path / "res"
+    args = SMALL + ["--strategies", "cluster-margin,random", "--seeds", "1", "--out", str(out), "--no-progress",
+                    "--knn-recall", "0.9", "--pca", "4"]
+    assert main(args) == 0
+    config = json.loads((out / "results.json").read_text())["config"]
+    assert config["knn_recall"] == 0.9 and config["pca"] == 4
+    ckpt = json.loads((out / "checkpoints" / "cluster-margin-seed0.json").read_text())
+    assert '"knn_recall": 0.9' in json.dumps(ckpt) and '"pca": 4' in json.dumps(ckpt)
+    assert '"pca"' not in (out / "checkpoints" / "random-seed0.json").read_text()
+    capsys.readouterr()
+    assert main(args[:-1] + ["6", "--resume"]) == 2
+    assert "--pca 4 (now 6)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value", [("--knn-recall", "0"), ("--knn-recall", "1.5"), ("--knn-recall", "x"),
+                                        ("--pca", "0")])
+def test_run_cluster_margin_flag_values(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as e:
+        main(SMALL + ["--strategies", "cluster-margin", "--out", str(tmp_path), flag, value])
+    assert e.value.code == 2
+    assert flag in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--strategies", "random,nope"], "unknown strategy 'nope'; available:"),
     (["--strategies", "random,random"], "repeats a name"),

@@ -45,6 +45,16 @@ def _torch_threads(text: str) -> int:
     return value
 
 
+def _recall(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def _imbalance(text: str) -> float:
     import math
 
@@ -141,6 +151,12 @@ def _add_run(sub) -> None:
                           "mlp-dropout: an MLP with dropout, for the MC-dropout strategies (bald, powerbald, ...)")
     run.add_argument("--mc-samples", type=_positive, default=20, metavar="T",
                      help="MC-dropout samples of the pool's logits per selection, with --model mlp-dropout (default 20)")
+    run.add_argument("--knn-recall", type=_recall, default=None, metavar="R",
+                     help="cluster-margin: target recall@k of the approximate kNN graph beyond 200,000 pool rows "
+                          "(default 0.95)")
+    run.add_argument("--pca", type=_positive, default=None, metavar="DIMS",
+                     help="cluster-margin: reduce the embeddings to DIMS dimensions before the kNN graph "
+                          "(default: no reduction)")
     run.add_argument("--epochs", type=_positive, default=None, help="the most training epochs per round (linear probe: L-BFGS iterations, default 200; cnn: epochs, default 30)")
     run.add_argument("--partitions", type=_positive, default=10,
                      help="parts of the partitioned-coreset / partitioned-badge strategies (default 10)")
@@ -237,6 +253,8 @@ def _config(args: argparse.Namespace, data, names: list) -> dict:
         "device": args.device, "torch_threads": args.torch_threads, "pool_size": args.pool_size,
         "mc_samples": args.mc_samples if args.model == "mlp-dropout" else None,
         "synthetic": syn if args.dataset == "synthetic" else None,
+        # cluster-margin's clustering settings, only when given (earlier runs' configs lack them)
+        **{key: value for key, value in (("knn_recall", args.knn_recall), ("pca", args.pca)) if value is not None},
     }
 
 
@@ -266,7 +284,12 @@ def _run_ranks(args: argparse.Namespace, data, names: list, config: dict, second
         return (cnn_trainer if args.model == "cnn" else linear_probe)(**opts)
 
     def make_strategy(name):
-        return strategies.get(name, **({"partitions": args.partitions} if name.startswith("partitioned-") else {}))
+        if name.startswith("partitioned-"):
+            return strategies.get(name, partitions=args.partitions)
+        if name == "cluster-margin":
+            opts = {"knn_recall": args.knn_recall, "pca": args.pca}
+            return strategies.get(name, **{k: v for k, v in opts.items() if v is not None})
+        return strategies.get(name)
 
     records = []
     total = len(names) * args.seeds * (args.rounds + 1)
@@ -363,7 +386,7 @@ _RESUME_MAY_CHANGE = ("strategies", "seeds", "device", "torch_threads")
 _FLAGS = {"dataset": "--dataset", "pool": "pool rows", "test": "test rows", "classes": "classes",
           "initial": "--initial", "budget": "--budget", "rounds": "--rounds", "model": "--model",
           "epochs": "--epochs", "partitions": "--partitions", "pool_size": "--pool-size", "n": "--n",
-          "mc_samples": "--mc-samples",
+          "mc_samples": "--mc-samples", "knn_recall": "--knn-recall", "pca": "--pca",
           "dim": "--dim", "num_classes": "--classes", "imbalance": "--imbalance"}
 
 

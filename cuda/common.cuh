@@ -62,6 +62,30 @@ private:
     int64_t count_ = 0;
 };
 
+// Page-locked host memory (cudaHostAlloc): the staging area of the copies a call makes, so that
+// no copy goes through pageable memory (which the driver stages synchronously).
+template <class T>
+class Pinned {
+public:
+    explicit Pinned(int64_t count) : count_(count) {
+        if (count > 0)
+            ALSCALE_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&ptr_), sizeof(T) * static_cast<size_t>(count),
+                                             cudaHostAllocDefault));
+    }
+    Pinned(const Pinned&) = delete;
+    Pinned& operator=(const Pinned&) = delete;
+    ~Pinned() {
+        if (ptr_) cudaFreeHost(ptr_);  // the owner synchronised the stream before (no throw here)
+    }
+    T* get() const { return ptr_; }
+    T& operator[](int64_t i) const { return ptr_[i]; }
+    T* operator->() const { return ptr_; }
+
+private:
+    T* ptr_ = nullptr;
+    int64_t count_ = 0;
+};
+
 template <class T>
 void to_device(T* dst, const T* src, int64_t count, cudaStream_t stream) {
     if (count > 0)

@@ -3,6 +3,12 @@ kernel against the CPU kernel, time them at the papers' scales and print a table
 
     python benchmarks/gpu.py                 # everything (about 10 minutes on an H100)
     python benchmarks/gpu.py --quick         # small shapes: a smoke test of build + checks
+    python benchmarks/gpu.py --json out.json --profile prof.txt   # + rows as JSON, + kernel profile
+
+Issue 12 rows (BASE served on the device, W on the device): select_balanced with W on the host
+and on the device beside the copy floor and the torch loop, the head's inverse norms on the
+device alone (a tiny pool: 1000 x 2048 and 20,000 x 2048), the worst case (every score tied:
+extra passes), and the 9M x 600 bf16 pool at B = 100K and 1M, each checked against the CPU.
 
 Timings: CUDA events around each call on the current stream, warm-up first, median of
 ``--repeats``. The floor is a device-to-device copy of the same logits (torch.clone); the torch
@@ -94,6 +100,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--oi-classes", type=int, default=600, help="classes of the Open Images-shaped pool")
     ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--profile", help="write a torch.profiler kernel table of one select_balanced call (W on device)")
+    ap.add_argument("--full-checks", action="store_true", help="also check the 9M-row selections against the CPU")
     args = ap.parse_args()
     ensure_built()
 
@@ -171,12 +179,49 @@ def main() -> None:
         t_base_w = timed(lambda: torch_base_loop(x, budget, inv), max(3, args.repeats // 3), warmup=1)
         row("alscale select_balanced (W)", shape, dtype,
             timed(lambda: alscale.select_balanced(x, budget, weight=weight), args.repeats), floor, t_base_w)
+        weight_dev = weight.to(dev)
+        row("alscale select_balanced (W on device)", shape, dtype,
+            timed(lambda: alscale.select_balanced(x, budget, weight=weight_dev), args.repeats), floor, t_base_w)
+        row("alscale select_boundary (W on device)", shape, dtype,
+            timed(lambda: alscale.select_boundary(x, budget, weight=weight_dev), args.repeats), floor)
+        if args.profile and dtype == "float32":
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                alscale.select_balanced(x, budget, weight=weight_dev)
+                torch.cuda.synchronize()
+            with open(args.profile, "w") as f:
+                f.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40))
         if not args.quick:  # full-scale identity with the CPU kernel
-            same = np.array_equal(alscale.select_balanced(x, budget).cpu().numpy(),
-                                  alscale.select_balanced(x.cpu(), budget).numpy())
-            print(f"check select_balanced {shape} {dtype} vs CPU: {'identical' if same else 'DIFFERENT'}")
+            xc = x.cpu()
+            for kw, label in [({}, ""), ({"weight": weight_dev}, " (W on device)")]:
+                cpu_kw = {"weight": weight} if kw else {}
+                same = np.array_equal(alscale.select_balanced(x, budget, **kw).cpu().numpy(),
+                                      alscale.select_balanced(xc, budget, **cpu_kw).numpy())
+                print(f"check select_balanced{label} {shape} {dtype} vs CPU: {'identical' if same else 'DIFFERENT'}")
+            del xc
+        del weight_dev
         del x
         torch.cuda.empty_cache()
+
+    # ---- 2b. the head on the device alone (a tiny pool), and the worst case (every score tied) ----
+    for c_head in (1000, 20_000):
+        w_dev = torch.randn(c_head, 2048, device=dev, dtype=torch.float32)
+        tiny = torch.randn(1024, c_head, device=dev)
+        row("head norms on device (1024-row pool)", f"{c_head}x2048", "float32",
+            timed(lambda: alscale.select_balanced(tiny, 1, weight=w_dev), 3, warmup=1))
+        del w_dev, tiny
+        torch.cuda.empty_cache()
+    tied = torch.zeros(n, 1000, device=dev)
+    tied[:, 0] = 1.0
+    floor_t = timed(lambda: tied.clone(), args.repeats)
+    row("alscale select_balanced (all tied)", f"{n}x1000", "float32",
+        timed(lambda: alscale.select_balanced(tied, budget), 3, warmup=1), floor_t)
+    same = np.array_equal(alscale.select_balanced(tied, budget).cpu().numpy(),
+                          alscale.select_balanced(tied.cpu(), budget).numpy())
+    print(f"check select_balanced all tied {n}x1000 vs CPU: {'identical' if same else 'DIFFERENT'}")
+    del tied
+    torch.cuda.empty_cache()
 
     # ---- 3. Open Images shape: 9M rows (bf16), B = 100,000 and 1,000,000, in chunks of 1M rows
     # for the scores; BASE on the whole pool at once where it fits ----
@@ -200,6 +245,10 @@ def main() -> None:
         t_base = timed(lambda: torch_base_loop(x, b), 1, warmup=0) if fits else None
         row(f"alscale select_balanced B={b}", shape, "bfloat16",
             timed(lambda: alscale.select_balanced(x, b), 3, warmup=1), floor, t_base)
+        if args.full_checks or args.quick:
+            same = np.array_equal(alscale.select_balanced(x, b).cpu().numpy(),
+                                  alscale.select_balanced(x.cpu(), b).numpy())
+            print(f"check select_balanced B={b} {shape} vs CPU: {'identical' if same else 'DIFFERENT'}")
     del x
     torch.cuda.empty_cache()
 

@@ -94,6 +94,41 @@ def torch_base_loop(x, budget, inv=None):
     return torch.cat(picks)
 
 
+def host_only(quick: bool) -> None:
+    """What issue 12 measures without a GPU: the capacity arithmetic of the device's passes (the
+    compact candidate arrays the serving sorts, the worst-case pass count with pass_memory 0) and
+    the host's BalancedState serving (advance()) that the device's serving replaces."""
+    import numpy as np
+
+    from alscale import _core
+
+    print("shape (C, B)        cap_max   sum(cap)  sort arrays MiB  passes_bound (pm 0 / default)")
+    for c, b in [(1000, 10_000), (600, 100_000), (600, 1_000_000), (20_000, 100_000), (20_000, 1_000_000)]:
+        extra = _core.default_extra(c, b)
+        cap = _core.BalancedState(c, b, extra, 0).snapshot()["capacity"]
+        mib = int(cap.sum()) * 32 / 2**20  # keys + rows, twice (the two stable sorts' buffers)
+        print(f"({c:6d}, {b:9d})  {int(cap.max()):8d} {int(cap.sum()):10d} {mib:16.1f}  "
+              f"{_core.BalancedState(c, b, extra, 0).passes_bound():6d} / {_core.BalancedState(c, b, extra).passes_bound()}")
+    n, c, b = (200_000, 600, 100_000) if quick else (1_200_000, 600, 1_000_000)
+    rng = np.random.default_rng(0)
+    x = np.empty((n, c), np.uint16)  # bfloat16 bits of N(0, 3^2) logits, 100K rows at a time
+    for s in range(0, n, 100_000):
+        f = (rng.standard_normal((min(100_000, n - s), c), dtype=np.float32) * 3).view(np.uint32)
+        x[s:s + 100_000] = (f >> 16).astype(np.uint16)
+    ups, advs = [], []
+    for _ in range(3):
+        state = _core.BalancedState(c, b, _core.default_extra(c, b), 0)
+        t0 = time.perf_counter()
+        state.update(x, True, 0, None, None, None, 0)
+        t1 = time.perf_counter()
+        assert state.advance()
+        t2 = time.perf_counter()
+        ups.append(t1 - t0)
+        advs.append(t2 - t1)
+    print(f"host BalancedState {n}x{c} bf16 B={b}: update {statistics.median(ups) * 1e3:.0f} ms, "
+          f"advance (host serving) {statistics.median(advs) * 1e3:.0f} ms (medians of 3, {os.cpu_count()} cores)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small shapes only")
@@ -102,7 +137,10 @@ def main() -> None:
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--profile", help="write a torch.profiler kernel table of one select_balanced call (W on device)")
     ap.add_argument("--full-checks", action="store_true", help="also check the 9M-row selections against the CPU")
+    ap.add_argument("--host-only", action="store_true", help="no GPU: the capacity arithmetic and the host serving")
     args = ap.parse_args()
+    if args.host_only:
+        return host_only(args.quick)
     ensure_built()
 
     import numpy as np

@@ -206,9 +206,12 @@ int64_t select_balanced(const DMatrix& x, int64_t budget, const uint8_t* exclude
         mask.zero();
     Buffer<unsigned long long> counters(2, stream);  // fed rows, first non-finite row
     Buffer<ServeStatus> serve_status(1, stream);
-    Pinned<Readback> back(1);
-    Pinned<unsigned long long> stage_bounds(C);  // the copies to the device go through pinned memory
-    Pinned<int64_t> stage_capacity(C);
+    // Pinned staging (common.cuh): the read-back, then the bounds and capacities copied up per pass.
+    static_assert(sizeof(Readback) % 8 == 0, "the staging arrays after the read-back stay 8-byte aligned");
+    char* area = static_cast<char*>(pinned_scratch(sizeof(Readback) + 2 * sizeof(int64_t) * static_cast<size_t>(C)));
+    Readback* back = reinterpret_cast<Readback*>(area);
+    unsigned long long* stage_bounds = reinterpret_cast<unsigned long long*>(area + sizeof(Readback));
+    int64_t* stage_capacity = reinterpret_cast<int64_t*>(area + sizeof(Readback) + sizeof(int64_t) * static_cast<size_t>(C));
     std::vector<int64_t> earlier;  // picks of the passes before the current one (host, rare)
 
     for (;;) {
@@ -226,8 +229,8 @@ int64_t select_balanced(const DMatrix& x, int64_t budget, const uint8_t* exclude
             stage_bounds[c] = snap.capacity[static_cast<size_t>(c)] > 0 ? kAcceptAll : kRejectAll;
             stage_capacity[c] = snap.capacity[static_cast<size_t>(c)];
         }
-        to_device(bound.get(), stage_bounds.get(), C, stream);
-        to_device(capacity.get(), stage_capacity.get(), C, stream);
+        to_device(bound.get(), stage_bounds, C, stream);
+        to_device(capacity.get(), stage_capacity, C, stream);
         ALSCALE_CUDA_CHECK(cudaMemsetAsync(counters.get(), 0, sizeof(unsigned long long), stream));
         ALSCALE_CUDA_CHECK(cudaMemsetAsync(counters.get() + 1, 0xff, sizeof(unsigned long long), stream));
         const Classes cls{keys.get(), rows.get(), count.get(), bound.get(), capacity.get(), slots};

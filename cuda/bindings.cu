@@ -82,10 +82,10 @@ struct DeviceHead {
     // After the stream was synchronised: raises on a bad weight, else returns the score shift.
     int64_t check(cudaStream_t stream) const {
         if (!status.get()) return 0;
-        gpu::Pinned<gpu::HeadStatus> s(1);
-        gpu::to_host(s.get(), status.get(), 1, stream);
+        auto* s = static_cast<gpu::HeadStatus*>(gpu::pinned_scratch(sizeof(gpu::HeadStatus)));
+        gpu::to_host(s, status.get(), 1, stream);
         gpu::sync(stream);
-        gpu::check_head_status(*s.get());
+        gpu::check_head_status(*s);
         return s->shift;
     }
 };

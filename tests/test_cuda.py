@@ -433,3 +433,34 @@ def test_balanced_output_is_a_device_tensor_on_the_callers_stream():
     s.synchronize()
     assert out.device.type == "cuda" and out.dtype == torch.int64 and out.shape == (500,)
     _same(out, alscale.select_balanced(cpu, 500, weight=w))
+
+
+@needs_gpu
+def test_staging_area_regrows_and_serves_threads():
+    """The page-locked staging area (one per host thread, grown on demand): calls with growing C
+    on one thread, and concurrent calls from two threads, each give the CPU's result."""
+    import threading
+
+    for classes in (3, 300, 3000, 30):
+        cpu = _logits(4000, classes, "float32", seed=classes)
+        _same(alscale.select_balanced(cpu.cuda(), 2 * classes), alscale.select_balanced(cpu, 2 * classes))
+    cases = [_logits(20000, c, "float32", seed=c) for c in (50, 700)]
+    results, errors = {}, []
+
+    def run(i):
+        try:
+            with torch.cuda.stream(torch.cuda.Stream()):
+                results[i] = [alscale.select_balanced(cases[i].cuda(), 1000).cpu() for _ in range(5)]
+        except Exception as e:  # reported below, with the thread's index
+            errors.append((i, e))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i, got in results.items():
+        want = alscale.select_balanced(cases[i], 1000).numpy()
+        for g in got:
+            np.testing.assert_array_equal(g.numpy(), want)

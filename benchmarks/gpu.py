@@ -3,6 +3,12 @@ kernel against the CPU kernel, time them at the papers' scales and print a table
 
     python benchmarks/gpu.py                 # everything (about 10 minutes on an H100)
     python benchmarks/gpu.py --quick         # small shapes: a smoke test of build + checks
+    python benchmarks/gpu.py --json out.json --profile prof.txt   # + rows as JSON, + kernel profile
+
+Issue 12 rows (BASE served on the device, W on the device): select_balanced with W on the host
+and on the device beside the copy floor and the torch loop, the head's inverse norms on the
+device alone (a tiny pool: 1000 x 2048 and 20,000 x 2048), the worst case (every score tied:
+extra passes), and the 9M x 600 bf16 pool at B = 100K and 1M, each checked against the CPU.
 
 Timings: CUDA events around each call on the current stream, warm-up first, median of
 ``--repeats``. The floor is a device-to-device copy of the same logits (torch.clone); the torch
@@ -88,13 +94,62 @@ def torch_base_loop(x, budget, inv=None):
     return torch.cat(picks)
 
 
+def host_only(quick: bool) -> None:
+    """What issue 12 measures without a GPU: the capacity arithmetic of the device's passes (the
+    compact candidate arrays the serving sorts, the worst-case pass count with pass_memory 0) and
+    the host's BalancedState serving (advance()) that the device's serving replaces."""
+    import numpy as np
+
+    from alscale import _core
+
+    print("shape (C, B)        cap_max   sum(cap)  sort arrays MiB  passes_bound (pm 0 / default)")
+    for c, b in [(1000, 10_000), (600, 100_000), (600, 1_000_000), (20_000, 100_000), (20_000, 1_000_000)]:
+        extra = _core.default_extra(c, b)
+        cap = _core.BalancedState(c, b, extra, 0).snapshot()["capacity"]
+        mib = int(cap.sum()) * 32 / 2**20  # keys + rows, twice (the two stable sorts' buffers)
+        print(f"({c:6d}, {b:9d})  {int(cap.max()):8d} {int(cap.sum()):10d} {mib:16.1f}  "
+              f"{_core.BalancedState(c, b, extra, 0).passes_bound():6d} / {_core.BalancedState(c, b, extra).passes_bound()}")
+    n, c = (200_000, 600) if quick else (1_200_000, 600)
+    rng = np.random.default_rng(0)
+    x = np.empty((n, c), np.uint16)  # bfloat16 bits of N(0, 3^2) logits, 100K rows at a time
+    for s in range(0, n, 100_000):
+        f = (rng.standard_normal((min(100_000, n - s), c), dtype=np.float32) * 3).view(np.uint32)
+        x[s:s + 100_000] = (f >> 16).astype(np.uint16)
+    for b in (n // 12, (5 * n) // 6):
+        ups, advs = [], []
+        for _ in range(3):
+            state = _core.BalancedState(c, b, _core.default_extra(c, b), 0)  # the device's capacities
+            up = adv = 0.0
+            passes = 0
+            while True:
+                passes += 1
+                t0 = time.perf_counter()
+                state.update(x, True, 0, None, None, None, 0)
+                t1 = time.perf_counter()
+                done = state.advance()
+                t2 = time.perf_counter()
+                up, adv = up + t1 - t0, adv + t2 - t1
+                if done:
+                    break
+            ups.append(up)
+            advs.append(adv)
+        print(f"host BalancedState {n}x{c} bf16 B={b} (pass_memory 0): {passes} pass(es); update "
+              f"{statistics.median(ups) * 1e3:.0f} ms, advance (host serving) {statistics.median(advs) * 1e3:.0f} ms "
+              f"(medians of 3, {os.cpu_count()} cores)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small shapes only")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--oi-classes", type=int, default=600, help="classes of the Open Images-shaped pool")
     ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--profile", help="write a torch.profiler kernel table of one select_balanced call (W on device)")
+    ap.add_argument("--full-checks", action="store_true", help="also check the 9M-row selections against the CPU")
+    ap.add_argument("--host-only", action="store_true", help="no GPU: the capacity arithmetic and the host serving")
     args = ap.parse_args()
+    if args.host_only:
+        return host_only(args.quick)
     ensure_built()
 
     import numpy as np
@@ -171,12 +226,49 @@ def main() -> None:
         t_base_w = timed(lambda: torch_base_loop(x, budget, inv), max(3, args.repeats // 3), warmup=1)
         row("alscale select_balanced (W)", shape, dtype,
             timed(lambda: alscale.select_balanced(x, budget, weight=weight), args.repeats), floor, t_base_w)
+        weight_dev = weight.to(dev)
+        row("alscale select_balanced (W on device)", shape, dtype,
+            timed(lambda: alscale.select_balanced(x, budget, weight=weight_dev), args.repeats), floor, t_base_w)
+        row("alscale select_boundary (W on device)", shape, dtype,
+            timed(lambda: alscale.select_boundary(x, budget, weight=weight_dev), args.repeats), floor)
+        if args.profile and dtype == "float32":
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                alscale.select_balanced(x, budget, weight=weight_dev)
+                torch.cuda.synchronize()
+            with open(args.profile, "w") as f:
+                f.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40))
         if not args.quick:  # full-scale identity with the CPU kernel
-            same = np.array_equal(alscale.select_balanced(x, budget).cpu().numpy(),
-                                  alscale.select_balanced(x.cpu(), budget).numpy())
-            print(f"check select_balanced {shape} {dtype} vs CPU: {'identical' if same else 'DIFFERENT'}")
+            xc = x.cpu()
+            for kw, label in [({}, ""), ({"weight": weight_dev}, " (W on device)")]:
+                cpu_kw = {"weight": weight} if kw else {}
+                same = np.array_equal(alscale.select_balanced(x, budget, **kw).cpu().numpy(),
+                                      alscale.select_balanced(xc, budget, **cpu_kw).numpy())
+                print(f"check select_balanced{label} {shape} {dtype} vs CPU: {'identical' if same else 'DIFFERENT'}")
+            del xc
+        del weight_dev
         del x
         torch.cuda.empty_cache()
+
+    # ---- 2b. the head on the device alone (a tiny pool), and the worst case (every score tied) ----
+    for c_head in (1000, 20_000):
+        w_dev = torch.randn(c_head, 2048, device=dev, dtype=torch.float32)
+        tiny = torch.randn(1024, c_head, device=dev)
+        row("head norms on device (1024-row pool)", f"{c_head}x2048", "float32",
+            timed(lambda: alscale.select_balanced(tiny, 1, weight=w_dev), 3, warmup=1))
+        del w_dev, tiny
+        torch.cuda.empty_cache()
+    tied = torch.zeros(n, 1000, device=dev)
+    tied[:, 0] = 1.0
+    floor_t = timed(lambda: tied.clone(), args.repeats)
+    row("alscale select_balanced (all tied)", f"{n}x1000", "float32",
+        timed(lambda: alscale.select_balanced(tied, budget), 3, warmup=1), floor_t)
+    same = np.array_equal(alscale.select_balanced(tied, budget).cpu().numpy(),
+                          alscale.select_balanced(tied.cpu(), budget).numpy())
+    print(f"check select_balanced all tied {n}x1000 vs CPU: {'identical' if same else 'DIFFERENT'}")
+    del tied
+    torch.cuda.empty_cache()
 
     # ---- 3. Open Images shape: 9M rows (bf16), B = 100,000 and 1,000,000, in chunks of 1M rows
     # for the scores; BASE on the whole pool at once where it fits ----
@@ -200,6 +292,10 @@ def main() -> None:
         t_base = timed(lambda: torch_base_loop(x, b), 1, warmup=0) if fits else None
         row(f"alscale select_balanced B={b}", shape, "bfloat16",
             timed(lambda: alscale.select_balanced(x, b), 3, warmup=1), floor, t_base)
+        if args.full_checks or args.quick:
+            same = np.array_equal(alscale.select_balanced(x, b).cpu().numpy(),
+                                  alscale.select_balanced(x.cpu(), b).numpy())
+            print(f"check select_balanced B={b} {shape} vs CPU: {'identical' if same else 'DIFFERENT'}")
     del x
     torch.cuda.empty_cache()
 

@@ -5,6 +5,7 @@
 
 #include "balanced.hpp"  // the CPU BalancedState serves the classes
 #include "rowmath.cuh"
+#include "serve.cuh"
 
 namespace alscale {
 namespace gpu {
@@ -181,8 +182,15 @@ constexpr int64_t kSlotBudget = int64_t{1} << 25;
 
 }  // namespace
 
-std::vector<int64_t> select_balanced(const DMatrix& x, int64_t budget, const uint8_t* exclude, const double* inv_norm,
-                                     cudaStream_t stream) {
+// What one pass reads back (page-locked; one copy each, one synchronisation).
+struct Readback {
+    unsigned long long counters[2];  // fed rows, first non-finite row
+    ServeStatus serve;
+    HeadStatus head;
+};
+
+int64_t select_balanced(const DMatrix& x, int64_t budget, const uint8_t* exclude, const double* inv,
+                        const HeadStatus* head, int64_t* out, cudaStream_t stream) {
     const int64_t C = x.cols, N = x.rows;
     if (C < 1) throw std::invalid_argument("logits have no classes");
     if (N > INT32_MAX) throw std::invalid_argument("the GPU BASE kernel handles at most 2^31 - 1 rows at once; feed chunks to BalancedSelector");
@@ -191,41 +199,49 @@ std::vector<int64_t> select_balanced(const DMatrix& x, int64_t budget, const uin
     // class's capacity (and so every class's slots) reach 2^23.
     BalancedState state(C, budget, default_extra(C, budget), 0);
 
-    Buffer<double> inv;
-    if (inv_norm) {
-        inv = Buffer<double>(C * C, stream);
-        to_device(inv.get(), inv_norm, C * C, stream);
-    }
     Buffer<uint8_t> mask(N, stream);  // exclude, then also the rows taken by earlier passes
     if (exclude)
         ALSCALE_CUDA_CHECK(cudaMemcpyAsync(mask.get(), exclude, static_cast<size_t>(N), cudaMemcpyDeviceToDevice, stream));
     else
         mask.zero();
     Buffer<unsigned long long> counters(2, stream);  // fed rows, first non-finite row
+    Buffer<ServeStatus> serve_status(1, stream);
+    // Pinned staging (common.cuh): the read-back, then the bounds and capacities copied up per pass.
+    static_assert(sizeof(Readback) % 8 == 0, "the staging arrays after the read-back stay 8-byte aligned");
+    char* area = static_cast<char*>(pinned_scratch(sizeof(Readback) + 2 * sizeof(int64_t) * static_cast<size_t>(C)));
+    Readback* back = reinterpret_cast<Readback*>(area);
+    unsigned long long* stage_bounds = reinterpret_cast<unsigned long long*>(area + sizeof(Readback));
+    int64_t* stage_capacity = reinterpret_cast<int64_t*>(area + sizeof(Readback) + sizeof(int64_t) * static_cast<size_t>(C));
+    std::vector<int64_t> earlier;  // picks of the passes before the current one (host, rare)
 
     for (;;) {
         BalancedSnapshot snap = state.snapshot();
         const int64_t cap_max = *std::max_element(snap.capacity.begin(), snap.capacity.end());
+        int64_t cap_total = 0;  // <= C * cap_max: the candidate arrays below are larger
+        for (const int64_t cap : snap.capacity) cap_total += cap;
         const int64_t chunk = std::max<int64_t>(1024, std::min<int64_t>(N, kSlotBudget / C - cap_max));
         const int64_t slots = cap_max + std::min(chunk, N);
         Buffer<unsigned long long> keys(C * slots, stream), bound(C, stream), scratch_keys(C * std::max<int64_t>(cap_max, 1), stream);
         Buffer<int64_t> rows(C * slots, stream), capacity(C, stream), scratch_rows(C * std::max<int64_t>(cap_max, 1), stream);
         Buffer<unsigned int> count(C, stream);
         count.zero();
-        std::vector<unsigned long long> bounds(static_cast<size_t>(C));
-        for (int64_t c = 0; c < C; ++c) bounds[static_cast<size_t>(c)] = snap.capacity[static_cast<size_t>(c)] > 0 ? kAcceptAll : kRejectAll;
-        to_device(bound.get(), bounds.data(), C, stream);
-        to_device(capacity.get(), snap.capacity.data(), C, stream);
+        for (int64_t c = 0; c < C; ++c) {
+            stage_bounds[c] = snap.capacity[static_cast<size_t>(c)] > 0 ? kAcceptAll : kRejectAll;
+            stage_capacity[c] = snap.capacity[static_cast<size_t>(c)];
+        }
+        to_device(bound.get(), stage_bounds, C, stream);
+        to_device(capacity.get(), stage_capacity, C, stream);
         ALSCALE_CUDA_CHECK(cudaMemsetAsync(counters.get(), 0, sizeof(unsigned long long), stream));
         ALSCALE_CUDA_CHECK(cudaMemsetAsync(counters.get() + 1, 0xff, sizeof(unsigned long long), stream));
         const Classes cls{keys.get(), rows.get(), count.get(), bound.get(), capacity.get(), slots};
 
+        // The chunk loop: launches only (no copy, no synchronisation).
         for (int64_t begin = 0; begin < N; begin += chunk) {
             const int64_t end = std::min(N, begin + chunk);
             const unsigned blocks = static_cast<unsigned>(blocks_for(end - begin, kRowsPerBlock, 1 << 16));
             with_input_type(x.dtype, [&](auto in) {
                 balanced_candidates<decltype(in)><<<blocks, kRowThreads, 0, stream>>>(
-                    x, begin, end, mask.get(), inv.get(), cls, counters.get(), counters.get() + 1);
+                    x, begin, end, mask.get(), inv, cls, counters.get(), counters.get() + 1);
             });
             ALSCALE_CUDA_LAUNCHED("balanced_candidates");
             if (cap_max > 0) {
@@ -235,8 +251,28 @@ std::vector<int64_t> select_balanced(const DMatrix& x, int64_t budget, const uin
             }
         }
 
-        unsigned long long host_counters[2];
-        to_host(host_counters, counters.get(), 2, stream);
+        // Serve on the device: the picks of this pass go to out after the earlier passes' picks.
+        const int64_t at = static_cast<int64_t>(earlier.size());
+        const ClassBuffers buffers{keys.get(), rows.get(), count.get(), capacity.get(), slots};
+        serve_classes(buffers, C, snap.start_class, snap.budget, snap.pass == 0, counters.get(), N, cap_total, out + at,
+                      serve_status.get(), stream);
+
+        to_host(back->counters, counters.get(), 2, stream);
+        to_host(&back->serve, serve_status.get(), 1, stream);
+        if (head) to_host(&back->head, head, 1, stream);
+        sync(stream);  // the one synchronisation of a pass
+        if (head) check_head_status(back->head);
+        if (back->counters[1] != ~0ull) throw_non_finite(static_cast<int64_t>(back->counters[1]));
+        if (back->serve.starved < 0) {
+            if (at > 0) {  // the earlier passes' picks (host) in front of this pass's
+                to_device(out, earlier.data(), at, stream);
+                sync(stream);  // `earlier` must outlive the copy (a multi-pass call only)
+            }
+            return at + back->serve.picked;
+        }
+
+        // A class ran short (heavy ties): the host sets up the next pass exactly as the CPU's
+        // state does, from this pass's candidates (the rare path: copies through pageable memory).
         std::vector<unsigned int> counts(static_cast<size_t>(C));
         to_host(counts.data(), count.get(), C, stream);
         std::vector<unsigned long long> host_keys(static_cast<size_t>(C * std::max<int64_t>(cap_max, 1)));
@@ -249,9 +285,7 @@ std::vector<int64_t> select_balanced(const DMatrix& x, int64_t budget, const uin
                                                  sizeof(int64_t) * cap_max, static_cast<size_t>(C), cudaMemcpyDeviceToHost, stream));
         }
         sync(stream);
-        if (host_counters[1] != ~0ull) throw_non_finite(static_cast<int64_t>(host_counters[1]));
-
-        snap.fed += static_cast<int64_t>(host_counters[0]);
+        snap.fed += static_cast<int64_t>(back->counters[0]);
         snap.counts.assign(static_cast<size_t>(C), 0);
         snap.keys.clear();
         snap.rows.clear();
@@ -264,17 +298,20 @@ std::vector<int64_t> select_balanced(const DMatrix& x, int64_t budget, const uin
             }
         }
         BalancedState next(snap);
-        if (next.advance()) return next.result();
-        // Heavy ties exhausted a class: mask the rows taken so far and pass again from that class.
-        const std::vector<int64_t> taken = next.snapshot().taken;
-        const int64_t t = static_cast<int64_t>(taken.size());
+        if (next.advance() || next.start_class() != back->serve.starved)
+            throw std::logic_error("GPU BASE: the device's serving disagrees with the host's (class " +
+                                   std::to_string(back->serve.starved) + " ran short on the device)");
+        // Mask the rows taken so far and pass again from that class.
+        const BalancedSnapshot after = next.snapshot();
+        const int64_t t = static_cast<int64_t>(after.taken.size());
         if (t > 0) {
             Buffer<int64_t> taken_dev(t, stream);
-            to_device(taken_dev.get(), taken.data(), t, stream);
+            to_device(taken_dev.get(), after.taken.data(), t, stream);
             mark_rows<<<static_cast<unsigned>(blocks_for(t, 256, 4096)), 256, 0, stream>>>(taken_dev.get(), t, mask.get());
             ALSCALE_CUDA_LAUNCHED("mark_rows");
-            sync(stream);  // `taken` (host memory) must outlive the copy
+            sync(stream);  // `after.taken` (host memory) must outlive the copy
         }
+        earlier = after.picks;
         state = std::move(next);
     }
 }

@@ -4,6 +4,7 @@
 // and passed in as pointers. CUDA errors raise RuntimeError, bad input ValueError; never abort.
 #include <cstdint>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 #include <pybind11/numpy.h>
@@ -12,6 +13,7 @@
 
 #include "balanced.cuh"
 #include "common.hpp"
+#include "head.cuh"
 #include "knn.cuh"
 #include "scoring.cuh"
 #include "topk.cuh"
@@ -54,12 +56,39 @@ gpu::DMatrix matrix(std::uintptr_t ptr, int64_t rows, int64_t cols, int64_t row_
     return m;
 }
 
-const double* host_inv(const std::optional<F64Array>& inv, int64_t classes) {
-    if (!inv) return nullptr;
-    if (inv->ndim() != 2 || inv->shape(0) != classes || inv->shape(1) != classes)
-        throw std::invalid_argument("inverse norms must be C x C");
-    return inv->data();
+// A device head weight as the Python layer passes it: (ptr, rows, cols, row_stride, col_stride,
+// dtype), rows == the logits' classes (checked there, and here again).
+using WeightArgs = std::tuple<std::uintptr_t, int64_t, int64_t, int64_t, int64_t, int>;
+
+std::optional<gpu::DMatrix> weight_of(const std::optional<WeightArgs>& w, int64_t classes) {
+    if (!w) return std::nullopt;
+    const auto& [ptr, rows, cols, rs, cs, dtype] = *w;
+    if (rows != classes) throw std::invalid_argument("weight must have one row per class");
+    if (cols < 1) throw std::invalid_argument("weight has no features");
+    return matrix(ptr, rows, cols, rs, cs, dtype);
 }
+
+// The head's inverse norms on the device (cuda/head.cu), enqueued on the stream: the C x C
+// table and the status that says whether the weight was valid.
+struct DeviceHead {
+    gpu::Buffer<double> inv;
+    gpu::Buffer<gpu::HeadStatus> status;
+    DeviceHead(const std::optional<gpu::DMatrix>& w, cudaStream_t stream) {
+        if (!w) return;
+        inv = gpu::Buffer<double>(w->rows * w->rows, stream);
+        status = gpu::Buffer<gpu::HeadStatus>(1, stream);
+        gpu::head_inverse_norms(*w, inv.get(), status.get(), stream);
+    }
+    // After the stream was synchronised: raises on a bad weight, else returns the score shift.
+    int64_t check(cudaStream_t stream) const {
+        if (!status.get()) return 0;
+        auto* s = static_cast<gpu::HeadStatus*>(gpu::pinned_scratch(sizeof(gpu::HeadStatus)));
+        gpu::to_host(s, status.get(), 1, stream);
+        gpu::sync(stream);
+        gpu::check_head_status(*s);
+        return s->shift;
+    }
+};
 
 }  // namespace
 
@@ -105,25 +134,25 @@ PYBIND11_MODULE(_cuda, m) {
     m.def(
         "boundary_scores",
         [](std::uintptr_t ptr, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int dtype,
-           const std::optional<F64Array>& inv, std::uintptr_t out, std::uintptr_t stream, int device) {
+           const std::optional<WeightArgs>& weight, std::uintptr_t out, std::uintptr_t stream, int device) {
             const gpu::DMatrix x = matrix(ptr, rows, cols, rs, cs, dtype);
-            const double* in = host_inv(inv, cols);
-            int64_t bad;
+            const std::optional<gpu::DMatrix> w = weight_of(weight, cols);
+            int64_t bad, shift;
             {
                 py::gil_scoped_release nogil;
                 DeviceGuard guard(device);
                 const cudaStream_t s = stream_of(stream);
-                gpu::Buffer<double> dinv;
-                if (in) {
-                    dinv = gpu::Buffer<double>(cols * cols, s);
-                    gpu::to_device(dinv.get(), in, cols * cols, s);
-                }
-                bad = gpu::boundary_scores(x, dinv.get(), reinterpret_cast<double*>(out), s);
+                DeviceHead head(w, s);
+                bad = gpu::boundary_scores(x, head.inv.get(), reinterpret_cast<double*>(out), s);
+                shift = head.check(s);  // a bad weight is reported before bad logits, as on the CPU
             }
             if (bad >= 0) throw_non_finite(bad);
+            return shift;
         },
         py::arg("ptr"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"), py::arg("col_stride"), py::arg("dtype"),
-        py::arg("inv_norm"), py::arg("out"), py::arg("stream"), py::arg("device"));
+        py::arg("weight"), py::arg("out"), py::arg("stream"), py::arg("device"),
+        "Writes min_c r_c of every row to out; the weight (a device matrix, or None) is read on the device. "
+        "Returns the shift s: the true scores are out * 2**s (0 unless the head leaves float64's range).");
 
     m.def(
         "select_topk",
@@ -140,23 +169,23 @@ PYBIND11_MODULE(_cuda, m) {
     m.def(
         "select_balanced",
         [](std::uintptr_t ptr, int64_t rows, int64_t cols, int64_t rs, int64_t cs, int dtype, int64_t budget,
-           std::uintptr_t exclude, const std::optional<F64Array>& inv, std::uintptr_t stream, int device) {
+           std::uintptr_t exclude, const std::optional<WeightArgs>& weight, std::uintptr_t out, std::uintptr_t stream,
+           int device) {
             const gpu::DMatrix x = matrix(ptr, rows, cols, rs, cs, dtype);
             if (budget < 0) throw std::invalid_argument("budget must be non-negative");
-            const double* in = host_inv(inv, cols);
-            std::vector<int64_t> picks;
-            {
-                py::gil_scoped_release nogil;
-                DeviceGuard guard(device);
-                picks = gpu::select_balanced(x, budget, reinterpret_cast<const uint8_t*>(exclude), in, stream_of(stream));
-            }
-            py::array_t<int64_t> result(static_cast<py::ssize_t>(picks.size()));
-            std::copy(picks.begin(), picks.end(), result.mutable_data());
-            return result;
+            if (budget > 0 && !out) throw std::invalid_argument("null output pointer");
+            const std::optional<gpu::DMatrix> w = weight_of(weight, cols);
+            py::gil_scoped_release nogil;
+            DeviceGuard guard(device);
+            const cudaStream_t s = stream_of(stream);
+            DeviceHead head(w, s);
+            return gpu::select_balanced(x, budget, reinterpret_cast<const uint8_t*>(exclude), head.inv.get(),
+                                        head.status.get(), reinterpret_cast<int64_t*>(out), s);
         },
         py::arg("ptr"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"), py::arg("col_stride"), py::arg("dtype"),
-        py::arg("budget"), py::arg("exclude"), py::arg("inv_norm"), py::arg("stream"), py::arg("device"),
-        "BASE on device logits; returns the selected rows (host int64), exactly the CPU kernel's.");
+        py::arg("budget"), py::arg("exclude"), py::arg("weight"), py::arg("out"), py::arg("stream"), py::arg("device"),
+        "BASE on device logits, served on the device: writes the selected rows (exactly the CPU kernel's) to out "
+        "(device int64, at least min(budget, rows)) and returns how many.");
 
     m.def(
         "knn_exact",

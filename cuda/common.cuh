@@ -62,6 +62,31 @@ private:
     int64_t count_ = 0;
 };
 
+// A page-locked (cudaHostAlloc) staging area of at least `bytes`, reused by the calls of one host
+// thread (grown on demand, never shrunk; portable: any device may copy through it). The copies
+// of a call go through it, never through pageable memory (which the driver stages
+// synchronously); and no call pays cudaHostAlloc's cost or cudaFreeHost's implicit device
+// synchronisation. A call must have waited for its copies before it returns (every caller ends
+// with a stream synchronisation), so the next call of the thread may reuse or regrow the area.
+inline void* pinned_scratch(size_t bytes) {
+    struct Area {
+        void* ptr = nullptr;
+        size_t size = 0;
+        ~Area() {
+            if (ptr) cudaFreeHost(ptr);  // at thread exit; an error (context gone) is ignored
+        }
+    };
+    static thread_local Area area;
+    if (bytes > area.size) {
+        if (area.ptr) cudaFreeHost(area.ptr);
+        area.ptr = nullptr;
+        area.size = 0;
+        ALSCALE_CUDA_CHECK(cudaHostAlloc(&area.ptr, bytes, cudaHostAllocPortable));
+        area.size = bytes;
+    }
+    return area.ptr;
+}
+
 template <class T>
 void to_device(T* dst, const T* src, int64_t count, cudaStream_t stream) {
     if (count > 0)

@@ -305,3 +305,162 @@ def test_gpu_nan_rule_and_sign_of_zero_match_the_cpu():
             fn(torch.tensor(x).cuda(), 4, exclude=torch.tensor(mask).cuda())
     z = np.resize([-0.0, 0.0, -1.0], (4, 12))
     assert alscale.boundary_scores(torch.tensor(z).cuda()).cpu().numpy().tobytes() == alscale.boundary_scores(z).tobytes()
+
+
+# ---- issue 12: BASE served on the device, the head weight on the device ----
+
+
+def _weight(classes, dims, dtype, seed, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(classes, dims, generator=g, dtype=torch.float64) * scale
+    if classes > 3:
+        w[2] = w[1]  # equal rows: +inf norm, the same on both
+        w[3] = w[0] + 1e-9 * scale  # nearly equal rows: the Gram formula cancels, the direct distance
+    return w.to(getattr(torch, dtype))
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("classes", [1, 3, 37, 1000])
+@pytest.mark.parametrize("weight_at", [None, "host", "device"])
+def test_balanced_served_on_device_matches_cpu(dtype, classes, weight_at):
+    """Budgets from 1 past N, with exclusions and ties: the device's serving gives the CPU's rows
+    in the CPU's order, with W absent, on the host or on the device (read in place, any dtype)."""
+    n = 3000 if classes < 1000 else 12000
+    for ties in (False, True):
+        cpu = _logits(n, classes, dtype, seed=classes + n, ties=ties)
+        gpu = cpu.cuda()
+        w = None if weight_at is None else _weight(classes, 24, dtype, seed=classes)
+        w_gpu = None if w is None else (w.cuda() if weight_at == "device" else w)
+        mask = np.random.default_rng(classes).random(n) < 0.2
+        for exclude_cpu, exclude_gpu in [(None, None), (mask, torch.from_numpy(mask).cuda())]:
+            for budget in (0, 1, classes - 1, classes, 7 * classes + 3, n // 2, n, n + 10):
+                got = alscale.select_balanced(gpu, budget, weight=w_gpu, exclude=exclude_gpu)
+                _same(got, alscale.select_balanced(cpu, budget, weight=w, exclude=exclude_cpu))
+
+
+@needs_gpu
+@pytest.mark.parametrize("weight_at", [None, "device"])
+def test_balanced_device_forced_passes(weight_at):
+    """Every score tied (identical rows): later classes starve and the host runs the next passes;
+    the picks of all passes land in order in the device output, B up to past N."""
+    for n, classes in [(5000, 40), (300, 100), (2000, 7)]:
+        cpu = torch.zeros(n, classes)
+        cpu[:, 0] = 1.0
+        w = None if weight_at is None else _weight(classes, 8, "float32", seed=1)
+        w_gpu = None if w is None else w.cuda()
+        mask = np.zeros(n, bool)
+        mask[::7] = True
+        for exclude in (None, mask):
+            ex_gpu = None if exclude is None else torch.from_numpy(exclude).cuda()
+            for budget in (classes, 10 * classes, n - 1, n, n + 3):
+                want = alscale.select_balanced(cpu, budget, weight=w, exclude=exclude)
+                _same(alscale.select_balanced(cpu.cuda(), budget, weight=w_gpu, exclude=ex_gpu), want)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("classes, dims", [(2, 1), (33, 7), (100, 64), (130, 200), (517, 1000)])
+def test_head_norms_on_device_match_cpu(dtype, classes, dims):
+    """The device's inverse norms (tile Gram in the CPU's lane order, cancellation branch, +inf
+    for equal rows) give the CPU's boundary scores bit for bit; W strided or transposed."""
+    cpu = _logits(2000, classes, "float64", seed=dims)
+    gpu = cpu.cuda()
+    w = _weight(classes, dims, dtype, seed=classes * dims)
+    want = alscale.boundary_scores(cpu, weight=w)
+    _same(alscale.boundary_scores(gpu, weight=w.cuda()), want)
+    _same(alscale.boundary_scores(gpu, weight=w), want)  # host weight: copied once, computed on the device
+    wide = torch.zeros(classes, 2 * dims, dtype=w.dtype)
+    wide[:, ::2] = w
+    _same(alscale.boundary_scores(gpu, weight=wide.cuda()[:, ::2]), want)  # strided view
+    _same(alscale.boundary_scores(gpu, weight=w.t().contiguous().cuda().t()), want)  # column-major
+    _same(alscale.select_boundary(gpu, 50, weight=w.cuda()), alscale.select_boundary(cpu, 50, weight=w))
+
+
+@needs_gpu
+@pytest.mark.parametrize("scale", [2.0**600, 2.0**-600, 2.0**1000, 2.0**-1000])
+def test_head_norms_on_device_shift_matches_cpu(scale):
+    """Heads beyond 2^±400: scaled by 2^-e on the device as norms_of does; the true values
+    replace the table when they stay normal, else the scores carry the shift: same bits."""
+    cpu = _logits(500, 20, "float64", seed=3)
+    w = _weight(20, 9, "float64", seed=4, scale=scale)
+    _same(alscale.boundary_scores(cpu.cuda(), weight=w.cuda()), alscale.boundary_scores(cpu, weight=w))
+    _same(alscale.select_balanced(cpu.cuda(), 60, weight=w.cuda()), alscale.select_balanced(cpu, 60, weight=w))
+
+
+@needs_gpu
+def test_head_norms_on_device_many_classes():
+    """From 8,192 classes the CPU uses the pair form (bf16 lower bounds + exact pairs); the device
+    keeps the C x C table: the same values, so the same selection."""
+    cpu = _logits(3000, 9000, "float32", seed=9)
+    w = _weight(9000, 16, "float32", seed=9)
+    for budget in (1, 9000, 20000):
+        _same(alscale.select_balanced(cpu.cuda(), budget, weight=w.cuda()), alscale.select_balanced(cpu, budget, weight=w))
+
+
+@needs_gpu
+def test_device_weight_errors_are_the_cpu_errors():
+    cpu = _logits(100, 6, "float32", seed=0)
+    gpu = cpu.cuda()
+    bad = torch.randn(6, 4)
+    bad[3, 2] = float("nan")
+    zeros = torch.zeros(6, 4)
+    for w, match in [(bad, "weight contains NaN or inf at row 3"), (zeros, "weight is all zeros"),
+                     (torch.randn(5, 4), "weight has 5 rows but the logits have 6 classes"),
+                     (torch.randn(6, 0), "weight has no features"), (torch.randn(6), "weight must be 2-D")]:
+        for fn in (lambda w_: alscale.select_balanced(gpu, 5, weight=w_),
+                   lambda w_: alscale.boundary_scores(gpu, weight=w_)):
+            with pytest.raises(ValueError, match=match):
+                fn(w.cuda())
+            with pytest.raises(ValueError, match=match):
+                alscale.select_balanced(cpu, 5, weight=w)
+    # a bad weight is reported before bad logits, as on the CPU
+    nan_logits = cpu.clone()
+    nan_logits[7, 1] = float("nan")
+    with pytest.raises(ValueError, match="weight contains NaN"):
+        alscale.select_balanced(nan_logits.cuda(), 5, weight=bad.cuda())
+    with pytest.raises(ValueError, match="weight contains NaN"):
+        alscale.select_balanced(nan_logits, 5, weight=bad)
+
+
+@needs_gpu
+def test_balanced_output_is_a_device_tensor_on_the_callers_stream():
+    cpu = _logits(5000, 50, "bfloat16", seed=6)
+    w = _weight(50, 32, "bfloat16", seed=6)
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        out = alscale.select_balanced(cpu.cuda(), 500, weight=w.cuda())
+    s.synchronize()
+    assert out.device.type == "cuda" and out.dtype == torch.int64 and out.shape == (500,)
+    _same(out, alscale.select_balanced(cpu, 500, weight=w))
+
+
+@needs_gpu
+def test_staging_area_regrows_and_serves_threads():
+    """The page-locked staging area (one per host thread, grown on demand): calls with growing C
+    on one thread, and concurrent calls from two threads, each give the CPU's result."""
+    import threading
+
+    for classes in (3, 300, 3000, 30):
+        cpu = _logits(4000, classes, "float32", seed=classes)
+        _same(alscale.select_balanced(cpu.cuda(), 2 * classes), alscale.select_balanced(cpu, 2 * classes))
+    cases = [_logits(20000, c, "float32", seed=c) for c in (50, 700)]
+    results, errors = {}, []
+
+    def run(i):
+        try:
+            with torch.cuda.stream(torch.cuda.Stream()):
+                results[i] = [alscale.select_balanced(cases[i].cuda(), 1000).cpu() for _ in range(5)]
+        except Exception as e:  # reported below, with the thread's index
+            errors.append((i, e))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i, got in results.items():
+        want = alscale.select_balanced(cases[i], 1000).numpy()
+        for g in got:
+            np.testing.assert_array_equal(g.numpy(), want)

@@ -4,9 +4,10 @@ Nothing here links libtorch or CuPy. An input on a CUDA device is read through i
 ``__cuda_array_interface__`` (a torch bfloat16 tensor, which has none, as its int16 bits); the
 kernels run on the caller's current stream of the input's device; outputs are allocated by the
 caller's framework (``torch.empty`` / ``cupy.empty``) on that device and handed to the kernels
-as raw pointers, so results come back as the same kind on the same device. Small host-side
-inputs (the head weight's C x C inverse norms, an exclude list) are converted on the host
-exactly as on the CPU path and copied to the device.
+as raw pointers, so results come back as the same kind on the same device. The head weight's
+inverse norms are computed on the device (cuda/head.cu, the CPU's arithmetic) from a device
+weight read in place, or from a host weight checked as on the CPU path and copied once; an
+exclude list is converted on the host exactly as on the CPU path and copied to the device.
 
 The selection functions call :func:`wants` first: True sends the call here, False leaves it to
 the CPU path; an input on a CUDA device without the GPU build raises a clear ValueError.
@@ -29,7 +30,7 @@ except ImportError as _err:  # pragma: no cover - depends on the build
     CUDA_IMPORT_ERROR = _err
 HAS_CUDA = _cuda is not None
 from .. import _core
-from .arrays import _device_error, _is_torch, as_exclude, as_points, head_norms, unit_rows
+from .arrays import _device_error, _is_torch, as_exclude, as_points, check_weight, unit_rows
 from .rules import Head, Rule
 
 # the kernels' dtype codes (csrc/common.hpp DType, exported as alscale._core.DType)
@@ -233,8 +234,8 @@ class _Logits:
         return (i.ptr, i.shape[0], i.shape[1], i.strides[0] // i.itemsize, i.strides[1] // i.itemsize, self.dtype)
 
 
-def _logits(x: Any, name: str = "logits", allow_empty: bool = False) -> _Logits:
-    fw = _framework(x)
+def _matrix(x: Any, fw, name: str):
+    """A 2-D float device array as (object keeping the memory alive, interface, dtype code)."""
     bf16 = False
     if _is_torch(x):
         torch = fw.torch
@@ -248,7 +249,7 @@ def _logits(x: Any, name: str = "logits", allow_empty: bool = False) -> _Logits:
     else:
         obj, cai = x, parse_interface(x.__cuda_array_interface__, name)
     if len(cai.shape) != 2:
-        raise ValueError(f"{name} must be 2-D (rows, classes), got shape {cai.shape}")
+        return obj, cai, None
     if bf16:
         code = _BF16
     elif cai.kind == "f" and cai.typestr[1:] in _TYPESTR_CODES:
@@ -257,6 +258,14 @@ def _logits(x: Any, name: str = "logits", allow_empty: bool = False) -> _Logits:
         raise TypeError(f"{name} must be a floating-point array ({_FLOAT_NAMES}), got typestr {cai.typestr}")
     if any(s % cai.itemsize for s in cai.strides):
         raise ValueError(f"{name} has strides {cai.strides} that are not whole elements")
+    return obj, cai, code
+
+
+def _logits(x: Any, name: str = "logits", allow_empty: bool = False) -> _Logits:
+    fw = _framework(x)
+    obj, cai, code = _matrix(x, fw, name)
+    if code is None:
+        raise ValueError(f"{name} must be 2-D (rows, classes), got shape {cai.shape}")
     if cai.shape[1] == 0:
         raise ValueError(f"{name} have no classes: shape {cai.shape}")
     if cai.shape[0] == 0 and not allow_empty:
@@ -313,19 +322,39 @@ class DevicePool:
         self.x = _logits(logits)
         self.mask = _exclude_mask(self.x, exclude)  # kept alive for the kernels
 
-    def _inv(self, head: Head | None):
-        """The head's inverse norms, from a host copy of the weight (C x C, once per call)."""
+    def _weight(self, head: Head | None):
+        """The head weight as the kernels read it on the device: (keep-alive object, (ptr, rows,
+        cols, row_stride, col_stride, dtype)) or (None, None). A float device weight is read in
+        place (any strides and float dtype; its checks run on the device, the errors are the CPU
+        path's); any other weight is checked on the host as on the CPU path and copied once."""
         if head is None or head.weight is None:
-            return None, 0
-        norms = head_norms(_host(head.weight, "weight", self.x.device), self.x.classes, table=True)
-        return norms.inv, norms.shift
+            return None, None
+        x, w = self.x, head.weight
+        if is_device_array(w):
+            check_same_device("weight", w, x.device)
+            floating = (w.dtype.is_floating_point and not w.is_complex()) if _is_torch(w) else (
+                parse_interface(w.__cuda_array_interface__, "weight").kind == "f")
+            if floating:
+                obj, cai, code = _matrix(w, _framework(w), "weight")
+                if code is None:
+                    raise ValueError(f"weight must be 2-D (classes, features), got shape {tuple(cai.shape)}")
+                if cai.shape[0] != x.classes:
+                    raise ValueError(f"weight has {cai.shape[0]} rows but the logits have {x.classes} classes")
+                if cai.shape[1] == 0:
+                    raise ValueError(f"weight has no features: shape {tuple(cai.shape)}")
+                i = cai
+                return obj, (i.ptr, i.shape[0], i.shape[1], i.strides[0] // i.itemsize, i.strides[1] // i.itemsize, code)
+        obj = x.fw.from_numpy(check_weight(_host(w, "weight", x.device), x.classes))  # float64, C-contiguous
+        rows, cols = obj.shape
+        return obj, (x.fw.ptr(obj), rows, cols, cols, 1, _F64)
 
     def _scores(self, rule: Rule):
         x = self.x
         out = x.fw.empty(x.rows, np.float64)
         if rule.kind is None:
-            inv, shift = self._inv(rule.head)
-            _cuda.boundary_scores(*x.args(), inv, x.fw.ptr(out), x.fw.stream(), x.device)
+            keep, weight = self._weight(rule.head)
+            shift = _cuda.boundary_scores(*x.args(), weight, x.fw.ptr(out), x.fw.stream(), x.device)
+            del keep  # the kernels finished (boundary_scores waits for its stream)
             return out, shift
         _cuda.uncertainty_scores(*x.args(), int(rule.kind), x.fw.ptr(out), x.fw.stream(), x.device)
         return out, 0
@@ -346,10 +375,15 @@ class DevicePool:
         return self._top(self._scores(rule)[0], k, rule.largest)
 
     def balanced(self, k: int, head: Head):
+        """BASE served on the device: the picks are written into a device int64 array of the
+        caller's framework; the one synchronisation per pass happens inside the kernel call."""
         x = self.x
-        inv, _ = self._inv(head)
-        picks = _cuda.select_balanced(*x.args(), min(k, x.rows), _ptr(x.fw, self.mask), inv, x.fw.stream(), x.device)
-        return x.fw.from_numpy(picks)
+        keep, weight = self._weight(head)
+        out = x.fw.empty(min(k, x.rows), np.int64)
+        count = _cuda.select_balanced(*x.args(), min(k, x.rows), _ptr(x.fw, self.mask), weight, x.fw.ptr(out),
+                                      x.fw.stream(), x.device)
+        del keep
+        return out[:count]
 
     def cluster_margin(self, rule: Rule, labels: np.ndarray, k: int, km: int, seed: int):
         """The k_m candidates on the device; their round-robin (O(k_m)) on the host."""

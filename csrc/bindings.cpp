@@ -17,6 +17,7 @@
 #include "head.hpp"
 #include "hac.hpp"
 #include "knn.hpp"
+#include "knn_bound.hpp"
 #include "scoring.hpp"
 #include "topk.hpp"
 
@@ -627,4 +628,17 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("x"), py::arg("k"), py::arg("cell_start"), py::arg("cell_rows"), py::arg("probe_start"),
         py::arg("probes"), py::arg("num_threads") = 0);
+    m.def(
+        "knn_candidate_bound",
+        [](int64_t d, const std::string& precision) {
+            if (d < 1 || d > kKnnBoundMaxDims)
+                throw std::invalid_argument("d must be in [1, " + std::to_string(kKnnBoundMaxDims) + "], got " +
+                                            std::to_string(d));
+            if (precision != "bf16" && precision != "tf32")
+                throw std::invalid_argument("precision must be 'bf16' or 'tf32', got '" + precision + "'");
+            return knn_candidate_bound(d, precision == "bf16" ? KnnPrecision::bf16 : KnnPrecision::tf32);
+        },
+        py::arg("d"), py::arg("precision"),
+        "eps (a float32 value) with |s^ - s| <= eps for unit float32 rows of d dimensions: s the CPU kNN "
+        "kernel's similarity, s^ the tensor-core GEMM's with operands rounded to precision (csrc/knn_bound.hpp).");
 }

@@ -6,6 +6,7 @@ against the CPU kernel on sampled rows.
     python benchmarks/gpu_knn.py              # 1M x 128 and 9M x 64 (about 5 minutes on an H200)
     python benchmarks/gpu_knn.py --quick      # 50K x 128 and 200K x 64: build + checks smoke test
     python benchmarks/gpu_knn.py --baselines  # also today's fp32 kernel and torch (1M only: ~35 s)
+    python benchmarks/gpu_knn.py --cpu-windows  # no GPU: the candidate windows the bound gives
 
 Each row is printed as JSON (and written to --json): kernel milliseconds (CUDA events, median of
 --repeats after a warm-up, on unit rows already on the device), the rows that fell back to the
@@ -95,6 +96,65 @@ def torch_blocked(unit, k: int, block: int = 16384):
     return torch.cat(out)
 
 
+def cpu_windows(n: int, d: int, k: int, kind: str, queries: int, chunk: int = 1 << 18):
+    """On the CPU (no GPU needed): for ``queries`` rows of the benchmark's point set (generated
+    here chunk by chunk with torch on the CPU, normalised as alscale does), the number of
+    candidates the bound keeps, #{j != i: s^_ij >= RD(k-th largest s^ - 2 eps)}, with s^ the
+    exact dot product of the rounded operands (float64 sums of exact products). Two passes
+    over the points (k-th largest, then the count); memory O(chunk d + queries k)."""
+    import numpy as np
+    import torch
+
+    from alscale import _core
+    from alscale._backend.arrays import unit_rows
+
+    g = torch.Generator().manual_seed(12345)
+    centres = torch.randn(max(1, n // 100), d, generator=g) if kind == "clustered" else None
+
+    def block(c):
+        gc = torch.Generator().manual_seed(1000 + c)
+        rows = min(chunk, n - c * chunk)
+        x = torch.randn(rows, d, generator=gc)
+        if centres is not None:
+            x = centres[torch.randint(0, centres.shape[0], (rows,), generator=gc)] + 0.3 * x
+        return torch.from_numpy(unit_rows(x.double().numpy()))  # float32
+
+    def rounded(u, precision):  # bf16 RNE / TF32 RNA on the float32 bits (int32: |u| <= 1, no carry into the sign)
+        b = u.view(torch.int32)
+        r = (b + 0x7FFF + ((b >> 16) & 1)) & -65536 if precision == "bf16" else (b + 0x1000) & -8192
+        return r.view(torch.float32).double()
+
+    q_unit = block(0)[:queries]
+    out = {}
+    for precision in ("bf16", "tf32"):
+        q = rounded(q_unit, precision)
+        two_eps = 2.0 * _core.knn_candidate_bound(d, precision)
+        chunks = -(-n // chunk)
+        top = torch.full((queries, k), -np.inf, dtype=torch.float64)
+        for c in range(chunks):
+            s = q @ rounded(block(c), precision).T
+            if c == 0:
+                s[torch.arange(queries), torch.arange(queries)] = -np.inf  # the query itself
+            top = torch.topk(torch.cat([top, s], dim=1), k, dim=1).values
+        kth = top[:, -1].numpy().astype(np.float32)
+        tau = torch.from_numpy(np.nextafter(kth - np.float32(two_eps), np.float32(-np.inf)).astype(np.float64))
+        count = torch.zeros(queries, dtype=torch.int64)
+        for c in range(chunks):
+            s = q @ rounded(block(c), precision).T
+            if c == 0:
+                s[torch.arange(queries), torch.arange(queries)] = -np.inf
+            count += (s >= tau[:, None]).sum(dim=1)
+        out[precision] = count.numpy()
+    return out
+
+
+def list_limit(k: int) -> int:
+    """Candidates a row may keep before the kernel hands it to the fallback: cap - cap/4 with
+    cap = knn_tc_capacity(k) (cuda/knn_tc.cu; restated so that --cpu-windows needs no GPU build)."""
+    cap = min(256, max(128, -(-4 * k // 32) * 32))
+    return cap - cap // 4
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small shapes only")
@@ -103,7 +163,29 @@ def main() -> None:
     ap.add_argument("--baselines", action="store_true", help="also today's fp32 kernel and torch mm+topk (first shape)")
     ap.add_argument("--kinds", default="gauss,clustered")
     ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--cpu-windows", type=int, metavar="QUERIES", default=0,
+                    help="no GPU: the candidate windows of QUERIES sampled rows at the benchmark shapes")
     args = ap.parse_args()
+    shapes = [(50_000, 128, 20), (200_000, 64, 10)] if args.quick else [(1_000_000, 128, 20), (9_000_000, 64, 10)]
+    if args.cpu_windows:
+        import numpy as np
+
+        rows = []
+        for n, d, k in shapes:
+            for kind in args.kinds.split(","):
+                t = time.perf_counter()
+                w = cpu_windows(n, d, k, kind, args.cpu_windows)
+                for precision, c in w.items():
+                    rows.append(dict(what=f"candidate window {precision}", n=n, d=d, k=k, data=kind, queries=len(c),
+                                     mean=round(float(c.mean()), 1), median=float(np.median(c)),
+                                     p99=float(np.percentile(c, 99)), max=int(c.max()), list_limit=list_limit(k),
+                                     over_limit=float((c > list_limit(k)).mean()), seconds=round(time.perf_counter() - t, 1)))
+                    print(json.dumps(rows[-1]), flush=True)
+        if args.json:
+            with open(args.json + ".tmp", "w") as f:
+                json.dump(dict(device="cpu", rows=rows), f, indent=1)
+            os.replace(args.json + ".tmp", args.json)
+        return
     ensure_built()
 
     import numpy as np
@@ -117,7 +199,6 @@ def main() -> None:
         sys.exit("no CUDA device visible: nothing to benchmark")
     name = torch.cuda.get_device_name()
     print(f"device: {name}; torch {torch.__version__}; alscale {alscale.__version__}", flush=True)
-    shapes = [(50_000, 128, 20), (200_000, 64, 10)] if args.quick else [(1_000_000, 128, 20), (9_000_000, 64, 10)]
     stream = lambda: torch.cuda.current_stream().cuda_stream  # noqa: E731
     rows = []
 

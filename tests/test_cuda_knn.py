@@ -17,7 +17,7 @@ from alscale._backend import device as _gpu
 
 torch = pytest.importorskip("torch")
 
-from test_knn_bound import KINDS, points  # noqa: E402  (the CPU specification's inputs)
+from test_knn_bound import KINDS, ROUND, coherent_rows, cpu_dots, points  # noqa: E402  (the CPU specification)
 
 HAS_GPU = alscale.HAS_CUDA and torch.cuda.is_available()
 needs_gpu = pytest.mark.skipif(
@@ -85,6 +85,32 @@ def test_random_points_match_cpu(n, d, k, precision):
        st.integers(0, 2**32 - 1), st.sampled_from(PRECISIONS[:3]))
 def test_every_kind_of_input_matches_cpu(kind, n, d, k, seed, precision):
     _same_graph(points(kind, n, d, seed), min(k, n - 1), precision)
+
+
+@needs_gpu
+@pytest.mark.parametrize("precision", ["bf16", "tf32"])
+@pytest.mark.parametrize("kind", ["gauss", "coherent"])
+def test_tensor_cores_stay_within_the_bound(precision, kind):
+    """The bound's model of the hardware (exact products of the rounded operands, float32
+    accumulation that may truncate, any order) checked on this GPU's tensor cores: the operands
+    rounded as the kernel rounds them (bf16 values are exact in TF32), multiplied by cuBLAS in
+    TF32 mode with float32 output, against the CPU kernel's similarities."""
+    from alscale import _core
+
+    d = 256
+    if kind == "gauss":
+        unit = alscale._backend.arrays.unit_rows(np.random.default_rng(11).normal(size=(1500, d)))
+    else:
+        unit = coherent_rows(precision, d, 64).astype(np.float32)
+    s = cpu_dots(unit, unit).astype(np.float64)
+    a = torch.from_numpy(ROUND[precision](unit)).cuda()
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        shat = (a @ a.T).double().cpu().numpy()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    assert np.abs(shat - s).max() <= _core.knn_candidate_bound(d, precision)
 
 
 @needs_gpu

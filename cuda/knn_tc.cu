@@ -58,35 +58,51 @@ constexpr int kMaxCap = 256;
 
 // The two operand formats. The points are rounded once (round_points); loads then see exact
 // bf16 / TF32 values, so the hardware's own conversion (truncation for TF32) never applies.
+// bf16 / TF32 WMMA exist from sm_80: device code for older targets (a CUDAARCHS=75 build) gets
+// the storage types only, and kernels that trap (knn_tc checks the device and never launches them).
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define ALSCALE_KNN_TC_MMA 1
+#else
+#define ALSCALE_KNN_TC_MMA 0
+#endif
 struct Bf16 {
     using Store = __nv_bfloat16;
+#if ALSCALE_KNN_TC_MMA
     static constexpr int kK = 16;
     using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
     using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major>;
     using Acc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
     __device__ static Store round(float v) { return __float2bfloat16_rn(v); }  // RNE: u = 2^-8
+#endif
 };
 struct Tf32 {
     using Store = float;
+#if ALSCALE_KNN_TC_MMA
     static constexpr int kK = 8;
     using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
     using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
     using Acc = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
     __device__ static Store round(float v) { return wmma::__float_to_tf32(v); }  // cvt.rna: u = 2^-11
+#endif
 };
 
 // xr (n_pad x d_pad) = the points rounded to the operand format, zero padded.
 template <class P>
 __global__ void round_points(const float* __restrict__ x, int64_t n, int64_t d, int64_t n_pad, int64_t d_pad,
                              typename P::Store* __restrict__ xr) {
+#if !ALSCALE_KNN_TC_MMA
+    __trap();
+#else
     const int64_t total = n_pad * d_pad;
     for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
          e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
         const int64_t r = e / d_pad, c = e % d_pad;
         xr[e] = P::round(r < n && c < d ? x[r * d + c] : 0.0f);
     }
+#endif
 }
 
+#if ALSCALE_KNN_TC_MMA  // used only by the MMA kernel
 __device__ __forceinline__ bool better(float s, int r, float ts, int tr) { return s > ts || (s == ts && r < tr); }
 
 // One warp: the row's list (cap entries, all written) is full. tau rises to RD(kth - 2 eps) and
@@ -134,13 +150,14 @@ __device__ void compact(float* s, int* j, int& count, float& tau, int& out_of_ro
     }
     __syncwarp();
 }
+#endif
 
 template <class P>
 __global__ void __launch_bounds__(kThreads) knn_tc_kernel(const typename P::Store* __restrict__ xr, int64_t d_pad,
                                                           const float* __restrict__ x, int n, int d, int k, int cap,
                                                           float two_eps, int64_t* indices, float* similarities,
                                                           int* fallback, int* fallback_count) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#if !ALSCALE_KNN_TC_MMA
     __trap();  // bf16 / TF32 WMMA need sm_80; knn_tc never launches this below (it checks the device)
 #else
     using Store = typename P::Store;

@@ -60,19 +60,50 @@ ALSCALE_HD double knn_operand_roundoff(KnnPrecision p) {
 
 ALSCALE_HD double knn_gamma(double n, double v) { return n * v / (1.0 - n * v); }
 
+// A float64 value rounded up to a float32, with 2^-40 of relative slack for the float64
+// roundings of the few operations that computed it (each at most 2^-53 relatively).
+ALSCALE_HD float knn_round_up(double v) {
+    const double w = v * (1.0 + 1.0 / 1099511627776.0);
+    const float f = static_cast<float>(w);
+    return static_cast<double>(f) >= w ? f : nextafterf(f, INFINITY);
+}
+
+constexpr double kKnnNu = 1.0 + 1.0 / 1048576.0;  // 1 + 2^-20: the rows' norm bound
+
+// The bound's terms other than operand rounding: (1 + u)^2 nu^2 gamma_D(2^-23) (GPU accumulation)
+// + nu^2 gamma_D(2^-24) (CPU rounding) + 3 D 2^-126 (underflow).
+ALSCALE_HD double knn_accumulation_terms(int64_t d, KnnPrecision p) {
+    const double u = knn_operand_roundoff(p), dd = static_cast<double>(d);
+    return kKnnNu * kKnnNu * ((1.0 + u) * (1.0 + u) * knn_gamma(dd, 1.0 / 8388608.0) + knn_gamma(dd, 1.0 / 16777216.0)) +
+           3.0 * dd * 1.1754943508222875e-38;
+}
+
 // eps(d, precision) >= |s^ - s| for float32 rows of norm <= 1 + 2^-20 (see above), rounded up to
-// a float32; d in [1, kKnnBoundMaxDims] (the caller checks). Computed in float64: every term is a
-// few operations on powers of two and small integers, far inside float64's precision; the final
-// nextafter makes the float32 an upper bound whatever the last rounding did.
+// a float32; d in [1, kKnnBoundMaxDims] (the caller checks).
 ALSCALE_HD float knn_candidate_bound(int64_t d, KnnPrecision p) {
     const double u = knn_operand_roundoff(p);
-    const double nu = 1.0 + 1.0 / 1048576.0;  // 1 + 2^-20
-    const double dd = static_cast<double>(d);
-    const double eps = nu * nu * ((2.0 * u + u * u) + (1.0 + u) * (1.0 + u) * knn_gamma(dd, 1.0 / 8388608.0) +
-                                  knn_gamma(dd, 1.0 / 16777216.0)) +
-                       3.0 * dd * 1.1754943508222875e-38;  // 3 D 2^-126
-    const float f = static_cast<float>(eps);
-    return static_cast<double>(f) >= eps ? f : nextafterf(f, INFINITY);
+    return knn_round_up(kKnnNu * kKnnNu * (2.0 * u + u * u) + knn_accumulation_terms(d, p));
+}
+
+// The per-row bound the kernel uses (never larger than eps). With delta_a = r(a) - a and
+// rho_a >= ||delta_a|| (the row's actual rounding error, typically ~0.4 u ||a|| instead of the
+// worst case u ||a||), Cauchy-Schwarz gives |r(a).r(b) - a.b| = |delta_a.b + a.delta_b +
+// delta_a.delta_b| <= nu rho_a + nu rho_b + rho_a rho_b, so with rho_max >= rho_b for every row b,
+//   |s^_ab - s_ab| <= E_a = nu rho_a + nu rho_max + rho_a rho_max + knn_accumulation_terms.
+// The filter's proof holds with E_a for eps in row a (the k points with s^ >= t^ have s >= t^ -
+// E_a, so every exact neighbour has s^ >= t^ - 2 E_a). Since rho <= u nu, E_a <= eps.
+ALSCALE_HD float knn_row_bound(float rho, float rho_max, int64_t d, KnnPrecision p) {
+    const double r = rho, m = rho_max;
+    const float e = knn_round_up(kKnnNu * r + kKnnNu * m + r * m + knn_accumulation_terms(d, p));
+    const float g = knn_candidate_bound(d, p);
+    return e < g ? e : g;
+}
+
+// rho >= ||r(a) - a|| from ss = the float64 sum of the d squared differences in any order (each
+// square exact: a difference has <= 24 significant bits): the sum's rounding (gamma_{d-1}(2^-53) <=
+// (d + 1) 2^-52), the square root's and the float32's, all rounded up.
+ALSCALE_HD float knn_rounding_norm(double ss, int64_t d) {
+    return knn_round_up(sqrt(ss * (1.0 + static_cast<double>(d + 1) / 4503599627370496.0)) * (1.0 + 1.0 / 2251799813685248.0));
 }
 
 // The candidate threshold t - 2 eps rounded toward -inf (never above the real number): a row

@@ -2,7 +2,6 @@
 
 #include <mma.h>
 
-#include <type_traits>
 
 #include <cuda_bf16.h>
 
@@ -24,13 +23,14 @@
 //      operands staged through shared memory 128 bytes of dimensions at a time;
 //   2. the epilogue keeps, per query row, every point with s^ >= tau in a list of `cap`
 //      candidates (shared memory). When a list fills, the row's k-th largest s^ in it gives
-//      tau = max(tau, RD(kth - 2 eps)) and the list is compacted; a row whose list stays
+//      tau = max(tau, RD(kth - 2 E_i)) and the list is compacted (E_i <= eps: the row's own
+//      bound, from the norm of its actual rounding error, csrc/knn_bound.hpp knn_row_bound); a row whose list stays
 //      three-quarters full after that is handed to the exact kernel (fallback) instead;
 //   3. after the last tile each warp re-ranks its rows' candidates: the float32 dot product
 //      summed over the dimensions in order with separate multiply and add roundings (csrc/
 //      knn.cpp's arithmetic, as cuda/knn.cu), then the top k by (s desc, row asc).
 // Correctness of 2 (csrc/knn_bound.hpp): tau never exceeds the row's final k-th largest s^ minus
-// 2 eps (a k-th largest over a subset of the points is at most the k-th largest over all), so
+// 2 E_i (a k-th largest over a subset of the points is at most the k-th largest over all), so
 // the list always holds the exact top k; the re-rank then gives the CPU's graph bit for bit,
 // whatever the atomics' order: the candidate set may differ between runs, the result cannot.
 //
@@ -68,6 +68,7 @@ constexpr int kMaxCap = 256;
 struct Bf16 {
     using Store = __nv_bfloat16;
 #if ALSCALE_KNN_TC_MMA
+    static constexpr KnnPrecision kPrecision = KnnPrecision::bf16;
     static constexpr int kK = 16;
     using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
     using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major>;
@@ -78,6 +79,7 @@ struct Bf16 {
 struct Tf32 {
     using Store = float;
 #if ALSCALE_KNN_TC_MMA
+    static constexpr KnnPrecision kPrecision = KnnPrecision::tf32;
     static constexpr int kK = 8;
     using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
     using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
@@ -102,10 +104,50 @@ __global__ void round_points(const float* __restrict__ x, int64_t n, int64_t d, 
 #endif
 }
 
+// rho[i] >= ||r(x_i) - x_i|| (csrc/knn_bound.hpp knn_rounding_norm), one warp per row, and
+// rho_max_bits = the largest rho's bits (non-negative floats order as their unsigned bits).
+template <class P>
+__global__ void rounding_norms(const float* __restrict__ x, int64_t n, int64_t d, float* __restrict__ rho,
+                               unsigned* rho_max_bits) {
+#if ALSCALE_KNN_TC_MMA
+    const int lane = threadIdx.x % 32;
+    const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+    for (int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; i < n; i += warps) {
+        double ss = 0.0;
+        for (int64_t q = lane; q < d; q += 32) {
+            const float v = x[i * d + q];
+            const double e = static_cast<double>(static_cast<float>(P::round(v))) - static_cast<double>(v);  // exact
+            ss = __dadd_rn(ss, __dmul_rn(e, e));  // exact square; the sum's rounding is in the bound
+        }
+        for (int o = 16; o > 0; o /= 2) ss = __dadd_rn(ss, __shfl_xor_sync(0xffffffffu, ss, o));
+        if (lane == 0) {
+            const float r = knn_rounding_norm(ss, d);
+            rho[i] = r;
+            atomicMax(rho_max_bits, __float_as_uint(r));
+        }
+    }
+#else
+    __trap();
+#endif
+}
+
+// two_eps[i] = 2 E_i = 2 knn_row_bound(rho_i, rho_max) in place of rho_i (a doubling: exact).
+template <class P>
+__global__ void row_bounds(float* __restrict__ rho_then_two_eps, int64_t n, int64_t d, const unsigned* rho_max_bits) {
+#if ALSCALE_KNN_TC_MMA
+    const float rho_max = __uint_as_float(*rho_max_bits);
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        rho_then_two_eps[i] = 2.0f * knn_row_bound(rho_then_two_eps[i], rho_max, d, P::kPrecision);
+#else
+    __trap();
+#endif
+}
+
 #if ALSCALE_KNN_TC_MMA  // used only by the MMA kernel
 __device__ __forceinline__ bool better(float s, int r, float ts, int tr) { return s > ts || (s == ts && r < tr); }
 
-// One warp: the row's list (cap entries, all written) is full. tau rises to RD(kth - 2 eps) and
+// One warp: the row's list (cap entries, all written) is full. tau rises to RD(kth - 2 E_i) and
 // the list keeps s^ >= tau, in order; a list that stays over three-quarters full marks the row
 // for the exact fallback (tau = +inf: nothing more is inserted).
 __device__ void compact(float* s, int* j, int& count, float& tau, int& out_of_room, int cap, int k, float two_eps) {
@@ -155,8 +197,8 @@ __device__ void compact(float* s, int* j, int& count, float& tau, int& out_of_ro
 template <class P>
 __global__ void __launch_bounds__(kThreads) knn_tc_kernel(const typename P::Store* __restrict__ xr, int64_t d_pad,
                                                           const float* __restrict__ x, int n, int d, int k, int cap,
-                                                          float two_eps, int64_t* indices, float* similarities,
-                                                          int* fallback, int* fallback_count) {
+                                                          const float* __restrict__ row_two_eps, int64_t* indices, float* similarities, int* fallback,
+                                                          int* fallback_count) {
 #if !ALSCALE_KNN_TC_MMA
     __trap();  // bf16 / TF32 WMMA need sm_80; knn_tc never launches this below (it checks the device)
 #else
@@ -172,6 +214,7 @@ __global__ void __launch_bounds__(kThreads) knn_tc_kernel(const typename P::Stor
     int* count = cand_j + kBM * cap;
     float* tau = reinterpret_cast<float*>(count + kBM);
     int* out_of_room = reinterpret_cast<int*>(tau + kBM);
+    float* two_eps = reinterpret_cast<float*>(out_of_room + kBM);  // 2 E_i per row (an exact doubling)
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kBM;
@@ -179,6 +222,7 @@ __global__ void __launch_bounds__(kThreads) knn_tc_kernel(const typename P::Stor
         count[r] = 0;
         tau[r] = -INFINITY;
         out_of_room[r] = 0;
+        two_eps[r] = i0 + r < n ? row_two_eps[i0 + r] : 0.0f;  // rows past n insert nothing
     }
     const int wr = warp / 2, wc = warp % 2;          // MMA: rows wr*16.., columns wc*64..
     const int fr = tid / 4, fsub = tid % 4;          // epilogue: row fr, columns fsub + 4m
@@ -242,7 +286,7 @@ __global__ void __launch_bounds__(kThreads) knn_tc_kernel(const typename P::Stor
             if (!__syncthreads_or(todo != 0u)) break;  // also: every read of `tile` is done
             for (int r = warp; r < kBM; r += kWarps)
                 if (count[r] >= cap && !out_of_room[r])
-                    compact(cand_s + r * cap, cand_j + r * cap, count[r], tau[r], out_of_room[r], cap, k, two_eps);
+                    compact(cand_s + r * cap, cand_j + r * cap, count[r], tau[r], out_of_room[r], cap, k, two_eps[r]);
             __syncthreads();
         }
     }
@@ -281,7 +325,7 @@ __global__ void __launch_bounds__(kThreads) knn_tc_kernel(const typename P::Stor
 #endif
 }
 
-size_t smem_bytes(int64_t cap) { return kTileBytes + static_cast<size_t>(kBM) * cap * 8 + kBM * 12; }
+size_t smem_bytes(int64_t cap) { return kTileBytes + static_cast<size_t>(kBM) * cap * 8 + kBM * 16; }
 
 template <class P>
 int64_t run(const float* x, int64_t n, int64_t d, int64_t k, int64_t cap, int64_t* indices, float* similarities,
@@ -293,14 +337,21 @@ int64_t run(const float* x, int64_t n, int64_t d, int64_t k, int64_t cap, int64_
     round_points<P><<<static_cast<unsigned>(blocks_for(n_pad * d_pad, 256, 65536)), 256, 0, stream>>>(
         x, n, d, n_pad, d_pad, xr.get());
     ALSCALE_CUDA_LAUNCHED("round_points");
+    Buffer<float> rho(n, stream);
+    Buffer<unsigned> rho_max(1, stream);
+    rho_max.zero();  // the bits of +0.0f
+    rounding_norms<P><<<static_cast<unsigned>(blocks_for(n * 32, 256, 65536)), 256, 0, stream>>>(x, n, d, rho.get(),
+                                                                                                rho_max.get());
+    ALSCALE_CUDA_LAUNCHED("rounding_norms");
+    row_bounds<P><<<static_cast<unsigned>(blocks_for(n, 256, 65536)), 256, 0, stream>>>(rho.get(), n, d, rho_max.get());
+    ALSCALE_CUDA_LAUNCHED("row_bounds");
     Buffer<int> fallback(n, stream), fallback_count(1, stream);
     fallback_count.zero();
-    const float two_eps = 2.0f * knn_candidate_bound(d, std::is_same<P, Bf16>::value ? KnnPrecision::bf16 : KnnPrecision::tf32);
     const size_t smem = smem_bytes(cap);
     ALSCALE_CUDA_CHECK(cudaFuncSetAttribute(knn_tc_kernel<P>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     const unsigned blocks = static_cast<unsigned>((n + kBM - 1) / kBM);  // <= 2^25
     knn_tc_kernel<P><<<blocks, kThreads, smem, stream>>>(xr.get(), d_pad, x, static_cast<int>(n), static_cast<int>(d),
-                                                         static_cast<int>(k), static_cast<int>(cap), two_eps, indices,
+                                                         static_cast<int>(k), static_cast<int>(cap), rho.get(), indices,
                                                          similarities, fallback.get(), fallback_count.get());
     ALSCALE_CUDA_LAUNCHED("knn_tc_kernel");
     int rows = 0;

@@ -90,6 +90,19 @@ def threshold(kth: np.ndarray, two_eps: float) -> np.ndarray:
     return np.where(err < 0, np.nextafter(f, F32(-np.inf)), f)
 
 
+def row_two_eps(unit: np.ndarray, precision: str, bound: str = "row") -> np.ndarray:
+    """2 E_i per row as the kernel computes it (csrc/knn_bound.hpp): rho_i >= ||r(a_i) - a_i|| from
+    the float64 sum of the exact squared differences, E_i = knn_row_bound(rho_i, max rho); or
+    2 eps for every row (bound="global")."""
+    n, d = unit.shape
+    if bound == "global":
+        return np.full(n, 2 * _core.knn_candidate_bound(d, precision), dtype=F32)
+    diff = ROUND[precision](unit).astype(np.float64) - unit.astype(np.float64)  # exact
+    rho = [_core.knn_rounding_norm(float(ss), d) for ss in (diff * diff).sum(axis=1)]
+    top = max(rho)
+    return np.array([2 * _core.knn_row_bound(r, top, d, precision) for r in rho], dtype=F32)
+
+
 def kth_largest(v: np.ndarray, k: int) -> float:
     return float(np.sort(v)[::-1][k - 1])
 
@@ -101,27 +114,29 @@ def exact_rerank(unit: np.ndarray, i: int, cand: np.ndarray, k: int):
     return cand[order], s[order]
 
 
-def candidate_sets(unit: np.ndarray, k: int, precision: str, shat: np.ndarray):
-    """Rows' candidates {j != i: s^_ij >= RD(k-th largest s^ - 2 eps)} (the one-shot filter)."""
-    two_eps = 2.0 * _core.knn_candidate_bound(unit.shape[1], precision)
+def candidate_sets(unit: np.ndarray, k: int, precision: str, shat: np.ndarray, bound: str = "row"):
+    """Rows' candidates {j != i: s^_ij >= RD(k-th largest s^ - 2 E_i)} (the one-shot filter; E_i =
+    eps with bound="global")."""
+    two = row_two_eps(unit, precision, bound)
     sets = []
     for i in range(unit.shape[0]):
         v = np.delete(shat[i], i).astype(F32)
         cols = np.delete(np.arange(unit.shape[0]), i)
-        tau = threshold(F32(kth_largest(v, k)), two_eps)
+        tau = threshold(F32(kth_largest(v, k)), two[i])
         sets.append(cols[v >= tau])
     return sets
 
 
-def two_stage_knn(unit: np.ndarray, k: int, precision: str, shat: np.ndarray, *, tile: int = 16, cap: int | None = None):
+def two_stage_knn(unit: np.ndarray, k: int, precision: str, shat: np.ndarray, *, tile: int = 16, cap: int | None = None,
+                  bound: str = "row"):
     """cuda/knn_tc.cu's algorithm on the CPU: for each row, the points in tiles of ``tile``; a value
     s^ >= tau joins the row's list while it has room; a full list is compacted (tau = max(tau,
-    RD(k-th largest in the list - 2 eps)), keep s^ >= tau) and the row handed to the exact
+    RD(k-th largest in the list - 2 E_i)), keep s^ >= tau) and the row handed to the exact
     fallback when more than three-quarters of it stays; then the exact re-rank.
     Returns (indices, similarities, rows that fell back)."""
     n = unit.shape[0]
     cap = cap if cap is not None else max(128, -(-4 * k // 32) * 32)
-    two_eps = 2.0 * _core.knn_candidate_bound(unit.shape[1], precision)
+    two = row_two_eps(unit, precision, bound)
     idx = np.empty((n, k), dtype=np.int64)
     sim = np.empty((n, k), dtype=F32)
     fallback = []
@@ -138,7 +153,7 @@ def two_stage_knn(unit: np.ndarray, k: int, precision: str, shat: np.ndarray, *,
                 rows += [j for _, j in pend[:room]]
                 pend = pend[room:]
                 if pend:  # full: compact
-                    tau = max(tau, threshold(F32(kth_largest(np.array(vals, dtype=F32), k)), two_eps)[()])
+                    tau = max(tau, threshold(F32(kth_largest(np.array(vals, dtype=F32), k)), two[i])[()])
                     keep = [t for t in zip(vals, rows) if t[0] >= tau]
                     if len(keep) > cap - cap // 4:
                         out = True
@@ -319,26 +334,63 @@ def test_bound_is_nearly_reached_by_coherent_rounding(precision, d):
         assert 0.4 * eps <= err <= eps, (accumulate, err, eps)
 
 
+@given(CASES, st.sampled_from(PRECISIONS), st.sampled_from(("ideal", "truncate")))
+def test_row_bound_holds_and_never_exceeds_eps(case, precision, accumulate):
+    """|s^_ij - s_ij| <= E_i for every pair (E_i from the row's own rounding error), E_i <= eps."""
+    kind, n, d, _, seed = case
+    unit = _unit(kind, n, d, seed)
+    s = cpu_dots(unit, unit).astype(np.float64)
+    shat = gemm_dots(unit, unit, precision, accumulate, seed)
+    e = row_two_eps(unit, precision) / 2
+    assert (np.abs(shat - s) <= e[:, None].astype(np.float64)).all()
+    assert (e <= _core.knn_candidate_bound(d, precision)).all()
+
+
+@given(st.lists(st.floats(-1, 1, width=32), min_size=1, max_size=300), st.sampled_from(PRECISIONS))
+def test_rounding_norm_is_an_upper_bound(values, precision):
+    a = np.array(values, dtype=F32)
+    diff = ROUND[precision](a).astype(np.float64) - a.astype(np.float64)
+    rho = _core.knn_rounding_norm(float((diff * diff).sum()), len(a))
+    exact = sum(Fraction(float(v)) ** 2 for v in diff)
+    assert Fraction(rho) ** 2 >= exact and float(np.float32(rho)) == rho
+
+
+def test_row_bound_arguments_and_values():
+    eps = _core.knn_candidate_bound(64, "bf16")
+    assert _core.knn_row_bound(0.0, 0.0, 64, "bf16") < 0.01 * eps  # exact operands: accumulation terms only
+    u = 2.0**-8
+    worst = float(np.float32(u * (1 + 2**-20)))
+    assert _core.knn_row_bound(worst, worst, 64, "bf16") == eps  # the worst row: eps itself (capped)
+    assert _core.knn_row_bound(float(F32(0.4 * u)), float(F32(0.6 * u)), 64, "bf16") < 0.55 * eps
+    for args, match in [((-0.5, 0.1, 8, "bf16"), "need 0 <= rho <= rho_max < 1"),
+                        ((0.2, 0.1, 8, "bf16"), "need 0 <= rho <= rho_max < 1"),
+                        ((0.1, 0.2, 8, "bf16"), "must be float32 values"),
+                        ((0.0, 0.0, 0, "bf16"), "d must be in"),
+                        ((0.0, 0.0, 8, "fp8"), "precision must be")]:
+        with pytest.raises(ValueError, match=match):
+            _core.knn_row_bound(*args)
+
+
 # ----------------------------------------------------------------------------- the filter
 
 
-@given(CASES, st.sampled_from(PRECISIONS), st.sampled_from(("ideal", "truncate")))
-def test_candidates_contain_the_exact_neighbours(case, precision, accumulate):
+@given(CASES, st.sampled_from(PRECISIONS), st.sampled_from(("ideal", "truncate")), st.sampled_from(("row", "global")))
+def test_candidates_contain_the_exact_neighbours(case, precision, accumulate, bound):
     kind, n, d, k, seed = case
     k = min(k, n - 1)
     x = points(kind, n, d, seed)
     unit = unit_rows(np.asarray(x, dtype=np.float64))
     idx, _ = alscale.knn_graph(x, k)
     shat = gemm_dots(unit, unit, precision, accumulate, seed)
-    for i, cand in enumerate(candidate_sets(unit, k, precision, shat)):
+    for i, cand in enumerate(candidate_sets(unit, k, precision, shat, bound)):
         assert len(cand) >= k
         assert set(idx[i]) <= set(cand.tolist()), (i, idx[i], cand)
 
 
 @settings(max_examples=60)
 @given(CASES, st.sampled_from(PRECISIONS), st.sampled_from(("ideal", "truncate")), st.sampled_from((4, 16, 64)),
-       st.integers(0, 3))
-def test_two_stage_algorithm_reproduces_the_cpu_graph(case, precision, accumulate, tile, extra):
+       st.integers(0, 3), st.sampled_from(("row", "global")))
+def test_two_stage_algorithm_reproduces_the_cpu_graph(case, precision, accumulate, tile, extra, bound):
     """The kernel's algorithm (tiles, running threshold, compaction, overflow to the fallback) gives
     the CPU's graph bit for bit; small lists (cap = k + 8 + 8 * extra, rounded as the rule
     cap - cap/4 > k needs) force compactions and fallbacks."""
@@ -349,7 +401,7 @@ def test_two_stage_algorithm_reproduces_the_cpu_graph(case, precision, accumulat
     cap = 4 * (k + 2 + 2 * extra) // 3 + 4
     assert cap - cap // 4 > k
     shat = gemm_dots(unit, unit, precision, accumulate, seed)
-    idx, sim, _ = two_stage_knn(unit, k, precision, shat, tile=tile, cap=cap)
+    idx, sim, _ = two_stage_knn(unit, k, precision, shat, tile=tile, cap=cap, bound=bound)
     ridx, rsim = alscale.knn_graph(x, k)
     np.testing.assert_array_equal(idx, ridx)
     assert sim.tobytes() == rsim.tobytes()
@@ -383,5 +435,7 @@ def test_window_sizes_on_random_points():
     sizes = {}
     for p in PRECISIONS:
         shat = gemm_dots(unit, unit, p, "ideal")
-        sizes[p] = np.mean([len(c) for c in candidate_sets(unit, 10, p, shat)])
-    assert 10 <= sizes["tf32"] <= sizes["bf16"]
+        for b in ("row", "global"):
+            sizes[p, b] = np.mean([len(c) for c in candidate_sets(unit, 10, p, shat, b)])
+    assert 10 <= sizes["tf32", "row"] <= sizes["bf16", "row"] < sizes["bf16", "global"]
+    assert sizes["tf32", "row"] <= sizes["tf32", "global"]

@@ -99,9 +99,10 @@ def torch_blocked(unit, k: int, block: int = 16384):
 def cpu_windows(n: int, d: int, k: int, kind: str, queries: int, chunk: int = 1 << 18):
     """On the CPU (no GPU needed): for ``queries`` rows of the benchmark's point set (generated
     here chunk by chunk with torch on the CPU, normalised as alscale does), the number of
-    candidates the bound keeps, #{j != i: s^_ij >= RD(k-th largest s^ - 2 eps)}, with s^ the
-    exact dot product of the rounded operands (float64 sums of exact products). Two passes
-    over the points (k-th largest, then the count); memory O(chunk d + queries k)."""
+    candidates the bound keeps, #{j != i: s^_ij >= RD(k-th largest s^ - 2 E)}, with s^ the
+    exact dot product of the rounded operands (float64 sums of exact products), E = eps
+    ("global") or the kernel's per-row E_i ("row"). Two passes over the points (k-th largest
+    and rho_max, then the counts); memory O(chunk d + queries k)."""
     import numpy as np
     import torch
 
@@ -128,23 +129,34 @@ def cpu_windows(n: int, d: int, k: int, kind: str, queries: int, chunk: int = 1 
     out = {}
     for precision in ("bf16", "tf32"):
         q = rounded(q_unit, precision)
-        two_eps = 2.0 * _core.knn_candidate_bound(d, precision)
         chunks = -(-n // chunk)
         top = torch.full((queries, k), -np.inf, dtype=torch.float64)
+        ss_max = 0.0
         for c in range(chunks):
-            s = q @ rounded(block(c), precision).T
+            u = block(c)
+            r = rounded(u, precision)
+            ss_max = max(ss_max, float(((r - u.double()) ** 2).sum(dim=1).max()))  # rho_max = rho(largest ss)
+            s = q @ r.T
             if c == 0:
                 s[torch.arange(queries), torch.arange(queries)] = -np.inf  # the query itself
             top = torch.topk(torch.cat([top, s], dim=1), k, dim=1).values
         kth = top[:, -1].numpy().astype(np.float32)
-        tau = torch.from_numpy(np.nextafter(kth - np.float32(two_eps), np.float32(-np.inf)).astype(np.float64))
-        count = torch.zeros(queries, dtype=torch.int64)
+        rho_max = _core.knn_rounding_norm(ss_max, d)
+        q_ss = ((q - q_unit.double()) ** 2).sum(dim=1).numpy()
+        two = {"global": np.full(queries, 2.0 * _core.knn_candidate_bound(d, precision), dtype=np.float32),
+               "row": np.array([2.0 * _core.knn_row_bound(_core.knn_rounding_norm(float(v), d), rho_max, d, precision)
+                                for v in q_ss], dtype=np.float32)}
+        # RD(kth - 2E) up to one float lower (conservative for a count)
+        taus = {b: torch.from_numpy(np.nextafter(kth - t, np.float32(-np.inf)).astype(np.float64)) for b, t in two.items()}
+        counts = {b: torch.zeros(queries, dtype=torch.int64) for b in taus}
         for c in range(chunks):
             s = q @ rounded(block(c), precision).T
             if c == 0:
                 s[torch.arange(queries), torch.arange(queries)] = -np.inf
-            count += (s >= tau[:, None]).sum(dim=1)
-        out[precision] = count.numpy()
+            for b, tau in taus.items():
+                counts[b] += (s >= tau[:, None]).sum(dim=1)
+        for b, cnt in counts.items():
+            out[f"{precision} {b}"] = cnt.numpy()
     return out
 
 
@@ -165,8 +177,11 @@ def main() -> None:
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--cpu-windows", type=int, metavar="QUERIES", default=0,
                     help="no GPU: the candidate windows of QUERIES sampled rows at the benchmark shapes")
+    ap.add_argument("--shape", action="append", metavar="N,D,K", help="instead of the default shapes (repeatable)")
     args = ap.parse_args()
     shapes = [(50_000, 128, 20), (200_000, 64, 10)] if args.quick else [(1_000_000, 128, 20), (9_000_000, 64, 10)]
+    if args.shape:
+        shapes = [tuple(int(v) for v in s.split(",")) for s in args.shape]
     if args.cpu_windows:
         import numpy as np
 
@@ -176,7 +191,7 @@ def main() -> None:
                 t = time.perf_counter()
                 w = cpu_windows(n, d, k, kind, args.cpu_windows)
                 for precision, c in w.items():
-                    rows.append(dict(what=f"candidate window {precision}", n=n, d=d, k=k, data=kind, queries=len(c),
+                    rows.append(dict(what=f"candidate window {precision} bound", n=n, d=d, k=k, data=kind, queries=len(c),
                                      mean=round(float(c.mean()), 1), median=float(np.median(c)),
                                      p99=float(np.percentile(c, 99)), max=int(c.max()), list_limit=list_limit(k),
                                      over_limit=float((c > list_limit(k)).mean()), seconds=round(time.perf_counter() - t, 1)))

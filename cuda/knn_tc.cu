@@ -1,9 +1,7 @@
 #include "knn_tc.cuh"
 
-#include <mma.h>
-
-
 #include <cuda_bf16.h>
+#include <mma.h>
 
 #include "knn.cuh"
 
@@ -24,8 +22,9 @@
 //   2. the epilogue keeps, per query row, every point with s^ >= tau in a list of `cap`
 //      candidates (shared memory). When a list fills, the row's k-th largest s^ in it gives
 //      tau = max(tau, RD(kth - 2 E_i)) and the list is compacted (E_i <= eps: the row's own
-//      bound, from the norm of its actual rounding error, csrc/knn_bound.hpp knn_row_bound); a row whose list stays
-//      three-quarters full after that is handed to the exact kernel (fallback) instead;
+//      bound, from the norm of its actual rounding error, csrc/knn_bound.hpp knn_row_bound);
+//      a row whose list stays three-quarters full after that is handed to the exact kernel
+//      (fallback) instead;
 //   3. after the last tile each warp re-ranks its rows' candidates: the float32 dot product
 //      summed over the dimensions in order with separate multiply and add roundings (csrc/
 //      knn.cpp's arithmetic, as cuda/knn.cu), then the top k by (s desc, row asc).
@@ -34,7 +33,7 @@
 // the list always holds the exact top k; the re-rank then gives the CPU's graph bit for bit,
 // whatever the atomics' order: the candidate set may differ between runs, the result cannot.
 //
-// Bounds and overflow: n <= 2^31 - 129 (rows and candidates as int; tile offsets and element offsets
+// Bounds and overflow: n <= 2^31 - 129 (rows and candidates as int; tile and element offsets
 // in int64), cap <= 256 and counts <= cap + kBN; every tile row read lies in the zero-padded
 // n_pad x d_pad copy, so no load is out of bounds; columns j >= n are skipped by the epilogue.
 
@@ -197,8 +196,8 @@ __device__ void compact(float* s, int* j, int& count, float& tau, int& out_of_ro
 template <class P>
 __global__ void __launch_bounds__(kThreads) knn_tc_kernel(const typename P::Store* __restrict__ xr, int64_t d_pad,
                                                           const float* __restrict__ x, int n, int d, int k, int cap,
-                                                          const float* __restrict__ row_two_eps, int64_t* indices, float* similarities, int* fallback,
-                                                          int* fallback_count) {
+                                                          const float* __restrict__ row_two_eps, int64_t* indices,
+                                                          float* similarities, int* fallback, int* fallback_count) {
 #if !ALSCALE_KNN_TC_MMA
     __trap();  // bf16 / TF32 WMMA need sm_80; knn_tc never launches this below (it checks the device)
 #else

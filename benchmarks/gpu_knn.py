@@ -33,22 +33,22 @@ PRECISION_CODES = {"bf16": 0, "tf32": 1}
 
 def pool_high_water(reset: bool = False):
     """Bytes high-water mark of the device's default stream-ordered pool (cudaMallocAsync: the
-    kernels' own buffers), or None without cuda-bindings."""
+    kernels' own buffers), or None where cuda-bindings is missing or refuses."""
     try:
+        import torch
         from cuda.bindings import runtime as rt
-    except ImportError:
-        return None
-    import torch
 
-    err, pool = rt.cudaDeviceGetDefaultMemPool(torch.cuda.current_device())
-    if err != rt.cudaError_t.cudaSuccess:
+        err, pool = rt.cudaDeviceGetDefaultMemPool(torch.cuda.current_device())
+        if err != rt.cudaError_t.cudaSuccess:
+            return None
+        attr = rt.cudaMemPoolAttr.cudaMemPoolAttrUsedMemHigh
+        if reset:
+            rt.cudaMemPoolSetAttribute(pool, attr, rt.cuuint64_t(0))
+            return 0
+        err, value = rt.cudaMemPoolGetAttribute(pool, attr)
+        return int(value) if err == rt.cudaError_t.cudaSuccess else None
+    except Exception:  # a measurement aid only: never stop the benchmark for it
         return None
-    attr = rt.cudaMemPoolAttr.cudaMemPoolAttrUsedMemHigh
-    if reset:
-        rt.cudaMemPoolSetAttribute(pool, attr, rt.cuuint64_t(0))
-        return 0
-    err, value = rt.cudaMemPoolGetAttribute(pool, attr)
-    return int(value) if err == rt.cudaError_t.cudaSuccess else None
 
 
 def points(n: int, d: int, kind: str, seed: int):

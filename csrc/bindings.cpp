@@ -17,6 +17,7 @@
 #include "head.hpp"
 #include "hac.hpp"
 #include "knn.hpp"
+#include "knn_bound.hpp"
 #include "scoring.hpp"
 #include "topk.hpp"
 
@@ -627,4 +628,39 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("x"), py::arg("k"), py::arg("cell_start"), py::arg("cell_rows"), py::arg("probe_start"),
         py::arg("probes"), py::arg("num_threads") = 0);
+    m.def(
+        "knn_candidate_bound",
+        [](int64_t d, const std::string& precision) {
+            if (d < 1 || d > kKnnBoundMaxDims)
+                throw std::invalid_argument("d must be in [1, " + std::to_string(kKnnBoundMaxDims) + "], got " +
+                                            std::to_string(d));
+            if (precision != "bf16" && precision != "tf32")
+                throw std::invalid_argument("precision must be 'bf16' or 'tf32', got '" + precision + "'");
+            return knn_candidate_bound(d, precision == "bf16" ? KnnPrecision::bf16 : KnnPrecision::tf32);
+        },
+        py::arg("d"), py::arg("precision"),
+        "eps (a float32 value) with |s^ - s| <= eps for unit float32 rows of d dimensions: s the CPU kNN "
+        "kernel's similarity, s^ the tensor-core GEMM's with operands rounded to precision (csrc/knn_bound.hpp).");
+    m.def(
+        "knn_row_bound",
+        [](double rho, double rho_max, int64_t d, const std::string& precision) {
+            if (d < 1 || d > kKnnBoundMaxDims)
+                throw std::invalid_argument("d must be in [1, " + std::to_string(kKnnBoundMaxDims) + "], got " +
+                                            std::to_string(d));
+            if (precision != "bf16" && precision != "tf32")
+                throw std::invalid_argument("precision must be 'bf16' or 'tf32', got '" + precision + "'");
+            if (!(rho >= 0 && rho_max >= rho && rho_max < 1))
+                throw std::invalid_argument("need 0 <= rho <= rho_max < 1 (float32 values)");
+            if (static_cast<double>(static_cast<float>(rho)) != rho ||
+                static_cast<double>(static_cast<float>(rho_max)) != rho_max)
+                throw std::invalid_argument("rho and rho_max must be float32 values");
+            return knn_row_bound(static_cast<float>(rho), static_cast<float>(rho_max), d,
+                                 precision == "bf16" ? KnnPrecision::bf16 : KnnPrecision::tf32);
+        },
+        py::arg("rho"), py::arg("rho_max"), py::arg("d"), py::arg("precision"),
+        "The per-row bound E (csrc/knn_bound.hpp knn_row_bound) for a row whose rounding error has norm <= rho, "
+        "rho_max bounding every row's.");
+    m.def(
+        "knn_rounding_norm", [](double ss, int64_t d) { return knn_rounding_norm(ss, d); }, py::arg("ss"), py::arg("d"),
+        "rho >= ||r(a) - a|| from the float64 sum ss of the d squared rounding differences (rounded up to a float32).");
 }

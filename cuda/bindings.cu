@@ -15,6 +15,7 @@
 #include "common.hpp"
 #include "head.cuh"
 #include "knn.cuh"
+#include "knn_tc.cuh"
 #include "scoring.cuh"
 #include "topk.cuh"
 
@@ -198,4 +199,23 @@ PYBIND11_MODULE(_cuda, m) {
         },
         py::arg("x"), py::arg("n"), py::arg("d"), py::arg("k"), py::arg("indices"), py::arg("similarities"),
         py::arg("stream"), py::arg("device"));
+    m.def(
+        "knn_tc",
+        [](std::uintptr_t x, int64_t n, int64_t d, int64_t k, int precision, std::uintptr_t indices,
+           std::uintptr_t similarities, std::uintptr_t stream, int device) {
+            if (precision != static_cast<int>(KnnPrecision::bf16) && precision != static_cast<int>(KnnPrecision::tf32))
+                throw std::invalid_argument("precision must be 0 (bf16) or 1 (tf32)");
+            if (!x || !indices || !similarities) throw std::invalid_argument("null device pointer");
+            py::gil_scoped_release nogil;
+            DeviceGuard guard(device);
+            return gpu::knn_tc(reinterpret_cast<const float*>(x), n, d, k, static_cast<KnnPrecision>(precision),
+                               reinterpret_cast<int64_t*>(indices), reinterpret_cast<float*>(similarities),
+                               stream_of(stream));
+        },
+        py::arg("x"), py::arg("n"), py::arg("d"), py::arg("k"), py::arg("precision"), py::arg("indices"),
+        py::arg("similarities"), py::arg("stream"), py::arg("device"),
+        "The exact kNN graph from a bf16 (0) / TF32 (1) tensor-core GEMM, re-ranked in float32 (cuda/knn_tc.cuh); "
+        "returns how many rows fell back to the exact kernel.");
+    m.def("knn_tc_capacity", &gpu::knn_tc_capacity, py::arg("k"),
+          "Candidates per row the tensor-core kNN keeps for k neighbours (tests build inputs that overflow it).");
 }

@@ -21,8 +21,10 @@ struct Lists {  // per query row of the block, in dynamic shared memory
 
 __device__ __forceinline__ bool better(float s, int r, float ts, int tr) { return s > ts || (s == ts && r < tr); }
 
+// Query rows: rows[0 .. m) (device), or every row (rows == nullptr, m == n); a block takes kTile.
 __global__ void __launch_bounds__(kThreads) knn_kernel(const float* __restrict__ x, int n, int d, int k,
-                                                       int64_t* indices, float* similarities) {
+                                                       const int* __restrict__ rows, int m, int64_t* indices,
+                                                       float* similarities) {
     extern __shared__ unsigned char dyn[];
     Lists lists{reinterpret_cast<float*>(dyn), reinterpret_cast<int*>(dyn + sizeof(float) * kTile * k)};
     __shared__ float As[kStage][kTile];
@@ -32,12 +34,15 @@ __global__ void __launch_bounds__(kThreads) knn_kernel(const float* __restrict__
     __shared__ int pend_row[kTile][kPending];
     __shared__ int pend_count[kTile];
     __shared__ int overflow;
+    __shared__ int query[kTile];  // the block's query rows, -1 past the end
 
     const int tid = threadIdx.x, tx = tid % (kTile / kMicro), ty = tid / (kTile / kMicro);
     const int i0 = blockIdx.x * kTile;
     if (tid < kTile) {
         length[tid] = 0;
         pend_count[tid] = 0;
+        const int at = i0 + tid;  // i0 + tid < m + kTile <= 2^31 - 1 + 128: checked by the host (m < 2^31 - 128)
+        query[tid] = at < m ? (rows ? rows[at] : at) : -1;
     }
     if (tid == 0) overflow = 0;
     __syncthreads();
@@ -52,8 +57,8 @@ __global__ void __launch_bounds__(kThreads) knn_kernel(const float* __restrict__
             // Stage dimensions k0 .. k0+7 of the 128 query rows and 128 candidate rows (zero padded).
             for (int e = tid; e < kTile * kStage; e += kThreads) {
                 const int r = e / kStage, kk = e % kStage;
-                const int qi = i0 + r, cj = j0 + r, dim = k0 + kk;
-                As[kk][r] = (qi < n && dim < d) ? x[static_cast<int64_t>(qi) * d + dim] : 0.0f;
+                const int qi = query[r], cj = j0 + r, dim = k0 + kk;
+                As[kk][r] = (qi >= 0 && dim < d) ? x[static_cast<int64_t>(qi) * d + dim] : 0.0f;
                 Bs[kk][r] = (cj < n && dim < d) ? x[static_cast<int64_t>(cj) * d + dim] : 0.0f;
             }
             __syncthreads();
@@ -78,7 +83,7 @@ __global__ void __launch_bounds__(kThreads) knn_kernel(const float* __restrict__
         for (;;) {
 #pragma unroll
             for (int r = 0; r < kMicro; ++r) {
-                const int lr = ty * kMicro + r, qi = i0 + lr;
+                const int lr = ty * kMicro + r, qi = query[lr];
                 const int len = length[lr];
                 const float ts = len == k ? lists.sim[lr * k + k - 1] : 0.0f;
                 const int tr = len == k ? lists.row[lr * k + k - 1] : 0;
@@ -87,7 +92,7 @@ __global__ void __launch_bounds__(kThreads) knn_kernel(const float* __restrict__
                     const unsigned long long bit = 1ull << (r * kMicro + c);
                     if (done & bit) continue;
                     const int cj = j0 + tx * kMicro + c;
-                    if (qi >= n || cj >= n || cj == qi || (len == k && !better(acc[r][c], cj, ts, tr))) {
+                    if (qi < 0 || cj >= n || cj == qi || (len == k && !better(acc[r][c], cj, ts, tr))) {
                         done |= bit;
                         continue;
                     }
@@ -137,8 +142,8 @@ __global__ void __launch_bounds__(kThreads) knn_kernel(const float* __restrict__
             __syncthreads();
         }
     }
-    if (tid < kTile && i0 + tid < n) {
-        const int64_t qi = i0 + tid;
+    if (tid < kTile && query[tid] >= 0) {
+        const int64_t qi = query[tid];
         for (int j = 0; j < k; ++j) {
             indices[qi * k + j] = lists.row[tid * k + j];
             similarities[qi * k + j] = lists.sim[tid * k + j];
@@ -148,18 +153,25 @@ __global__ void __launch_bounds__(kThreads) knn_kernel(const float* __restrict__
 
 }  // namespace
 
-void knn_exact(const float* x, int64_t n, int64_t d, int64_t k, int64_t* indices, float* similarities,
-               cudaStream_t stream) {
+void knn_exact_rows(const float* x, int64_t n, int64_t d, int64_t k, const int* rows, int64_t m, int64_t* indices,
+                    float* similarities, cudaStream_t stream) {
     if (k < 1 || k >= n) throw std::invalid_argument("knn needs 1 <= k < n");
     if (k > kKnnMaxK) throw std::invalid_argument("the GPU kNN keeps at most " + std::to_string(kKnnMaxK) + " neighbours per row");
-    if (n > INT32_MAX || d > INT32_MAX) throw std::invalid_argument("the GPU kNN handles at most 2^31 - 1 points");
+    if (n > INT32_MAX - kTile || d > INT32_MAX) throw std::invalid_argument("the GPU kNN handles at most 2^31 - 129 points");
     if (d < 1) throw std::invalid_argument("points have no features");
+    if (m < 0 || m > n) throw std::invalid_argument("knn_exact_rows needs 0 <= m <= n query rows");
+    if (m == 0) return;
     const size_t smem = static_cast<size_t>(kTile) * static_cast<size_t>(k) * (sizeof(float) + sizeof(int));
     ALSCALE_CUDA_CHECK(cudaFuncSetAttribute(knn_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    const unsigned blocks = static_cast<unsigned>((n + kTile - 1) / kTile);
-    knn_kernel<<<blocks, kThreads, smem, stream>>>(x, static_cast<int>(n), static_cast<int>(d), static_cast<int>(k),
-                                                   indices, similarities);
+    const unsigned blocks = static_cast<unsigned>((m + kTile - 1) / kTile);
+    knn_kernel<<<blocks, kThreads, smem, stream>>>(x, static_cast<int>(n), static_cast<int>(d), static_cast<int>(k), rows,
+                                                   static_cast<int>(m), indices, similarities);
     ALSCALE_CUDA_LAUNCHED("knn_kernel");
+}
+
+void knn_exact(const float* x, int64_t n, int64_t d, int64_t k, int64_t* indices, float* similarities,
+               cudaStream_t stream) {
+    knn_exact_rows(x, n, d, k, nullptr, n, indices, similarities, stream);
 }
 
 }  // namespace gpu

@@ -16,5 +16,11 @@ constexpr int64_t kKnnMaxK = 128;  // neighbours per row the GPU kernel keeps (s
 void knn_exact(const float* x, int64_t n, int64_t d, int64_t k, int64_t* indices, float* similarities,
                cudaStream_t stream);
 
+// The same for the query rows rows[0 .. m) only (device int array; rows == nullptr: rows 0 .. m),
+// each row's result written at its own place in indices / similarities; the other rows untouched.
+// The tensor-core kernel's fallback (cuda/knn_tc.cu).
+void knn_exact_rows(const float* x, int64_t n, int64_t d, int64_t k, const int* rows, int64_t m, int64_t* indices,
+                    float* similarities, cudaStream_t stream);
+
 }  // namespace gpu
 }  // namespace alscale

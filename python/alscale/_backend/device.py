@@ -395,9 +395,21 @@ class DevicePool:
         return x.fw.from_numpy(_core.cluster_round_robin(host, labels[host], k, seed))
 
 
-def knn_graph(points: Any, k: int):
+_KNN_PRECISIONS = {"bf16": 0, "tf32": 1}  # cuda/knn_tc.cuh (csrc/knn_bound.hpp KnnPrecision)
+_KNN_TC_MIN_POINTS = 4096  # below this the fp32 kernel's single pass is as fast as two stages
+
+
+def knn_graph(points: Any, k: int, precision: str = "auto"):
     """Exact cosine kNN graph of device points: normalised on the host exactly as the CPU path
-    (so the graph is the CPU's), then the GPU kernel; (indices, similarities) on the device."""
+    (so the graph is the CPU's), then a GPU kernel; (indices, similarities) on the device.
+
+    ``precision`` picks the kernel, never the result (every choice gives the CPU's graph bit for
+    bit): "fp32" the float32 SIMT kernel (cuda/knn.cu); "tf32" / "bf16" candidates from a
+    tensor-core GEMM filtered by a proven error bound, re-ranked in float32 (cuda/knn_tc.cu);
+    "auto" is "fp32" below 4096 points and "tf32" from there (its bound is 8 times tighter than
+    bf16's, so clustered or duplicate-heavy points leave far fewer rows to the fallback)."""
+    if not isinstance(precision, str) or precision not in ("auto", "fp32", *_KNN_PRECISIONS):
+        raise ValueError(f"precision must be 'auto', 'fp32', 'tf32' or 'bf16', got {precision!r}")
     fw = _framework(points)
     device = _device_of(points)
     a = as_points(_host(points, "x", device))
@@ -410,7 +422,12 @@ def knn_graph(points: Any, k: int):
         )
     unit = fw.from_numpy(unit_rows(a))
     n, d = a.shape
+    if precision == "auto":
+        precision = "fp32" if n < _KNN_TC_MIN_POINTS else "tf32"
     idx = fw.empty(n * k, np.int64)
     sim = fw.empty(n * k, np.float32)
-    _cuda.knn_exact(fw.ptr(unit), n, d, k, fw.ptr(idx), fw.ptr(sim), fw.stream(), device)
+    if precision == "fp32":
+        _cuda.knn_exact(fw.ptr(unit), n, d, k, fw.ptr(idx), fw.ptr(sim), fw.stream(), device)
+    else:
+        _cuda.knn_tc(fw.ptr(unit), n, d, k, _KNN_PRECISIONS[precision], fw.ptr(idx), fw.ptr(sim), fw.stream(), device)
     return idx.reshape(n, k), sim.reshape(n, k)

@@ -192,7 +192,7 @@ std::vector<double> merge_all(int64_t n, Graph<Id>& g) {
     std::vector<Entry<Id>> heap;
     // Lazy invalidation leaves stale entries; past this many the heap is rebuilt from the
     // current best neighbours (which alone decide the merges), so it stays within 1.5 n.
-    const size_t limit = static_cast<size_t>(n + n / 2 + 1024);
+    const size_t limit = static_cast<size_t>(n + n / 2 + 16);
     heap.reserve(limit);
     auto rebuild = [&] {
         heap.clear();

@@ -345,19 +345,48 @@ PYBIND11_MODULE(_core, m) {
     m.def(
         "hac_average_graph",
         [](int64_t n, const I64Array& u, const I64Array& v, const F32Array& s, double threshold, int64_t n_clusters,
-           int num_threads) {
+           int num_threads, bool wide_ids) {
             if (u.ndim() != 1 || v.ndim() != 1 || s.ndim() != 1 || u.shape(0) != v.shape(0) ||
                 u.shape(0) != s.shape(0))
                 throw std::invalid_argument("edge arrays must be 1-D of one length");
             std::vector<double> z;
             {
                 py::gil_scoped_release nogil;
-                z = hac_average_graph(n, u.data(), v.data(), s.data(), u.shape(0), num_threads);
+                z = hac_average_graph(n, u.data(), v.data(), s.data(), u.shape(0), num_threads, wide_ids);
             }
             return linkage_and_labels(std::move(z), n, threshold, n_clusters);
         },
         py::arg("n"), py::arg("u"), py::arg("v"), py::arg("s"), py::arg("threshold"), py::arg("n_clusters"),
-        py::arg("num_threads") = 0);
+        py::arg("num_threads") = 0, py::arg("wide_ids") = false);
+
+    // The (N, k) kNN form read in place: int64 or int32 neighbours (no copy), float32 similarities.
+    auto knn_graph_hac = [](const auto& idx, const F32Array& sim, double threshold, int64_t n_clusters,
+                            int num_threads, bool wide_ids) {
+        if (idx.ndim() != 2 || sim.ndim() != 2 || idx.shape(0) != sim.shape(0) || idx.shape(1) != sim.shape(1))
+            throw std::invalid_argument("indices and similarities must both be (N, k)");
+        const int64_t n = idx.shape(0), k = idx.shape(1);
+        std::vector<double> z;
+        {
+            py::gil_scoped_release nogil;
+            z = hac_average_knn_graph(n, k, idx.data(), sim.data(), num_threads, wide_ids);
+        }
+        return linkage_and_labels(std::move(z), n, threshold, n_clusters);
+    };
+    // int64 registered first: another integer dtype converts to it; int32 is read as it is.
+    m.def(
+        "hac_average_knn_graph",
+        [=](const I64Array& idx, const F32Array& sim, double threshold, int64_t n_clusters, int num_threads,
+            bool wide_ids) { return knn_graph_hac(idx, sim, threshold, n_clusters, num_threads, wide_ids); },
+        py::arg("idx"), py::arg("sim"), py::arg("threshold"), py::arg("n_clusters"), py::arg("num_threads") = 0,
+        py::arg("wide_ids") = false);
+    m.def(
+        "hac_average_knn_graph",
+        [=](const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& idx, const F32Array& sim,
+            double threshold, int64_t n_clusters, int num_threads, bool wide_ids) {
+            return knn_graph_hac(idx, sim, threshold, n_clusters, num_threads, wide_ids);
+        },
+        py::arg("idx"), py::arg("sim"), py::arg("threshold"), py::arg("n_clusters"), py::arg("num_threads") = 0,
+        py::arg("wide_ids") = false);
 
     m.def(
         "knn_exact",

@@ -36,6 +36,15 @@ def hac_average_graph(
     threshold: float,
     n_clusters: int,
     num_threads: int = 0,
+    wide_ids: bool = False,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]: ...
+def hac_average_knn_graph(
+    idx: npt.NDArray[np.int64] | npt.NDArray[np.int32],
+    sim: npt.NDArray[np.float32],
+    threshold: float,
+    n_clusters: int,
+    num_threads: int = 0,
+    wide_ids: bool = False,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]: ...
 def knn_exact(
     x: npt.NDArray[np.float32], k: int, num_threads: int = 0

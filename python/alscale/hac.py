@@ -222,13 +222,13 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
 
 
 def _graph(n: int, idx: np.ndarray, sim: np.ndarray, t: float, k_clusters: int, threads: int) -> Clustering:
-    rows = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1])
-    cols = np.ascontiguousarray(idx, dtype=np.int64).reshape(-1)
-    s = np.ascontiguousarray(sim, dtype=np.float32).reshape(-1)
-    keep = cols >= 0  # missing neighbours are -1
-    if not keep.all():  # (no copies of the N·k edges when none is missing)
-        rows, cols, s = rows[keep], cols[keep], s[keep]
-    z, labels = _core.hac_average_graph(n, rows, cols, s, t, k_clusters, threads)
+    """Graph HAC on the (N, k) kNN arrays, which the kernel reads in place (int64 or int32
+    neighbours, -1 = none; float32 similarities): no edge list is made."""
+    if idx.dtype not in (np.int64, np.int32):
+        idx = idx.astype(np.int64)
+    idx = np.ascontiguousarray(idx)
+    sim = np.ascontiguousarray(sim, dtype=np.float32)
+    z, labels = _core.hac_average_knn_graph(idx, sim, t, k_clusters, threads)
     return Clustering(labels, z)
 
 
@@ -246,8 +246,9 @@ def hac_average_graph(graph: Any, *, threshold: Any = None, n_clusters: Any = No
     Parameters
     ----------
     graph : scipy.sparse matrix/array of shape (N, N), or a tuple (indices, similarities)
-        The tuple form is a kNN graph as :func:`knn_graph` returns: (N, k) int64 neighbours
-        (-1 = none) and (N, k) similarities.
+        The tuple form is a kNN graph as :func:`knn_graph` returns: (N, k) integer neighbours
+        (-1 = none) and (N, k) similarities; contiguous int64 or int32 neighbours and float32
+        similarities are read in place (memory: about 0.27 GiB a million points at k = 10).
     threshold, n_clusters, num_threads
         As in :func:`hac_average`.
 
@@ -281,7 +282,7 @@ def hac_average_graph(graph: Any, *, threshold: Any = None, n_clusters: Any = No
         if idx.size and (idx.max() >= n or idx.min() < -1):
             raise ValueError(f"indices must lie in [-1, {n}) for a graph of {n} points")
         sim = _finite_similarities(sim)
-        return _graph(n, idx.astype(np.int64), sim, t, k_clusters, threads)
+        return _graph(n, idx, sim, t, k_clusters, threads)
     try:
         import scipy.sparse as sp
     except ImportError:  # pragma: no cover - scipy missing

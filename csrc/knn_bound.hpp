@@ -20,12 +20,17 @@
 //       11 + 11 significant bits fit in 24); the sum errs by <= gamma_D(2^-23) (1 + u)^2 nu^2.
 //       2^-23, twice float32's round-to-nearest unit, also covers accumulators that truncate
 //       (round toward zero), as tensor cores' float32 accumulation is reported to do, in any
-//       order or blocking (split-K included); D terms instead of D - 1 leave one rounding of slack;
+//       order or blocking (split-K included); D terms instead of D - 1 leave one rounding of slack.
+//       Tensor cores' block FMA (Fasi, Higham, Mikaitis & Pranesh, 2021) aligns a block of b
+//       products and the accumulator to the largest exponent and truncates what is shifted out,
+//       then truncates once more on normalising: up to D (1 + 1/b) 2^-23 relative to the running
+//       sums, more than gamma_D(2^-23) by about (D / b) 2^-23. The term is therefore doubled,
+//       2 gamma_D(2^-23), which covers any block size b >= 1 of that model;
 //   (3) the CPU's own rounding: |s - a.b| <= gamma_D(2^-24) nu^2;
 //   (4) underflow, which the relative model above ignores: every product or rounding that goes
 //       below float32's normal range (including flush-to-zero of subnormal operands) changes a
 //       term by at most 2^-126 absolutely: 3 D 2^-126 in all.
-//   eps = nu^2 ((2u + u^2) + (1 + u)^2 gamma_D(2^-23) + gamma_D(2^-24)) + 3 D 2^-126 >= |s^ - s|.
+//   eps = nu^2 ((2u + u^2) + 2 (1 + u)^2 gamma_D(2^-23) + gamma_D(2^-24)) + 3 D 2^-126 >= |s^ - s|.
 // The bound is returned rounded up to a float32 (the kernels compare float32s with it).
 //
 // The filter. Let t^ be a row's k-th largest s^ (with multiplicity). Keep every j with
@@ -74,7 +79,7 @@ constexpr double kKnnNu = 1.0 + 1.0 / 1048576.0;  // 1 + 2^-20: the rows' norm b
 // + nu^2 gamma_D(2^-24) (CPU rounding) + 3 D 2^-126 (underflow).
 ALSCALE_HD double knn_accumulation_terms(int64_t d, KnnPrecision p) {
     const double u = knn_operand_roundoff(p), dd = static_cast<double>(d);
-    return kKnnNu * kKnnNu * ((1.0 + u) * (1.0 + u) * knn_gamma(dd, 1.0 / 8388608.0) + knn_gamma(dd, 1.0 / 16777216.0)) +
+    return kKnnNu * kKnnNu * (2.0 * (1.0 + u) * (1.0 + u) * knn_gamma(dd, 1.0 / 8388608.0) + knn_gamma(dd, 1.0 / 16777216.0)) +
            3.0 * dd * 1.1754943508222875e-38;
 }
 

@@ -194,6 +194,10 @@ int64_t select_balanced(const DMatrix& x, int64_t budget, const uint8_t* exclude
     const int64_t C = x.cols, N = x.rows;
     if (C < 1) throw std::invalid_argument("logits have no classes");
     if (N > INT32_MAX) throw std::invalid_argument("the GPU BASE kernel handles at most 2^31 - 1 rows at once; feed chunks to BalancedSelector");
+    if (budget < 0) throw std::invalid_argument("budget must be non-negative");
+    // No selection takes more than N rows (advance() serves min(B, available) <= N), so clipping
+    // here changes no result, and keeps C x slots (which grows with the budget) from wrapping size_t.
+    budget = std::min(budget, N);
     // pass_memory 0: later passes keep the first pass's rule, whose largest capacity (q + the
     // capped extra) bounds the C x slots candidate arrays below; guaranteed classes would let one
     // class's capacity (and so every class's slots) reach 2^23.
@@ -260,7 +264,8 @@ int64_t select_balanced(const DMatrix& x, int64_t budget, const uint8_t* exclude
         to_host(back->counters, counters.get(), 2, stream);
         to_host(&back->serve, serve_status.get(), 1, stream);
         if (head) to_host(&back->head, head, 1, stream);
-        sync(stream);  // the one synchronisation of a pass
+        sync(stream);  // the pass's own synchronisation (CUB's segmented sort adds two of its own
+                       // when there are more than ~300 classes: it reads its group sizes on the host)
         if (head) check_head_status(back->head);
         if (back->counters[1] != ~0ull) throw_non_finite(static_cast<int64_t>(back->counters[1]));
         if (back->serve.starved < 0) {

@@ -99,6 +99,7 @@ PYBIND11_MODULE(_cuda, m) {
     m.attr("__version__") = ALSCALE_VERSION;
 #endif
     m.attr("knn_max_k") = gpu::kKnnMaxK;
+    m.attr("knn_tc_max_dims") = kKnnBoundMaxDims;  // wider points: the float32 kernel
 
     m.def("device_count", [] {
         int n = 0;

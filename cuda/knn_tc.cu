@@ -58,7 +58,9 @@ constexpr int kMaxCap = 256;
 // The two operand formats. The points are rounded once (round_points); loads then see exact
 // bf16 / TF32 values, so the hardware's own conversion (truncation for TF32) never applies.
 // bf16 / TF32 WMMA exist from sm_80: device code for older targets (a CUDAARCHS=75 build) gets
-// the storage types only, and kernels that trap (knn_tc checks the device and never launches them).
+// the storage types only, and kernels that trap. knn_tc never launches them: it checks the device
+// (compute capability >= 8) and that the loaded kernel image itself is sm_80+ code (a CUDAARCHS=75
+// build JIT-compiles its compute_75 PTX on an H200, and that image holds the trapping versions).
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 #define ALSCALE_KNN_TC_MMA 1
 #else
@@ -384,7 +386,13 @@ int64_t knn_tc(const float* x, int64_t n, int64_t d, int64_t k, KnnPrecision pre
     // The list must hold k candidates and leave room to insert: cap >= k + 32 (cap - cap/4 > k).
     int64_t cap = knn_tc_capacity(k);
     while (cap > k + 32 && smem_bytes(cap) > static_cast<size_t>(optin)) cap -= 32;
-    if (major < 8 || smem_bytes(cap) > static_cast<size_t>(optin) || cap - cap / 4 <= k) {
+    cudaFuncAttributes fa{};
+    if (precision == KnnPrecision::bf16)
+        ALSCALE_CUDA_CHECK(cudaFuncGetAttributes(&fa, knn_tc_kernel<Bf16>));
+    else
+        ALSCALE_CUDA_CHECK(cudaFuncGetAttributes(&fa, knn_tc_kernel<Tf32>));
+    const bool mma_image = fa.ptxVersion >= 80 && fa.binaryVersion >= 80;
+    if (major < 8 || !mma_image || smem_bytes(cap) > static_cast<size_t>(optin) || cap - cap / 4 <= k) {
         knn_exact(x, n, d, k, indices, similarities, stream);  // no bf16/TF32 MMA or too little shared memory
         return n;
     }

@@ -232,7 +232,7 @@ def bound_reference(d: int, precision: str) -> Fraction:
     def gamma(n, v):
         return n * v / (1 - n * v)
 
-    return (nu * nu * ((2 * u + u * u) + (1 + u) ** 2 * gamma(d, Fraction(1, 2**23)) + gamma(d, Fraction(1, 2**24)))
+    return (nu * nu * ((2 * u + u * u) + 2 * (1 + u) ** 2 * gamma(d, Fraction(1, 2**23)) + gamma(d, Fraction(1, 2**24)))
             + 3 * d * Fraction(1, 2**126))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __version__: str
 knn_max_k: int
+knn_tc_max_dims: int
 
 def device_count() -> int: ...
 def pointer_device(ptr: int) -> int: ...

@@ -423,7 +423,7 @@ def knn_graph(points: Any, k: int, precision: str = "auto"):
     unit = fw.from_numpy(unit_rows(a))
     n, d = a.shape
     if precision == "auto":
-        precision = "fp32" if n < _KNN_TC_MIN_POINTS else "tf32"
+        precision = "fp32" if n < _KNN_TC_MIN_POINTS or d > _cuda.knn_tc_max_dims else "tf32"
     idx = fw.empty(n * k, np.int64)
     sim = fw.empty(n * k, np.float32)
     if precision == "fp32":

@@ -299,6 +299,29 @@ def budgets(draw, n: int):
                           st.integers(max(0, n - 3), n + 3), st.integers(n, 3 * n + 10)))
 
 
+#: Value modes of the BASE large-budget and device-serving hypothesis tests.
+SELECTION_MODES = ("normal", "integer", "halves", "constant", "duplicate_rows", "peaked")
+
+
+@st.composite
+def selection_cases(draw, max_n: int, max_c: int, small_budgets: bool = False):
+    """(logits float64, weight or None, exclude mask or None, budget): N small, C up to a few
+    hundred, budgets from N/10 up to past N (and from 0 when ``small_budgets``)."""
+    rng = np.random.default_rng(draw(SEEDS))
+    n = draw(st.integers(1, max_n))
+    c = draw(st.integers(1, max_c))
+    x = make_values(rng, n, c, draw(st.sampled_from(SELECTION_MODES)))
+    w = draw(weights(c))
+    exclude = None
+    if draw(st.booleans()):
+        exclude = rng.random(n) < draw(st.sampled_from([0.05, 0.3, 0.9]))
+    ranges = [st.integers(max(0, n // 10), n), st.integers(n, n + 5)]
+    if small_budgets:
+        ranges.insert(0, st.integers(0, max(1, n // 10)))
+    budget = draw(st.one_of(*ranges))
+    return x, w.w, exclude, budget
+
+
 THREADS = (1, 2)
 
 

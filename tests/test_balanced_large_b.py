@@ -15,25 +15,10 @@ import alscale
 import reference as ref
 from alscale import _core
 from alscale._backend.arrays import inverse_norms
-from strategies import SEEDS, assert_same_indices, make_values, weights
+from strategies import assert_same_indices, selection_cases
 
-MODES = ("normal", "integer", "halves", "constant", "duplicate_rows", "peaked")
-
-
-@st.composite
-def large_b_cases(draw, max_n=400, max_c=120):
-    """(logits float64, weight or None, exclude mask or None, budget): N small, C up to a
-    few hundred per pool, budgets from N/10 up to past N."""
-    rng = np.random.default_rng(draw(SEEDS))
-    n = draw(st.integers(1, max_n))
-    c = draw(st.integers(1, max_c))
-    x = make_values(rng, n, c, draw(st.sampled_from(MODES)))
-    w = draw(weights(c))
-    exclude = None
-    if draw(st.booleans()):
-        exclude = rng.random(n) < draw(st.sampled_from([0.05, 0.3, 0.9]))
-    budget = draw(st.one_of(st.integers(max(0, n // 10), n), st.integers(n, n + 5)))
-    return x, w.w, exclude, budget
+def large_b_cases(max_n=400, max_c=120):
+    return selection_cases(max_n, max_c)
 
 
 def run_state(x, inv, exclude, budget, *, extra, pass_memory, chunks=1, shards=1, reload=False):

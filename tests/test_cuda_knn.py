@@ -19,12 +19,7 @@ torch = pytest.importorskip("torch")
 
 from test_knn_bound import KINDS, ROUND, coherent_rows, cpu_dots, points  # noqa: E402  (the CPU specification)
 
-HAS_GPU = alscale.HAS_CUDA and torch.cuda.is_available()
-needs_gpu = pytest.mark.skipif(
-    not HAS_GPU,
-    reason="no CUDA device visible (torch.cuda.is_available() is False) or no GPU build (alscale.HAS_CUDA is False)",
-)
-needs_build = pytest.mark.skipif(not alscale.HAS_CUDA, reason="alscale was built without its CUDA kernels (alscale._cuda)")
+from test_cuda import HAS_GPU, needs_build, needs_gpu  # noqa: E402  (one definition of the skips)
 PRECISIONS = ("bf16", "tf32", "fp32", "auto")
 
 

@@ -26,9 +26,8 @@ from hypothesis import strategies as st
 import alscale
 import reference as ref
 from alscale import _core
-from strategies import SEEDS, assert_same_indices, make_values, weights
+from strategies import assert_same_indices, selection_cases
 
-MODES = ("normal", "integer", "halves", "constant", "duplicate_rows", "peaked")
 
 
 # ---- the capacity rule of csrc/balanced.cpp (set_capacities, grown_extra), for pass_memory = 0 ----
@@ -136,21 +135,10 @@ def core_passes(x: np.ndarray, inv, exclude, budget: int, extra: int) -> tuple[n
             return state.result(), passes
 
 
-@st.composite
-def cases(draw, max_n=300, max_c=80):
-    rng = np.random.default_rng(draw(SEEDS))
-    n = draw(st.integers(1, max_n))
-    c = draw(st.integers(1, max_c))
-    x = make_values(rng, n, c, draw(st.sampled_from(MODES)))
-    w = draw(weights(c))
-    exclude = None
-    if draw(st.booleans()):
-        exclude = rng.random(n) < draw(st.sampled_from([0.05, 0.3, 0.9]))
-    budget = draw(st.one_of(st.integers(0, max(1, n // 10)), st.integers(max(0, n // 10), n), st.integers(n, n + 5)))
-    return x, w.w, exclude, budget
+def cases(max_n=300, max_c=80):
+    return selection_cases(max_n, max_c, small_budgets=True)
 
 
-@settings(max_examples=80, deadline=None)
 @given(case=cases(), tile=st.sampled_from([1, 3, 32, 256]), extra=st.sampled_from([None, 0, 1, 4]))
 def test_spec_equals_cpu_select_balanced(case, tile, extra):
     """Random pools with ties, exclusions, B from 0 past N; small extras force extra passes;

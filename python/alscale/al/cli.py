@@ -21,6 +21,8 @@ import textwrap
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..cli import _fraction
+
 
 def _positive(text: str) -> int:
     value = int(text)
@@ -42,16 +44,6 @@ def _torch_threads(text: str) -> int:
     value = _non_negative(text)
     if value > max_threads():
         raise argparse.ArgumentTypeError(f"must be at most {max_threads()} (4 x the cores), got {value}")
-    return value
-
-
-def _recall(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return value
 
 
@@ -151,7 +143,7 @@ def _add_run(sub) -> None:
                           "mlp-dropout: an MLP with dropout, for the MC-dropout strategies (bald, powerbald, ...)")
     run.add_argument("--mc-samples", type=_positive, default=20, metavar="T",
                      help="MC-dropout samples of the pool's logits per selection, with --model mlp-dropout (default 20)")
-    run.add_argument("--knn-recall", type=_recall, default=None, metavar="R",
+    run.add_argument("--knn-recall", type=_fraction, default=None, metavar="R",
                      help="cluster-margin: target recall@k of the approximate kNN graph beyond 200,000 pool rows "
                           "(default 0.95)")
     run.add_argument("--pca", type=_positive, default=None, metavar="DIMS",

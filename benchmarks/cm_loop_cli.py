@@ -34,7 +34,7 @@ import numpy as np
 def checkpoint(n: int, repeat: int) -> None:
     from alscale.al.datasets import make_synthetic
     from alscale.al.loop import ActiveLearningLoop, _digest, write_json_atomic
-    from alscale.al.strategies.cluster_margin import ClusterMargin
+    from alscale.strategies.cluster_margin import ClusterMargin
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, n // 100, n).astype(np.int64)

@@ -141,7 +141,7 @@ def run_loop(strategy: str, kwargs: dict, checkpoint: Any = None) -> Any:
 
     from alscale.al.datasets import make_synthetic
     from alscale.al.loop import ActiveLearningLoop
-    from alscale.al.strategies import cluster_margin as module
+    from alscale.strategies import cluster_margin as module
     from alscale.al.train import linear_probe
 
     calls = []

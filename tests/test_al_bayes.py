@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 import alscale
-from alscale.al import strategies
-from alscale.al.cli import main
+from alscale import strategies
+from alscale.cli import main
 from alscale.al.datasets import make_synthetic
 from alscale.al.loop import ActiveLearningLoop
-from alscale.al.strategies import PoolView
+from alscale.strategies import PoolView
 from alscale.al.train import MCLogits, linear_probe, mlp_dropout_trainer
 
 BAYES = ("bald", "batchbald", "powerbald", "power-margin", "power-entropy")

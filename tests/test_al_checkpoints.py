@@ -214,7 +214,7 @@ def test_cluster_margin_resumes_without_clustering_again(tmp_path, data, monkeyp
     (never computed again), the pool's embeddings are not computed again, and the records and
     picks equal the uninterrupted run's."""
 
-    from alscale.al.strategies import cluster_margin as module
+    from alscale.strategies import cluster_margin as module
 
     kw = dict(initial=10, budget=5, rounds=3, seed=2)
     whole = ActiveLearningLoop(data, "cluster-margin", linear_probe(epochs=3), checkpoint=tmp_path / "w.json", **kw)
@@ -343,12 +343,14 @@ def test_config_differences():
 def test_cluster_margin_strategy_settings(data):
     """knn_recall and pca reach the clustering, and the checkpoint's config names them only when
     they are not the defaults (earlier checkpoints still match)."""
-    from alscale.al.strategies import PoolView, get
+    from alscale.strategies import PoolView, get
     from alscale.cluster_margin import cluster_embeddings
 
-    assert get("cluster-margin").options() == {"clusters": 0, "neighbors": 10, "candidates_factor": 10}
-    s = get("cluster-margin", clusters=6, neighbors=4, knn_recall=0.9, pca=2)
-    assert s.options() == {"clusters": 6, "neighbors": 4, "candidates_factor": 10, "knn_recall": 0.9, "pca": 2}
+    assert get("cluster-margin").options() == {"n_clusters": 0, "neighbors": 10, "candidates_factor": 10}
+    s = get("cluster-margin", n_clusters=6, neighbors=4, knn_recall=0.9, pca=2)
+    assert s.options() == {"n_clusters": 6, "neighbors": 4, "candidates_factor": 10, "knn_recall": 0.9, "pca": 2}
+    with pytest.warns(DeprecationWarning, match="n_clusters"):  # the old name, for one minor version
+        assert get("cluster-margin", clusters=6).options()["n_clusters"] == 6
     rng = np.random.default_rng(0)
     view = PoolView(labeled=np.zeros(len(data), bool), logits=rng.normal(size=(len(data), 3)), embeddings=data.x)
     s.select(view, 5, np.random.default_rng(1))

@@ -14,8 +14,8 @@ import time
 import pytest
 
 import alscale
-from alscale.al import strategies
-from alscale.al.cli import main
+from alscale import strategies
+from alscale.cli import main
 from alscale.al.loop import ActiveLearningLoop
 
 SMALL = ["run", "--dataset", "synthetic", "--n", "200", "--dim", "4", "--classes", "3", "--initial", "10",
@@ -207,8 +207,10 @@ def test_strategy_summary_rule(monkeypatch):
     of its module's after the 'name, name:' prefix; at most 100 characters."""
     import types
 
-    from alscale.al.cli import _summary
-    from alscale.al.strategies import Strategy
+    from alscale.strategies import Strategy
+
+    def _summary(cls):
+        return cls.summary()
 
     class WithDoc(Strategy):  # no name: not registered
         """Picks rows by :func:`alscale.select_margin` with ``k``, e.g. ten of them. More text

@@ -151,7 +151,7 @@ def test_label_studio_tasks_carry_the_data_field(pool):
     (["query", "--logits", "logits.npy", "--budget", "3", "--strategy", "cluster-margin", "--embeddings", "emb.npy",
       "--pca", "9"], "pca must be at most the number of features (4), got 9"),
     (["query", "--logits", "logits.npy", "--budget", "3", "--strategy", "margin", "--pca", "2", "--neighbors", "3"],
-     "--neighbors, --pca: cluster-margin settings, but the strategy is 'margin'"),
+     "--neighbors, --pca: not an option of the strategy 'margin'"),
     (["teach", "bad.csv"], "bad.csv line 3: id 999 is out of range"),
     (["teach", "nothing.csv"], "nothing.csv: no such file"),
 ])

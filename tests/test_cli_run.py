@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from alscale.al.cli import main
+from alscale.cli import main
 from alscale.al.report import CSV_COLUMNS
 
 SMALL = ["run", "--dataset", "synthetic", "--n", "400", "--dim", "8", "--classes", "4", "--initial", "20",

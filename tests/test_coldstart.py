@@ -442,7 +442,7 @@ def test_docstring_examples():
 
 
 def test_strategies_select_unlabeled_rows_and_keep_delta():
-    from alscale.al.strategies import PoolView, get
+    from alscale.strategies import PoolView, get
 
     z = blobs(1, 300, 5, 4, False).astype(np.float32)
     lab = np.zeros(300, bool)
@@ -462,8 +462,10 @@ def test_strategies_select_unlabeled_rows_and_keep_delta():
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="delta"):
         q.load_state({"delta": -1.0})
-    with pytest.raises(ValueError, match="num_classes"):
-        q.select(PoolView(labeled=lab, embeddings=z), 5, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="num_classes"):  # neither delta nor the classes of its purity rule
+        get("probcover").select(PoolView(labeled=lab, embeddings=z), 5, np.random.default_rng(0))
+    # with delta known (its state, or delta=) the number of classes is not needed
+    np.testing.assert_array_equal(q.select(PoolView(labeled=lab, embeddings=z), 5, np.random.default_rng(0)), b)
 
 
 def test_a_ball_holds_points_strictly_closer_than_delta():

@@ -15,12 +15,12 @@ import alscale.al.loop
 import alscale.al.metrics
 import alscale.pool
 import alscale.selection
-import alscale.al.strategies
+import alscale.strategies
 import alscale.streaming
 import alscale.al.train
 
 MODULES = [alscale.selection, alscale.streaming, alscale.hac, alscale.cluster_margin, alscale.diversity,
-           alscale.al.strategies, alscale.al.metrics, alscale.al.datasets, alscale.al.train, alscale.al.loop,
+           alscale.strategies, alscale.al.metrics, alscale.al.datasets, alscale.al.train, alscale.al.loop,
            alscale.pool, alscale.distributed]
 
 

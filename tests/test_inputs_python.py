@@ -13,10 +13,10 @@ import torch
 
 import alscale
 from alscale.al import metrics
-from alscale.al.cli import main
+from alscale.cli import main
 from alscale.al.datasets import class_sizes, load_npz, make_synthetic
 from alscale.al.loop import ActiveLearningLoop
-from alscale.al.strategies import PoolView, get
+from alscale.strategies import PoolView, get
 from alscale.al.train import linear_probe
 
 SMALL = ["run", "--dataset", "synthetic", "--n", "200", "--dim", "4", "--classes", "3", "--initial", "10",

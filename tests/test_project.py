@@ -123,7 +123,7 @@ def test_query_on_a_memmap_equals_the_in_memory_call(tmp_path):
 
 def _spy_clustering(monkeypatch):
     """The calls of cluster_embeddings (the project's clustering) as their keyword arguments."""
-    import alscale.cluster_margin as module
+    import alscale.strategies.cluster_margin as module
 
     calls = []
     real = module.cluster_embeddings
@@ -310,14 +310,41 @@ def test_ids_taught_before_the_first_query_must_fit_its_pool(tmp_path):
 
 
 def test_the_registry_takes_one_entry_per_new_strategy(tmp_path):
-    register("last-rows", lambda ctx: np.flatnonzero(~ctx.labeled)[::-1][: ctx.budget], summary="test only")
+    """A user strategy is one subclass of alscale.strategies.Strategy: the project (and the loop)
+    see it at once."""
+    from alscale.strategies import Strategy, unregister
+
+    class LastRows(Strategy):
+        """test only"""
+
+        name = "last-rows"
+        needs = frozenset({"logits"})
+
+        def select(self, pool, budget, rng):
+            return np.flatnonzero(~pool.labeled)[::-1][:budget]
+
+    try:
+        assert "last-rows" in STRATEGIES
+        learner = ActiveLearner(tmp_path)
+        learner.teach([9], [0])
+        assert learner.query(np.zeros((10, 2)), 3, strategy="last-rows").tolist() == [8, 7, 6]
+    finally:
+        unregister("last-rows")
+    assert "last-rows" not in STRATEGIES
+
+
+def test_the_old_register_call_still_works_with_a_deprecation_warning(tmp_path):
+    from alscale.strategies import unregister
+
+    with pytest.warns(DeprecationWarning, match="subclass alscale.strategies.Strategy"):
+        register("last-rows", lambda ctx: np.flatnonzero(~ctx.labeled)[::-1][: ctx.budget], summary="test only")
     try:
         learner = ActiveLearner(tmp_path)
         learner.teach([9], [0])
         assert learner.query(np.zeros((10, 2)), 3, strategy="last-rows").tolist() == [8, 7, 6]
     finally:
-        del STRATEGIES["last-rows"]
-    with pytest.raises(ValueError, match="needs: unknown inputs"):
+        unregister("last-rows")
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="needs: unknown inputs"):
         register("x", lambda ctx: None, needs=("mc_samples",))
 
 

@@ -7,8 +7,8 @@ import pytest
 
 import alscale
 import reference as ref
-from alscale.al import strategies
-from alscale.al.strategies import PoolView, Strategy
+from alscale import strategies
+from alscale.strategies import PoolView, Strategy
 from strategies import assert_same_indices
 
 ALL = ("random", "balanced-random", "margin", "confidence", "entropy", "mase", "base", "coreset", "badge",

@@ -21,34 +21,12 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .cliargs import classes as _classes
+from .cliargs import fraction as _fraction
+from .cliargs import option as _option
+from .cliargs import positive as _positive
+
 __all__ = ["build_parser", "main"]
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
-
-
-def _classes(text: str) -> list:
-    names = [x.strip() for x in text.split(",")]
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"must be comma-separated class names, got {text!r}")
-    return names
 
 
 PROJECT_COMMANDS = ("query", "teach", "status")
@@ -58,15 +36,18 @@ def build_parser(application: bool = True) -> argparse.ArgumentParser:
     """The whole ``alscale`` parser; ``run`` and ``bench`` come from :mod:`alscale.al.cli` when
     its extra is installed (else they say how to install it). ``application=False`` leaves them
     as placeholders, for the project commands (not even importing :mod:`alscale.al`)."""
-    from .project import STRATEGIES
+    from . import strategies
 
     parser = argparse.ArgumentParser(prog="alscale", description="Fast, exact batch active learning at ImageNet scale.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    names = ", ".join(STRATEGIES)
+    names = ", ".join(strategies.available())
     q = sub.add_parser(
         "query", help="pick the next batch to label from your model's outputs on the pool",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="strategies (the same as alscale run's; options set with --option NAME=VALUE, stored in the "
+               "project):\n  " + "\n  ".join(strategies.describe(options=True)),
         description=("Pick BUDGET unlabeled pool ids with a strategy from the model's outputs on the whole pool "
                      "(row i of the .npy arrays = pool id i; opened as memmaps and read in chunks), record the "
                      "batch in the project (created if missing) and write it: a CSV with a column id (and the "
@@ -86,6 +67,13 @@ def build_parser(application: bool = True) -> argparse.ArgumentParser:
                    "faiss kNN graph used beyond 200,000 rows (default: the project's, else 0.95; stored)")
     q.add_argument("--pca", type=_positive, metavar="DIMS", help="cluster-margin: reduce the embeddings to DIMS "
                    "dimensions (uncentred PCA) before the kNN graph, e.g. 2048-d features to 128 (stored)")
+    q.add_argument("--multilabel", action="store_true", default=None,
+                   help="margin, confidence, entropy, cluster-margin: the logits are one sigmoid per class "
+                        "(multi-label), reduced over the classes by --reduction (stored)")
+    q.add_argument("--reduction", choices=("mean", "min"), default=None,
+                   help="with --multilabel: mean (default) or min over the classes (the most uncertain class)")
+    q.add_argument("--option", type=_option, action="append", default=[], metavar="NAME=VALUE",
+                   help="any option of the strategy (listed below), e.g. --option delta=0.4; stored in the project")
     q.add_argument("--strategy", default=None, help="strategy (default: the project's, else base)")
     q.add_argument("--budget", required=True, type=_positive, help="ids to pick")
     q.add_argument("--seed", type=int, default=None, help="seed of random, badge, cluster-margin (default: fresh, recorded)")
@@ -182,12 +170,22 @@ def _query(args: argparse.Namespace) -> int:
     learner = ActiveLearner(args.project, classes=args.classes, pool_size=args.pool_size,
                             progress=lambda line: print(f"alscale query: {line}", file=sys.stderr, flush=True))
     name = args.strategy or learner.strategy
+    from .strategies import get_class
+
     options = {key: value for key, value in (("n_clusters", args.n_clusters), ("neighbors", args.neighbors),
-                                             ("knn_recall", args.knn_recall), ("pca", args.pca))
+                                             ("knn_recall", args.knn_recall), ("pca", args.pca),
+                                             ("multilabel", args.multilabel), ("reduction", args.reduction))
                if value is not None}
-    if options and name != "cluster-margin":
-        flags = ", ".join("--" + k.replace("_", "-") for k in options)
-        raise ValueError(f"{flags}: cluster-margin settings, but the strategy is {name!r}")
+    takes = get_class(name).option_defaults()
+    flags = ", ".join("--" + k.replace("_", "-") for k in options if k not in takes)
+    if flags:
+        raise ValueError(f"{flags}: not an option of the strategy {name!r} (its options: "
+                         f"{', '.join(takes) or 'none'})")
+    for key, value in args.option:
+        if key not in takes:
+            raise ValueError(f"--option {key}: not an option of the strategy {name!r} (its options: "
+                             f"{', '.join(takes) or 'none'})")
+        options[key] = value
 
     def write(ids, round):  # before the batch is recorded: if this fails, nothing is
         scored = learner.scores(logits, ids, strategy=name, weight=weight)

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import tempfile
+import types
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,9 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequ
 
 import numpy as np
 
-__all__ = ["ActiveLearner", "Batch", "Labels", "QueryContext", "QueryStrategy", "STRATEGIES", "register",
+from . import strategies as _strategies
+
+__all__ = ["ActiveLearner", "Batch", "Labels", "QueryContext", "STRATEGIES", "register",
            "format_status", "read_label_studio", "label_studio_tasks", "read_labels_csv"]
 
 CONFIG, LABELS, HISTORY, CLUSTERS, LOCK = "project.json", "labels.csv", "history.json", "clusters.npz", ".lock"
@@ -48,15 +51,26 @@ LS_ID = "alscale_id"
 
 
 # ------------------------------------------------------------------------------ strategies
+# The strategies are alscale.strategies' (one registry for the loop, alscale query and this
+# class); what follows adapts the project's inputs to them.
+
+#: The strategies by name (a read-only view of :mod:`alscale.strategies`' registry).
+STRATEGIES = types.MappingProxyType(_strategies._REGISTRY)
+
+#: What a project can hand a strategy (the loop can also hand the true labels, for oracles).
+_PROJECT_NEEDS = frozenset({"logits", "mc_samples", "embeddings", "weight"})
+
+
 @dataclass
 class QueryContext:
-    """What a strategy gets: the model's outputs over the whole pool (row i = pool id i), the
-    labeled rows (``labeled``, a boolean mask: never to be picked), the budget and the seed."""
+    """Deprecated (alscale.strategies.PoolView replaces it): what a strategy registered with
+    :func:`register` gets — the logits, the budget, the labeled rows (a boolean mask, never to
+    be picked), the seed and the other inputs."""
 
     logits: Any
     budget: int
     labeled: np.ndarray
-    seed: int
+    seed: Any
     embeddings: Any = None
     weight: Any = None
     clusters: Any = None
@@ -68,152 +82,43 @@ class QueryContext:
         return int(self.labeled.size)
 
 
-def logits_shape(logits: Any) -> tuple:
-    """(pool rows, classes) of (N, C) logits: their last two dimensions."""
+def register(name: str, select: Callable[[QueryContext], Any], *, needs: Iterable[str] = ("logits",),
+             summary: str = "", **_ignored: Any) -> type:
+    """Deprecated: define a :class:`alscale.strategies.Strategy` subclass instead (one registry
+    for the loop, ``alscale query`` and :class:`ActiveLearner`). Registers ``select(ctx) -> ids``
+    under ``name`` as such a subclass."""
+    import warnings
+
+    warnings.warn("alscale.project.register is deprecated: subclass alscale.strategies.Strategy with a name "
+                  "(one registry for alscale run, alscale query and ActiveLearner)", DeprecationWarning, stacklevel=2)
+    unknown = set(needs) - {"logits", "embeddings"}
+    if unknown:
+        raise ValueError(f"needs: unknown inputs {sorted(unknown)} (logits, embeddings)")
+
+    def run(self, pool, budget, rng):
+        return select(QueryContext(pool.logits, budget, pool.labeled, rng, pool.embeddings, pool.weight,
+                                   pool.clusters))
+
+    return type(f"Registered_{name}", (_strategies.Strategy,),
+                {"name": name, "needs": frozenset(needs), "select": run, "__doc__": summary})
+
+
+def _pool_shape(cls: type, logits: Any) -> tuple:
+    """(pool rows, classes) of a strategy's logits: (N, C), or (T, N, C) MC samples."""
     shape = getattr(logits, "shape", None)
-    if shape is None or len(shape) < 2:
-        raise ValueError(f"logits must be an array of shape (pool, classes), got {type(logits).__name__}"
+    want = 3 if "mc_samples" in cls.needs else 2
+    if shape is None or len(shape) != want:
+        what = "(T, N, C): T stochastic passes (MC dropout) over the pool" if want == 3 else "(pool, classes)"
+        raise ValueError(f"logits must be an array of shape {what} for strategy {cls.name!r}, got "
+                         f"{type(logits).__name__}"
                          + (f" of shape {tuple(shape)}" if shape is not None else ""))
     return int(shape[-2]), int(shape[-1])
 
 
-@dataclass(frozen=True)
-class QueryStrategy:
-    """A strategy of :class:`ActiveLearner`: ``select(ctx) -> ids``; ``needs`` names the inputs
-    it cannot do without (``"logits"``, ``"embeddings"``); ``score`` is ``(column,
-    function(logits, ids, weight) -> values)``, a column for the ids it picked (e.g. their
-    score), or None; ``shape(logits) -> (pool rows, classes)`` reads the pool size off the
-    logits it takes (default :func:`logits_shape`; e.g. (T, N, C) MC samples need their own)."""
-
-    name: str
-    select: Callable[[QueryContext], Any]
-    needs: frozenset = frozenset({"logits"})
-    score: Optional[tuple] = None
-    summary: str = ""
-    shape: Callable[[Any], tuple] = logits_shape
-
-
-#: The strategies by name; :func:`register` adds one.
-STRATEGIES: dict = {}
-
-
-def register(name: str, select: Callable[[QueryContext], Any], *, needs: Iterable[str] = ("logits",),
-             score: Optional[tuple] = None, summary: str = "", shape: Callable[[Any], tuple] = logits_shape
-             ) -> QueryStrategy:
-    """Adds a strategy to :data:`STRATEGIES` (one line per strategy; see :class:`QueryStrategy`).
-
-    Examples
-    --------
-    >>> import alscale
-    >>> from alscale.project import register, STRATEGIES
-    >>> s = register("smallest-margin", lambda ctx: alscale.select_margin(ctx.logits, ctx.budget,
-    ...              exclude=ctx.labeled), summary="example")
-    >>> del STRATEGIES["smallest-margin"]
-    """
-    unknown = set(needs) - {"logits", "embeddings"}
-    if unknown:
-        raise ValueError(f"needs: unknown inputs {sorted(unknown)} (logits, embeddings)")
-    STRATEGIES[name] = QueryStrategy(name, select, frozenset(needs), score, summary, shape)
-    return STRATEGIES[name]
-
-
-def _lib():
-    import alscale
-
-    return alscale
-
-
-def _scores(fn_name: str, with_weight: bool = False):
-    """The library's score of the picked rows only (B rows read from the pool, in pick order)."""
-    def score(logits, ids, weight):
-        order = np.argsort(ids, kind="stable")
-        rows = np.asarray(logits[ids[order]])  # sorted: a memmap is read forward
-        fn = getattr(_lib(), fn_name)
-        out = np.empty(ids.size, dtype=np.float64)
-        out[order] = np.asarray(fn(rows, weight=weight) if with_weight else fn(rows), dtype=np.float64)
-        return out
-    return score
-
-
-def _served_class(logits, ids, weight):
-    """BASE's picks are the classes' quotas in order (class c: B // C + (c < B % C) ids): the
-    class whose quota each pick fills, without reading the pool."""
-    c = int(logits.shape[-1])
-    b = ids.size
-    return np.repeat(np.arange(c, dtype=np.int64), [b // c + (k < b % c) for k in range(c)])
-
-
-def _cluster_margin(ctx: QueryContext):
-    clusters = ctx.clusters
-    if clusters is None:
-        if ctx.learner is None:
-            raise ValueError("cluster-margin needs clusters= or embeddings= (with a project to cache them in)")
-        o = ctx.options
-        clusters = ctx.learner.clusters(ctx.embeddings, n_clusters=ctx.budget if o.get("n_clusters") is None
-                                        else o["n_clusters"],
-                                        neighbors=o.get("neighbors", 10), knn_recall=o.get("knn_recall", 0.95),
-                                        pca=o.get("pca"))
-    elif getattr(clusters, "shape", None) is not None and len(clusters.shape) == 1 \
-            and int(clusters.shape[0]) != ctx.pool_size:
-        raise ValueError(f"clusters has {int(clusters.shape[0])} cluster ids but the pool has {ctx.pool_size} "
-                         "rows (one per pool id)")
-    factor = int(ctx.options.get("candidates_factor", 10))
-    if factor < 1:
-        raise ValueError(f"candidates_factor must be at least 1, got {factor}")
-    return _lib().select_cluster_margin(ctx.logits, clusters, ctx.budget, candidates=factor * ctx.budget,
-                                        exclude=ctx.labeled, seed=ctx.seed)
-
-
-register("random", lambda c: _lib().select_random(c.pool_size, c.budget, exclude=c.labeled, seed=c.seed),
-         needs=(), summary="uniformly at random among the unlabeled ids")
-register("margin", lambda c: _lib().select_margin(c.logits, c.budget, exclude=c.labeled),
-         score=("margin", _scores("margin_scores")), summary="smallest softmax margin p1 - p2")
-register("confidence", lambda c: _lib().select_confidence(c.logits, c.budget, exclude=c.labeled),
-         score=("confidence", _scores("confidence_scores")), summary="smallest top probability")
-register("entropy", lambda c: _lib().select_entropy(c.logits, c.budget, exclude=c.labeled),
-         score=("entropy", _scores("entropy_scores")), summary="largest softmax entropy")
-register("mase", lambda c: _lib().select_boundary(c.logits, c.budget, weight=c.weight, exclude=c.labeled),
-         score=("boundary", _scores("boundary_scores", True)),
-         summary="closest to a decision boundary (weight: the head's W, optional)")
-register("base", lambda c: _lib().select_balanced(c.logits, c.budget, weight=c.weight, exclude=c.labeled),
-         score=("class", _served_class),
-         summary="BASE: balanced selection near the boundaries (weight optional)")
-register("coreset", lambda c: _lib().select_coreset(c.embeddings, c.labeled, c.budget),
-         needs=("embeddings",), summary="greedy k-center on the embeddings")
-register("badge", lambda c: _lib().select_badge(c.logits, c.embeddings, c.budget, exclude=c.labeled, seed=c.seed),
-         needs=("logits", "embeddings"), summary="k-means++ on gradient embeddings")
-register("cluster-margin", _cluster_margin, score=("margin", _scores("margin_scores")),
-         summary="low-margin candidates round-robin over HAC clusters (clusters cached)")
-
-
-def _probcover(ctx: QueryContext):
-    """ProbCover with the project's options: ``delta``, or the purity rule's k-means into
-    ``num_classes`` clusters (default: the project's class count); a faiss kNN graph of
-    ``neighbors`` (20) neighbours beyond 20,000 rows, all pairs below."""
-    o = ctx.options
-    classes = o.get("num_classes") or (len(ctx.learner.classes) if ctx.learner and ctx.learner.classes else None)
-    big = ctx.pool_size > 20_000
-    return _lib().select_probcover(ctx.embeddings, ctx.budget, labeled=ctx.labeled, delta=o.get("delta"),
-                                   num_classes=classes, neighbors=int(o.get("neighbors", 20)) if big else None,
-                                   knn_method="faiss" if big else "exact", seed=ctx.seed)
-
-
-# MC samples (dropout or any stochastic model run T times): logits of shape (T, N, C).
-_MC = "(T, N, C) logits: T stochastic passes of the model over the pool"
-register("bald", lambda c: _lib().select_bald(c.logits, c.budget, exclude=c.labeled),
-         summary=f"largest BALD mutual information; {_MC}")
-register("batchbald", lambda c: _lib().select_batchbald(c.logits, c.budget, exclude=c.labeled, seed=c.seed),
-         summary=f"greedy joint mutual information; {_MC}")
-register("powerbald", lambda c: _lib().select_powerbald(c.logits, c.budget, exclude=c.labeled, seed=c.seed),
-         summary=f"sampled in proportion to BALD (stochastic batch acquisition); {_MC}")
-register("power-margin", lambda c: _lib().select_power_margin(c.logits, c.budget, exclude=c.labeled, seed=c.seed),
-         summary=f"sampled in proportion to 1 - MC margin; {_MC}")
-register("power-entropy", lambda c: _lib().select_power_entropy(c.logits, c.budget, exclude=c.labeled, seed=c.seed),
-         summary=f"sampled in proportion to the MC entropy; {_MC}")
-register("typiclust", lambda c: _lib().select_typiclust(c.embeddings, c.budget, labeled=c.labeled, seed=c.seed),
-         needs=("embeddings",), summary="cold start: the most typical point of the largest unlabeled clusters")
-register("probcover", _probcover, needs=("embeddings",),
-         summary="cold start: greedy coverage of delta-balls (options: delta or num_classes)")
+def _strategy_options(cls: type, options: dict) -> dict:
+    """The project's stored options that the strategy takes (its constructor's keywords)."""
+    takes = cls.option_defaults()
+    return {k: v for k, v in options.items() if k in takes and v is not None}
 
 
 # ------------------------------------------------------------------------------ files
@@ -509,24 +414,33 @@ class ActiveLearner:
         """Picks ``budget`` unlabeled pool ids with the strategy, records the batch as the next
         round of the project's history, and returns the ids (int64, in the strategy's order).
 
-        Row i of ``logits`` (and of ``embeddings``) is pool id i; every labeled id is excluded.
-        ``logits`` may be None for strategies that do not need them (random, coreset).
+        The strategy is :mod:`alscale.strategies`' (the loop's too): the same name, options and
+        inputs give the same picks. Row i of ``logits`` (and of ``embeddings``) is pool id i;
+        every labeled id is excluded. ``logits`` may be None for strategies that do not need
+        them (random, coreset), and are (T, N, C) MC samples for the Bayesian strategies.
         The result is the library call's (e.g. ``alscale.select_balanced(logits, budget,
         weight=weight, exclude=labeled)``). ``logits`` may be a memmap, read in chunks.
         ``seed`` (random, badge, cluster-margin) defaults to a fresh one, recorded in the
         history. ``clusters`` (cluster-margin): the pool's cluster ids; default: average-linkage
         HAC of ``embeddings``, computed once and cached in the project. ``on_pick(ids, round)``,
         if given, runs before the batch is recorded; when it raises nothing is recorded (the
-        command line writes its output file there). ``options`` (e.g. cluster-margin's
-        ``n_clusters``, ``neighbors``, ``knn_recall``, ``pca``; see :class:`ActiveLearner`)
-        update the project's options, stored with the batch (not when the query fails).
+        command line writes its output file there). ``options`` (the strategy's options, e.g.
+        cluster-margin's ``n_clusters``, ``neighbors``, ``knn_recall``, ``pca``; see
+        :class:`ActiveLearner`) update the project's options, stored with the batch (not when
+        the query fails). A strategy's state (cluster-margin's clusters, probcover's δ) is
+        cached in the project under a fingerprint of its inputs and settings.
         """
         name = strategy or self.strategy
-        spec = _strategy(name)
-        for need, value in (("logits", logits), ("embeddings", embeddings)):
-            if need in spec.needs and value is None:
-                raise ValueError(f"strategy {name!r} needs {need}")
-        n, c = spec.shape(logits) if logits is not None else (None, None)
+        cls = _strategy(name)
+        if "labels" in cls.needs:
+            raise ValueError(f"strategy {name!r} is an oracle that reads the true labels (a simulation "
+                             "baseline of alscale run); a labelling project has none")
+        if ("logits" in cls.needs or "mc_samples" in cls.needs) and logits is None:
+            raise ValueError(f"strategy {name!r} needs logits")
+        if "embeddings" in cls.needs and embeddings is None and not (clusters is not None and "logits" in cls.needs):
+            raise ValueError("cluster-margin needs embeddings (or clusters=)" if name == "cluster-margin"
+                             else f"strategy {name!r} needs embeddings")
+        n, c = _pool_shape(cls, logits) if logits is not None else (None, None)
         if embeddings is not None:
             shape = getattr(embeddings, "shape", ())
             if len(shape) != 2:
@@ -535,13 +449,11 @@ class ActiveLearner:
             if n is not None and int(shape[0]) != n:
                 raise ValueError(f"embeddings has {shape[0]} rows but logits has {n} (one per pool id)")
             n = int(shape[0])
-        from ._backend.arrays import as_budget
+        from ._backend.arrays import as_budget, as_seed
 
         k = as_budget(budget)
         if seed is None:
             seed = int(np.random.default_rng().integers(2**62))
-        from ._backend.arrays import as_seed
-
         seed = as_seed(seed)
         with self._locked():
             config = self._read_config()
@@ -565,14 +477,28 @@ class ActiveLearner:
                 raise ValueError(f"logits has {c} classes but class {int(labels.labels.max())} is taught")
             labeled = np.zeros(n, dtype=bool)
             labeled[labels.ids] = True
-            ctx = QueryContext(logits, k, labeled, seed, embeddings, weight, clusters, self, dict(config["options"]))
-            ids = np.asarray(spec.select(ctx), dtype=np.int64)
+            opts = _strategy_options(cls, config["options"])
+            if name == "cluster-margin":
+                from .cluster_margin import cluster_settings
+
+                features = int(embeddings.shape[1]) if embeddings is not None else None
+                cluster_settings(opts["n_clusters"], opts.get("neighbors", 10), opts.get("knn_recall", 0.95),
+                                 opts.get("pca"), features)
+            chosen = cls(**opts)
+            mc = "mc_samples" in cls.needs
+            pool = _strategies.PoolView(labeled=labeled, logits=None if mc else logits,
+                                        mc_samples=logits if mc else None, embeddings=embeddings, weight=weight,
+                                        num_classes=config["num_classes"], clusters=clusters, progress=self.progress)
+            cache = self._restore_state(chosen, pool) if cls.state_options and clusters is None else None
+            ids = np.asarray(chosen.select(pool, k, seed), dtype=np.int64)
             history = self._read_history()
             if on_pick is not None:
                 on_pick(ids, len(history) + 1)
             history.append({"round": len(history) + 1, "strategy": name, "budget": k, "seed": seed,
                             "labeled_before": int(labels.ids.size), "ids": ids.tolist(),
                             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+            if cache is not None:
+                self._save_state(chosen, *cache)
             if config != self.config or config != self._read_config():
                 write_atomic(self.path / CONFIG, json.dumps(config, indent=1) + "\n")
             self.config = config
@@ -583,11 +509,12 @@ class ActiveLearner:
         """``(column, values)`` for the picked ``ids`` (in their order): the strategy's score
         (``margin``, ``confidence``, ``entropy``; ``boundary`` for mase), the class whose quota
         each fills for base (``class``), or None (random, coreset, badge)."""
-        spec = _strategy(strategy or self.strategy)
-        if spec.score is None:
+        cls = _strategy(strategy or self.strategy)
+        if cls.score_column is None or logits is None:
             return None
-        column, fn = spec.score
-        return column, np.asarray(fn(logits, np.asarray(ids, dtype=np.int64), weight))
+        chosen = cls(**_strategy_options(cls, self.config.get("options", {})))
+        pool = _strategies.PoolView(labeled=np.zeros(0, dtype=bool), logits=logits, weight=weight)
+        return cls.score_column, np.asarray(chosen.scores(pool, np.asarray(ids, dtype=np.int64)))
 
     def clusters(self, embeddings: Any, *, n_clusters: int, neighbors: int = 10, knn_recall: float = 0.95,
                  pca: Optional[int] = None) -> np.ndarray:
@@ -601,29 +528,73 @@ class ActiveLearner:
         if embeddings is None:
             raise ValueError("cluster-margin needs embeddings (or clusters=)")
         from ._backend.arrays import real_matrix
-        from .cluster_margin import cluster_embeddings, cluster_settings
-        from .hac import auto_knn_method
+        from .cluster_margin import cluster_settings
 
         z = real_matrix(embeddings, "embeddings", "rows")
-        checked = cluster_settings(n_clusters, neighbors, knn_recall, pca, int(z.shape[1]))
-        settings = {**dict(zip(("n_clusters", "neighbors", "knn_recall", "pca"), checked)),
-                    "knn_method": auto_knn_method(int(z.shape[0])), "format": 2}
+        cluster_settings(n_clusters, neighbors, knn_recall, pca, int(z.shape[1]))
+        cls = _strategy("cluster-margin")
+        chosen = cls(n_clusters=n_clusters, neighbors=neighbors, knn_recall=knn_recall, pca=pca)
+        pool = _strategies.PoolView(labeled=np.zeros(int(z.shape[0]), dtype=bool), embeddings=z,
+                                    progress=self.progress)
+        with self._locked():
+            cache = self._restore_state(chosen, pool)
+            if chosen.state():
+                return chosen.state()["labels"]
+            chosen._set_labels(chosen._cluster(pool, min(pool.size, int(n_clusters))))
+            self._save_state(chosen, *cache)
+        return chosen.state()["labels"]
+
+    # -------------------------------------------------------------- strategy state
+    def _state_file(self, strategy: Any) -> Path:
+        return self.path / (CLUSTERS if strategy.name == "cluster-margin" else f"{strategy.name}.npz")
+
+    def _restore_state(self, strategy: Any, pool: Any) -> tuple:
+        """Loads the strategy's cached state when its file is whole and of these inputs and
+        settings; returns ``(key, settings)`` to save a new state under."""
+        path = self._state_file(strategy)
+        what = "clusters" if strategy.name == "cluster-margin" else f"{strategy.name} state"
+        settings = {k: strategy.options().get(k, getattr(strategy, k, None)) for k in strategy.state_options}
+        if strategy.name == "cluster-margin":
+            from .hac import auto_knn_method
+
+            settings["knn_method"] = auto_knn_method(pool.size)
+        else:
+            settings["num_classes"] = settings.get("num_classes") or pool.num_classes
+        settings["format"] = 2
         say = self.progress or (lambda line: None)
-        say(f"fingerprinting {z.shape[0]:,} embeddings for the clusters cache ({CLUSTERS})")
+        if pool.embeddings is None:
+            raise ValueError(f"{strategy.name} needs embeddings")
+        z = pool.embeddings
+        say(f"fingerprinting {z.shape[0]:,} embeddings for the {what} cache ({path.name})")
         key = _fingerprint(z, *sorted(settings.items()))
-        path = self.path / CLUSTERS
-        cached = _cached_clusters(path, key, int(z.shape[0]))
-        if cached is not None:
-            say(f"clusters reused from {path}")
-            return cached
-        say(f"clustering the pool into {settings['n_clusters']:,} clusters (cached in {path})")
-        labels = cluster_embeddings(z, settings["n_clusters"], neighbors=settings["neighbors"],
-                                    recall=settings["knn_recall"], pca=settings["pca"],
-                                    knn_method=settings["knn_method"], progress=self.progress)
+        state = _cached_state(path, key)
+        if state is not None:
+            try:
+                strategy.load_state(state)
+                strategy.check_state(pool.size)
+            except (TypeError, ValueError):
+                strategy.load_state({})
+            else:
+                say(f"{what} reused from {path}")
+                return key, settings
+        if strategy.name == "cluster-margin":
+            target = settings["n_clusters"] or "the budget's"
+            say(f"clustering the pool into {target:,} clusters (cached in {path})" if isinstance(target, int)
+                else f"clustering the pool (cached in {path})")
+        return key, settings
+
+    def _save_state(self, strategy: Any, key: str, settings: dict) -> None:
+        """Writes the strategy's state (arrays as they are, the rest as JSON) under ``key``,
+        atomically, when it is not the cached one already."""
+        state = strategy.state()
+        if not state or _cached_state(self._state_file(strategy), key) is not None:
+            return
+        arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+        rest = {k: v for k, v in state.items() if k not in arrays}
         buf = io.BytesIO()
-        np.savez(buf, labels=labels, key=np.array(key), settings=np.array(json.dumps(settings)))
-        write_atomic(path, buf.getvalue())
-        return labels
+        np.savez(buf, key=np.array(key), settings=np.array(json.dumps(settings)), state=np.array(json.dumps(rest)),
+                 **arrays)
+        write_atomic(self._state_file(strategy), buf.getvalue())
 
     # -------------------------------------------------------------- teaching
     def teach(self, ids: Any, labels: Any) -> int:
@@ -789,14 +760,13 @@ class ActiveLearner:
         return Labels(a[:, 0].copy(), a[:, 1].copy(), a[:, 2].copy())
 
 
-def _strategy(name: str) -> QueryStrategy:
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; available: {', '.join(STRATEGIES)}")
-    return STRATEGIES[name]
+def _strategy(name: str) -> type:
+    return _strategies.get_class(name)
 
 
-def _cached_clusters(path: Path, key: str, n: int) -> Optional[np.ndarray]:
-    """The labels of the clusters cache if it exists, is whole, and is of ``key``; else None."""
+def _cached_state(path: Path, key: str) -> Optional[dict]:
+    """The state in a strategy's cache file if it exists, is whole, and is of ``key``; else None
+    (checked against the pool by the strategy's ``check_state``)."""
     import zipfile
 
     try:
@@ -807,12 +777,13 @@ def _cached_clusters(path: Path, key: str, n: int) -> Optional[np.ndarray]:
         with np.load(io.BytesIO(data), allow_pickle=False) as f:
             if str(f["key"]) != key:
                 return None
-            labels = f["labels"]
+            state = json.loads(str(f["state"])) if "state" in f.files else {}
+            if not isinstance(state, dict):
+                return None
+            state.update({k: f[k] for k in f.files if k not in ("key", "settings", "state")})
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # unreadable: computed again
-    if labels.shape != (n,) or labels.dtype != np.int64 or (n and int(labels.min()) < 0):
-        return None
-    return labels
+    return state
 
 
 def _fingerprint(z: Any, *settings: Any) -> str:

@@ -14,28 +14,15 @@ import argparse
 import json
 import math
 import os
-import re
 import shlex
 import sys
-import textwrap
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-from ..cli import _fraction
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+from ..cliargs import fraction as _fraction
+from ..cliargs import non_negative as _non_negative
+from ..cliargs import positive as _positive
+from ..cliargs import real_at_least_one
 
 
 def _torch_threads(text: str) -> int:
@@ -45,25 +32,6 @@ def _torch_threads(text: str) -> int:
     if value > max_threads():
         raise argparse.ArgumentTypeError(f"must be at most {max_threads()} (4 x the cores), got {value}")
     return value
-
-
-def _imbalance(text: str) -> float:
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 1:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 1, got {text}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The whole ``alscale`` parser (:func:`alscale.cli.build_parser`)."""
-    from ..cli import build_parser as full
-
-    return full()
 
 
 def add_commands(sub) -> None:
@@ -171,7 +139,7 @@ def _add_run(sub) -> None:
                      help="pool rows (default 20000; under torchrun write --rows)")
     syn.add_argument("--dim", type=_positive, default=64, help="features (default 64)")
     syn.add_argument("--classes", type=_positive, default=10, help="classes (default 10)")
-    syn.add_argument("--imbalance", type=_imbalance, default=10.0, help="largest / smallest class (default 10)")
+    syn.add_argument("--imbalance", type=real_at_least_one, default=10.0, help="largest / smallest class (default 10)")
     run.set_defaults(func=_run, resume_hint=_resume_command)
 
 
@@ -186,14 +154,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_checked(args: argparse.Namespace) -> int:
-    from . import strategies
+    from .. import strategies
     from .datasets import load_dataset
 
     if args.list:
-        names = strategies.available()
-        width = max(map(len, names))
-        for name in names:
-            print(f"{name:<{width}}  {_summary(type(strategies.get(name)))}")
+        print("\n".join(strategies.describe()))
         return 0
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if not names:
@@ -255,7 +220,8 @@ def _run_ranks(args: argparse.Namespace, data, names: list, config: dict, second
 
     from tqdm import tqdm
 
-    from . import report, strategies
+    from .. import strategies
+    from . import report
     from .loop import ActiveLearningLoop, write_json_atomic
     from .train import cnn_trainer, linear_probe, mlp_dropout_trainer
 
@@ -465,33 +431,8 @@ def _version() -> str:
     return __version__
 
 
-def _summary(cls) -> str:
-    """One line on a strategy: the first sentence of its class's own docstring, else of its
-    module's (the part after 'name, name:'), at most 100 characters."""
-    doc = cls.__dict__.get("__doc__")
-    if not doc:
-        head, _, rest = (sys.modules[cls.__module__].__doc__ or "").partition(":")
-        doc = rest if cls.name in head.replace(",", " ").split() else ""
-    text = " ".join(doc.strip().split("\n\n")[0].split())
-    text = re.sub(r":\w+:`~?([^`]*)`", r"\1", text).replace("``", "")
-    first = re.match(r"(.+?[.!?])(?=\s+[A-Z(]|$)", text)
-    text = textwrap.shorten(first.group(1) if first else text, 100, placeholder="...")
-    return text[:1].upper() + text[1:] if text else "(no description)"
-
-
 def _resume_command(args: argparse.Namespace, argv: list) -> str:
     """The command line that continues an interrupted ``alscale run``: the same one, without
     --overwrite (or an abbreviation of it), with --resume."""
     words = [w for w in argv if not (len(w) >= 4 and "--overwrite".startswith(w))]
     return shlex.join(["alscale", *words, *([] if args.resume else ["--resume"])])
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``alscale`` script (:func:`alscale.cli.main`); returns the exit status."""
-    from ..cli import main as full
-
-    return full(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,7 +27,7 @@ from . import metrics
 from .._backend.arrays import as_int
 from ..distributed import Comm, shard_rows
 from ..project import write_atomic
-from .strategies import PoolView, Strategy, get
+from ..strategies import PoolView, Strategy, get
 
 __all__ = ["ActiveLearningLoop"]
 
@@ -57,6 +57,17 @@ def _round_rng(seed: int, round_index: int, stream: int) -> np.random.Generator:
     """The generator of one step of one round: independent of everything that ran before, so a
     resumed run draws exactly what an uninterrupted one does."""
     return np.random.default_rng([seed, round_index, stream])
+
+
+def _renamed_options(config: Any) -> Any:
+    """A checkpoint's config with options renamed since it was written (cluster-margin's
+    ``clusters`` is ``n_clusters`` now), so that earlier checkpoints still resume."""
+    if not isinstance(config, dict) or config.get("strategy") != "cluster-margin":
+        return config
+    options = config.get("strategy_options")
+    if not isinstance(options, dict) or "clusters" not in options or "n_clusters" in options:
+        return config
+    return {**config, "strategy_options": {("n_clusters" if k == "clusters" else k): v for k, v in options.items()}}
 
 
 def write_json_atomic(path: Union[str, Path], obj: Any) -> None:
@@ -146,7 +157,7 @@ class ActiveLearningLoop:
     Parameters
     ----------
     dataset : alscale.al.datasets.Dataset
-    strategy : str or alscale.al.strategies.Strategy
+    strategy : str or alscale.strategies.Strategy
     trainer : alscale.al.train.TorchTrainer (or anything with setup / fit / predict / head_weight)
         A trainer without a ``logits(split, rows=None)`` chunk-source method gets its whole
         logits through ``predict``.
@@ -332,7 +343,7 @@ class ActiveLearningLoop:
         if unknown:
             raise ValueError(f"{where} has unexpected fields {unknown}")
         current = json.loads(json.dumps(self.config()))
-        differences = config_differences(state["config"], current)
+        differences = config_differences(_renamed_options(state["config"]), current)
         if differences:
             raise ValueError(f"{where} is of another run: {'; '.join(differences)}")
         records = state["records"]

@@ -4,9 +4,11 @@ run --model mlp-dropout --mc-samples 20``), streamed one sample at a time."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from ...bayesian import (select_bald, select_batchbald, select_power_entropy, select_power_margin,
+from ..bayesian import (select_bald, select_batchbald, select_power_entropy, select_power_margin,
                          select_powerbald)
 from . import PoolView, Strategy
 
@@ -25,7 +27,7 @@ class Bald(Strategy):
     name = "bald"
     needs = frozenset({"mc_samples"})
 
-    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+    def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
         return select_bald(_stochastic(pool, self.name), budget, exclude=pool.labeled, num_threads=self.num_threads)
 
 
@@ -40,7 +42,7 @@ class BatchBald(Strategy):
         self.candidates_per_pick = candidates_per_pick
         self.num_samples = num_samples
 
-    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+    def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
         samples = list(_stochastic(pool, self.name))  # read twice (BALD, then the candidates): T x N x C here
         return select_batchbald(samples, budget, exclude=pool.labeled, num_samples=self.num_samples,
                                 candidates=max(1, self.candidates_per_pick * budget), seed=rng,
@@ -56,7 +58,7 @@ class _Power(Strategy):
     select_rows = staticmethod(select_powerbald)
     needs_disagreement = False  # BALD is 0 for a deterministic model: refuse it then
 
-    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+    def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
         samples = _stochastic(pool, self.name) if self.needs_disagreement else pool.mc_samples
         return self.select_rows(samples, budget, beta=self.beta, seed=rng, exclude=pool.labeled,
                                 num_threads=self.num_threads)

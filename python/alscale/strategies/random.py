@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from ...selection import select_random
+from ..selection import select_random
 from . import PoolView, Strategy
 
 
@@ -14,5 +16,5 @@ class Random(Strategy):
     name = "random"
     needs = frozenset()
 
-    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+    def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
         return select_random(pool.size, budget, exclude=pool.labeled, seed=rng)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from ...selection import select_boundary
-from . import PoolView, Strategy
+from ..selection import boundary_scores, select_boundary
+from . import PoolView, Strategy, picked_scores
 
 
 class Mase(Strategy):
@@ -15,6 +17,11 @@ class Mase(Strategy):
     needs = frozenset({"logits", "weight"})
     shardable = True
 
-    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+    score_column = "boundary"
+
+    def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
         return select_boundary(pool.logits, budget, weight=pool.weight, num_threads=self.num_threads,
                                **pool.selection_kwargs())
+
+    def scores(self, pool: PoolView, ids: np.ndarray) -> np.ndarray:
+        return picked_scores(boundary_scores, pool.logits, ids, weight=pool.weight)

@@ -4,6 +4,8 @@ out skipped."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from . import PoolView, Strategy
@@ -15,9 +17,9 @@ class BalancedRandom(Strategy):
     name = "balanced-random"
     needs = frozenset({"labels"})
 
-    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+    def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
         rows = np.flatnonzero(~pool.labeled)
-        rows = rows[rng.permutation(rows.size)]
+        rows = rows[np.random.default_rng(rng).permutation(rows.size)]
         y = pool.labels[rows]
         # rank of each row within its class (in the random order), then round-robin: by rank, class
         by_class = np.argsort(y, kind="stable")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from ...diversity import select_badge
+from ..diversity import select_badge
 from . import PoolView, Strategy
 
 
@@ -16,7 +18,7 @@ class Badge(Strategy):
     logits_in_memory = True  # gradient embeddings: the kernel reads logits and embeddings row by row together
     partitions = 1
 
-    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+    def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
         return select_badge(pool.logits, pool.embeddings, budget, exclude=pool.labeled,
                             partitions=min(self.partitions, max(1, budget)), seed=rng,
                             num_threads=self.num_threads)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from ...diversity import select_coreset
+from ..diversity import select_coreset
 from . import PoolView, Strategy
 
 
@@ -15,7 +17,7 @@ class Coreset(Strategy):
     needs = frozenset({"embeddings"})
     partitions = 1
 
-    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+    def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
         return select_coreset(pool.embeddings, pool.labeled, budget, partitions=min(self.partitions, max(1, budget)),
                               seed=rng, num_threads=self.num_threads)
 

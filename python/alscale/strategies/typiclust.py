@@ -3,9 +3,11 @@ Weinshall, "Active Learning on a Budget", ICML 2022)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from ...coldstart import select_typiclust
+from ..coldstart import select_typiclust
 from . import PoolView, Strategy
 
 
@@ -22,7 +24,7 @@ class TypiClust(Strategy):
         super().__init__(num_threads)
         self.k = k
 
-    def select(self, pool: PoolView, budget: int, rng: np.random.Generator) -> np.ndarray:
+    def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
         z = pool.embeddings
         z = np.asarray(z.detach().cpu().float() if hasattr(z, "detach") else z)
         return select_typiclust(z, budget, labeled=pool.labeled, k=self.k, seed=rng, num_threads=self.num_threads)

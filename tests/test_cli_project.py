@@ -71,7 +71,7 @@ def test_query_teach_status_without_torch(pool, no_torch):
     p = tmp / "project"
     hidden = subprocess.run([sys.executable, "-c", "import torch"], env=no_torch, capture_output=True)
     assert hidden.returncode != 0  # the sitecustomize works: torch cannot be imported
-    out = alscale_cli("query", "--project", p, "--logits", tmp / "logits.npy", "--weight", tmp / "weight.npy",
+    out = alscale_cli("query", "--project", p, "--new", "--logits", tmp / "logits.npy", "--weight", tmp / "weight.npy",
                       "--strategy", "base", "--budget", 12, env=no_torch).stdout
     rows = _rows(out)
     assert [int(r["id"]) for r in rows] == alscale.select_balanced(x, 12, weight=w).tolist()
@@ -81,7 +81,7 @@ def test_query_teach_status_without_torch(pool, no_torch):
     done = alscale_cli("teach", "--project", p, labels, env=no_torch)
     assert "12 new labels recorded (12 in all)" in done.stderr
     table = alscale_cli("status", "--project", p, env=no_torch).stdout
-    assert "12 labels of a pool of 500, 1 rounds queried" in table and "imbalance (largest / smallest class): 1.00" in table
+    assert "12 labels of a pool of 500, 1 round queried" in table and "imbalance (largest / smallest class): 1.00" in table
     summary = json.loads(alscale_cli("status", "--project", p, "--json", env=no_torch).stdout)
     assert summary["per_class"] == [2] * 6 and summary["rounds"][0]["labeled"] == 12
     # run/bench say what to install
@@ -100,7 +100,7 @@ def test_query_teach_status_without_torch(pool, no_torch):
 def test_query_equals_the_library_with_the_labeled_excluded(pool, strategy, extra):
     tmp, x, z, w = pool
     p = tmp / "project"
-    ActiveLearner(p).teach(np.arange(0, 500, 3), np.arange(0, 500, 3) % 6)
+    ActiveLearner(p, pool_size=500, num_classes=6).teach(np.arange(0, 500, 3), np.arange(0, 500, 3) % 6)
     lab = np.zeros(500, bool)
     lab[::3] = True
     out = alscale_cli("query", "--project", p, "--logits", tmp / "logits.npy", "--strategy", strategy,
@@ -125,7 +125,7 @@ def test_query_equals_the_library_with_the_labeled_excluded(pool, strategy, extr
 def test_label_studio_tasks_carry_the_data_field(pool):
     tmp, x, z, w = pool
     (tmp / "data.csv").write_text("id,url\n" + "".join(f"{i},s3://b/{i}.png\n" for i in range(500)))
-    out = alscale_cli("query", "--project", tmp / "p", "--logits", tmp / "logits.npy", "--strategy", "entropy",
+    out = alscale_cli("query", "--project", tmp / "p", "--new", "--logits", tmp / "logits.npy", "--strategy", "entropy",
                       "--budget", 3, "--format", "label-studio", "--data", tmp / "data.csv", "--data-field", "url").stdout
     tasks = json.loads(out)
     ids = alscale.select_entropy(x, 3).tolist()
@@ -141,7 +141,7 @@ def test_label_studio_tasks_carry_the_data_field(pool):
     (["query", "--logits", "logits.npy", "--budget", "3", "--data", "data.csv"], "--data is for --format label-studio"),
     (["query", "--logits", "logits.npy", "--budget", "3", "--format", "label-studio", "--data", "short.csv"],
      "--data short.csv has no row for id"),
-    (["query", "--logits", "logits.npy", "--budget", "3", "--weight", "emb.npy"], "weight"),
+    (["query", "--logits", "logits.npy", "--budget", "3", "--strategy", "base", "--weight", "emb.npy"], "weight"),
     (["query", "--logits", "logits.npy", "--budget", "3", "--strategy", "cluster-margin", "--embeddings", "short.npy"],
      "embeddings has 499 rows but logits has 500"),
     (["query", "--logits", "logits.npy", "--budget", "3", "--strategy", "cluster-margin", "--clusters", "short.npy"],
@@ -162,7 +162,8 @@ def test_bad_input_is_one_error_line(pool, args, message):
     np.save(tmp / "short.npy", z[:-1])
     np.save(tmp / "ids.npy", np.zeros(499, np.int64))
     p = tmp / "project"
-    ActiveLearner(p).query(x, 1, strategy="margin")  # the pool has 500 ids
+    learner = ActiveLearner(p)
+    learner.teach(learner.query(x, 1, strategy="margin"), [0])  # the pool has 500 ids; no batch pending
     before = {f.name: f.read_bytes() for f in p.iterdir() if f.is_file()}
     proc = subprocess.run([sys.executable, "-m", "alscale", args[0], "--project", str(p), *args[1:]],
                           capture_output=True, text=True, cwd=tmp, timeout=300)
@@ -173,16 +174,17 @@ def test_bad_input_is_one_error_line(pool, args, message):
 
 
 def test_random_initial_batch_needs_only_the_pool_size(tmp_path):
-    out = alscale_cli("query", "--project", tmp_path / "p", "--pool-size", 1000, "--strategy", "random",
+    out = alscale_cli("query", "--project", tmp_path / "p", "--new", "--pool-size", 1000, "--strategy", "random",
                       "--budget", 10, "--seed", 4).stdout
     assert [int(r["id"]) for r in _rows(out)] == alscale.select_random(1000, 10, seed=4).tolist()
-    proc = alscale_cli("query", "--project", tmp_path / "q", "--strategy", "random", "--budget", 10, ok=False)
+    proc = alscale_cli("query", "--project", tmp_path / "q", "--new", "--strategy", "random", "--budget", 10, ok=False)
     assert proc.returncode == 2 and "needs the pool size" in proc.stderr
+    assert not (tmp_path / "q").exists()  # a failed query --new creates nothing
 
 
 def test_status_of_a_missing_project_is_an_error(tmp_path):
     proc = alscale_cli("status", "--project", tmp_path / "none", ok=False)
-    assert proc.returncode == 2 and "is not an alscale project" in proc.stderr
+    assert proc.returncode == 2 and f"no alscale project at {tmp_path / 'none'}" in proc.stderr
     assert not (tmp_path / "none").exists()
 
 
@@ -199,7 +201,7 @@ def test_query_reads_the_npy_files_as_memmaps(pool, monkeypatch):
         return real(self, logits, budget, **kw)
 
     monkeypatch.setattr(ActiveLearner, "query", spy)
-    assert cli.main(["query", "--project", str(tmp / "p"), "--logits", str(tmp / "logits.npy"), "--budget", "4",
+    assert cli.main(["query", "--project", str(tmp / "p"), "--new", "--logits", str(tmp / "logits.npy"), "--budget", "4",
                      "--out", str(tmp / "o.csv")]) == 0
     assert seen == [np.memmap]
 
@@ -229,7 +231,7 @@ def test_cluster_margin_settings_progress_and_cache(pool, no_torch):
     p = tmp / "project"
     base = ["query", "--project", p, "--logits", tmp / "logits.npy", "--embeddings", tmp / "emb.npy",
             "--strategy", "cluster-margin", "--budget", 15, "--seed", 5, "--out", tmp / "b.csv"]
-    first = alscale_cli(*base, "--n-clusters", 7, "--neighbors", 4, "--knn-recall", 0.9, "--pca", 3, env=no_torch)
+    first = alscale_cli(*base, "--new", "--n-clusters", 7, "--neighbors", 4, "--knn-recall", 0.9, "--pca", 3, env=no_torch)
     labels = cluster_embeddings(z, 7, neighbors=4, recall=0.9, pca=3)
     want = alscale.select_cluster_margin(x, labels, 15, candidates=150, seed=5)
     assert [int(r["id"]) for r in _rows((tmp / "b.csv").read_text())] == want.tolist()
@@ -239,12 +241,12 @@ def test_cluster_margin_settings_progress_and_cache(pool, no_torch):
     config = json.loads((p / "project.json").read_text())
     assert config["options"] == {"n_clusters": 7, "neighbors": 4, "knn_recall": 0.9, "pca": 3}
     ActiveLearner(p).teach(want[:5], np.arange(5) % 6)
-    again = alscale_cli(*base[:-2], env=no_torch)  # the stored settings: the cache
+    again = alscale_cli(*base[:-2], "--pending", "query", env=no_torch)  # the stored settings: the cache
     assert "clusters reused" in again.stderr and "kNN graph" not in again.stderr, again.stderr
     lab = np.zeros(500, bool)
     lab[want[:5]] = True
     assert [int(r["id"]) for r in _rows(again.stdout)] == alscale.select_cluster_margin(
         x, labels, 15, candidates=150, exclude=lab, seed=5).tolist()
-    changed = alscale_cli(*base[:-2], "--neighbors", 6, env=no_torch)
+    changed = alscale_cli(*base[:-2], "--neighbors", 6, "--pending", "query", env=no_torch)
     assert "kNN graph of 500 embeddings (exact, k = 6, PCA to 3)" in changed.stderr
     assert json.loads((p / "project.json").read_text())["options"]["neighbors"] == 6

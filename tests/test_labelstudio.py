@@ -98,7 +98,7 @@ def test_query_label_studio_teach_round_trip(server, tmp_path):
     np.save(tmp_path / "logits.npy", rng.standard_normal((n, len(CLASSES))).astype(np.float32))
     (tmp_path / "pool.csv").write_text("id,image\n" + "".join(f"{i},http://images.invalid/{i}.jpg\n" for i in range(n)))
     project = tmp_path / "project"
-    _alscale("query", "--project", project, "--logits", tmp_path / "logits.npy", "--strategy", "margin", "--budget", 8,
+    _alscale("query", "--project", project, "--new", "--logits", tmp_path / "logits.npy", "--strategy", "margin", "--budget", 8,
              "--format", "label-studio", "--data", tmp_path / "pool.csv", "--data-field", "image",
              "--classes", ",".join(CLASSES), "--out", tmp_path / "tasks.json")
     batch = ActiveLearner(project).rounds[-1].ids.tolist()
@@ -132,5 +132,5 @@ def _round_trip(client, project, tmp_path, batch, rng):
     # The same export again records nothing twice; the next query skips every labeled id.
     assert "0 new labels recorded" in _alscale("teach", "--project", project, tmp_path / "export.json").stderr
     out = _alscale("query", "--project", project, "--logits", tmp_path / "logits.npy", "--strategy", "margin",
-                   "--budget", 5).stdout
+                   "--budget", 5, "--pending", "query").stdout
     assert not set(int(line.split(",")[0]) for line in out.splitlines()[1:]) & set(posted)

@@ -62,7 +62,7 @@ def test_query_equals_the_library_call_with_the_labeled_excluded(seed, n, c, nam
     w = rng.standard_normal((c, 4)) if with_weight else None
     clusters = rng.integers(0, 4, n)
     with tempfile.TemporaryDirectory() as tmp:
-        learner = ActiveLearner(tmp, strategy=name)
+        learner = ActiveLearner(tmp, strategy=name, pool_size=n, num_classes=c)
         initial = rng.choice(n, size=int(rng.integers(0, n + 1)), replace=False)
         learner.teach(initial, rng.integers(0, c, initial.size))
         for r in range(rounds):
@@ -113,7 +113,7 @@ def test_query_on_a_memmap_equals_the_in_memory_call(tmp_path):
     x = rng.standard_normal((3000, 20)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     m = np.load(tmp_path / "x.npy", mmap_mode="r")
-    learner = ActiveLearner(tmp_path / "p")
+    learner = ActiveLearner(tmp_path / "p", pool_size=3000, num_classes=20)
     learner.teach(np.arange(0, 3000, 7), np.arange(0, 3000, 7) % 20)
     lab = np.zeros(3000, bool)
     lab[::7] = True
@@ -284,29 +284,40 @@ def test_query_needs_and_shapes_are_checked(tmp_path):
 
 def test_strategies_without_logits_take_the_pool_size_from_what_they_have(tmp_path):
     z = np.random.default_rng(0).standard_normal((30, 4))
-    learner = ActiveLearner(tmp_path / "a")
+    learner = ActiveLearner(tmp_path / "a", num_classes=2)
     with pytest.raises(ValueError, match="'random' needs the pool size"):
         learner.query(None, 3, strategy="random", seed=0)
-    learner.teach([0, 5], [1, 0])
     lab = np.zeros(30, bool)
-    lab[[0, 5]] = True
     assert learner.query(None, 4, strategy="coreset", embeddings=z).tolist() == alscale.select_coreset(z, lab, 4).tolist()
-    assert learner.config["pool_size"] == 30 and learner.config["num_classes"] is None
+    assert learner.config["pool_size"] == 30 and learner.config["num_classes"] == 2
+    learner.teach([0, 5], [1, 0])
+    lab[[0, 5]] = True
     assert learner.query(None, 4, strategy="random", seed=1).tolist() == \
         alscale.select_random(30, 4, exclude=lab, seed=1).tolist()  # the pool size is the project's now
     cold = ActiveLearner(tmp_path / "b", pool_size=1000)
     assert cold.query(None, 5, strategy="random", seed=2).tolist() == alscale.select_random(1000, 5, seed=2).tolist()
 
 
-def test_ids_taught_before_the_first_query_must_fit_its_pool(tmp_path):
+def test_teaching_needs_the_pool_size_and_the_classes(tmp_path):
+    """(Was: ids taught before the first query must fit its pool.) Issue 22: an id of 20 digits
+    taught while the pool size was unknown made every later command fail, and label 100000000
+    made status take 3 GB; now ids must be in the pool and labels must be classes, so teaching
+    waits until both are known."""
     learner = ActiveLearner(tmp_path)
-    learner.teach([12], [0])
-    with pytest.raises(ValueError, match="10 rows but id 12 is labeled"):
-        learner.query(np.zeros((10, 3)), 2)
-    learner.teach([3], [4])
-    with pytest.raises(ValueError, match="3 classes but class 4 is taught"):
-        learner.query(np.zeros((20, 3)), 2)
-    assert learner.config["pool_size"] is None and learner.config["num_classes"] is None
+    with pytest.raises(ValueError, match="does not know its pool size yet"):
+        learner.teach([12], [0])
+    with pytest.raises(ValueError, match="does not know its pool size yet"):
+        learner.teach([10**19], [0])
+    learner.query(np.zeros((10, 3)), 2, strategy="margin")  # the pool: 10 ids, 3 classes
+    with pytest.raises(ValueError, match=r"id 12345678901234567890 is out of range \(the pool has ids 0..9\)"):
+        learner.teach([12345678901234567890], [0])
+    with pytest.raises(ValueError, match=r"label 100000000 is out of range \(classes 0..2\)"):
+        learner.teach([3], [100000000])
+    assert learner.labels.ids.size == 0
+    sized = ActiveLearner(tmp_path / "b", pool_size=10)
+    with pytest.raises(ValueError, match="does not know its classes yet"):
+        sized.teach([3], [4])
+    assert ActiveLearner(tmp_path / "b").status()["labels"] == 0
 
 
 def test_the_registry_takes_one_entry_per_new_strategy(tmp_path):
@@ -325,7 +336,7 @@ def test_the_registry_takes_one_entry_per_new_strategy(tmp_path):
 
     try:
         assert "last-rows" in STRATEGIES
-        learner = ActiveLearner(tmp_path)
+        learner = ActiveLearner(tmp_path, pool_size=10, num_classes=2)
         learner.teach([9], [0])
         assert learner.query(np.zeros((10, 2)), 3, strategy="last-rows").tolist() == [8, 7, 6]
     finally:
@@ -339,7 +350,7 @@ def test_the_old_register_call_still_works_with_a_deprecation_warning(tmp_path):
     with pytest.warns(DeprecationWarning, match="subclass alscale.strategies.Strategy"):
         register("last-rows", lambda ctx: np.flatnonzero(~ctx.labeled)[::-1][: ctx.budget], summary="test only")
     try:
-        learner = ActiveLearner(tmp_path)
+        learner = ActiveLearner(tmp_path, pool_size=10, num_classes=2)
         learner.teach([9], [0])
         assert learner.query(np.zeros((10, 2)), 3, strategy="last-rows").tolist() == [8, 7, 6]
     finally:
@@ -350,7 +361,7 @@ def test_the_old_register_call_still_works_with_a_deprecation_warning(tmp_path):
 
 # --------------------------------------------------------------------------- teaching
 def _project(tmp_path, n=10, classes=None):
-    learner = ActiveLearner(tmp_path / "p", classes=classes, pool_size=n)
+    learner = ActiveLearner(tmp_path / "p", classes=classes, num_classes=None if classes else n, pool_size=n)
     learner.teach([0, 1], [1, 0])
     return learner
 
@@ -370,13 +381,13 @@ def _project(tmp_path, n=10, classes=None):
 ])
 def test_teach_refuses_a_bad_file_naming_the_line_and_records_nothing_of_it(tmp_path, body, line, message):
     learner = _project(tmp_path, classes=["a", "b", "c"])
-    labels = (learner.path / "labels.csv").read_bytes()
+    before = _files(learner.path)
     path = tmp_path / "new.csv"
     path.write_text(body)
     with pytest.raises(ValueError, match=message) as info:
         learner.teach_file(path)
     assert f"{path} line {line}" in str(info.value)
-    assert (learner.path / "labels.csv").read_bytes() == labels
+    assert _files(learner.path) == before
 
 
 BAD_LINES = {  # a bad line (given the project: pool 0..19, classes a/b/c, id 0 taught 'b') -> the message
@@ -429,11 +440,13 @@ def test_the_same_label_is_never_recorded_twice(tmp_path):
     assert learner.teach_file(path) == 0
     labels = learner.labels
     assert labels.ids.tolist() == [0, 1, 5] and labels.labels.tolist() == [1, 0, 2]
-    assert (learner.path / "labels.csv").read_text().splitlines() == ["id,label,round", "0,1,0", "1,0,0", "5,2,0"]
+    assert labels.rounds.tolist() == [0, 0, 0]
+    assert json.loads((learner.path / "project.json").read_text())["labels"] == {
+        "ids": [0, 1, 5], "labels": [1, 0, 2], "rounds": [0, 0, 0]}
 
 
 def test_labels_carry_the_round_they_were_taught_in(tmp_path):
-    learner = ActiveLearner(tmp_path)
+    learner = ActiveLearner(tmp_path, pool_size=30, num_classes=3)
     x = np.random.default_rng(0).standard_normal((30, 3))
     learner.teach([0], [0])
     learner.teach(learner.query(x, 4, strategy="margin"), [1, 1, 1, 1])
@@ -450,9 +463,9 @@ def test_status_counts_labels_per_class_and_rounds(tmp_path):
     assert s["per_class"] == [3, 1, 1] and s["imbalance"] == 3.0 and s["labels"] == 5
     assert s["rounds"] == [{"round": 1, "strategy": "margin", "size": 6, "labeled": 5}]
     table = format_status(s)
-    assert "5 labels of a pool of 30, 1 rounds" in table and "imbalance (largest / smallest class): 3.00" in table
+    assert "5 labels of a pool of 30, 1 round queried" in table and "imbalance (largest / smallest class): 3.00" in table
     assert ActiveLearner(tmp_path / "empty", classes=["a", "b"]).status()["imbalance"] is None
-    two = ActiveLearner(tmp_path / "two", classes=["a", "b"])
+    two = ActiveLearner(tmp_path / "two", classes=["a", "b"], pool_size=1)
     two.teach([0], ["b"])
     assert two.status()["imbalance"] == float("inf") and "inf (a class has no label)" in format_status(two.status())
 
@@ -463,7 +476,7 @@ def test_configuration_conflicts_are_refused(tmp_path):
         ActiveLearner(tmp_path, classes=["b", "a"])
     with pytest.raises(ValueError, match="distinct"):
         ActiveLearner(tmp_path / "q", classes=["a", "a"])
-    with pytest.raises(ValueError, match="is not an alscale project"):
+    with pytest.raises(ValueError, match=f"no alscale project at {tmp_path / 'none'}"):
         ActiveLearner(tmp_path / "none", create=False)
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
@@ -474,7 +487,7 @@ def test_configuration_conflicts_are_refused(tmp_path):
 
 
 def test_a_second_command_on_the_same_project_is_refused_while_one_runs(tmp_path):
-    learner = ActiveLearner(tmp_path)
+    learner = ActiveLearner(tmp_path, pool_size=1, num_classes=1)
     with learner._locked():
         with pytest.raises(ValueError, match="another alscale command is using"):
             ActiveLearner(tmp_path).teach([0], [0])
@@ -489,9 +502,9 @@ def test_files_get_the_usual_permissions(tmp_path):
         os.umask(0o022)
         fresh = ActiveLearner(tmp_path / "q", pool_size=3)
         assert (fresh.path / "project.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
-        os.chmod(learner.path / "labels.csv", 0o664)
+        os.chmod(learner.path / "project.json", 0o664)
         learner.teach([7], [0])
-        assert (learner.path / "labels.csv").stat().st_mode & 0o777 == 0o664  # kept when replaced
+        assert (learner.path / "project.json").stat().st_mode & 0o777 == 0o664  # kept when replaced
     finally:
         os.umask(umask)
 
@@ -638,7 +651,7 @@ def test_cold_start_and_mc_strategies_equal_the_library_call(tmp_path):
         "power-entropy": (None, lambda: alscale.select_power_entropy(mc, 10, exclude=lab, seed=1)),
     }
     for name, (options, library) in cases.items():
-        learner = ActiveLearner(tmp_path / name, strategy=name, options=options)
+        learner = ActiveLearner(tmp_path / name, strategy=name, options=options, pool_size=120, num_classes=3)
         learner.teach([3, 50, 77], [0, 1, 2])
         logits = None if name in ("typiclust", "probcover") else mc
         got = learner.query(logits, 10, embeddings=z, seed=1)

@@ -1,7 +1,8 @@
 """The ``alscale`` command line (also ``python -m alscale``).
 
-- ``alscale query`` / ``teach`` / ``status``: an annotation project (:mod:`alscale.project`);
-  these need numpy alone.
+- ``alscale init`` / ``query`` / ``teach`` / ``status``: an annotation project
+  (:mod:`alscale.project`); these need numpy alone. A missing project is an error naming its
+  path: ``alscale init`` (or ``query --new``) creates one.
 - ``alscale run`` / ``bench``: the active-learning loop and the kernel benchmark
   (:mod:`alscale.al.cli`, the ``al`` extra: torch, tqdm, matplotlib), imported only for them.
 
@@ -25,11 +26,12 @@ from .cliargs import classes as _classes
 from .cliargs import fraction as _fraction
 from .cliargs import option as _option
 from .cliargs import positive as _positive
+from .formats import plural
 
 __all__ = ["build_parser", "main"]
 
 
-PROJECT_COMMANDS = ("query", "teach", "status")
+PROJECT_COMMANDS = ("init", "query", "teach", "status")
 
 
 def build_parser(application: bool = True) -> argparse.ArgumentParser:
@@ -43,6 +45,19 @@ def build_parser(application: bool = True) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     names = ", ".join(strategies.available())
+    i = sub.add_parser(
+        "init", help="create a labelling project",
+        description=("Create the project folder DIR with its settings (all optional, all stored): the pool size "
+                     "(ids 0..N-1; else learnt from the first query's arrays), the classes (names, or a count), "
+                     "single- or multi-label, the default strategy and its options. Teaching needs the pool size "
+                     "and the classes; a project is single- or multi-label for good."))
+    i.add_argument("--project", required=True, metavar="DIR", help="the project folder (must not hold a project)")
+    _settings_arguments(i)
+    i.add_argument("--strategy", default=None, help="the default strategy of query (default base)")
+    i.add_argument("--option", type=_option, action="append", default=[], metavar="NAME=VALUE",
+                   help="a strategy option, stored in the project")
+    i.set_defaults(func=_init)
+
     q = sub.add_parser(
         "query", help="pick the next batch to label from your model's outputs on the pool",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -50,12 +65,20 @@ def build_parser(application: bool = True) -> argparse.ArgumentParser:
                "project):\n  " + "\n  ".join(strategies.describe(options=True)),
         description=("Pick BUDGET unlabeled pool ids with a strategy from the model's outputs on the whole pool "
                      "(row i of the .npy arrays = pool id i; opened as memmaps and read in chunks), record the "
-                     "batch in the project (created if missing) and write it: a CSV with a column id (and the "
-                     "strategy's score), or Label Studio tasks. Strategies: " + names + "."))
+                     "batch in the project (--new: create it) and write it: a CSV with a column id (and the "
+                     "strategy's score), or Label Studio tasks. --logits is (N, C), or (T, N, C) for the Bayesian "
+                     "strategies (T MC-dropout passes); the cold-start typiclust and probcover need only "
+                     "--embeddings (probcover also the number of classes, or --option delta=D). The strategy and "
+                     "its options are stored as the project's default. While the last batch has ids without a "
+                     "label, query refuses (see --pending). Strategies: " + names + "."))
     q.add_argument("--project", required=True, metavar="DIR", help="the project folder")
-    q.add_argument("--logits", metavar="FILE.npy", help="(N, C) logits of the pool (every strategy but random "
-                   "and coreset)")
-    q.add_argument("--embeddings", metavar="FILE.npy", help="(N, D) embeddings (coreset, badge, cluster-margin)")
+    q.add_argument("--new", action="store_true", help="create the project (DIR must not hold one); the settings "
+                   "below are stored with the first round, in one write")
+    q.add_argument("--logits", metavar="FILE.npy", help="(N, C) logits of the pool, or (T, N, C) MC samples for "
+                   "bald, batchbald, powerbald, power-margin, power-entropy (not needed by random, coreset, "
+                   "typiclust, probcover)")
+    q.add_argument("--embeddings", metavar="FILE.npy", help="(N, D) embeddings (coreset, badge, cluster-margin, "
+                   "typiclust, probcover)")
     q.add_argument("--weight", metavar="FILE.npy", help="(C, D) weight of the linear head (base, mase; optional)")
     q.add_argument("--clusters", metavar="FILE.npy", help="(N,) cluster ids for cluster-margin (default: HAC of "
                    "the embeddings, cached in the project)")
@@ -68,8 +91,9 @@ def build_parser(application: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--pca", type=_positive, metavar="DIMS", help="cluster-margin: reduce the embeddings to DIMS "
                    "dimensions (uncentred PCA) before the kNN graph, e.g. 2048-d features to 128 (stored)")
     q.add_argument("--multilabel", action="store_true", default=None,
-                   help="margin, confidence, entropy, cluster-margin: the logits are one sigmoid per class "
-                        "(multi-label), reduced over the classes by --reduction (stored)")
+                   help="a multi-label project (with --new, or before any label): the logits are one sigmoid per "
+                        "class, reduced over the classes by --reduction (margin, confidence, entropy, "
+                        "cluster-margin); teach takes each id's set of classes (stored)")
     q.add_argument("--reduction", choices=("mean", "min"), default=None,
                    help="with --multilabel: mean (default) or min over the classes (the most uncertain class)")
     q.add_argument("--option", type=_option, action="append", default=[], metavar="NAME=VALUE",
@@ -77,33 +101,48 @@ def build_parser(application: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--strategy", default=None, help="strategy (default: the project's, else base)")
     q.add_argument("--budget", required=True, type=_positive, help="ids to pick")
     q.add_argument("--seed", type=int, default=None, help="seed of random, badge, cluster-margin (default: fresh, recorded)")
-    q.add_argument("--out", metavar="FILE", help="output file (default: standard output)")
+    q.add_argument("--out", metavar="FILE", help="output file (default: standard output); never a file of the "
+                   "project folder")
     q.add_argument("--format", choices=("csv", "label-studio"), default="csv",
                    help="csv (default): id[,score]; label-studio: a tasks JSON to import")
     q.add_argument("--data", metavar="FILE.csv", help="CSV with a column id and your data field (e.g. image URLs), "
-                   "for --format label-studio")
+                   "for --format label-studio (required unless --no-data)")
+    q.add_argument("--no-data", action="store_true", help="--format label-studio without --data: tasks that hold "
+                   "only the pool id (annotators see no image)")
+    q.add_argument("--pending", choices=("refuse", "reissue", "query"), default="refuse",
+                   help="when the last batch still has ids without a label: refuse (default, saying so), reissue "
+                        "(write those ids again; nothing recorded) or query (a new batch anyway)")
     q.add_argument("--data-field", default="image", metavar="NAME",
                    help="column of --data put in each task's data (default image)")
-    q.add_argument("--classes", type=_classes, help="class names, comma-separated in class index order")
-    q.add_argument("--pool-size", type=_positive, metavar="N", help="pool ids 0..N-1 (when no array gives it: "
-                   "random before any model)")
+    _settings_arguments(q, multilabel=False)
     q.set_defaults(func=_query)
 
     t = sub.add_parser(
-        "teach", help="record labels: a CSV id,label or a Label Studio JSON export",
-        description=("Record the labels of FILE: a CSV with the columns id,label (class index or name) or a Label "
-                     "Studio JSON export (.json; the choice names map to class indices by the project's classes "
-                     "or --classes). All or nothing: unknown or out-of-range ids, labels that contradict earlier "
-                     "ones and malformed lines are refused naming the line, and nothing of FILE is recorded."))
-    t.add_argument("--project", required=True, metavar="DIR", help="the project folder (created if missing)")
-    t.add_argument("file", metavar="FILE", help="CSV (id,label) or Label Studio JSON export")
+        "teach", help="record labels: a CSV id,label or a Label Studio export (JSON or CSV)",
+        description=("Record the labels of FILE: a CSV with the columns id,label (class index or name; a "
+                     "multi-label project: id,labels with the id's classes separated by ';', empty for none), or "
+                     "a Label Studio export, JSON (.json) or CSV, read by the pool id alscale_id of each task "
+                     "(never Label Studio's own id); tasks not annotated, skipped, or with several (agreeing) "
+                     "annotations are counted. All or nothing: unknown or out-of-range ids, labels that are not "
+                     "classes or contradict earlier ones, and malformed lines are refused naming the line, and "
+                     "nothing of FILE is recorded (--classes neither)."))
+    t.add_argument("--project", required=True, metavar="DIR", help="the project folder")
+    t.add_argument("file", metavar="FILE", help="CSV (id,label or id,labels) or Label Studio export (JSON or CSV)")
     t.add_argument("--classes", type=_classes, help="class names, comma-separated in class index order")
+    t.add_argument("--num-classes", type=_positive, metavar="C", help="the number of classes (without names)")
+    t.add_argument("--relabel", action="store_true", help="correct ids taught before with another label (each "
+                   "correction is recorded in the project)")
+    t.add_argument("--label-column", metavar="NAME", help="a Label Studio CSV export: the column of the choices "
+                   "(the Choices' name in the labelling config; default label)")
     t.set_defaults(func=_teach)
 
-    s = sub.add_parser("status", help="labels per class, rounds, imbalance",
-                       description="A table of the project's labels per class, its rounds and the imbalance.")
+    s = sub.add_parser("status", help="labels per class, rounds, imbalance, the pending batch",
+                       description="A table of the project's labels per class (multi-label: positives per class), "
+                                   "its rounds, the pending batch and the imbalance. Reads only (a read-only "
+                                   "project works; so does a project another command is writing).")
     s.add_argument("--project", required=True, metavar="DIR", help="the project folder")
-    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON (strict: an infinite imbalance "
+                   "is null with imbalance_infinite true)")
     s.set_defaults(func=_status)
 
     try:
@@ -117,6 +156,17 @@ def build_parser(application: bool = True) -> argparse.ArgumentParser:
     else:
         al_cli.add_commands(sub)
     return parser
+
+
+def _settings_arguments(p: argparse.ArgumentParser, multilabel: bool = True) -> None:
+    p.add_argument("--classes", type=_classes, help="class names, comma-separated in class index order (stored)")
+    p.add_argument("--num-classes", type=_positive, metavar="C", help="the number of classes, without names (stored; "
+                   "probcover's purity rule uses it)")
+    p.add_argument("--pool-size", type=_positive, metavar="N", help="pool ids 0..N-1 (stored; when no array gives "
+                   "it: random before any model)")
+    if multilabel:
+        p.add_argument("--multilabel", action="store_true", default=None,
+                       help="a multi-label project: each id is taught its set of classes (possibly empty)")
 
 
 def _fail(command: str, message: str) -> int:
@@ -158,23 +208,88 @@ def _read_data(path: str, field: str, ids) -> dict:
     return found
 
 
+def _open_project(args: argparse.Namespace, create: bool = False, **settings):
+    """The project of ``--project`` (an error naming the path when it holds none, unless
+    ``create``); ``settings`` (None: not given) are applied in the command's own write."""
+    from .project import CONFIG, ActiveLearner
+
+    path = Path(args.project)
+    exists = (path / CONFIG).exists()
+    if create and exists:
+        raise ValueError(f"{path} holds an alscale project already; drop --new to use it")
+    if not create and not exists:
+        raise ValueError(f"no alscale project at {path} (no {CONFIG}): create it with alscale init --project {path} "
+                         "(or alscale query --new)" + ("; is the path right?" if path.exists() else ""))
+    given = {k: v for k, v in settings.items() if v is not None and v != []}
+    progress = lambda line: print(f"alscale {args.command}: {line}", file=sys.stderr, flush=True)  # noqa: E731
+    if create:
+        return ActiveLearner(path, create="defer", progress=progress, **given)
+    learner = ActiveLearner(path, create=False, progress=progress)
+    learner.stage(**given)  # stored with the command's own write: a refused command stores none of them
+    return learner
+
+
+def _init(args: argparse.Namespace) -> int:
+    from .project import CONFIG, ActiveLearner
+    from .strategies import get_class
+
+    path = Path(args.project)
+    if (path / CONFIG).exists():
+        raise ValueError(f"{path} holds an alscale project already")
+    options = dict(args.option)
+    if args.strategy is not None:
+        takes = get_class(args.strategy).option_defaults()
+        for key in options:
+            if key not in takes:
+                raise ValueError(f"--option {key}: not an option of the strategy {args.strategy!r} (its options: "
+                                 f"{', '.join(takes) or 'none'})")
+    ActiveLearner(path, args.strategy, classes=args.classes, num_classes=args.num_classes, pool_size=args.pool_size,
+                  multilabel=args.multilabel, options=options or None)
+    print(f"alscale init: created the project {path}", file=sys.stderr)
+    return 0
+
+
+def _check_out(out: str, project: str) -> None:
+    """``--out`` must not be a file of the project folder (it would replace the project's state)."""
+    target = Path(out).resolve()
+    folder = Path(project).resolve()
+    if target == folder or folder in target.parents:
+        raise ValueError(f"--out {out} is inside the project folder {project}: write the batch elsewhere "
+                         "(the project's own files must not be replaced)")
+    if target.is_dir():
+        raise ValueError(f"--out {out} is a folder")
+
+
 def _query(args: argparse.Namespace) -> int:
-    from .project import ActiveLearner, label_studio_tasks, write_atomic
+    from .project import label_studio_tasks, write_atomic
 
     if args.data is not None and args.format != "label-studio":
         raise ValueError("--data is for --format label-studio")
+    if args.no_data and (args.format != "label-studio" or args.data is not None):
+        raise ValueError("--no-data is for --format label-studio without --data")
+    if args.format == "label-studio" and args.data is None and not args.no_data:
+        raise ValueError("--format label-studio needs --data FILE.csv (the id and e.g. image URL of each row), "
+                         "else annotators see nothing in the tasks; --no-data writes them anyway")
+    if args.out:
+        _check_out(args.out, args.project)
+    from .strategies import get_class
+
+    name = args.strategy
+    if name is not None:
+        get_class(name)  # a typo: one line naming the closest strategy, before anything is read
     logits = _load(args.logits, "logits")
     embeddings = _load(args.embeddings, "embeddings")
     weight = _load(args.weight, "weight")
     clusters = _load(args.clusters, "clusters")
-    learner = ActiveLearner(args.project, classes=args.classes, pool_size=args.pool_size,
-                            progress=lambda line: print(f"alscale query: {line}", file=sys.stderr, flush=True))
-    name = args.strategy or learner.strategy
-    from .strategies import get_class
-
+    settings = dict(classes=args.classes, num_classes=args.num_classes, pool_size=args.pool_size)
+    if args.new:
+        learner = _open_project(args, create=True, multilabel=args.multilabel, **settings)
+    else:
+        learner = _open_project(args, **settings)
+    name = name or learner.strategy
     options = {key: value for key, value in (("n_clusters", args.n_clusters), ("neighbors", args.neighbors),
                                              ("knn_recall", args.knn_recall), ("pca", args.pca),
-                                             ("multilabel", args.multilabel), ("reduction", args.reduction))
+                                             ("reduction", args.reduction))
                if value is not None}
     takes = get_class(name).option_defaults()
     flags = ", ".join("--" + k.replace("_", "-") for k in options if k not in takes)
@@ -186,9 +301,11 @@ def _query(args: argparse.Namespace) -> int:
             raise ValueError(f"--option {key}: not an option of the strategy {name!r} (its options: "
                              f"{', '.join(takes) or 'none'})")
         options[key] = value
+    if args.multilabel and not args.new:
+        options["multilabel"] = True
 
     def write(ids, round):  # before the batch is recorded: if this fails, nothing is
-        scored = learner.scores(logits, ids, strategy=name, weight=weight)
+        scored = learner.scores(logits, ids, strategy=name, weight=weight) if args.pending != "reissue" else None
         if args.format == "label-studio":
             data = _read_data(args.data, args.data_field, ids) if args.data else None
             tasks = label_studio_tasks(ids, data=data, field=args.data_field,
@@ -201,36 +318,46 @@ def _query(args: argparse.Namespace) -> int:
             for k, i in enumerate(ids.tolist()):
                 w.writerow([i] + ([scored[1][k].item()] if scored else []))
             text = buf.getvalue()
+        again = "again " if args.pending == "reissue" else ""
         if args.out:
             write_atomic(args.out, text)
-            print(f"alscale query: round {round}: {ids.size} ids ({name}) written to {args.out}", file=sys.stderr)
+            print(f"alscale query: round {round}: {ids.size} ids ({name}) written {again}to {args.out}",
+                  file=sys.stderr)
         else:
             sys.stdout.write(text)
             sys.stdout.flush()
+            if again:
+                print(f"alscale query: round {round}: {ids.size} pending ids written again", file=sys.stderr)
 
     learner.query(logits, args.budget, strategy=name, embeddings=embeddings, weight=weight, clusters=clusters,
-                  seed=args.seed, on_pick=write, options=options)
+                  seed=args.seed, on_pick=write, options=options,
+                  pending={"refuse": "refuse", "reissue": "reissue", "query": "new"}[args.pending])
     return 0
 
 
 def _teach(args: argparse.Namespace) -> int:
-    from .project import CONFIG, ActiveLearner
-
-    if not (Path(args.project) / CONFIG).exists():
-        print(f"alscale teach: creating the project {args.project}", file=sys.stderr)
-    learner = ActiveLearner(args.project)
-    new = learner.teach_file(args.file, classes=args.classes)
-    print(f"alscale teach: {new} new labels recorded ({learner.labels.ids.size} in all)", file=sys.stderr)
+    learner = _open_project(args)
+    learner.teach_file(args.file, classes=args.classes, num_classes=args.num_classes, relabel=args.relabel,
+                       label_column=args.label_column)
+    done = learner.last_teach
+    fixed = f", {done['corrected']} corrected" if done["corrected"] else ""
+    print(f"alscale teach: {plural(done['new'], 'new label')} recorded{fixed} ({done['total']} in all)",
+          file=sys.stderr)
+    if done.get("note"):
+        print(f"alscale teach: {done['note']}", file=sys.stderr)
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .project import ActiveLearner, format_status
+    from .project import format_status
 
-    status = ActiveLearner(args.project, create=False).status()
-    if args.json and status["imbalance"] == float("inf"):
-        status["imbalance"] = "inf"  # strict JSON has no Infinity
-    sys.stdout.write(json.dumps(status, indent=1) + "\n" if args.json else format_status(status))
+    status = _open_project(args).status()
+    if args.json:
+        infinite = status["imbalance"] == float("inf")
+        status["imbalance_infinite"] = infinite
+        if infinite:
+            status["imbalance"] = None  # strict JSON has no Infinity: null, and the flag says why
+    sys.stdout.write(json.dumps(status, indent=1, allow_nan=False) + "\n" if args.json else format_status(status))
     return 0
 
 
@@ -254,7 +381,7 @@ def _dispatch(parser: argparse.ArgumentParser, argv: list) -> int:
             return args.func(args)
         except BrokenPipeError:
             raise
-        except (ValueError, TypeError, OSError) as err:
+        except (ValueError, TypeError, OSError, ImportError) as err:
             if args.command in ("run", "bench"):  # they report their own errors
                 raise
             return _fail(args.command, str(err))

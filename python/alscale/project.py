@@ -1,35 +1,57 @@
 """Annotation projects: query a batch from a model's outputs, have people label it, teach the
-labels back — round after round, with nothing lost (``alscale query`` / ``teach`` / ``status``).
+labels back — round after round, with no label lost or misplaced (``alscale init`` / ``query`` /
+``teach`` / ``status``).
 
-A project is a folder:
+The store
+---------
+A project is a folder whose state is ONE file, ``project.json``, replaced whole by every command
+that changes anything (written to a temporary file beside it, fsynced, ``os.replace``d, the folder
+fsynced): the settings (default strategy and options, class names, number of classes, pool size,
+single- or multi-label), every batch queried (round, strategy, options, budget, seed, ids), every
+label (id, class or classes, round) and every correction. So a command is one atomic write:
+killed at any point, it leaves the project exactly as it was, and a refused command writes
+nothing (a refused ``teach --classes cat,dgo`` stores no classes; a query that fails stores no
+settings and no round). We chose one state file over SQLite because the project's size (a few
+numbers per label: about 25 MB at a million labels) makes rewriting it per command cheap, it
+keeps the atomicity argument to one ``os.replace`` that the tests can kill mid-way, and the file
+stays readable JSON. ``clusters.npz`` / ``probcover.npz`` are caches beside it (a strategy's state,
+keyed by a fingerprint of its inputs and settings; a damaged one is computed again).
 
-- ``project.json``: the configuration (default strategy, class names, pool size, classes);
-- ``labels.csv``: every label so far, one line ``id,label,round`` per pool id (``label`` is the
-  class index; ``round`` is the number of batches queried before it was taught);
-- ``history.json``: every batch queried (round, strategy, budget, seed, ids);
-- ``clusters.npz``: Cluster-Margin's HAC clustering of the pool, computed once and reused
-  while the embeddings and the clustering settings are the same (a fingerprint of both).
+- Writers (``query``, ``teach``, changed settings) hold an exclusive lock on ``.lock`` for the
+  whole command; a second writer is refused at once. Readers (``status``, :attr:`labels`) take a
+  shared lock, never block, and work on a read-only project (without a lock when ``.lock`` cannot
+  be opened); while a writer runs they read the last committed state, which is whole.
+- Every field is validated on read; a damaged file is one ValueError naming the file and the
+  field (``project.json: labels.ids[3]: id 20 is outside the pool (ids 0..9)``), never a
+  traceback.
+- Ids must be in the pool: a project learns its pool size at creation (``pool_size=``, ``alscale
+  init --pool-size``) or from its first query's arrays; teaching before it is known is refused.
+  Labels must be classes: the number of classes is known from ``classes=`` (names), ``num_classes=``
+  or a query's logits, and teaching before it is known is refused.
+- A multi-label project (``multilabel=True``, stored at creation or set by the first query with
+  ``--multilabel`` before any label) records each id's set of positive classes, possibly empty;
+  a single-label one exactly one class per id. The two are never mixed.
+- Projects of alscale 0.x's first layout (``project.json`` version 1 + ``labels.csv`` +
+  ``history.json``) are read as they are (validated the same way, a labels.csv missing its last
+  newline included) and migrated on their first write: the version-2 ``project.json`` is written
+  atomically, then the two old files are removed.
 
-Each command changes at most one file, replaced whole (written to a temporary file, fsynced, then
-``os.replace``d), under an exclusive lock on the folder: a command killed at any point leaves the
-project as it was, and two commands never interleave. Teaching is all-or-nothing: an unknown or
-out-of-range id, a label that contradicts an earlier one (or another line of the same file), or a
-malformed line refuses the whole file with a message that names the line; an id taught again with
-the same label is not recorded twice.
+A missing project is an error naming its path for every command line; ``alscale init`` (or
+``alscale query --new``) creates one. ``ActiveLearner(path)`` in Python still creates a missing
+project (``create=False`` refuses instead).
 
-numpy only: no torch needed (torch tensors are accepted where the library accepts them).
+numpy only: no torch needed (torch tensors are accepted where the library accepts them). The file
+formats (label CSVs, Label Studio files, the atomic writer) are :mod:`alscale.formats`.
 """
 
 from __future__ import annotations
 
-import csv
+import copy
 import datetime
 import hashlib
 import io
 import json
 import os
-import re
-import tempfile
 import types
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,16 +61,19 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequ
 import numpy as np
 
 from . import strategies as _strategies
+from .formats import (LS_ID, Answers, as_id, label_studio_config, label_studio_tasks, plural, read_answers,
+                      read_label_studio, read_labels_csv, write_atomic)
 
-__all__ = ["ActiveLearner", "Batch", "Labels", "QueryContext", "STRATEGIES", "register",
-           "format_status", "read_label_studio", "label_studio_tasks", "read_labels_csv"]
+__all__ = ["ActiveLearner", "Batch", "Labels", "QueryContext", "STRATEGIES", "register", "format_status",
+           "read_label_studio", "label_studio_tasks", "label_studio_config", "read_labels_csv", "write_atomic"]
 
 CONFIG, LABELS, HISTORY, CLUSTERS, LOCK = "project.json", "labels.csv", "history.json", "clusters.npz", ".lock"
+#: Every file a project may hold (never a valid output file of ``alscale query --out``).
+PROJECT_FILES = (CONFIG, LABELS, HISTORY, CLUSTERS, LOCK)
 FORMAT = "alscale-project"
-VERSION = 1
-#: The key of the pool id in the ``data`` of the Label Studio tasks that alscale writes.
-LS_ID = "alscale_id"
-
+VERSION = 2
+_as_id = as_id
+_ = LS_ID  # re-exported for old imports (alscale.project.LS_ID)
 
 # ------------------------------------------------------------------------------ strategies
 # The strategies are alscale.strategies' (one registry for the loop, alscale query and this
@@ -121,47 +146,14 @@ def _strategy_options(cls: type, options: dict) -> dict:
     return {k: v for k, v in options.items() if k in takes and v is not None}
 
 
-# ------------------------------------------------------------------------------ files
-def write_atomic(path: Union[str, Path], data: Union[str, bytes]) -> None:
-    """Writes ``data`` to a temporary file beside ``path``, fsyncs it, renames it over ``path``
-    (``os.replace``) and fsyncs the folder: readers see the old file or the new one, whole."""
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode & 0o777  # a replaced file keeps its permissions
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask  # a new one gets what open() would give it
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - folders cannot be opened (Windows)
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:  # pragma: no cover - some file systems refuse it
-        pass
-    finally:
-        os.close(dfd)
-
-
+# ------------------------------------------------------------------------------ the store
 class Labels(NamedTuple):
-    """The labels so far, in the order they were taught: pool ids, class indices, rounds."""
+    """The labels so far, in the order they were taught: pool ids, classes, rounds. ``labels``
+    is an int64 array of class indices (single-label), or a list with each id's tuple of positive
+    classes (multi-label; an empty tuple: no positive class)."""
 
     ids: np.ndarray
-    labels: np.ndarray
+    labels: Any
     rounds: np.ndarray
 
 
@@ -175,123 +167,291 @@ class Batch(NamedTuple):
     ids: np.ndarray
 
 
-_INT = re.compile(r"\s*[+-]?\d+\s*$")
+def _bad(where: str, problem: str) -> ValueError:
+    return ValueError(f"{where}: {problem}")
 
 
-def _as_id(value: Any, where: str) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{where}: id must be an integer, got {value!r}")
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, str) and _INT.match(value):
-        return int(value)
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return int(value)
-    raise ValueError(f"{where}: id must be an integer, got {value!r}")
+def _int(value: Any, where: str, low: Optional[int] = None, *, none: bool = False) -> Optional[int]:
+    if value is None and none:
+        return None
+    if type(value) is not int or (low is not None and value < low):
+        want = "an integer" + (f" >= {low}" if low is not None else "") + (" or null" if none else "")
+        raise _bad(where, f"must be {want}, got {value!r}")
+    return value
 
 
-def read_labels_csv(path: Union[str, Path]) -> list:
-    """``[(id, label, where), ...]`` from a CSV with a header holding the columns ``id`` and
-    ``label`` (other columns are ignored); ``label`` is a class index or a class name, checked
-    by :meth:`ActiveLearner.teach_pairs`. A malformed file raises ValueError naming the line."""
-    path = Path(path)
+def _ints(values: Any, where: str) -> np.ndarray:
+    """A JSON list of integers as int64 (each checked: one line naming the first bad entry)."""
+    if not isinstance(values, list):
+        raise _bad(where, f"must be a list of integers, got {type(values).__name__}")
+    if not all(type(v) is int for v in values):
+        k = next(k for k, v in enumerate(values) if type(v) is not int)
+        raise _bad(f"{where}[{k}]", f"must be an integer, got {values[k]!r}")
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not a UTF-8 text file ({err})") from None
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{path}: empty file; expected a header line with the columns id,label")
-        names = [h.strip() for h in header]
-        if "id" not in names or "label" not in names:
-            raise ValueError(f"{path} line 1: the header must name the columns id and label, got {','.join(header)!r}")
-        i, j = names.index("id"), names.index("label")
-        pairs = []
-        for row in reader:
-            where = f"{path} line {reader.line_num}"
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise ValueError(f"{where}: {len(row)} fields, the header has {len(header)}")
-            label = row[j].strip()
-            if not label:
-                raise ValueError(f"{where}: empty label")
-            pairs.append((_as_id(row[i].strip(), where), label, where))
-    except csv.Error as err:
-        raise ValueError(f"{path} line {reader.line_num}: {err}") from None
-    return pairs
+        return np.array(values, dtype=np.int64) if values else np.zeros(0, np.int64)
+    except OverflowError:
+        k = next(k for k, v in enumerate(values) if not -2**63 <= v < 2**63)
+        raise _bad(f"{where}[{k}]", f"{values[k]} is not a 64-bit integer") from None
 
 
-def read_label_studio(path: Union[str, Path]) -> list:
-    """``[(id, label, where), ...]`` from a Label Studio JSON export (Export → JSON) of tasks that
-    :func:`label_studio_tasks` wrote: the pool id is ``data["alscale_id"]``, the label the choice
-    of a ``choices`` annotation (a class name). Tasks without annotations (or with cancelled
-    ones only) are skipped; annotations of one task that disagree, or that choose more than one
-    class, are refused naming the task."""
-    path = Path(path)
-    try:
-        tasks = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not a Label Studio JSON export ({err})") from None
-    if not isinstance(tasks, list):
-        raise ValueError(f"{path}: a Label Studio JSON export is a list of tasks, got {type(tasks).__name__}")
-    pairs = []
-    for i, task in enumerate(tasks):
-        where = f"{path} task {i + 1}" + (f" (id {task['id']})" if isinstance(task, dict) and "id" in task else "")
-        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-            raise ValueError(f"{where}: a task must be an object with 'data'")
-        if LS_ID not in task["data"]:
-            raise ValueError(f"{where}: its data has no {LS_ID!r} (tasks must come from alscale query --format label-studio)")
-        chosen = set()
-        for ann in task.get("annotations") or []:
-            if not isinstance(ann, dict) or ann.get("was_cancelled"):
-                continue
-            for result in ann.get("result") or []:
-                if isinstance(result, dict) and result.get("type") == "choices":
-                    choices = (result.get("value") or {}).get("choices") or []
-                    if len(choices) != 1:
-                        raise ValueError(f"{where}: an annotation chooses {len(choices)} classes {choices}, not one")
-                    chosen.add(str(choices[0]))
-        if len(chosen) > 1:
-            raise ValueError(f"{where}: its annotations disagree ({', '.join(sorted(chosen))})")
-        if chosen:
-            pairs.append((_as_id(task["data"][LS_ID], where), chosen.pop(), where))
-    return pairs
+def _in_pool(ids: np.ndarray, n: Optional[int], where: str) -> None:
+    bad = np.flatnonzero((ids < 0) | (ids >= n)) if n is not None else np.flatnonzero(ids < 0)
+    if bad.size:
+        k = int(bad[0])
+        pool = f" (the pool has ids 0..{n - 1})" if n else (" (the pool is empty)" if n == 0 else "")
+        raise _bad(f"{where}[{k}]", f"id {int(ids[k])} is outside the pool{pool}")
 
 
-def label_studio_tasks(ids: Sequence[int], *, data: Optional[dict] = None, field: str = "image",
-                       scores: Optional[tuple] = None, round: Optional[int] = None) -> list:
-    """The Label Studio tasks (to import) of a batch: ``{"data": {"alscale_id": id, field:
-    data[id]}}`` per id, in the batch's order (``data`` maps pool ids to the user's field, e.g.
-    image URLs; ``round`` and ``scores``, a ``(column, values)`` pair as
-    :meth:`ActiveLearner.scores` gives, go to ``meta``).
+def _distinct(ids: np.ndarray, where: str) -> None:
+    if ids.size > 1:
+        order = np.argsort(ids, kind="stable")
+        dup = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+        if dup.size:
+            k = int(order[dup[0] + 1])
+            raise _bad(f"{where}[{k}]", f"id {int(ids[k])} appears twice")
 
-    Examples
-    --------
-    >>> from alscale.project import label_studio_tasks
-    >>> label_studio_tasks([7], data={7: "http://host/7.jpg"})
-    [{'data': {'alscale_id': 7, 'image': 'http://host/7.jpg'}}]
-    """
-    tasks = []
-    for k, i in enumerate(ids):
-        item = {LS_ID: int(i)}
-        if data is not None:
-            if int(i) not in data:
-                raise ValueError(f"the data file has no row for id {int(i)}")
-            item[field] = data[int(i)]
-        task = {"data": item}
-        meta = {}
-        if scores is not None:
-            meta[scores[0]] = scores[1][k].item()
-        if round is not None:
-            meta["round"] = int(round)
-        if meta:
-            task["meta"] = meta
-        tasks.append(task)
-    return tasks
 
+class _State:
+    """A project's whole state (what ``project.json`` holds), validated when read."""
+
+    SETTINGS = ("strategy", "options", "classes", "num_classes", "pool_size", "multilabel")
+
+    def __init__(self, settings: dict, rounds: list, ids: np.ndarray, labels: Any, taught: np.ndarray,
+                 corrections: list, legacy: bool = False):
+        self.settings, self.rounds, self.ids, self.labels, self.taught = settings, rounds, ids, labels, taught
+        self.corrections, self.legacy, self.changed = corrections, legacy, False
+
+    @classmethod
+    def new(cls) -> "_State":
+        e = np.zeros(0, np.int64)
+        settings = {"strategy": "base", "options": {}, "classes": None, "num_classes": None, "pool_size": None,
+                    "multilabel": False}
+        state = cls(settings, [], e, e.copy(), e.copy(), [])
+        state.changed = True
+        return state
+
+    @property
+    def multilabel(self) -> bool:
+        return bool(self.settings["multilabel"])
+
+    # ---------------------------------------------------------------- reading
+    @classmethod
+    def parse_settings(cls, obj: dict, where: str) -> dict:
+        s = {}
+        s["strategy"] = obj.get("strategy", "base")
+        if not isinstance(s["strategy"], str) or not s["strategy"]:
+            raise _bad(f"{where}: field 'strategy'", f"must be a strategy name, got {s['strategy']!r}")
+        s["options"] = obj.get("options", {})
+        if not isinstance(s["options"], dict) or not all(isinstance(k, str) for k in s["options"]):
+            raise _bad(f"{where}: field 'options'", f"must be an object of strategy options, got {s['options']!r}")
+        classes = obj.get("classes")
+        if classes is not None and (not isinstance(classes, list) or not classes
+                                    or not all(isinstance(c, str) and c for c in classes)
+                                    or len(set(classes)) != len(classes)):
+            raise _bad(f"{where}: field 'classes'", f"must be null or a list of distinct class names, got {classes!r}")
+        s["classes"] = classes
+        s["num_classes"] = _int(obj.get("num_classes"), f"{where}: field 'num_classes'", 1, none=True)
+        if classes is not None and s["num_classes"] not in (None, len(classes)):
+            raise _bad(f"{where}: field 'num_classes'", f"is {s['num_classes']} but 'classes' names {len(classes)}")
+        if classes is not None:
+            s["num_classes"] = len(classes)
+        s["pool_size"] = _int(obj.get("pool_size"), f"{where}: field 'pool_size'", 0, none=True)
+        s["multilabel"] = obj.get("multilabel", False)
+        if not isinstance(s["multilabel"], bool):
+            raise _bad(f"{where}: field 'multilabel'", f"must be true or false, got {s['multilabel']!r}")
+        return s
+
+    @staticmethod
+    def parse_rounds(rounds: Any, where: str, n: Optional[int]) -> list:
+        if not isinstance(rounds, list):
+            raise _bad(where, f"must be a list of batches, got {type(rounds).__name__}")
+        for k, b in enumerate(rounds):
+            at = f"{where}[{k}]"
+            if not isinstance(b, dict):
+                raise _bad(at, f"must be an object, got {type(b).__name__}")
+            for key in ("round", "strategy", "budget", "seed", "ids"):
+                if key not in b:
+                    raise _bad(at, f"has no field {key!r}")
+            if b["round"] != k + 1 or type(b["round"]) is not int:
+                raise _bad(f"{at}.round", f"must be {k + 1}, got {b['round']!r}")
+            if not isinstance(b["strategy"], str):
+                raise _bad(f"{at}.strategy", f"must be a strategy name, got {b['strategy']!r}")
+            _int(b["budget"], f"{at}.budget", 0)
+            _int(b["seed"], f"{at}.seed")
+            ids = _ints(b["ids"], f"{at}.ids")
+            _in_pool(ids, n, f"{at}.ids")
+            _distinct(ids, f"{at}.ids")
+            if "options" in b and not isinstance(b["options"], dict):
+                raise _bad(f"{at}.options", f"must be an object, got {b['options']!r}")
+        return rounds
+
+    def check_labels(self, where: str) -> None:
+        """The labels against the settings: ids in the pool and distinct, classes in range,
+        rounds in 0..len(rounds)."""
+        n, c = self.settings["pool_size"], self.settings["num_classes"]
+        _in_pool(self.ids, n, f"{where}.ids")
+        _distinct(self.ids, f"{where}.ids")
+        if self.multilabel:
+            for k, ys in enumerate(self.labels):
+                if any(y < 0 or (c is not None and y >= c) for y in ys) or len(set(ys)) != len(ys):
+                    raise _bad(f"{where}.labels[{k}]", f"{list(ys)} is not a set of classes"
+                               + (f" 0..{c - 1}" if c else ""))
+        else:
+            bad = np.flatnonzero((self.labels < 0) | (self.labels >= c) if c is not None else self.labels < 0)
+            if bad.size:
+                k = int(bad[0])
+                raise _bad(f"{where}.labels[{k}]", f"class {int(self.labels[k])} is not a class"
+                           + (f" of the project (0..{c - 1})" if c else ""))
+        bad = np.flatnonzero((self.taught < 0) | (self.taught > len(self.rounds)))
+        if bad.size:
+            k = int(bad[0])
+            raise _bad(f"{where}.rounds[{k}]", f"round {int(self.taught[k])} is not one of 0..{len(self.rounds)}")
+
+    @classmethod
+    def parse(cls, text: str, path: Path) -> "_State":
+        try:
+            obj = json.loads(text)
+        except ValueError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+            raise ValueError(f"{path} is not an alscale project file (its field 'format' is not {FORMAT!r})")
+        version = obj.get("version")
+        if version not in (1, 2) or type(version) is not int:
+            raise _bad(f"{path}: field 'version'", f"{version!r} is not a project version this alscale reads (1, 2)")
+        settings = cls.parse_settings(obj, str(path))
+        if version == 1:
+            return cls.legacy(settings, path.parent)
+        n = settings["pool_size"]
+        rounds = cls.parse_rounds(obj.get("rounds", []), f"{path}: field 'rounds'", n)
+        labels = obj.get("labels", {"ids": [], "labels": [], "rounds": []})
+        where = f"{path}: field 'labels'"
+        if not isinstance(labels, dict):
+            raise _bad(where, f"must be an object with ids, labels and rounds, got {type(labels).__name__}")
+        for key in ("ids", "labels", "rounds"):
+            if not isinstance(labels.get(key), list):
+                raise _bad(f"{where}.{key}", "must be a list")
+        ids = _ints(labels["ids"], f"{where}.ids")
+        taught = _ints(labels["rounds"], f"{where}.rounds")
+        if settings["multilabel"]:
+            ys = []
+            for k, item in enumerate(labels["labels"]):
+                ys.append(tuple(_ints(item, f"{where}.labels[{k}]").tolist()))
+        else:
+            ys = _ints(labels["labels"], f"{where}.labels")
+        if not len(ids) == len(ys) == len(taught):
+            raise _bad(where, f"ids, labels and rounds differ in length ({len(ids)}, {len(ys)}, {len(taught)})")
+        corrections = obj.get("corrections", [])
+        if not isinstance(corrections, list) or not all(isinstance(c, dict) for c in corrections):
+            raise _bad(f"{path}: field 'corrections'", "must be a list of objects")
+        state = cls(settings, rounds, ids, ys, taught, corrections)
+        state.check_labels(where)
+        return state
+
+    @classmethod
+    def legacy(cls, settings: dict, folder: Path) -> "_State":
+        """A version-1 project: project.json (settings) + labels.csv + history.json."""
+        import csv
+
+        n, c = settings["pool_size"], settings["num_classes"]
+        rounds: list = []
+        hist = folder / HISTORY
+        try:
+            text = hist.read_text()
+        except FileNotFoundError:
+            text = None
+        if text is not None:
+            try:
+                obj = json.loads(text)
+            except ValueError as err:
+                raise ValueError(f"{hist}: not valid JSON ({err})") from None
+            if not isinstance(obj, dict) or "rounds" not in obj:
+                raise ValueError(f"{hist}: not an alscale history (no field 'rounds')")
+            rounds = cls.parse_rounds(obj["rounds"], f"{hist}: field 'rounds'", n)
+        ids, ys, taught = [], [], []
+        path = folder / LABELS
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            text = ""
+        if text.strip():
+            reader = csv.reader(io.StringIO(text, newline=""))
+            first = {}
+            try:
+                for row in reader:
+                    where = f"{path} line {reader.line_num}"
+                    if reader.line_num == 1:
+                        if [h.strip() for h in row] != ["id", "label", "round"]:
+                            raise ValueError(f"{where}: the header must be id,label,round, got {','.join(row)!r}")
+                        continue
+                    if not row or all(not x.strip() for x in row):
+                        continue
+                    if len(row) != 3:
+                        raise ValueError(f"{where}: {len(row)} fields, expected 3 (id,label,round)")
+                    i, y, r = (_cell_int(x, f"{where}: {name}") for x, name in zip(row, ("id", "label", "round")))
+                    if i < 0 or (n is not None and i >= n) or i >= 2**63:
+                        raise ValueError(f"{where}: id {i} is outside the pool"
+                                         + (f" (ids 0..{n - 1})" if n else ""))
+                    if y < 0 or (c is not None and y >= c) or y >= 2**63:
+                        raise ValueError(f"{where}: label {y} is not a class" + (f" (0..{c - 1})" if c else ""))
+                    if not 0 <= r <= len(rounds):
+                        raise ValueError(f"{where}: round {r} is not one of 0..{len(rounds)}")
+                    if i in first:
+                        if ys[first[i][0]] != y:
+                            raise ValueError(f"{where}: id {i} is labeled {y}, but {first[i][1]} labels it "
+                                             f"{ys[first[i][0]]}")
+                        continue
+                    first[i] = (len(ids), where)
+                    ids.append(i)
+                    ys.append(y)
+                    taught.append(r)
+            except csv.Error as err:
+                raise ValueError(f"{path} line {reader.line_num}: {err}") from None
+        state = cls(settings, rounds, np.array(ids, np.int64), np.array(ys, np.int64), np.array(taught, np.int64),
+                    [], legacy=True)
+        state.changed = True  # the first write migrates it
+        return state
+
+    # ---------------------------------------------------------------- writing
+    def dumps(self) -> str:
+        labels = [list(y) for y in self.labels] if self.multilabel else self.labels.tolist()
+        obj = {"format": FORMAT, "version": VERSION, **{k: self.settings[k] for k in self.SETTINGS},
+               "rounds": self.rounds, "labels": {"ids": self.ids.tolist(), "labels": labels,
+                                                 "rounds": self.taught.tolist()},
+               "corrections": self.corrections}
+        return "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}"
+                                  for k, v in obj.items()) + "\n}\n"
+
+    def set(self, key: str, value: Any) -> None:
+        if self.settings.get(key) != value:
+            self.settings[key] = value
+            self.changed = True
+
+    # ---------------------------------------------------------------- queries
+    def pending(self) -> Optional[tuple]:
+        """``(round, ids without a label)`` of the last batch when some of its ids are not
+        taught yet; else None."""
+        if not self.rounds:
+            return None
+        last = self.rounds[-1]
+        ids = np.asarray(last["ids"], dtype=np.int64)
+        left = ids[~np.isin(ids, self.ids)]
+        return (int(last["round"]), left) if left.size else None
+
+
+def _cell_int(text: str, where: str) -> int:
+    from .formats import _INT
+
+    if not _INT.match(text):
+        raise ValueError(f"{where} must be an integer, got {text!r}")
+    return int(text)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _names(values: Iterable[int], classes: Optional[list]) -> str:
+    return ", ".join(repr(classes[y]) if classes and 0 <= y < len(classes) else str(y) for y in values)
 
 # ------------------------------------------------------------------------------ the project
 class ActiveLearner:
@@ -300,21 +460,29 @@ class ActiveLearner:
     Parameters
     ----------
     project_dir : str or Path
-        The project's folder, created if missing; an existing project is resumed.
+        The project's folder. An existing project is resumed; a missing one is created (one
+        write) unless ``create=False``, which raises a ValueError naming the path.
     strategy : str, optional
         The default strategy of :meth:`query` (one of :data:`STRATEGIES`); stored in the project.
-        Default: the project's, else ``"base"``.
+        Default: the project's, else ``"base"``. A query with another strategy makes it the
+        project's default.
     classes : sequence of str, optional
         Class names, index order (label names in files and in Label Studio map to indices by
         it). Stored; a project's classes cannot change.
+    num_classes : int, optional
+        The number of classes when they have no names (else given by ``classes`` or by the first
+        query's logits). Labels must be classes: teaching needs it.
     pool_size : int, optional
-        Pool rows; otherwise set by the first query (the rows of its logits). Stored.
+        Pool rows; otherwise set by the first query (the rows of its arrays). Stored. Ids must be
+        in the pool: teaching needs it.
+    multilabel : bool, optional
+        A multi-label project: each id is taught its set of positive classes (possibly empty).
+        Stored; it cannot change once a label is taught.
     options : dict, optional
-        Strategy options stored in the project: cluster-margin's ``n_clusters`` (default: the
-        first query's budget), ``neighbors`` (10), ``knn_recall`` (0.95: the faiss kNN graph's
-        target recall beyond 200,000 rows), ``pca`` (None: dimensions to reduce the embeddings
-        to before the graph) and ``candidates_factor`` (10); probcover's ``delta`` or
-        ``num_classes`` (default: the project's class count) and ``neighbors`` (20).
+        Strategy options stored in the project (see ``alscale query --help`` for each strategy's):
+        cluster-margin's ``n_clusters`` (default: the first query's budget), ``neighbors``,
+        ``knn_recall``, ``pca``; probcover's ``delta`` (default: chosen by its purity rule with
+        the project's number of classes); ...
     progress : callable (str) -> None, optional
         Told one line at each stage of long work (cluster-margin's kNN graph and HAC, with
         their times); the command line prints them on standard error.
@@ -335,36 +503,77 @@ class ActiveLearner:
     """
 
     def __init__(self, project_dir: Union[str, Path], strategy: Optional[str] = None, *,
-                 classes: Optional[Sequence[str]] = None, pool_size: Optional[int] = None,
-                 options: Optional[dict] = None, create: bool = True,
+                 classes: Optional[Sequence[str]] = None, num_classes: Optional[int] = None,
+                 pool_size: Optional[int] = None, multilabel: Optional[bool] = None,
+                 options: Optional[dict] = None, create: Union[bool, str] = True,
                  progress: Optional[Callable[[str], None]] = None):
         self.path = Path(project_dir)
         self.progress = progress
+        self.last_teach: dict = {}
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"project_dir {self.path} is a file, not a folder")
-        if not (self.path / CONFIG).exists():
-            if not create:
-                raise ValueError(f"{self.path} is not an alscale project (no {CONFIG}); "
-                                 "create it with alscale query, or ActiveLearner(path)")
-            self.path.mkdir(parents=True, exist_ok=True)
         if strategy is not None:
             _strategy(strategy)
-        with self._locked():
-            config = self._read_config() if (self.path / CONFIG).exists() else None
-            new = config is None
-            config = config or {"format": FORMAT, "version": VERSION, "strategy": "base", "classes": None,
-                                "num_classes": None, "pool_size": None, "options": {}}
-            if strategy is not None:
-                config["strategy"] = strategy
-            if classes is not None:
-                config = self._with_classes(config, classes)
-            if pool_size is not None:
-                config = self._with_pool(config, _as_id(pool_size, "pool_size"), "pool_size")
-            if options:
-                config["options"] = {**config["options"], **options}
-            if new or config != self._read_config():
-                write_atomic(self.path / CONFIG, json.dumps(config, indent=1) + "\n")
-            self.config = config
+        exists = (self.path / CONFIG).exists()
+        #: "defer": a new project kept in memory until its first command's write (alscale query --new).
+        self._deferred = not exists and create == "defer"
+        if not exists and not create:
+            raise ValueError(f"no alscale project at {self.path} (no {CONFIG}): create it with "
+                             f"alscale init --project {self.path} (or alscale query --new)")
+
+        given = dict(strategy=strategy, classes=classes, num_classes=num_classes, pool_size=pool_size,
+                     multilabel=multilabel, options=options)
+
+        def apply(state: _State) -> None:
+            self._apply(state, **given)
+
+        if exists:
+            state = self._read_state()
+            probe = copy.deepcopy(state)
+            probe.changed = False
+            apply(probe)
+            if probe.changed:  # something to store: under the write lock, from the file as it is now
+                with self._transaction() as state:
+                    apply(state)
+        elif self._deferred:
+            state = _State.new()
+            apply(state)
+            self._pending_new = state
+        else:
+            with self._transaction(new=True) as state:
+                apply(state)
+        self.config = dict(state.settings)
+
+    def _apply(self, state: _State, strategy: Optional[str] = None, classes: Optional[Sequence[str]] = None,
+               num_classes: Optional[int] = None, pool_size: Optional[int] = None, multilabel: Optional[bool] = None,
+               options: Optional[dict] = None) -> None:
+        """Settings into ``state`` (checked against it: a conflict raises ValueError)."""
+        if strategy is not None:
+            _strategy(strategy)
+            state.set("strategy", strategy)
+        if classes is not None:
+            self._set_classes(state, classes)
+        if num_classes is not None:
+            self._set_num_classes(state, _int_arg(num_classes, "num_classes", 1), "num_classes")
+        if pool_size is not None:
+            self._set_pool(state, _int_arg(pool_size, "pool_size", 0), "pool_size")
+        if multilabel is not None:
+            self._set_multilabel(state, multilabel)
+        if options:
+            opts = dict(options)
+            if "multilabel" in opts:
+                self._set_multilabel(state, opts.pop("multilabel"))
+            state.set("options", {**state.settings["options"], **opts})
+
+    def stage(self, **settings: Any) -> None:
+        """Settings (``classes``, ``num_classes``, ``pool_size``, ``multilabel``, ``strategy``,
+        ``options``) stored with the next command's write and checked then, so that a refused
+        command stores none of them (``alscale teach --classes``, ``alscale query --pool-size``).
+        They are checked now against the project as it is, too."""
+        settings = {k: v for k, v in settings.items() if v is not None}
+        probe = self._read_state()
+        self._apply(probe, **settings)
+        self._staged = settings
 
     # -------------------------------------------------------------- reading
     @property
@@ -376,108 +585,169 @@ class ActiveLearner:
         return self.config["classes"]
 
     @property
+    def multilabel(self) -> bool:
+        return bool(self.config["multilabel"])
+
+    @property
     def labels(self) -> Labels:
-        """The labels so far (ids, class indices, rounds), in the order they were taught."""
-        return self._read_labels()
+        """The labels so far (ids, classes, rounds), in the order they were taught."""
+        s = self._read_state()
+        return Labels(s.ids.copy(), list(s.labels) if s.multilabel else s.labels.copy(), s.taught.copy())
 
     @property
     def rounds(self) -> list:
         """The batches queried so far, as :class:`Batch`\\ es (round 1 first)."""
         return [Batch(b["round"], b["strategy"], b["budget"], b["seed"], np.asarray(b["ids"], dtype=np.int64))
-                for b in self._read_history()]
+                for b in self._read_state().rounds]
 
     history = rounds
 
+    @property
+    def corrections(self) -> list:
+        """The corrections (``teach(..., relabel=True)``): id, from, to, round, time — oldest first."""
+        return list(self._read_state().corrections)
+
+    @property
+    def pending(self) -> Optional[tuple]:
+        """``(round, ids)``: the last batch's ids that have no label yet, or None."""
+        return self._read_state().pending()
+
     def status(self) -> dict:
-        """A summary: pool size, classes, labels per class, imbalance (largest / smallest class
-        count; inf when a class has none), and per round the batch size and how much of it is
-        labeled."""
-        self.config = self._read_config()  # another command may have changed it
-        labels, rounds = self._read_labels(), self._read_history()
-        c = self.config["num_classes"] or (int(labels.labels.max()) + 1 if labels.ids.size else 0)
-        counts = np.bincount(labels.labels, minlength=c) if c else np.zeros(0, np.int64)
-        taught = set(labels.ids.tolist())
-        return {
-            "project": str(self.path), "strategy": self.strategy, "pool_size": self.config["pool_size"],
-            "classes": self.classes or [str(i) for i in range(c)], "labels": int(labels.ids.size),
-            "per_class": counts.tolist(),
+        """A summary: pool size, classes, labels per class (multi-label: positives per class, and
+        ``no_positive``, the ids taught with none), imbalance (largest / smallest class count; inf
+        when a class has none, with ``classes_without_labels`` counting them), the pending batch,
+        the corrections, and per round the batch size and how much of it is labeled."""
+        s = self._read_state()
+        self.config = dict(s.settings)
+        c, names = s.settings["num_classes"], s.settings["classes"]
+        if s.multilabel:
+            flat = np.fromiter((y for ys in s.labels for y in ys), dtype=np.int64)
+            no_positive = sum(1 for ys in s.labels if not ys)
+        else:
+            flat, no_positive = s.labels, None
+        if c is not None:
+            counts = np.bincount(flat, minlength=c) if flat.size else np.zeros(c, np.int64)
+            shown = names or [str(i) for i in range(c)]
+        else:  # a legacy project without a class count: the classes seen, never max+1 wide
+            seen, counts = np.unique(flat, return_counts=True)
+            shown = [str(y) for y in seen.tolist()]
+        taught = s.ids
+        pend = s.pending()
+        out = {
+            "project": str(self.path), "strategy": s.settings["strategy"], "options": s.settings["options"],
+            "pool_size": s.settings["pool_size"], "multilabel": s.multilabel, "classes": shown,
+            "labels": int(s.ids.size), "per_class": counts.tolist(),
             "imbalance": (float(counts.max() / counts.min()) if counts.min() > 0 else float("inf"))
             if counts.size and counts.max() > 0 else None,
+            "classes_without_labels": int((counts == 0).sum()) if counts.size else 0,
+            "pending": None if pend is None else {"round": pend[0], "ids": int(pend[1].size)},
+            "corrections": len(s.corrections),
             "rounds": [{"round": b["round"], "strategy": b["strategy"], "size": len(b["ids"]),
-                        "labeled": sum(i in taught for i in b["ids"])} for b in rounds],
+                        "labeled": int(np.isin(np.asarray(b["ids"], dtype=np.int64), taught).sum())}
+                       for b in s.rounds],
         }
+        if s.multilabel:
+            out["no_positive"] = no_positive
+        return out
 
     # -------------------------------------------------------------- querying
     def query(self, logits: Any, budget: int, *, strategy: Optional[str] = None, embeddings: Any = None,
               weight: Any = None, clusters: Any = None, seed: Optional[int] = None,
-              on_pick: Optional[Callable[[np.ndarray, int], None]] = None, options: Optional[dict] = None):
+              on_pick: Optional[Callable[[np.ndarray, int], None]] = None, options: Optional[dict] = None,
+              pending: str = "new"):
         """Picks ``budget`` unlabeled pool ids with the strategy, records the batch as the next
         round of the project's history, and returns the ids (int64, in the strategy's order).
 
         The strategy is :mod:`alscale.strategies`' (the loop's too): the same name, options and
         inputs give the same picks. Row i of ``logits`` (and of ``embeddings``) is pool id i;
         every labeled id is excluded. ``logits`` may be None for strategies that do not need
-        them (random, coreset), and are (T, N, C) MC samples for the Bayesian strategies.
-        The result is the library call's (e.g. ``alscale.select_balanced(logits, budget,
-        weight=weight, exclude=labeled)``). ``logits`` may be a memmap, read in chunks.
-        ``seed`` (random, badge, cluster-margin) defaults to a fresh one, recorded in the
-        history. ``clusters`` (cluster-margin): the pool's cluster ids; default: average-linkage
-        HAC of ``embeddings``, computed once and cached in the project. ``on_pick(ids, round)``,
-        if given, runs before the batch is recorded; when it raises nothing is recorded (the
-        command line writes its output file there). ``options`` (the strategy's options, e.g.
-        cluster-margin's ``n_clusters``, ``neighbors``, ``knn_recall``, ``pca``; see
-        :class:`ActiveLearner`) update the project's options, stored with the batch (not when
-        the query fails). A strategy's state (cluster-margin's clusters, probcover's δ) is
-        cached in the project under a fingerprint of its inputs and settings.
+        them (random, coreset, typiclust, probcover), and are (T, N, C) MC samples for the
+        Bayesian strategies. ``logits`` may be a memmap, read in chunks. ``seed`` (random, badge,
+        cluster-margin, ...) defaults to a fresh one, recorded in the history. ``clusters``
+        (cluster-margin): the pool's cluster ids; default: average-linkage HAC of
+        ``embeddings``, computed once and cached in the project. ``on_pick(ids, round)``, if
+        given, runs before the batch is recorded; when it raises nothing is recorded (the command
+        line writes its output file there). ``options`` (the strategy's options) update the
+        project's, stored with the batch; the strategy becomes the project's default.
+
+        ``pending``: what to do when the last batch still has ids without a label — ``"new"``
+        (default in Python) queries a new round anyway; ``"refuse"`` (the command line's default)
+        raises a ValueError saying so; ``"reissue"`` returns those ids again (``on_pick`` is called
+        with the pending round) and records nothing.
+
+        Settings, round and cached state go to the project in one write, after the pick: a query
+        that fails or is killed stores nothing.
         """
-        name = strategy or self.strategy
-        cls = _strategy(name)
-        if "labels" in cls.needs:
-            raise ValueError(f"strategy {name!r} is an oracle that reads the true labels (a simulation "
-                             "baseline of alscale run); a labelling project has none")
-        if ("logits" in cls.needs or "mc_samples" in cls.needs) and logits is None:
-            raise ValueError(f"strategy {name!r} needs logits")
-        if "embeddings" in cls.needs and embeddings is None and not (clusters is not None and "logits" in cls.needs):
-            raise ValueError("cluster-margin needs embeddings (or clusters=)" if name == "cluster-margin"
-                             else f"strategy {name!r} needs embeddings")
-        n, c = _pool_shape(cls, logits) if logits is not None else (None, None)
-        if embeddings is not None:
-            shape = getattr(embeddings, "shape", ())
-            if len(shape) != 2:
-                raise ValueError(f"embeddings must be an array of shape (pool, dimensions), got "
-                                 f"{type(embeddings).__name__}" + (f" of shape {tuple(shape)}" if shape else ""))
-            if n is not None and int(shape[0]) != n:
-                raise ValueError(f"embeddings has {shape[0]} rows but logits has {n} (one per pool id)")
-            n = int(shape[0])
+        if pending not in ("new", "refuse", "reissue"):
+            raise ValueError(f"pending must be 'new', 'refuse' or 'reissue', got {pending!r}")
         from ._backend.arrays import as_budget, as_seed
 
-        k = as_budget(budget)
-        if seed is None:
-            seed = int(np.random.default_rng().integers(2**62))
-        seed = as_seed(seed)
-        with self._locked():
-            config = self._read_config()
+        with self._transaction() as state:
+            pend = state.pending()
+            if pending == "reissue":
+                if pend is None:
+                    raise ValueError("no batch is pending: every id of the last round has a label"
+                                     if state.rounds else "no batch is pending: nothing was queried yet")
+                if on_pick is not None:
+                    on_pick(pend[1], pend[0])
+                return pend[1]
+            if pend is not None and pending == "refuse":
+                r, left = pend
+                size = len(state.rounds[-1]["ids"])
+                raise ValueError(f"round {r}'s batch is pending: {left.size} of its {plural(size, 'id')} "
+                                 "have no label yet; teach them first, or write them again with --pending "
+                                 "reissue, or query a new batch anyway with --pending query")
+            opts_in = dict(options or {})
+            if "multilabel" in opts_in:
+                self._set_multilabel(state, opts_in.pop("multilabel"))
+            name = strategy or state.settings["strategy"]
+            cls = _strategy(name)
+            multilabel = state.multilabel
+            takes = cls.option_defaults()
+            if multilabel and ("logits" in cls.needs or "mc_samples" in cls.needs) and "multilabel" not in takes:
+                raise ValueError(f"strategy {name!r} reads one softmax over the classes; this project is multi-label "
+                                 "(one sigmoid per class): use margin, confidence, entropy or cluster-margin "
+                                 "(or random, coreset, typiclust, probcover)")
+            if "labels" in cls.needs:
+                raise ValueError(f"strategy {name!r} is an oracle that reads the true labels (a simulation "
+                                 "baseline of alscale run); a labelling project has none")
+            if ("logits" in cls.needs or "mc_samples" in cls.needs) and logits is None:
+                raise ValueError(f"strategy {name!r} needs logits")
+            if "embeddings" in cls.needs and embeddings is None and not (clusters is not None and "logits" in cls.needs):
+                raise ValueError("cluster-margin needs embeddings (or clusters=)" if name == "cluster-margin"
+                                 else f"strategy {name!r} needs embeddings")
+            n, c = _pool_shape(cls, logits) if logits is not None else (None, None)
+            if embeddings is not None:
+                shape = getattr(embeddings, "shape", ())
+                if len(shape) != 2:
+                    raise ValueError(f"embeddings must be an array of shape (pool, dimensions), got "
+                                     f"{type(embeddings).__name__}" + (f" of shape {tuple(shape)}" if shape else ""))
+                if n is not None and int(shape[0]) != n:
+                    raise ValueError(f"embeddings has {shape[0]} rows but logits has {n} (one per pool id)")
+                n = int(shape[0])
+            k = as_budget(budget)
+            if seed is None:
+                seed = int(np.random.default_rng().integers(2**62))
+            seed = as_seed(seed)
             what = "logits" if logits is not None else "embeddings"
             if n is None:
-                n = config["pool_size"]
+                n = state.settings["pool_size"]
                 if n is None:
                     raise ValueError(f"strategy {name!r} needs the pool size: give logits or embeddings, or "
-                                     "create the project with pool_size (alscale query --pool-size)")
-            config = self._with_pool(config, n, what)
+                                     "create the project with pool_size (alscale init --pool-size N)")
+            self._set_pool(state, n, what)
             if c is not None:
-                config = self._with_num_classes(config, c, "logits")
-            if options:
-                config["options"] = {**config.get("options", {}), **options}
-            if config.get("options", {}).get("n_clusters") is None and name == "cluster-margin":
-                config["options"] = {**config["options"], "n_clusters": k}
-            labels = self._read_labels()
-            if labels.ids.size and int(labels.ids.max()) >= n:
-                raise ValueError(f"{what} has {n} rows but id {int(labels.ids.max())} is labeled (row i is pool id i)")
-            if c is not None and labels.ids.size and int(labels.labels.max()) >= c:
-                raise ValueError(f"logits has {c} classes but class {int(labels.labels.max())} is taught")
+                self._set_num_classes(state, c, "logits")
+            options_now = {**state.settings["options"], **opts_in}
+            if options_now.get("n_clusters") is None and name == "cluster-margin":
+                options_now["n_clusters"] = k
+            state.set("options", options_now)
+            state.set("strategy", name)
             labeled = np.zeros(n, dtype=bool)
-            labeled[labels.ids] = True
-            opts = _strategy_options(cls, config["options"])
+            labeled[state.ids] = True
+            opts = _strategy_options(cls, state.settings["options"])
+            if multilabel and "multilabel" in takes:
+                opts["multilabel"] = True
             if name == "cluster-margin":
                 from .cluster_margin import cluster_settings
 
@@ -488,31 +758,36 @@ class ActiveLearner:
             mc = "mc_samples" in cls.needs
             pool = _strategies.PoolView(labeled=labeled, logits=None if mc else logits,
                                         mc_samples=logits if mc else None, embeddings=embeddings, weight=weight,
-                                        num_classes=config["num_classes"], clusters=clusters, progress=self.progress)
+                                        num_classes=state.settings["num_classes"], clusters=clusters,
+                                        progress=self.progress)
             cache = self._restore_state(chosen, pool) if cls.state_options and clusters is None else None
-            ids = np.asarray(chosen.select(pool, k, seed), dtype=np.int64)
-            history = self._read_history()
+            try:
+                ids = np.asarray(chosen.select(pool, k, seed), dtype=np.int64)
+            except ImportError as err:
+                raise ValueError(f"strategy {name!r}: {_import_advice(err)}") from None
+            r = len(state.rounds) + 1
             if on_pick is not None:
-                on_pick(ids, len(history) + 1)
-            history.append({"round": len(history) + 1, "strategy": name, "budget": k, "seed": seed,
-                            "labeled_before": int(labels.ids.size), "ids": ids.tolist(),
-                            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
-            if cache is not None:
+                on_pick(ids, r)
+            state.rounds.append({"round": r, "strategy": name, "options": opts, "budget": k, "seed": seed,
+                                 "labeled_before": int(state.ids.size), "ids": ids.tolist(), "time": _now()})
+            state.changed = True
+            if cache is not None:  # a cache keyed by its inputs: written first, harmless alone
+                if self._deferred:
+                    self.path.mkdir(parents=True, exist_ok=True)
                 self._save_state(chosen, *cache)
-            if config != self.config or config != self._read_config():
-                write_atomic(self.path / CONFIG, json.dumps(config, indent=1) + "\n")
-            self.config = config
-            write_atomic(self.path / HISTORY, json.dumps({"rounds": history}) + "\n")
         return ids
 
     def scores(self, logits: Any, ids: Any, *, strategy: Optional[str] = None, weight: Any = None):
         """``(column, values)`` for the picked ``ids`` (in their order): the strategy's score
         (``margin``, ``confidence``, ``entropy``; ``boundary`` for mase), the class whose quota
-        each fills for base (``class``), or None (random, coreset, badge)."""
+        each fills for base (``class``), or None (random, coreset, badge, ...)."""
         cls = _strategy(strategy or self.strategy)
         if cls.score_column is None or logits is None:
             return None
-        chosen = cls(**_strategy_options(cls, self.config.get("options", {})))
+        opts = _strategy_options(cls, self.config.get("options", {}))
+        if self.multilabel and "multilabel" in cls.option_defaults():
+            opts["multilabel"] = True
+        chosen = cls(**opts)
         pool = _strategies.PoolView(labeled=np.zeros(0, dtype=bool), logits=logits, weight=weight)
         return cls.score_column, np.asarray(chosen.scores(pool, np.asarray(ids, dtype=np.int64)))
 
@@ -597,71 +872,135 @@ class ActiveLearner:
         write_atomic(self._state_file(strategy), buf.getvalue())
 
     # -------------------------------------------------------------- teaching
-    def teach(self, ids: Any, labels: Any) -> int:
-        """Records ``labels[i]`` (class index, or class name when the project has classes) for
-        pool id ``ids[i]``; returns how many labels are new. All or nothing: a bad pair raises
-        ValueError naming it (``ids[3]``) and nothing is recorded."""
-        ids = list(np.asarray(ids).reshape(-1).tolist()) if not isinstance(ids, (list, tuple)) else list(ids)
-        labels = list(np.asarray(labels).reshape(-1).tolist()) if not isinstance(labels, (list, tuple)) else list(labels)
+    def teach(self, ids: Any, labels: Any, *, relabel: bool = False) -> int:
+        """Records ``labels[i]`` for pool id ``ids[i]``: a class index or name (single-label), or
+        the id's positive classes as a list (multi-label; ``[]``: none). Returns how many labels
+        are new. All or nothing: a bad pair raises ValueError naming it (``ids[3]``) and nothing
+        is recorded. An id taught again with the same answer is not recorded twice; with another
+        one it is refused, unless ``relabel=True``: then the label is corrected and the correction
+        recorded (:attr:`corrections`)."""
+        if isinstance(ids, (list, tuple)):
+            ids = list(ids)
+        else:
+            ids = np.asarray(ids).reshape(-1).tolist()
+        if isinstance(labels, (list, tuple)):
+            labels = list(labels)
+        elif self.multilabel:
+            raise ValueError("labels: a multi-label project takes a list with each id's classes (a list each)")
+        else:
+            labels = np.asarray(labels).reshape(-1).tolist()
         if len(ids) != len(labels):
             raise ValueError(f"ids and labels differ in length ({len(ids)} and {len(labels)})")
-        return self.teach_pairs([(_as_id(i, f"ids[{k}]"), lab, f"ids[{k}]") for k, (i, lab) in enumerate(zip(ids, labels))])
+        return self.teach_pairs([(as_id(i, f"ids[{k}]"), lab, f"ids[{k}]") for k, (i, lab) in enumerate(zip(ids, labels))],
+                                relabel=relabel)
 
-    def teach_file(self, path: Union[str, Path], *, classes: Optional[Sequence[str]] = None) -> int:
-        """Teaches the labels of a CSV (``id,label``) or of a Label Studio JSON export (a
-        ``.json`` file); ``classes`` sets the project's class names first if it has none."""
-        if classes is not None:
-            with self._locked():
-                config = self._with_classes(self._read_config(), classes)
-                if config != self._read_config():
-                    write_atomic(self.path / CONFIG, json.dumps(config, indent=1) + "\n")
-                self.config = config
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"{path}: no such file")
-        pairs = read_label_studio(path) if path.suffix.lower() == ".json" else read_labels_csv(path)
-        return self.teach_pairs(pairs)
+    def teach_file(self, path: Union[str, Path], *, classes: Optional[Sequence[str]] = None,
+                   num_classes: Optional[int] = None, relabel: bool = False,
+                   label_column: Optional[str] = None) -> int:
+        """Teaches the labels of a file (:func:`alscale.formats.read_answers`): a CSV ``id,label``
+        (``id,labels``, classes separated by ``;``, for a multi-label project), or a Label Studio
+        export, JSON or CSV (read by ``alscale_id``). ``classes`` / ``num_classes`` set the
+        project's classes first if it has none — in the same write: refused labels store them
+        neither. What the file held besides labels (tasks not annotated, skipped, with several
+        annotations) is in :attr:`last_teach`."""
+        multilabel = self._read_state().multilabel
+        answers = read_answers(path, multilabel=multilabel, label_column=label_column)
+        return self.teach_pairs(answers, relabel=relabel, classes=classes, num_classes=num_classes)
 
-    def teach_pairs(self, pairs: Sequence[tuple]) -> int:
-        """Teaches ``(id, label, where)`` triples (``where`` names each in errors); see :meth:`teach`."""
-        with self._locked():
-            config = self._read_config()
-            self.config = config
-            n, c, names = config["pool_size"], config["num_classes"], config["classes"] or []
-            index = {name: i for i, name in enumerate(names)}
-            current = self._read_labels()
-            known = dict(zip(current.ids.tolist(), current.labels.tolist()))
+    def teach_pairs(self, pairs: Sequence[tuple], *, relabel: bool = False, classes: Optional[Sequence[str]] = None,
+                    num_classes: Optional[int] = None) -> int:
+        """Teaches ``(id, answer, where)`` triples (``where`` names each in errors); see :meth:`teach`."""
+        with self._transaction() as state:
+            if classes is not None:
+                self._set_classes(state, classes)
+            if num_classes is not None:
+                self._set_num_classes(state, _int_arg(num_classes, "num_classes", 1), "num_classes")
+            n, c, names = state.settings["pool_size"], state.settings["num_classes"], state.settings["classes"]
+            if pairs and n is None:
+                raise ValueError(f"the project {self.path} does not know its pool size yet, so no id can be checked: "
+                                 "give it at creation (alscale init --pool-size N) or query first; nothing recorded")
+            if pairs and c is None:
+                raise ValueError(f"the project {self.path} does not know its classes yet, so no label can be checked: "
+                                 "give --classes NAMES or --num-classes C (or query with logits first); nothing recorded")
+            index = {name: i for i, name in enumerate(names or [])}
+            position = {i: k for k, i in enumerate(state.ids.tolist())}
+            multi = state.multilabel
             new: dict = {}
             seen: dict = {}
+            fixes: dict = {}
             for i, label, where in pairs:
-                if i < 0 or (n is not None and i >= n):
-                    raise ValueError(f"{where}: id {i} is out of range (the pool has ids 0..{n - 1 if n else '?'})"
-                                     if n is not None else f"{where}: id {i} is negative")
-                y = self._class_index(label, index, c, where)
-                if i in known:
-                    if known[i] != y:
-                        raise ValueError(f"{where}: id {i} is labeled {self._name(y)}, but was taught "
-                                         f"{self._name(known[i])} before ({LABELS}); nothing of this file was recorded")
+                if not 0 <= i < n:
+                    raise ValueError(f"{where}: id {i} is out of range (the pool has ids 0..{n - 1})" if n
+                                     else f"{where}: id {i} is out of range (the pool is empty)")
+                y = self._answer(label, index, c, where, multi)
+                if i in new or i in fixes:
+                    had = new.get(i, fixes.get(i))
+                    if had != y:
+                        raise ValueError(f"{where}: id {i} is labeled {self._show(y, names)}, but {seen[i]} labels it "
+                                         f"{self._show(had, names)}")
                     continue
-                if i in new and new[i] != y:
-                    raise ValueError(f"{where}: id {i} is labeled {self._name(y)}, but {seen[i]} labels it "
-                                     f"{self._name(new[i])}")
-                new.setdefault(i, y)
-                seen.setdefault(i, where)
+                seen[i] = where
+                if i in position:
+                    old = state.labels[position[i]]
+                    old = tuple(old) if multi else int(old)
+                    if old == y:
+                        continue
+                    if not relabel:
+                        raise ValueError(f"{where}: id {i} is labeled {self._show(y, names)}, but was taught "
+                                         f"{self._show(old, names)} before; nothing of this file was recorded "
+                                         "(alscale teach --relabel corrects labels)")
+                    fixes[i] = y
+                    continue
+                new[i] = y
+            r = len(state.rounds)
+            if fixes:
+                if not multi:
+                    state.labels = state.labels.copy()
+                for i, y in fixes.items():
+                    k = position[i]
+                    old = state.labels[k]
+                    state.corrections.append({"id": i, "from": list(old) if multi else int(old),
+                                              "to": list(y) if multi else y, "round": r, "time": _now()})
+                    state.labels[k] = y
             if new:
-                r = len(self._read_history())
-                lines = [self._read_text(LABELS) or "id,label,round\n"]
-                lines += [f"{i},{y},{r}\n" for i, y in new.items()]
-                write_atomic(self.path / LABELS, "".join(lines))
+                state.ids = np.concatenate([state.ids, np.fromiter(new.keys(), np.int64, len(new))])
+                if multi:
+                    state.labels = list(state.labels) + list(new.values())
+                else:
+                    state.labels = np.concatenate([state.labels, np.fromiter(new.values(), np.int64, len(new))])
+                state.taught = np.concatenate([state.taught, np.full(len(new), r, np.int64)])
+            if new or fixes:
+                state.changed = True
+        counts = getattr(pairs, "counts", {})
+        self.last_teach = {"new": len(new), "corrected": len(fixes), "total": int(state.ids.size),
+                           "note": pairs.note() if isinstance(pairs, Answers) else "", **counts}
         return len(new)
 
     # -------------------------------------------------------------- internals
-    def _name(self, y: int) -> str:
-        names = self.config.get("classes")
-        return f"{names[y]!r}" if names and 0 <= y < len(names) else str(y)
+    @staticmethod
+    def _show(y: Any, names: Optional[list]) -> str:
+        if isinstance(y, tuple):
+            return "{" + _names(y, names) + "}"
+        return _names([y], names)
+
+    def _answer(self, label: Any, index: dict, c: int, where: str, multi: bool) -> Any:
+        if multi:
+            if isinstance(label, (str, bytes)) or not isinstance(label, (list, tuple, set, frozenset, np.ndarray)):
+                raise ValueError(f"{where}: a multi-label project takes each id's classes as a list (possibly empty), "
+                                 f"got {label!r}")
+            ys = [self._class_index(x, index, c, where) for x in label]
+            if len(set(ys)) != len(ys):
+                raise ValueError(f"{where}: a class is given twice in {list(label)}")
+            return tuple(sorted(ys))
+        if isinstance(label, (list, tuple, set, frozenset, np.ndarray)):
+            raise ValueError(f"{where}: a single-label project takes one class per id, got {label!r} "
+                             "(several classes are for a multi-label project)")
+        return self._class_index(label, index, c, where)
 
     @staticmethod
     def _class_index(label: Any, index: dict, c: Optional[int], where: str) -> int:
+        from .formats import _INT
+
         if isinstance(label, str) and label in index:
             return index[label]
         if isinstance(label, (bool, np.bool_)) or not (isinstance(label, (int, np.integer))
@@ -678,38 +1017,112 @@ class ActiveLearner:
         return y
 
     @staticmethod
-    def _with_pool(config: dict, n: int, what: str) -> dict:
+    def _set_pool(state: _State, n: int, what: str) -> None:
         if n < 0:
             raise ValueError(f"{what}: pool size must be >= 0, got {n}")
-        if config["pool_size"] is not None and config["pool_size"] != n:
-            raise ValueError(f"{what} has {n} rows but the project's pool has {config['pool_size']} ids "
-                             "(row i is pool id i)")
-        return {**config, "pool_size": n}
+        have = state.settings["pool_size"]
+        if have is not None and have != n:
+            raise ValueError(f"{what} has {n} rows but the project's pool has {have} ids (row i is pool id i)")
+        if state.ids.size and int(state.ids.max()) >= n:
+            raise ValueError(f"{what} has {n} rows but id {int(state.ids.max())} is labeled (row i is pool id i)")
+        state.set("pool_size", n)
 
     @staticmethod
-    def _with_num_classes(config: dict, c: int, what: str) -> dict:
-        if config["num_classes"] is not None and config["num_classes"] != c:
-            raise ValueError(f"{what} has {c} classes but the project has {config['num_classes']}"
-                             + (f" ({', '.join(config['classes'])})" if config["classes"] else ""))
-        return {**config, "num_classes": c}
+    def _set_num_classes(state: _State, c: int, what: str) -> None:
+        have = state.settings["num_classes"]
+        if have is not None and have != c:
+            names = state.settings["classes"]
+            raise ValueError(f"{what} has {c} classes but the project has {have}"
+                             + (f" ({', '.join(names)})" if names else ""))
+        if state.ids.size:
+            top = max((max(ys) for ys in state.labels if ys), default=-1) if state.multilabel else int(state.labels.max())
+            if top >= c:
+                raise ValueError(f"{what} has {c} classes but class {top} is taught")
+        state.set("num_classes", c)
 
-    def _with_classes(self, config: dict, classes: Sequence[str]) -> dict:
+    def _set_classes(self, state: _State, classes: Sequence[str]) -> None:
         names = [str(x) for x in classes]
         if not names or len(set(names)) != len(names) or any(not x for x in names):
             raise ValueError(f"classes must be distinct non-empty names, got {names}")
-        if config["classes"] is not None and config["classes"] != names:
-            raise ValueError(f"the project's classes are {config['classes']}, not {names}")
-        config = self._with_num_classes(config, len(names), "classes")
-        return {**config, "classes": names}
+        if state.settings["classes"] is not None and state.settings["classes"] != names:
+            raise ValueError(f"the project's classes are {state.settings['classes']}, not {names}")
+        self._set_num_classes(state, len(names), "classes")
+        state.set("classes", names)
+
+    @staticmethod
+    def _set_multilabel(state: _State, value: Any) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"multilabel must be True or False, got {value!r}")
+        value = bool(value)
+        if value != state.multilabel and (state.ids.size or state.rounds):
+            kind = "multi-label" if state.multilabel else "single-label"
+            raise ValueError(f"the project is {kind} ({plural(int(state.ids.size), 'label')}, "
+                             f"{plural(len(state.rounds), 'round')}); a project is single- or multi-label from its "
+                             "start (alscale init --multilabel for a multi-label one)")
+        state.set("multilabel", value)
+
+    # -------------------------------------------------------------- the store
+    def _read_state(self) -> _State:
+        """The committed state, under a shared lock when one can be had (never waiting)."""
+        if self._deferred:
+            return copy.deepcopy(self._pending_new)
+        with self._shared():
+            for attempt in range(3):
+                try:
+                    text = (self.path / CONFIG).read_text()
+                except FileNotFoundError:
+                    raise ValueError(f"no alscale project at {self.path} (no {CONFIG}): create it with "
+                                     f"alscale init --project {self.path} (or alscale query --new)") from None
+                except UnicodeDecodeError as err:
+                    raise ValueError(f"{self.path / CONFIG}: not a UTF-8 text file ({err})") from None
+                try:
+                    return _State.parse(text, self.path / CONFIG)
+                except ValueError:
+                    try:  # replaced meanwhile (a version-1 project being migrated): read the new one
+                        again = (self.path / CONFIG).read_text()
+                    except OSError:
+                        again = text
+                    if attempt < 2 and again != text:
+                        continue
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _shared(self) -> Iterator[None]:
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows: no lock
             yield
             return
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDONLY)
+        except OSError:
+            try:
+                fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:  # a read-only project without a lock file: nothing can write it either
+                yield
+                return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # a writer runs: its write is one os.replace, so the committed file is whole
+            yield
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The exclusive lock of a writing command (refused at once while another one runs)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no lock
+            yield
+            return
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:
+            raise ValueError(f"the project {self.path} is read-only: this command would change it") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -721,47 +1134,52 @@ class ActiveLearner:
         finally:
             os.close(fd)
 
-    def _read_text(self, name: str) -> Optional[str]:
-        try:
-            return (self.path / name).read_text()
-        except FileNotFoundError:
-            return None
-
-    def _read_config(self) -> dict:
-        text = self._read_text(CONFIG)
-        try:
-            config = json.loads(text) if text is not None else None
-        except ValueError as err:
-            raise ValueError(f"{self.path / CONFIG} is not valid JSON ({err})") from None
-        if not isinstance(config, dict) or config.get("format") != FORMAT:
-            raise ValueError(f"{self.path / CONFIG} is not an alscale project configuration")
-        if config.get("version") != VERSION:
-            raise ValueError(f"{self.path / CONFIG}: project version {config.get('version')}, this alscale reads {VERSION}")
-        return config
-
-    def _read_history(self) -> list:
-        text = self._read_text(HISTORY)
-        if text is None:
-            return []
-        try:
-            return json.loads(text)["rounds"]
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{self.path / HISTORY} is not an alscale history ({err})") from None
-
-    def _read_labels(self) -> Labels:
-        text = self._read_text(LABELS)
-        if text is None or text.count("\n") <= 1:
-            e = np.zeros(0, dtype=np.int64)
-            return Labels(e, e.copy(), e.copy())
-        try:
-            a = np.loadtxt(io.StringIO(text), dtype=np.int64, delimiter=",", skiprows=1, ndmin=2)
-        except ValueError as err:
-            raise ValueError(f"{self.path / LABELS} is damaged ({err})") from None
-        return Labels(a[:, 0].copy(), a[:, 1].copy(), a[:, 2].copy())
-
+    @contextmanager
+    def _transaction(self, new: bool = False) -> Iterator[_State]:
+        """One command: the state read under the exclusive lock, changed by the caller, written
+        once (when it changed) — or not at all when the caller raises."""
+        staged, self._staged = getattr(self, "_staged", {}), {}
+        if self._deferred:
+            state = copy.deepcopy(self._pending_new)
+            self._apply(state, **staged)
+            yield state
+            self.path.mkdir(parents=True, exist_ok=True)
+            with self._locked():
+                if (self.path / CONFIG).exists():
+                    raise ValueError(f"the project {self.path} was created by another command meanwhile; nothing recorded")
+                write_atomic(self.path / CONFIG, state.dumps())
+            self._deferred = False
+            self.config = dict(state.settings)
+            return
+        if new:
+            self.path.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            state = _State.new() if new else self._read_state()
+            self._apply(state, **staged)
+            yield state
+            if state.changed:
+                write_atomic(self.path / CONFIG, state.dumps())
+                if state.legacy:  # migrated: the old files are in project.json now
+                    for name in (LABELS, HISTORY):
+                        (self.path / name).unlink(missing_ok=True)
+        self.config = dict(state.settings)
 
 def _strategy(name: str) -> type:
     return _strategies.get_class(name)
+
+
+def _int_arg(value: Any, what: str, low: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or int(value) < low:
+        raise ValueError(f"{what} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _import_advice(err: ImportError) -> str:
+    """An optional dependency's ImportError as one line for a project (no Python-only advice)."""
+    text = str(err)
+    if "faiss" in text:
+        return "needs the optional dependency faiss (pip install faiss-cpu) for its k-means"
+    return text.split(" (or pass")[0]
 
 
 def _cached_state(path: Path, key: str) -> Optional[dict]:
@@ -797,19 +1215,31 @@ def _fingerprint(z: Any, *settings: Any) -> str:
 
 def format_status(status: dict) -> str:
     """The text table of :meth:`ActiveLearner.status`."""
-    lines = [f"project {status['project']}: {status['labels']} labels"
+    multi = status.get("multilabel", False)
+    lines = [f"project {status['project']}: {plural(status['labels'], 'label')}"
              + (f" of a pool of {status['pool_size']}" if status["pool_size"] is not None else "")
-             + f", {len(status['rounds'])} rounds queried, default strategy {status['strategy']}"]
+             + f", {plural(len(status['rounds']), 'round')} queried, default strategy {status['strategy']}"
+             + (" (multi-label)" if multi else "")]
+    pend = status.get("pending")
+    if pend:
+        lines.append(f"pending: round {pend['round']} has {plural(pend['ids'], 'id')} without a label "
+                     "(alscale query --pending reissue writes them again)")
+    if status.get("corrections"):
+        lines.append(f"corrections: {plural(status['corrections'], 'label')} corrected (teach --relabel)")
     total = max(1, status["labels"])
     names = status["classes"]
     if names:
         width = max(5, *(len(x) for x in names))
-        lines.append(f"{'class':<{width}}  {'labels':>8}  {'share':>6}")
+        head = "positives" if multi else "labels"
+        lines.append(f"{'class':<{width}}  {head:>9}  {'share':>6}")
         for name, count in zip(names, status["per_class"]):
-            lines.append(f"{name:<{width}}  {count:>8}  {100 * count / total:>5.1f}%")
+            lines.append(f"{name:<{width}}  {count:>9}  {100 * count / total:>5.1f}%")
+    if multi:
+        lines.append(f"ids with no positive class: {status.get('no_positive', 0)}")
     imb = status["imbalance"]
     lines.append("imbalance (largest / smallest class): "
-                 + ("n/a (no labels)" if imb is None else "inf (a class has no label)" if imb == float("inf") else f"{imb:.2f}"))
+                 + ("n/a (no labels)" if imb is None else
+                    "inf (a class has no label)" if imb == float("inf") else f"{imb:.2f}"))
     if status["rounds"]:
         lines.append(f"{'round':>5}  {'strategy':<14}  {'batch':>7}  {'labeled':>7}")
         for r in status["rounds"]:

@@ -745,6 +745,9 @@ class ActiveLearner:
             state.set("strategy", name)
             labeled = np.zeros(n, dtype=bool)
             labeled[state.ids] = True
+            if labeled.all():  # the same answer from every strategy (some said "the pool is empty", some recorded [])
+                raise ValueError(f"every id of the pool is labeled ({plural(n, 'id')}): nothing is left to query"
+                                 if n else "the pool is empty: nothing to query")
             opts = _strategy_options(cls, state.settings["options"])
             if multilabel and "multilabel" in takes:
                 opts["multilabel"] = True
@@ -754,6 +757,10 @@ class ActiveLearner:
                 features = int(embeddings.shape[1]) if embeddings is not None else None
                 cluster_settings(opts["n_clusters"], opts.get("neighbors", 10), opts.get("knn_recall", 0.95),
                                  opts.get("pca"), features)
+            if ("delta" in takes and "num_classes" in takes and opts.get("delta") is None
+                    and opts.get("num_classes") is None and state.settings["num_classes"] is None):
+                raise ValueError(f"strategy {name!r} needs the number of classes for its purity rule (alscale query "
+                                 "--num-classes C or --classes NAMES), or its ball radius (--option delta=D)")
             chosen = cls(**opts)
             mc = "mc_samples" in cls.needs
             pool = _strategies.PoolView(labeled=labeled, logits=None if mc else logits,

@@ -118,10 +118,10 @@ def cli(n: int, d: int) -> None:
     cmd = [sys.executable, "-m", "alscale", "query", "--project", str(folder / "p"), "--logits",
            str(folder / "logits.npy"), "--embeddings", str(folder / "emb.npy"), "--strategy", "cluster-margin",
            "--budget", str(budget), "--n-clusters", str(centers), "--seed", "1"]
-    for name in ("first query (clusters)", "second query (cache)"):
+    for name, extra in (("first query (clusters)", ["--new"]), ("second query (cache)", ["--pending", "query"])):
         print(f"## {name}")
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd + ["--out", str(folder / "batch.csv")], stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd + extra + ["--out", str(folder / "batch.csv")], stderr=subprocess.PIPE, text=True)
         for line in proc.stderr:
             print(f"{time.perf_counter() - t0:7.1f} s  {line.rstrip()}", flush=True)
         if proc.wait():

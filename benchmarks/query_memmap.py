@@ -40,7 +40,7 @@ if method == "library":
 else:
     from alscale.cli import main
     assert main(["query", "--project", f"{d}/project", "--logits", f"{d}/logits.npy", "--strategy", "base",
-                 "--budget", str(budget), "--seed", "0", "--out", f"{d}/batch.csv"]) == 0
+                 "--budget", str(budget), "--seed", "0", "--pending", "query", "--out", f"{d}/batch.csv"]) == 0
     ids = np.loadtxt(f"{d}/batch.csv", delimiter=",", skiprows=1, usecols=0, dtype=np.int64)
 seconds = time.perf_counter() - t
 # VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's across fork + exec on Linux)
@@ -72,7 +72,7 @@ def make(d: Path, n: int, c: int, labeled: int, seed: int) -> None:
     if not project.exists():
         rng = np.random.default_rng(seed + 1)
         ids = rng.choice(n, size=labeled, replace=False)
-        ActiveLearner(project, strategy="base").teach(ids, rng.integers(0, c, labeled))
+        ActiveLearner(project, strategy="base", pool_size=n, num_classes=c).teach(ids, rng.integers(0, c, labeled))
 
 
 def main() -> None:

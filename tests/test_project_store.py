@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 import alscale
-from alscale.formats import read_label_studio, read_label_studio_csv
-from alscale.project import ActiveLearner, format_status
+from alscale.project import ActiveLearner, format_status, read_label_studio
 
 
 def cli(*args, ok=True, env=None, cwd=None):
@@ -472,6 +471,8 @@ def test_a_multilabel_round_end_to_end(tmp_path):
     (tmp_path / "e.json").write_text(json.dumps(tasks))
     assert "2 new labels recorded" in cli("teach", "--project", p, tmp_path / "e.json").stderr
     (tmp_path / "e.csv").write_text('alscale_id,id,label\n' + f'{ids[5]},52,"{{""choices"": [""bird"", ""dog""]}}"\n')
+    from alscale.formats import read_label_studio_csv
+
     assert [(i, y) for i, y, _ in read_label_studio_csv(tmp_path / "e.csv", multilabel=True)] == [(ids[5], ("bird", "dog"))]
     cli("teach", "--project", p, tmp_path / "e.csv")
     learner = ActiveLearner(p)
@@ -516,3 +517,34 @@ def test_single_and_multi_label_are_never_mixed(tmp_path):
     with pytest.raises(ValueError, match=r"id 3 is labeled \{'a'\}, but was taught \{'a', 'c'\} before"):
         learner.teach([3], [["a"]])
     assert learner.teach([3], [["a"]], relabel=True) == 0 and learner.corrections[0]["to"] == [0]
+
+
+# ------------------------------------------------------------------ the README runs as written
+def test_the_readme_labelling_commands_run_as_written(tmp_path):
+    """The first bash block of the README's labelling section, command by command, in a folder
+    holding the files it names (Label Studio's part played by annotating every task of tasks.json
+    in its JSON export format)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Labelling rounds: query, label, teach", 1)[1]
+    block = re.search(r"^```bash\n(.*?)^```", section, flags=re.S | re.M).group(1)
+    commands = [shlex.split(line, comments=True) for line in block.replace("\\\n", " ").splitlines()]
+    commands = [c for c in commands if c]
+    assert [c[:2] for c in commands] == [["alscale", "init"], ["alscale", "query"], ["alscale", "teach"],
+                                         ["alscale", "status"]]
+    rng = np.random.default_rng(7)
+    np.save(tmp_path / "logits.npy", rng.standard_normal((3000, 3)).astype(np.float32))
+    np.save(tmp_path / "head.npy", rng.standard_normal((3, 8)).astype(np.float32))
+    (tmp_path / "pool.csv").write_text("id,image\n" + "".join(f"{i},http://img/{i}.jpg\n" for i in range(3000)))
+    names = ["cat", "dog", "bird"]
+    for words in commands:
+        if words[1] == "teach":
+            tasks = json.loads((tmp_path / "tasks.json").read_text())
+            export = [{"id": 1 + k, "data": t["data"], "annotations": [_ann(names[k % 3])]} for k, t in enumerate(tasks)]
+            (tmp_path / "export.json").write_text(json.dumps(export))
+        proc = cli(*words[1:], cwd=tmp_path)
+        if words[1] == "status":
+            assert "1000 labels of a pool of 3000, 1 round queried" in proc.stdout, proc.stdout

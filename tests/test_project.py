@@ -69,10 +69,16 @@ def test_query_equals_the_library_call_with_the_labeled_excluded(seed, n, c, nam
             budget = int(rng.integers(1, n + 2))
             lab = np.zeros(n, dtype=bool)
             lab[learner.labels.ids] = True
+            if lab.all():  # every strategy says so the same way (issue 22), none records an empty round
+                with pytest.raises(ValueError, match="every id of the pool is labeled"):
+                    learner.query(x, budget, embeddings=z, weight=w, clusters=clusters, seed=r)
+                break
             got = learner.query(x, budget, embeddings=z, weight=w, clusters=clusters, seed=r)
             want = LIBRARY[name](x, z, w, clusters, budget, lab, r)
             assert got.dtype == np.int64 and got.tolist() == np.asarray(want).tolist()
-            if name in REFERENCE:
+            if name in REFERENCE and not (ties and name in ("margin", "confidence", "entropy")):
+                # (with integer ties, rows that are permutations of each other tie exactly; the float64
+                # reference's row sums depend on the column order and split them at the last ulp)
                 assert got.tolist() == REFERENCE[name](x.astype(np.float64), w, budget, lab).tolist()
             assert not lab[got].any() and got.size == min(budget, int((~lab).sum()))
             batch = learner.rounds[-1]

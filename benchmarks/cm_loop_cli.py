@@ -118,7 +118,7 @@ def cli(n: int, d: int) -> None:
     cmd = [sys.executable, "-m", "alscale", "query", "--project", str(folder / "p"), "--logits",
            str(folder / "logits.npy"), "--embeddings", str(folder / "emb.npy"), "--strategy", "cluster-margin",
            "--budget", str(budget), "--n-clusters", str(centers), "--seed", "1"]
-    for name, extra in (("first query (clusters)", ["--new"]), ("second query (cache)", ["--pending", "query"])):
+    for name, extra in (("first query (clusters)", ["--new"]), ("second query (cache)", ["--pending", "query", "--overwrite"])):
         print(f"## {name}")
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd + extra + ["--out", str(folder / "batch.csv")], stderr=subprocess.PIPE, text=True)

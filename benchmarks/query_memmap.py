@@ -40,7 +40,7 @@ if method == "library":
 else:
     from alscale.cli import main
     assert main(["query", "--project", f"{d}/project", "--logits", f"{d}/logits.npy", "--strategy", "base",
-                 "--budget", str(budget), "--seed", "0", "--pending", "query", "--out", f"{d}/batch.csv"]) == 0
+                 "--budget", str(budget), "--seed", "0", "--pending", "query", "--overwrite", "--out", f"{d}/batch.csv"]) == 0
     ids = np.loadtxt(f"{d}/batch.csv", delimiter=",", skiprows=1, usecols=0, dtype=np.int64)
 seconds = time.perf_counter() - t
 # VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's across fork + exec on Linux)

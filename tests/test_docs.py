@@ -10,6 +10,7 @@ import alscale.cluster_margin
 import alscale.al.datasets
 import alscale.distributed
 import alscale.diversity
+import alscale.formats
 import alscale.hac
 import alscale.al.loop
 import alscale.al.metrics
@@ -19,7 +20,7 @@ import alscale.strategies
 import alscale.streaming
 import alscale.al.train
 
-MODULES = [alscale.selection, alscale.streaming, alscale.hac, alscale.cluster_margin, alscale.diversity,
+MODULES = [alscale.formats, alscale.selection, alscale.streaming, alscale.hac, alscale.cluster_margin, alscale.diversity,
            alscale.strategies, alscale.al.metrics, alscale.al.datasets, alscale.al.train, alscale.al.loop,
            alscale.pool, alscale.distributed]
 

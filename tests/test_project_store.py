@@ -548,3 +548,23 @@ def test_the_readme_labelling_commands_run_as_written(tmp_path):
         proc = cli(*words[1:], cwd=tmp_path)
         if words[1] == "status":
             assert "1000 labels of a pool of 3000, 1 round queried" in proc.stdout, proc.stdout
+
+
+def test_out_never_silently_replaces_an_earlier_batch(pool):
+    tmp, x = pool
+    p = tmp / "p"
+    base = ["query", "--project", p, "--logits", tmp / "logits.npy", "--strategy", "margin", "--budget", 2,
+            "--out", tmp / "batch.csv"]
+    cli(*base, "--new")
+    first = (tmp / "batch.csv").read_text()
+    assert "exists (an earlier batch?): --overwrite replaces it" in cli(*base, "--pending", "query", ok=False).stderr
+    assert (tmp / "batch.csv").read_text() == first and len(ActiveLearner(p).rounds) == 1
+    cli(*base, "--pending", "reissue", "--overwrite")
+    assert (tmp / "batch.csv").read_text() == first
+
+
+def test_mc_strategies_on_two_dimensional_logits_are_one_line_without_python_advice(pool):
+    tmp, x = pool
+    proc = cli("query", "--project", tmp / "p", "--new", "--logits", tmp / "logits.npy", "--strategy", "bald",
+               "--budget", 2, ok=False)
+    assert "(T, N, C)" in proc.stderr and "logits[None]" not in proc.stderr

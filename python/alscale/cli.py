@@ -103,6 +103,7 @@ def build_parser(application: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=None, help="seed of random, badge, cluster-margin (default: fresh, recorded)")
     q.add_argument("--out", metavar="FILE", help="output file (default: standard output); never a file of the "
                    "project folder")
+    q.add_argument("--overwrite", action="store_true", help="let --out replace an existing file")
     q.add_argument("--format", choices=("csv", "label-studio"), default="csv",
                    help="csv (default): id[,score]; label-studio: a tasks JSON to import")
     q.add_argument("--data", metavar="FILE.csv", help="CSV with a column id and your data field (e.g. image URLs), "
@@ -249,7 +250,7 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_out(out: str, project: str) -> None:
+def _check_out(out: str, project: str, overwrite: bool = False) -> None:
     """``--out`` must not be a file of the project folder (it would replace the project's state)."""
     target = Path(out).resolve()
     folder = Path(project).resolve()
@@ -258,6 +259,8 @@ def _check_out(out: str, project: str) -> None:
                          "(the project's own files must not be replaced)")
     if target.is_dir():
         raise ValueError(f"--out {out} is a folder")
+    if target.exists() and not overwrite:
+        raise ValueError(f"--out {out} exists (an earlier batch?): --overwrite replaces it")
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -271,7 +274,7 @@ def _query(args: argparse.Namespace) -> int:
         raise ValueError("--format label-studio needs --data FILE.csv (the id and e.g. image URL of each row), "
                          "else annotators see nothing in the tasks; --no-data writes them anyway")
     if args.out:
-        _check_out(args.out, args.project)
+        _check_out(args.out, args.project, args.overwrite)
     from .strategies import get_class
 
     name = args.strategy
@@ -305,7 +308,7 @@ def _query(args: argparse.Namespace) -> int:
         options["multilabel"] = True
 
     def write(ids, round):  # before the batch is recorded: if this fails, nothing is
-        scored = learner.scores(logits, ids, strategy=name, weight=weight) if args.pending != "reissue" else None
+        scored = learner.scores(logits, ids, strategy=name, weight=weight)
         if args.format == "label-studio":
             data = _read_data(args.data, args.data_field, ids) if args.data else None
             tasks = label_studio_tasks(ids, data=data, field=args.data_field,

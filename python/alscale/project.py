@@ -418,7 +418,7 @@ class _State:
                "rounds": self.rounds, "labels": {"ids": self.ids.tolist(), "labels": labels,
                                                  "rounds": self.taught.tolist()},
                "corrections": self.corrections}
-        return "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}"
+        return "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v, separators=(',', ':'), default=_plain)}"
                                   for k, v in obj.items()) + "\n}\n"
 
     def set(self, key: str, value: Any) -> None:
@@ -444,6 +444,13 @@ def _cell_int(text: str, where: str) -> int:
     if not _INT.match(text):
         raise ValueError(f"{where} must be an integer, got {text!r}")
     return int(text)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays (e.g. in strategy options) as JSON values."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} {value!r} cannot be stored in a project (not JSON)")
 
 
 def _now() -> str:

@@ -411,6 +411,23 @@ DAMAGE = [  # (what is done to a good project.json, the field the one error line
 ]
 
 
+@pytest.mark.parametrize("text, message", [
+    ("[" * 100_000, "project.json: not valid JSON"), ("", "project.json: not valid JSON"),
+    ("[]", "is not an alscale project file"), ('{"format": "alscale-project", "version": 1, "pool_size": 5, '
+                                                 '"labels": 3}', "labels.csv")])
+def test_a_project_file_that_is_not_one_is_one_line(tmp_path, text, message):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "project.json").write_text(text)
+    if "labels.csv" in message:  # a version-1 project: its labels.csv is read (here: with a bad header)
+        (tmp_path / "p" / "labels.csv").write_text("ids,label,round\n1,0,0\n")
+    assert message in cli("status", "--project", tmp_path / "p", ok=False).stderr
+    if "not valid JSON" in message:  # the same text as a Label Studio export
+        (tmp_path / "e.json").write_text(text)
+        cli("init", "--project", tmp_path / "q", "--pool-size", 5, "--classes", "a,b")
+        assert "not a Label Studio JSON export" in cli("teach", "--project", tmp_path / "q", tmp_path / "e.json",
+                                                       ok=False).stderr
+
+
 @pytest.mark.parametrize("damage, message", DAMAGE)
 def test_a_damaged_project_file_is_one_line_naming_the_field(tmp_path, damage, message):
     learner = ActiveLearner(tmp_path / "p", classes=["a", "b"])

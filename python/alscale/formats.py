@@ -200,7 +200,7 @@ def _choices_cell(cell: str, where: str) -> Optional[list]:
     if cell[0] in "[{":
         try:
             value = json.loads(cell)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ValueError(f"{where}: the label {cell!r} is neither a class name nor JSON choices") from None
         if isinstance(value, dict):
             value = value.get("choices")
@@ -275,12 +275,11 @@ def read_label_studio(path: Union[str, Path], *, multilabel: bool = False) -> An
     of one task that disagree are refused naming the task; a field of the wrong kind (an object
     where a list belongs) is refused naming the task and the field."""
     path = Path(path)
+    text = _read_text(path)
     try:
-        tasks = json.loads(_read_text(path))
-    except ValueError as err:
-        if str(err).startswith(str(path)):
-            raise
-        raise ValueError(f"{path}: not a Label Studio JSON export ({err})") from None
+        tasks = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"{path}: not a Label Studio JSON export ({err or type(err).__name__})") from None
     if not isinstance(tasks, list):
         raise ValueError(f"{path}: a Label Studio JSON export is a list of tasks, got {type(tasks).__name__}")
     out = Answers(source=str(path))

@@ -311,8 +311,8 @@ class _State:
     def parse(cls, text: str, path: Path) -> "_State":
         try:
             obj = json.loads(text)
-        except ValueError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        except (ValueError, RecursionError) as err:
+            raise ValueError(f"{path}: not valid JSON ({err or type(err).__name__})") from None
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             raise ValueError(f"{path} is not an alscale project file (its field 'format' is not {FORMAT!r})")
         version = obj.get("version")
@@ -362,8 +362,8 @@ class _State:
         if text is not None:
             try:
                 obj = json.loads(text)
-            except ValueError as err:
-                raise ValueError(f"{hist}: not valid JSON ({err})") from None
+            except (ValueError, RecursionError) as err:
+                raise ValueError(f"{hist}: not valid JSON ({err or type(err).__name__})") from None
             if not isinstance(obj, dict) or "rounds" not in obj:
                 raise ValueError(f"{hist}: not an alscale history (no field 'rounds')")
             rounds = cls.parse_rounds(obj["rounds"], f"{hist}: field 'rounds'", n)

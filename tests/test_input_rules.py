@@ -72,7 +72,7 @@ def test_a_01_integer_mask_is_refused_by_random_and_coreset():
     with pytest.raises(ValueError, match="0/1 mask"):
         alscale.select_random(10, 2, exclude=mask01, seed=0)
     with pytest.raises(ValueError, match="0/1 mask"):
-        alscale.select_coreset(RNG.standard_normal((10, 2)), None, 2, exclude=mask01)
+        alscale.select_coreset(RNG.standard_normal((10, 2)), 2, exclude=mask01)
 
 
 @pytest.mark.parametrize("name", SELECT)

@@ -389,13 +389,25 @@ def unit_rows(a: np.ndarray, name: str = "x") -> np.ndarray:
     return np.ascontiguousarray(b / np.sqrt(np.einsum("ij,ij->i", b, b))[:, None], dtype=np.float32)
 
 
+def check_random_state(seed: Any) -> np.random.Generator:
+    """The one seed rule of every public function, as a numpy Generator: None (fresh entropy),
+    an int in [0, 2^64), or a numpy Generator (used as it is; a BitGenerator or SeedSequence
+    seeds a new one). Anything else is a TypeError, a negative or too large int a ValueError."""
+    if seed is None or isinstance(seed, (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)):
+        return np.random.default_rng(seed)
+    return np.random.default_rng(as_int(seed, "seed", hint=" (or None, or a numpy Generator)", maximum=2**64 - 1))
+
+
 def as_seed(seed: Any) -> int:
-    """A 64-bit seed from None (fresh entropy), an int >= 0 or a numpy Generator (one draw)."""
+    """:func:`check_random_state`'s rule, as the 64-bit seed a kernel takes: an int is used as
+    it is, a Generator gives one draw, None fresh entropy."""
     if seed is None:
         return int(np.random.default_rng().integers(0, 2**63))
     if isinstance(seed, np.random.Generator):
         return int(seed.integers(0, 2**63))
-    return as_int(seed, "seed", maximum=2**64 - 1)  # any uint64; larger seeds are refused
+    if isinstance(seed, (np.random.BitGenerator, np.random.SeedSequence)):
+        return int(np.random.default_rng(seed).integers(0, 2**63))
+    return as_int(seed, "seed", hint=" (or None, or a numpy Generator)", maximum=2**64 - 1)  # any uint64
 
 
 def as_float32_points(a: np.ndarray, name: str = "x") -> np.ndarray:

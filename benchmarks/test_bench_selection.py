@@ -190,7 +190,7 @@ def test_margin_numpy_softmax_argpartition(benchmark, data):
 
 @pytest.mark.skipif(FULL_SCALE, reason="the CLI at ImageNet scale is run by hand")
 def test_cli_bench_small(capsys, tmp_path):
-    from alscale.al import cli
+    from alscale import cli
 
     out = tmp_path / "bench.json"
     assert cli.main(["bench", "--size", "small", "--repeats", "1", "--json", str(out)]) == 0

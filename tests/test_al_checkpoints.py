@@ -357,3 +357,29 @@ def test_cluster_margin_strategy_settings(data):
     np.testing.assert_array_equal(s.state()["labels"], cluster_embeddings(data.x, 6, neighbors=4, recall=0.9, pca=2))
     with pytest.raises(ValueError, match="pca must be at most the number of features"):
         get("cluster-margin", pca=99).select(view, 5, np.random.default_rng(1))
+
+
+@pytest.mark.parametrize("strategy, old, new, value", [("cluster-margin", "clusters", "n_clusters", 0),
+                                                        ("typiclust", "k", "neighbors", 20)])
+def test_checkpoints_written_with_an_old_option_name_still_resume(data, tmp_path, strategy, old, new, value):
+    """An option renamed in the one-strategy-layer redesign (cluster-margin's clusters ->
+    n_clusters, typiclust's k -> neighbors): a checkpoint that names the old option (its digests
+    as that version wrote them) resumes, and gives the uninterrupted run's records."""
+    kw = dict(initial=10, budget=5, rounds=2, seed=1)
+    path = tmp_path / "c.json"
+    whole = ActiveLearningLoop(data, strategy, linear_probe(epochs=3), checkpoint=path, **kw).run()
+    state = json.loads(path.read_text())
+    options = state["config"]["strategy_options"]
+    assert options[new] == value
+    state["config"]["strategy_options"] = {(old if k == new else k): v for k, v in options.items()}
+    state["sha256"]["config"] = _digest(state["config"])  # as the old version wrote it
+    path.write_text(json.dumps(state))
+    resumed = ActiveLearningLoop.resume(path, data, strategy, linear_probe(epochs=3), **kw)
+    strip = lambda rs: json.dumps([{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rs])  # NaN too
+    assert strip(resumed.run()) == strip(whole)
+    other = dict(state, config={**state["config"], "strategy_options": {**state["config"]["strategy_options"],
+                                                                         old: value + 1}})
+    other["sha256"] = {**state["sha256"], "config": _digest(other["config"])}
+    path.write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="of another run"):  # the old name's value is still compared
+        ActiveLearningLoop.resume(path, data, strategy, linear_probe(epochs=3), **kw)

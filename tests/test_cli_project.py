@@ -113,7 +113,7 @@ def test_query_equals_the_library_with_the_labeled_excluded(pool, strategy, extr
         "confidence": lambda: alscale.select_confidence(x, 20, exclude=lab),
         "mase": lambda: alscale.select_boundary(x, 20, weight=w, exclude=lab),
         "random": lambda: alscale.select_random(500, 20, exclude=lab, seed=3),
-        "coreset": lambda: alscale.select_coreset(z, lab, 20),
+        "coreset": lambda: alscale.select_coreset(z, 20, labeled=lab),
         "badge": lambda: alscale.select_badge(x, z, 20, exclude=lab, seed=3),
         "cluster-margin": lambda: alscale.select_cluster_margin(
             x, alscale.hac_average(z, n_clusters=20, neighbors=10).labels, 20, candidates=200, exclude=lab, seed=3),

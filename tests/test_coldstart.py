@@ -149,7 +149,7 @@ def test_typiclust_matches_reference(seed, n, d, centers, k, budget, frac, dupes
     rng = np.random.default_rng(seed + 2)
     clusters = rng.integers(0, centers, n)
     lab = labeled_mask(seed, n, frac)
-    got = alscale.select_typiclust(x, budget, labeled=lab, k=k, clusters=clusters)
+    got = alscale.select_typiclust(x, budget, labeled=lab, neighbors=k, clusters=clusters)
     want, scores = ref_typiclust(x, clusters, lab, min(budget, int((~lab).sum())), k)
     assert got.dtype == np.int64 and got.size == want.size == min(budget, int((~lab).sum()))
     assert not lab[got].any() and np.unique(got).size == got.size
@@ -394,7 +394,7 @@ def test_probcover_budget_beyond_the_pool_and_degenerate_shapes():
     (lambda: alscale.select_typiclust(np.array([[1.0], [np.nan]]), 1, seed=0), ValueError, "NaN"),
     (lambda: alscale.select_typiclust(np.array([[1.0, 0], [0, 0]]), 1, seed=0), ValueError, "row 1 has zero norm"),
     (lambda: alscale.select_typiclust(np.ones((3, 2)), -1), ValueError, "budget"),
-    (lambda: alscale.select_typiclust(np.ones((3, 2)), 1, k=0), ValueError, "k must be at least 1"),
+    (lambda: alscale.select_typiclust(np.ones((3, 2)), 1, neighbors=0), ValueError, "neighbors must be at least 1"),
     (lambda: alscale.select_typiclust(np.ones((3, 2)), 1, labeled=[5]), ValueError, "labeled"),
     (lambda: alscale.select_typiclust(np.ones((3, 2)), 1, clusters=[0, 1]), ValueError, "clusters"),
     (lambda: alscale.select_typiclust(np.ones((3, 2)), 1, clusters=[0, -1, 1]), TypeError, "clusters"),
@@ -472,3 +472,15 @@ def test_a_ball_holds_points_strictly_closer_than_delta():
     # the paper's δ-graph: ‖x - y‖ < δ; δ by the purity rule is a neighbour's distance, which stays out
     indptr, members = cs.balls(np.array([[1, 2], [0, 2], [0, 1]]), np.array([[0.5, 0.7], [0.5, 0.6], [0.7, 0.6]]), 0.6)
     assert [members[indptr[i]:indptr[i + 1]].tolist() for i in range(3)] == [[0, 1], [1, 0], [2]]
+
+
+def test_typiclust_old_k_keyword_still_works_with_a_deprecation_warning():
+    x = np.array([[1.0, 0.1], [1, 1.1], [2, 0.1], [2, 1.1], [-9, 9], [-9, 10], [-10, 9]])
+    clusters = [0, 0, 0, 0, 1, 1, 1]
+    with pytest.warns(DeprecationWarning, match="neighbors="):
+        old = alscale.select_typiclust(x, 2, k=1, clusters=clusters)
+    assert old.tolist() == alscale.select_typiclust(x, 2, neighbors=1, clusters=clusters).tolist()
+    from alscale.strategies import get
+
+    with pytest.warns(DeprecationWarning, match="neighbors="):
+        assert get("typiclust", k=5).options() == {"neighbors": 5}

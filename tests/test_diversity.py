@@ -50,7 +50,7 @@ def test_coreset_matches_reference(pool, data):
     budget = data.draw(st.integers(0, min(n + 2, 40)), label="budget")
     expected = ref.select_coreset(z, labeled, budget, exclude)
     for t in (1, 2):
-        got = alscale.select_coreset(z, labeled, budget, exclude=exclude, num_threads=t)
+        got = alscale.select_coreset(z, budget, labeled=labeled, exclude=exclude, num_threads=t)
         assert_same_indices(got, expected, f"coreset, num_threads={t}")
 
 
@@ -75,11 +75,11 @@ def test_badge_matches_reference(pool, data):
 
 def test_coreset_by_hand_and_torch():
     x = np.array([[0.0], [1.0], [5.0], [9.0], [10.0]])
-    assert alscale.select_coreset(x, [0], 3).tolist() == [4, 2, 1]
-    assert alscale.select_coreset(x, None, 2).tolist() == [0, 4]  # no centers: row 0 first
-    got = alscale.select_coreset(torch.tensor(x, dtype=torch.float32), torch.tensor([0]), 2)
+    assert alscale.select_coreset(x, 3, labeled=[0]).tolist() == [4, 2, 1]
+    assert alscale.select_coreset(x, 2).tolist() == [0, 4]  # no centers: row 0 first
+    got = alscale.select_coreset(torch.tensor(x, dtype=torch.float32), 2, labeled=torch.tensor([0]))
     assert isinstance(got, torch.Tensor) and got.tolist() == [4, 2]
-    assert alscale.select_coreset(x, [0, 1, 2, 3, 4], 3).tolist() == []  # nothing left
+    assert alscale.select_coreset(x, 3, labeled=[0, 1, 2, 3, 4]).tolist() == []  # nothing left
 
 
 def test_badge_picks_are_distinct_and_seeded():
@@ -99,7 +99,7 @@ def test_partitioned(name):
     labeled = np.zeros(n, dtype=bool)
     labeled[:20] = True
     if name == "coreset":
-        got = alscale.select_coreset(z, labeled, 33, partitions=4, seed=7)
+        got = alscale.select_coreset(z, 33, labeled=labeled, partitions=4, seed=7)
     else:
         got = alscale.select_badge(logits, z, 33, exclude=labeled, partitions=4, seed=7)
     assert got.size == 33 and np.unique(got).size == 33 and not labeled[got].any()
@@ -120,19 +120,19 @@ def test_partitioned(name):
 def test_diversity_errors():
     z = np.zeros((4, 2))
     with pytest.raises(ValueError, match="NaN or inf at row 2"):
-        alscale.select_coreset(np.array([[0.0], [1.0], [np.nan], [2.0]]), None, 1)
+        alscale.select_coreset(np.array([[0.0], [1.0], [np.nan], [2.0]]), 1)
     with pytest.raises(ValueError, match="2-D"):
-        alscale.select_coreset(np.zeros(4), None, 1)
+        alscale.select_coreset(np.zeros(4), 1)
     with pytest.raises(ValueError, match="3 rows but the pool has 4"):
         alscale.select_badge(np.zeros((4, 2)), np.zeros((3, 2)), 1)
     with pytest.raises(ValueError, match="NaN or inf at row 1"):
         alscale.select_badge(np.array([[0.0, 1.0], [np.inf, 0.0], [0.0, 0.0], [1.0, 1.0]]), z, 1)
     with pytest.raises(ValueError, match="budget must be non-negative"):
-        alscale.select_coreset(z, None, -1)
+        alscale.select_coreset(z, -1)
     with pytest.raises(ValueError, match="partitions must be at least 1"):
         alscale.select_badge(np.zeros((4, 2)), z, 1, partitions=0)
     with pytest.raises(TypeError, match="real-valued"):
-        alscale.select_coreset(np.array([["a"]]), None, 1)
+        alscale.select_coreset(np.array([["a"]]), 1)
 
 
 @pytest.mark.parametrize("mode", ["normal", "integer"])
@@ -147,7 +147,7 @@ def test_larger_pools_thread_independent(mode):
     uniforms = np.random.default_rng(5).random(30)
     expected_badge = ref.select_badge(logits, z, 30, uniforms, labeled)
     for t in (1, 2, 0):
-        assert_same_indices(alscale.select_coreset(z, labeled, 30, num_threads=t), expected, f"coreset t={t}")
+        assert_same_indices(alscale.select_coreset(z, 30, labeled=labeled, num_threads=t), expected, f"coreset t={t}")
         assert_same_indices(alscale.select_badge(logits, z, 30, exclude=labeled, seed=5, num_threads=t),
                             expected_badge, f"badge t={t}")
 
@@ -165,3 +165,17 @@ def test_badge_inverse_cdf_edges(u):
     uniforms = np.full(25, u)
     got = _core.select_badge(logits, False, z, None, 25, uniforms)
     assert_same_indices(got, ref.select_badge(logits, z, 25, uniforms))
+
+
+def test_the_old_coreset_call_form_still_works_with_a_deprecation_warning():
+    """select_coreset(embeddings, labeled, budget) was the old order; the convention is the pool,
+    then the budget, then labeled= as a keyword. The old form gives the same picks for one minor
+    version, with a DeprecationWarning naming the new form."""
+    x = np.array([[0.0], [1.0], [5.0], [9.0], [10.0]])
+    with pytest.warns(DeprecationWarning, match=r"select_coreset\(embeddings, budget, labeled=labeled\)"):
+        old = alscale.select_coreset(x, [0], 3)
+    assert old.tolist() == alscale.select_coreset(x, 3, labeled=[0]).tolist() == [4, 2, 1]
+    with pytest.warns(DeprecationWarning):
+        assert alscale.select_coreset(x, None, 2).tolist() == [0, 4]
+    with pytest.raises(TypeError, match="select_coreset takes"):
+        alscale.select_coreset(x, [0], 3, 4)

@@ -67,7 +67,7 @@ def test_partitioned_matches_reference(seed, n, d, parts, budget, labeled_fracti
     labeled = rng.random(n) < labeled_fraction
     available = np.flatnonzero(~labeled)
 
-    got = alscale.select_coreset(z, labeled, budget, partitions=parts, seed=seed)
+    got = alscale.select_coreset(z, budget, labeled=labeled, partitions=parts, seed=seed)
     expected = reference_partitioned(n, available, budget, parts, seed,
                                      lambda outside, q, _: ref.select_coreset(z, labeled, q, outside))
     assert_same_indices(got, expected, f"coreset P={parts}")
@@ -88,7 +88,7 @@ def test_partitions_beyond_the_rows_are_capped(name):
 
     def run(parts):
         if name == "coreset":
-            return alscale.select_coreset(z, labeled, 17, partitions=parts, seed=5)
+            return alscale.select_coreset(z, 17, labeled=labeled, partitions=parts, seed=5)
         return alscale.select_badge(logits, z, 17, exclude=labeled, partitions=parts, seed=5)
 
     capped = run(42)
@@ -116,7 +116,7 @@ def test_each_part_costs_its_own_size(name, monkeypatch):
 
     monkeypatch.setattr(_core, f"select_{name}", spy)
     if name == "coreset":
-        alscale.select_coreset(z, labeled, 64, partitions=parts, seed=1)
+        alscale.select_coreset(z, 64, labeled=labeled, partitions=parts, seed=1)
         sizes = [120 + 40] * parts  # 960 rows in 8 parts, plus the 40 centers
     else:
         alscale.select_badge(logits, z, 64, exclude=labeled, partitions=parts, seed=1)
@@ -145,9 +145,9 @@ def test_float64_near_the_limits_pick_as_scaled(power, parts):
     labeled[::37] = True
     big = np.ldexp(z, power)
     assert np.isfinite(big).all() and (big != 0).any()
-    expected = alscale.select_coreset(z, labeled, 25, partitions=parts, seed=2)
+    expected = alscale.select_coreset(z, 25, labeled=labeled, partitions=parts, seed=2)
     assert_same_indices(expected, ref.select_coreset(z, labeled, 25) if parts == 1 else expected)
-    assert_same_indices(alscale.select_coreset(big, labeled, 25, partitions=parts, seed=2), expected)
+    assert_same_indices(alscale.select_coreset(big, 25, labeled=labeled, partitions=parts, seed=2), expected)
     expected = alscale.select_badge(logits, z, 25, exclude=labeled, partitions=parts, seed=2)
     assert_same_indices(alscale.select_badge(logits, big, 25, exclude=labeled, partitions=parts, seed=2), expected)
 
@@ -155,32 +155,32 @@ def test_float64_near_the_limits_pick_as_scaled(power, parts):
 def test_float64_limits_by_hand():
     # squared distances 9e598, 1e600, 1e600 (all inf in float64 before: row 1 won the tie)
     x = np.array([[0.0], [3e299], [1e300], [-1e300]])
-    assert alscale.select_coreset(x, [0], 3).tolist() == [2, 3, 1]
+    assert alscale.select_coreset(x, 3, labeled=[0]).tolist() == [2, 3, 1]
     # squared distances 2.5e-601, 1e-600, 4e-600 (all 0 in float64 before)
     y = np.array([[0.0], [5e-301], [1e-300], [-2e-300]])
-    assert alscale.select_coreset(y, [0], 3).tolist() == [3, 2, 1]
+    assert alscale.select_coreset(y, 3, labeled=[0]).tolist() == [3, 2, 1]
 
 
 def test_integer_embeddings_are_exact():
     """int64 embeddings were cast to float32: 2^24 + 1 became 2^24, a tie the smaller row won."""
     for dtype in (np.int32, np.int64, np.uint32, np.uint64):
         x = np.array([[0], [2**24], [2**24 + 1], [5]], dtype=dtype)
-        assert alscale.select_coreset(x, [0], 1).tolist() == [2], dtype
-        assert alscale.select_coreset(torch.from_numpy(x.astype(np.int64)), [0], 1).tolist() == [2]
+        assert alscale.select_coreset(x, 1, labeled=[0]).tolist() == [2], dtype
+        assert alscale.select_coreset(torch.from_numpy(x.astype(np.int64)), 1, labeled=[0]).tolist() == [2]
     logits = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
     x = np.array([[0], [2**24], [2**24 + 1], [5]], dtype=np.int64)
     assert alscale.select_badge(logits, x, 1).tolist() == [2]  # the largest gradient norm
     small = np.array([[0], [100], [-3], [7]], dtype=np.int8)
-    assert alscale.select_coreset(small, [0], 2).tolist() == [1, 3]
+    assert alscale.select_coreset(small, 2, labeled=[0]).tolist() == [1, 3]
     with pytest.raises(ValueError, match=r"integers beyond 2\^53"):
-        alscale.select_coreset(np.array([[0], [2**53 + 1]], dtype=np.int64), None, 1)
+        alscale.select_coreset(np.array([[0], [2**53 + 1]], dtype=np.int64), 1)
     with pytest.raises(ValueError, match=r"integers beyond 2\^53"):
         alscale.select_badge(logits[:2], np.array([[0], [2**60]], dtype=np.uint64), 1)
 
 
 def test_featureless_embeddings_are_refused():
     with pytest.raises(ValueError, match=r"embeddings have no features: shape \(6, 0\)"):
-        alscale.select_coreset(np.zeros((6, 0)), None, 2)
+        alscale.select_coreset(np.zeros((6, 0)), 2)
     with pytest.raises(ValueError, match=r"embeddings have no features: shape \(6, 0\)"):
         alscale.select_badge(np.zeros((6, 3)), np.zeros((6, 0)), 2)
 
@@ -191,19 +191,19 @@ def test_featureless_embeddings_are_refused():
 def test_labeled_out_of_range_names_labeled():
     z = np.zeros((50, 2))
     with pytest.raises(ValueError, match="labeled index 50 is out of range for a pool of 50 rows"):
-        alscale.select_coreset(z, [50], 3)
+        alscale.select_coreset(z, 3, labeled=[50])
     with pytest.raises(ValueError, match="labeled mask has 49 entries"):
-        alscale.select_coreset(z, np.zeros(49, dtype=bool), 3)
+        alscale.select_coreset(z, 3, labeled=np.zeros(49, dtype=bool))
     with pytest.raises(TypeError, match="labeled must hold integer row indices or booleans"):
-        alscale.select_coreset(z, [0.5], 3)
+        alscale.select_coreset(z, 3, labeled=[0.5])
     with pytest.raises(ValueError, match="exclude index 50 is out of range"):
-        alscale.select_coreset(z, [1], 3, exclude=[50])
+        alscale.select_coreset(z, 3, labeled=[1], exclude=[50])
 
 
 @pytest.mark.parametrize("parts", [1, 2])
 def test_seed_is_validated(parts):
     logits, z = pool(1, 20, 3)
-    for call in (lambda s: alscale.select_coreset(z, [0], 3, partitions=parts, seed=s),
+    for call in (lambda s: alscale.select_coreset(z, 3, labeled=[0], partitions=parts, seed=s),
                  lambda s: alscale.select_badge(logits, z, 3, partitions=parts, seed=s)):
         with pytest.raises(ValueError, match="seed must be non-negative"):
             call(-1)
@@ -220,7 +220,7 @@ def test_device_arrays_say_there_is_no_gpu_kernel():
     logits, z = pool(1, 10, 3, c=4)
     msg = "has no GPU kernel yet; pass"
     with pytest.raises(ValueError, match=f"select_coreset {msg} embeddings in host memory"):
-        alscale.select_coreset(FakeDeviceArray((10, 3)), None, 2)
+        alscale.select_coreset(FakeDeviceArray((10, 3)), 2)
     with pytest.raises(ValueError, match=f"select_badge {msg} logits in host memory"):
         alscale.select_badge(FakeDeviceArray((10, 4)), z, 2)
     with pytest.raises(ValueError, match=f"select_badge {msg} embeddings in host memory"):
@@ -231,7 +231,7 @@ def test_meta_tensors_say_they_hold_no_data():
     logits, z = pool(1, 10, 3, c=4)
     meta = torch.empty((10, 3), device="meta")
     with pytest.raises(ValueError, match="embeddings is a meta-device tensor: it has a shape but no data"):
-        alscale.select_coreset(meta, None, 2)
+        alscale.select_coreset(meta, 2)
     with pytest.raises(ValueError, match="logits is a meta-device tensor: it has a shape but no data"):
         alscale.select_badge(torch.empty((10, 4), device="meta"), z, 2)
     with pytest.raises(ValueError, match="embeddings is a meta-device tensor: it has a shape but no data"):

@@ -157,11 +157,11 @@ def test_huge_budgets_are_clipped():
     logits = np.random.default_rng(1).standard_normal((10, 4))
     for budget in (10**13, 2**62, 2**63, 2**70):
         assert sorted(alscale.select_badge(logits, z, budget, seed=0).tolist()) == list(range(10))
-        assert sorted(alscale.select_coreset(z, None, budget).tolist()) == list(range(10))
-        assert sorted(alscale.select_coreset(z, [0, 1], budget).tolist()) == list(range(2, 10))
+        assert sorted(alscale.select_coreset(z, budget).tolist()) == list(range(10))
+        assert sorted(alscale.select_coreset(z, budget, labeled=[0, 1]).tolist()) == list(range(2, 10))
         assert sorted(alscale.select_badge(logits, z, budget, exclude=[3], seed=0, partitions=3).tolist()) == \
             [i for i in range(10) if i != 3]
-        assert sorted(alscale.select_coreset(z, [0], budget, exclude=[5], partitions=2, seed=0).tolist()) == \
+        assert sorted(alscale.select_coreset(z, budget, labeled=[0], exclude=[5], partitions=2, seed=0).tolist()) == \
             [i for i in range(10) if i not in (0, 5)]
 
 
@@ -172,18 +172,18 @@ def test_in_range_budgets_unchanged_by_clipping():
     full = alscale.select_badge(logits, z, 30, seed=5)
     assert np.array_equal(alscale.select_badge(logits, z, 10**12, seed=5), full)
     assert np.array_equal(alscale.select_badge(logits, z, 7, seed=5), full[:7])
-    core = alscale.select_coreset(z, [1], 29)
-    assert np.array_equal(alscale.select_coreset(z, [1], 2**63), core)
+    core = alscale.select_coreset(z, 29, labeled=[1])
+    assert np.array_equal(alscale.select_coreset(z, 2**63, labeled=[1]), core)
 
 
 def test_bfloat16_embeddings():
     z = torch.randn(10, 4, generator=torch.Generator().manual_seed(0)).bfloat16()
     logits = torch.randn(10, 3, generator=torch.Generator().manual_seed(1))
-    got = alscale.select_coreset(z, None, 3)
-    assert torch.equal(got, alscale.select_coreset(z.float(), None, 3))
+    got = alscale.select_coreset(z, 3)
+    assert torch.equal(got, alscale.select_coreset(z.float(), 3))
     got = alscale.select_badge(logits, z, 3, seed=0)
     assert torch.equal(got, alscale.select_badge(logits, z.float(), 3, seed=0))
-    assert alscale.select_coreset(z.half(), None, 3).shape == (3,)
+    assert alscale.select_coreset(z.half(), 3).shape == (3,)
 
 
 # ------------------------------------------------------------------ 8, 15: npz files

@@ -37,7 +37,7 @@ out["knn-idx"], out["knn-sim"] = idx, sim
 logits = rng.normal(size=(300, 6)).astype(np.float32)
 labeled = np.zeros(300, dtype=bool)
 labeled[:20] = True
-out["coreset"] = alscale.select_coreset(pts, labeled, 25)
+out["coreset"] = alscale.select_coreset(pts, 25, labeled=labeled)
 out["badge"] = alscale.select_badge(logits, pts, 25, exclude=labeled, seed=3)
 out["cluster-margin"] = alscale.select_cluster_margin(logits, idx[:, 0] % 17, 30, seed=5)
 np.savez(sys.argv[1], **out)

@@ -33,7 +33,7 @@ LIBRARY = {  # the library call each strategy must equal, given the labeled mask
     "entropy": lambda x, z, w, cl, b, lab, seed: alscale.select_entropy(x, b, exclude=lab),
     "mase": lambda x, z, w, cl, b, lab, seed: alscale.select_boundary(x, b, weight=w, exclude=lab),
     "base": lambda x, z, w, cl, b, lab, seed: alscale.select_balanced(x, b, weight=w, exclude=lab),
-    "coreset": lambda x, z, w, cl, b, lab, seed: alscale.select_coreset(z, lab, b),
+    "coreset": lambda x, z, w, cl, b, lab, seed: alscale.select_coreset(z, b, labeled=lab),
     "badge": lambda x, z, w, cl, b, lab, seed: alscale.select_badge(x, z, b, exclude=lab, seed=seed),
     "cluster-margin": lambda x, z, w, cl, b, lab, seed: alscale.select_cluster_margin(
         x, cl, b, candidates=10 * b, exclude=lab, seed=seed),
@@ -294,7 +294,7 @@ def test_strategies_without_logits_take_the_pool_size_from_what_they_have(tmp_pa
     with pytest.raises(ValueError, match="'random' needs the pool size"):
         learner.query(None, 3, strategy="random", seed=0)
     lab = np.zeros(30, bool)
-    assert learner.query(None, 4, strategy="coreset", embeddings=z).tolist() == alscale.select_coreset(z, lab, 4).tolist()
+    assert learner.query(None, 4, strategy="coreset", embeddings=z).tolist() == alscale.select_coreset(z, 4, labeled=lab).tolist()
     assert learner.config["pool_size"] == 30 and learner.config["num_classes"] == 2
     learner.teach([0, 5], [1, 0])
     lab[[0, 5]] = True

@@ -61,7 +61,7 @@ def _kernels():
         "knn_graph": lambda t: np.concatenate([a.ravel().astype(np.float64) for a in alscale.knn_graph(pts, 5, num_threads=t)]),
         "hac_exact": lambda t: alscale.hac_average(pts, n_clusters=9, num_threads=t).linkage,
         "hac_graph": lambda t: alscale.hac_average(pts, n_clusters=9, neighbors=6, num_threads=t).linkage,
-        "coreset": lambda t: alscale.select_coreset(pts, labeled, 20, num_threads=t),
+        "coreset": lambda t: alscale.select_coreset(pts, 20, labeled=labeled, num_threads=t),
         "badge": lambda t: alscale.select_badge(logits[:400], pts, 20, exclude=labeled, seed=2, num_threads=t),
     }
 

@@ -11,14 +11,15 @@ greedy coverage is a C++ kernel (csrc/coverage.cpp).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 
 from . import _core
 from ._backend import host_only
-from ._backend.arrays import as_budget, as_exclude, as_int, as_threads, unit_rows
-from .diversity import _as_rng, _wrap_like, as_embeddings
+from ._backend.arrays import as_budget, as_exclude, as_int, as_threads, check_random_state, unit_rows
+from .diversity import _wrap_like, as_embeddings
 from .hac import _knn
 
 __all__ = ["probcover_delta", "select_probcover", "select_typiclust"]
@@ -70,8 +71,8 @@ def _labeled(labeled: Any, n: int) -> np.ndarray:
 # --------------------------------------------------------------------------- TypiClust
 
 
-def select_typiclust(embeddings: Any, budget: Any, *, labeled: Any = None, k: Any = 20, seed: Any = None,
-                     clusters: Any = None, num_threads: int = 0):
+def select_typiclust(embeddings: Any, budget: Any, *, labeled: Any = None, neighbors: Any = 20, seed: Any = None,
+                     clusters: Any = None, num_threads: int = 0, k: Any = None):
     """TypiClust: the most typical point of each of the largest clusters without a label.
 
     The rule of the paper's official code (avihu111/TypiClust, ``pycls/al/typiclust.py``):
@@ -102,8 +103,9 @@ def select_typiclust(embeddings: Any, budget: Any, *, labeled: Any = None, k: An
         Rows to pick; clipped to the unlabeled rows.
     labeled : index array or boolean mask of shape (N,), optional
         Never picked; they count in their cluster's labeled number.
-    k : int, optional
-        Neighbours for typicality (20, the paper's).
+    neighbors : int, optional
+        Neighbours for typicality (20, the paper's). (``k=`` is its old name: it still works, with
+        a DeprecationWarning, until alscale 0.3.)
     seed : int >= 0 or numpy.random.Generator, optional
         The k-means seed.
     clusters : array_like of int, shape (N,), optional
@@ -120,19 +122,23 @@ def select_typiclust(embeddings: Any, budget: Any, *, labeled: Any = None, k: An
     --------
     >>> import numpy as np, alscale
     >>> x = np.array([[1.0, 0.0]] * 3 + [[1.0, 0.2], [0.0, 1.0], [0.1, 1.0], [0.0, 1.0]])
-    >>> alscale.select_typiclust(x, 2, k=1, clusters=[0, 0, 0, 0, 1, 1, 1]).tolist()
+    >>> alscale.select_typiclust(x, 2, neighbors=1, clusters=[0, 0, 0, 0, 1, 1, 1]).tolist()
     [0, 4]
     """
     unit = _unit(embeddings, "select_typiclust")
     n = unit.shape[0]
     b = as_budget(budget)
-    kk = as_int(k, "k", minimum=1)
+    if k is not None:
+        warnings.warn("select_typiclust(k=...) is renamed neighbors=... (removed in alscale 0.3)", DeprecationWarning,
+                      stacklevel=2)
+        neighbors = k
+    kk = as_int(neighbors, "neighbors", minimum=1)
     threads = as_threads(num_threads)
     lab = _labeled(labeled, n)
     b = min(b, n - int(lab.sum()))
     if clusters is None:
         c = (np.zeros(n, dtype=np.int64) if b == 0 else
-             kmeans_labels(unit, int(lab.sum()) + b, _as_rng(seed).integers(2**31 - 1), threads))
+             kmeans_labels(unit, int(lab.sum()) + b, check_random_state(seed).integers(2**31 - 1), threads))
     else:
         c = _clusters(clusters, n)
     return _wrap_like(embeddings, typiclust_picks(unit, c, lab, b, kk, threads))
@@ -321,7 +327,7 @@ def _clustering(unit: np.ndarray, clusters: Any, num_classes: Any, seed: Any, th
     if num_classes is None:
         raise ValueError("ProbCover's δ needs num_classes (the k-means clusters of the purity rule), clusters, or delta")
     c = as_int(num_classes, "num_classes", minimum=1)
-    return kmeans_labels(unit, c, _as_rng(seed).integers(2**31 - 1), threads)
+    return kmeans_labels(unit, c, check_random_state(seed).integers(2**31 - 1), threads)
 
 
 def balls(idx: np.ndarray, dist: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -385,7 +391,7 @@ def select_probcover(embeddings: Any, budget: Any, *, labeled: Any = None, delta
     b = as_budget(budget)
     threads = as_threads(num_threads)
     lab = _labeled(labeled, n)
-    rng = _as_rng(seed)
+    rng = check_random_state(seed)
     if delta is not None:
         if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, (int, float, np.integer, np.floating)):
             raise TypeError(f"delta must be a positive real number, got {delta!r}")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import Any
 
 import numpy as np
 
 from . import _core
 from ._backend.arrays import (_is_torch, _torch_wrap, as_budget, as_exclude, as_int, as_logits, as_threads,
-                              check_finite_rows, real_matrix)
+                              check_finite_rows, check_random_state, real_matrix)
 from ._backend import host_only
 
 __all__ = ["select_badge", "select_coreset"]
@@ -63,12 +64,6 @@ def _wrap_like(x: Any, result: np.ndarray):
     return _torch_wrap(result) if _is_torch(x) else result
 
 
-def _as_rng(seed: Any) -> np.random.Generator:
-    if seed is None or isinstance(seed, (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)):
-        return np.random.default_rng(seed)
-    return np.random.default_rng(as_int(seed, "seed", hint=" (or None, or a numpy Generator)", maximum=2**64 - 1))
-
-
 def _partitioned(available: np.ndarray, budget: int, partitions: int, rng: np.random.Generator, pick):
     """The partitioned version: the available rows split at random into P parts (P capped at
     the rows: a part with no rows would pick nothing, and the split and quotas of P = available
@@ -85,9 +80,9 @@ def _partitioned(available: np.ndarray, budget: int, partitions: int, rng: np.ra
 
 def select_coreset(
     embeddings: Any,
-    labeled: Any,
     budget: Any,
-    *,
+    *old_form: Any,
+    labeled: Any = None,
     exclude: Any = None,
     partitions: int = 1,
     seed: Any = None,
@@ -107,11 +102,12 @@ def select_coreset(
         integers become float32, 32/64-bit integers float64, refused beyond 2^53). float64
         values near its limits (≳ 1e140, ≲ 1e-120) are scaled by an exact power of two first,
         which changes no pick.
-    labeled : index array or boolean mask of shape (N,), or None
-        The labeled rows: the starting centers, never picked. With none, the first pick is row 0
-        (the first row not excluded).
     budget : int
         Rows to pick; clipped to the rows available.
+    labeled : index array or boolean mask of shape (N,), or None
+        The labeled rows: the starting centers, never picked. With none, the first pick is row 0
+        (the first row not excluded). (The old form ``select_coreset(embeddings, labeled,
+        budget)`` still works, with a DeprecationWarning, until alscale 0.3.)
     exclude : index array or boolean mask of shape (N,), optional
         Further rows that may not be picked (they are not centers).
     partitions : int, optional
@@ -133,9 +129,15 @@ def select_coreset(
     --------
     >>> import numpy as np, alscale
     >>> x = np.array([[0.0], [1.0], [5.0], [9.0], [10.0]])
-    >>> alscale.select_coreset(x, [0], 2)
+    >>> alscale.select_coreset(x, 2, labeled=[0])
     array([4, 2])
     """
+    if old_form:
+        if len(old_form) != 1 or labeled is not None:
+            raise TypeError("select_coreset takes (embeddings, budget, *, labeled=..., ...)")
+        warnings.warn("select_coreset(embeddings, labeled, budget) is deprecated: call select_coreset(embeddings, "
+                      "budget, labeled=labeled) (removed in alscale 0.3)", DeprecationWarning, stacklevel=2)
+        labeled, budget = budget, old_form[0]
     host_only(embeddings, "select_coreset", "embeddings")
     z = as_embeddings(embeddings)
     n = z.shape[0]
@@ -145,7 +147,7 @@ def select_coreset(
     centers = np.zeros(0, np.int64) if lab is None else np.flatnonzero(lab).astype(np.int64)
     ex = as_exclude(exclude, n)
     P = as_int(partitions, "partitions", minimum=1)
-    rng = _as_rng(seed)
+    rng = check_random_state(seed)
     blocked = np.zeros(n, dtype=bool)
     blocked[centers] = True
     if ex is not None:
@@ -222,7 +224,7 @@ def select_badge(
     threads = as_threads(num_threads)
     ex = as_exclude(exclude, x.rows)
     P = as_int(partitions, "partitions", minimum=1)
-    rng = _as_rng(seed)
+    rng = check_random_state(seed)
     available = np.flatnonzero(ex == 0) if ex is not None else np.arange(x.rows)
     k = min(k, available.size)  # before drawing k uniforms
     if P == 1 or available.size == 0:

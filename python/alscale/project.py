@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import hashlib
 import io
 import json
 import os
@@ -62,6 +61,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequ
 import numpy as np
 
 from . import strategies as _strategies
+from ._backend.arrays import fingerprint
 from .formats import (LS_ID, Answers, as_id, label_studio_config, label_studio_tasks, plural, read_answers,
                       read_label_studio, read_labels_csv, write_atomic)
 
@@ -856,7 +856,7 @@ class ActiveLearner:
             raise ValueError(f"{strategy.name} needs embeddings")
         z = pool.embeddings
         say(f"fingerprinting {z.shape[0]:,} embeddings for the {what} cache ({path.name})")
-        key = _fingerprint(z, *sorted(settings.items()))
+        key = fingerprint(z, tuple(z.shape), str(getattr(z, "dtype", "")), *sorted(settings.items())).hex()
         state = _cached_state(path, key)
         if state is not None:
             try:
@@ -1217,15 +1217,6 @@ def _cached_state(path: Path, key: str) -> Optional[dict]:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # unreadable: computed again
     return state
-
-
-def _fingerprint(z: Any, *settings: Any) -> str:
-    """A digest of an (N, D) array's values (read in chunks: a memmap stays on disk) and settings."""
-    h = hashlib.sha256(repr((tuple(z.shape), str(getattr(z, "dtype", "")), settings)).encode())
-    step = max(1, (64 << 20) // max(1, int(np.prod(z.shape[1:])) * 8))
-    for start in range(0, int(z.shape[0]), step):
-        h.update(np.ascontiguousarray(np.asarray(z[start:start + step])).tobytes())
-    return h.hexdigest()
 
 
 def format_status(status: dict) -> str:

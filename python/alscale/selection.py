@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _backend
 from ._backend import Head, pool_of
-from ._backend.arrays import as_budget, as_exclude, as_int
+from ._backend.arrays import as_budget, as_exclude, as_int, check_random_state
 
 __all__ = [
     "boundary_scores",
@@ -249,5 +249,5 @@ def select_random(n: Any, budget: Any, *, exclude: Any = None, seed: Any = None)
     k = as_budget(budget)
     mask = as_exclude(exclude, rows)
     available = np.arange(rows, dtype=np.int64) if mask is None else np.flatnonzero(mask == 0).astype(np.int64)
-    rng = np.random.default_rng(seed)
+    rng = check_random_state(seed)
     return available[rng.choice(available.size, size=min(k, available.size), replace=False)]

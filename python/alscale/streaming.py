@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import threading
 from typing import Any
 
@@ -11,7 +10,7 @@ import numpy as np
 
 from . import _core
 from ._backend import host_only
-from ._backend.arrays import (_numpy_wrap, as_budget, as_exclude, as_int, as_logits, as_row_ids, as_threads,
+from ._backend.arrays import (_numpy_wrap, fingerprint, as_budget, as_exclude, as_int, as_logits, as_row_ids, as_threads,
                               inverse_norms)
 
 __all__ = ["BalancedSelector"]
@@ -30,8 +29,7 @@ def _fingerprint(inv: Any) -> np.ndarray:
     if inv is None:
         return np.zeros(0, dtype=np.uint8)
     data = inv.weight if isinstance(inv, _core.PairNorms) else np.ascontiguousarray(inv)
-    digest = hashlib.blake2b(memoryview(data), digest_size=16).digest()  # no copy
-    return np.frombuffer(digest, dtype=np.uint8).copy()
+    return np.frombuffer(fingerprint(np.asarray(data)), dtype=np.uint8).copy()  # no copy of the data
 
 
 class BalancedSelector:

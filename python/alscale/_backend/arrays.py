@@ -7,6 +7,7 @@ device). torch is imported only when a tensor is actually passed.
 
 from __future__ import annotations
 
+import hashlib
 import operator
 import sys
 from dataclasses import dataclass
@@ -389,13 +390,42 @@ def unit_rows(a: np.ndarray, name: str = "x") -> np.ndarray:
     return np.ascontiguousarray(b / np.sqrt(np.einsum("ij,ij->i", b, b))[:, None], dtype=np.float32)
 
 
+def fingerprint(a: Any, *extra: Any) -> bytes:
+    """The one fingerprint of the library: 16 bytes (BLAKE2b) of an array's values, read in
+    chunks of rows (a memmap stays on disk, a contiguous array is not copied), then of the
+    ``repr`` of ``extra`` if given (e.g. the shape, the dtype and settings). The same values and
+    extras give the same bytes, whatever the chunking."""
+    h = hashlib.blake2b(digest_size=16)
+    if isinstance(a, np.ndarray) and a.flags.c_contiguous and not isinstance(a, np.memmap) or np.ndim(a) == 0:
+        h.update(np.ascontiguousarray(a).data.cast("B"))
+    else:
+        step = max(1, (64 << 20) // max(1, int(np.prod(a.shape[1:], dtype=np.int64)) * 8))
+        for start in range(0, int(a.shape[0]), step):
+            h.update(np.ascontiguousarray(np.asarray(a[start:start + step])).data.cast("B"))
+    if extra:
+        h.update(repr(extra).encode())
+    return h.digest()
+
+
+def check_random_state(seed: Any) -> np.random.Generator:
+    """The one seed rule of every public function, as a numpy Generator: None (fresh entropy),
+    an int in [0, 2^64), or a numpy Generator (used as it is; a BitGenerator or SeedSequence
+    seeds a new one). Anything else is a TypeError, a negative or too large int a ValueError."""
+    if seed is None or isinstance(seed, (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)):
+        return np.random.default_rng(seed)
+    return np.random.default_rng(as_int(seed, "seed", hint=" (or None, or a numpy Generator)", maximum=2**64 - 1))
+
+
 def as_seed(seed: Any) -> int:
-    """A 64-bit seed from None (fresh entropy), an int >= 0 or a numpy Generator (one draw)."""
+    """:func:`check_random_state`'s rule, as the 64-bit seed a kernel takes: an int is used as
+    it is, a Generator gives one draw, None fresh entropy."""
     if seed is None:
         return int(np.random.default_rng().integers(0, 2**63))
     if isinstance(seed, np.random.Generator):
         return int(seed.integers(0, 2**63))
-    return as_int(seed, "seed", maximum=2**64 - 1)  # any uint64; larger seeds are refused
+    if isinstance(seed, (np.random.BitGenerator, np.random.SeedSequence)):
+        return int(np.random.default_rng(seed).integers(0, 2**63))
+    return as_int(seed, "seed", hint=" (or None, or a numpy Generator)", maximum=2**64 - 1)  # any uint64
 
 
 def as_float32_points(a: np.ndarray, name: str = "x") -> np.ndarray:

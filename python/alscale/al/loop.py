@@ -59,15 +59,19 @@ def _round_rng(seed: int, round_index: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, round_index, stream])
 
 
+#: Strategy options renamed since checkpoints were first written: strategy -> {old: new}.
+_RENAMED_OPTIONS = {"cluster-margin": {"clusters": "n_clusters"}, "typiclust": {"k": "neighbors"}}
+
+
 def _renamed_options(config: Any) -> Any:
-    """A checkpoint's config with options renamed since it was written (cluster-margin's
-    ``clusters`` is ``n_clusters`` now), so that earlier checkpoints still resume."""
-    if not isinstance(config, dict) or config.get("strategy") != "cluster-margin":
+    """A checkpoint's config with the options renamed since it was written (cluster-margin's
+    ``clusters`` is ``n_clusters`` now, typiclust's ``k`` ``neighbors``), so that earlier
+    checkpoints still resume."""
+    renamed = _RENAMED_OPTIONS.get(config.get("strategy")) if isinstance(config, dict) else None
+    options = config.get("strategy_options") if renamed else None
+    if not isinstance(options, dict) or any(new in options for new in renamed.values()):
         return config
-    options = config.get("strategy_options")
-    if not isinstance(options, dict) or "clusters" not in options or "n_clusters" in options:
-        return config
-    return {**config, "strategy_options": {("n_clusters" if k == "clusters" else k): v for k, v in options.items()}}
+    return {**config, "strategy_options": {renamed.get(k, k): v for k, v in options.items()}}
 
 
 def write_json_atomic(path: Union[str, Path], obj: Any) -> None:

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from ..selection import select_balanced
-from . import PoolView, Strategy
+from . import PoolView
+from .mase import Mase
 
 
-class Base(Strategy):
+class Base(Mase):
     """BASE: class by class, the rows closest to that class's decision boundary (Emam et al. 2021)."""
 
     name = "base"
-    needs = frozenset({"logits", "weight"})
-    shardable = True
-
     score_column = "class"
-
-    def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
-        return select_balanced(pool.logits, budget, weight=pool.weight, num_threads=self.num_threads,
-                               **pool.selection_kwargs())
+    select_rows = staticmethod(select_balanced)
 
     def scores(self, pool: PoolView, ids: np.ndarray) -> np.ndarray:
         """The class whose quota each pick fills (class c: B // C + (c < B % C) picks, classes in

@@ -18,7 +18,7 @@ class Coreset(Strategy):
     partitions = 1
 
     def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
-        return select_coreset(pool.embeddings, pool.labeled, budget, partitions=min(self.partitions, max(1, budget)),
+        return select_coreset(pool.embeddings, budget, labeled=pool.labeled, partitions=min(self.partitions, max(1, budget)),
                               seed=rng, num_threads=self.num_threads)
 
 

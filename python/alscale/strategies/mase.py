@@ -16,12 +16,12 @@ class Mase(Strategy):
     name = "mase"
     needs = frozenset({"logits", "weight"})
     shardable = True
-
     score_column = "boundary"
+    select_rows = staticmethod(select_boundary)
 
     def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
-        return select_boundary(pool.logits, budget, weight=pool.weight, num_threads=self.num_threads,
-                               **pool.selection_kwargs())
+        return self.select_rows(pool.logits, budget, weight=pool.weight, num_threads=self.num_threads,
+                                **pool.selection_kwargs())
 
     def scores(self, pool: PoolView, ids: np.ndarray) -> np.ndarray:
         return picked_scores(boundary_scores, pool.logits, ids, weight=pool.weight)

@@ -3,12 +3,12 @@ Learning Through a Covering Lens", NeurIPS 2022)."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any
 
 import numpy as np
 
+from .._backend.arrays import fingerprint
 from ..coldstart import probcover_delta, select_probcover
 from ..hac import knn_graph
 from . import PoolView, Strategy
@@ -62,7 +62,7 @@ class ProbCover(Strategy):
         all_pairs = self.knn_method == "exact" or (self.knn_method == "auto" and z.shape[0] <= self.all_pairs_rows)
         graph = None
         if not all_pairs:
-            digest = hashlib.blake2b(z.data, digest_size=16).digest() + repr((z.shape, z.dtype.str)).encode()
+            digest = fingerprint(z, z.shape, z.dtype.str)
             if self._graph is None or digest != self._digest:
                 self._graph = knn_graph(z, min(self.neighbors, max(1, z.shape[0] - 1)), method="faiss",
                                         num_threads=self.num_threads)

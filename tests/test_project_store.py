@@ -219,6 +219,8 @@ def test_a_missing_project_is_an_error_naming_its_path(pool):
     for command in (["teach", tmp / "pool.csv"], ["status"]):
         assert f"no alscale project at {tmp / 'typo'}" in cli(command[0], "--project", tmp / "typo", *command[1:],
                                                                ok=False).stderr
+    assert "classes must be distinct" in cli("init", "--project", tmp / "p", "--classes", "a,a", ok=False).stderr
+    assert not (tmp / "p").exists()  # a refused init leaves nothing
     cli("init", "--project", tmp / "p", "--classes", "a,b,c")
     assert "holds an alscale project already" in cli("init", "--project", tmp / "p", ok=False).stderr
     assert "drop --new" in cli("query", "--project", tmp / "p", "--new", "--logits", tmp / "logits.npy",

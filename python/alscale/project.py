@@ -548,6 +548,7 @@ class ActiveLearner:
             apply(state)
             self._pending_new = state
         else:
+            apply(_State.new())  # checked before the folder is made: refused settings leave nothing behind
             with self._transaction(new=True) as state:
                 apply(state)
         self.config = dict(state.settings)

@@ -587,3 +587,26 @@ def test_mc_strategies_on_two_dimensional_logits_are_one_line_without_python_adv
     proc = cli("query", "--project", tmp / "p", "--new", "--logits", tmp / "logits.npy", "--strategy", "bald",
                "--budget", 2, ok=False)
     assert "(T, N, C)" in proc.stderr and "logits[None]" not in proc.stderr
+
+
+def test_batchbald_in_a_project_scores_a_bounded_candidate_set(tmp_path, monkeypatch):
+    """Before: the project's batchbald scored every unlabeled row with 1,000 joint-entropy samples
+    (hours at 20K rows); now it is the strategy layer's, bounded to candidates_per_pick x budget
+    (10 x B by default, the loop's), and both options are --option flags."""
+    import alscale.strategies.bayes as bayes
+
+    mc = np.random.default_rng(8).standard_normal((3, 400, 4)).astype(np.float32)
+    seen = []
+    real = bayes.select_batchbald
+    monkeypatch.setattr(bayes, "select_batchbald", lambda *a, **k: seen.append(k) or real(*a, **k))
+    learner = ActiveLearner(tmp_path / "p", strategy="batchbald")
+    got = learner.query(mc, 5, seed=2, options={"num_samples": 200, "candidates_per_pick": 4})
+    assert seen[-1]["candidates"] == 20 and seen[-1]["num_samples"] == 200
+    assert got.tolist() == alscale.select_batchbald(mc, 5, num_samples=200, candidates=20, seed=2).tolist()
+    learner.query(mc, 5, seed=3, pending="new")  # the stored options
+    assert seen[-1]["candidates"] == 20
+    np.save(tmp_path / "mc.npy", mc)
+    out = cli("query", "--project", tmp_path / "q", "--new", "--logits", tmp_path / "mc.npy", "--strategy",
+              "batchbald", "--option", "num_samples=200", "--option", "candidates_per_pick=4", "--budget", 5,
+              "--seed", 2).stdout
+    assert _ids(out) == got.tolist()

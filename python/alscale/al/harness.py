@@ -277,7 +277,9 @@ def openimages_embeddings(
     The embeddings are blobs, one centre per class (noise 0.5: classes overlap), so the logits
     ``z Wᵀ + b`` of the head — whose rows are the class centres / √dim — put each row near a few
     classes, as a multi-label head's do. With ``path`` the pool is written to that ``.npy`` file
-    chunk by chunk and returned as a read-only memmap (at 9M × 256 it is 9.2 GB).
+    chunk by chunk and returned as a copy-on-write memmap (at 9M × 256 it is 9.2 GB; "c", not "r":
+    ``logits_from_embeddings`` hands its chunks to ``torch.from_numpy``, which warns on read-only
+    arrays).
     """
     root = np.random.SeedSequence(seed)
     blob_seed, head_seed = root.spawn(2)
@@ -294,7 +296,7 @@ def openimages_embeddings(
     if out is not None:
         out.flush()
         del x, out
-        x = np.load(path, mmap_mode="r")
+        x = np.load(path, mmap_mode="c")  # copy-on-write: writable to torch.from_numpy, never written
     return x, weight, bias
 
 
@@ -374,7 +376,7 @@ def generate(spec: DataSpec, cache: Optional[str] = None) -> dict:
     folder = Path(cache) / spec.key if cache else None
     mapped = {"embeddings": ("x",)}.get(spec.kind, ())
     if folder is not None and (folder / "done").exists():
-        return {p.stem: np.load(p, mmap_mode="r" if p.stem in mapped else None)
+        return {p.stem: np.load(p, mmap_mode="c" if p.stem in mapped else None)
                 for p in sorted(folder.glob("*.npy"))}
     kw = spec.kwargs
     if spec.kind == "logits":
@@ -629,11 +631,11 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _worker(spec_path: str) -> int:
-    """The child process of one case (``python -m alscale.al.harness SPEC.json``)."""
+def _run_case(spec: dict, *, isolated: bool) -> dict:
+    """Builds the case of ``spec``, times it and checks it; the figures as a dict. Isolated (in
+    its own fresh process): with its peak and base resident sets."""
     import importlib
 
-    spec = json.loads(Path(spec_path).read_text())
     for p in spec.get("sys_path", []):
         if p not in sys.path:
             sys.path.insert(0, p)
@@ -645,10 +647,11 @@ def _worker(spec_path: str) -> int:
         importlib.import_module(name)
     out: dict = {}
     fn = case.setup(data)
-    out["base_rss"] = current_rss()
-    timing, result = time_call(fn, spec["repeat"], warmup=case.warmup)
+    out["base_rss"] = current_rss() if isolated else None
+    warmup = case.warmup if spec.get("warmup") is None else spec["warmup"]
+    timing, result = time_call(fn, spec["repeat"], warmup=warmup)
     out["times"] = timing.times
-    out["peak_rss"] = peak_rss()
+    out["peak_rss"] = peak_rss() if isolated else None
     arrays = _to_arrays(result)
     np.savez(spec["result"], **arrays)
     if case.check is not None and spec.get("against"):
@@ -658,7 +661,14 @@ def _worker(spec_path: str) -> int:
             ok, verdict = case.check(data, ours, arrays)
         except Exception as err:  # a broken check is a failed check, with its reason
             ok, verdict = False, f"check raised {type(err).__name__}: {err}"
-        out["check"] = {"ok": ok, "verdict": verdict}
+        out["check"] = {"ok": None if ok is None else bool(ok), "verdict": verdict}
+    return out
+
+
+def _worker(spec_path: str) -> int:
+    """The child process of one case (``python -m alscale.al.harness SPEC.json``)."""
+    spec = json.loads(Path(spec_path).read_text())
+    out = _run_case(spec, isolated=True)
     Path(spec["out"]).write_text(json.dumps(out))
     return 0
 
@@ -688,11 +698,16 @@ def run_suite(
     file: Optional[TextIO] = sys.stdout,
     progress: Optional[bool] = None,
     sys_path: Sequence[str] = (),
+    isolate: bool = True,
+    warmup: Optional[int] = None,
 ) -> list:
     """Runs every case of ``suite`` (one fresh process each, in order) and returns its rows.
 
     ``module`` is the importable module whose ``build_suite(name, scale)`` rebuilds the suite in
     the child. Progress: a tqdm bar on stderr when ``progress`` (default: stderr is a terminal).
+    ``isolate=False`` runs the cases in this process instead (the same code, for fast tests): no
+    peak memory is measured then (``peak_rss`` None). ``warmup``: untimed calls per case instead
+    of each case's own (1, or 0 for slow peers at large sizes).
     Each row (a dict): suite, group, method, role, median_s, min_s, max_s, times_s, repeats,
     ratio_to_floor, ratio_to_alscale (peers: their median / the alscale row's),
     vs_peers (alscale rows: {peer: peer median / ours}), peak_rss, base_rss, check
@@ -725,10 +740,10 @@ def run_suite(
                     reps = repeat if case.repeat is None else max(1, min(repeat, case.repeat))
                     spec = {"module": module, "suite": suite.name, "scale": suite.scale, "index": i,
                             "repeat": reps, "cache": cache, "result": os.path.join(work, f"result{i}.npz"),
-                            "sys_path": list(sys_path)}
+                            "sys_path": list(sys_path), "warmup": warmup}
                     if case.check is not None and alscale_row is not None and "result" in alscale_row:
                         spec["against"] = alscale_row["result"]
-                    got = run_case_in_child(spec, work)
+                    got = run_case_in_child(spec, work) if isolate else _run_case(spec, isolated=False)
                     if "error" in got:
                         row["error"] = got["error"]
                     else:
@@ -778,7 +793,10 @@ def _ratios(suite: Suite, rows: list) -> None:
         case = row["_case"]
         if "median_s" not in row:
             continue
-        fl = floors.get(case.floor) if case.floor else floors.get(case.data)
+        if case.role == "floor":
+            fl = row
+        else:
+            fl = floors.get(case.floor) if case.floor else floors.get(case.data)
         if fl is not None and fl["median_s"] > 0:
             row["ratio_to_floor"] = row["median_s"] / fl["median_s"]
             row["floor"] = fl["method"]

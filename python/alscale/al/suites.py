@@ -425,7 +425,7 @@ def imagenet(scale: float = 1.0) -> Suite:
     torch_work = _TORCH_BYTES + 3 * min(_CHUNK_BYTES, n * c * 4) + 48 * n
     L = "logits"
     cases = [
-        Case("floor", "logits.sum() (numpy, 1 pass)", "floor", L, lambda dd: dd[L].sum),
+        Case(f"floor: {_g(n)} x {_g(c)} fp32 logits", "logits.sum() (numpy, 1 pass)", "floor", L, lambda dd: dd[L].sum),
     ]
 
     def grp(name: str) -> str:
@@ -506,7 +506,8 @@ def openimages(scale: float = 1.0) -> Suite:
     def margins(dd, **kw):
         return margin_scores(pool(dd), **kw)
 
-    cases = [Case("floor", "numpy GEMM pass (z Wᵀ + b in chunks)", "floor", P,
+    cases = [Case(f"floor: {_g(n)} x {dim} embeddings (memmap) -> {_g(c)} classes",
+                  "numpy GEMM pass (z Wᵀ + b in chunks)", "floor", P,
                   lambda dd: partial(numpy_gemm_pass, dd["x"], dd["weight"], dd["bias"]), memory=2 * chunk)]
     ml = multilabel_supported()
     for B in budgets:
@@ -577,7 +578,7 @@ def hac(scale: float = 1.0) -> Suite:
     method = "faiss" if m > 200_000 else "exact"
     g = f"graph HAC, cosine (N={_g(m)} D={d} k={k}, kNN {method})"
     cases += [
-        Case("floor", "x.sum() (numpy, 1 pass)", "floor", "graph", lambda dd: dd["x"].sum),
+        Case(f"floor: {_g(m)} x {d} blobs", "x.sum() (numpy, 1 pass)", "floor", "graph", lambda dd: dd["x"].sum),
         Case(g, f"alscale.hac_average(neighbors={k})", "alscale", "graph",
              lambda dd: partial(hac_average, dd["x"], neighbors=k, n_clusters=max(2, m // 100), knn_method=method),
              needs=("faiss",) if method == "faiss" else (), memory=m * k * 40 + m * d * 4),
@@ -667,7 +668,7 @@ def bayes(scale: float = 1.0) -> Suite:
     g = f"BALD (T={t} N={_g(n)} C={_g(c)} B={_g(B)})"
     chk = check_same_rule(lambda dd: bald_scores(dd["samples"]), largest=True, atol=1e-5)
     cases = [
-        Case("floor", "samples.sum() (numpy, 1 pass over T·N·C)", "floor", "mc", lambda dd: dd["samples"].sum),
+        Case(f"floor: MC samples T={t} N={_g(n)} C={_g(c)}", "samples.sum() (numpy, 1 pass)", "floor", "mc", lambda dd: dd["samples"].sum),
         Case(g, "alscale.select_bald", "alscale", "mc", lambda dd: partial(select_bald, dd["samples"], B),
              memory=n * c * 8),
         Case(g, "numpy softmax + mean p log p", "peer", "mc", lambda dd: partial(numpy_bald, dd["samples"], B),
@@ -678,7 +679,8 @@ def bayes(scale: float = 1.0) -> Suite:
     g = f"BatchBALD (T={t} N={_g(m)} C={bb['classes']} B={bB}, {bb['configs']} configurations)"
     baal_mem = m * bb["configs"] * bb["classes"] * 8 * 2 + t * m * bb["classes"] * 8 * 3
     cases += [
-        Case("floor", "samples.sum() (numpy, 1 pass over T·N·C)", "floor", "mc-small", lambda dd: dd["samples"].sum),
+        Case(f"floor: MC samples T={t} N={_g(m)} C={bb['classes']}", "samples.sum() (numpy, 1 pass)", "floor",
+             "mc-small", lambda dd: dd["samples"].sum),
         Case(g, "alscale.select_batchbald", "alscale", "mc-small",
              lambda dd: partial(select_batchbald, dd["samples"], bB, num_samples=bb["configs"], seed=0),
              repeat=3, memory=m * bb["configs"] * 16),
@@ -701,7 +703,7 @@ def coldstart(scale: float = 1.0) -> Suite:
                              noise=cs["noise"], seed=0)}
     method = "faiss" if n > 50_000 else "exact"
     cases = [
-        Case("floor", "x.sum() (numpy, 1 pass)", "floor", "x", lambda dd: dd["x"].sum),
+        Case(f"floor: {_g(n)} x {d} blobs", "x.sum() (numpy, 1 pass)", "floor", "x", lambda dd: dd["x"].sum),
         Case(f"TypiClust (N={_g(n)} D={d} B={_g(B)})", "alscale.select_typiclust", "alscale", "x",
              lambda dd: partial(select_typiclust, dd["x"], B, seed=0), needs=("faiss",), memory=n * d * 4 + 200 * n),
         Case(f"ProbCover (N={_g(n)} D={d} B={_g(B)}, kNN {method})", "alscale.select_probcover", "alscale", "x",

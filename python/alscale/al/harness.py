@@ -643,8 +643,12 @@ def _run_case(spec: dict, *, isolated: bool) -> dict:
     suite = module.build_suite(spec["suite"], spec["scale"])
     case = suite.cases[spec["index"]]
     data = generate(suite.data[case.data], spec.get("cache"))
+    import warnings
+
     for name in case.needs:  # imported before the clock starts (torch alone takes seconds)
-        importlib.import_module(name)
+        with warnings.catch_warnings():  # a peer's own deprecation warnings are not the benchmark's
+            warnings.simplefilter("ignore")
+            importlib.import_module(name)
     out: dict = {}
     fn = case.setup(data)
     out["base_rss"] = current_rss() if isolated else None

@@ -5,7 +5,7 @@ Every benchmark of the project stands on it: ``alscale bench --suite NAME`` (the
 needs numpy alone; torch is imported only by a case that runs a torch peer.
 
 Data (deterministic: the same parameters and seed give the same arrays on any thread count)
-    :func:`blobs` — Gaussian blobs, separated (``noise=0.15``) or overlapping
+    :func:`gaussian` — i.i.d. normal rows (structureless logits or embeddings); :func:`blobs` — Gaussian blobs, separated (``noise=0.15``) or overlapping
     (:data:`HARD_BLOBS`: 64-d, 20,000 centres, noise 0.8); :func:`make_data` — ImageNet-like
     logits of a trained head; :func:`openimages_embeddings` — an Open-Images-like pool of
     embeddings with a 20,000-class linear head (the pool as a memmap when ``path`` is given);
@@ -54,7 +54,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TextIO
+from typing import Any, Callable, Iterator, Optional, Sequence, TextIO
 
 import numpy as np
 
@@ -73,9 +73,11 @@ __all__ = [
     "current_rss",
     "fashion_mnist",
     "format_table",
+    "gaussian",
     "generate",
     "machine_info",
     "make_data",
+    "mc_sample_stream",
     "mc_samples",
     "openimages_embeddings",
     "peak_rss",
@@ -167,6 +169,34 @@ def blobs(
 
     _chunked_fill(n, noise_seed, fill, threads)
     return x, labels
+
+
+def gaussian(
+    n: int,
+    dim: int,
+    seed: int = 0,
+    *,
+    scale: float = 1.0,
+    out: Optional[np.ndarray] = None,
+    threads: int = 0,
+) -> np.ndarray:
+    """i.i.d. N(0, scale²) float32 rows (n, dim): structureless logits (the worst case of a top-k:
+    no row stands out) or embeddings. Same (n, dim, seed, scale) → same array, whatever
+    ``threads``; ``out`` (e.g. a memmap) receives the rows chunk by chunk."""
+    n, dim = int(n), int(dim)
+    x = np.empty((n, dim), dtype=np.float32) if out is None else out
+    if x.shape != (n, dim) or x.dtype != np.float32:
+        raise ValueError(f"out must be float32 ({n}, {dim}), got {x.dtype} {x.shape}")
+    factor = np.float32(scale)
+
+    def fill(a: int, b: int, rng: np.random.Generator) -> None:
+        block = rng.standard_normal((b - a, dim), dtype=np.float32)
+        if scale != 1:
+            block *= factor
+        x[a:b] = block
+
+    _chunked_fill(n, np.random.SeedSequence(seed), fill, threads)
+    return x
 
 
 @dataclass(frozen=True)
@@ -300,9 +330,9 @@ def openimages_embeddings(
     return x, weight, bias
 
 
-def mc_samples(samples: int, n: int, classes: int, *, seed: int = 0, threads: int = 0) -> np.ndarray:
-    """MC-dropout-like logits, float32 (samples, n, classes): a per-row signal 2·N(0, 1) shared by
-    the samples plus per-sample N(0, 1) noise (rows where the samples disagree have high BALD)."""
+def mc_sample_stream(samples: int, n: int, classes: int, *, seed: int = 0, threads: int = 0) -> Iterator[np.ndarray]:
+    """The samples of :func:`mc_samples` one at a time (float32 (n, classes) each, made on the fly:
+    memory 2 · n · classes), for streamed (iterable-over-T) benchmarks: the same values."""
     root = np.random.SeedSequence(seed)
     base_seed, noise_seed = root.spawn(2)
     base = np.empty((n, classes), dtype=np.float32)
@@ -312,13 +342,23 @@ def mc_samples(samples: int, n: int, classes: int, *, seed: int = 0, threads: in
         base[a:b] *= 2
 
     _chunked_fill(n, base_seed, fill_base, threads)
-    out = np.empty((samples, n, classes), dtype=np.float32)
-    for t, s in enumerate(noise_seed.spawn(samples)):
-        def fill(a: int, b: int, rng: np.random.Generator, t: int = t) -> None:
-            rng.standard_normal(dtype=np.float32, out=out[t, a:b])
-            out[t, a:b] += base[a:b]
+    for s in noise_seed.spawn(samples):
+        out = np.empty((n, classes), dtype=np.float32)
+
+        def fill(a: int, b: int, rng: np.random.Generator, out: np.ndarray = out) -> None:
+            rng.standard_normal(dtype=np.float32, out=out[a:b])
+            out[a:b] += base[a:b]
 
         _chunked_fill(n, s, fill, threads)
+        yield out
+
+
+def mc_samples(samples: int, n: int, classes: int, *, seed: int = 0, threads: int = 0) -> np.ndarray:
+    """MC-dropout-like logits, float32 (samples, n, classes): a per-row signal 2·N(0, 1) shared by
+    the samples plus per-sample N(0, 1) noise (rows where the samples disagree have high BALD)."""
+    out = np.empty((samples, n, classes), dtype=np.float32)
+    for t, x in enumerate(mc_sample_stream(samples, n, classes, seed=seed, threads=threads)):
+        out[t] = x
     return out
 
 

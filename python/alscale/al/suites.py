@@ -223,26 +223,35 @@ def _given_clusters(n: int) -> np.ndarray:
     return np.random.default_rng(1).integers(0, max(1, n // 100), n)
 
 
+def numpy_bald_update(x: np.ndarray, acc: np.ndarray, ent: np.ndarray) -> None:
+    """One MC sample into plain numpy BALD sums: float32 softmax, ``acc += p``, ``ent -= Σ p log p``."""
+    p = x - x.max(axis=1, keepdims=True)
+    np.exp(p, out=p)
+    p /= p.sum(axis=1, keepdims=True)
+    acc += p
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lp = np.log(p)
+    lp *= p
+    ent -= np.nansum(lp, axis=1)
+
+
+def numpy_bald_scores(acc: np.ndarray, ent: np.ndarray, samples: int) -> np.ndarray:
+    """BALD = H(mean p) - mean H(p) from the sums of :func:`numpy_bald_update`."""
+    q = acc / samples
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hq = -np.nansum(q * np.log(q), axis=1)
+    return hq - ent / samples
+
+
 def numpy_bald(samples: np.ndarray, budget: int) -> np.ndarray:
-    """BALD the plain numpy way: float32 softmax per sample, the mean of p and of p log p, then
-    ``np.argpartition`` and a sort of the B largest (ties to the smaller row)."""
+    """BALD the plain numpy way (:func:`numpy_bald_update` per sample), then ``np.argpartition``
+    and a sort of the B largest (ties to the smaller row)."""
     t, n, c = samples.shape
     acc = np.zeros((n, c), dtype=np.float32)
     ent = np.zeros(n, dtype=np.float64)
     for x in samples:
-        p = x - x.max(axis=1, keepdims=True)
-        np.exp(p, out=p)
-        p /= p.sum(axis=1, keepdims=True)
-        acc += p
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lp = np.log(p)
-        lp *= p
-        ent -= np.nansum(lp, axis=1)
-    q = acc / t
-    with np.errstate(divide="ignore", invalid="ignore"):
-        hq = -np.nansum(q * np.log(q), axis=1)
-    score = hq - ent / t
-    return _top(score, budget, largest=True)
+        numpy_bald_update(x, acc, ent)
+    return _top(numpy_bald_scores(acc, ent, t), budget, largest=True)
 
 
 def baal_bald(samples: np.ndarray, budget: int) -> np.ndarray:
@@ -266,8 +275,17 @@ def baal_bald(samples: np.ndarray, budget: int) -> np.ndarray:
     return _top(score, budget, largest=True)
 
 
-def baal_batchbald(samples: np.ndarray, budget: int, configs: int) -> np.ndarray:
-    """baal's BatchBALD (greedy, sampled label configurations) on the probabilities (N, C, T)."""
+def baal_probabilities(samples: np.ndarray) -> np.ndarray:
+    """Logits (T, N, C) as the float64 probabilities (N, C, T) that baal's heuristics take."""
+    x = samples.astype(np.float64)
+    p = np.exp(x - x.max(axis=2, keepdims=True))
+    p /= p.sum(axis=2, keepdims=True)
+    return np.ascontiguousarray(np.moveaxis(p, 0, 2))
+
+
+def baal_batchbald_picks(probabilities: np.ndarray, budget: int, configs: int) -> np.ndarray:
+    """baal's BatchBALD (greedy, T x configs/T sampled label configurations, torch seed 0) on
+    probabilities (N, C, T); the picks are the rows with the best step scores."""
     import warnings
 
     import torch
@@ -276,16 +294,18 @@ def baal_batchbald(samples: np.ndarray, budget: int, configs: int) -> np.ndarray
         warnings.simplefilter("ignore")
         from baal.active.heuristics import BatchBALD
 
-    x = samples.astype(np.float64)
-    p = np.exp(x - x.max(axis=2, keepdims=True))
-    p /= p.sum(axis=2, keepdims=True)
     torch.manual_seed(0)
-    t = samples.shape[0]
+    t = probabilities.shape[2]
     h = BatchBALD(num_samples=max(1, budget - 1), num_draw=max(1, configs // t))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scores = h.compute_score(np.ascontiguousarray(np.moveaxis(p, 0, 2)))
+        scores = h.compute_score(probabilities)
     return np.argsort(-scores, kind="stable")[:budget]
+
+
+def baal_batchbald(samples: np.ndarray, budget: int, configs: int) -> np.ndarray:
+    """baal's BatchBALD from the logits (T, N, C): the probabilities, then the greedy loop."""
+    return baal_batchbald_picks(baal_probabilities(samples), budget, configs)
 
 
 def _top(score: np.ndarray, budget: int, *, largest: bool) -> np.ndarray:

@@ -189,17 +189,23 @@ def numpy_cluster_margin(z: Any, weight, bias, clusters: np.ndarray, budget: int
         top2 = np.partition(lg, lg.shape[1] - 2, axis=1)[:, -2:]
         margins[a : a + step] = top2[:, 1] - top2[:, 0]
     km = min(10 * budget, n)
-    rows = np.argsort(margins, kind="stable")[:km]
+    return round_robin(np.argsort(margins, kind="stable")[:km], clusters, budget, seed)
+
+
+def round_robin(rows: np.ndarray, clusters: np.ndarray, budget: int, seed: int = 0) -> np.ndarray:
+    """Cluster-Margin's round-robin in Python: the candidate ``rows`` grouped by their cluster,
+    clusters by candidate count ascending (then index), each group shuffled (numpy Generator of
+    ``seed``), one candidate of each cluster in turn until ``budget`` are taken."""
     rng = np.random.default_rng(seed)
     groups: dict = {}
-    for r in rows.tolist():
+    for r in np.asarray(rows).tolist():
         groups.setdefault(int(clusters[r]), []).append(r)
     order = sorted(groups, key=lambda c: (len(groups[c]), c))
     for c in order:
         rng.shuffle(groups[c])
     out: list = []
     turn = 0
-    while len(out) < min(budget, km):
+    while len(out) < min(budget, len(rows)):
         for c in order:
             if turn < len(groups[c]) and len(out) < budget:
                 out.append(groups[c][turn])

@@ -373,13 +373,7 @@ def faiss_knn(x: np.ndarray, k: int, kind: str, target: float) -> Callable[[], n
 
     def graph(index) -> np.ndarray:
         _, nb = index.search(unit, k + 1)
-        out = np.empty((n, k), dtype=np.int64)
-        for i in range(n):  # drop the point itself (or the last neighbour)
-            row = nb[i]
-            keep = row[row != i][:k]
-            out[i, : keep.size] = keep
-            out[i, keep.size :] = -1
-        return out
+        return _drop_self(nb, np.arange(n))
 
     ladder = (1, 2, 4, 8, 16, 32, 64, 128) if kind == "ivf" else (16, 32, 64, 128, 256, 512)
     chosen = ladder[-1]
@@ -390,13 +384,20 @@ def faiss_knn(x: np.ndarray, k: int, kind: str, target: float) -> Callable[[], n
         else:
             index.hnsw.efSearch = setting
         _, nb = index.search(unit[: min(n, 2000)], k + 1)
-        sub = np.where(nb[:, :k + 1] == np.arange(nb.shape[0])[:, None], -2, nb)
-        idx = np.array([r[r != -2][:k] for r in sub])
-        if _recall_rows(unit, idx, k) >= target:
+        if _recall_rows(unit, _drop_self(nb, np.arange(nb.shape[0])), k) >= target:
             chosen = setting
             break
     del index
     return lambda: graph(build(chosen))
+
+
+def _drop_self(nb: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(m, k + 1) neighbour lists to (m, k): the row itself dropped where it was found, else the
+    last neighbour (the first occurrence only)."""
+    found = nb == rows[:, None]
+    first = found & (np.cumsum(found, axis=1) == 1)
+    first[~found.any(axis=1), -1] = True
+    return nb[~first].reshape(nb.shape[0], nb.shape[1] - 1).astype(np.int64, copy=False)
 
 
 def _recall_rows(unit: np.ndarray, idx: np.ndarray, k: int) -> float:
@@ -811,7 +812,7 @@ def run(
     old = harness.read_json(compare) if compare else None
     suites = [build_suite(name, scale) for name in names]
     runs: list = []
-    status = 0
+    failed = refused = 0
     for suite in suites:
         need, disk = suite.memory_needed(), suite.disk_needed()
         avail = harness.available_memory()
@@ -832,7 +833,7 @@ def run(
             print(f"alscale bench: suite {suite.name} refused at scale {scale:g}: {short}; "
                   f"try --scale {_round_down(fit)}", file=sys.stderr, flush=True)
             runs.append({"suite": suite.name, "scale": scale, "refused": short, "memory_needed": need, "rows": []})
-            status = max(status, 2)
+            refused += 1
             continue
         rows = harness.run_suite(suite, repeat=repeat, file=file, progress=progress)
         print("", file=file)
@@ -844,7 +845,7 @@ def run(
         bad = [r["method"] for r in rows if "error" in r or (r.get("check") or {}).get("ok") is False]
         if bad:
             print(f"alscale bench: {suite.name}: failed checks or errors: {', '.join(bad)}", file=sys.stderr)
-            status = max(status, 1)
+            failed += 1
         runs.append({"suite": suite.name, "scale": scale, "repeat": repeat, "memory_needed": need,
                      "data": {k: v.to_json() for k, v in suite.data.items()}, "rows": rows})
     if json_path:
@@ -856,9 +857,10 @@ def run(
         print(text, file=file, flush=True)
         if regressions:
             print(f"# {len(regressions)} regression(s) beyond {threshold:.0%}", file=file)
-    if status == 2 and len(suites) > 1 and any(r["rows"] for r in runs):
-        status = 0  # --suite all: suites that do not fit are skipped, the others ran
-    return status
+    if failed:
+        return 1
+    # --suite all: suites that do not fit are skipped, the others ran
+    return 2 if refused and refused == len(suites) else 0
 
 
 def _round_down(x: float) -> str:

@@ -179,3 +179,18 @@ def test_fashion_mnist_hook():
     x, y = harness.fashion_mnist(100)
     assert x.shape == (100, 784) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
     assert y.shape == (100,) and y.max() <= 9
+
+
+def test_timer_stops_repeating_past_max_time():
+    import time
+
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.05)
+
+    timing, _ = harness.time_call(slow, repeat=50, warmup=1, max_time=0.12)
+    assert 1 <= len(timing.times) <= 2 and len(calls) == len(timing.times) + 1
+    timing, _ = harness.time_call(slow, repeat=3, warmup=0, max_time=0.001)
+    assert len(timing.times) == 1  # always one timed call

@@ -58,6 +58,8 @@ def add_commands(sub) -> None:
                        help="multiply N and B by S, 0 < S <= 1 (default 1: the papers' shapes)")
     bench.add_argument("--repeat", type=_positive, default=None, metavar="R",
                        help="timed runs per row after one warm-up (default 5; slow peers run once at large sizes)")
+    bench.add_argument("--max-time", type=_positive_seconds, default=60.0, metavar="SECONDS",
+                       help="per row: no further timed run starts past SECONDS of calls (at least one; default 60)")
     bench.add_argument("--compare", metavar="FILE",
                        help="an earlier --json file: print each row's median against it and flag regressions")
     bench.add_argument("--threshold", type=_fraction, default=0.10, metavar="F",
@@ -318,6 +320,16 @@ def _run_ranks(args: argparse.Namespace, data, names: list, config: dict, second
     return 0
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
 def _scale(text: str) -> float:
     try:
         value = float(text)
@@ -331,8 +343,8 @@ def _scale(text: str) -> float:
 def _bench(args: argparse.Namespace) -> int:
     if args.list or args.suite is not None:
         return _bench_suites(args)
-    if args.compare or args.repeat is not None or args.scale != 1.0:
-        print("alscale bench: error: --compare, --repeat and --scale go with --suite", file=sys.stderr)
+    if args.compare or args.repeat is not None or args.scale != 1.0 or args.max_time != 60.0:
+        print("alscale bench: error: --compare, --repeat, --scale and --max-time go with --suite", file=sys.stderr)
         return 2
     from . import bench
 
@@ -376,7 +388,8 @@ def _bench_suites(args: argparse.Namespace) -> int:
         return 2
     try:
         return suites.run(names, scale=args.scale, repeat=args.repeat or 5, json_path=args.json,
-                          compare=args.compare, threshold=args.threshold, progress=args.progress,
+                          compare=args.compare, threshold=args.threshold, max_time=args.max_time,
+                          progress=args.progress,
                           argv=["alscale", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else None)
     except (ValueError, OSError) as err:
         print(f"alscale bench: error: {err}", file=sys.stderr)

@@ -472,17 +472,30 @@ class Timing:
         return max(self.times)
 
 
-def time_call(fn: Callable[[], Any], repeat: int = 5, *, warmup: int = 1) -> tuple[Timing, Any]:
+def time_call(
+    fn: Callable[[], Any], repeat: int = 5, *, warmup: int = 1, max_time: Optional[float] = None
+) -> tuple[Timing, Any]:
     """``warmup`` untimed calls of ``fn``, then ``repeat`` timed ones (``time.perf_counter``);
-    returns the :class:`Timing` and the last result."""
+    returns the :class:`Timing` and the last result.
+
+    ``max_time`` (seconds): no further call starts once the calls so far (warm-up included) plus
+    one more would pass it — at least one timed call is always made — so a slow case at a large
+    scale is timed fewer times (``Timing.times`` says how many)."""
     result = None
+    start = time.perf_counter()
+    last = 0.0
     for _ in range(max(0, int(warmup))):
-        result = fn()
-    times = []
-    for _ in range(max(1, int(repeat))):
         t0 = time.perf_counter()
         result = fn()
-        times.append(time.perf_counter() - t0)
+        last = time.perf_counter() - t0
+    times: list = []
+    for _ in range(max(1, int(repeat))):
+        if times and max_time is not None and time.perf_counter() - start + last > max_time:
+            break
+        t0 = time.perf_counter()
+        result = fn()
+        last = time.perf_counter() - t0
+        times.append(last)
     return Timing(times), result
 
 
@@ -693,7 +706,7 @@ def _run_case(spec: dict, *, isolated: bool) -> dict:
     fn = case.setup(data)
     out["base_rss"] = current_rss() if isolated else None
     warmup = case.warmup if spec.get("warmup") is None else spec["warmup"]
-    timing, result = time_call(fn, spec["repeat"], warmup=warmup)
+    timing, result = time_call(fn, spec["repeat"], warmup=warmup, max_time=spec.get("max_time"))
     out["times"] = timing.times
     out["peak_rss"] = peak_rss() if isolated else None
     arrays = _to_arrays(result)
@@ -744,6 +757,7 @@ def run_suite(
     sys_path: Sequence[str] = (),
     isolate: bool = True,
     warmup: Optional[int] = None,
+    max_time: Optional[float] = 60.0,
 ) -> list:
     """Runs every case of ``suite`` (one fresh process each, in order) and returns its rows.
 
@@ -751,7 +765,8 @@ def run_suite(
     the child. Progress: a tqdm bar on stderr when ``progress`` (default: stderr is a terminal).
     ``isolate=False`` runs the cases in this process instead (the same code, for fast tests): no
     peak memory is measured then (``peak_rss`` None). ``warmup``: untimed calls per case instead
-    of each case's own (1, or 0 for slow peers at large sizes).
+    of each case's own (1, or 0 for slow peers at large sizes). ``max_time``: seconds of calls per
+    case after which no repeat starts (at least one timed call; None: always ``repeat``).
     Each row (a dict): suite, group, method, role, median_s, min_s, max_s, times_s, repeats,
     ratio_to_floor, ratio_to_alscale (peers: their median / the alscale row's),
     vs_peers (alscale rows: {peer: peer median / ours}), peak_rss, base_rss, check
@@ -784,7 +799,7 @@ def run_suite(
                     reps = repeat if case.repeat is None else max(1, min(repeat, case.repeat))
                     spec = {"module": module, "suite": suite.name, "scale": suite.scale, "index": i,
                             "repeat": reps, "cache": cache, "result": os.path.join(work, f"result{i}.npz"),
-                            "sys_path": list(sys_path), "warmup": warmup}
+                            "sys_path": list(sys_path), "warmup": warmup, "max_time": max_time}
                     if case.check is not None and alscale_row is not None and "result" in alscale_row:
                         spec["against"] = alscale_row["result"]
                     got = run_case_in_child(spec, work) if isolate else _run_case(spec, isolated=False)

@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from alscale.al.harness import mc_sample_stream, mc_samples, peak_rss
+from alscale.al.harness import mc_sample_stream, mc_samples, peak_rss, time_call
 from alscale.al.suites import numpy_bald_scores, numpy_bald_update
 
 
@@ -75,10 +75,7 @@ def fused(args) -> dict:
     x = mc_samples(args.samples, args.n, args.classes, seed=args.seed)
 
     def t(f):
-        ts = []
-        for _ in range(args.repeats):
-            s = time.perf_counter(); f(); ts.append(time.perf_counter() - s)
-        return float(np.median(ts))
+        return time_call(f, args.repeats, warmup=0)[0].median
 
     floor = t(lambda: x.sum())
     a = t(lambda: alscale.bald_scores(x, num_threads=args.threads))

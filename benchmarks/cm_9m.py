@@ -27,7 +27,7 @@ import numpy as np
 
 import alscale
 from alscale import hac
-from alscale.al.harness import blobs, peak_rss
+from alscale.al.harness import blobs, gaussian, peak_rss
 from alscale.al.metrics import adjusted_rand_index
 
 
@@ -120,7 +120,7 @@ def main() -> None:
     approx_z = c.linkage if a.quality else None
     del c
 
-    logits = np.random.default_rng(3).standard_normal(size=(a.n, 10), dtype=np.float32)
+    logits = gaussian(a.n, 10, seed=3)
     t, c0 = time.perf_counter(), time.process_time()
     sel = alscale.select_cluster_margin(logits, labels, a.budget, seed=0, num_threads=a.threads)
     out["select_s"] = round(time.perf_counter() - t, 2)

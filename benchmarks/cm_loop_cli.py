@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,12 +42,9 @@ def checkpoint(n: int, repeat: int) -> None:
     out = {"n": n}
 
     def median(fn):
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        from alscale.al.harness import time_call
+
+        return time_call(fn, repeat, warmup=0)[0].median
 
     # before: strategy_state = {"labels": list}, the loop's state() and write as they were
     strategy = ClusterMargin()

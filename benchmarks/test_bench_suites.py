@@ -194,3 +194,32 @@ def test_timer_stops_repeating_past_max_time():
     assert 1 <= len(timing.times) <= 2 and len(calls) == len(timing.times) + 1
     timing, _ = harness.time_call(slow, repeat=3, warmup=0, max_time=0.001)
     assert len(timing.times) == 1  # always one timed call
+
+
+def test_suite_all_skips_what_does_not_fit_and_fails_on_a_failed_check(monkeypatch, tmp_path, capsys):
+    small, big = suites.build_suite("hac", 0.001), suites.build_suite("imagenet", 0.001)
+    assert small.memory_needed() < big.memory_needed()
+    monkeypatch.setattr(harness, "available_memory", lambda: (small.memory_needed() + big.memory_needed()) // 2)
+    ran = []
+
+    def fake_run_suite(suite, **kw):
+        ran.append(suite.name)
+        return [{"group": "g", "method": "m", "role": "alscale", "median_s": 1.0, "min_s": 1.0, "max_s": 1.0}]
+
+    monkeypatch.setattr(harness, "run_suite", fake_run_suite)
+    out = tmp_path / "all.json"
+    assert suites.run(["imagenet", "hac"], scale=0.001, repeat=1, json_path=str(out)) == 0
+    assert ran == ["hac"]
+    assert "suite imagenet refused" in capsys.readouterr().err
+    payload = json.loads(out.read_text())
+    assert [s["suite"] for s in payload["suites"]] == ["imagenet", "hac"]
+    assert "refused" in payload["suites"][0] and payload["suites"][1]["rows"]
+    assert suites.run(["imagenet"], scale=0.001, repeat=1) == 2  # alone: nothing ran
+
+    def failing(suite, **kw):
+        return [{"group": "g", "method": "peer", "role": "peer", "median_s": 1.0, "min_s": 1.0, "max_s": 1.0,
+                 "check": {"against": "m", "ok": False, "verdict": "2 rows differ"}}]
+
+    monkeypatch.setattr(harness, "run_suite", failing)
+    assert suites.run(["imagenet", "hac"], scale=0.001, repeat=1) == 1
+    assert "FAIL: 2 rows differ" in capsys.readouterr().out

@@ -10,8 +10,6 @@ logits and head, ``time_call`` medians, ``peak_rss`` = VmHWM of this process).
 """
 import argparse, json
 
-import numpy as np
-
 import alscale
 from alscale import _core
 from alscale._backend.arrays import inverse_norms

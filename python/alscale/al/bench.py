@@ -283,8 +283,9 @@ def time_call(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], 
 def machine_info() -> dict:
     """What BENCHMARKS.md needs to say about where a figure was measured (the harness's
     :func:`~alscale.al.harness.machine_info`, with torch's threads)."""
-    import torch  # noqa: F401  (run_bench's baselines need it; its thread count is reported)
+    import importlib
 
+    importlib.import_module("torch")  # run_bench's baselines need it; its thread count is reported
     return harness.machine_info()
 
 

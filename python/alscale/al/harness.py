@@ -23,7 +23,9 @@ Memory
     fork + exec, so the high-water mark is the child's own — ``ru_maxrss`` would carry the
     parent's over exec). It includes the interpreter, the imports and the case's data; the
     resident set just before the first timed call is reported beside it (``base_rss``), so the
-    case's own working memory is the difference. :func:`peak_rss` reads it (``ru_maxrss`` where
+    case's own working memory is the difference. Pages of a memmapped pool count while mapped
+    (file-backed, reclaimable: alscale's chunk sources release them chunk by chunk, a plain numpy
+    or torch loop over the memmap does not). :func:`peak_rss` reads it (``ru_maxrss`` where
     there is no ``/proc``). Before a suite starts, :func:`available_memory` (``MemAvailable`` of
     ``/proc/meminfo``) is compared with the suite's estimate, and a suite that will not fit is
     refused.
@@ -648,7 +650,8 @@ class Suite:
         return max((self.case_memory(c) for c in self.cases if c.skip is None), default=0)
 
     def disk_needed(self) -> int:
-        return sum(spec.nbytes + spec.mapped_bytes for spec in self.data.values())
+        """Bytes of the memmapped data sets, written to the run's temporary folder."""
+        return sum(spec.mapped_bytes for spec in self.data.values())
 
 
 _BASE_PROCESS_BYTES = 300 * 2**20  # the interpreter, numpy, alscale (torch adds ~400 MiB)

@@ -784,7 +784,7 @@ def describe() -> list:
     for name in SUITES:
         s = build_suite(name, 1.0)
         disk = s.disk_needed()
-        extra = f", {disk / 2**30:.1f} GiB disk" if disk > s.memory_needed() else ""
+        extra = f", {disk / 2**30:.1f} GiB disk (a memmap in the temporary folder)" if disk else ""
         out.append(f"{name:<11} {SUMMARY[name]} [full size: ~{s.memory_needed() / 2**30:.1f} GiB memory{extra}]")
     return out
 
@@ -819,10 +819,9 @@ def run(
     runs: list = []
     failed = refused = 0
     for suite in suites:
-        need, disk = suite.memory_needed(), suite.disk_needed()
+        need, mapped = suite.memory_needed(), suite.disk_needed()
         avail = harness.available_memory()
         free_disk = shutil.disk_usage(tempfile.gettempdir()).free
-        mapped = sum(s.mapped_bytes for s in suite.data.values())
         print(f"# suite {suite.name} at scale {scale:g}: needs ~{need / 2**30:.2f} GiB of memory (its largest case)"
               + (f" and {mapped / 2**30:.2f} GiB of disk in {tempfile.gettempdir()}" if mapped else "")
               + (f"; {avail / 2**30:.1f} GiB available (MemAvailable)" if avail is not None else ""),

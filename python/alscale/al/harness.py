@@ -5,18 +5,21 @@ Every benchmark of the project stands on it: ``alscale bench --suite NAME`` (the
 needs numpy alone; torch is imported only by a case that runs a torch peer.
 
 Data (deterministic: the same parameters and seed give the same arrays on any thread count)
-    :func:`gaussian` — i.i.d. normal rows (structureless logits or embeddings); :func:`blobs` — Gaussian blobs, separated (``noise=0.15``) or overlapping
-    (:data:`HARD_BLOBS`: 64-d, 20,000 centres, noise 0.8); :func:`make_data` — ImageNet-like
+    :func:`gaussian` — i.i.d. normal rows (structureless logits or embeddings); :func:`blobs` —
+    Gaussian blobs, separated (``noise=0.15``) or overlapping (:data:`HARD_BLOBS`: 64-d, 20,000
+    centres, noise 0.8); :func:`make_data` — ImageNet-like
     logits of a trained head; :func:`openimages_embeddings` — an Open-Images-like pool of
     embeddings with a 20,000-class linear head (the pool as a memmap when ``path`` is given);
-    :func:`mc_samples` — MC-dropout-like logits (T, N, C); :func:`fashion_mnist` — a real data
+    :func:`mc_samples` / :func:`mc_sample_stream` — MC-dropout-like logits (T, N, C), as one
+    array or one sample at a time; :func:`fashion_mnist` — a real data
     set (the pixels of Fashion-MNIST's training images, float32 in [0, 1]).
     :func:`generate` builds any of them from a :class:`DataSpec` (a name and its parameters),
     which is what a case names and what the child process of a case rebuilds (or reads from the
     run's cache folder: the first case that needs a data set writes it there).
 Time
-    :func:`time_call`: ``warmup`` untimed calls, then ``repeat`` timed ones; a :class:`Timing`
-    holds every time and gives the median, min and max.
+    :func:`time_call`: ``warmup`` untimed calls, then ``repeat`` timed ones (fewer past
+    ``max_time`` seconds, at least one); a :class:`Timing` holds every time and gives the median,
+    min and max. Modules a case needs (torch, faiss, ...) are imported before its clock starts.
 Memory
     One measure: the peak resident set (``VmHWM`` of ``/proc/self/status``, Linux) of a fresh
     child process that runs one case (:func:`run_case_in_child`: ``python -m alscale.al.harness``,
@@ -25,7 +28,8 @@ Memory
     resident set just before the first timed call is reported beside it (``base_rss``), so the
     case's own working memory is the difference. Pages of a memmapped pool count while mapped
     (file-backed, reclaimable: alscale's chunk sources release them chunk by chunk, a plain numpy
-    or torch loop over the memmap does not). :func:`peak_rss` reads it (``ru_maxrss`` where
+    or torch loop over the memmap does not). ``run_suite(isolate=False)`` runs the cases in the
+    calling process (the fast tests): no memory figure then. :func:`peak_rss` reads it (``ru_maxrss`` where
     there is no ``/proc``). Before a suite starts, :func:`available_memory` (``MemAvailable`` of
     ``/proc/meminfo``) is compared with the suite's estimate, and a suite that will not fit is
     refused.
@@ -53,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -699,8 +704,6 @@ def _run_case(spec: dict, *, isolated: bool) -> dict:
     suite = module.build_suite(spec["suite"], spec["scale"])
     case = suite.cases[spec["index"]]
     data = generate(suite.data[case.data], spec.get("cache"))
-    import warnings
-
     for name in case.needs:  # imported before the clock starts (torch alone takes seconds)
         with warnings.catch_warnings():  # a peer's own deprecation warnings are not the benchmark's
             warnings.simplefilter("ignore")

@@ -971,7 +971,8 @@ def compare_runs(old: dict, new_runs: list, *, threshold: float = 0.10) -> tuple
 
     Returns (the text, the regressions): ``new / old`` per row; a row more than ``threshold``
     slower (ratio > 1 + threshold) is flagged REGRESSION, a check that passed before and fails now
-    is flagged too. Rows only in one run are listed as new / gone.
+    is flagged too; a flagged row whose fastest new run is no slower than the old run's slowest is
+    marked as overlapping (likely noise). Rows only in one run are listed as new / gone.
     """
     before = {(s["suite"], r["group"], r["method"]): r for s in old["suites"] for r in s["rows"]}
     lines = ["suite / group / method: new median / old median", "-" * 48]
@@ -993,6 +994,8 @@ def compare_runs(old: dict, new_runs: list, *, threshold: float = 0.10) -> tuple
             flag = ""
             if ratio > 1 + threshold and r.get("role") != "floor":
                 flag = f"  REGRESSION (> {1 + threshold:.2f})"
+                if r.get("min_s") is not None and o.get("max_s") is not None and r["min_s"] <= o["max_s"]:
+                    flag += " but the runs' ranges overlap (noise?)"
                 regressions.append(key)
             if (o.get("check") or {}).get("ok") is True and (r.get("check") or {}).get("ok") is False:
                 flag += "  CHECK NOW FAILS"

@@ -53,6 +53,7 @@ from .. import (
     select_probcover,
     select_typiclust,
 )
+from .bench import compare_selections, numpy_select_margin, official_base, official_boundary
 from .harness import HARD_BLOBS, BenchSize, Case, DataSpec, Suite
 
 __all__ = ["SUITES", "build_suite", "describe"]
@@ -88,8 +89,6 @@ def check_identical(data: dict, ours: dict, theirs: dict):
 
 def check_base(budget: int):
     def check(data: dict, ours: dict, theirs: dict):
-        from .bench import compare_selections
-
         same, verdict = compare_selections(ours["0"], theirs["0"], logits=data["logits"], weight=data["weight"],
                                            budget=budget)
         return same or "a float tie" in verdict, verdict
@@ -487,7 +486,7 @@ def imagenet(scale: float = 1.0) -> Suite:
                           memory=work))
         if rule == "margin":
             cases.append(Case(g, "numpy softmax + argpartition", "peer", L,
-                              lambda dd: partial(_numpy_select_margin, dd[L], B), repeat=3 if slow else None,
+                              lambda dd: partial(numpy_select_margin, dd[L], B), repeat=3 if slow else None,
                               check=chk, memory=3 * min(_CHUNK_BYTES, n * c * 4) + 16 * n))
         cases.append(Case(g, "torch softmax + topk", "peer", L,
                           lambda dd, r=rule: partial(torch_select, dd[L], B, r), needs=("torch",), check=chk,
@@ -496,21 +495,11 @@ def imagenet(scale: float = 1.0) -> Suite:
 
 
 def _official_base(logits, budget, weight):
-    from .bench import official_base
-
     return official_base(logits, budget, weight=weight)
 
 
 def _official_boundary(logits, budget, weight):
-    from .bench import official_boundary
-
     return official_boundary(logits, budget, weight=weight)
-
-
-def _numpy_select_margin(logits, budget):
-    from .bench import numpy_select_margin
-
-    return numpy_select_margin(logits, budget)
 
 
 OPENIMAGES = {"n": 9_000_000, "dim": 256, "classes": 20_000, "budgets": (100_000, 1_000_000)}

@@ -562,7 +562,11 @@ def openimages(scale: float = 1.0) -> Suite:
                                 _given_clusters(dd["x"].shape[0]), B),
              repeat=1 if n >= 1_000_000 else None, check=check_cluster_counts, memory=3 * chunk + 200 * n),
     ]
-    return Suite("openimages", "Cluster-Margin paper: Open Images selection from embeddings", data, cases, scale)
+    return Suite("openimages", "Cluster-Margin paper: Open Images selection from embeddings", data, cases, scale,
+                 notes=["peak MiB counts the pages of the embeddings' memmap a process keeps mapped (file-backed, "
+                        "reclaimable); alscale's chunk source releases them chunk by chunk, the peers do not",
+                        "the Cluster-Margin peer's random draws are not alscale's: its check compares the picks "
+                        "per cluster, which the rule fixes"])
 
 
 HAC_EXACT_N = 20_000
@@ -603,7 +607,8 @@ def hac(scale: float = 1.0) -> Suite:
              lambda dd: partial(hac_average, dd["x"], neighbors=k, n_clusters=max(2, m // 100), knn_method=method),
              needs=("faiss",) if method == "faiss" else (), memory=m * k * 40 + m * d * 4),
     ]
-    return Suite("hac", "average-linkage HAC: exact and on a kNN graph", data, cases, scale)
+    return Suite("hac", "average-linkage HAC: exact and on a kNN graph", data, cases, scale,
+                 notes=["graph HAC has no peer at this size (scipy and fastcluster need the N² distances)"])
 
 
 def _pdist(x, metric):

@@ -2,26 +2,22 @@
 a 600 x 512 head, B = 10K, 100K, 300K and 1M, against one numpy pass over the logits (the floor,
 measured in the same run). Prints, per B, the median of 3 calls of select_balanced(weight=W),
 its ratio to the floor, the number of passes over the pool (from the same rule driven through
-_core.BalancedState) and the worst-case bound on passes (every score tied). Needs ~6 GB.
+_core.BalancedState) and the worst-case bound on passes (every score tied), and the peak RSS.
+Needs ~6 GB. Data, timer and memory measure: the harness (alscale.al.harness: ``gaussian``
+logits and head, ``time_call`` medians, ``peak_rss`` = VmHWM of this process).
 
     python benchmarks/base_large_b.py [--rows N] [--budgets 10000,100000,...] [--json FILE]
 """
-import argparse, json, resource, time
-
-import numpy as np
+import argparse, json
 
 import alscale
 from alscale import _core
 from alscale._backend.arrays import inverse_norms
+from alscale.al.harness import gaussian, peak_rss, time_call
 
 
 def median_time(f, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[repeat // 2]
+    return time_call(f, repeat, warmup=0)[0].median
 
 
 def passes(L, inv, budget):
@@ -43,9 +39,8 @@ def main():
     ap.add_argument("--budgets", default="10000,100000,300000,1000000")
     ap.add_argument("--json")
     a = ap.parse_args()
-    rng = np.random.default_rng(0)
-    L = rng.standard_normal((a.rows, a.classes), dtype=np.float32)
-    W = rng.standard_normal((a.classes, 512)).astype(np.float32)
+    L = gaussian(a.rows, a.classes, seed=0)
+    W = gaussian(a.classes, 512, seed=1)
     inv = inverse_norms(W, a.classes)
     floor = median_time(lambda: L.sum())
     rows = []
@@ -55,7 +50,7 @@ def main():
         n, bound = passes(L, inv, B)
         rows.append({"budget": B, "seconds": t, "x_floor": t / floor, "passes": n, "worst_case_passes": bound})
         print(f"B={B:>9,}: {t:7.3f} s = {t / floor:5.2f}x the floor; passes {n} (worst case {bound})", flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = peak_rss() / 2**30
     print(f"peak RSS {peak:.2f} GiB")
     if a.json:
         with open(a.json, "w") as f:

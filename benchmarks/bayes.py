@@ -15,39 +15,26 @@ One part per run (each its own process, so its peak RSS is its own):
         BatchBALD, B = budget, with ``configs`` label configurations (alscale: exact while they
         fit, then sampled; baal: T x num_draw sampled ones, num_draw = configs / T); baal needs
         N x configs x C float64 in memory, which bounds ``configs``.
+
+On the harness (alscale.al.harness): the MC samples are its ``mc_sample_stream`` / ``mc_samples``
+(a per-row signal 2·N(0, 1) shared by the samples plus per-sample N(0, 1) noise), the numpy BALD is
+alscale.al.suites' (the peer of ``alscale bench --suite bayes``), peak RSS its ``peak_rss`` (VmHWM).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import numpy as np
 
+from alscale.al.harness import mc_sample_stream, mc_samples, peak_rss, time_call
+from alscale.al.suites import numpy_bald_scores, numpy_bald_update
+
 
 def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def make(rng: np.random.Generator, n: int, c: int) -> np.ndarray:
-    """One MC sample of logits: a pool-wide signal plus per-sample noise (float32)."""
-    x = rng.standard_normal((n, c), dtype=np.float32)
-    x *= 2.0
-    return x
-
-
-def numpy_bald_update(x: np.ndarray, acc: np.ndarray, ent: np.ndarray) -> None:
-    """The plain numpy way: float32 softmax, sum of p, sum of -p log p."""
-    p = x - x.max(axis=1, keepdims=True)
-    np.exp(p, out=p)
-    p /= p.sum(axis=1, keepdims=True)
-    acc += p
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lp = np.log(p)
-    lp *= p
-    ent -= np.nansum(lp, axis=1)
+    return peak_rss() / 2**30
 
 
 def stream(args) -> dict:
@@ -55,13 +42,11 @@ def stream(args) -> dict:
 
     walks = {"floor": [], "alscale": [], "numpy": [], "scores": []}
     for rep in range(args.repeats):
-        rng = np.random.default_rng(args.seed)
         acc = alscale.MCScores(num_threads=args.threads)
         nacc = np.zeros((args.n, args.classes), dtype=np.float32) if args.numpy else None
         nent = np.zeros(args.n) if args.numpy else None
         tf = ta = tn = 0.0
-        for _ in range(args.samples):
-            x = make(rng, args.n, args.classes)
+        for x in mc_sample_stream(args.samples, args.n, args.classes, seed=args.seed):
             s = time.perf_counter(); x.sum(); tf += time.perf_counter() - s
             s = time.perf_counter(); acc.update(x); ta += time.perf_counter() - s
             if args.numpy:
@@ -71,11 +56,8 @@ def stream(args) -> dict:
         walks["alscale"].append(ta + tsc)
         walks["scores"].append(tsc)
         if args.numpy:
-            q = nacc / args.samples
             s = time.perf_counter()
-            with np.errstate(divide="ignore", invalid="ignore"):
-                hq = -np.nansum(q * np.log(q), axis=1)
-            nb = hq - nent / args.samples
+            nb = numpy_bald_scores(nacc, nent, args.samples)
             walks["numpy"].append(tn + time.perf_counter() - s)
             err = float(np.abs(nb - bald).max())
         del acc, nacc
@@ -90,14 +72,10 @@ def stream(args) -> dict:
 def fused(args) -> dict:
     import alscale
 
-    rng = np.random.default_rng(args.seed)
-    x = np.stack([make(rng, args.n, args.classes) for _ in range(args.samples)])
+    x = mc_samples(args.samples, args.n, args.classes, seed=args.seed)
 
     def t(f):
-        ts = []
-        for _ in range(args.repeats):
-            s = time.perf_counter(); f(); ts.append(time.perf_counter() - s)
-        return float(np.median(ts))
+        return time_call(f, args.repeats, warmup=0)[0].median
 
     floor = t(lambda: x.sum())
     a = t(lambda: alscale.bald_scores(x, num_threads=args.threads))
@@ -110,10 +88,8 @@ def fused(args) -> dict:
 
 
 def pool(args) -> np.ndarray:
-    """(T, N, C) logits of a small MC-dropout-like pool: each row a class signal, per-sample noise."""
-    rng = np.random.default_rng(args.seed)
-    base = rng.standard_normal((args.n, args.classes)) * 2.0
-    return (base[None] + rng.standard_normal((args.samples, args.n, args.classes))).astype(np.float64)
+    """(T, N, C) float64 logits of a small MC-dropout-like pool (the harness's ``mc_samples``)."""
+    return mc_samples(args.samples, args.n, args.classes, seed=args.seed).astype(np.float64)
 
 
 def batchbald(args) -> dict:
@@ -129,23 +105,12 @@ def batchbald(args) -> dict:
 
 
 def baal(args) -> dict:
-    import warnings
+    from alscale.al.suites import baal_batchbald_picks, baal_probabilities
 
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from baal.active.heuristics import BatchBALD
-    x = pool(args)
-    p = np.exp(x - x.max(axis=2, keepdims=True))
-    p /= p.sum(axis=2, keepdims=True)
-    pb = np.ascontiguousarray(np.moveaxis(p, 0, 2))  # (N, C, T)
-    torch.manual_seed(0)
-    h = BatchBALD(num_samples=args.budget - 1, num_draw=max(1, args.configs // args.samples))
+    pb = baal_probabilities(pool(args))  # (N, C, T), not timed
     s = time.perf_counter()
-    scores = h.compute_score(pb)  # the greedy loop; picks = rows with a step score
+    picks = baal_batchbald_picks(pb, args.budget, args.configs)  # baal's greedy loop
     t = time.perf_counter() - s
-    picks = np.argsort(-scores, kind="stable")[: args.budget]
     return {"part": "baal", "n": args.n, "classes": args.classes, "samples": args.samples, "budget": args.budget,
             "configs": args.samples * max(1, args.configs // args.samples), "seconds": t,
             "picks": sorted(picks.tolist()), "peak_rss_gib": peak_rss_gib()}

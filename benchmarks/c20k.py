@@ -1,6 +1,7 @@
 """Many classes from embeddings (issue 11's shape): one chunked torch GEMM pass over the
 embeddings (the baseline), then select_balanced over logits_from_embeddings, in one process
-(peak RSS is this process's high-water mark, VmHWM).
+(peak RSS is this process's high-water mark, VmHWM, read by the harness's ``peak_rss``; the
+embeddings and the head are the harness's ``gaussian`` rows).
 
     python benchmarks/c20k.py [--classes 20000] [--rows 400000] [--dims 256] [--budget 100000]
 """
@@ -10,14 +11,11 @@ import numpy as np
 
 import alscale
 from alscale._backend.arrays import PAIR_CLASSES, inverse_norms
+from alscale.al.harness import gaussian, peak_rss
 
 
 def peak_gib():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20
-    return float("nan")
+    return peak_rss() / 2**30
 
 
 ap = argparse.ArgumentParser()
@@ -26,9 +24,8 @@ ap.add_argument("--rows", type=int, default=400_000)
 ap.add_argument("--dims", type=int, default=256)
 ap.add_argument("--budget", type=int, default=100_000)
 a = ap.parse_args()
-rng = np.random.default_rng(0)
-E = rng.standard_normal((a.rows, a.dims), dtype=np.float32)
-W = (rng.standard_normal((a.classes, a.dims)) / 16).astype(np.float32)
+E = gaussian(a.rows, a.dims, seed=0)
+W = gaussian(a.classes, a.dims, seed=1, scale=1 / 16)
 b = np.zeros(a.classes, np.float32)
 pool = alscale.logits_from_embeddings(E, W, b)
 t = time.perf_counter()

@@ -5,7 +5,7 @@
     python benchmarks/cm_9m.py --n 2000000 --budget 1000000
     python benchmarks/cm_9m.py --n 200000 --quality                   # approximate vs exact graph HAC
 
-Synthetic embeddings: `centers` (default n/100) Gaussian blob centres ~ N(0, I_d), points = centre +
+Synthetic embeddings (the harness's ``blobs``, alscale.al.harness): `centers` (default n/100) Gaussian blob centres ~ N(0, I_d), points = centre +
 noise·N(0, I_d) (noise 0.15: separated blobs; 0.5 and more: blobs that overlap), float32, made
 chunk by chunk. Stages, each timed: the kNN graph (k = 10, knn_graph(method="faiss",
 recall=...)), graph average linkage cut at `centers` clusters, select_cluster_margin with budget
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 
@@ -28,18 +27,8 @@ import numpy as np
 
 import alscale
 from alscale import hac
+from alscale.al.harness import blobs, gaussian, peak_rss
 from alscale.al.metrics import adjusted_rand_index
-
-
-def blobs(n: int, d: int, centers: int, noise: float, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    c = rng.normal(size=(centers, d)).astype(np.float32)
-    labels = rng.integers(0, centers, n)
-    x = np.empty((n, d), dtype=np.float32)
-    for s in range(0, n, 1 << 18):
-        e = min(n, s + (1 << 18))
-        x[s:e] = c[labels[s:e]] + np.float32(noise) * rng.standard_normal(size=(e - s, d), dtype=np.float32)
-    return x, labels
 
 
 def recall_at_k(unit: np.ndarray, idx: np.ndarray, k: int, queries: int) -> float:
@@ -62,7 +51,8 @@ def progress(out: dict) -> None:
 
 
 def rss() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    """The peak RSS so far (GiB): the harness's ``peak_rss``, VmHWM of this process."""
+    return round(peak_rss() / 2**30, 2)
 
 
 def main() -> None:
@@ -83,7 +73,7 @@ def main() -> None:
     centers = a.centers or max(1, a.n // 100)
     out = {"n": a.n, "d": a.d, "centers": centers, "noise": a.noise, "k": a.k, "target_recall": a.recall}
     t = time.perf_counter()
-    x, truth = blobs(a.n, a.d, centers, a.noise)
+    x, truth = blobs(a.n, a.d, centers, a.noise, seed=0)
     out["data_s"] = round(time.perf_counter() - t, 2)
     out["rss_after_data_gib"] = rss()
     progress(out)
@@ -130,7 +120,7 @@ def main() -> None:
     approx_z = c.linkage if a.quality else None
     del c
 
-    logits = np.random.default_rng(3).standard_normal(size=(a.n, 10), dtype=np.float32)
+    logits = gaussian(a.n, 10, seed=3)
     t, c0 = time.perf_counter(), time.process_time()
     sel = alscale.select_cluster_margin(logits, labels, a.budget, seed=0, num_threads=a.threads)
     out["select_s"] = round(time.perf_counter() - t, 2)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,12 +42,9 @@ def checkpoint(n: int, repeat: int) -> None:
     out = {"n": n}
 
     def median(fn):
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        from alscale.al.harness import time_call
+
+        return time_call(fn, repeat, warmup=0)[0].median
 
     # before: strategy_state = {"labels": list}, the loop's state() and write as they were
     strategy = ClusterMargin()
@@ -93,18 +89,14 @@ def checkpoint(n: int, repeat: int) -> None:
 
 
 def make_pool(n: int, d: int, folder: Path) -> np.ndarray:
-    """N x d blobs (emb.npy) and N x 10 logits (logits.npy) in ``folder``; the blob of each row."""
-    rng = np.random.default_rng(0)
-    centers = max(1, n // 100)
-    c = rng.normal(size=(centers, d)).astype(np.float32)
-    which = rng.integers(0, centers, n)
+    """N x d blobs (emb.npy; the harness's ``blobs``, N/100 centres, noise 0.15) and N x 10 logits
+    (logits.npy; the harness's ``gaussian``) in ``folder``; the blob of each row."""
+    from alscale.al.harness import blobs, gaussian
+
     z = np.lib.format.open_memmap(str(folder / "emb.npy"), mode="w+", dtype=np.float32, shape=(n, d))
     x = np.lib.format.open_memmap(str(folder / "logits.npy"), mode="w+", dtype=np.float32, shape=(n, 10))
-    step = 1 << 20
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        z[s:e] = c[which[s:e]] + np.float32(0.15) * rng.standard_normal((e - s, d), dtype=np.float32)
-        x[s:e] = rng.standard_normal((e - s, 10), dtype=np.float32)
+    _, which = blobs(n, d, max(1, n // 100), 0.15, seed=0, out=z)
+    gaussian(n, 10, seed=1, out=x)
     z.flush()
     x.flush()
     return which
@@ -134,7 +126,8 @@ def cli(n: int, d: int) -> None:
 
 
 _PATH = """
-import resource, sys, time, numpy as np
+import sys, time, numpy as np
+from alscale.al.harness import peak_rss
 z = np.load(sys.argv[1], mmap_mode="r")
 t0 = time.perf_counter()
 if sys.argv[2] == "cluster_embeddings":
@@ -145,7 +138,7 @@ else:
     labels = alscale.hac_average(z, n_clusters=int(sys.argv[3]), neighbors=10, knn_method="faiss").labels
 np.save(sys.argv[4], labels)
 print(f"{sys.argv[2]}: {time.perf_counter() - t0:.1f} s, peak RSS "
-      f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB", flush=True)
+      f"{peak_rss() / 2**30:.2f} GiB", flush=True)
 """
 
 

@@ -3,7 +3,7 @@
     /usr/bin/time -v python benchmarks/coldstart.py              # 1M x 128, B = 1000
     python benchmarks/coldstart.py --n 100000 --budget 1000      # smaller
 
-Synthetic embeddings: N float32 points in ``--blobs`` Gaussian blobs (centres N(0, I_D), noise
+Synthetic embeddings (the harness's ``blobs``, alscale.al.harness; RSS: its VmRSS / VmHWM): N float32 points in ``--blobs`` Gaussian blobs (centres N(0, I_D), noise
 ``--noise``). TypiClust: faiss k-means into B clusters, then the most typical point of each
 (alscale's kNN kernel within the cluster). ProbCover: faiss IVF kNN graph (k = ``--neighbors``),
 faiss k-means into ``--classes`` clusters and the purity rule for δ, the δ-balls, the greedy
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import numpy as np
@@ -26,26 +25,13 @@ import numpy as np
 from alscale import _core
 from alscale import coldstart as cs
 from alscale._backend.arrays import unit_rows
+from alscale.al.harness import blobs, current_rss, peak_rss
 from alscale.hac import knn_graph
 
 
 def rss_gib() -> tuple[float, float]:
-    """(current, peak so far) resident set size in GiB."""
-    with open("/proc/self/statm") as f:
-        current = int(f.read().split()[1]) * resource.getpagesize()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return current / 2**30, peak / 2**30
-
-
-def blobs(n: int, d: int, centers: int, noise: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    c = rng.standard_normal((centers, d)).astype(np.float32)
-    x = np.empty((n, d), dtype=np.float32)
-    step = 100_000
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        x[s:e] = c[rng.integers(0, centers, e - s)] + noise * rng.standard_normal((e - s, d), dtype=np.float32)
-    return x
+    """(current, peak so far) resident set size in GiB: the harness's VmRSS and VmHWM."""
+    return (current_rss() or 0) / 2**30, peak_rss() / 2**30
 
 
 def paper_typical(features: np.ndarray, k: int) -> int:
@@ -96,7 +82,7 @@ def main() -> None:
         print(f"{name:<58} {stages[-1][1]:9.2f} s   rss {cur:5.2f} GiB   peak {peak:5.2f} GiB", flush=True)
 
     t = time.perf_counter()
-    x = blobs(args.n, args.d, args.blobs, args.noise, 0)
+    x, _ = blobs(args.n, args.d, args.blobs, args.noise, seed=0)
     stage("data", t)
     t = time.perf_counter()
     x.sum(dtype=np.float64)

@@ -8,28 +8,21 @@ Synthetic clustered data: `centers` Gaussian blob centres ~ N(0, I_d), points = 
 0.15·N(0, I_d), float32. Prints one JSON line: the time of each stage, and the adjusted Rand index
 of the cut at `centers` clusters against the blob labels. `--graph DIR` runs graph HAC alone on a
 saved (N, k) kNN graph (`--save-graph DIR` writes one): its time, CPU time and peak RSS, beside the
-RSS the graph itself takes.
+RSS the graph itself takes. Data and memory measure: the harness (alscale.al.harness: ``blobs``
+with noise 0.15, seed 0; ``peak_rss`` = VmHWM of this process).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import numpy as np
 
 import alscale
+from alscale.al.harness import blobs, peak_rss
 from alscale.al.metrics import adjusted_rand_index
-
-
-def blobs(n: int, d: int, centers: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    c = rng.normal(size=(centers, d)).astype(np.float32)
-    labels = rng.integers(0, centers, n)
-    x = c[labels] + np.float32(0.15) * rng.normal(size=(n, d)).astype(np.float32)
-    return x, labels
 
 
 def main() -> None:
@@ -47,7 +40,7 @@ def main() -> None:
         return hac_only(a)
     out = {"n": a.n, "d": a.d, "centers": a.centers, "k": a.k, "knn": a.knn}
     t = time.perf_counter()
-    x, truth = blobs(a.n, a.d, a.centers)
+    x, truth = blobs(a.n, a.d, a.centers, 0.15, seed=0)
     out["data_s"] = round(time.perf_counter() - t, 2)
     t0 = time.perf_counter()
     idx, sim = alscale.knn_graph(x, a.k, method=a.knn, num_threads=a.threads)
@@ -61,7 +54,7 @@ def main() -> None:
     out["total_s"] = round(time.perf_counter() - t0, 2)
     out["clusters"] = int(c.labels.max()) + 1
     out["ari_vs_blobs"] = round(adjusted_rand_index(c.labels, truth), 4)
-    out["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    out["peak_rss_gib"] = round(peak_rss() / 2**30, 2)
     print(json.dumps(out))
 
 
@@ -80,7 +73,7 @@ def hac_only(a) -> None:
 
 
 def peak_rss_gib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
+    return round(peak_rss() / 2**30, 3)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ and recall@k of faiss's approximate kNN against the exact kNN graph.
     python benchmarks/hac_ari.py --n 20000 --ks 10 30 100        # ARI vs exact at 20,000 points
     python benchmarks/hac_ari.py --recall --n 100000             # faiss recall@k at 100,000
 
-Data: `centers` Gaussian blobs (centres ~ N(0, I_64), points = centre + noise·N(0, I_64), float32).
-Prints one JSON line per measurement.
+Data: the harness's ``blobs`` (alscale.al.harness): `centers` Gaussian blobs (centres ~ N(0, I_64),
+points = centre + noise·N(0, I_64), float32, seed 0). Prints one JSON line per measurement.
 """
 
 from __future__ import annotations
@@ -18,13 +18,8 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster
 
 import alscale
+from alscale.al.harness import blobs
 from alscale.al.metrics import adjusted_rand_index
-
-
-def blobs(n: int, d: int, centers: int, noise: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    c = rng.normal(size=(centers, d)).astype(np.float32)
-    return c[rng.integers(0, centers, n)] + np.float32(noise) * rng.normal(size=(n, d)).astype(np.float32)
 
 
 def main() -> None:
@@ -37,7 +32,7 @@ def main() -> None:
     p.add_argument("--cuts", type=int, nargs="+", default=[200, 1000])
     p.add_argument("--recall", action="store_true")
     a = p.parse_args()
-    x = blobs(a.n, a.d, a.centers, a.noise)
+    x, _ = blobs(a.n, a.d, a.centers, a.noise, seed=0)
     base = {"n": a.n, "d": a.d, "centers": a.centers, "noise": a.noise}
     if a.recall:
         for k in a.ks:

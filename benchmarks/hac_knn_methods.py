@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from cm_9m import blobs  # noqa: E402
-
-from alscale import hac  # noqa: E402
+from alscale import hac
+from alscale.al.harness import blobs
 
 
 def main() -> None:
@@ -36,7 +33,7 @@ def main() -> None:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--queries", type=int, default=2000)
     a = p.parse_args()
-    x, _ = blobs(a.n, 64, a.n // 100, a.noise)
+    x, _ = blobs(a.n, 64, a.n // 100, a.noise, seed=0)
     u = hac._unit_points(x)
     del x
     n, d, k = a.n, 64, a.k

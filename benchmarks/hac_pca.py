@@ -5,7 +5,7 @@
 
 Synthetic CNN-like features: a power-law spectrum (variance of feature i ∝ 1/(i+1)) for both
 the cluster centres and the within-cluster noise (`--noise` times the centres' scale), float32,
-made chunk by chunk. The reference clustering is graph HAC (k = 10, kNN graph by
+made chunk by chunk (the harness's ``blobs``, scaled; peak RSS: the harness's ``peak_rss``). The reference clustering is graph HAC (k = 10, kNN graph by
 knn_graph(method="faiss")) on the unreduced features; each reduced run is graph HAC on
 knn_graph(..., pca=dims). All cuts at `centers` clusters. Prints one JSON line: times, the ARI of
 each reduced clustering against the unreduced one and against the generating clusters.
@@ -15,24 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import numpy as np
 
 import alscale
+from alscale.al.harness import blobs, peak_rss
 from alscale.al.metrics import adjusted_rand_index
 
 
 def features(n: int, d: int, centers: int, noise: float, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    scale = (1.0 / np.sqrt(np.arange(1, d + 1))).astype(np.float32)
-    c = rng.standard_normal(size=(centers, d), dtype=np.float32) * scale
-    labels = rng.integers(0, centers, n)
-    x = np.empty((n, d), dtype=np.float32)
-    for s in range(0, n, 1 << 14):
-        e = min(n, s + (1 << 14))
-        x[s:e] = c[labels[s:e]] + np.float32(noise) * rng.standard_normal(size=(e - s, d), dtype=np.float32) * scale
+    """The harness's blobs, feature i scaled by 1/sqrt(i+1) (centres and noise alike)."""
+    x, labels = blobs(n, d, centers, noise, seed=seed)
+    x *= (1.0 / np.sqrt(np.arange(1, d + 1))).astype(np.float32)
     return x, labels
 
 
@@ -63,7 +58,7 @@ def main() -> None:
                              "ari_vs_unreduced": round(adjusted_rand_index(labels, full), 4),
                              "ari_vs_truth": round(adjusted_rand_index(labels, truth), 4)}
         print(json.dumps(out), flush=True)
-    out["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    out["peak_rss_gib"] = round(peak_rss() / 2**30, 2)
     print(json.dumps(out), flush=True)
 
 

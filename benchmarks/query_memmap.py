@@ -3,7 +3,7 @@
     python benchmarks/query_memmap.py --dir /tmp/qbench                # 1,281,167 x 1000 float32 (5.1 GB file)
     python benchmarks/query_memmap.py --dir /tmp/qbench --n 20000 --c 100 --repeats 3
 
-Writes DIR/logits.npy (random float32 logits, generated chunk by chunk) and a project DIR/project
+Writes DIR/logits.npy (random float32 logits: the harness's ``gaussian``, chunk by chunk) and a project DIR/project
 with ``--labeled`` random ids taught, then runs, alternately and each in a fresh process:
 
 - ``library``: ``alscale.select_balanced(np.load(logits, mmap_mode="r"), B, exclude=labeled)``
@@ -13,7 +13,7 @@ with ``--labeled`` random ids taught, then runs, alternately and each in a fresh
   scores of the B rows, the CSV and the history written atomically).
 
 Each child reports the seconds of its call (after ``import alscale``) and its peak RSS
-(``VmHWM``, Linux); the parent prints the medians, the ratio query / library, and checks that both
+(``VmHWM``, Linux: the harness's ``peak_rss``); the parent prints the medians, the ratio query / library, and checks that both
 pick the same ids. The first pair is a warm-up (page cache) and is not counted.
 """
 
@@ -43,9 +43,9 @@ else:
                  "--budget", str(budget), "--seed", "0", "--pending", "query", "--overwrite", "--out", f"{d}/batch.csv"]) == 0
     ids = np.loadtxt(f"{d}/batch.csv", delimiter=",", skiprows=1, usecols=0, dtype=np.int64)
 seconds = time.perf_counter() - t
-# VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's across fork + exec on Linux)
-hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(json.dumps({"seconds": seconds, "peak_mib": hwm / 1024,
+# the harness's one memory measure: VmHWM, this process's own peak RSS
+from alscale.al.harness import peak_rss
+print(json.dumps({"seconds": seconds, "peak_mib": peak_rss() / 2**20,
                   "digest": int(np.asarray(ids, dtype=np.int64) @ np.arange(1, len(ids) + 1) % (2**61 - 1)),
                   "n": len(ids)}))
 """
@@ -54,17 +54,14 @@ print(json.dumps({"seconds": seconds, "peak_mib": hwm / 1024,
 def make(d: Path, n: int, c: int, labeled: int, seed: int) -> None:
     import numpy as np
 
+    from alscale.al.harness import gaussian
     from alscale.project import ActiveLearner
 
     path = d / "logits.npy"
     if not path.exists() or np.load(path, mmap_mode="r").shape != (n, c):
         tmp = d / "logits.tmp.npy"
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, c))
-        rng = np.random.default_rng(seed)
-        step = max(1, (64 << 20) // (4 * c))
-        for start in range(0, n, step):
-            rows = min(step, n - start)
-            out[start:start + rows] = rng.standard_normal((rows, c), dtype=np.float32)
+        gaussian(n, c, seed=seed, out=out)  # the harness's i.i.d. normal rows, chunk by chunk
         out.flush()
         del out
         tmp.replace(path)

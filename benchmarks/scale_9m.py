@@ -8,7 +8,8 @@ The file is float32 (N x C); at 9M x 1000 it is 36 GB, more than this machine's 
 pass reads it from disk. The floor is one pass of numpy over the same file in the same chunks
 (``chunk.sum()``, pages released the same way). Each rank opens its contiguous block of rows as
 a memmap slice and passes its global ``row_ids``; the 2-rank selections are checked equal to the
-1-rank ones. Each configuration runs in fresh processes so that peak RSS is its own.
+1-rank ones. Each configuration runs in fresh processes so that peak RSS is its own (the
+harness's ``peak_rss``, VmHWM). The pool is this script's own: peaked logits written to disk.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import resource
 import tempfile
 import time
 
 import numpy as np
+
+from alscale.al.harness import peak_rss
 
 
 def make_pool(path: str, rows: int, classes: int, seed: int = 0) -> None:
@@ -39,15 +41,6 @@ def make_pool(path: str, rows: int, classes: int, seed: int = 0) -> None:
         out[start : start + n] = np.roll(block, int(rng.integers(0, classes)), axis=1)
     out.flush()
     del out
-
-
-def peak_rss() -> int:
-    """This process's peak resident set (VmHWM; ru_maxrss would carry the parent's over exec)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _worker(rank, world, store, path, rule, budget, results):

@@ -5,6 +5,7 @@ Sizes: the default "small" (N=20,000, D=64, C=10, L=200 labeled, B=100) keeps CI
 L=500, B=100), the regime of BENCHMARKS.md's active-learning runs. The numpy baselines are
 what one writes without alscale: a float64 min-distance vector updated with one vectorised
 pass per pick (greedy k-center), and k-means++ on the explicit N x C·D gradient embedding.
+Data: the harness's ``blobs`` (C centres, noise 1: overlapping classes) and ``gaussian`` head.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 import alscale
+from alscale.al.harness import blobs, gaussian
 
 SIZES = {"small": (20_000, 64, 10, 200, 100), "imagenet": (60_000, 784, 10, 500, 100)}
 N, D, C, L, B = SIZES.get(os.environ.get("ALSCALE_BENCH_SIZE", "small"), SIZES["small"])
@@ -22,11 +24,10 @@ N, D, C, L, B = SIZES.get(os.environ.get("ALSCALE_BENCH_SIZE", "small"), SIZES["
 
 @pytest.fixture(scope="module")
 def pool():
-    rng = np.random.default_rng(0)
-    z = rng.standard_normal((N, D)).astype(np.float32)
-    logits = (z @ rng.standard_normal((D, C)).astype(np.float32)) / np.sqrt(D)
+    z, _ = blobs(N, D, C, 1.0, seed=0)
+    logits = (z @ gaussian(D, C, seed=1)) / np.float32(np.sqrt(D))
     labeled = np.zeros(N, dtype=bool)
-    labeled[rng.choice(N, L, replace=False)] = True
+    labeled[np.random.default_rng(0).choice(N, L, replace=False)] = True
     return z, logits, labeled
 
 
@@ -68,7 +69,7 @@ def numpy_badge(logits, z, budget, exclude, seed):
 @pytest.mark.benchmark(group="coreset")
 def test_coreset_alscale(benchmark, pool):
     z, _, labeled = pool
-    got = benchmark(alscale.select_coreset, z, labeled, B)
+    got = benchmark(alscale.select_coreset, z, B, labeled=labeled)
     assert got.size == B and not labeled[got].any()
     # The same rule: the first picks agree with the numpy loop (later ones could differ by the
     # summation order of near-equal distances).

@@ -1,7 +1,9 @@
 """HAC, kNN graph and Cluster-Margin against their baselines, one pytest-benchmark group each.
 
 Sizes from ``ALSCALE_BENCH_HAC_N`` (default 2,000 points, 64-d, for CI, which runs the suite with
-``--benchmark-disable`` so it only checks results). The n = 20,000 / 40,000 figures in
+``--benchmark-disable`` so it only checks results). Data: the harness's ``blobs`` (N/20 centres,
+noise 0.3) and ``gaussian`` logits; the numpy Cluster-Margin is the harness suites' round-robin.
+``alscale bench --suite hac`` runs the exact rows in their own processes, with peak memory. The n = 20,000 / 40,000 figures in
 BENCHMARKS.md come from benchmarks/hac_exact.py (time and peak memory per process) and the
 1M-point run from benchmarks/hac_1m.py.
 
@@ -18,7 +20,9 @@ import pytest
 from scipy.cluster.hierarchy import cophenet, linkage
 
 import alscale
+from alscale.al.harness import blobs, gaussian
 from alscale.al.metrics import adjusted_rand_index
+from alscale.al.suites import round_robin
 
 N = int(os.environ.get("ALSCALE_BENCH_HAC_N", "2000"))
 D = 64
@@ -26,9 +30,7 @@ D = 64
 
 @pytest.fixture(scope="module")
 def points() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    centers = rng.normal(size=(max(2, N // 20), D))
-    return (centers[rng.integers(0, len(centers), N)] + 0.3 * rng.normal(size=(N, D))).astype(np.float32)
+    return blobs(N, D, max(2, N // 20), 0.3, seed=0)[0]
 
 
 @pytest.fixture(scope="module")
@@ -91,29 +93,15 @@ def round_robin_numpy(logits, clusters, budget, candidates, seed):
     p = e / e.sum(axis=1, keepdims=True)
     top2 = np.sort(p, axis=1)[:, -2:]
     rows = np.argsort(top2[:, 1] - top2[:, 0], kind="stable")[:candidates]
-    rng = np.random.default_rng(seed)
-    groups = {}
-    for r in rows.tolist():
-        groups.setdefault(clusters[r], []).append(r)
-    order = sorted(groups, key=lambda c: (len(groups[c]), c))
-    for c in order:
-        rng.shuffle(groups[c])
-    out, turn = [], 0
-    while len(out) < budget:
-        for c in order:
-            if turn < len(groups[c]) and len(out) < budget:
-                out.append(groups[c][turn])
-        turn += 1
-    return np.array(out)
+    return round_robin(rows, clusters, budget, seed)
 
 
 @pytest.mark.parametrize("impl", ["alscale", "numpy"])
 def test_cluster_margin(benchmark, impl):
     n, c, budget = 50 * N, 100, 5 * N
     benchmark.group = f"cluster-margin (N={n:,}, C={c}, budget={budget:,}, k_m=10x)"
-    rng = np.random.default_rng(1)
-    logits = rng.normal(size=(n, c)).astype(np.float32)
-    clusters = rng.integers(0, n // 50, n)
+    logits = gaussian(n, c, seed=1)
+    clusters = np.random.default_rng(1).integers(0, n // 50, n)
     if impl == "alscale":
         sel = benchmark(lambda: alscale.select_cluster_margin(logits, clusters, budget, seed=0))
     else:

@@ -244,3 +244,16 @@ def test_merge_ranked_refuses_a_repeated_id():
 
     with pytest.raises(ValueError, match="row id 7 belongs to more than one"):
         _core.merge_ranked(np.array([0.0, 1.0, 0.5]), np.array([7, 3, 7]), 3)
+
+
+def test_logits_from_embeddings_reads_a_read_only_memmap_without_a_warning(tmp_path):
+    """np.load(..., mmap_mode="r") gives a read-only array; torch warns on such arrays (an error
+    under this suite's filterwarnings), though the GEMM only reads them."""
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((300, 8)).astype(np.float32)
+    w = rng.standard_normal((5, 8)).astype(np.float32)
+    np.save(tmp_path / "z.npy", z)
+    m = np.load(tmp_path / "z.npy", mmap_mode="r")
+    assert not m.flags.writeable
+    got = np.concatenate(list(alscale.logits_from_embeddings(m, w, chunk_rows=64)))
+    np.testing.assert_array_equal(got, np.concatenate(list(alscale.logits_from_embeddings(z, w, chunk_rows=64))))

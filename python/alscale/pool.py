@@ -7,6 +7,8 @@ objects made here) one chunk at a time, through the chunked backend (alscale._ba
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,7 +107,12 @@ class EmbeddingLogits:
 
         for start in range(0, len(self), self.chunk_rows):
             e = self.embeddings[start : start + self.chunk_rows]
-            z = (e.detach() if self._torch_out else torch.from_numpy(np.ascontiguousarray(e))).to(torch.float32)
+            if self._torch_out:
+                z = e.detach().to(torch.float32)
+            else:
+                with warnings.catch_warnings():  # a read-only memmap: torch only reads it (a GEMM input)
+                    warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+                    z = torch.from_numpy(np.ascontiguousarray(e)).to(torch.float32)
             out = torch.mm(z, self._wt) if self._bias is None else torch.addmm(self._bias, z, self._wt)
             if isinstance(e, np.ndarray):
                 release_pages(e)

@@ -1,8 +1,9 @@
 """Benchmarks of alscale's selection kernels against the baselines the papers use.
 
-Shared by ``alscale bench`` (:func:`run_bench`) and the pytest-benchmark suite in
-``benchmarks/``. Everything here works on synthetic data shaped like the pool of an
-ImageNet active-learning round (:func:`make_data`), so it needs no dataset and no GPU.
+Shared by ``alscale bench`` (the ``imagenet`` suite of :mod:`alscale.al.suites`, and
+:func:`run_bench`, the single shape of ``alscale bench`` without ``--suite``) and the
+pytest-benchmark suite in ``benchmarks/``. The data (:func:`make_data`, ImageNet-like logits),
+the timer and the machine description come from the one harness, :mod:`alscale.al.harness`.
 
 The baselines:
 
@@ -21,20 +22,18 @@ Each returns the indices that alscale must return, so the suite also checks corr
 from __future__ import annotations
 
 import json
-import math
 import os
-import platform
-import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Callable, Optional, TextIO
 
 import numpy as np
 
 # The public API, from the parent package (already initialised whenever this module is imported).
-from .. import __version__, select_balanced, select_boundary, select_margin
+from .. import select_balanced, select_boundary, select_margin
+from . import harness
+from .harness import SIZES, BenchData, BenchSize, _resolve_size, make_data
 
 __all__ = [
     "SIZES",
@@ -54,104 +53,11 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class BenchSize:
-    """Shape of a benchmark problem: ``n`` pool rows, ``c`` classes, ``d`` embedding width,
-    ``budget`` rows to select."""
-
-    name: str
-    n: int
-    c: int
-    d: int
-    budget: int
-
-
-SIZES = {
-    # ImageNet-1k train set as the pool, a ResNet-50 head (2048 features), 10K labels a round.
-    "imagenet": BenchSize("imagenet", n=1_281_167, c=1000, d=2048, budget=10_000),
-    # Small enough for CI (well under a second per method), large enough to exercise every path.
-    "small": BenchSize("small", n=20_000, c=100, d=64, budget=500),
-}
-
-_GEN_CHUNK_ROWS = 16_384  # fixed, so the data depends only on (size, seed), never on threads
 _SCORE_CHUNK_ROWS = 16_384
-
-
-@dataclass
-class BenchData:
-    """Synthetic pool: fp32 ``logits`` (n, c), the head's ``weight`` (c, d), ``labels`` (n,)."""
-
-    size: BenchSize
-    logits: np.ndarray
-    weight: np.ndarray
-    labels: np.ndarray
-    seed: int
-
-    @property
-    def budget(self) -> int:
-        return self.size.budget
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.logits.nbytes)
-
-
-def _resolve_size(size: "str | BenchSize") -> BenchSize:
-    if isinstance(size, BenchSize):
-        return size
-    try:
-        return SIZES[size]
-    except KeyError:
-        raise ValueError(
-            f"unknown benchmark size {size!r}; expected one of {sorted(SIZES)}"
-        ) from None
 
 
 def _threads(threads: int) -> int:
     return threads if threads > 0 else (os.cpu_count() or 1)
-
-
-def make_data(size: "str | BenchSize" = "small", *, seed: int = 0, threads: int = 0) -> BenchData:
-    """Synthesize logits with the structure of a trained classifier's, without an N×D×C GEMM.
-
-    Each row is standard normal noise plus a bump on its "true" class. True classes follow a
-    long-tailed (Zipf, exponent 1) distribution over a random permutation of the classes, and
-    the bump is Gamma(2, 2) distributed (mean 4), so some rows are confidently classified,
-    some are wrong and many are near a decision boundary, as in an active-learning round.
-    The head's weight is standard normal / sqrt(d).
-
-    Memory: the logits plus O(n) (the noise is written in place, chunk by chunk, on ``threads``
-    threads, each chunk from its own seeded generator: same ``seed`` → same data).
-    """
-    sz = _resolve_size(size)
-    n, c, d = sz.n, sz.c, sz.d
-    root = np.random.SeedSequence(seed)
-    meta_seed, weight_seed, noise_seed = root.spawn(3)
-    meta = np.random.default_rng(meta_seed)
-
-    ranks = meta.permutation(c)
-    prior = 1.0 / (ranks + 1.0)
-    prior /= prior.sum()
-    labels = meta.choice(c, size=n, p=prior).astype(np.int64)
-    bumps = meta.gamma(2.0, 2.0, size=n).astype(np.float32)
-
-    weight = np.random.default_rng(weight_seed).standard_normal((c, d), dtype=np.float32)
-    weight /= np.float32(math.sqrt(d))
-
-    logits = np.empty((n, c), dtype=np.float32)
-    starts = list(range(0, n, _GEN_CHUNK_ROWS))
-    chunk_seeds = noise_seed.spawn(len(starts))
-
-    def fill(k: int) -> None:
-        a = starts[k]
-        b = min(a + _GEN_CHUNK_ROWS, n)
-        block = logits[a:b]
-        np.random.default_rng(chunk_seeds[k]).standard_normal(dtype=np.float32, out=block)
-        block[np.arange(b - a), labels[a:b]] += bumps[a:b]
-
-    with ThreadPoolExecutor(max_workers=_threads(threads)) as pool:
-        list(pool.map(fill, range(len(starts))))
-    return BenchData(size=sz, logits=logits, weight=weight, labels=labels, seed=seed)
 
 
 def floor_sum(logits: np.ndarray) -> float:
@@ -368,45 +274,19 @@ def compare_selections(
 
 
 def time_call(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
-    """(median seconds, all times, the last result) of ``repeats`` calls of ``fn``."""
-    times = []
-    result = None
-    for _ in range(max(1, int(repeats))):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times, result
+    """(median seconds, all times, the last result) of ``repeats`` calls of ``fn`` (the harness's
+    timer, :func:`alscale.al.harness.time_call`, without a warm-up)."""
+    timing, result = harness.time_call(fn, repeats, warmup=0)
+    return timing.median, timing.times, result
 
 
 def machine_info() -> dict:
-    """What BENCHMARKS.md needs to say about where a figure was measured."""
-    import torch
+    """What BENCHMARKS.md needs to say about where a figure was measured (the harness's
+    :func:`~alscale.al.harness.machine_info`, with torch's threads)."""
+    import importlib
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem = None
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        pass
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "memory_gib": round(mem / 2**30, 1) if mem else None,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "alscale": __version__,
-    }
+    importlib.import_module("torch")  # run_bench's baselines need it; its thread count is reported
+    return harness.machine_info()
 
 
 def _fmt_seconds(s: float) -> str:

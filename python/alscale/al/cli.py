@@ -40,38 +40,56 @@ def add_commands(sub) -> None:
 
     bench = sub.add_parser(
         "bench",
-        help="time the selection kernels against their baselines on synthetic data",
+        help="benchmark suites at the papers' shapes: alscale against its peers, time, memory, checks",
         description=(
-            "Time alscale's BASE, MASE and margin selection against the floor (one numpy pass "
-            "over the logits) and the baselines (the paper's torch loop, numpy), on synthetic "
-            "logits, and check they select the same rows. The 'imagenet' size needs ~6 GB of "
-            "free memory and a few minutes (the official BASE loop alone takes ~2 minutes)."
+            "Run a benchmark suite at the papers' shapes (--list names them): alscale's kernels beside "
+            "the floor (one numpy pass over the input) and the peers one would use otherwise, each case "
+            "in its own process; every row gives the median, min and max time over the repeats, the "
+            "ratio to the floor and to alscale, the process's peak memory and a check of the peer's "
+            "picks against alscale's. --scale shrinks N (and B); the memory a suite needs is printed "
+            "before it starts, and a suite that does not fit is refused. Without --suite: the original "
+            "single-shape selection benchmark (--size)."
         ),
     )
+    bench.add_argument("--list", action="store_true", help="list the suites and exit")
+    bench.add_argument("--suite", metavar="NAME",
+                       help="a suite (imagenet, openimages, hac, knn, bayes, coldstart) or 'all' (those that fit)")
+    bench.add_argument("--scale", type=_scale, default=1.0, metavar="S",
+                       help="multiply N and B by S, 0 < S <= 1 (default 1: the papers' shapes)")
+    bench.add_argument("--repeat", type=_positive, default=None, metavar="R",
+                       help="timed runs per row after one warm-up (default 5; slow peers run once at large sizes)")
+    bench.add_argument("--max-time", type=_positive_seconds, default=60.0, metavar="SECONDS",
+                       help="per row: no further timed run starts past SECONDS of calls (at least one; default 60)")
+    bench.add_argument("--compare", metavar="FILE",
+                       help="an earlier --json file: print each row's median against it and flag regressions")
+    bench.add_argument("--threshold", type=_fraction, default=0.10, metavar="F",
+                       help="with --compare: flag rows more than F slower (default 0.10)")
+    bench.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                       help="no progress bar (default: one on a terminal)")
     bench.add_argument(
         "--size",
         choices=("imagenet", "small"),
         default="imagenet",
         help=(
-            "imagenet: N=1,281,167 C=1000 D=2048 B=10,000 (default); "
+            "without --suite: imagenet: N=1,281,167 C=1000 D=2048 B=10,000 (default); "
             "small: N=20,000 C=100 D=64 B=500"
         ),
     )
     bench.add_argument(
-        "--repeats", type=_positive, default=5, help="runs per method, median reported (default 5)"
+        "--repeats", type=_positive, default=5, help="without --suite: runs per method, median reported (default 5)"
     )
     bench.add_argument(
         "--no-official",
         dest="official",
         action="store_false",
-        help="skip the official BASE torch loop (the slow baseline)",
+        help="without --suite: skip the official BASE torch loop (the slow baseline)",
     )
     bench.add_argument(
-        "--threads", type=_non_negative, default=0, help="alscale/torch threads (0 = all cores)"
+        "--threads", type=_non_negative, default=0, help="without --suite: alscale/torch threads (0 = all cores)"
     )
-    bench.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    bench.add_argument("--seed", type=int, default=0, help="without --suite: data seed (default 0)")
     bench.add_argument(
-        "--json", metavar="PATH", help="also write the results and the machine to PATH"
+        "--json", metavar="PATH", help="also write the results, the machine and the versions to PATH"
     )
     bench.set_defaults(func=_bench)
 
@@ -302,7 +320,32 @@ def _run_ranks(args: argparse.Namespace, data, names: list, config: dict, second
     return 0
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
+    if not (0 < value <= 1):
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def _bench(args: argparse.Namespace) -> int:
+    if args.list or args.suite is not None:
+        return _bench_suites(args)
+    if args.compare or args.repeat is not None or args.scale != 1.0 or args.max_time != 60.0:
+        print("alscale bench: error: --compare, --repeat, --scale and --max-time go with --suite", file=sys.stderr)
+        return 2
     from . import bench
 
     rows = bench.run_bench(
@@ -330,6 +373,27 @@ def _bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _bench_suites(args: argparse.Namespace) -> int:
+    from . import suites
+
+    if args.list:
+        print("\n".join(suites.describe()))
+        return 0
+    names = list(suites.SUITES) if args.suite == "all" else [args.suite]
+    if names[0] not in suites.SUITES:
+        print(f"alscale bench: error: unknown suite {args.suite!r}; available: {', '.join(suites.SUITES)}, all",
+              file=sys.stderr)
+        return 2
+    try:
+        return suites.run(names, scale=args.scale, repeat=args.repeat or 5, json_path=args.json,
+                          compare=args.compare, threshold=args.threshold, max_time=args.max_time,
+                          progress=args.progress,
+                          argv=["alscale", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else None)
+    except (ValueError, OSError) as err:
+        print(f"alscale bench: error: {err}", file=sys.stderr)
+        return 2
 
 
 # ---------------------------------------------------------------------------------- DIR

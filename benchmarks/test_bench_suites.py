@@ -1,0 +1,225 @@
+"""The benchmark harness and ``alscale bench --suite``: every suite at a tiny scale with its
+correctness checks on (in this process, for speed), one suite through the CLI in child processes
+(peak memory, JSON, --compare), the memory refusal, and the data generators' rules.
+
+    pytest benchmarks/test_bench_suites.py
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import numpy as np
+import pytest
+
+import alscale
+from alscale.al import harness, suites
+
+# Tiny scales: each suite runs in a few seconds at most (C, D and the points per cluster stay).
+TINY = {"imagenet": 0.001, "openimages": 0.0002, "hac": 0.005, "knn": 0.002, "bayes": 0.001, "coldstart": 0.001}
+
+
+def test_every_suite_has_a_tiny_scale():
+    assert set(TINY) == set(suites.SUITES)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_suite_at_tiny_scale_checks_agree(name):
+    suite = suites.build_suite(name, TINY[name])
+    rows = harness.run_suite(suite, repeat=1, warmup=0, isolate=False, file=None, progress=False)
+    assert [r["method"] for r in rows] == [c.method for c in suite.cases]
+    for row, case in zip(rows, suite.cases):
+        assert "error" not in row, row
+        if "skipped" in row:
+            # only what is documented: a missing optional module, or the multi-label keyword
+            assert row["skipped"].startswith(("needs ", "select_margin has no multilabel=")), row
+            continue
+        assert row["repeats"] == 1 and row["min_s"] <= row["median_s"] <= row["max_s"]
+        assert row["peak_rss"] is None  # in-process: no memory figure (only a case's own process gives one)
+        assert row["ratio_to_floor"] > 0
+        if case.check is not None:
+            assert row["check"]["ok"] is True, row["check"]
+            assert row["ratio_to_alscale"] > 0
+    roles = {r["role"] for r in rows if "median_s" in r}
+    assert {"floor", "alscale"} <= roles
+
+
+def test_multilabel_row_follows_select_margin_signature():
+    has = "multilabel" in inspect.signature(alscale.select_margin).parameters
+    suite = suites.build_suite("openimages", TINY["openimages"])
+    ml = [c for c in suite.cases if "multilabel" in c.method or "sigmoid" in c.method]
+    assert ml and all((c.skip is None) == has for c in ml)
+
+
+def test_cli_suite_in_child_processes_json_and_compare(tmp_path, capsys):
+    from alscale import cli
+
+    out = tmp_path / "hac.json"
+    assert cli.main(["bench", "--suite", "hac", "--scale", "0.003", "--repeat", "2", "--json", str(out),
+                     "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "needs ~" in text and "GiB of memory" in text
+    for column in ("median s", "min s", "max s", "x floor", "x alscale", "peak MiB", "check"):
+        assert column in text
+    payload = json.loads(out.read_text())
+    assert payload["format"] == "alscale-bench/1"
+    assert {"cpu", "cpu_count", "load_average", "numpy", "alscale"} <= set(payload["machine"])
+    (run,) = payload["suites"]
+    timed = [r for r in run["rows"] if "median_s" in r]
+    assert timed and all(r["peak_rss"] >= r["base_rss"] > 0 for r in timed)
+    assert all(r["repeats"] == 2 and len(r["times_s"]) == 2 for r in timed)
+    checked = [r for r in run["rows"] if "check" in r]
+    assert checked and all(r["check"]["ok"] is True for r in checked)
+    alscale_rows = [r for r in timed if r["role"] == "alscale" and "vs_peers" in r]
+    assert alscale_rows
+
+    # --compare against a copy where every row was twice as fast: every non-floor row regresses
+    old = json.loads(out.read_text())
+    for r in old["suites"][0]["rows"]:
+        if "median_s" in r:
+            r["median_s"] /= 2
+    old_path = tmp_path / "old.json"
+    old_path.write_text(json.dumps(old))
+    text, regressions = harness.compare_runs(old, payload["suites"], threshold=0.5)
+    assert "REGRESSION" in text
+    assert len(regressions) == sum(1 for r in timed if r["role"] != "floor")
+    text, regressions = harness.compare_runs(payload, payload["suites"])
+    assert not regressions and "1.00x" in text
+
+
+def test_suite_that_does_not_fit_is_refused(monkeypatch, capsys):
+    from alscale import cli
+
+    monkeypatch.setattr(harness, "available_memory", lambda: 1 << 20)
+    assert cli.main(["bench", "--suite", "imagenet", "--scale", "0.001", "--repeat", "1", "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert "needs ~" in captured.out
+    assert "refused" in captured.err and "--scale" in captured.err
+
+
+def test_cli_list_and_bad_arguments(capsys):
+    from alscale import cli
+
+    assert cli.main(["bench", "--list"]) == 0
+    listed = capsys.readouterr().out
+    for name in suites.SUITES:
+        assert listed.count(f"\n{name} ") + listed.startswith(f"{name} ") == 1
+    assert cli.main(["bench", "--suite", "nope"]) == 2
+    assert "unknown suite" in capsys.readouterr().err
+    assert cli.main(["bench", "--repeat", "2"]) == 2  # --repeat goes with --suite
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--suite", "hac", "--scale", "0"])
+
+
+def test_compare_refuses_a_file_that_is_not_a_bench_json(tmp_path, capsys):
+    from alscale import cli
+
+    bad = tmp_path / "x.json"
+    bad.write_text("[1, 2]")
+    assert cli.main(["bench", "--suite", "hac", "--scale", "0.003", "--compare", str(bad)]) == 2
+    assert "not an `alscale bench --json` file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- generators
+
+
+def test_blobs_deterministic_whatever_the_threads_and_documented_hard_case():
+    a, la = harness.blobs(40_000, 8, 50, 0.3, seed=3, threads=1)
+    b, lb = harness.blobs(40_000, 8, 50, 0.3, seed=3, threads=4)
+    assert a.dtype == np.float32 and a.shape == (40_000, 8) and la.shape == (40_000,)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(la, lb)
+    assert not np.array_equal(a, harness.blobs(40_000, 8, 50, 0.3, seed=4)[0])
+    assert harness.HARD_BLOBS == {"dim": 64, "centres": 20_000, "noise": 0.8}
+    x, labels = harness.blobs(2000, **dict(harness.HARD_BLOBS, centres=40))
+    # overlapping: a point is closer to another blob's centre than noise·√dim would allow apart
+    assert x.shape == (2000, 64) and labels.max() < 40
+    # the noise around the centre is what was asked for
+    centres = np.stack([x[labels == c].mean(0) for c in np.unique(labels)])
+    spread = (x - centres[np.searchsorted(np.unique(labels), labels)]).std()
+    assert 0.7 < spread < 0.9
+
+
+def test_make_data_and_bench_share_one_generator():
+    from alscale.al import bench
+
+    assert bench.make_data is harness.make_data and bench.SIZES is harness.SIZES
+    size = harness.BenchSize("t", n=3000, c=20, d=8, budget=10)
+    a = harness.make_data(size, seed=1, threads=1)
+    b = harness.make_data(size, seed=1, threads=3)
+    np.testing.assert_array_equal(a.logits, b.logits)
+    assert harness.SIZES["imagenet"].scaled(0.001) == harness.BenchSize("imagenet", 1281, 1000, 2048, 10)
+
+
+def test_openimages_embeddings_memmap_and_head(tmp_path):
+    x, w, b = harness.openimages_embeddings(500, 16, 30, path=str(tmp_path / "x.npy"))
+    assert isinstance(x, np.memmap) and x.shape == (500, 16) and x.dtype == np.float32
+    assert w.shape == (30, 16) and b.shape == (30,)
+    y, w2, b2 = harness.openimages_embeddings(500, 16, 30)
+    np.testing.assert_array_equal(np.asarray(x), y)
+    np.testing.assert_array_equal(w, w2)
+
+
+def test_timer_and_memory_measure():
+    calls = []
+    timing, result = harness.time_call(lambda: calls.append(1) or len(calls), repeat=3, warmup=2)
+    assert len(calls) == 5 and result == 5 and len(timing.times) == 3
+    assert timing.min <= timing.median <= timing.max
+    assert harness.peak_rss() >= (harness.current_rss() or 0) > 0
+    assert harness.available_memory() > 0
+
+
+def test_fashion_mnist_hook():
+    from alscale.al.datasets import DEFAULT_FASHION_MNIST_DIR
+    import os
+
+    if not os.path.exists(os.path.join(DEFAULT_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz")):
+        pytest.skip("no Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+    x, y = harness.fashion_mnist(100)
+    assert x.shape == (100, 784) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert y.shape == (100,) and y.max() <= 9
+
+
+def test_timer_stops_repeating_past_max_time():
+    import time
+
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.05)
+
+    timing, _ = harness.time_call(slow, repeat=50, warmup=1, max_time=0.12)
+    assert 1 <= len(timing.times) <= 2 and len(calls) == len(timing.times) + 1
+    timing, _ = harness.time_call(slow, repeat=3, warmup=0, max_time=0.001)
+    assert len(timing.times) == 1  # always one timed call
+
+
+def test_suite_all_skips_what_does_not_fit_and_fails_on_a_failed_check(monkeypatch, tmp_path, capsys):
+    small, big = suites.build_suite("hac", 0.001), suites.build_suite("imagenet", 0.001)
+    assert small.memory_needed() < big.memory_needed()
+    monkeypatch.setattr(harness, "available_memory", lambda: (small.memory_needed() + big.memory_needed()) // 2)
+    ran = []
+
+    def fake_run_suite(suite, **kw):
+        ran.append(suite.name)
+        return [{"group": "g", "method": "m", "role": "alscale", "median_s": 1.0, "min_s": 1.0, "max_s": 1.0}]
+
+    monkeypatch.setattr(harness, "run_suite", fake_run_suite)
+    out = tmp_path / "all.json"
+    assert suites.run(["imagenet", "hac"], scale=0.001, repeat=1, json_path=str(out)) == 0
+    assert ran == ["hac"]
+    assert "suite imagenet refused" in capsys.readouterr().err
+    payload = json.loads(out.read_text())
+    assert [s["suite"] for s in payload["suites"]] == ["imagenet", "hac"]
+    assert "refused" in payload["suites"][0] and payload["suites"][1]["rows"]
+    assert suites.run(["imagenet"], scale=0.001, repeat=1) == 2  # alone: nothing ran
+
+    def failing(suite, **kw):
+        return [{"group": "g", "method": "peer", "role": "peer", "median_s": 1.0, "min_s": 1.0, "max_s": 1.0,
+                 "check": {"against": "m", "ok": False, "verdict": "2 rows differ"}}]
+
+    monkeypatch.setattr(harness, "run_suite", failing)
+    assert suites.run(["imagenet", "hac"], scale=0.001, repeat=1) == 1
+    assert "FAIL: 2 rows differ" in capsys.readouterr().out

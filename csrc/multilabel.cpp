@@ -1,5 +1,6 @@
 #include "multilabel.hpp"
 
+#include <cstring>
 #include <limits>
 
 #include "isa.hpp"
@@ -7,6 +8,20 @@
 
 namespace alscale {
 namespace {
+
+// A block as float64 vectors in logical lane order: each float vector converted whole to a double
+// vector of twice its bytes, then split (with AVX2: two vcvtps2pd and one extract per 8 floats).
+template <int B>
+ALSCALE_INLINE void widen(const Block<float, B>& b, vec<double, B>* out) {
+    for (int h = 0; h < kParts<float, B>; ++h) {
+        const vec<double, 2 * B> d = __builtin_convertvector(b.part[h], vec<double, 2 * B>);
+        std::memcpy(out + 2 * h, &d, sizeof d);
+    }
+}
+template <int B>
+ALSCALE_INLINE void widen(const Block<double, B>& b, vec<double, B>* out) {
+    for (int h = 0; h < kParts<double, B>; ++h) out[h] = b.part[h];
+}
 
 // One row: the per-class values of a block of 8 classes in T (lane c % 8), reduced in float64
 // (mean) or in T (min / max: exact in any order). Returns false for a non-finite row.
@@ -18,17 +33,21 @@ ALSCALE_INLINE bool multilabel_row(const T* x, int64_t n, double& out) {
     constexpr int P = kParts<T, B>, PD = kParts<double, B>, W = kWidth<T, B>, WD = kWidth<double, B>;
     constexpr bool kMax = K == Uncertainty::entropy;  // "min" means the most uncertain class
     const T inf = std::numeric_limits<T>::infinity();
-    V probe[P], best[P];
+    using E = typename IntOf<T>::type;
+    const E sign_off = static_cast<E>(~(static_cast<UInt<T>>(1) << (8 * sizeof(T) - 1)));
+    const E inf_bits = bit_cast<E>(inf);
+    I probe[P];  // the largest bits of |z|: at least inf's for a non-finite value
+    V best[P];
     D sum[PD];
     for (int h = 0; h < P; ++h) {
-        probe[h] = splat<V>(T(0));
+        probe[h] = splat<I>(E(0));
         best[h] = splat<V>(kMax ? -inf : inf);
     }
     for (int h = 0; h < PD; ++h) sum[h] = splat<D>(0.0);
     auto step = [&](Block<T, B> v) __attribute__((always_inline)) {
         if constexpr (R == Reduction::mean) {
             D d[PD];
-            to_double<B>(v, d);
+            widen<B>(v, d);
             for (int h = 0; h < PD; ++h) sum[h] = add(sum[h], d[h]);
         } else {
             for (int h = 0; h < P; ++h) {
@@ -42,8 +61,9 @@ ALSCALE_INLINE bool multilabel_row(const T* x, int64_t n, double& out) {
     auto values = [&](const Block<T, B>& z) __attribute__((always_inline)) {
         Block<T, B> v;
         for (int h = 0; h < P; ++h) {
-            probe[h] += z.part[h] - z.part[h];
-            v.part[h] = sigmoid_value<K, T, V, I>(abs_bits<T, V, I>(z.part[h]));
+            const I bits = bit_cast<I>(z.part[h]) & sign_off;  // |z|, -0 as +0
+            probe[h] = bits > probe[h] ? bits : probe[h];
+            v.part[h] = sigmoid_value<K, T, V, I>(bit_cast<V>(bits));
         }
         return v;
     };
@@ -59,7 +79,7 @@ ALSCALE_INLINE bool multilabel_row(const T* x, int64_t n, double& out) {
         step(load_block<T, B>(tmp));
     }
     bool bad = false;
-    for (int h = 0; h < P; ++h) bad |= any_lane(probe[h] != probe[h]);
+    for (int h = 0; h < P; ++h) bad |= any_lane(probe[h] >= inf_bits);
     if (bad) return false;
     if constexpr (R == Reduction::mean) {
         double lanes[kLanes];

@@ -217,7 +217,7 @@ ALSCALE_HD double uncertainty_value(Uncertainty kind, const RowMax<T>& mx, T s, 
 }
 
 // ---- Multi-label (one sigmoid per class) ----
-// Per class, from t = |z| (z finite): p = sigmoid(z), binary margin |2p - 1| = tanh(t/2), confidence
+// Per class, from t = |z| (z finite; the sign bit cleared, so -0 gives +0): p = sigmoid(z), binary margin |2p - 1| = tanh(t/2), confidence
 // max(p, 1 - p) = 1 / (1 + e) and binary entropy H(p) = log1p(e) + t * e / (1 + e), e = exp(-t)
 // <= 1, so nothing overflows and nothing cancels for large |z|. Every step is a +, -, *, / or a
 // compare of T (float for 16/32-bit logits, double for float64), so tests/reference.py repeats
@@ -225,14 +225,6 @@ ALSCALE_HD double uncertainty_value(Uncertainty kind, const RowMax<T>& mx, T s, 
 // in lane order, sum_lanes, divided by C) or "min" (the most uncertain class: the smallest margin
 // or confidence, the largest entropy).
 enum class Reduction : int { mean = 0, min = 1 };
-
-// |z|: the sign bit cleared (so -0 gives +0).
-template <class T, class V, class I>
-ALSCALE_HD V abs_bits(V z) {
-    using E = typename IntOf<T>::type;
-    const E mask = static_cast<E>(~(static_cast<UInt<T>>(1) << (8 * sizeof(T) - 1)));
-    return bit_cast<V>(bit_cast<I>(z) & splat<I>(mask));
-}
 
 // tanh(t/2) for t >= 0: Cephes' tanh (a polynomial below t/2 = 0.625; above it (1 - e) / (1 + e),
 // e = exp(-t) <= 0.287, so 1 - e does not cancel).

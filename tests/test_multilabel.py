@@ -131,14 +131,15 @@ def test_empty_pool_is_refused_as_today():
         alscale.margin_scores(np.zeros((3, 0)), multilabel=True)
 
 
-def test_baseline_and_avx2_kernels_are_bit_identical(tmp_path):
+def test_baseline_avx2_and_avx512_kernels_are_bit_identical(tmp_path):
+    """The default (AVX-512 where the CPU has it), ALSCALE_ISA=avx2 and ALSCALE_ISA=base kernels."""
     script = r"""
 import sys
 import numpy as np
 import alscale
 rng = np.random.default_rng(7)
 out = {}
-for c in (1, 3, 8, 13, 100):
+for c in (1, 3, 8, 13, 16, 23, 100):
     for dt in (np.float16, np.float32, np.float64):
         x = (rng.normal(size=(300, c)) * 4).astype(dt)
         x[::7] = np.round(x[::7])
@@ -149,7 +150,7 @@ for c in (1, 3, 8, 13, 100):
 np.savez(sys.argv[1], **out)
 """
     results = []
-    for isa in (None, "base"):
+    for isa in (None, "avx2", "base"):
         env = dict(os.environ)
         env.pop("ALSCALE_ISA", None)
         if isa:
@@ -158,9 +159,10 @@ np.savez(sys.argv[1], **out)
         subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env)
         with np.load(path) as f:
             results.append({k: f[k] for k in f.files})
-    assert results[0].keys() == results[1].keys() and len(results[0]) == 90
+    assert results[0].keys() == results[1].keys() == results[2].keys() and len(results[0]) == 126
     for key in results[0]:
-        assert_same_bits(results[0][key], results[1][key], key)
+        assert_same_bits(results[1][key], results[0][key], key + " (avx2 vs default)")
+        assert_same_bits(results[2][key], results[0][key], key + " (base vs default)")
 
 
 # --------------------------------------------------------------------------- selection

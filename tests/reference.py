@@ -39,6 +39,7 @@ __all__ = [
     "select_confidence",
     "select_entropy",
     "exp_nonpos",
+    "expm1_nonpos",
     "sigmoid_values",
     "multilabel_scores",
     "multilabel_scores_float64",
@@ -237,33 +238,58 @@ def exp_nonpos(x: np.ndarray) -> np.ndarray:
     return np.where(x < f(-708.0), f(0.0), out)
 
 
+def expm1_nonpos(x: np.ndarray) -> np.ndarray:
+    """csrc/rowmath_common.hpp expm1_nonpos: exp_nonpos's reduction and polynomial, e^r - 1 taken
+    before the polynomial's + 1, then 2^n (e^r - 1) + (2^n - 1); -1 below the underflow point."""
+    if x.dtype == np.float32:
+        f, u = np.float32, np.uint32
+        magic = f(12582912.0)
+        t = x * f(1.44269504088896341) + magic
+        n = t - magic
+        r = x - n * f(0.693359375)
+        r = r + n * f(2.12194440e-4)
+        y = np.full_like(x, f(1.9875691500e-4))
+        for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+            y = y * r + f(c)
+        y = y * (r * r) + r
+        p2 = (((t.view(u) - np.array(magic).view(u)) + u(127)) << u(23)).view(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = y * p2 + (p2 - f(1.0))
+        return np.where(x < f(-87.0), f(-1.0), out).astype(np.float32)
+    f, u = np.float64, np.uint64
+    magic = f(6755399441055744.0)
+    t = x * f(1.4426950408889634) + magic
+    n = t - magic
+    r = x - n * f(6.93145751953125e-1)
+    r = r - n * f(1.42860682030941723212e-6)
+    rr = r * r
+    p = np.full_like(x, f(1.26177193074810590878e-4))
+    p = p * rr + f(3.02994407707441961300e-2)
+    p = p * rr + f(9.99999999999999999910e-1)
+    p = p * r
+    q = np.full_like(x, f(3.00198505138664455042e-6))
+    q = q * rr + f(2.52448340349684104192e-3)
+    q = q * rr + f(2.27265548208155028766e-1)
+    q = q * rr + f(2.00000000000000000009e0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        y = f(2.0) * (p / (q - p))
+        p2 = (((t.view(u) - np.array(magic).view(u)) + u(1023)) << u(52)).view(np.float64)
+        out = y * p2 + (p2 - f(1.0))
+    return np.where(x < f(-708.0), f(-1.0), out)
+
+
 def sigmoid_values(z: np.ndarray, kind: str) -> np.ndarray:
-    """Per-class multi-label values of logits z (float32 or float64, finite): from t = |z|,
-    margin tanh(t/2) (Cephes tanh: a polynomial below t/2 = 0.625, else (1 - e) / (1 + e) with
-    e = exp(-t)), confidence 1 / (1 + e), entropy log1p(e) + t (e / (1 + e)) with log1p(e) as
-    2 atanh(s) = 2s (1 + s^2/3 + ...), s = e / (2 + e), to s^16/17 (float32) or s^36/37 (float64)."""
+    """Per-class multi-label values of logits z (float32 or float64, finite): from t = |z| and
+    e = exp(-t), margin tanh(t/2) = -expm1(-t) / (2 + expm1(-t)), confidence 1 / (1 + e), entropy
+    log1p(e) + t (e / (1 + e)) with log1p(e) as 2 atanh(s) = 2s (1 + s^2/3 + ...), s = e / (2 + e),
+    to s^16/17 (float32) or s^36/37 (float64)."""
     f = z.dtype.type
     t = np.abs(z)
     with np.errstate(over="ignore", invalid="ignore"):
         e = exp_nonpos(-t)
         if kind == "margin":
-            x = t * f(0.5)
-            s = x * x
-            if f is np.float32:
-                p = np.full_like(x, f(-5.70498872745e-3))
-                for c in (2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1):
-                    p = p * s + f(c)
-                small = (p * s) * x + x
-            else:
-                p = np.full_like(x, f(-9.64399179425052238628e-1))
-                for c in (-9.92877231001918586564e1, -1.61468768441708447952e3):
-                    p = p * s + f(c)
-                q = s + f(1.12811678491632931402e2)
-                for c in (2.23548839060100448583e3, 4.84406305325125486048e3):
-                    q = q * s + f(c)
-                small = (x * s) * (p / q) + x
-            big = (f(1) - e) / (f(1) + e)
-            return np.where(x < f(0.625), small, big).astype(f)
+            em = expm1_nonpos(-t)
+            return (-em) / (f(2) + em)
         if kind == "confidence":
             return f(1) / (f(1) + e)
         if kind == "entropy":

@@ -269,12 +269,12 @@ ALSCALE_HD V expm1_nonpos(V x) {
     }
 }
 
-// tanh(t/2) for t >= 0 as -expm1(-t) / (2 + expm1(-t)): accurate near 0 (no 1 - e cancels), 1
-// for large t, one exponential and one division.
+// tanh(t/2) for t >= 0 as (0 - expm1(-t)) / (2 + expm1(-t)): accurate near 0 (no 1 - e cancels),
+// 1 for large t, one exponential and one division; 0 - (+0) makes t = 0 give +0, not -0.
 template <class T, class V, class I>
 ALSCALE_HD V sigmoid_margin(V t) {
     const V em = expm1_nonpos<T, V, I>(-t);
-    return div(-em, add(T(2), em));
+    return div(sub(T(0), em), add(T(2), em));
 }
 
 // max(p, 1 - p) = sigmoid(t) = 1 / (1 + exp(-t)).

@@ -289,7 +289,7 @@ def sigmoid_values(z: np.ndarray, kind: str) -> np.ndarray:
         e = exp_nonpos(-t)
         if kind == "margin":
             em = expm1_nonpos(-t)
-            return (-em) / (f(2) + em)
+            return (f(0) - em) / (f(2) + em)  # 0 - em: +0 (not -0) at t = 0
         if kind == "confidence":
             return f(1) / (f(1) + e)
         if kind == "entropy":

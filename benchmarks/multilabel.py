@@ -38,16 +38,25 @@ def load() -> str:
     return "load %.2f %.2f %.2f" % os.getloadavg()
 
 
-def timed(fn) -> float:
-    t = time.perf_counter()
+CPU: dict[str, list[float]] = {}
+
+
+def timed(fn, name: str = "") -> float:
+    """Wall seconds of fn(); its CPU seconds (every thread of this process) go to CPU[name]: on
+    a loaded machine they show what the run costs apart from the waiting."""
+    c, t = time.process_time(), time.perf_counter()
     fn()
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    CPU.setdefault(name, []).append(time.process_time() - c)
+    return wall
 
 
-def report(name: str, times: list[float], floor: list[float] | None = None) -> None:
+def report(name: str, times: list[float], floor: list[float] | None = None, key: str = "") -> None:
     line = f"{name:<44} min {min(times):7.3f} s  median {statistics.median(times):7.3f} s"
     if floor is not None:
         line += f"  = {statistics.median(times) / statistics.median(floor):.2f}x the floor's median"
+    if CPU.get(key or name):
+        line += f"  (cpu median {statistics.median(CPU[key or name]):.3f} s)"
     print(line, flush=True)
 
 
@@ -71,8 +80,8 @@ def logits_part(a) -> None:
         runs.setdefault(name, [])
     for _ in range(a.repeats):  # interleaved: a drift in the machine's speed hits every job alike
         for name, fn in jobs.items():
-            runs[name].append(timed(fn))
-    report("floor: L.sum() (numpy, one thread)", runs["floor"])
+            runs[name].append(timed(fn, name))
+    report("floor: L.sum() (numpy, one thread)", runs["floor"], key="floor")
     for name in jobs:
         if name != "floor":
             report(name, runs[name], runs["floor"])
@@ -96,14 +105,14 @@ def embeddings_part(a) -> None:
 
     runs = {"gemm": [], "mean": [], "min": []}
     for _ in range(a.repeats):
-        runs["gemm"].append(timed(gemm_pass))
+        runs["gemm"].append(timed(gemm_pass, "gemm"))
         print(f"  GEMM pass {runs['gemm'][-1]:.2f} s, peak RSS so far {peak_gib():.2f} GiB", flush=True)
         for red in ("mean", "min"):
-            runs[red].append(timed(lambda: alscale.select_margin(pool, a.budget, multilabel=True, reduction=red)))
+            runs[red].append(timed(lambda: alscale.select_margin(pool, a.budget, multilabel=True, reduction=red), red))
             print(f"  select_margin {red} {runs[red][-1]:.2f} s", flush=True)
-    report("floor: one chunked torch GEMM pass", runs["gemm"])
+    report("floor: one chunked torch GEMM pass", runs["gemm"], key="gemm")
     for red in ("mean", "min"):
-        report(f"select_margin(multilabel=True, reduction={red!r})", runs[red], runs["gemm"])
+        report(f"select_margin(multilabel=True, reduction={red!r})", runs[red], runs["gemm"], key=red)
     print(f"peak RSS {peak_gib():.2f} GiB (embeddings {E.nbytes / 2**30:.2f} GiB); {load()}", flush=True)
 
 

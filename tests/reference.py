@@ -317,8 +317,9 @@ def _lane_sum_fixed(values: np.ndarray) -> np.ndarray:
 def multilabel_scores(logits, kind: str, reduction: str = "mean", float64: bool | None = None) -> np.ndarray:
     """Multi-label scores (N,) float64, bit for bit the kernel's: per class sigmoid_values in
     float32 (16/32-bit logits) or float64 (``float64`` True, or float64 input), then "mean" =
-    the lane-order float64 sum / C, or "min" = the smallest margin / confidence, the largest
-    entropy (the most uncertain class). ``logits``: the exact values (any float dtype)."""
+    the lane-order float64 sum / C, or "min" = the value of the class with the smallest |z|, the
+    most uncertain one (the smallest margin / confidence, the largest entropy: all three are
+    monotone in |z|). ``logits``: the exact values (any float dtype)."""
     if float64 is None:
         float64 = np.asarray(logits).dtype == np.float64
     x = to_float64(logits)
@@ -329,7 +330,9 @@ def multilabel_scores(logits, kind: str, reduction: str = "mean", float64: bool 
     if reduction == "mean":
         return _lane_sum_fixed(v) / float(v.shape[1])
     if reduction == "min":
-        return (v.max(axis=1) if kind == "entropy" else v.min(axis=1)).astype(np.float64)
+        # the most uncertain class is the one with the smallest |z| (all three are monotone in
+        # |z|): the kernel computes that one class's value
+        return sigmoid_values(np.abs(z).min(axis=1, keepdims=True), kind)[:, 0].astype(np.float64)
     raise AssertionError(reduction)
 
 

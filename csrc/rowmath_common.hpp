@@ -226,13 +226,16 @@ ALSCALE_HD double uncertainty_value(Uncertainty kind, const RowMax<T>& mx, T s, 
 // or confidence, the largest entropy).
 enum class Reduction : int { mean = 0, min = 1 };
 
-// expm1(x) = exp(x) - 1 for x <= 0 (-1 below exp_nonpos's underflow point), with exp_nonpos's
-// reduction x = n ln2 + r and polynomial: e^r - 1 taken from the polynomial before its + 1 (so
-// nothing cancels near 0), then 2^n (e^r - 1) + (2^n - 1). Within 2 ulp of the exact value.
+// expm1(x) = exp(x) - 1 for x <= 0, with exp_nonpos's reduction x = n ln2 + r and polynomial:
+// e^r - 1 taken from the polynomial before its + 1 (so nothing cancels near 0), then
+// 2^n (e^r - 1) + (2^n - 1). x is first raised to -88 (-709 for double), where 2^n is 0 and the
+// result -1; the rounding constant carries the exponent bias, so 2^n is t's low bits shifted into
+// the exponent. Within 2 ulp of the exact value.
 template <class T, class V = T, class I = UInt<T>>
 ALSCALE_HD V expm1_nonpos(V x) {
     if constexpr (std::is_same<T, float>::value) {
-        const V magic = splat<V>(12582912.0f);
+        x = x < -88.0f ? splat<V>(-88.0f) : x;
+        const V magic = splat<V>(12583039.0f);  // 1.5 * 2^23 + 127: adding it rounds to an integer
         const V t = add(mul(x, 1.44269504088896341f), magic);
         const V n = sub(t, magic);
         V r = sub(x, mul(n, 0.693359375f));
@@ -243,12 +246,12 @@ ALSCALE_HD V expm1_nonpos(V x) {
         y = add(mul(y, r), 4.1665795894e-2f);
         y = add(mul(y, r), 1.6666665459e-1f);
         y = add(mul(y, r), 5.0000001201e-1f);
-        y = add(mul(y, mul(r, r)), r);  // e^r - 1
-        const V p2 = bit_cast<V>(((bit_cast<I>(t) - bit_cast<I>(magic)) + 127) << 23);  // 2^n
-        const V out = add(mul(y, p2), sub(p2, 1.0f));
-        return x < -87.0f ? splat<V>(-1.0f) : out;
+        y = add(mul(y, mul(r, r)), r);                // e^r - 1
+        const V p2 = bit_cast<V>(bit_cast<I>(t) << 23);  // 2^n: n + 127 in t's low bits
+        return add(mul(y, p2), sub(p2, 1.0f));
     } else {
-        const V magic = splat<V>(6755399441055744.0);
+        x = x < -709.0 ? splat<V>(-709.0) : x;
+        const V magic = splat<V>(6755399441056767.0);  // 1.5 * 2^52 + 1023
         const V t = add(mul(x, 1.4426950408889634), magic);
         const V n = sub(t, magic);
         V r = sub(x, mul(n, 6.93145751953125e-1));
@@ -262,10 +265,9 @@ ALSCALE_HD V expm1_nonpos(V x) {
         q = add(mul(q, rr), 2.52448340349684104192e-3);
         q = add(mul(q, rr), 2.27265548208155028766e-1);
         q = add(mul(q, rr), 2.00000000000000000009e0);
-        const V y = mul(2.0, div(p, sub(q, p)));  // e^r - 1
-        const V p2 = bit_cast<V>(((bit_cast<I>(t) - bit_cast<I>(magic)) + 1023) << 52);
-        const V out = add(mul(y, p2), sub(p2, 1.0));
-        return x < -708.0 ? splat<V>(-1.0) : out;
+        const V y = mul(2.0, div(p, sub(q, p)));         // e^r - 1
+        const V p2 = bit_cast<V>(bit_cast<I>(t) << 52);  // 2^n: n + 1023 in t's low bits
+        return add(mul(y, p2), sub(p2, 1.0));
     }
 }
 

@@ -239,11 +239,13 @@ def exp_nonpos(x: np.ndarray) -> np.ndarray:
 
 
 def expm1_nonpos(x: np.ndarray) -> np.ndarray:
-    """csrc/rowmath_common.hpp expm1_nonpos: exp_nonpos's reduction and polynomial, e^r - 1 taken
-    before the polynomial's + 1, then 2^n (e^r - 1) + (2^n - 1); -1 below the underflow point."""
+    """csrc/rowmath_common.hpp expm1_nonpos: x raised to -88 (float32) / -709 (float64), exp_nonpos's
+    reduction with the bias in the rounding constant, e^r - 1 taken before the polynomial's + 1,
+    then 2^n (e^r - 1) + (2^n - 1), 2^n being t's low bits shifted into the exponent."""
     if x.dtype == np.float32:
         f, u = np.float32, np.uint32
-        magic = f(12582912.0)
+        x = np.maximum(x, f(-88.0))
+        magic = f(12583039.0)
         t = x * f(1.44269504088896341) + magic
         n = t - magic
         r = x - n * f(0.693359375)
@@ -252,12 +254,11 @@ def expm1_nonpos(x: np.ndarray) -> np.ndarray:
         for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
             y = y * r + f(c)
         y = y * (r * r) + r
-        p2 = (((t.view(u) - np.array(magic).view(u)) + u(127)) << u(23)).view(np.float32)
-        with np.errstate(over="ignore", invalid="ignore"):
-            out = y * p2 + (p2 - f(1.0))
-        return np.where(x < f(-87.0), f(-1.0), out).astype(np.float32)
+        p2 = (t.view(u) << u(23)).view(np.float32)
+        return (y * p2 + (p2 - f(1.0))).astype(np.float32)
     f, u = np.float64, np.uint64
-    magic = f(6755399441055744.0)
+    x = np.maximum(x, f(-709.0))
+    magic = f(6755399441056767.0)
     t = x * f(1.4426950408889634) + magic
     n = t - magic
     r = x - n * f(6.93145751953125e-1)
@@ -271,11 +272,9 @@ def expm1_nonpos(x: np.ndarray) -> np.ndarray:
     q = q * rr + f(2.52448340349684104192e-3)
     q = q * rr + f(2.27265548208155028766e-1)
     q = q * rr + f(2.00000000000000000009e0)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        y = f(2.0) * (p / (q - p))
-        p2 = (((t.view(u) - np.array(magic).view(u)) + u(1023)) << u(52)).view(np.float64)
-        out = y * p2 + (p2 - f(1.0))
-    return np.where(x < f(-708.0), f(-1.0), out)
+    y = f(2.0) * (p / (q - p))
+    p2 = (t.view(u) << u(52)).view(np.float64)
+    return y * p2 + (p2 - f(1.0))
 
 
 def sigmoid_values(z: np.ndarray, kind: str) -> np.ndarray:

@@ -216,6 +216,102 @@ ALSCALE_HD double uncertainty_value(Uncertainty kind, const RowMax<T>& mx, T s, 
     return static_cast<double>(sub(log_of(s), div(t, s)));
 }
 
+// ---- Multi-label (one sigmoid per class) ----
+// Per class, from t = |z| (z finite; the sign bit cleared, so -0 gives +0): p = sigmoid(z), binary margin |2p - 1| = tanh(t/2), confidence
+// max(p, 1 - p) = 1 / (1 + e) and binary entropy H(p) = log1p(e) + t * e / (1 + e), e = exp(-t)
+// <= 1, so nothing overflows and nothing cancels for large |z|. Every step is a +, -, *, / or a
+// compare of T (float for 16/32-bit logits, double for float64), so tests/reference.py repeats
+// them bit for bit in numpy. Per row the classes are reduced by Reduction: "mean" (a float64 sum
+// in lane order, sum_lanes, divided by C) or "min" (the most uncertain class: the smallest margin
+// or confidence, the largest entropy).
+enum class Reduction : int { mean = 0, min = 1 };
+
+// expm1(x) = exp(x) - 1 for x <= 0, with exp_nonpos's reduction x = n ln2 + r and polynomial:
+// e^r - 1 taken from the polynomial before its + 1 (so nothing cancels near 0), then
+// 2^n (e^r - 1) + (2^n - 1). x is first raised to -88 (-709 for double), where 2^n is 0 and the
+// result -1; the rounding constant carries the exponent bias, so 2^n is t's low bits shifted into
+// the exponent. Within 2 ulp of the exact value.
+template <class T, class V = T, class I = UInt<T>>
+ALSCALE_HD V expm1_nonpos(V x) {
+    if constexpr (std::is_same<T, float>::value) {
+        x = x < -88.0f ? splat<V>(-88.0f) : x;
+        const V magic = splat<V>(12583039.0f);  // 1.5 * 2^23 + 127: adding it rounds to an integer
+        const V t = add(mul(x, 1.44269504088896341f), magic);
+        const V n = sub(t, magic);
+        V r = sub(x, mul(n, 0.693359375f));
+        r = add(r, mul(n, 2.12194440e-4f));
+        V y = splat<V>(1.9875691500e-4f);
+        y = add(mul(y, r), 1.3981999507e-3f);
+        y = add(mul(y, r), 8.3334519073e-3f);
+        y = add(mul(y, r), 4.1665795894e-2f);
+        y = add(mul(y, r), 1.6666665459e-1f);
+        y = add(mul(y, r), 5.0000001201e-1f);
+        y = add(mul(y, mul(r, r)), r);                // e^r - 1
+        const V p2 = bit_cast<V>(bit_cast<I>(t) << 23);  // 2^n: n + 127 in t's low bits
+        return add(mul(y, p2), sub(p2, 1.0f));
+    } else {
+        x = x < -709.0 ? splat<V>(-709.0) : x;
+        const V magic = splat<V>(6755399441056767.0);  // 1.5 * 2^52 + 1023
+        const V t = add(mul(x, 1.4426950408889634), magic);
+        const V n = sub(t, magic);
+        V r = sub(x, mul(n, 6.93145751953125e-1));
+        r = sub(r, mul(n, 1.42860682030941723212e-6));
+        const V rr = mul(r, r);
+        V p = splat<V>(1.26177193074810590878e-4);
+        p = add(mul(p, rr), 3.02994407707441961300e-2);
+        p = add(mul(p, rr), 9.99999999999999999910e-1);
+        p = mul(p, r);
+        V q = splat<V>(3.00198505138664455042e-6);
+        q = add(mul(q, rr), 2.52448340349684104192e-3);
+        q = add(mul(q, rr), 2.27265548208155028766e-1);
+        q = add(mul(q, rr), 2.00000000000000000009e0);
+        const V y = mul(2.0, div(p, sub(q, p)));         // e^r - 1
+        const V p2 = bit_cast<V>(bit_cast<I>(t) << 52);  // 2^n: n + 1023 in t's low bits
+        return add(mul(y, p2), sub(p2, 1.0));
+    }
+}
+
+// tanh(t/2) for t >= 0 as (0 - expm1(-t)) / (2 + expm1(-t)): accurate near 0 (no 1 - e cancels),
+// 1 for large t, one exponential and one division; 0 - (+0) makes t = 0 give +0, not -0.
+template <class T, class V, class I>
+ALSCALE_HD V sigmoid_margin(V t) {
+    const V em = expm1_nonpos<T, V, I>(-t);
+    return div(sub(T(0), em), add(T(2), em));
+}
+
+// max(p, 1 - p) = sigmoid(t) = 1 / (1 + exp(-t)).
+template <class T, class V, class I>
+ALSCALE_HD V sigmoid_confidence(V t) {
+    return div(T(1), add(T(1), exp_nonpos<T, V, I>(-t)));
+}
+
+// H(p) in nats = log1p(e) + t * (e / (1 + e)), e = exp(-t); log1p(e) = 2 atanh(s) with
+// s = e / (2 + e) <= 1/3, as the series 2s (1 + s^2/3 + s^4/5 + ...) cut where the next term is
+// below half an ulp (s^2 <= 1/9): terms to s^16/17 for float, s^36/37 for double.
+template <class T, class V, class I>
+ALSCALE_HD V sigmoid_entropy(V t) {
+    constexpr int K = std::is_same<T, float>::value ? 8 : 18;
+    const V e = exp_nonpos<T, V, I>(-t);
+    const V u = add(T(1), e);
+    const V s = div(e, add(u, T(1)));
+    const V s2 = mul(s, s);
+    V q = splat<V>(static_cast<T>(1.0 / (2 * K + 1)));
+    ALSCALE_UNROLL
+    for (int k = K - 1; k >= 0; --k) q = add(mul(q, s2), static_cast<T>(1.0 / (2 * k + 1)));
+    return add(mul(add(s, s), q), mul(t, div(e, u)));
+}
+
+// The per-class score of kind K from t = |z|.
+template <Uncertainty K, class T, class V, class I>
+ALSCALE_HD V sigmoid_value(V t) {
+    if constexpr (K == Uncertainty::margin)
+        return sigmoid_margin<T, V, I>(t);
+    else if constexpr (K == Uncertainty::confidence)
+        return sigmoid_confidence<T, V, I>(t);
+    else
+        return sigmoid_entropy<T, V, I>(t);
+}
+
 // The distance r_c = (l_p - l_c) * inv in float64 from a row to the p/c decision hyperplane,
 // inv = 1/||w_p - w_c|| (+inf for c == p and for equal weight rows); NaN (0 * inf) is +inf.
 template <class V>

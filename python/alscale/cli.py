@@ -308,7 +308,7 @@ def _query(args: argparse.Namespace) -> int:
         options["multilabel"] = True
 
     def write(ids, round):  # before the batch is recorded: if this fails, nothing is
-        scored = learner.scores(logits, ids, strategy=name, weight=weight)
+        scored = learner.scores(logits, ids, strategy=name, weight=weight, options=options)
         if args.format == "label-studio":
             data = _read_data(args.data, args.data_field, ids) if args.data else None
             tasks = label_studio_tasks(ids, data=data, field=args.data_field,

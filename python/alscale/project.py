@@ -793,14 +793,16 @@ class ActiveLearner:
                 self._save_state(chosen, *cache)
         return ids
 
-    def scores(self, logits: Any, ids: Any, *, strategy: Optional[str] = None, weight: Any = None):
+    def scores(self, logits: Any, ids: Any, *, strategy: Optional[str] = None, weight: Any = None,
+               options: Optional[dict] = None):
         """``(column, values)`` for the picked ``ids`` (in their order): the strategy's score
         (``margin``, ``confidence``, ``entropy``; ``boundary`` for mase), the class whose quota
-        each fills for base (``class``), or None (random, coreset, badge, ...)."""
+        each fills for base (``class``), or None (random, coreset, badge, ...). ``options``
+        (those given to the :meth:`query` that picked ``ids``) update the project's."""
         cls = _strategy(strategy or self.strategy)
         if cls.score_column is None or logits is None:
             return None
-        opts = _strategy_options(cls, self.config.get("options", {}))
+        opts = _strategy_options(cls, {**self.config.get("options", {}), **(options or {})})
         if self.multilabel and "multilabel" in cls.option_defaults():
             opts["multilabel"] = True
         chosen = cls(**opts)

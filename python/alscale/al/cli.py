@@ -210,6 +210,13 @@ def _run_checked(args: argparse.Namespace) -> int:
     if suffixed and not multilabel:
         raise ValueError(f"strategy {suffixed[0]!r}: a reduction over the classes is for multi-label data "
                          "(--dataset fashion-mnist-mosaic); use the name without it")
+    if multilabel:
+        softmax = [s for s in names if s not in suffixed and s not in MULTILABEL_STRATEGIES
+                   and set(strategies.get_class(s).needs) - {"embeddings"}]
+        if softmax:
+            raise ValueError(f"strategy {softmax[0]!r} reads the model's outputs as one softmax (or the labels as class "
+                             f"indices), but {args.dataset} is multi-label: use random, coreset, typiclust, probcover "
+                             f"or {', '.join(MULTILABEL_STRATEGIES)} (with -mean or -min)")
     runs = [multilabel_strategy(s) or (s, None) if multilabel else (s, None) for s in names]
     if len(set(runs)) != len(runs):
         raise ValueError(f"--strategies repeats a name: {args.strategies}")

@@ -144,7 +144,8 @@ def _add_run(sub) -> None:
     run.add_argument("--pca", type=_positive, default=None, metavar="DIMS",
                      help="cluster-margin: reduce the embeddings to DIMS dimensions before the kNN graph "
                           "(default: no reduction)")
-    run.add_argument("--epochs", type=_positive, default=None, help="the most training epochs per round (linear probe: L-BFGS iterations, default 200; cnn: epochs, default 30)")
+    run.add_argument("--epochs", type=_positive, default=None, help="the most training epochs per round (linear probe: L-BFGS iterations, default 200, "
+                          "1000 for the multi-label sigmoid probe; cnn: epochs, default 30)")
     run.add_argument("--partitions", type=_positive, default=10,
                      help="parts of the partitioned-coreset / partitioned-badge strategies (default 10)")
     run.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -192,7 +193,6 @@ def _run_checked(args: argparse.Namespace) -> int:
 
     if args.list:
         print("\n".join(strategies.describe()))
-        print("# " + MULTILABEL_HELP)
         return 0
     multilabel = args.dataset == "fashion-mnist-mosaic"
     if args.strategies is None:

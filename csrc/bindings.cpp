@@ -18,6 +18,7 @@
 #include "hac.hpp"
 #include "knn.hpp"
 #include "knn_bound.hpp"
+#include "multilabel.hpp"
 #include "scoring.hpp"
 #include "topk.hpp"
 
@@ -202,6 +203,9 @@ PYBIND11_MODULE(_core, m) {
         .value("margin", Uncertainty::margin)
         .value("confidence", Uncertainty::confidence)
         .value("entropy", Uncertainty::entropy);
+    py::enum_<Reduction>(m, "Reduction", "multi-label reductions over the classes (min: the most uncertain class)")
+        .value("mean", Reduction::mean)
+        .value("min", Reduction::min);
     py::enum_<DType>(m, "DType", "element types of logits matrices (bf16: bfloat16 bits)")
         .value("f16", DType::f16)
         .value("bf16", DType::bf16)
@@ -226,6 +230,20 @@ PYBIND11_MODULE(_core, m) {
             return out;
         },
         py::arg("logits"), py::arg("bf16"), py::arg("kind"), py::arg("num_threads") = 0);
+
+    m.def(
+        "multilabel_scores",
+        [](const py::array& logits, bool bf16, Uncertainty kind, Reduction reduction, int num_threads) {
+            const Matrix x = matrix_view(logits, bf16);
+            py::array_t<double> out(static_cast<py::ssize_t>(x.rows));
+            double* o = out.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                multilabel_scores(x, kind, reduction, o, num_threads);
+            }
+            return out;
+        },
+        py::arg("logits"), py::arg("bf16"), py::arg("kind"), py::arg("reduction"), py::arg("num_threads") = 0);
 
     m.def(
         "inverse_norms",

@@ -19,4 +19,18 @@ bool use_avx2() {
     return avx2;
 }
 
+bool use_avx512() {
+    static const bool avx512 = [] {
+        const char* force = std::getenv("ALSCALE_ISA");
+        if (force && (std::strcmp(force, "base") == 0 || std::strcmp(force, "avx2") == 0)) return false;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") != 0;  // libgcc also checks that the OS saves zmm state
+#else
+        return false;
+#endif
+    }();
+    return avx512;
+}
+
 }  // namespace alscale

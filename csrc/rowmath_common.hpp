@@ -216,6 +216,77 @@ ALSCALE_HD double uncertainty_value(Uncertainty kind, const RowMax<T>& mx, T s, 
     return static_cast<double>(sub(log_of(s), div(t, s)));
 }
 
+// ---- Multi-label (one sigmoid per class) ----
+// Per class, from t = |z| (z finite; the sign bit cleared, so -0 gives +0): p = sigmoid(z), binary margin |2p - 1| = tanh(t/2), confidence
+// max(p, 1 - p) = 1 / (1 + e) and binary entropy H(p) = log1p(e) + t * e / (1 + e), e = exp(-t)
+// <= 1, so nothing overflows and nothing cancels for large |z|. Every step is a +, -, *, / or a
+// compare of T (float for 16/32-bit logits, double for float64), so tests/reference.py repeats
+// them bit for bit in numpy. Per row the classes are reduced by Reduction: "mean" (a float64 sum
+// in lane order, sum_lanes, divided by C) or "min" (the most uncertain class: the smallest margin
+// or confidence, the largest entropy).
+enum class Reduction : int { mean = 0, min = 1 };
+
+// tanh(t/2) for t >= 0: Cephes' tanh (a polynomial below t/2 = 0.625; above it (1 - e) / (1 + e),
+// e = exp(-t) <= 0.287, so 1 - e does not cancel).
+template <class T, class V, class I>
+ALSCALE_HD V sigmoid_margin(V t) {
+    const V x = mul(t, T(0.5));
+    const V s = mul(x, x);
+    V small;
+    if constexpr (std::is_same<T, float>::value) {
+        V p = splat<V>(-5.70498872745e-3f);
+        p = add(mul(p, s), 2.06390887954e-2f);
+        p = add(mul(p, s), -5.37397155531e-2f);
+        p = add(mul(p, s), 1.33314422036e-1f);
+        p = add(mul(p, s), -3.33332819422e-1f);
+        small = add(mul(mul(p, s), x), x);
+    } else {
+        V p = splat<V>(-9.64399179425052238628e-1);
+        p = add(mul(p, s), -9.92877231001918586564e1);
+        p = add(mul(p, s), -1.61468768441708447952e3);
+        V q = add(s, 1.12811678491632931402e2);
+        q = add(mul(q, s), 2.23548839060100448583e3);
+        q = add(mul(q, s), 4.84406305325125486048e3);
+        small = add(mul(mul(x, s), div(p, q)), x);
+    }
+    const V e = exp_nonpos<T, V, I>(-t);
+    const V big = div(sub(T(1), e), add(T(1), e));
+    return x < T(0.625) ? small : big;
+}
+
+// max(p, 1 - p) = sigmoid(t) = 1 / (1 + exp(-t)).
+template <class T, class V, class I>
+ALSCALE_HD V sigmoid_confidence(V t) {
+    return div(T(1), add(T(1), exp_nonpos<T, V, I>(-t)));
+}
+
+// H(p) in nats = log1p(e) + t * (e / (1 + e)), e = exp(-t); log1p(e) = 2 atanh(s) with
+// s = e / (2 + e) <= 1/3, as the series 2s (1 + s^2/3 + s^4/5 + ...) cut where the next term is
+// below half an ulp (s^2 <= 1/9): terms to s^16/17 for float, s^36/37 for double.
+template <class T, class V, class I>
+ALSCALE_HD V sigmoid_entropy(V t) {
+    constexpr int K = std::is_same<T, float>::value ? 8 : 18;
+    const V e = exp_nonpos<T, V, I>(-t);
+    const V u = add(T(1), e);
+    const V s = div(e, add(u, T(1)));
+    const V s2 = mul(s, s);
+    V q = splat<V>(static_cast<T>(1.0 / (2 * K + 1)));
+    ALSCALE_UNROLL
+    for (int k = K - 1; k >= 0; --k) q = add(mul(q, s2), static_cast<T>(1.0 / (2 * k + 1)));
+    return add(mul(add(s, s), q), mul(t, div(e, u)));
+}
+
+// The per-class score of kind K from t = |z|.
+template <Uncertainty K, class T, class V, class I>
+ALSCALE_HD V sigmoid_value(V t) {
+    if constexpr (K == Uncertainty::margin)
+        return sigmoid_margin<T, V, I>(t);
+    else if constexpr (K == Uncertainty::confidence)
+        return sigmoid_confidence<T, V, I>(t);
+    else
+        return sigmoid_entropy<T, V, I>(t);
+}
+
 // The distance r_c = (l_p - l_c) * inv in float64 from a row to the p/c decision hyperplane,
 // inv = 1/||w_p - w_c|| (+inf for c == p and for equal weight rows); NaN (0 * inf) is +inf.
 template <class V>

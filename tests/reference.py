@@ -38,6 +38,11 @@ __all__ = [
     "select_margin",
     "select_confidence",
     "select_entropy",
+    "exp_nonpos",
+    "sigmoid_values",
+    "multilabel_scores",
+    "multilabel_scores_float64",
+    "select_multilabel",
     "select_boundary",
     "select_balanced",
     "quotas",
@@ -182,6 +187,150 @@ def select_confidence(logits, budget, exclude=None) -> np.ndarray:
 
 def select_entropy(logits, budget, exclude=None) -> np.ndarray:
     return topk_largest(entropy_scores(logits), budget, exclude)
+
+
+# --------------------------------------------------------------------------- multi-label
+
+
+# The multi-label kernel's arithmetic (csrc/rowmath_common.hpp, csrc/multilabel.cpp), repeated
+# operation by operation in numpy so that its scores are matched bit for bit: every step is an
+# IEEE +, -, *, / or compare in the compute type (float32 for 16/32-bit logits, float64 for
+# float64 logits), with numpy's correctly rounded operations and no FMA.
+
+def exp_nonpos(x: np.ndarray) -> np.ndarray:
+    """csrc/rowmath_common.hpp exp_nonpos (Cephes; exponent set through the bits) for x <= 0, in
+    x's dtype (float32 or float64); 0 below -87 (float32) / -708 (float64)."""
+    if x.dtype == np.float32:
+        f, u = np.float32, np.uint32
+        magic = f(12582912.0)
+        t = x * f(1.44269504088896341) + magic
+        n = t - magic
+        r = x - n * f(0.693359375)
+        r = r + n * f(2.12194440e-4)
+        y = np.full_like(x, f(1.9875691500e-4))
+        for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+            y = y * r + f(c)
+        y = (y * (r * r) + r) + f(1.0)
+        bits = ((t.view(u) - np.array(magic).view(u)) + u(127)) << u(23)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = y * bits.view(np.float32)
+        return np.where(x < f(-87.0), f(0.0), out).astype(np.float32)
+    f, u = np.float64, np.uint64
+    magic = f(6755399441055744.0)
+    t = x * f(1.4426950408889634) + magic
+    n = t - magic
+    r = x - n * f(6.93145751953125e-1)
+    r = r - n * f(1.42860682030941723212e-6)
+    rr = r * r
+    p = np.full_like(x, f(1.26177193074810590878e-4))
+    p = p * rr + f(3.02994407707441961300e-2)
+    p = p * rr + f(9.99999999999999999910e-1)
+    p = p * r
+    q = np.full_like(x, f(3.00198505138664455042e-6))
+    q = q * rr + f(2.52448340349684104192e-3)
+    q = q * rr + f(2.27265548208155028766e-1)
+    q = q * rr + f(2.00000000000000000009e0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        y = f(1.0) + f(2.0) * (p / (q - p))
+        bits = ((t.view(u) - np.array(magic).view(u)) + u(1023)) << u(52)
+        out = y * bits.view(np.float64)
+    return np.where(x < f(-708.0), f(0.0), out)
+
+
+def sigmoid_values(z: np.ndarray, kind: str) -> np.ndarray:
+    """Per-class multi-label values of logits z (float32 or float64, finite): from t = |z|,
+    margin tanh(t/2) (Cephes tanh: a polynomial below t/2 = 0.625, else (1 - e) / (1 + e) with
+    e = exp(-t)), confidence 1 / (1 + e), entropy log1p(e) + t (e / (1 + e)) with log1p(e) as
+    2 atanh(s) = 2s (1 + s^2/3 + ...), s = e / (2 + e), to s^16/17 (float32) or s^36/37 (float64)."""
+    f = z.dtype.type
+    t = np.abs(z)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = exp_nonpos(-t)
+        if kind == "margin":
+            x = t * f(0.5)
+            s = x * x
+            if f is np.float32:
+                p = np.full_like(x, f(-5.70498872745e-3))
+                for c in (2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1):
+                    p = p * s + f(c)
+                small = (p * s) * x + x
+            else:
+                p = np.full_like(x, f(-9.64399179425052238628e-1))
+                for c in (-9.92877231001918586564e1, -1.61468768441708447952e3):
+                    p = p * s + f(c)
+                q = s + f(1.12811678491632931402e2)
+                for c in (2.23548839060100448583e3, 4.84406305325125486048e3):
+                    q = q * s + f(c)
+                small = (x * s) * (p / q) + x
+            big = (f(1) - e) / (f(1) + e)
+            return np.where(x < f(0.625), small, big).astype(f)
+        if kind == "confidence":
+            return f(1) / (f(1) + e)
+        if kind == "entropy":
+            terms = 8 if f is np.float32 else 18
+            u = f(1) + e
+            s = e / (u + f(1))
+            s2 = s * s
+            q = np.full_like(s, f(1.0 / (2 * terms + 1)))
+            for k in range(terms - 1, -1, -1):
+                q = q * s2 + f(1.0 / (2 * k + 1))
+            return (s + s) * q + t * (e / u)
+    raise AssertionError(kind)
+
+
+def _lane_sum_fixed(values: np.ndarray) -> np.ndarray:
+    """Row sums in float64 as the kernels' sum_lanes: class c into lane c % 8, each lane in class
+    order, the lanes combined as ((l0+l4)+(l1+l5))+((l2+l6)+(l3+l7))."""
+    v = np.asarray(values).astype(np.float64)
+    acc = np.zeros((v.shape[0], 8))
+    for c in range(v.shape[1]):
+        acc[:, c % 8] = acc[:, c % 8] + v[:, c]
+    return ((acc[:, 0] + acc[:, 4]) + (acc[:, 1] + acc[:, 5])) + ((acc[:, 2] + acc[:, 6]) + (acc[:, 3] + acc[:, 7]))
+
+
+def multilabel_scores(logits, kind: str, reduction: str = "mean", float64: bool | None = None) -> np.ndarray:
+    """Multi-label scores (N,) float64, bit for bit the kernel's: per class sigmoid_values in
+    float32 (16/32-bit logits) or float64 (``float64`` True, or float64 input), then "mean" =
+    the lane-order float64 sum / C, or "min" = the smallest margin / confidence, the largest
+    entropy (the most uncertain class). ``logits``: the exact values (any float dtype)."""
+    if float64 is None:
+        float64 = np.asarray(logits).dtype == np.float64
+    x = to_float64(logits)
+    if not np.isfinite(x).all():
+        raise ValueError("logits contain NaN or inf")
+    z = x if float64 else x.astype(np.float32)
+    v = sigmoid_values(z, kind)
+    if reduction == "mean":
+        return _lane_sum_fixed(v) / float(v.shape[1])
+    if reduction == "min":
+        return (v.max(axis=1) if kind == "entropy" else v.min(axis=1)).astype(np.float64)
+    raise AssertionError(reduction)
+
+
+def multilabel_scores_float64(logits, kind: str, reduction: str = "mean") -> np.ndarray:
+    """The same scores from the textbook formulas in float64 (np.tanh, np.log1p), for accuracy
+    checks only: p = σ(z), margin |2p - 1| = |tanh(z/2)|, confidence max(p, 1 - p), entropy
+    -p log p - (1 - p) log(1 - p) (in its overflow-free form)."""
+    t = np.abs(to_float64(logits))
+    e = np.exp(-t)
+    if kind == "margin":
+        v = np.tanh(t / 2)
+    elif kind == "confidence":
+        v = 1.0 / (1.0 + e)
+    else:
+        v = np.log1p(e) + t * e / (1.0 + e)
+    if reduction == "mean":
+        return v.mean(axis=1)
+    return v.max(axis=1) if kind == "entropy" else v.min(axis=1)
+
+
+def select_multilabel(logits, budget, kind: str, reduction: str = "mean", exclude=None,
+                      float64: bool | None = None) -> np.ndarray:
+    """select_margin / select_confidence / select_entropy with multilabel=True: the reference
+    top-k (smallest first; entropy largest first; ties to the smaller row) of multilabel_scores."""
+    scores = multilabel_scores(logits, kind, reduction, float64)
+    topk = topk_largest if kind == "entropy" else topk_smallest
+    return topk(scores, budget, exclude)
 
 
 # --------------------------------------------------------------------------- BASE / MASE

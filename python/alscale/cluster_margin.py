@@ -13,11 +13,13 @@ from ._backend.arrays import _host_numpy, as_budget, as_int, as_seed, real_matri
 __all__ = ["cluster_embeddings", "select_cluster_margin"]
 
 def select_cluster_margin(logits: Any, clusters: Any, budget: Any, *, candidates: Any = None, exclude: Any = None,
-                          seed: Any = None, num_threads: int = 0, group: Any = None, row_ids: Any = None):
+                          seed: Any = None, num_threads: int = 0, group: Any = None, row_ids: Any = None,
+                          multilabel: bool = False, reduction: str = _backend.DEFAULT_REDUCTION):
     """Cluster-Margin: low-margin candidates, spread over the HAC clusters by round-robin.
 
     1. Candidates: the ``candidates`` (k_m) non-excluded rows with the smallest softmax margin
-       (as :func:`alscale.select_margin`; default min(10·budget, available)).
+       (as :func:`alscale.select_margin`; default min(10·budget, available)) — with
+       ``multilabel=True`` the smallest multi-label margin (the paper's Open Images setting).
     2. They are grouped by ``clusters[row]``; clusters are ordered by their number of
        candidates ascending (ties: smaller cluster id).
     3. Round-robin over that order, one random candidate of each cluster per turn, until
@@ -46,6 +48,12 @@ def select_cluster_margin(logits: Any, clusters: Any, budget: Any, *, candidates
         ``exclude`` cover the local rows, ``row_ids`` names them; the candidates are the global
         k_m, and every rank gets the identical selection in global row ids. With
         ``seed=None`` (or a Generator) rank 0's draw is used on every rank.
+    multilabel : bool, optional
+        True: ``logits`` are C independent sigmoids; a row's margin is its per-class binary
+        margins |2p_c - 1| reduced over the classes (:func:`alscale.margin_scores`).
+    reduction : {"mean", "min"}, optional
+        With ``multilabel=True`` only: "mean" (default) or "min" (the most uncertain class).
+        CUDA tensors with ``multilabel=True`` raise NotImplementedError (pass ``logits.cpu()``).
 
     Returns
     -------
@@ -69,13 +77,14 @@ def select_cluster_margin(logits: Any, clusters: Any, budget: Any, *, candidates
             raise ValueError(f"candidates (k_m = {km}) must be at least budget ({k})")
         labels: Any = _labels(clusters)
         drawn = as_seed(seed)
+        rule = _backend.margin(multilabel, reduction)
     except (TypeError, ValueError) as err:
         if group is None:
             raise
         # a sharded call: raised where the ranks agree on failures, so that no rank waits
-        k, km, labels, drawn = 0, 0, err, 0
-    pool = _backend.pool_of(logits, exclude=exclude, row_ids=row_ids, group=group, num_threads=num_threads)
-    return pool.cluster_margin(_backend.margin(), labels, k, km, drawn)
+        k, km, labels, drawn, rule = 0, 0, err, 0, _backend.margin()
+    pool = _backend.pool_of(logits, exclude=exclude, row_ids=row_ids, group=group, num_threads=num_threads, rule=rule)
+    return pool.cluster_margin(rule, labels, k, km, drawn)
 
 
 def _labels(clusters: Any) -> np.ndarray:

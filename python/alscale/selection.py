@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend
-from ._backend import Head, pool_of
+from ._backend import DEFAULT_REDUCTION, Head, pool_of, refuse_multilabel
 from ._backend.arrays import as_budget, as_exclude, as_int
 
 __all__ = [
@@ -24,53 +24,92 @@ __all__ = [
 ]
 
 
-def margin_scores(logits: Any, *, num_threads: int = 0):
-    """Softmax margin p(1) - p(2) of every row (top-1 minus top-2 probability).
+def _scores(logits: Any, rule: _backend.Rule, num_threads: Any):
+    return pool_of(logits, num_threads=num_threads, rule=rule).scores(rule)
+
+
+def margin_scores(logits: Any, *, multilabel: bool = False, reduction: str = DEFAULT_REDUCTION, num_threads: int = 0):
+    """Softmax margin p(1) - p(2) of every row (top-1 minus top-2 probability), or with
+    ``multilabel=True`` the binary margin |2p_c - 1| = |tanh(z_c / 2)| of each class's sigmoid,
+    reduced over the classes.
 
     Parameters
     ----------
     logits : array_like or torch.Tensor, shape (N, C)
-        float16, bfloat16 (torch), float32 or float64, any strides. Computed in float32 for
+        float16, bfloat16 (torch), float32 or float64, any strides; also a memmap or an
+        iterable of (n_i, C) chunks (scores concatenated in row order). Computed in float32 for
         16/32-bit input and float64 for float64 input, with a numerically stable softmax.
+    multilabel : bool, optional
+        False (default): one softmax over the classes. True: C independent sigmoids (a
+        multi-label model); per class p = σ(z), and the score is reduced over the classes by
+        ``reduction`` (docs/algorithms.md, "Multi-label uncertainty").
+    reduction : {"mean", "min"}, optional
+        With ``multilabel=True`` only: "mean" (default) over the classes, or "min", the most
+        uncertain class (the smallest margin). Any other value, or ``reduction`` without
+        ``multilabel=True``, raises ValueError.
     num_threads : int, optional
         OpenMP threads; 0 (default) uses every core.
 
     Returns
     -------
     scores : numpy.ndarray or torch.Tensor, shape (N,), float64
-        With one class the second probability is 0, so the margin is 1.
+        With one class the second probability is 0, so the softmax margin is 1. Multi-label
+        margins lie in [0, 1]; 0 is a class at p = 0.5.
+
+    Multi-label scores are computed on the CPU, in one fused pass over the logits (no N x C
+    array of probabilities), from t = |z| with e = exp(-t) <= 1, so any finite logit is safe
+    (±1e4 included); NaN / ±inf are refused as for softmax logits. "mean" is the float64 sum of
+    the per-class values in a fixed order (class c in lane c % 8, the lanes combined in a fixed
+    order) divided by C: the same bits for every thread count, chunking and CPU. CUDA tensors
+    with ``multilabel=True`` raise NotImplementedError (no GPU kernel yet): pass
+    ``logits.cpu()``.
 
     Examples
     --------
     >>> import numpy as np, alscale
     >>> alscale.margin_scores(np.array([[2.0, 2.0, -1.0], [5.0, 0.0, 0.0]])).round(2)
     array([0.  , 0.98])
+    >>> z = np.array([[0.0, 4.0], [2.0, -2.0]])  # two sigmoids per row
+    >>> alscale.margin_scores(z, multilabel=True).round(3)  # mean of |tanh(z/2)|
+    array([0.482, 0.762])
+    >>> alscale.margin_scores(z, multilabel=True, reduction="min").round(3)
+    array([0.   , 0.762])
     """
-    return pool_of(logits, num_threads=num_threads).scores(_backend.margin())
+    return _scores(logits, _backend.margin(multilabel, reduction), num_threads)
 
 
-def confidence_scores(logits: Any, *, num_threads: int = 0):
-    """Maximum softmax probability of every row, shape (N,) float64 (see :func:`margin_scores`).
+def confidence_scores(logits: Any, *, multilabel: bool = False, reduction: str = DEFAULT_REDUCTION,
+                      num_threads: int = 0):
+    """Maximum softmax probability of every row, shape (N,) float64 (see :func:`margin_scores`);
+    with ``multilabel=True`` each class's confidence max(p_c, 1 - p_c) = σ(|z_c|), reduced over
+    the classes (``reduction``: "mean" (default) or "min", the least confident class).
 
     Examples
     --------
     >>> import numpy as np, alscale
     >>> alscale.confidence_scores(np.zeros((1, 4)))
     array([0.25])
+    >>> alscale.confidence_scores(np.zeros((1, 4)), multilabel=True)
+    array([0.5])
     """
-    return pool_of(logits, num_threads=num_threads).scores(_backend.confidence())
+    return _scores(logits, _backend.confidence(multilabel, reduction), num_threads)
 
 
-def entropy_scores(logits: Any, *, num_threads: int = 0):
-    """Softmax entropy -Σ p log p (natural log) of every row, shape (N,) float64.
+def entropy_scores(logits: Any, *, multilabel: bool = False, reduction: str = DEFAULT_REDUCTION, num_threads: int = 0):
+    """Softmax entropy -Σ p log p (natural log) of every row, shape (N,) float64; with
+    ``multilabel=True`` each class's binary entropy H(p_c) = -p_c log p_c - (1 - p_c) log(1 - p_c)
+    (nats, at most log 2), reduced over the classes (``reduction``: "mean" (default) or "min",
+    the most uncertain class, i.e. the *largest* entropy). See :func:`margin_scores`.
 
     Examples
     --------
     >>> import numpy as np, alscale
     >>> float(alscale.entropy_scores(np.zeros((1, 4)))[0]) == float(np.log(4))
     True
+    >>> alscale.entropy_scores(np.array([[0.0, 30.0]]), multilabel=True, reduction="min").round(6)
+    array([0.693147])
     """
-    return pool_of(logits, num_threads=num_threads).scores(_backend.entropy())
+    return _scores(logits, _backend.entropy(multilabel, reduction), num_threads)
 
 
 def boundary_scores(logits: Any, *, weight: Any = None, num_threads: int = 0):
@@ -102,12 +141,14 @@ def boundary_scores(logits: Any, *, weight: Any = None, num_threads: int = 0):
 
 def _select(logits: Any, budget: Any, rule: _backend.Rule, exclude: Any, num_threads: Any, group: Any, row_ids: Any):
     k = as_budget(budget)
-    return pool_of(logits, exclude=exclude, row_ids=row_ids, group=group, num_threads=num_threads).top(rule, k)
+    return pool_of(logits, exclude=exclude, row_ids=row_ids, group=group, num_threads=num_threads,
+                   rule=rule).top(rule, k)
 
 
 def select_margin(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0, group: Any = None,
-                  row_ids: Any = None):
-    """The ``budget`` rows with the smallest softmax margin, smallest first.
+                  row_ids: Any = None, multilabel: bool = False, reduction: str = DEFAULT_REDUCTION):
+    """The ``budget`` rows with the smallest softmax margin, smallest first (with
+    ``multilabel=True``: the smallest multi-label margin, :func:`margin_scores`).
 
     Parameters
     ----------
@@ -124,6 +165,14 @@ def select_margin(logits: Any, budget: Any, *, exclude: Any = None, num_threads:
     row_ids : int array over the local rows, optional
         The global pool row of each local row (required with ``group``); results are global
         row ids and ties go to the smaller global id. Default: the local position.
+    multilabel : bool, optional
+        False (default): one softmax over the classes. True: C independent sigmoids (a
+        multi-label model); per class p = σ(z), and the score is reduced over the classes by
+        ``reduction`` (docs/algorithms.md, "Multi-label uncertainty").
+    reduction : {"mean", "min"}, optional
+        With ``multilabel=True`` only: "mean" (default) over the classes, or "min", the most
+        uncertain class (the smallest margin). Any other value, or ``reduction`` without
+        ``multilabel=True``, raises ValueError.
 
     Returns
     -------
@@ -141,27 +190,38 @@ def select_margin(logits: Any, budget: Any, *, exclude: Any = None, num_threads:
     >>> logits = np.array([[4.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
     >>> alscale.select_margin(logits, 2)
     array([1, 2])
+    >>> tags = np.array([[6.0, -5.0, 4.0], [0.2, -8.0, 7.0], [3.0, -0.1, 9.0]])  # 3 sigmoids
+    >>> alscale.select_margin(tags, 2, multilabel=True, reduction="min")
+    array([2, 1])
     """
-    return _select(logits, budget, _backend.margin(), exclude, num_threads, group, row_ids)
+    return _select(logits, budget, _backend.margin(multilabel, reduction), exclude, num_threads, group, row_ids)
 
 
 def select_confidence(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0, group: Any = None,
-                      row_ids: Any = None):
-    """The ``budget`` rows with the smallest maximum probability (see :func:`select_margin`)."""
-    return _select(logits, budget, _backend.confidence(), exclude, num_threads, group, row_ids)
+                      row_ids: Any = None, multilabel: bool = False, reduction: str = DEFAULT_REDUCTION):
+    """The ``budget`` rows with the smallest maximum probability, smallest first (with
+    ``multilabel=True``: the smallest per-class confidence max(p_c, 1 - p_c) reduced by
+    ``reduction``, :func:`confidence_scores`). Parameters and pool forms as
+    :func:`select_margin`."""
+    return _select(logits, budget, _backend.confidence(multilabel, reduction), exclude, num_threads, group, row_ids)
 
 
 def select_entropy(logits: Any, budget: Any, *, exclude: Any = None, num_threads: int = 0, group: Any = None,
-                   row_ids: Any = None):
+                   row_ids: Any = None, multilabel: bool = False, reduction: str = DEFAULT_REDUCTION):
     """The ``budget`` rows with the largest softmax entropy, largest first, ties to the smaller
-    row index (see :func:`select_margin`)."""
-    return _select(logits, budget, _backend.entropy(), exclude, num_threads, group, row_ids)
+    row index (with ``multilabel=True``: the largest binary entropy reduced over the classes
+    by ``reduction`` — "min" takes each row's most uncertain class, its largest entropy —
+    :func:`entropy_scores`). Parameters and pool forms as :func:`select_margin`."""
+    return _select(logits, budget, _backend.entropy(multilabel, reduction), exclude, num_threads, group, row_ids)
 
 
 def select_boundary(logits: Any, budget: Any, *, weight: Any = None, exclude: Any = None, num_threads: int = 0,
-                    group: Any = None, row_ids: Any = None):
+                    group: Any = None, row_ids: Any = None, multilabel: bool = False):
     """MASE: the ``budget`` rows closest to a decision boundary (smallest
     :func:`boundary_scores`), without class balancing; ties to the smaller row index.
+
+    ``multilabel=True`` raises ValueError: the boundary distance is defined for one softmax
+    (the predicted class against the others), not for independent sigmoids.
 
     Examples
     --------
@@ -169,11 +229,12 @@ def select_boundary(logits: Any, budget: Any, *, weight: Any = None, exclude: An
     >>> alscale.select_boundary(np.array([[3.0, 0.0], [1.0, 0.8], [0.0, 2.0]]), 1)
     array([1])
     """
+    refuse_multilabel(multilabel, "select_boundary")
     return _select(logits, budget, _backend.boundary(weight), exclude, num_threads, group, row_ids)
 
 
 def select_balanced(logits: Any, budget: Any, *, weight: Any = None, exclude: Any = None, num_threads: int = 0,
-                    group: Any = None, row_ids: Any = None):
+                    group: Any = None, row_ids: Any = None, multilabel: bool = False):
     """BASE, Balanced Selection (Emam et al., "Active Learning at the ImageNet Scale").
 
     Classes are served in index order 0…C-1; class c takes q_c = B // C + (c < B % C) rows with
@@ -202,6 +263,10 @@ def select_balanced(logits: Any, budget: Any, *, weight: Any = None, exclude: An
     row_ids : int array over the local rows, optional
         The global pool row of each local row (required with ``group``); results are global
         row ids and ties go to the smaller global id. Default: the local position.
+    multilabel : bool, optional
+        True raises ValueError: BASE is defined for one softmax (a predicted class and its
+        decision boundaries), not for independent sigmoids; use :func:`select_margin` or
+        :func:`alscale.select_cluster_margin` with ``multilabel=True``.
 
     Returns
     -------
@@ -219,6 +284,7 @@ def select_balanced(logits: Any, budget: Any, *, weight: Any = None, exclude: An
     >>> alscale.select_balanced(logits, 2)
     array([1, 3])
     """
+    refuse_multilabel(multilabel, "select_balanced")
     k = as_budget(budget)
     return pool_of(logits, exclude=exclude, row_ids=row_ids, group=group, num_threads=num_threads).balanced(k, Head(weight))
 

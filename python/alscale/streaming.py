@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._backend import host_only
+from ._backend import host_only, refuse_multilabel
 from ._backend.arrays import (_numpy_wrap, as_budget, as_exclude, as_int, as_logits, as_row_ids, as_threads,
                               inverse_norms)
 
@@ -59,6 +59,9 @@ class BalancedSelector:
     capacity : int, optional
         Candidates each class keeps beyond its quota (at most the quotas of the classes before
         it). Default: 64 + 4·(budget // C) (``_core.default_extra``).
+    multilabel : bool, optional
+        True raises ValueError: BASE is defined for one softmax, not for independent sigmoids
+        (see :func:`alscale.select_balanced`).
 
     Examples
     --------
@@ -73,7 +76,9 @@ class BalancedSelector:
     True
     """
 
-    def __init__(self, num_classes: Any, budget: Any, *, weight: Any = None, capacity: Any = None):
+    def __init__(self, num_classes: Any, budget: Any, *, weight: Any = None, capacity: Any = None,
+                 multilabel: bool = False):
+        refuse_multilabel(multilabel, "BalancedSelector")
         classes = as_int(num_classes, "num_classes", minimum=1, maximum=_MAX_CLASSES,
                          hint=" (the selector keeps per-class state)")
         b = min(as_budget(budget), 1 << 62)  # clipped to the rows fed anyway; keeps int64 sums exact

@@ -21,18 +21,26 @@ from .chunks import is_chunked
 from . import device
 from .arrays import as_threads
 from .host import HostPool
-from .rules import Head, Rule, boundary, confidence, entropy, margin
+from .rules import DEFAULT_REDUCTION, Head, Rule, boundary, confidence, entropy, margin, refuse_multilabel
 from .sharded import ShardPool
 
-__all__ = ["Head", "Rule", "boundary", "confidence", "entropy", "margin", "pool_of", "host_only"]
+__all__ = ["DEFAULT_REDUCTION", "Head", "Rule", "boundary", "confidence", "entropy", "margin", "pool_of", "host_only",
+           "refuse_multilabel"]
 
 
-def pool_of(logits: Any, *, exclude: Any = None, row_ids: Any = None, group: Any = None, num_threads: Any = 0):
-    """The backend for these logits (see the module docstring)."""
+def pool_of(logits: Any, *, exclude: Any = None, row_ids: Any = None, group: Any = None, num_threads: Any = 0,
+            rule: Rule | None = None):
+    """The backend for these logits (see the module docstring). ``rule``: the call's rule, when
+    it decides whether a backend can serve it (multi-label scores have no GPU kernel yet)."""
     threads = as_threads(num_threads)
     if group is not None or row_ids is not None or is_chunked(logits):
         return ShardPool(logits, exclude, row_ids, group, threads)
     if device.is_device_array(logits):
+        if rule is not None and rule.multilabel:
+            raise NotImplementedError(
+                "multilabel=True on CUDA tensors is not built yet (no GPU kernel for multi-label scores); "
+                "pass logits.cpu() (or cupy.asnumpy(logits)): the CPU kernel reads it in one fused pass"
+            )
         device.wants(logits)  # the clear error when this build has no GPU kernels
         return device.DevicePool(logits, exclude)
     return HostPool(logits, exclude, threads)

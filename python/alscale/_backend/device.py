@@ -349,6 +349,8 @@ class DevicePool:
         return obj, (x.fw.ptr(obj), rows, cols, cols, 1, _F64)
 
     def _scores(self, rule: Rule):
+        if rule.multilabel:  # pool_of refuses it first; a guard for direct use of this backend
+            raise NotImplementedError("multilabel=True on CUDA tensors is not built yet; pass logits.cpu()")
         x = self.x
         out = x.fw.empty(x.rows, np.float64)
         if rule.kind is None:

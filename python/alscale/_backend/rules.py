@@ -53,17 +53,26 @@ class Head:
 @dataclass(frozen=True)
 class Rule:
     """``kind``: a :class:`alscale._core.Uncertainty` value, or None for the boundary distance
-    (BASE's r_c, with ``head``); ``largest``: rank the largest scores first (entropy)."""
+    (BASE's r_c, with ``head``); ``largest``: rank the largest scores first (entropy);
+    ``reduction``: None for one softmax over the classes, or a :class:`alscale._core.Reduction`
+    for multi-label logits (one sigmoid per class, csrc/multilabel.hpp)."""
 
     name: str
     kind: Any
     largest: bool
     head: Head | None = None
+    reduction: Any = None
+
+    @property
+    def multilabel(self) -> bool:
+        return self.reduction is not None
 
     def host_scores(self, x: Logits, threads: int) -> np.ndarray:
         """The rule's scores of a host matrix (ranked as is: a shifted head keeps its order)."""
         if self.kind is None:
             return _core.boundary_scores(x.array, x.bf16, self.head.inv(x.classes), threads)
+        if self.reduction is not None:
+            return _core.multilabel_scores(x.array, x.bf16, self.kind, self.reduction, threads)
         return _core.uncertainty_scores(x.array, x.bf16, self.kind, threads)
 
     def true_scores(self, scores: np.ndarray, classes: int) -> np.ndarray:
@@ -75,16 +84,60 @@ class Rule:
             return np.ldexp(scores, shift)
 
 
-def margin() -> Rule:
-    return Rule("margin", _core.Uncertainty.margin, False)
+class _DefaultReduction(str):
+    """The default of ``reduction=``: reads as "mean" (signatures, docs) but is told apart from
+    an explicit ``reduction="mean"``, which single-label calls refuse."""
+
+    __slots__ = ()
 
 
-def confidence() -> Rule:
-    return Rule("confidence", _core.Uncertainty.confidence, False)
+#: ``reduction="mean"`` as the default of every public function that takes it.
+DEFAULT_REDUCTION = _DefaultReduction("mean")
+REDUCTIONS = ("mean", "min")
 
 
-def entropy() -> Rule:
-    return Rule("entropy", _core.Uncertainty.entropy, True)
+def as_reduction(multilabel: Any, reduction: Any) -> Any:
+    """The kernel's reduction for ``multilabel=`` / ``reduction=`` (None: single-label softmax).
+
+    Raises TypeError for a ``multilabel`` that is not a bool, ValueError for a ``reduction``
+    other than "mean" / "min", or one given without ``multilabel=True``."""
+    if not isinstance(multilabel, (bool, np.bool_)):
+        raise TypeError(f"multilabel must be True or False, got {multilabel!r}")
+    if not multilabel:
+        if reduction is not DEFAULT_REDUCTION:
+            raise ValueError(
+                f"reduction={reduction!r} applies to multi-label scores only (one sigmoid per class); "
+                "pass multilabel=True, or drop reduction= for softmax scores"
+            )
+        return None
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be 'mean' or 'min', got {reduction!r}")
+    return _core.Reduction.mean if reduction == "mean" else _core.Reduction.min
+
+
+def margin(multilabel: Any = False, reduction: Any = DEFAULT_REDUCTION) -> Rule:
+    return Rule("margin", _core.Uncertainty.margin, False, reduction=as_reduction(multilabel, reduction))
+
+
+def confidence(multilabel: Any = False, reduction: Any = DEFAULT_REDUCTION) -> Rule:
+    return Rule("confidence", _core.Uncertainty.confidence, False, reduction=as_reduction(multilabel, reduction))
+
+
+def entropy(multilabel: Any = False, reduction: Any = DEFAULT_REDUCTION) -> Rule:
+    return Rule("entropy", _core.Uncertainty.entropy, True, reduction=as_reduction(multilabel, reduction))
+
+
+def refuse_multilabel(multilabel: Any, function: str) -> None:
+    """BASE and MASE are defined for one softmax: ``multilabel=True`` is refused, saying why."""
+    if not isinstance(multilabel, (bool, np.bool_)):
+        raise TypeError(f"multilabel must be True or False, got {multilabel!r}")
+    if multilabel:
+        raise ValueError(
+            f"{function} does not take multi-label logits: BASE and MASE rank rows by their distance "
+            "to the decision boundary between the predicted class and another class of one softmax "
+            "(argmax over the classes), which independent sigmoids do not have; use select_margin, "
+            "select_confidence, select_entropy or select_cluster_margin with multilabel=True"
+        )
 
 
 def boundary(weight: Any) -> Rule:

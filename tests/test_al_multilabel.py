@@ -420,3 +420,19 @@ def test_run_reduction_suffix_needs_multilabel_data(tmp_path, capsys):
             "--budget", "5", "--rounds", "1", "--seeds", "1", "--strategies", "margin-min", "--out", str(tmp_path)]
     assert main(args) == 2
     assert "a reduction over the classes is for multi-label data" in capsys.readouterr().err
+
+
+def test_run_candidates_factor_reaches_cluster_margin(tmp_path, capsys):
+    """--candidates-factor sets cluster-margin's k_m = F x budget (its checkpoint's options) and is
+    a setting of the run: --resume with another value is refused."""
+    out = tmp_path / "res"
+    args = ["run", "--dataset", "synthetic", "--n", "300", "--dim", "4", "--classes", "3", "--initial", "20",
+            "--budget", "10", "--rounds", "1", "--seeds", "1", "--epochs", "5", "--strategies", "cluster-margin",
+            "--no-progress", "--out", str(out), "--candidates-factor", "2"]
+    assert main(args) == 0
+    ckpt = json.loads((out / "checkpoints" / "cluster-margin-seed0.json").read_text())
+    assert ckpt["config"]["strategy_options"]["candidates_factor"] == 2
+    assert json.loads((out / "results.json").read_text())["config"]["candidates_factor"] == 2
+    capsys.readouterr()
+    assert main(args[:-1] + ["3", "--resume"]) == 2
+    assert "--candidates-factor 2 (now 3)" in capsys.readouterr().err

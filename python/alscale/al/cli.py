@@ -144,6 +144,10 @@ def _add_run(sub) -> None:
     run.add_argument("--pca", type=_positive, default=None, metavar="DIMS",
                      help="cluster-margin: reduce the embeddings to DIMS dimensions before the kNN graph "
                           "(default: no reduction)")
+    run.add_argument("--candidates-factor", type=_positive, default=None, metavar="F",
+                     help="cluster-margin: its k_m candidates are the F x budget lowest-margin unlabeled rows "
+                          "(default 10, as the paper; with budgets above a tenth of the pool that is every unlabeled "
+                          "row and the margins no longer choose)")
     run.add_argument("--epochs", type=_positive, default=None, help="the most training epochs per round (linear probe: L-BFGS iterations, default 200, "
                           "1000 for the multi-label sigmoid probe; cnn: epochs, default 30)")
     run.add_argument("--partitions", type=_positive, default=10,
@@ -267,7 +271,8 @@ def _config(args: argparse.Namespace, data, names: list) -> dict:
         "mc_samples": args.mc_samples if args.model == "mlp-dropout" else None,
         "synthetic": syn if args.dataset == "synthetic" else None,
         # cluster-margin's clustering settings, only when given (earlier runs' configs lack them)
-        **{key: value for key, value in (("knn_recall", args.knn_recall), ("pca", args.pca)) if value is not None},
+        **{key: value for key, value in (("knn_recall", args.knn_recall), ("pca", args.pca),
+                                         ("candidates_factor", args.candidates_factor)) if value is not None},
     }
 
 
@@ -306,7 +311,7 @@ def _run_ranks(args: argparse.Namespace, data, names: list, config: dict, second
         if name.startswith("partitioned-"):
             return strategies.get(name, partitions=args.partitions)
         if name == "cluster-margin":
-            opts = {"knn_recall": args.knn_recall, "pca": args.pca}
+            opts = {"knn_recall": args.knn_recall, "pca": args.pca, "candidates_factor": args.candidates_factor}
             return strategies.get(name, **{k: v for k, v in opts.items() if v is not None}, **extra)
         return strategies.get(name, **extra)
 
@@ -410,6 +415,7 @@ _FLAGS = {"dataset": "--dataset", "pool": "pool rows", "test": "test rows", "cla
           "initial": "--initial", "budget": "--budget", "rounds": "--rounds", "model": "--model",
           "epochs": "--epochs", "partitions": "--partitions", "pool_size": "--pool-size", "n": "--n",
           "mc_samples": "--mc-samples", "knn_recall": "--knn-recall", "pca": "--pca",
+          "candidates_factor": "--candidates-factor",
           "dim": "--dim", "num_classes": "--classes", "imbalance": "--imbalance"}
 
 

@@ -354,9 +354,10 @@ def _run_ranks(args: argparse.Namespace, data, names: list, config: dict, second
 
     report.write_csv(out / "results.csv", records)
     write_json_atomic(out / "results.json", {"config": config, "seconds": elapsed, "records": records})
-    title = f"{data.name}, {args.model}, {args.seeds} seed{'s' if args.seeds > 1 else ''}"
-    plots = report.plot(records, names, out, title)
     model = "linear (one sigmoid per class)" if data.multilabel else args.model
+    shown = data.name.split("(")[0] if data.multilabel else data.name  # the mosaics' settings: too long
+    title = f"{shown}, {model}, {args.seeds} seed{'s' if args.seeds > 1 else ''}"
+    plots = report.plot(records, names, out, title)
     print(f"# {data.name}: pool {len(data)}, test {len(data.y_test)}, {data.num_classes} classes; model {model}; "
           f"{args.initial} initial + {args.budget} x {args.rounds} rounds; {args.seeds} seed(s); {elapsed:.0f} s")
     what = "mAP over the classes" if data.multilabel else "accuracy"

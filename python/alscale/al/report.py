@@ -91,33 +91,51 @@ def accuracy_table(records: Sequence[dict], strategies: Sequence[str], file: Tex
         print(f"{n:>8}" + "".join(cells), file=file)
 
 
-def _axes_plot(ax, stats: Dict[str, Dict[int, tuple]], strategies: Sequence[str], scale: float = 1.0) -> None:
+def _axes_plot(ax, stats: Dict[str, Dict[int, tuple]], strategies: Sequence[str], scale: float = 1.0,
+               colors: Dict[str, str] | None = None) -> None:
     for s in strategies:
         if s not in stats:
             continue
         n = np.array(sorted(stats[s]))
         mean = np.array([stats[s][k][0] for k in n]) * scale
         std = np.array([stats[s][k][1] for k in n]) * scale
-        line, = ax.plot(n, mean, marker="o", markersize=3, label=s)
+        line, = ax.plot(n, mean, marker="o", markersize=3, label=s, **({"color": colors[s]} if colors else {}))
         ax.fill_between(n, mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xlabel("labeled examples")
     ax.grid(True, alpha=0.3)
 
 
+def _minus_random(records: Sequence[dict], key: str) -> List[dict]:
+    """The records with ``key`` minus the random strategy's at the same seed and label count
+    (records without such a random record are left out)."""
+    base = {(r["seed"], r["n_labeled"]): float(r[key]) for r in records if r["strategy"] == "random"}
+    return [{**r, key: float(r[key]) - base[(r["seed"], r["n_labeled"])]} for r in records
+            if r["strategy"] != "random" and (r["seed"], r["n_labeled"]) in base]
+
+
 def plot(records: Sequence[dict], strategies: Sequence[str], out_dir: Path, title: str = "") -> List[Path]:
     """accuracy.png (test accuracy vs labels, mean ± std over seeds; a multi-label run's: map.png,
-    test mAP) and balance.png (imbalance ratio and normalized label entropy of the labeled set —
-    of its positive labels, multi-label — vs labels). Uses the Agg canvas directly: no pyplot,
-    no GUI backend."""
+    test mAP, and beside it, when random ran, each strategy's mAP minus random's of the same
+    seed, mean ± std over the seeds) and balance.png (imbalance ratio and normalized label
+    entropy of the labeled set — of its positive labels, multi-label — vs labels). Uses the Agg
+    canvas directly: no pyplot, no GUI backend."""
     metric = _metric(records)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     paths = []
-    fig = Figure(figsize=(6.4, 4.4), dpi=110)
+    paired = metric == "test_map" and any(r["strategy"] == "random" for r in records)
+    fig = Figure(figsize=(11, 4.4) if paired else (6.4, 4.4), dpi=110)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    _axes_plot(ax, summarize(records, metric), strategies, 100.0)
+    ax = fig.subplots(1, 2)[0] if paired else fig.add_subplot()
+    colors = {s: f"C{i % 10}" for i, s in enumerate(strategies)} if paired else None
+    if paired:
+        right = fig.axes[1]
+        _axes_plot(right, summarize(_minus_random(records, metric), metric), [s for s in strategies if s != "random"],
+                   100.0, colors)
+        right.axhline(0.0, color=colors["random"], linewidth=1.0)
+        right.set_ylabel("test mAP minus random's, same seed (points)")
+    _axes_plot(ax, summarize(records, metric), strategies, 100.0, colors)
     what = "mAP" if metric == "test_map" else "accuracy"
     ax.set_ylabel(f"test {what} (%)")
     ax.set_title(title or f"{what} vs labels (mean ± std over seeds)", fontsize=10)

@@ -393,6 +393,7 @@ def test_run_on_fashion_mnist_mosaics(tmp_path, capsys):
     assert (out / "map.png").read_bytes()[:4] == b"\x89PNG"
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["dataset"] == "fashion-mnist-mosaic(grid=2,n=400,n_test=200,downscale=2,seed=0)"
+    assert saved["config"]["pool"] == 400 and saved["config"]["test"] == 200 and saved["config"]["classes"] == 10
     if _kernel_has_multilabel():
         ckpt = json.loads((out / "checkpoints" / "margin-min-seed0.json").read_text())
         assert ckpt["config"]["strategy"] == "margin"

@@ -264,7 +264,7 @@ def _run_checked(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace, data, names: list) -> dict:
     syn = dict(n=args.n, dim=args.dim, num_classes=args.classes, imbalance=args.imbalance)
     return {
-        "dataset": data.name, "pool": len(data), "test": int(data.y_test.size), "classes": data.num_classes,
+        "dataset": data.name, "pool": len(data), "test": int(len(data.y_test)), "classes": data.num_classes,
         "strategies": names, "initial": args.initial, "budget": args.budget, "rounds": args.rounds,
         "seeds": args.seeds, "model": args.model, "epochs": args.epochs, "partitions": args.partitions,
         "device": args.device, "torch_threads": args.torch_threads, "pool_size": args.pool_size,

@@ -226,32 +226,57 @@ ALSCALE_HD double uncertainty_value(Uncertainty kind, const RowMax<T>& mx, T s, 
 // or confidence, the largest entropy).
 enum class Reduction : int { mean = 0, min = 1 };
 
-// tanh(t/2) for t >= 0: Cephes' tanh (a polynomial below t/2 = 0.625; above it (1 - e) / (1 + e),
-// e = exp(-t) <= 0.287, so 1 - e does not cancel).
+// expm1(x) = exp(x) - 1 for x <= 0, with exp_nonpos's reduction x = n ln2 + r and polynomial:
+// e^r - 1 taken from the polynomial before its + 1 (so nothing cancels near 0), then
+// 2^n (e^r - 1) + (2^n - 1). x is first raised to -88 (-709 for double), where 2^n is 0 and the
+// result -1; the rounding constant carries the exponent bias, so 2^n is t's low bits shifted into
+// the exponent. Within 2 ulp of the exact value.
+template <class T, class V = T, class I = UInt<T>>
+ALSCALE_HD V expm1_nonpos(V x) {
+    if constexpr (std::is_same<T, float>::value) {
+        x = x < -88.0f ? splat<V>(-88.0f) : x;
+        const V magic = splat<V>(12583039.0f);  // 1.5 * 2^23 + 127: adding it rounds to an integer
+        const V t = add(mul(x, 1.44269504088896341f), magic);
+        const V n = sub(t, magic);
+        V r = sub(x, mul(n, 0.693359375f));
+        r = add(r, mul(n, 2.12194440e-4f));
+        V y = splat<V>(1.9875691500e-4f);
+        y = add(mul(y, r), 1.3981999507e-3f);
+        y = add(mul(y, r), 8.3334519073e-3f);
+        y = add(mul(y, r), 4.1665795894e-2f);
+        y = add(mul(y, r), 1.6666665459e-1f);
+        y = add(mul(y, r), 5.0000001201e-1f);
+        y = add(mul(y, mul(r, r)), r);                // e^r - 1
+        const V p2 = bit_cast<V>(bit_cast<I>(t) << 23);  // 2^n: n + 127 in t's low bits
+        return add(mul(y, p2), sub(p2, 1.0f));
+    } else {
+        x = x < -709.0 ? splat<V>(-709.0) : x;
+        const V magic = splat<V>(6755399441056767.0);  // 1.5 * 2^52 + 1023
+        const V t = add(mul(x, 1.4426950408889634), magic);
+        const V n = sub(t, magic);
+        V r = sub(x, mul(n, 6.93145751953125e-1));
+        r = sub(r, mul(n, 1.42860682030941723212e-6));
+        const V rr = mul(r, r);
+        V p = splat<V>(1.26177193074810590878e-4);
+        p = add(mul(p, rr), 3.02994407707441961300e-2);
+        p = add(mul(p, rr), 9.99999999999999999910e-1);
+        p = mul(p, r);
+        V q = splat<V>(3.00198505138664455042e-6);
+        q = add(mul(q, rr), 2.52448340349684104192e-3);
+        q = add(mul(q, rr), 2.27265548208155028766e-1);
+        q = add(mul(q, rr), 2.00000000000000000009e0);
+        const V y = mul(2.0, div(p, sub(q, p)));         // e^r - 1
+        const V p2 = bit_cast<V>(bit_cast<I>(t) << 52);  // 2^n: n + 1023 in t's low bits
+        return add(mul(y, p2), sub(p2, 1.0));
+    }
+}
+
+// tanh(t/2) for t >= 0 as (0 - expm1(-t)) / (2 + expm1(-t)): accurate near 0 (no 1 - e cancels),
+// 1 for large t, one exponential and one division; 0 - (+0) makes t = 0 give +0, not -0.
 template <class T, class V, class I>
 ALSCALE_HD V sigmoid_margin(V t) {
-    const V x = mul(t, T(0.5));
-    const V s = mul(x, x);
-    V small;
-    if constexpr (std::is_same<T, float>::value) {
-        V p = splat<V>(-5.70498872745e-3f);
-        p = add(mul(p, s), 2.06390887954e-2f);
-        p = add(mul(p, s), -5.37397155531e-2f);
-        p = add(mul(p, s), 1.33314422036e-1f);
-        p = add(mul(p, s), -3.33332819422e-1f);
-        small = add(mul(mul(p, s), x), x);
-    } else {
-        V p = splat<V>(-9.64399179425052238628e-1);
-        p = add(mul(p, s), -9.92877231001918586564e1);
-        p = add(mul(p, s), -1.61468768441708447952e3);
-        V q = add(s, 1.12811678491632931402e2);
-        q = add(mul(q, s), 2.23548839060100448583e3);
-        q = add(mul(q, s), 4.84406305325125486048e3);
-        small = add(mul(mul(x, s), div(p, q)), x);
-    }
-    const V e = exp_nonpos<T, V, I>(-t);
-    const V big = div(sub(T(1), e), add(T(1), e));
-    return x < T(0.625) ? small : big;
+    const V em = expm1_nonpos<T, V, I>(-t);
+    return div(sub(T(0), em), add(T(2), em));
 }
 
 // max(p, 1 - p) = sigmoid(t) = 1 / (1 + exp(-t)).

@@ -39,6 +39,7 @@ __all__ = [
     "select_confidence",
     "select_entropy",
     "exp_nonpos",
+    "expm1_nonpos",
     "sigmoid_values",
     "multilabel_scores",
     "multilabel_scores_float64",
@@ -237,33 +238,57 @@ def exp_nonpos(x: np.ndarray) -> np.ndarray:
     return np.where(x < f(-708.0), f(0.0), out)
 
 
+def expm1_nonpos(x: np.ndarray) -> np.ndarray:
+    """csrc/rowmath_common.hpp expm1_nonpos: x raised to -88 (float32) / -709 (float64), exp_nonpos's
+    reduction with the bias in the rounding constant, e^r - 1 taken before the polynomial's + 1,
+    then 2^n (e^r - 1) + (2^n - 1), 2^n being t's low bits shifted into the exponent."""
+    if x.dtype == np.float32:
+        f, u = np.float32, np.uint32
+        x = np.maximum(x, f(-88.0))
+        magic = f(12583039.0)
+        t = x * f(1.44269504088896341) + magic
+        n = t - magic
+        r = x - n * f(0.693359375)
+        r = r + n * f(2.12194440e-4)
+        y = np.full_like(x, f(1.9875691500e-4))
+        for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+            y = y * r + f(c)
+        y = y * (r * r) + r
+        p2 = (t.view(u) << u(23)).view(np.float32)
+        return (y * p2 + (p2 - f(1.0))).astype(np.float32)
+    f, u = np.float64, np.uint64
+    x = np.maximum(x, f(-709.0))
+    magic = f(6755399441056767.0)
+    t = x * f(1.4426950408889634) + magic
+    n = t - magic
+    r = x - n * f(6.93145751953125e-1)
+    r = r - n * f(1.42860682030941723212e-6)
+    rr = r * r
+    p = np.full_like(x, f(1.26177193074810590878e-4))
+    p = p * rr + f(3.02994407707441961300e-2)
+    p = p * rr + f(9.99999999999999999910e-1)
+    p = p * r
+    q = np.full_like(x, f(3.00198505138664455042e-6))
+    q = q * rr + f(2.52448340349684104192e-3)
+    q = q * rr + f(2.27265548208155028766e-1)
+    q = q * rr + f(2.00000000000000000009e0)
+    y = f(2.0) * (p / (q - p))
+    p2 = (t.view(u) << u(52)).view(np.float64)
+    return y * p2 + (p2 - f(1.0))
+
+
 def sigmoid_values(z: np.ndarray, kind: str) -> np.ndarray:
-    """Per-class multi-label values of logits z (float32 or float64, finite): from t = |z|,
-    margin tanh(t/2) (Cephes tanh: a polynomial below t/2 = 0.625, else (1 - e) / (1 + e) with
-    e = exp(-t)), confidence 1 / (1 + e), entropy log1p(e) + t (e / (1 + e)) with log1p(e) as
-    2 atanh(s) = 2s (1 + s^2/3 + ...), s = e / (2 + e), to s^16/17 (float32) or s^36/37 (float64)."""
+    """Per-class multi-label values of logits z (float32 or float64, finite): from t = |z| and
+    e = exp(-t), margin tanh(t/2) = -expm1(-t) / (2 + expm1(-t)), confidence 1 / (1 + e), entropy
+    log1p(e) + t (e / (1 + e)) with log1p(e) as 2 atanh(s) = 2s (1 + s^2/3 + ...), s = e / (2 + e),
+    to s^16/17 (float32) or s^36/37 (float64)."""
     f = z.dtype.type
     t = np.abs(z)
     with np.errstate(over="ignore", invalid="ignore"):
         e = exp_nonpos(-t)
         if kind == "margin":
-            x = t * f(0.5)
-            s = x * x
-            if f is np.float32:
-                p = np.full_like(x, f(-5.70498872745e-3))
-                for c in (2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1):
-                    p = p * s + f(c)
-                small = (p * s) * x + x
-            else:
-                p = np.full_like(x, f(-9.64399179425052238628e-1))
-                for c in (-9.92877231001918586564e1, -1.61468768441708447952e3):
-                    p = p * s + f(c)
-                q = s + f(1.12811678491632931402e2)
-                for c in (2.23548839060100448583e3, 4.84406305325125486048e3):
-                    q = q * s + f(c)
-                small = (x * s) * (p / q) + x
-            big = (f(1) - e) / (f(1) + e)
-            return np.where(x < f(0.625), small, big).astype(f)
+            em = expm1_nonpos(-t)
+            return (f(0) - em) / (f(2) + em)  # 0 - em: +0 (not -0) at t = 0
         if kind == "confidence":
             return f(1) / (f(1) + e)
         if kind == "entropy":
@@ -291,8 +316,9 @@ def _lane_sum_fixed(values: np.ndarray) -> np.ndarray:
 def multilabel_scores(logits, kind: str, reduction: str = "mean", float64: bool | None = None) -> np.ndarray:
     """Multi-label scores (N,) float64, bit for bit the kernel's: per class sigmoid_values in
     float32 (16/32-bit logits) or float64 (``float64`` True, or float64 input), then "mean" =
-    the lane-order float64 sum / C, or "min" = the smallest margin / confidence, the largest
-    entropy (the most uncertain class). ``logits``: the exact values (any float dtype)."""
+    the lane-order float64 sum / C, or "min" = the value of the class with the smallest |z|, the
+    most uncertain one (the smallest margin / confidence, the largest entropy: all three are
+    monotone in |z|). ``logits``: the exact values (any float dtype)."""
     if float64 is None:
         float64 = np.asarray(logits).dtype == np.float64
     x = to_float64(logits)
@@ -303,7 +329,9 @@ def multilabel_scores(logits, kind: str, reduction: str = "mean", float64: bool 
     if reduction == "mean":
         return _lane_sum_fixed(v) / float(v.shape[1])
     if reduction == "min":
-        return (v.max(axis=1) if kind == "entropy" else v.min(axis=1)).astype(np.float64)
+        # the most uncertain class is the one with the smallest |z| (all three are monotone in
+        # |z|): the kernel computes that one class's value
+        return sigmoid_values(np.abs(z).min(axis=1, keepdims=True), kind)[:, 0].astype(np.float64)
     raise AssertionError(reduction)
 
 

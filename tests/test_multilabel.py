@@ -72,6 +72,15 @@ def test_textbook_values():
     np.testing.assert_allclose(alscale.margin_scores(z, multilabel=True, reduction="min"), [0.0, np.tanh(1.0), 0.0])
 
 
+def test_zero_logits_give_positive_zero_margins():
+    """z = ±0 gives margin +0 (not -0) on every path, so scores compare bit for bit."""
+    z = np.array([[0.0, -0.0], [-0.0, -0.0]])
+    for dtype in ("float16", "float32", "float64"):
+        for reduction in REDUCTIONS:
+            got = alscale.margin_scores(z.astype(dtype), multilabel=True, reduction=reduction)
+            assert not np.signbit(got).any(), got
+
+
 def test_multilabel_is_not_softmax():
     z = np.array([[3.0, 3.0, -4.0]])
     assert alscale.margin_scores(z)[0] == 0.0  # softmax: two tied classes

@@ -95,6 +95,29 @@ def add_commands(sub) -> None:
 
 
 DEFAULT_STRATEGIES = "random,margin,confidence,entropy,base,coreset,badge"
+#: The default strategies on a multi-label data set (the Cluster-Margin paper's comparison).
+DEFAULT_MULTILABEL_STRATEGIES = "random,margin,margin-min,cluster-margin"
+#: The strategies that score multi-label logits (one sigmoid per class), and their reductions.
+MULTILABEL_STRATEGIES = ("margin", "confidence", "entropy", "cluster-margin")
+REDUCTIONS = ("mean", "min")
+MULTILABEL_HELP = (
+    "Multi-label data (--dataset fashion-mnist-mosaic: the labels are a set of classes per row): the model is one "
+    "sigmoid per class (the linear probe with binary cross-entropy), the metric the test mAP, and margin, "
+    "confidence, entropy and cluster-margin score the sigmoids, reduced over the classes by their mean "
+    "(NAME or NAME-mean) or by the most uncertain class (NAME-min: e.g. margin-min, cluster-margin-min); "
+    "random, coreset, typiclust and probcover need no model output. Default strategies there: "
+    f"{DEFAULT_MULTILABEL_STRATEGIES}."
+)
+
+
+def multilabel_strategy(name: str) -> Optional[tuple]:
+    """(registry name, reduction) of a multi-label strategy name: ``margin`` -> (margin, mean),
+    ``margin-min`` -> (margin, min), ``cluster-margin-mean`` -> (cluster-margin, mean); None for
+    any other name."""
+    for reduction in REDUCTIONS:
+        if name.endswith("-" + reduction) and name[: -len(reduction) - 1] in MULTILABEL_STRATEGIES:
+            return name[: -len(reduction) - 1], reduction
+    return (name, "mean") if name in MULTILABEL_STRATEGIES else None
 
 
 def _add_run(sub) -> None:
@@ -109,15 +132,19 @@ def _add_run(sub) -> None:
             "continues killed runs with exactly the results an uninterrupted run gives, and "
             "results.json's 'seconds' counts the time of the checkpointed rounds only, over all "
             "sessions. A DIR that holds an earlier run's results or checkpoints is refused "
-            "unless --resume or --overwrite is given."
+            "unless --resume or --overwrite is given. " + MULTILABEL_HELP
         ),
     )
     run.add_argument("--dataset", default="fashion-mnist",
-                     help="fashion-mnist (default), npz:PATH (arrays X, y [, X_test, y_test]) or synthetic")
+                     help="fashion-mnist (default), fashion-mnist-mosaic (multi-label: 2x2 mosaics of Fashion-MNIST "
+                          "images, the label set the classes present), npz:PATH (arrays X, y [, X_test, y_test]) "
+                          "or synthetic")
     run.add_argument("--data-dir", default=None,
                      help="folder of the four Fashion-MNIST IDX .gz files (default /usr/share/datasets/fashion-mnist)")
-    run.add_argument("--strategies", default=DEFAULT_STRATEGIES,
-                     help=f"comma-separated strategy names (default {DEFAULT_STRATEGIES}); see --list")
+    run.add_argument("--strategies", default=None,
+                     help=f"comma-separated strategy names (default {DEFAULT_STRATEGIES}; on multi-label data "
+                          f"{DEFAULT_MULTILABEL_STRATEGIES}, and margin, confidence, entropy and cluster-margin take "
+                          "a reduction suffix: margin-mean, margin-min, ...); see --list")
     run.add_argument("--list", action="store_true", help="list the strategies and exit")
     run.add_argument("--initial", type=_positive, default=100, help="initial random labels (default 100)")
     run.add_argument("--budget", type=_positive, default=100, help="labels per round (default 100)")
@@ -135,7 +162,12 @@ def _add_run(sub) -> None:
     run.add_argument("--pca", type=_positive, default=None, metavar="DIMS",
                      help="cluster-margin: reduce the embeddings to DIMS dimensions before the kNN graph "
                           "(default: no reduction)")
-    run.add_argument("--epochs", type=_positive, default=None, help="the most training epochs per round (linear probe: L-BFGS iterations, default 200; cnn: epochs, default 30)")
+    run.add_argument("--candidates-factor", type=_positive, default=None, metavar="F",
+                     help="cluster-margin: its k_m candidates are the F x budget lowest-margin unlabeled rows "
+                          "(default 10, as the paper; with budgets above a tenth of the pool that is every unlabeled "
+                          "row and the margins no longer choose)")
+    run.add_argument("--epochs", type=_positive, default=None, help="the most training epochs per round (linear probe: L-BFGS iterations, default 200, "
+                          "1000 for the multi-label sigmoid probe; cnn: epochs, default 30)")
     run.add_argument("--partitions", type=_positive, default=10,
                      help="parts of the partitioned-coreset / partitioned-badge strategies (default 10)")
     run.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -158,6 +190,12 @@ def _add_run(sub) -> None:
     syn.add_argument("--dim", type=_positive, default=64, help="features (default 64)")
     syn.add_argument("--classes", type=_positive, default=10, help="classes (default 10)")
     syn.add_argument("--imbalance", type=real_at_least_one, default=10.0, help="largest / smallest class (default 10)")
+    mos = run.add_argument_group("Fashion-MNIST mosaics (--dataset fashion-mnist-mosaic; seeded, generator seed 0)")
+    mos.add_argument("--mosaics", type=_positive, default=20_000, help="pool mosaics (default 20000)")
+    mos.add_argument("--test-mosaics", type=_positive, default=4_000, help="test mosaics (default 4000)")
+    mos.add_argument("--grid", type=_positive, default=2, help="images per side of a mosaic (default 2: four images)")
+    mos.add_argument("--downscale", type=_positive, default=2,
+                     help="mean-pool the mosaics by this factor (default 2: 56x56 -> 28x28 pixels; 1 keeps them)")
     run.set_defaults(func=_run, resume_hint=_resume_command)
 
 
@@ -178,15 +216,35 @@ def _run_checked(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(strategies.describe()))
         return 0
+    multilabel = args.dataset == "fashion-mnist-mosaic"
+    if args.strategies is None:
+        args.strategies = DEFAULT_MULTILABEL_STRATEGIES if multilabel else DEFAULT_STRATEGIES
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if not names:
         raise ValueError("--strategies is empty")
-    unknown = [s for s in names if s not in strategies.available()]
+    suffixed = [s for s in names if s not in strategies.available() and multilabel_strategy(s)]
+    unknown = [s for s in names if s not in strategies.available() and s not in suffixed]
     if unknown:
         raise ValueError(f"unknown strategy {', '.join(map(repr, unknown))}; available: "
-                         f"{', '.join(strategies.available())}")
-    if len(set(names)) != len(names):
+                         f"{', '.join(strategies.available())}"
+                         + (f" (on multi-label data also {', '.join(f'{m}-min' for m in MULTILABEL_STRATEGIES)})"
+                            if multilabel else ""))
+    if suffixed and not multilabel:
+        raise ValueError(f"strategy {suffixed[0]!r}: a reduction over the classes is for multi-label data "
+                         "(--dataset fashion-mnist-mosaic); use the name without it")
+    if multilabel:
+        softmax = [s for s in names if s not in suffixed and s not in MULTILABEL_STRATEGIES
+                   and set(strategies.get_class(s).needs) - {"embeddings"}]
+        if softmax:
+            raise ValueError(f"strategy {softmax[0]!r} reads the model's outputs as one softmax (or the labels as class "
+                             f"indices), but {args.dataset} is multi-label: use random, coreset, typiclust, probcover "
+                             f"or {', '.join(MULTILABEL_STRATEGIES)} (with -mean or -min)")
+    runs = [multilabel_strategy(s) or (s, None) if multilabel else (s, None) for s in names]
+    if len(set(runs)) != len(runs):
         raise ValueError(f"--strategies repeats a name: {args.strategies}")
+    if multilabel and args.model != "linear":
+        raise ValueError(f"--model {args.model}: multi-label data trains the linear probe only (one sigmoid per "
+                         "class): use --model linear")
     from .train import check_device
 
     try:
@@ -194,7 +252,9 @@ def _run_checked(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         raise ValueError(f"--device: {err}") from None
     syn = dict(n=args.n, dim=args.dim, num_classes=args.classes, imbalance=args.imbalance)
-    data = load_dataset(args.dataset, data_dir=args.data_dir, **(syn if args.dataset == "synthetic" else {}))
+    mosaic = dict(n=args.mosaics, n_test=args.test_mosaics, grid=args.grid, downscale=args.downscale)
+    data = load_dataset(args.dataset, data_dir=args.data_dir,
+                        **(syn if args.dataset == "synthetic" else mosaic if multilabel else {}))
     if args.pool_size is not None and args.pool_size < len(data):
         data = data.subset(args.pool_size, seed=0)
     needed = args.initial + args.budget * args.rounds
@@ -222,14 +282,15 @@ def _run_checked(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace, data, names: list) -> dict:
     syn = dict(n=args.n, dim=args.dim, num_classes=args.classes, imbalance=args.imbalance)
     return {
-        "dataset": data.name, "pool": len(data), "test": int(data.y_test.size), "classes": data.num_classes,
+        "dataset": data.name, "pool": len(data), "test": int(len(data.y_test)), "classes": data.num_classes,
         "strategies": names, "initial": args.initial, "budget": args.budget, "rounds": args.rounds,
         "seeds": args.seeds, "model": args.model, "epochs": args.epochs, "partitions": args.partitions,
         "device": args.device, "torch_threads": args.torch_threads, "pool_size": args.pool_size,
         "mc_samples": args.mc_samples if args.model == "mlp-dropout" else None,
         "synthetic": syn if args.dataset == "synthetic" else None,
         # cluster-margin's clustering settings, only when given (earlier runs' configs lack them)
-        **{key: value for key, value in (("knn_recall", args.knn_recall), ("pca", args.pca)) if value is not None},
+        **{key: value for key, value in (("knn_recall", args.knn_recall), ("pca", args.pca),
+                                         ("candidates_factor", args.candidates_factor)) if value is not None},
     }
 
 
@@ -241,7 +302,7 @@ def _run_ranks(args: argparse.Namespace, data, names: list, config: dict, second
     from .. import strategies
     from . import report
     from .loop import ActiveLearningLoop, write_json_atomic
-    from .train import cnn_trainer, linear_probe, mlp_dropout_trainer
+    from .train import cnn_trainer, linear_probe, mlp_dropout_trainer, sigmoid_probe
 
     out = Path(args.out)
     ckpt_dir = out / "checkpoints"
@@ -255,17 +316,22 @@ def _run_ranks(args: argparse.Namespace, data, names: list, config: dict, second
             opts["num_threads"] = args.torch_threads
         if args.epochs:
             opts["epochs"] = args.epochs
+        if data.multilabel:
+            return sigmoid_probe(**opts)
         if args.model == "mlp-dropout":
             return mlp_dropout_trainer(mc_samples=args.mc_samples, **opts)
         return (cnn_trainer if args.model == "cnn" else linear_probe)(**opts)
 
     def make_strategy(name):
+        ml = multilabel_strategy(name) if data.multilabel else None
+        extra = {"multilabel": True, "reduction": ml[1]} if ml else {}
+        name = ml[0] if ml else name
         if name.startswith("partitioned-"):
             return strategies.get(name, partitions=args.partitions)
         if name == "cluster-margin":
-            opts = {"knn_recall": args.knn_recall, "pca": args.pca}
-            return strategies.get(name, **{k: v for k, v in opts.items() if v is not None})
-        return strategies.get(name)
+            opts = {"knn_recall": args.knn_recall, "pca": args.pca, "candidates_factor": args.candidates_factor}
+            return strategies.get(name, **{k: v for k, v in opts.items() if v is not None}, **extra)
+        return strategies.get(name, **extra)
 
     records = []
     total = len(names) * args.seeds * (args.rounds + 1)
@@ -284,14 +350,15 @@ def _run_ranks(args: argparse.Namespace, data, names: list, config: dict, second
                     seconds[key] += now - mark[0]
                     mark[0] = now
                     write_json_atomic(ckpt_dir / RUN_STATE, {"config": config, "seconds": seconds})
+                    metric = ("mAP", record["test_map"]) if "test_map" in record else ("acc", record["test_accuracy"])
                     bar.set_postfix_str(f"{name} seed {seed}: {record['n_labeled']} labels, "
-                                        f"acc {100 * record['test_accuracy']:.1f}%")
+                                        f"{metric[0]} {100 * metric[1]:.1f}%")
                     bar.update(1)
 
                 try:
                     loop = ActiveLearningLoop.resume(path, data, make_strategy(name), make_trainer(),
                                                      initial=args.initial, budget=args.budget, rounds=args.rounds,
-                                                     seed=seed, progress=advance, group=group)
+                                                     seed=seed, progress=advance, group=group, name=name)
                 except ValueError as err:
                     text = str(err)
                     if str(path) not in text:
@@ -305,15 +372,19 @@ def _run_ranks(args: argparse.Namespace, data, names: list, config: dict, second
 
     report.write_csv(out / "results.csv", records)
     write_json_atomic(out / "results.json", {"config": config, "seconds": elapsed, "records": records})
-    title = f"{data.name}, {args.model}, {args.seeds} seed{'s' if args.seeds > 1 else ''}"
+    model = "linear (one sigmoid per class)" if data.multilabel else args.model
+    shown = data.name.split("(")[0] if data.multilabel else data.name  # the mosaics' settings: too long
+    title = f"{shown}, {model}, {args.seeds} seed{'s' if args.seeds > 1 else ''}"
     plots = report.plot(records, names, out, title)
-    print(f"# {data.name}: pool {len(data)}, test {data.y_test.size}, {data.num_classes} classes; model {args.model}; "
+    print(f"# {data.name}: pool {len(data)}, test {len(data.y_test)}, {data.num_classes} classes; model {model}; "
           f"{args.initial} initial + {args.budget} x {args.rounds} rounds; {args.seeds} seed(s); {elapsed:.0f} s")
-    print("# test accuracy (%), mean ± std over seeds; * best at that label count")
+    what = "mAP over the classes" if data.multilabel else "accuracy"
+    print(f"# test {what} (%), mean ± std over seeds; * best at that label count")
     report.accuracy_table(records, names, sys.stdout)
     final = report.summarize(records, "imbalance_ratio")
     n_final = args.initial + args.budget * args.rounds
-    print("# imbalance ratio of the labeled set at " + str(n_final) + " labels: " + ", ".join(
+    print("# imbalance ratio of the labeled set" + (" (positive labels)" if data.multilabel else "") + " at "
+          + str(n_final) + " labels: " + ", ".join(
         f"{s} {final[s][n_final][0]:.2f}" for s in names if n_final in final[s]))
     print(f"# wrote {out / 'results.csv'}, {out / 'results.json'}")
     print(f"# plots: {', '.join(str(p) for p in plots)}")
@@ -398,7 +469,7 @@ def _bench_suites(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- DIR
 #: What an earlier run leaves in DIR (besides DIR/checkpoints/*.json).
-RESULT_FILES = ("results.csv", "results.json", "accuracy.png", "balance.png")
+RESULT_FILES = ("results.csv", "results.json", "accuracy.png", "map.png", "balance.png")
 #: DIR/checkpoints/RUN_STATE: the run's settings and the seconds each strategy-seed run spent in its
 #: checkpointed rounds, so that --resume checks the settings and keeps the earlier sessions' time.
 RUN_STATE = "run.json"
@@ -409,6 +480,7 @@ _FLAGS = {"dataset": "--dataset", "pool": "pool rows", "test": "test rows", "cla
           "initial": "--initial", "budget": "--budget", "rounds": "--rounds", "model": "--model",
           "epochs": "--epochs", "partitions": "--partitions", "pool_size": "--pool-size", "n": "--n",
           "mc_samples": "--mc-samples", "knn_recall": "--knn-recall", "pca": "--pca",
+          "candidates_factor": "--candidates-factor",
           "dim": "--dim", "num_classes": "--classes", "imbalance": "--imbalance"}
 
 

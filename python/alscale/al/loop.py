@@ -8,6 +8,12 @@ digests, and names the file and the field of anything wrong or edited. Arrays of
 state (cluster-margin's N cluster labels) are .npy files beside the checkpoint, named after it
 and their SHA-256 (``c.json.labels.<16 hex>.npy``), written atomically before it; the JSON
 holds ``{"npy": name, "sha256": digest}``, so the digests cover them too.
+
+Multi-label data (labels an (N, C) 0/1 matrix, :attr:`alscale.al.datasets.Dataset.multilabel`):
+the oracle reveals a row's whole label set, the model is one sigmoid per class
+(:class:`alscale.al.train.SigmoidProbe`), the metric is the test split's mean average precision
+over the classes, and the strategies are those that read the logits as independent sigmoids
+(``multilabel=True``) or read no model output at all (random, and the embedding-only ones).
 """
 
 from __future__ import annotations
@@ -43,6 +49,20 @@ _RECORD_FIELDS = {
     "epochs": "count", "train_seconds": "seconds", "select_seconds": "seconds",
     "per_class_accuracy": "fractions", "class_counts": "counts",
 }
+#: The fields of a round's record on multi-label data: the test split's mean average precision
+#: over the classes with a positive (``test_map``) and each class's AP (NaN: no positive);
+#: ``class_counts`` and the balance fields count the positive labels of each class, ``positives``
+#: their total.
+_MULTILABEL_RECORD_FIELDS = {
+    "strategy": "str", "seed": "int", "round": "int", "n_labeled": "int",
+    "test_map": "fraction", "positives": "count",
+    "empty_classes": "count", "imbalance_ratio": "ratio", "label_entropy": "fraction",
+    "batch_empty_classes": "count", "batch_imbalance_ratio": "ratio", "batch_label_entropy": "fraction",
+    "epochs": "count", "train_seconds": "seconds", "select_seconds": "seconds",
+    "per_class_ap": "fractions", "class_counts": "counts",
+}
+#: What a strategy may read without treating the logits as one softmax.
+_OUTPUT_FREE = frozenset({"embeddings"})
 
 
 #: The name of an array file beside checkpoint ``c.json``: ``c.json.<key>.<16 hex>.npy``.
@@ -178,6 +198,15 @@ class ActiveLearningLoop:
         the selection is global and exact, identical on every rank (strategies that are not
         ``shardable`` score the whole pool on every rank). Only rank 0 writes the checkpoint and
         calls ``progress``; the records are the same as one process's.
+    name : str, optional
+        The name the records carry (``record["strategy"]``); default the strategy's name. It
+        tells apart runs of one strategy with other options (``alscale run``'s ``margin-min``).
+
+    On multi-label data (``dataset.multilabel``) the trainer must be a multi-label one
+    (:func:`alscale.al.train.sigmoid_probe`) and the strategy multi-label (``multilabel=True``:
+    margin, confidence, entropy, cluster-margin) or free of the model's outputs (random,
+    coreset, typiclust, probcover); the records hold ``test_map`` and ``per_class_ap`` instead
+    of the accuracies (:data:`_MULTILABEL_RECORD_FIELDS`).
 
     Examples
     --------
@@ -203,10 +232,16 @@ class ActiveLearningLoop:
         checkpoint: Optional[Union[str, Path]] = None,
         progress: Optional[Callable[[dict], None]] = None,
         group: Any = None,
+        name: Optional[str] = None,
     ) -> None:
         self.dataset = dataset
         self.strategy = get(strategy) if isinstance(strategy, str) else strategy
         self.trainer = trainer
+        if name is not None and not (isinstance(name, str) and name):
+            raise TypeError(f"name must be a non-empty string, got {name!r}")
+        self.name = name if name is not None else self.strategy.name
+        self.multilabel = bool(getattr(dataset, "multilabel", False))
+        self._check_multilabel()
         n = len(dataset)
         self.initial = as_int(initial, "initial", minimum=1)
         self.budget = as_int(budget, "budget", minimum=1)
@@ -225,6 +260,37 @@ class ActiveLearningLoop:
         self.labeled_order: np.ndarray = np.zeros(0, dtype=np.int64)  # rows in the order labeled
         self.records: List[Dict[str, Any]] = []
         self._setup_done = False
+
+    def _check_multilabel(self) -> None:
+        """A ValueError when the strategy reads the model's outputs as the other kind of labels:
+        a softmax strategy (BASE, BADGE, ...) on multi-label data, or a multi-label one on
+        single-label data."""
+        strategy = self.strategy
+        reads_outputs = bool(set(strategy.needs) - _OUTPUT_FREE)
+        sigmoid = bool(getattr(strategy, "multilabel", False))
+        if self.multilabel and reads_outputs and not sigmoid:
+            can = f": give it multilabel=True (alscale.strategies.get({strategy.name!r}, multilabel=True))" \
+                if "multilabel" in strategy.option_defaults() else ""
+            raise ValueError(f"strategy {strategy.name!r} reads the model's outputs as one softmax (or the labels as "
+                             f"class indices), but {self.dataset.name} is multi-label{can}")
+        if sigmoid and not self.multilabel:
+            raise ValueError(f"strategy {strategy.name!r} has multilabel=True, but {self.dataset.name} is single-label "
+                             "(one class per row)")
+        trainer_kind = getattr(self.trainer, "multilabel", None)
+        if isinstance(trainer_kind, bool) and trainer_kind != self.multilabel:
+            raise ValueError(f"{type(self.trainer).__name__} trains on {'multi' if trainer_kind else 'single'}-label "
+                             f"data, but {self.dataset.name} is {'multi' if self.multilabel else 'single'}-label"
+                             + (": use alscale.al.train.sigmoid_probe" if self.multilabel else ""))
+
+    def _record_fields(self) -> dict:
+        return _MULTILABEL_RECORD_FIELDS if self.multilabel else _RECORD_FIELDS
+
+    def _label_counts(self, rows: np.ndarray) -> np.ndarray:
+        """Labels of each class among ``rows`` (multi-label: positives), shape (C,) int64."""
+        y = self.dataset.y[rows]
+        if self.multilabel:
+            return y.sum(axis=0, dtype=np.int64)
+        return metrics.class_counts(y, self.dataset.num_classes)
 
     # ------------------------------------------------------------------ config / state
     def config(self) -> dict:
@@ -382,7 +448,7 @@ class ActiveLearningLoop:
             raise ValueError(f"{where}: 'strategy_state' must be a JSON object")
         self._check_digests(where, state)
         for r, record in enumerate(records):
-            counts = np.bincount(self.dataset.y[order[: record["n_labeled"]]], minlength=self.dataset.num_classes)
+            counts = self._label_counts(order[: record["n_labeled"]])
             if record["class_counts"] != counts.tolist():
                 raise ValueError(f"{where}: record {r}'s 'class_counts' do not match the labels of its "
                                  f"{record['n_labeled']} labeled rows")
@@ -399,17 +465,18 @@ class ActiveLearningLoop:
     def _check_record(self, where: str, r: int, record: Any) -> None:
         if not isinstance(record, dict):
             raise ValueError(f"{where}: record {r} is not a JSON object")
-        expected = {"strategy": self.strategy.name, "seed": self.seed, "round": r,
+        expected = {"strategy": self.name, "seed": self.seed, "round": r,
                     "n_labeled": self.initial + self.budget * r}
         wrong = {k: record.get(k, "missing") for k, v in expected.items()
                  if record.get(k, "missing") != v or type(record.get(k)) is not type(v)}
         if wrong:
             raise ValueError(f"{where}: record {r} has {wrong}, expected {expected}")
-        missing = sorted(set(_RECORD_FIELDS) - set(record))
-        extra = sorted(set(record) - set(_RECORD_FIELDS), key=str)
+        fields = self._record_fields()
+        missing = sorted(set(fields) - set(record))
+        extra = sorted(set(record) - set(fields), key=str)
         if missing or extra:
             raise ValueError(f"{where}: record {r} " + (f"lacks {missing}" if missing else f"has unknown fields {extra}"))
-        for key, kind in _RECORD_FIELDS.items():
+        for key, kind in fields.items():
             problem = _field_problem(kind, record[key], self.dataset.num_classes)
             if problem:
                 raise ValueError(f"{where}: record {r}: '{key}' {problem}, got {_short(record[key])}")
@@ -501,6 +568,8 @@ class ActiveLearningLoop:
         t0 = time.perf_counter()
         info = self.trainer.fit(labeled, seed=int(_round_rng(self.seed, r, 1).integers(2**62)))
         t1 = time.perf_counter()
+        if self.multilabel:
+            return self._multilabel_record(r, labeled, info, t1 - t0)
         if hasattr(self.trainer, "logits"):  # chunk by chunk: never the test split's N x C logits
             pred = np.concatenate([c.argmax(axis=1) for c in self.trainer.logits("test")] or [np.zeros(0, np.int64)])
         else:
@@ -510,7 +579,7 @@ class ActiveLearningLoop:
         counts = metrics.class_counts(data.y[labeled], data.num_classes)
         batch_counts = metrics.class_counts(data.y[batch], data.num_classes)
         record: Dict[str, Any] = {
-            "strategy": self.strategy.name,
+            "strategy": self.name,
             "seed": self.seed,
             "round": r,
             "n_labeled": int(labeled.size),
@@ -524,6 +593,35 @@ class ActiveLearningLoop:
             "class_counts": counts.tolist(),
         }
         return record
+
+    def _multilabel_record(self, r: int, labeled: np.ndarray, info: dict, seconds: float) -> Dict[str, Any]:
+        """A round's record on multi-label data: the test split's average precision per class
+        (from the logits, whose order is the sigmoids') and its mean, and the positive labels
+        of each class in the labeled set and in the batch just added."""
+        data = self.dataset
+        if hasattr(self.trainer, "logits"):
+            chunks = list(self.trainer.logits("test"))
+            scores = np.concatenate(chunks) if chunks else np.zeros((0, data.num_classes), np.float32)
+        else:
+            scores = self.trainer.predict("test")[0]
+        ap = metrics.average_precision(scores, data.y_test)
+        present = ap[~np.isnan(ap)]
+        batch = labeled if r == 0 else labeled[self.initial + (r - 1) * self.budget :]
+        counts, batch_counts = self._label_counts(labeled), self._label_counts(batch)
+        return {
+            "strategy": self.name,
+            "seed": self.seed,
+            "round": r,
+            "n_labeled": int(labeled.size),
+            "test_map": float(present.mean()) if present.size else float("nan"),
+            "positives": int(counts.sum()),
+            **metrics.balance(counts),
+            **{f"batch_{k}": v for k, v in metrics.balance(batch_counts).items()},
+            "epochs": info.get("epochs", 0),
+            "train_seconds": seconds,
+            "per_class_ap": ap.tolist(),
+            "class_counts": counts.tolist(),
+        }
 
     def _pool_view(self, labeled: np.ndarray, chunked: bool = True, round_index: int = 0) -> PoolView:
         """What the strategy needs on the pool. Logits come as the trainer's chunk source

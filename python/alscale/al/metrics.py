@@ -1,5 +1,6 @@
 """Metrics, numpy only: the per-round metrics of an active-learning run (accuracy and the balance
-of the labeled set) and the agreement of two clusterings (adjusted Rand index).
+of the labeled set; for multi-label data, average precision per class and its mean, mAP) and
+the agreement of two clusterings (adjusted Rand index).
 
 Everything is a bincount over labels (O(N)); no per-sample Python.
 """
@@ -10,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["adjusted_rand_index", "accuracy", "balance", "class_counts", "per_class_accuracy"]
+__all__ = ["adjusted_rand_index", "accuracy", "average_precision", "balance", "class_counts", "mean_average_precision",
+           "per_class_accuracy"]
 
 
 def accuracy(predictions: Any, labels: Any) -> float:
@@ -120,6 +122,87 @@ def balance(counts: Any) -> dict:
         "label_entropy": entropy,
     }
 
+
+
+def _label_matrix(labels: Any, shape: tuple) -> np.ndarray:
+    """An (N, C) 0/1 label matrix as bool: integer or bool (or floats holding 0 and 1) only."""
+    y = np.asarray(labels)
+    if y.shape != shape:
+        raise ValueError(f"labels have shape {y.shape} but scores have shape {shape}")
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"labels must be a 0/1 matrix, got dtype {y.dtype}")
+    if y.size and not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must hold only 0 and 1 (one column per class)")
+    return y.astype(bool)
+
+
+def average_precision(scores: Any, labels: Any) -> np.ndarray:
+    """Average precision of each class (column) over the rows, shape (C,); NaN for a class
+    with no positive row.
+
+    The ranking is by score, largest first; AP = Σ_k (R_k − R_{k−1}) · P_k over the distinct
+    score values k (the thresholds, largest first), with P_k and R_k the precision and recall
+    of the rows scoring at least the k-th value — tied rows enter together, so their order
+    does not matter. This is scikit-learn's ``average_precision_score`` (no interpolation).
+
+    Parameters
+    ----------
+    scores : array_like, shape (N, C) or (N,)
+        Real scores (e.g. logits or probabilities: only their order counts), finite.
+    labels : array_like, same shape, 0/1
+
+    Examples
+    --------
+    >>> from alscale.al.metrics import average_precision
+    >>> average_precision([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0]).round(4).tolist()   # (1 + 2/3) / 2
+    [0.8333]
+    >>> average_precision([[0.5, 1.0], [0.5, 2.0]], [[1, 0], [0, 0]]).tolist()    # a tie; no positive
+    [0.5, nan]
+    """
+    s = np.asarray(scores)
+    if s.ndim == 1:
+        return average_precision(s[:, None], np.asarray(labels).reshape(-1, 1) if np.ndim(labels) == 1 else labels)
+    if s.ndim != 2:
+        raise ValueError(f"scores must be (N, C) or (N,), got shape {s.shape}")
+    if s.dtype.kind not in "biuf":
+        raise TypeError(f"scores must be real numbers, got dtype {s.dtype}")
+    y = _label_matrix(labels, s.shape)
+    if s.size and not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or inf")
+    n, c = s.shape
+    out = np.full(c, np.nan)
+    step = max(1, (1 << 22) // max(1, n))  # columns per block: ~4M entries of work arrays
+    for first in range(0, c, step):
+        block = slice(first, min(c, first + step))
+        order = np.argsort(-s[:, block].astype(np.float64), axis=0, kind="stable")
+        ss = np.take_along_axis(s[:, block], order, axis=0)
+        tp = np.cumsum(np.take_along_axis(y[:, block], order, axis=0), axis=0, dtype=np.int64)
+        last = np.ones_like(ss, dtype=bool)  # the last row of each run of tied scores: a threshold
+        last[:-1] = ss[:-1] != ss[1:]
+        at = np.where(last, tp, 0)
+        before = np.zeros_like(at)  # true positives at the previous threshold
+        before[1:] = np.maximum.accumulate(at, axis=0)[:-1]
+        precision = tp / np.arange(1, n + 1, dtype=np.float64)[:, None]
+        positives = tp[-1] if n else np.zeros(block.stop - first, dtype=np.int64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ap = (np.where(last, (tp - before) * precision, 0.0)).sum(axis=0) / positives
+        out[block] = np.where(positives > 0, ap, np.nan)
+    return out
+
+
+def mean_average_precision(scores: Any, labels: Any) -> float:
+    """mAP: the mean of :func:`average_precision` over the classes with at least one positive
+    row (NaN if none has one) — the Cluster-Margin paper's metric on Open Images.
+
+    Examples
+    --------
+    >>> from alscale.al.metrics import mean_average_precision
+    >>> mean_average_precision([[3, 1], [2, 2], [1, 3]], [[1, 0], [0, 0], [1, 1]])   # (1 + 2/3)/2 and 1
+    0.9166666666666666
+    """
+    ap = average_precision(scores, labels)
+    ap = ap[~np.isnan(ap)]
+    return float(ap.mean()) if ap.size else float("nan")
 
 
 def adjusted_rand_index(a: Any, b: Any) -> float:

@@ -3,7 +3,7 @@
 HYPOTHESIS_PROFILE=ci (the default) keeps the whole suite to a few minutes on two cores and
 draws the same examples on every run (derandomized: CI never fails by chance on a case no one
 can reproduce); HYPOTHESIS_PROFILE=dev runs many more examples, freshly drawn each time. Shared strategies and helpers are in
-tests/strategies.py, the numpy references in tests/reference.py.
+tests/hypotheses.py (hypothesis strategies: not to be confused with the AL strategies of alscale.strategies), the numpy references in tests/reference.py.
 """
 
 import os

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import alscale
 import reference as ref
-from strategies import (THREADS, assert_same_indices, budgets, excludes, logits, result_numpy,
+from hypotheses import (THREADS, assert_same_indices, budgets, excludes, logits, result_numpy,
                         weights)
 
 SELECT = {

@@ -15,7 +15,7 @@ import alscale
 import reference as ref
 from alscale import _core
 from alscale._backend.arrays import inverse_norms
-from strategies import assert_same_indices, selection_cases
+from hypotheses import assert_same_indices, selection_cases
 
 def large_b_cases(max_n=400, max_c=120):
     return selection_cases(max_n, max_c)

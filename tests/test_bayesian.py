@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 import alscale
 from alscale import _core
-from strategies import SEEDS, assert_same_indices, examples
+from hypotheses import SEEDS, assert_same_indices, examples
 
 # --------------------------------------------------------------------------- references
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import alscale
 import reference as ref
-from strategies import SEEDS, excludes
+from hypotheses import SEEDS, excludes
 
 
 @given(seed=SEEDS, n=st.integers(1, 400), c=st.integers(1, 6), k=st.integers(1, 40), data=st.data(),

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import alscale
 from alscale import _core
 from alscale import coldstart as cs
-from strategies import SEEDS, examples
+from hypotheses import SEEDS, examples
 
 # --------------------------------------------------------------------------- references
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import alscale
 import reference as ref
 import ranks
-from strategies import SEEDS, examples, make_values, own_topk
+from hypotheses import SEEDS, examples, make_values, own_topk
 
 WORLD = 3
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import alscale
 import reference as ref
-from strategies import assert_same_indices, examples
+from hypotheses import assert_same_indices, examples
 
 
 def _embeddings(rng, n, d, mode, dtype):

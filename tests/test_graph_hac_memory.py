@@ -17,7 +17,7 @@ from scipy.sparse import coo_matrix
 import alscale
 import reference as ref
 from alscale import _core
-from strategies import SEEDS, examples
+from hypotheses import SEEDS, examples
 
 VALUES = np.array([0.25, 0.5, 0.75, 1.0, 1.25, -0.5, 0.0], np.float32)  # few values: ties everywhere
 

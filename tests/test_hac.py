@@ -14,7 +14,7 @@ from scipy.spatial.distance import pdist
 
 import alscale
 import reference as ref
-from strategies import SEEDS, examples
+from hypotheses import SEEDS, examples
 
 METRICS = ("euclidean", "sqeuclidean", "cosine")
 HEIGHT_RTOL = 2e-5  # float32 distances against scipy's float64

@@ -14,7 +14,7 @@ import alscale
 import reference as ref
 from alscale import _core
 from alscale._backend import arrays
-from strategies import SEEDS, assert_same_indices, make_values, weights
+from hypotheses import SEEDS, assert_same_indices, make_values, weights
 
 
 @pytest.fixture

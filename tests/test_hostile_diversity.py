@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import alscale
 import reference as ref
 from alscale import _core
-from strategies import SEEDS, assert_same_indices, examples
+from hypotheses import SEEDS, assert_same_indices, examples
 
 
 class FakeDeviceArray:

@@ -14,7 +14,7 @@ from scipy.sparse import coo_matrix
 
 import alscale
 import reference as ref
-from strategies import SEEDS, examples
+from hypotheses import SEEDS, examples
 
 
 def assert_usable_by_scipy(z: np.ndarray) -> None:

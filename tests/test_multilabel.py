@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import alscale
 import reference as ref
-from strategies import (SEEDS, THREADS, assert_same_bits, assert_same_indices, budgets, examples, excludes, logits,
+from hypotheses import (SEEDS, THREADS, assert_same_bits, assert_same_indices, budgets, examples, excludes, logits,
                         make_values, result_numpy, scores_numpy)
 
 KINDS = ("margin", "confidence", "entropy")

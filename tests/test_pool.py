@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import alscale
 import reference as ref
 from alscale.pool import release_pages
-from strategies import SEEDS, examples, make_values, own_topk
+from hypotheses import SEEDS, examples, make_values, own_topk
 
 RANKED = ["select_margin", "select_confidence", "select_entropy", "select_boundary"]
 

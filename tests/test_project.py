@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import alscale
 import reference as ref
 from alscale.project import STRATEGIES, ActiveLearner, format_status, read_label_studio, register
-from strategies import examples
+from hypotheses import examples
 
 LIBRARY = {  # the library call each strategy must equal, given the labeled mask
     "random": lambda x, z, w, cl, b, lab, seed: alscale.select_random(len(x), b, exclude=lab, seed=seed),

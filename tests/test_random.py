@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import alscale
 import reference as ref
-from strategies import budgets, excludes
+from hypotheses import budgets, excludes
 
 
 @given(data=st.data(), seed=st.integers(0, 2**32 - 1))

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import reference as ref
-from strategies import SEEDS, excludes, make_values
+from hypotheses import SEEDS, excludes, make_values
 
 INF = math.inf
 

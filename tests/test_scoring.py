@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import alscale
 import reference as ref
-from strategies import THREADS, assert_same_bits, logits, scores_numpy, weights
+from hypotheses import THREADS, assert_same_bits, logits, scores_numpy, weights
 
 UNCERTAINTY = {
     "margin": (alscale.margin_scores, ref.margin_scores),

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import alscale
 import reference as ref
-from strategies import (SEEDS, assert_same_indices, budgets, examples, excludes, logits,
+from hypotheses import (SEEDS, assert_same_indices, budgets, examples, excludes, logits,
                         result_numpy, to_kind, weights)
 
 BalancedSelector = alscale.BalancedSelector

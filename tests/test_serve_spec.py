@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import alscale
 import reference as ref
 from alscale import _core
-from strategies import assert_same_indices, selection_cases
+from hypotheses import assert_same_indices, selection_cases
 
 
 

@@ -9,7 +9,7 @@ import alscale
 import reference as ref
 from alscale import strategies
 from alscale.strategies import PoolView, Strategy
-from strategies import assert_same_indices
+from hypotheses import assert_same_indices
 
 ALL = ("random", "balanced-random", "margin", "confidence", "entropy", "mase", "base", "coreset", "badge",
        "partitioned-coreset", "partitioned-badge", "cluster-margin")

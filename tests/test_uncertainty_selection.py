@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import alscale
 import reference as ref
-from strategies import (SEEDS, THREADS, assert_same_indices, budgets, excludes, logits,
+from hypotheses import (SEEDS, THREADS, assert_same_indices, budgets, excludes, logits,
                         make_values, result_numpy, scores_numpy)
 
 RULES = {

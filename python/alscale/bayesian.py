@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._backend.arrays import Exclusion, Logits, _is_torch, as_budget, as_int, as_logits, as_seed, as_threads
+from ._backend.arrays import Exclusion, Logits, is_torch, as_budget, as_int, as_logits, as_seed, as_threads
 
 __all__ = [
     "MCScores",
@@ -61,7 +61,7 @@ def _kind(kind: str):
 
 
 def _sample(x: Any, t: int) -> Logits:
-    if isinstance(x, np.ndarray) or _is_torch(x):
+    if isinstance(x, np.ndarray) or is_torch(x):
         if len(x.shape) != 2:
             raise ValueError(f"samples[{t}] must be 2-D (rows, classes), got shape {tuple(x.shape)}")
     return as_logits(x, name=f"samples[{t}]")
@@ -139,7 +139,7 @@ def _scores(samples: Any, kind: str, probabilities: bool, num_threads: Any):
     streaming state for an iterable over T."""
     threads = as_threads(num_threads)
     code = _kind(kind)
-    if isinstance(samples, np.ndarray) or _is_torch(samples):
+    if isinstance(samples, np.ndarray) or is_torch(samples):
         if len(samples.shape) != 3:
             hint = (" (one deterministic output: pass logits[None], T = 1)" if len(samples.shape) == 2 else "")
             raise ValueError(f"samples must be 3-D (T samples, rows, classes) or an iterable over T of (rows, classes) "
@@ -306,12 +306,12 @@ def select_power(scores: Any, budget: Any, *, beta: float = 1.0, seed: Any = Non
     [1, 2, 3]
     """
     wrap = None
-    if _is_torch(scores):
+    if is_torch(scores):
         if scores.device.type != "cpu":
             raise ValueError("scores must be a CPU tensor (select_power has no GPU kernel)")
-        from ._backend.arrays import _torch_wrap
+        from ._backend.arrays import torch_wrap
 
-        wrap, scores = _torch_wrap, scores.detach().cpu().numpy()
+        wrap, scores = torch_wrap, scores.detach().cpu().numpy()
     s = np.asarray(scores)
     if s.ndim != 1:
         raise ValueError(f"scores must be 1-D (one per row), got shape {s.shape}")
@@ -389,7 +389,7 @@ def _probabilities(samples: Any, probabilities: bool, rows: np.ndarray | None) -
     """(n, T, C) float64 probabilities of ``rows`` (all rows when None), checked by the kernel's
     rules (finite logits; or finite, non-negative probabilities summing to 1 within 1e-3), and
     the wrap of the first sample."""
-    if isinstance(samples, np.ndarray) or _is_torch(samples):
+    if isinstance(samples, np.ndarray) or is_torch(samples):
         if len(samples.shape) != 3:
             raise ValueError(f"samples must be 3-D (T, rows, classes) or an iterable over T, got shape "
                              f"{tuple(samples.shape)}")
@@ -481,11 +481,11 @@ def select_batchbald(samples: Any, budget: Any, *, probabilities: bool = False, 
     m_max = as_int(num_samples, "num_samples", minimum=1)
     rng = np.random.default_rng(as_seed(seed))
     if candidates is not None:
-        if not (isinstance(samples, (list, tuple)) or isinstance(samples, np.ndarray) or _is_torch(samples)):
+        if not (isinstance(samples, (list, tuple)) or isinstance(samples, np.ndarray) or is_torch(samples)):
             raise ValueError("candidates= reads the samples twice (BALD first): pass a (T, N, C) array or a list")
         nc = as_int(candidates, "candidates", minimum=1)
         rows = np.sort(select_bald(samples, nc, probabilities=probabilities, exclude=exclude, num_threads=threads))
-        rows = np.asarray(rows.numpy() if _is_torch(rows) else rows, dtype=np.int64)
+        rows = np.asarray(rows.numpy() if is_torch(rows) else rows, dtype=np.int64)
         p, wrap = _probabilities(samples, probabilities, rows)
     else:
         p, wrap = _probabilities(samples, probabilities, None)

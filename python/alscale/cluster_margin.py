@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from . import _backend
-from ._backend.arrays import _host_numpy, as_budget, as_int, as_seed, real_matrix
+from ._backend.arrays import host_numpy, as_budget, as_int, as_seed, real_matrix
 
 __all__ = ["cluster_embeddings", "select_cluster_margin"]
 
@@ -88,7 +88,7 @@ def select_cluster_margin(logits: Any, clusters: Any, budget: Any, *, candidates
 
 
 def _labels(clusters: Any) -> np.ndarray:
-    labels = _host_numpy(getattr(clusters, "labels", clusters), "clusters")
+    labels = host_numpy(getattr(clusters, "labels", clusters), "clusters")
     if labels.ndim != 1:
         raise ValueError(f"clusters must be 1-D (one label per row), got shape {labels.shape}")
     if labels.size and labels.dtype.kind not in "iu":

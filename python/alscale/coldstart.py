@@ -18,8 +18,8 @@ import numpy as np
 
 from . import _core
 from ._backend import host_only
-from ._backend.arrays import as_budget, as_exclude, as_int, as_threads, check_random_state, unit_rows
-from .diversity import _wrap_like, as_embeddings
+from ._backend.arrays import (as_budget, as_embeddings, as_exclude, as_int, as_threads, check_random_state, unit_rows,
+                              wrap_like)
 from .hac import _knn
 
 __all__ = ["probcover_delta", "select_probcover", "select_typiclust"]
@@ -141,7 +141,7 @@ def select_typiclust(embeddings: Any, budget: Any, *, labeled: Any = None, neigh
              kmeans_labels(unit, int(lab.sum()) + b, check_random_state(seed).integers(2**31 - 1), threads))
     else:
         c = _clusters(clusters, n)
-    return _wrap_like(embeddings, typiclust_picks(unit, c, lab, b, kk, threads))
+    return wrap_like(embeddings, typiclust_picks(unit, c, lab, b, kk, threads))
 
 
 def typiclust_picks(unit: np.ndarray, clusters: np.ndarray, labeled: np.ndarray, budget: int, k: int,
@@ -404,7 +404,7 @@ def select_probcover(embeddings: Any, budget: Any, *, labeled: Any = None, delta
     if delta is None:
         d = _purity_delta(idx, dist, _clustering(unit, clusters, num_classes, rng, threads), p)
     indptr, members = balls(idx, dist, d)
-    return _wrap_like(embeddings, coverage_picks(indptr, members, lab, b, rng, threads))
+    return wrap_like(embeddings, coverage_picks(indptr, members, lab, b, rng, threads))
 
 
 def coverage_picks(indptr: np.ndarray, members: np.ndarray, labeled: np.ndarray, budget: int,

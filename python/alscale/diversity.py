@@ -3,7 +3,6 @@ gradient embeddings), plain and partitioned. Validate, convert once, one native 
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from typing import Any
@@ -11,57 +10,14 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._backend.arrays import (_is_torch, _torch_wrap, as_budget, as_exclude, as_int, as_logits, as_threads,
-                              check_finite_rows, check_random_state, real_matrix)
+from ._backend.arrays import (as_budget, as_embeddings, as_exclude, as_int, as_logits, as_threads, check_random_state,
+                              wrap_like)
 from ._backend import host_only
 
 __all__ = ["select_badge", "select_coreset"]
 
 
 _NON_FINITE = re.compile(r"logits contain NaN or inf at row (\d+)$")
-
-
-def as_embeddings(embeddings: Any, rows: int | None = None, name: str = "embeddings") -> np.ndarray:
-    """A finite (N, D) float32/float64 C-contiguous numpy array, N >= 1 and D >= 1, holding the
-    values exactly: 16-bit floats (torch's bfloat16 included) and 8/16-bit integers become
-    float32, 32/64-bit integers float64 (refused beyond 2^53, where float64 would round them)."""
-    z = real_matrix(embeddings, name, "rows")
-    if rows is not None and z.shape[0] != rows:
-        raise ValueError(f"{name} have {z.shape[0]} rows but the pool has {rows}")
-    if z.shape[0] == 0:
-        raise ValueError(f"{name} have no rows: the pool is empty")
-    if z.shape[1] == 0:
-        raise ValueError(f"{name} have no features: shape {tuple(z.shape)}")
-    wide = z.dtype == np.float64 or (z.dtype.kind in "iu" and z.dtype.itemsize >= 4)
-    if z.dtype.kind in "iu" and z.dtype.itemsize == 8 and (z.max() > 2**53 or z.min() < -(2**53)):
-        raise ValueError(f"{name} hold integers beyond 2^53, which float64 cannot represent exactly; "
-                         "convert them to floating point yourself")
-    z = np.ascontiguousarray(z, dtype=np.float64 if wide else np.float32)
-    check_finite_rows(z, f"{name} contain NaN or inf")
-    return _in_range(z)
-
-
-def _in_range(z: np.ndarray) -> np.ndarray:
-    """float64 embeddings so large (or small) that squared distances summed over the pool would
-    overflow (or underflow) float64, scaled by an exact power of two: every distance scales by
-    the same power of four, so every pick (a comparison or a ratio of them) is unchanged.
-    float32 values cannot get there (the kernels compute in float64)."""
-    if z.dtype != np.float64:
-        return z
-    top = max(float(z.max()), -float(z.min()))
-    if top == 0.0:
-        return z
-    exponent = int(np.frexp(top)[1])  # top = m * 2^exponent, 0.5 <= m < 1
-    # A squared distance is at most 4·D·top², a row's gradient distance 8·D·top², the D² total
-    # N times that: keep it below 2^1000; below 2^-400 squares start to lose bits.
-    bits = 2 * exponent + math.log2(8.0 * z.shape[1] * z.shape[0])
-    if bits <= 1000 and exponent >= -400:
-        return z
-    return np.ldexp(z, -exponent)
-
-
-def _wrap_like(x: Any, result: np.ndarray):
-    return _torch_wrap(result) if _is_torch(x) else result
 
 
 def _partitioned(available: np.ndarray, budget: int, partitions: int, rng: np.random.Generator, pick):
@@ -155,14 +111,14 @@ def select_coreset(
     available = np.flatnonzero(~blocked)
     k = min(k, available.size)  # a huge budget is all of them
     if P == 1 or available.size == 0:
-        return _wrap_like(embeddings, _core.select_coreset(z, centers, ex, k, threads))
+        return wrap_like(embeddings, _core.select_coreset(z, centers, ex, k, threads))
     zc = z[centers]
 
     def part(rows: np.ndarray, q: int) -> np.ndarray:  # the part's rows, then the centers
         sub = np.concatenate([z[rows], zc])
         return _core.select_coreset(sub, np.arange(rows.size, sub.shape[0], dtype=np.int64), None, q, threads)
 
-    return _wrap_like(embeddings, _partitioned(available, k, P, rng, part))
+    return wrap_like(embeddings, _partitioned(available, k, P, rng, part))
 
 
 def select_badge(

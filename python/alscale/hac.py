@@ -19,7 +19,7 @@ from . import _core
 from ._backend import device as _gpu
 from ._backend import host_only
 from ._backend.arrays import (
-    _host_numpy,
+    host_numpy,
     as_float32_points,
     as_int,
     as_points,
@@ -272,7 +272,7 @@ def hac_average_graph(graph: Any, *, threshold: Any = None, n_clusters: Any = No
             raise ValueError("a graph tuple must be (indices, similarities)")
         host_only(graph[0], "hac_average_graph", "indices")
         host_only(graph[1], "hac_average_graph", "similarities")
-        idx, sim = _host_numpy(graph[0], "indices"), _host_numpy(graph[1], "similarities")
+        idx, sim = host_numpy(graph[0], "indices"), host_numpy(graph[1], "similarities")
         if idx.ndim != 2 or sim.shape != idx.shape:
             raise ValueError(f"indices and similarities must both be (N, k), got {idx.shape} and {sim.shape}")
         if idx.dtype.kind not in "iu":

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._backend.arrays import _host_numpy, _is_torch, as_int, check_finite_rows
+from ._backend.arrays import host_numpy, is_torch, as_int, check_finite_rows
 from ._backend.chunks import ChunkedArray, default_chunk_rows, release_pages
 
 __all__ = ["chunked", "logits_from_embeddings", "ChunkedArray", "EmbeddingLogits", "release_pages"]
@@ -63,11 +63,11 @@ class EmbeddingLogits:
                 "(or compute the logits chunk by chunk yourself and pass an iterable of chunks)"
             ) from err
 
-        if not _is_torch(embeddings) and not isinstance(embeddings, np.ndarray):
+        if not is_torch(embeddings) and not isinstance(embeddings, np.ndarray):
             embeddings = np.asarray(embeddings)
         if len(embeddings.shape) != 2:
             raise ValueError(f"embeddings must be 2-D (rows, dims), got shape {tuple(embeddings.shape)}")
-        w64 = np.asarray(_host_numpy(weight, "weight"))
+        w64 = np.asarray(host_numpy(weight, "weight"))
         if w64.ndim != 2 or w64.shape[1] != embeddings.shape[1] or w64.shape[0] == 0:
             raise ValueError(
                 f"weight must have shape (classes, {embeddings.shape[1]}) to match the embeddings, got {tuple(w64.shape)}"
@@ -78,7 +78,7 @@ class EmbeddingLogits:
         w = torch.as_tensor(np.ascontiguousarray(w64, dtype=np.float32))
         b = None
         if bias is not None:
-            b64 = np.asarray(_host_numpy(bias, "bias"))
+            b64 = np.asarray(host_numpy(bias, "bias"))
             if b64.shape != (w.shape[0],):
                 raise ValueError(f"bias must have shape ({w.shape[0]},), got {tuple(b64.shape)}")
             if b64.dtype.kind not in "fiu":
@@ -90,7 +90,7 @@ class EmbeddingLogits:
         self.weight = weight
         self._wt = w.T.contiguous()
         self._bias = b
-        self._torch_out = _is_torch(embeddings)
+        self._torch_out = is_torch(embeddings)
         self.chunk_rows = (
             default_chunk_rows(4 * int(w.shape[0])) if chunk_rows is None else as_int(chunk_rows, "chunk_rows", minimum=1)
         )

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _core
 from ._backend import host_only, refuse_multilabel
-from ._backend.arrays import (_numpy_wrap, as_budget, as_exclude, as_int, as_logits, as_row_ids, as_threads, fingerprint,
+from ._backend.arrays import (numpy_wrap, as_budget, as_exclude, as_int, as_logits, as_row_ids, as_threads, fingerprint,
                               inverse_norms)
 
 __all__ = ["BalancedSelector"]
@@ -203,14 +203,14 @@ class BalancedSelector:
                     f"kept (pass {self._state.pass_index}); feed the pool again with update() and call "
                     "advance() until it returns True, or build the selector with a larger capacity"
                 )
-            return (self._wrap or _numpy_wrap)(self._state.result())
+            return (self._wrap or numpy_wrap)(self._state.result())
 
     def state_dict(self) -> dict:
         """The full state as numpy arrays and ints (for checkpoints or sending to other ranks)."""
         with self._busy():
             d = dict(self._state.snapshot())
             d["next_row"] = self._next_row
-            d["torch_result"] = int(self._wrap is not None and self._wrap is not _numpy_wrap)
+            d["torch_result"] = int(self._wrap is not None and self._wrap is not numpy_wrap)
         d["done"] = int(d["done"])
         d["weight_fingerprint"] = _fingerprint(self._inv)
         return d

@@ -8,6 +8,7 @@ device). torch is imported only when a tensor is actually passed.
 from __future__ import annotations
 
 import hashlib
+import math
 import operator
 import sys
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 _FLOAT_NAMES = "float16, bfloat16, float32 or float64"
 
 
-def _is_torch(x: Any) -> bool:
+def is_torch(x: Any) -> bool:
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(x, torch.Tensor)
 
@@ -40,17 +41,17 @@ class Logits:
         return self.array.shape[1]
 
 
-def _numpy_wrap(a: np.ndarray) -> np.ndarray:
+def numpy_wrap(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _torch_wrap(a: np.ndarray):
+def torch_wrap(a: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
-def _device_error(name: str, device: Any) -> Exception:
+def device_error(name: str, device: Any) -> Exception:
     if getattr(device, "type", "") == "meta":
         return ValueError(f"{name} is a meta-device tensor: it has a shape but no data; pass a materialised tensor")
     if getattr(device, "type", "") == "cuda":
@@ -63,11 +64,11 @@ def _device_error(name: str, device: Any) -> Exception:
 
 def as_logits(logits: Any, name: str = "logits", allow_empty: bool = False) -> Logits:
     """Validate shape and dtype of a logits matrix and view it as numpy without copying."""
-    if _is_torch(logits):
+    if is_torch(logits):
         import torch
 
         if logits.device.type != "cpu":
-            raise _device_error(name, logits.device)
+            raise device_error(name, logits.device)
         t = logits.detach()
         if t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
             raise TypeError(f"{name} must be a floating-point tensor ({_FLOAT_NAMES}), got {t.dtype}")
@@ -77,13 +78,13 @@ def as_logits(logits: Any, name: str = "logits", allow_empty: bool = False) -> L
             array, bf16 = t.view(torch.int16).numpy(), True
         else:
             array, bf16 = t.numpy(), False
-        wrap = _torch_wrap
+        wrap = torch_wrap
     else:
         array = np.asarray(logits)
         if array.dtype.kind != "f" or array.dtype.itemsize not in (2, 4, 8):
             raise TypeError(f"{name} must be a floating-point array ({_FLOAT_NAMES}), got {array.dtype}")
         _check_rank(name, array.shape)
-        bf16, wrap = False, _numpy_wrap
+        bf16, wrap = False, numpy_wrap
         if not array.dtype.isnative:
             array = array.astype(array.dtype.newbyteorder("="))
     if array.shape[1] == 0:
@@ -129,10 +130,10 @@ def as_threads(num_threads: Any) -> int:
     return as_int(num_threads, "num_threads", hint=" (0 means all cores)", maximum=MAX_THREADS)
 
 
-def _host_numpy(x: Any, name: str) -> np.ndarray:
-    if _is_torch(x):
+def host_numpy(x: Any, name: str) -> np.ndarray:
+    if is_torch(x):
         if x.device.type != "cpu":
-            raise _device_error(name, x.device)
+            raise device_error(name, x.device)
         return x.detach().numpy()
     return np.asarray(x)
 
@@ -166,7 +167,7 @@ class Exclusion:
         self._zero_one = 0  # length of an index array given as nothing but 0s and 1s (a mask look-alike)
         if exclude is None:
             return
-        e = _host_numpy(exclude, name)
+        e = host_numpy(exclude, name)
         if e.ndim != 1:
             raise ValueError(f"{name} must be a 1-D index array or boolean mask, got shape {e.shape}")
         if e.dtype == np.bool_:
@@ -228,7 +229,7 @@ class Exclusion:
 def as_row_ids(row_ids: Any, rows: int | None) -> np.ndarray:
     """The global pool row of every local row: 1-D, integer, non-negative, all distinct (a row
     counted twice would be selectable twice), one per local row when ``rows`` is known."""
-    ids = _host_numpy(row_ids, "row_ids")
+    ids = host_numpy(row_ids, "row_ids")
     if ids.ndim != 1:
         raise ValueError(f"row_ids must be 1-D (one global row id per local row), got shape {ids.shape}")
     if rows is not None and ids.shape[0] != rows:
@@ -274,11 +275,11 @@ class HeadNorms:
 def check_weight(weight: Any, classes: int) -> np.ndarray:
     """The head weight as a finite, not all-zero, C-contiguous float64 (C, D) matrix with D >= 1:
     the rules every backend applies. (Equal rows are allowed: their boundary distance is +inf.)"""
-    if _is_torch(weight):
+    if is_torch(weight):
         import torch
 
         if weight.device.type == "meta":
-            raise _device_error("weight", weight.device)
+            raise device_error("weight", weight.device)
         w = weight.detach().to("cpu", torch.float64).numpy()
     else:
         w = np.asarray(weight)
@@ -342,14 +343,14 @@ def norms_of(w: np.ndarray, *, table: bool = False) -> HeadNorms:
 def real_matrix(x: Any, name: str, what: str) -> np.ndarray:
     """``x`` as a 2-D real numpy array (no copy where possible; torch's bfloat16 becomes float32,
     which holds it exactly). ``what`` names the rows in the error ("points", "rows")."""
-    if _is_torch(x):
+    if is_torch(x):
         import torch
 
         if x.device.type != "cpu":
-            raise _device_error(name, x.device)
+            raise device_error(name, x.device)
         if x.dtype == torch.bfloat16:  # numpy has no bfloat16
             x = x.detach().float()
-    a = _host_numpy(x, name)
+    a = host_numpy(x, name)
     if a.ndim != 2:
         raise ValueError(f"{name} must be 2-D ({what}, features), got shape {tuple(a.shape)}")
     if a.dtype.kind not in "fiu":
@@ -436,3 +437,47 @@ def as_float32_points(a: np.ndarray, name: str = "x") -> np.ndarray:
     if not finite.all():
         raise ValueError(f"{name} row {int(np.argmin(finite))} has values beyond float32's range (|v| > 3.4e38)")
     return out
+
+
+def as_embeddings(embeddings: Any, rows: int | None = None, name: str = "embeddings") -> np.ndarray:
+    """A finite (N, D) float32/float64 C-contiguous numpy array, N >= 1 and D >= 1, holding the
+    values exactly: 16-bit floats (torch's bfloat16 included) and 8/16-bit integers become
+    float32, 32/64-bit integers float64 (refused beyond 2^53, where float64 would round them)."""
+    z = real_matrix(embeddings, name, "rows")
+    if rows is not None and z.shape[0] != rows:
+        raise ValueError(f"{name} have {z.shape[0]} rows but the pool has {rows}")
+    if z.shape[0] == 0:
+        raise ValueError(f"{name} have no rows: the pool is empty")
+    if z.shape[1] == 0:
+        raise ValueError(f"{name} have no features: shape {tuple(z.shape)}")
+    wide = z.dtype == np.float64 or (z.dtype.kind in "iu" and z.dtype.itemsize >= 4)
+    if z.dtype.kind in "iu" and z.dtype.itemsize == 8 and (z.max() > 2**53 or z.min() < -(2**53)):
+        raise ValueError(f"{name} hold integers beyond 2^53, which float64 cannot represent exactly; "
+                         "convert them to floating point yourself")
+    z = np.ascontiguousarray(z, dtype=np.float64 if wide else np.float32)
+    check_finite_rows(z, f"{name} contain NaN or inf")
+    return in_float64_range(z)
+
+
+def in_float64_range(z: np.ndarray) -> np.ndarray:
+    """float64 embeddings so large (or small) that squared distances summed over the pool would
+    overflow (or underflow) float64, scaled by an exact power of two: every distance scales by
+    the same power of four, so every pick (a comparison or a ratio of them) is unchanged.
+    float32 values cannot get there (the kernels compute in float64)."""
+    if z.dtype != np.float64:
+        return z
+    top = max(float(z.max()), -float(z.min()))
+    if top == 0.0:
+        return z
+    exponent = int(np.frexp(top)[1])  # top = m * 2^exponent, 0.5 <= m < 1
+    # A squared distance is at most 4·D·top², a row's gradient distance 8·D·top², the D² total
+    # N times that: keep it below 2^1000; below 2^-400 squares start to lose bits.
+    bits = 2 * exponent + math.log2(8.0 * z.shape[1] * z.shape[0])
+    if bits <= 1000 and exponent >= -400:
+        return z
+    return np.ldexp(z, -exponent)
+
+
+def wrap_like(x: Any, result: np.ndarray):
+    """``result`` as the kind of ``x``: a torch tensor for a torch ``x``, else the numpy array."""
+    return torch_wrap(result) if is_torch(x) else result

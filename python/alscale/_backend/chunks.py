@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .arrays import Exclusion, Logits, _is_torch, as_int, as_logits, as_row_ids
+from .arrays import Exclusion, Logits, is_torch, as_int, as_logits, as_row_ids
 
 _NON_FINITE = re.compile(r"logits contain NaN or inf at row (\d+)$")
 
@@ -64,12 +64,12 @@ class ChunkedArray:
     chunk_source = True  # read chunk by chunk by every selection function
 
     def __init__(self, array: Any, chunk_rows: Any = None):
-        if not _is_torch(array) and not isinstance(array, np.ndarray):
+        if not is_torch(array) and not isinstance(array, np.ndarray):
             array = np.asarray(array)
         if len(array.shape) != 2:
             raise ValueError(f"logits must be 2-D (rows, classes), got shape {tuple(array.shape)}")
         self.array = array
-        row_bytes = int(array.shape[1]) * int(array.element_size() if _is_torch(array) else array.itemsize)
+        row_bytes = int(array.shape[1]) * int(array.element_size() if is_torch(array) else array.itemsize)
         self.chunk_rows = (
             default_chunk_rows(row_bytes) if chunk_rows is None else as_int(chunk_rows, "chunk_rows", minimum=1)
         )
@@ -90,7 +90,7 @@ def is_chunked(logits: Any) -> bool:
     """True for chunk sources (memmaps, iterables of 2-D chunks); False for one in-memory matrix."""
     if isinstance(logits, np.memmap) or getattr(type(logits), "chunk_source", False):
         return True
-    if isinstance(logits, np.ndarray) or _is_torch(logits) or hasattr(logits, "__array__"):
+    if isinstance(logits, np.ndarray) or is_torch(logits) or hasattr(logits, "__array__"):
         return False
     if isinstance(logits, (list, tuple)):
         return len(logits) > 0 and len(getattr(logits[0], "shape", ())) == 2
@@ -201,7 +201,7 @@ class LocalPool:
     def _host(self, part: Any) -> Any:
         """torch CUDA chunks are read through host memory, one chunk at a time (chunked and
         sharded pools run on the CPU kernels); the result goes back to their device."""
-        if _is_torch(part) and part.device.type != "cpu":
+        if is_torch(part) and part.device.type != "cpu":
             self._device = part.device
             return part.detach().to("cpu")
         return part

@@ -30,7 +30,7 @@ except ImportError as _err:  # pragma: no cover - depends on the build
     CUDA_IMPORT_ERROR = _err
 HAS_CUDA = _cuda is not None
 from .. import _core
-from .arrays import _device_error, _is_torch, as_exclude, as_points, check_weight, unit_rows
+from .arrays import device_error, is_torch, as_exclude, as_points, check_weight, unit_rows
 from .rules import Head, Rule
 
 # the kernels' dtype codes (csrc/common.hpp DType, exported as alscale._core.DType)
@@ -100,7 +100,7 @@ def parse_interface(cai: Any, name: str = "array") -> Interface:
 def is_device_array(x: Any) -> bool:
     """True for a torch tensor on a CUDA device and for any other object with a
     ``__cuda_array_interface__`` (CuPy, Numba, ...)."""
-    if _is_torch(x):
+    if is_torch(x):
         return x.device.type == "cuda"
     try:
         return hasattr(x, "__cuda_array_interface__")
@@ -114,8 +114,8 @@ def wants(x: Any, name: str = "logits") -> bool:
     if not is_device_array(x):
         return False
     if _cuda is None:
-        if _is_torch(x):
-            raise _device_error(name, x.device)
+        if is_torch(x):
+            raise device_error(name, x.device)
         raise ValueError(
             f"{name} is a CUDA device array ({type(x).__name__}), but this alscale build has no GPU "
             "kernels (alscale._cuda); copy it to the host (e.g. cupy.asnumpy) or build alscale with a "
@@ -183,7 +183,7 @@ class _CuPy:
 
 
 def _framework(x):
-    if _is_torch(x):
+    if is_torch(x):
         return _Torch(x)
     cupy = sys.modules.get("cupy")
     if cupy is not None and isinstance(x, cupy.ndarray):
@@ -195,7 +195,7 @@ def _framework(x):
 
 
 def _device_of(x: Any) -> int:
-    if _is_torch(x):
+    if is_torch(x):
         return x.device.index if x.device.index is not None else _framework(x).index
     dev = getattr(x, "device", None)
     if dev is not None and hasattr(dev, "id"):
@@ -237,7 +237,7 @@ class _Logits:
 def _matrix(x: Any, fw, name: str):
     """A 2-D float device array as (object keeping the memory alive, interface, dtype code)."""
     bf16 = False
-    if _is_torch(x):
+    if is_torch(x):
         torch = fw.torch
         t = x.detach()
         if t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
@@ -278,7 +278,7 @@ def _host(x: Any, name: str, device: int):
     if not is_device_array(x):
         return x
     check_same_device(name, x, device)
-    if _is_torch(x):
+    if is_torch(x):
         return x.detach().cpu()
     return x.get() if hasattr(x, "get") else np.asarray(x)
 
@@ -289,7 +289,7 @@ def _exclude_mask(x: _Logits, exclude: Any):
         return None
     if is_device_array(exclude):
         check_same_device("exclude", exclude, x.device)
-        if _is_torch(exclude):
+        if is_torch(exclude):
             torch = x.fw.torch
             e = exclude.detach()
             if e.dim() == 1 and e.dtype == torch.bool and e.shape[0] == x.rows:
@@ -332,7 +332,7 @@ class DevicePool:
         x, w = self.x, head.weight
         if is_device_array(w):
             check_same_device("weight", w, x.device)
-            floating = (w.dtype.is_floating_point and not w.is_complex()) if _is_torch(w) else (
+            floating = (w.dtype.is_floating_point and not w.is_complex()) if is_torch(w) else (
                 parse_interface(w.__cuda_array_interface__, "weight").kind == "f")
             if floating:
                 obj, cai, code = _matrix(w, _framework(w), "weight")
@@ -393,7 +393,7 @@ class DevicePool:
         if labels.shape[0] != x.rows:
             raise ValueError(f"clusters must have one label per logits row ({x.rows}), got shape {labels.shape}")
         rows = self._top(self._scores(rule)[0], km, False)
-        host = rows.cpu().numpy() if _is_torch(rows) else rows.get()
+        host = rows.cpu().numpy() if is_torch(rows) else rows.get()
         return x.fw.from_numpy(_core.cluster_round_robin(host, labels[host], k, seed))
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import _core
 from .comm import Comm
-from .arrays import _numpy_wrap
+from .arrays import numpy_wrap
 from .chunks import LocalPool
 from .rules import Head, Rule
 
@@ -87,7 +87,7 @@ def ranked(pool: LocalPool, k: int, rule: Rule, comm: Comm, num_threads: int,
         keys, ids = (np.concatenate([p[j] for p in parts]) for j in range(2))
         _, ids, pos = _core.merge_ranked(keys, ids, k)
         payload = pos if labels is None else np.concatenate([p[2] for p in parts])[pos]
-    return pool.wrap or _numpy_wrap, ids, payload
+    return pool.wrap or numpy_wrap, ids, payload
 
 
 def _state(classes: int, budget: int):
@@ -150,7 +150,7 @@ def balanced(pool: LocalPool, budget: int, head: Head, comm: Comm, num_threads: 
         if comm.sharded:
             state = _merged(state, comm.all_gather(_candidates(state)))
         if state.advance():
-            return pool.wrap or _numpy_wrap, state.result()
+            return pool.wrap or numpy_wrap, state.result()
 
 
 class ShardPool:
@@ -171,7 +171,7 @@ class ShardPool:
                 parts.append(rule.true_scores(rule.host_scores(chunk.x, self.threads), chunk.x.classes))
         if not parts:
             raise _empty_pool()
-        return (self.pool.wrap or _numpy_wrap)(np.concatenate(parts))
+        return (self.pool.wrap or numpy_wrap)(np.concatenate(parts))
 
     def top(self, rule: Rule, k: int):
         wrap, ids, _ = ranked(self.pool, k, rule, self.comm, self.threads)

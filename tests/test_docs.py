@@ -11,6 +11,7 @@ import alscale.al.datasets
 import alscale.distributed
 import alscale.diversity
 import alscale.hac
+import alscale.knn
 import alscale.al.loop
 import alscale.al.metrics
 import alscale.pool
@@ -19,7 +20,7 @@ import alscale.al.strategies
 import alscale.streaming
 import alscale.al.train
 
-MODULES = [alscale.selection, alscale.streaming, alscale.hac, alscale.cluster_margin, alscale.diversity,
+MODULES = [alscale.selection, alscale.streaming, alscale.hac, alscale.knn, alscale.cluster_margin, alscale.diversity,
            alscale.al.strategies, alscale.al.metrics, alscale.al.datasets, alscale.al.train, alscale.al.loop,
            alscale.pool, alscale.distributed]
 

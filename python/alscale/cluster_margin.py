@@ -109,7 +109,7 @@ def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10,
         As in :func:`alscale.knn_graph` (``recall``: the faiss graph's target recall@k; ``pca``:
         reduce the unit rows to this many dimensions first).
     knn_method : {"exact", "faiss"}, optional
-        Default :func:`alscale.hac.auto_knn_method` of the rows (faiss's graph beyond 200,000).
+        Default :func:`alscale.knn.auto_knn_method` of the rows (faiss's graph beyond 200,000).
     progress : callable (str) -> None, optional
         Called with one line as each stage starts and ends (kNN graph, HAC), with its time.
 
@@ -125,7 +125,8 @@ def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10,
     >>> cluster_embeddings(z, 3, neighbors=1).tolist()
     [0, 0, 1, 1, 2]
     """
-    from .hac import auto_knn_method, hac_average_graph, knn_graph
+    from .hac import hac_average_graph
+    from .knn import auto_knn_method, knn_graph
 
     z = real_matrix(embeddings, "embeddings", "rows")
     target, k, recall, pca = cluster_settings(n_clusters, neighbors, recall, pca, z.shape[1])

@@ -19,7 +19,7 @@ from . import _core
 from ._backend import host_only
 from ._backend.arrays import as_budget, as_exclude, as_int, as_threads, unit_rows
 from .diversity import _as_rng, _wrap_like, as_embeddings
-from .hac import _knn
+from .knn import _knn
 
 __all__ = ["probcover_delta", "select_probcover", "select_typiclust"]
 

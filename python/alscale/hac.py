@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -31,15 +32,23 @@ from .knn import (  # noqa: F401
     _knn,
     _knn_cells,
     _pca_unit,
+    _recall,
     _unit_chunks,
     _unit_points,
+    KnnGraph,
+    RecallWarning,
     auto_knn_method,
     knn_graph,
 )
 
-__all__ = ["Clustering", "hac_average", "hac_average_graph", "knn_graph"]
+__all__ = ["Clustering", "ComponentsWarning", "hac_average", "hac_average_graph", "knn_graph"]
 
 _METRICS = dict(_core.Metric.__members__)  # the kernel's enum (csrc/hac.hpp HacMetric)
+
+
+class ComponentsWarning(UserWarning):
+    """Graph HAC was asked for fewer clusters than its graph has connected components: the
+    result is the components themselves (more clusters than asked), not one cluster."""
 
 
 class Clustering(NamedTuple):
@@ -137,7 +146,8 @@ def _ldexp(t: float, power: int) -> float:
 
 
 def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric: str = "cosine",
-                neighbors: Any = None, knn_method: str = "exact", num_threads: int = 0) -> Clustering:
+                neighbors: Any = None, knn_method: str = "exact", recall: Any = 0.95,
+                num_threads: int = 0) -> Clustering:
     """Average-linkage (UPGMA) clustering of points, cut at a distance or into a number of clusters.
 
     ``neighbors=None`` is exact: the same merges and heights as
@@ -171,8 +181,11 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
         Exact only; the graph version is cosine.
     neighbors : int, optional
         k for the graph version, 1 <= k < N.
-    knn_method : {"exact", "faiss"}
+    knn_method : {"exact", "faiss", "ivf", "hnsw", "cells"}
         How the graph version builds its kNN graph (see :func:`knn_graph`).
+    recall : float in (0, 1], optional
+        The promised recall@k of an approximate ``knn_method`` (see :func:`knn_graph`: measured,
+        and a :class:`alscale.knn.RecallWarning` where it cannot be met).
     num_threads : int, optional
         OpenMP threads, 0 (default) for all cores; the result does not depend on it.
 
@@ -225,7 +238,8 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
     unit = _unit_points(x)
     if k >= unit.shape[0]:
         raise ValueError(f"neighbors must be less than the number of points ({unit.shape[0]}), got {k}")
-    idx, sim = _knn(unit, k, knn_method, threads)
+    target = _recall(recall)
+    idx, sim = _knn(unit, k, knn_method, threads, None, target)
     return _graph(unit.shape[0], idx, sim, t, k_clusters, threads)
 
 
@@ -237,7 +251,38 @@ def _graph(n: int, idx: np.ndarray, sim: np.ndarray, t: float, k_clusters: int, 
     idx = np.ascontiguousarray(idx)
     sim = np.ascontiguousarray(sim, dtype=np.float32)
     z, labels = _core.hac_average_knn_graph(idx, sim, t, k_clusters, threads)
-    return Clustering(labels, z)
+    return _components_floor(z, labels, k_clusters)
+
+
+def _components_floor(z: np.ndarray, labels: np.ndarray, k_clusters: int, stacklevel: int = 4) -> Clustering:
+    """The n_clusters cut of a graph dendrogram, floored at the graph's connected components.
+
+    Clusters that no edge joins merge last, at distance exactly 1 (the C - 1 last rows of Z for
+    C components); those merges tie, so a maxclust cut below C would apply them all and give one
+    cluster. Instead the result is the C components (labels numbered as usual, by smallest point),
+    with a ComponentsWarning. The linkage is unchanged."""
+    n = labels.shape[0]
+    joins = int(np.count_nonzero(z[:, 2] >= 1.0))
+    if k_clusters < 1 or joins + 1 <= k_clusters:
+        return Clustering(labels, z)
+    m = n - 1 - joins  # merges inside components
+    parent = np.arange(2 * n - 1, dtype=np.int64)
+    rows = z[:m, :2].astype(np.int64)
+    parent[rows[:, 0]] = n + np.arange(m)
+    parent[rows[:, 1]] = n + np.arange(m)
+    while True:  # pointer jumping: every node to its root (log2 of the depth passes)
+        up = parent[parent]
+        if np.array_equal(up, parent):
+            break
+        parent = up
+    roots, first, inverse = np.unique(parent[:n], return_index=True, return_inverse=True)
+    rank = np.empty(roots.size, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(roots.size)
+    warnings.warn(ComponentsWarning(
+        f"the graph has {roots.size:,} connected components, more than the {k_clusters:,} clusters asked for: "
+        f"returning the components as clusters (merges between them, at distance 1, join clusters with no edge "
+        f"between them); a larger k (neighbors) or recall joins more of the graph"), stacklevel=stacklevel)
+    return Clustering(rank[inverse.ravel()], z)
 
 
 def hac_average_graph(graph: Any, *, threshold: Any = None, n_clusters: Any = None, num_threads: int = 0) -> Clustering:
@@ -250,6 +295,12 @@ def hac_average_graph(graph: Any, *, threshold: Any = None, n_clusters: Any = No
     merged last at distance 1, in order of representative. Edges are undirected; an edge given
     several times (e.g. in both directions) takes its largest similarity; self-loops and
     similarities <= 0 count as a missing edge. The result does not depend on the edge order.
+
+    Connected components: those merges at distance 1 join clusters with no edge between them, so
+    they carry no information. A cut into ``n_clusters`` fewer than the graph's C connected
+    components therefore gives the C components themselves (the floor: more clusters than
+    asked, never the single cluster those tied merges would give) and a :class:`ComponentsWarning`;
+    the linkage still holds every merge, and ``threshold`` >= 1 still applies them.
 
     Parameters
     ----------
@@ -305,7 +356,7 @@ def hac_average_graph(graph: Any, *, threshold: Any = None, n_clusters: Any = No
     data = _finite_similarities(coo.data)
     z, labels = _core.hac_average_graph(n, coo.row.astype(np.int64), coo.col.astype(np.int64), data,
                                         t, k_clusters, threads)
-    return Clustering(labels, z)
+    return _components_floor(z, labels, k_clusters, 3)
 
 
 def _check_graph_size(n: int) -> None:

@@ -1,12 +1,19 @@
 """k-nearest-neighbour graphs by cosine similarity: exact (blocked brute force, CPU or CUDA) and
-approximate at millions of points (faiss), for graph HAC, Cluster-Margin, TypiClust and ProbCover.
+approximate at millions of points (faiss's indexes, or alscale's cell scan), for graph HAC,
+Cluster-Margin, TypiClust and ProbCover.
+
+``recall=`` is a promise: an approximate graph's recall@k is measured after it is built, on the
+exact neighbours of 1,000 sampled points, and returned with the graph (:class:`KnnGraph`); where
+the target is missed, the search widens, and where it cannot be met within the stated bounds a
+:class:`RecallWarning` says what was reached.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
+import warnings
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -15,24 +22,82 @@ from ._backend import device as _gpu
 from ._backend import host_only
 from ._backend.arrays import as_int, as_points, as_threads, real_matrix, unit_rows
 
-__all__ = ["auto_knn_method", "knn_graph"]
+__all__ = ["KnnGraph", "RecallWarning", "auto_knn_method", "knn_graph"]
 
-_KNN_METHODS = ("exact", "faiss")
+_KNN_METHODS = ("exact", "faiss", "ivf", "hnsw", "cells")
+_DEFAULT_APPROX = "ivf"  # what method="faiss" runs: the fastest at recall 0.95 in BENCHMARKS.md
+
+
+class RecallWarning(UserWarning):
+    """An approximate kNN graph's measured recall@k is below the ``recall`` it was asked for
+    (the search reached its time bound first); the message gives the measured figure."""
+
+
+class _Pair(NamedTuple):
+    indices: np.ndarray
+    similarities: np.ndarray
+
+
+class KnnGraph(_Pair):
+    """A kNN graph: the tuple ``(indices, similarities)`` (it unpacks as two arrays, and every
+    function taking a graph tuple takes it), with what was measured about it.
+
+    Attributes
+    ----------
+    indices : numpy.ndarray of int64, shape (N, k)
+    similarities : numpy.ndarray of float32, shape (N, k)
+    recall : float
+        The recall@k measured on the exact neighbours of ``info["recall_queries"]`` sampled
+        points (1.0 for the exact graph, by construction).
+    info : dict
+        How it was built: ``method`` (the one that built it: "exact", "ivf", "hnsw", "cells"),
+        its parameter (``nprobe`` or ``efSearch``), ``recall_queries``, ``target`` and stage
+        times in seconds.
+    """
+
+    recall: float = math.nan  # instance attributes set by __new__ (class defaults for _make)
+    info: dict = {}
+
+    def __new__(cls, indices: np.ndarray, similarities: np.ndarray, recall: float = math.nan,
+                info: dict | None = None) -> "KnnGraph":
+        self = super().__new__(cls, indices, similarities)
+        self.recall = float(recall)
+        self.info = dict(info or {})
+        return self
+
+    def __repr__(self) -> str:
+        n, k = self.indices.shape
+        return f"KnnGraph(N={n}, k={k}, recall={self.recall:.4f}, method={self.info.get('method', '?')!r})"
 
 
 def auto_knn_method(n: int) -> str:
     """The kNN method for an n-point graph when the caller has no preference: ``"faiss"`` beyond
-    200,000 points if faiss is importable (the exact all-pairs graph takes hours at millions;
-    faiss's, with recall-targeted parameters, about 11 minutes at 9M on 2 cores), else
-    ``"exact"``."""
+    200,000 points if faiss is importable (the exact all-pairs graph takes hours at millions),
+    else ``"exact"``."""
     import importlib.util
 
     return "faiss" if n > 200_000 and importlib.util.find_spec("faiss") is not None else "exact"
 
 
 def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", recall: Any = 0.95,
-              nprobe: Any = None, pca: Any = None, num_threads: int = 0):
+              nprobe: Any = None, pca: Any = None, num_threads: int = 0) -> KnnGraph:
     """The k nearest neighbours of every point by cosine similarity, excluding the point itself.
+
+    Approximate methods keep a promise: the returned graph's recall@k (the fraction of the
+    exact k nearest neighbours it holds; a neighbour tied with the k-th in similarity counts) is
+    measured after building on the exact neighbours of 1,000 sampled points (seeded: the same
+    points every call; every point when N <= 1,000) and returned as ``.recall``. Below
+    ``recall``, the search widens (IVF: more lists probed; HNSW: a larger efSearch; the cell scan:
+    faiss's IVF instead) and is measured again; when the widening would cost more than a quarter
+    of brute force's work, the exact graph is built instead if its work N²·D is at most 4·10¹²
+    (e.g. 200,000 × 100 or 70,000 × 784; recall 1); beyond that the best graph found is returned
+    with a :class:`RecallWarning` giving the measured recall — never silently.
+
+    Memory: O(N·k + index): the (N, k) result (12 bytes an entry), the unit points (N·D float32,
+    or N·pca) and the index (IVF-Flat and HNSW: a float32 copy of the points, plus 8 bytes a
+    point for IVF's ids or 2·32·4 bytes for HNSW's links), searched in chunks of 65,536 queries;
+    the cell scan's cell-pair lists grow with how much the data overlaps (O(N·ranked)), and
+    exact adds (block) working space only.
 
     Parameters
     ----------
@@ -41,38 +106,45 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     k : int
         1 <= k < N.
     metric : {"cosine"}
-    method : {"exact", "faiss"}
-        "exact": blocked brute force in C++ (O(N² D), up to a few hundred thousand points).
-        "faiss": approximate, for millions of points: an inverted file of about N/128 cells
-        (two-level spherical k-means with faiss: √(N/128) groups, each split into cells; a point
-        lies in the cell of the most similar centroid among the cells of its 3 most similar
-        groups). Each point ranks those cells by similarity; the points of a cell are compared
-        exactly (alscale's blocked kernel) with the points of every cell that one of them ranks
-        among its ``nprobe`` first. Time grows with N·(cells scanned)·128·D, memory with N·k.
-        Needs faiss (``pip install faiss-cpu``).
+    method : {"exact", "faiss", "ivf", "hnsw", "cells"}
+        "exact": blocked brute force in C++ (O(N² D), up to a few hundred thousand points; CUDA
+        tensors: the GPU kernel).
+        "faiss": approximate, for millions of points (needs faiss: ``pip install faiss-cpu``):
+        "ivf", the fastest at recall 0.95 in BENCHMARKS.md ("kNN graphs at a promised
+        recall"). Up to 5,000 points the exact graph (cheaper than any index).
+        "ivf": faiss IndexIVFFlat, inner product, N/256 lists (spherical k-means, 10 iterations
+        on 32 points a list); ``nprobe`` tuned on 1,000 sampled points to reach ``recall``.
+        "hnsw": faiss IndexHNSWFlat (M = 32, efConstruction 40); efSearch tuned likewise.
+        "cells": alscale's hand-written cell scan (two-level spherical k-means into ~128-point
+        cells; each cell compared exactly with the cells its points rank among their ``nprobe``
+        first).
     recall : float in (0, 1], optional
-        Method "faiss" with ``nprobe=None``: the target recall@k. alscale finds the exact
-        neighbours of 512 sampled points (faiss brute force) and takes the smallest ``nprobe``
-        of 2, 3, 4, 6, 8 (scanning at least two cells, so that a cluster split over two cells
-        stays joined) whose scanned cells hold that fraction of them; the graph's recall is
-        that estimate up to sampling noise (about ±1%). Where 8 does not reach it, 8.
+        The promised recall@k of an approximate method (see above); ignored by "exact".
     nprobe : int, optional
-        Method "faiss": the cells each point ranks for scanning (up to 32), instead of
-        ``recall``; at least the number of cells scans every cell: the exact graph.
+        Fixes the search breadth instead of tuning it to ``recall`` (IVF lists or cells probed,
+        HNSW efSearch); the recall is still measured and returned, without a warning. At least
+        the number of lists or cells: the exact graph.
     pca : int, optional
         First project the L2-normalised points on their top ``pca`` principal directions
         (uncentred, so ``pca`` = D keeps every cosine; faiss ``PCAMatrix`` trained on at most
         65,536 sampled points, applied chunk by chunk: memory N·pca), e.g. 2048-d CNN features
-        to 128 (BENCHMARKS.md measures what it does to the clustering). Needs faiss.
+        to 128 (BENCHMARKS.md measures what it does to the clustering). Needs faiss. The recall
+        is measured against the exact neighbours of the reduced points.
     num_threads : int, optional
 
     Returns
     -------
-    indices : numpy.ndarray of int64, shape (N, k)
-        Neighbours by descending similarity (ties to the smaller index); -1 where the scanned
-        cells held fewer than k points.
-    similarities : numpy.ndarray of float32, shape (N, k)
-        0 where the index is -1.
+    KnnGraph
+        Unpacks as ``indices, similarities``:
+        indices, numpy.ndarray of int64, shape (N, k): neighbours by descending similarity (exact:
+        ties to the smaller index); -1 where fewer than k were found.
+        similarities, numpy.ndarray of float32, shape (N, k): 0 where the index is -1.
+        ``.recall`` is the measured recall@k and ``.info`` how it was built.
+
+    Warns
+    -----
+    RecallWarning
+        When the measured recall is below ``recall`` after the widest search within the bounds.
 
     Examples
     --------
@@ -81,12 +153,17 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     >>> idx, sim = alscale.knn_graph(x, 1)
     >>> idx.ravel()
     array([1, 0, 1])
+    >>> alscale.knn_graph(x, 1).recall
+    1.0
     """
     if metric != "cosine":
         raise ValueError(f"metric must be 'cosine', got {metric!r}")
     threads = as_threads(num_threads)
+    if method not in _KNN_METHODS:
+        raise ValueError(f"knn method must be one of {_KNN_METHODS}, got {method!r}")
     if method == "exact" and _gpu.wants(x, "x"):  # CUDA points: the GPU kernel, same graph
-        return _gpu.knn_graph(x, as_int(k, "k", minimum=1))
+        idx, sim = _gpu.knn_graph(x, as_int(k, "k", minimum=1))
+        return KnnGraph(idx, sim, 1.0, {"method": "exact", "recall_queries": 0})
     host_only(x, f"knn_graph(method={method!r})", "x")
     kk = as_int(k, "k", minimum=1)
     target = _recall(recall)
@@ -159,12 +236,214 @@ def _pca_unit(x: Any, dims: int, name: str = "x") -> np.ndarray:
     return out
 
 
-def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None = None, recall: float = 0.95):
+def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None = None,
+         recall: float = 0.95) -> KnnGraph:
+    """The kNN graph of unit rows by ``method``, keeping the recall promise (see knn_graph)."""
+    if method not in _KNN_METHODS:
+        raise ValueError(f"knn method must be one of {_KNN_METHODS}, got {method!r}")
     if method == "exact":
-        return _core.knn_exact(unit, k, threads)
+        return _exact(unit, k, threads, {})
+    faiss = _faiss()
+    if threads > 0:
+        faiss.omp_set_num_threads(threads)
+    n = unit.shape[0]
     if method == "faiss":
-        return _knn_cells(unit, k, threads, nprobe, recall)
-    raise ValueError(f"knn method must be one of {_KNN_METHODS}, got {method!r}")
+        if n <= _SMALL and nprobe is None:
+            return _exact(unit, k, threads, {"asked": "faiss", "why": f"N <= {_SMALL:,}: exact is cheapest"})
+        method = _DEFAULT_APPROX
+    info: dict = {"target": recall}
+    if method == "cells":
+        t = time.perf_counter()
+        cells_info: dict = {}
+        idx, sim = _knn_cells(unit, k, threads, nprobe, recall, cells_info)
+        info.update(method="cells", nprobe=cells_info["nprobe"], build_s=time.perf_counter() - t,
+                    cells=cells_info["cells"])
+        got, _ = _measure(faiss, unit, k, idx, info)
+        if got >= recall or nprobe is not None:
+            return KnnGraph(idx, sim, got, info)
+        del idx, sim
+        info["cells_recall"] = got  # below the target: another index
+        method = "ivf"
+    return _knn_index(faiss, unit, k, threads, method, nprobe, recall, info)
+
+
+_SMALL = 5000  # method="faiss" up to here: the exact graph (cheaper than building an index)
+_RECALL_QUERIES = 1000  # sampled points on which recall@k is tuned, and then measured
+_EXACT_WORK = 4e12  # N²·D up to which a missed target falls back to the exact graph
+_MAX_SCAN = 0.25  # IVF probes at most this fraction of the lists (then exact or a warning)
+_IVF_LIST = 256  # points per IVF list
+_IVF_PROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+_HNSW_M = 32
+_HNSW_EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+_SEARCH_ROWS = 1 << 16
+
+
+def _exact(unit: np.ndarray, k: int, threads: int, info: dict) -> KnnGraph:
+    t = time.perf_counter()
+    idx, sim = _core.knn_exact(unit, k, threads)
+    return KnnGraph(idx, sim, 1.0, {**info, "method": "exact", "recall": 1.0, "recall_queries": 0,
+                                    "build_s": time.perf_counter() - t})
+
+
+def _sample(n: int, seed: int) -> np.ndarray:
+    if n <= _RECALL_QUERIES:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, _RECALL_QUERIES, replace=False))
+
+
+def _drop_self(ids: np.ndarray, sims: np.ndarray | None, rows: np.ndarray, k: int):
+    """(m, k+1) search results of rows themselves -> (m, k) without the row (or, where the row
+    is not among them, without the last); -1 entries get similarity 0."""
+    m = ids.shape[0]
+    pos = np.where(ids == rows[:, None], np.arange(k + 1), k).min(axis=1)
+    keep = np.ones(ids.shape, dtype=bool)
+    keep[np.arange(m), pos] = False
+    out_i = ids[keep].reshape(m, k)
+    if sims is None:
+        return out_i, None
+    out_s = sims[keep].reshape(m, k)
+    out_s[out_i < 0] = 0.0
+    return out_i, out_s
+
+
+def _truth(faiss, unit: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    """The k-th largest similarity of each sampled row to another row (float64 from the float32
+    unit rows), from faiss's exact brute force."""
+    ids = faiss.knn(unit[q], unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    ids, _ = _drop_self(ids, None, q, k)
+    return _sims(unit, q, ids).min(axis=1)
+
+
+def _sims(unit: np.ndarray, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    a = unit[q].astype(np.float64)
+    b = unit[np.maximum(ids, 0)].astype(np.float64)
+    s = np.einsum("md,mkd->mk", a, b)
+    s[ids < 0] = -np.inf
+    return s
+
+
+def _hits(unit: np.ndarray, q: np.ndarray, ids: np.ndarray, kth: np.ndarray) -> np.ndarray:
+    """Per sampled row: the fraction of its k graph neighbours that are among its exact k
+    nearest (similarity at least the k-th exact one, so that ties count)."""
+    ok = (ids >= 0) & (ids != q[:, None]) & (_sims(unit, q, ids) >= kth[:, None] - 1e-9)
+    return ok.mean(axis=1)
+
+
+def _measure(faiss, unit: np.ndarray, k: int, idx: np.ndarray, info: dict) -> tuple[float, float]:
+    """The built graph's recall@k on the measuring sample (seed 2) and its standard error;
+    recorded in ``info``."""
+    t = time.perf_counter()
+    q = _sample(unit.shape[0], 2)
+    row = _hits(unit, q, idx[q], _truth(faiss, unit, q, k))
+    got, se = float(row.mean()), float(row.std() / math.sqrt(row.size))
+    info.update(recall=round(got, 4), recall_queries=int(q.size), measure_s=time.perf_counter() - t)
+    return got, se
+
+
+def _search(index, unit: np.ndarray, rows: np.ndarray | None, k: int):
+    """(indices, similarities) of the k nearest other rows, by index.search of k + 1."""
+    if rows is not None:
+        d, i = index.search(unit[rows], k + 1)
+        return _drop_self(i, d, rows, k)
+    n = unit.shape[0]
+    idx = np.empty((n, k), dtype=np.int64)
+    sim = np.empty((n, k), dtype=np.float32)
+    for s in range(0, n, _SEARCH_ROWS):
+        rows_s = np.arange(s, min(n, s + _SEARCH_ROWS))
+        d, i = index.search(unit[s : s + _SEARCH_ROWS], k + 1)
+        idx[s : s + rows_s.size], sim[s : s + rows_s.size] = _drop_self(i, d, rows_s, k)
+    return idx, sim
+
+
+def _build_index(faiss, unit: np.ndarray, method: str):
+    """(index, name of its search parameter, ladder of values within the time bound)."""
+    n, d = unit.shape
+    if method == "hnsw":
+        index = faiss.IndexHNSWFlat(d, _HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 40
+        index.add(unit)
+        return index, "efSearch", list(_HNSW_EF)
+    nlist = max(1, n // _IVF_LIST)
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter, index.cp.max_points_per_centroid, index.cp.min_points_per_centroid = 10, 32, 1
+    index.cp.spherical, index.cp.seed = True, 1234
+    train = unit if n <= 32 * nlist else unit[np.sort(np.random.default_rng(3).choice(n, 32 * nlist, replace=False))]
+    index.train(train)
+    del train
+    index.add(unit)
+    top = max(1, int(_MAX_SCAN * nlist))
+    ladder = [p for p in _IVF_PROBES if p < top] + [top]
+    return index, "nprobe", ladder
+
+
+def _set(index, param: str, value: int) -> None:
+    if param == "efSearch":
+        index.hnsw.efSearch = value
+    else:
+        index.nprobe = value
+
+
+def _knn_index(faiss, unit: np.ndarray, k: int, threads: int, method: str, fixed: int | None, recall: float,
+               info: dict) -> KnnGraph:
+    """faiss IVF-Flat or HNSW-Flat: the search parameter tuned on sample A (seed 1) to reach
+    ``recall`` with two standard errors to spare, the whole graph searched, its recall measured on
+    sample B (seed 2); missed: the next parameter, then exact or a RecallWarning."""
+    n, d = unit.shape
+    t = time.perf_counter()
+    index, param, ladder = _build_index(faiss, unit, method)
+    info.update(method=method, build_s=time.perf_counter() - t)
+    if method == "ivf":
+        info["nlist"] = index.nlist
+        if fixed is not None and fixed >= index.nlist:  # every list: exhaustive, i.e. exact
+            del index
+            return _exact(unit, k, threads, info)
+    t = time.perf_counter()
+    if fixed is not None:
+        ladder = [fixed]
+    else:
+        qa = _sample(n, 1)
+        kth = _truth(faiss, unit, qa, k)
+        start, top = len(ladder) - 1, 0.0
+        for j, value in enumerate(ladder):
+            _set(index, param, value)
+            row = _hits(unit, qa, _search(index, unit, qa, k)[0], kth)
+            top = max(top, float(row.mean()))
+            if row.mean() - 2 * row.std() / math.sqrt(row.size) >= recall:
+                start = j
+                break
+        ladder = ladder[start:]
+        info["tune_s"] = time.perf_counter() - t
+        if top < recall and float(n) * n * d <= _EXACT_WORK:  # out of reach within the bound: exact now
+            del index
+            return _exact(unit, k, threads, {**info, "approx_recall": round(top, 4)})
+    info["tune_s"] = time.perf_counter() - t
+    best = None
+    search_s = 0.0
+    for value in ladder:
+        _set(index, param, value)
+        t = time.perf_counter()
+        idx, sim = _search(index, unit, None, k)
+        search_s += time.perf_counter() - t
+        info.update({param: value, "search_s": search_s})
+        got, _ = _measure(faiss, unit, k, idx, info)
+        if best is None or got > best[2]:
+            best = (idx, sim, got, dict(info))
+        if got >= recall or fixed is not None:
+            return KnnGraph(idx, sim, got, info)
+        del idx, sim
+        if n <= _RECALL_QUERIES:  # measured on every row: the tuning sample saw it all
+            break
+    del index
+    if float(n) * n * d <= _EXACT_WORK:
+        return _exact(unit, k, threads, {**info, "approx_recall": round(best[2], 4)})
+    idx, sim, got, info = best
+    warnings.warn(RecallWarning(
+        f"kNN graph recall@{k} is {got:.4f} (measured on {info['recall_queries']:,} sampled points), below the "
+        f"requested {recall}: {method} at {param} {info[param]} is its time bound (a quarter of brute force) and "
+        f"the exact graph of {n:,} x {d} is beyond {_EXACT_WORK:.0e} multiply-adds; pass method='exact' "
+        f"or another method, or a smaller recall"), stacklevel=4)
+    return KnnGraph(idx, sim, got, info)
 
 
 _CELL = 128  # points per inverted-file cell (BENCHMARKS.md: kNN graphs at millions of points)

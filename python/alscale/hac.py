@@ -165,7 +165,9 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
     ``neighbors=k`` runs graph average linkage on the k-nearest-neighbour cosine-similarity
     graph of the L2-normalised points (see :func:`hac_average_graph`): memory and time grow
     with N·k, not N², for millions of points. With k = N - 1 it equals exact cosine UPGMA when no
-    two points have negative cosine similarity.
+    two points have negative cosine similarity. An approximate ``knn_method`` keeps ``recall``
+    (measured; :class:`alscale.knn.RecallWarning` where it cannot), and ``n_clusters`` below the
+    graph's connected components gives the components (:class:`ComponentsWarning`).
 
     Parameters
     ----------

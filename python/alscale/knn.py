@@ -262,7 +262,9 @@ def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None
         if got >= recall or nprobe is not None:
             return KnnGraph(idx, sim, got, info)
         del idx, sim
-        info["cells_recall"] = got  # below the target: another index
+        # below the target: another index
+        info = {"target": recall, "cells_recall": got, "cells_nprobe": info["nprobe"],
+                "cells_s": info["build_s"] + info["measure_s"]}
         method = "ivf"
     return _knn_index(faiss, unit, k, threads, method, nprobe, recall, info)
 

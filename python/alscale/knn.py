@@ -113,7 +113,8 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
         "ivf", the fastest at recall 0.95 in BENCHMARKS.md ("kNN graphs at a promised
         recall"). Up to 5,000 points the exact graph (cheaper than any index).
         "ivf": faiss IndexIVFFlat, inner product, N/256 lists (spherical k-means, 10 iterations
-        on 32 points a list); ``nprobe`` tuned on 1,000 sampled points to reach ``recall``.
+        on 32 points a list); ``nprobe`` (at least 2, so that a cluster split over two lists
+        keeps edges across them) tuned on 1,000 sampled points to reach ``recall``.
         "hnsw": faiss IndexHNSWFlat (M = 32, efConstruction 40); efSearch tuned likewise.
         "cells": alscale's hand-written cell scan (two-level spherical k-means into ~128-point
         cells; each cell compared exactly with the cells its points rank among their ``nprobe``
@@ -374,8 +375,10 @@ def _build_index(faiss, unit: np.ndarray, method: str):
     index.train(train)
     del train
     index.add(unit)
-    top = max(1, int(_MAX_SCAN * nlist))
-    ladder = [p for p in _IVF_PROBES if p < top] + [top]
+    # At least 2 lists (as the cell scan's 2 cells): with one, a cluster split over two lists has
+    # no edge across them, and graph HAC keeps its halves apart whatever the recall.
+    top = max(min(2, nlist), int(_MAX_SCAN * nlist))
+    ladder = [p for p in _IVF_PROBES if min(2, nlist) <= p < top] + [top]
     return index, "nprobe", ladder
 
 

@@ -12,7 +12,8 @@ efConstruction 40, efSearch tuned likewise) and the exact blocked brute force ("
 measured on 1,000 other sampled points against faiss's brute force (alscale's own measurement,
 the figure the graph carries). Each (data, method) runs ``--repeats`` times in a fresh process;
 the table gives min and median wall time, the recall, the parameter chosen, and the process's
-peak RSS (ru_maxrss) beside the RSS after loading the data; the load average is read before and
+peak RSS while building the graph (VmHWM, reset after loading the data: Linux clear_refs; else
+ru_maxrss) beside the RSS after loading the data; the load average is read before and
 after each run (shared 2-core machine).
 
 Data: "separated" (64-d Gaussian blobs, N/100 centres, noise 0.15), "overlap" (64-d, N/100
@@ -47,12 +48,23 @@ def rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def current_rss_gib() -> float:
+def current_rss_gib(field: str = "VmRSS") -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 2**20
     return float("nan")
+
+
+def reset_peak() -> bool:
+    """Linux: reset the process's peak RSS (VmHWM) to its current RSS, so that the peak read
+    after the method is the method's, not the data loading's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def fashion_mnist() -> np.ndarray:
@@ -83,7 +95,11 @@ def one(data: str, method: str, n: int, k: int, recall: float) -> dict:
     from alscale import knn
 
     u = unit_points(data, n)
+    import gc
+
+    gc.collect()
     base = current_rss_gib()
+    reset = reset_peak()
     load = os.getloadavg()[0]
     t = time.perf_counter()
     cpu = time.process_time()
@@ -95,9 +111,9 @@ def one(data: str, method: str, n: int, k: int, recall: float) -> dict:
            "built_by": info.get("method"), "param": {p: info[p] for p in ("nprobe", "efSearch", "nlist", "cells")
                                                      if p in info},
            "stages_s": {p: round(info[p], 2) for p in ("build_s", "tune_s", "search_s", "measure_s") if p in info},
-           "peak_rss_gib": round(rss_gib(), 3), "data_rss_gib": round(base, 3),
+           "peak_rss_gib": round(current_rss_gib("VmHWM") if reset else rss_gib(), 3), "data_rss_gib": round(base, 3),
            "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}
-    for key in ("cells_recall", "cells_nprobe", "cells_s", "approx_recall"):
+    for key in ("cells_recall", "cells_nprobe", "cells_s", "cells_scan_run", "approx_recall"):
         if key in info:
             row[key] = round(info[key], 4) if isinstance(info[key], float) else info[key]
     return row

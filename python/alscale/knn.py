@@ -118,7 +118,8 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
         "hnsw": faiss IndexHNSWFlat (M = 32, efConstruction 40); efSearch tuned likewise.
         "cells": alscale's hand-written cell scan (two-level spherical k-means into ~128-point
         cells; each cell compared exactly with the cells its points rank among their ``nprobe``
-        first).
+        first); below ``recall`` it hands over to "ivf" (skipping its scan when its own
+        estimate is already 0.02 below).
     recall : float in (0, 1], optional
         The promised recall@k of an approximate method (see above); ignored by "exact".
     nprobe : int, optional
@@ -256,16 +257,23 @@ def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None
     if method == "cells":
         t = time.perf_counter()
         cells_info: dict = {}
-        idx, sim = _knn_cells(unit, k, threads, nprobe, recall, cells_info)
+        # the estimate (512 sampled points' true neighbours in scanned cells) is the scan's
+        # recall up to sampling noise: clearly below the target, the scan is not run
+        out = _knn_cells(unit, k, threads, nprobe, recall, cells_info, skip_below=recall - 0.02)
         info.update(method="cells", nprobe=cells_info["nprobe"], build_s=time.perf_counter() - t,
                     cells=cells_info["cells"])
-        got, _ = _measure(faiss, unit, k, idx, info)
-        if got >= recall or nprobe is not None:
-            return KnnGraph(idx, sim, got, info)
-        del idx, sim
+        if out is None:
+            got = cells_info["recall_estimate"]
+            info.update(measure_s=0.0, cells_estimate=got)
+        else:
+            idx, sim = out
+            got, _ = _measure(faiss, unit, k, idx, info)
+            if got >= recall or nprobe is not None:
+                return KnnGraph(idx, sim, got, info)
+            del idx, sim, out
         # below the target: another index
         info = {"target": recall, "cells_recall": got, "cells_nprobe": info["nprobe"],
-                "cells_s": info["build_s"] + info["measure_s"]}
+                "cells_s": info["build_s"] + info["measure_s"], "cells_scan_run": out is not None}
         method = "ivf"
     return _knn_index(faiss, unit, k, threads, method, nprobe, recall, info)
 
@@ -563,8 +571,10 @@ def _distinct(a: np.ndarray) -> np.ndarray:
 
 
 def _knn_cells(unit: np.ndarray, k: int, threads: int, nprobe: int | None, recall: float,
-               info: dict | None = None):
-    """The "faiss" kNN graph; ``info`` (benchmarks) receives the cells, probes and stage times."""
+               info: dict | None = None, skip_below: float | None = None):
+    """The cell-scan kNN graph; ``info`` (benchmarks) receives the cells, probes and stage
+    times. With ``skip_below``, None (no scan) when the recall estimate at the widest probe
+    count is below it: the scan could not keep the promise."""
     faiss = _faiss()
     if threads > 0:
         faiss.omp_set_num_threads(threads)
@@ -582,6 +592,9 @@ def _knn_cells(unit: np.ndarray, k: int, threads: int, nprobe: int | None, recal
         # At least 2: with one, a cluster split over two cells has no edge across them.
         ladder = [p for p in _NPROBES if min(2, ranked) <= p < ranked] + [ranked]
         p, info["recall_estimate"] = _probes_for(faiss, unit, cell, keys, best, cells, k, recall, ladder)
+        if skip_below is not None and info["recall_estimate"] < skip_below:
+            info.update(nprobe=p, probes_s=time.perf_counter() - t)
+            return None
     else:
         p = min(nprobe, ranked)
     scan = best < p  # cell c scans cell c' when one of its points ranks c' among its p nearest

@@ -129,3 +129,12 @@ def test_fewer_clusters_than_components_gives_the_components():
     assert alscale.hac_average_graph(graph, n_clusters=7).labels.max() == 6
     # a threshold at 1 still applies the merges between components
     assert (alscale.hac_average_graph(graph, threshold=1.0).labels == 0).all()
+
+
+def test_cell_scan_measured_below_the_target_hands_over(monkeypatch):
+    real = knn._knn_cells  # the scan runs even where its own estimate says it would miss
+    monkeypatch.setattr(knn, "_knn_cells", lambda *a, skip_below=None, **kw: real(*a, **kw))
+    x = np.random.default_rng(0).normal(size=(20_000, 64)).astype(np.float32)  # the scan: 0.96
+    g = alscale.knn_graph(x, 10, method="cells", recall=0.99)
+    assert g.info["cells_scan_run"] and g.info["cells_recall"] < 0.99, g.info
+    assert g.recall >= 0.99 and true_recall(x, g.indices, 10) >= 0.99

@@ -267,6 +267,7 @@ def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None
         out = _knn_cells(unit, k, threads, nprobe, recall, cells_info, skip_below=recall - 0.02)
         info.update(method="cells", nprobe=cells_info["nprobe"], build_s=time.perf_counter() - t,
                     cells=cells_info["cells"])
+        scanned = out is not None
         if out is None:
             got = cells_info["recall_estimate"]
             info.update(measure_s=0.0, cells_estimate=got)
@@ -278,7 +279,7 @@ def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None
             del idx, sim, out
         # below the target: another index
         info = {"target": recall, "cells_recall": got, "cells_nprobe": info["nprobe"],
-                "cells_s": info["build_s"] + info["measure_s"], "cells_scan_run": out is not None}
+                "cells_s": info["build_s"] + info["measure_s"], "cells_scan_run": scanned}
         method = "ivf"
     return _knn_index(faiss, unit, k, threads, method, nprobe, recall, info)
 

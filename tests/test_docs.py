@@ -12,6 +12,7 @@ import alscale.distributed
 import alscale.diversity
 import alscale.formats
 import alscale.hac
+import alscale.knn
 import alscale.al.loop
 import alscale.al.metrics
 import alscale.pool
@@ -20,8 +21,8 @@ import alscale.strategies
 import alscale.streaming
 import alscale.al.train
 
-MODULES = [alscale.formats, alscale.selection, alscale.streaming, alscale.hac, alscale.cluster_margin, alscale.diversity,
-           alscale.strategies, alscale.al.metrics, alscale.al.datasets, alscale.al.train, alscale.al.loop,
+MODULES = [alscale.formats, alscale.selection, alscale.streaming, alscale.hac, alscale.knn, alscale.cluster_margin,
+           alscale.diversity, alscale.strategies, alscale.al.metrics, alscale.al.datasets, alscale.al.train, alscale.al.loop,
            alscale.pool, alscale.distributed]
 
 

@@ -5,6 +5,7 @@ before these changes) gives, whatever the id width, the input form, the dtype an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import numpy as np
@@ -16,6 +17,7 @@ from scipy.sparse import coo_matrix
 
 import alscale
 import reference as ref
+from alscale.hac import ComponentsWarning
 from alscale import _core
 from hypotheses import SEEDS, examples
 
@@ -67,10 +69,13 @@ def test_knn_form_matches_bruteforce_reference(seed, n, k, missing, k_clusters, 
     rows = np.repeat(np.arange(n), k)
     keep = idx.ravel() >= 0
     expected = ref.graph_hac(n, rows[keep], idx.ravel()[keep], sim.ravel()[keep])
-    labels = ref.flat_labels(expected, n, n_clusters=k_clusters)
-    c = alscale.hac_average_graph((idx, sim), n_clusters=k_clusters)
+    labels = ref.flat_labels(expected, n, n_clusters=k_clusters)  # the kernel's maxclust cut
+    # the public call floors the cut at the connected components (with a warning)
+    components = 1 + int(np.count_nonzero(expected[:, 2] >= 1.0))
+    with pytest.warns(ComponentsWarning) if components > k_clusters else contextlib.nullcontext():
+        c = alscale.hac_average_graph((idx, sim), n_clusters=k_clusters)
     np.testing.assert_array_equal(c.linkage, expected)
-    np.testing.assert_array_equal(c.labels, labels)
+    np.testing.assert_array_equal(c.labels, ref.flat_labels(expected, n, n_clusters=max(k_clusters, components)))
     assert is_valid_linkage(c.linkage)
     assert_all_equal(all_forms(idx, sim, k_clusters), expected, labels)
 
@@ -91,7 +96,9 @@ def test_mutual_and_duplicate_edges_take_the_largest_similarity():
     # 0-1 given as 0.5 by 0 and 0.75 by 1 (and 0.25 twice more): the edge is 0.75
     idx = np.array([[1, 1, 1], [0, 0, -1], [3, -1, -1], [2, -1, -1]])
     sim = np.array([[0.5, 0.25, 0.25], [0.75, 0.25, 0.0], [0.5, 0.0, 0.0], [0.5, 0.0, 0.0]], np.float32)
-    c = alscale.hac_average_graph((idx, sim), n_clusters=1)
+    with pytest.warns(ComponentsWarning):  # two components: {0, 1} and {2, 3}
+        c = alscale.hac_average_graph((idx, sim), n_clusters=1)
+    np.testing.assert_array_equal(c.labels, [0, 0, 1, 1])
     np.testing.assert_array_equal(c.linkage[:, 2], [0.25, 0.5, 1.0])
 
 

@@ -3,6 +3,8 @@ the kNN graph against numpy; cuts against fcluster; invariance to threads and ed
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from scipy.sparse import coo_matrix, csr_matrix
 from scipy.spatial.distance import pdist
 
 import alscale
+from alscale.hac import ComponentsWarning
 import reference as ref
 from hypotheses import SEEDS, examples
 
@@ -156,15 +159,21 @@ def random_graph(seed: int, n: int, density: float):
 def test_graph_matches_bruteforce_reference(seed, n, density, k):
     u, v, s = random_graph(seed, n, density)
     g = coo_matrix((s, (u, v)), shape=(n, n))
-    c = alscale.hac_average_graph(g, n_clusters=k)
     expected = ref.graph_hac(n, u, v, s)
+    # More connected components than k: the components are the floor, with a warning (the
+    # merges between components tie at distance 1; a maxclust cut would give one cluster).
+    components = 1 + int(np.count_nonzero(expected[:, 2] >= 1.0))
+    floor = (lambda: pytest.warns(ComponentsWarning)) if components > k else contextlib.nullcontext
+    with floor():
+        c = alscale.hac_average_graph(g, n_clusters=k)
     np.testing.assert_array_equal(c.linkage, expected)
-    np.testing.assert_array_equal(c.labels, ref.flat_labels(expected, n, n_clusters=k))
+    np.testing.assert_array_equal(c.labels, ref.flat_labels(expected, n, n_clusters=max(k, components)))
     assert is_valid_linkage(c.linkage)
     # Edge order, direction and thread count do not matter.
     p = np.random.default_rng(seed + 1).permutation(u.size)
     g2 = coo_matrix((s[p], (v[p], u[p])), shape=(n, n))
-    np.testing.assert_array_equal(alscale.hac_average_graph(g2, n_clusters=k, num_threads=1).linkage, expected)
+    with floor():
+        np.testing.assert_array_equal(alscale.hac_average_graph(g2, n_clusters=k, num_threads=1).linkage, expected)
 
 
 @given(seed=SEEDS, n=st.integers(3, 40), d=st.integers(2, 6))
@@ -197,10 +206,12 @@ def test_graph_knn_tuple_form_and_disconnected_components():
     rows = np.repeat(np.arange(300), 5)
     np.testing.assert_array_equal(c.linkage, ref.graph_hac(300, rows, idx.ravel(), sim.ravel()))
     # two far-apart pairs and a singleton: the last merges are at distance 1
-    c = alscale.hac_average_graph((np.array([[1], [0], [3], [2], [-1]]), np.full((5, 1), 0.5)), n_clusters=1)
+    with pytest.warns(ComponentsWarning, match="3 connected components, more than the 1 clusters"):
+        c = alscale.hac_average_graph((np.array([[1], [0], [3], [2], [-1]]), np.full((5, 1), 0.5)), n_clusters=1)
     np.testing.assert_array_equal(c.linkage[:, 2], [0.5, 0.5, 1.0, 1.0])
     np.testing.assert_array_equal(c.linkage[:, :2], [[0, 1], [2, 3], [5, 6], [4, 7]])  # in representative order
-    np.testing.assert_array_equal(c.labels, [0, 0, 0, 0, 0])
+    # n_clusters=1 below the 3 components: the components are the floor (was one cluster)
+    np.testing.assert_array_equal(c.labels, [0, 0, 1, 1, 2])
 
 
 def test_graph_independent_of_threads():

@@ -31,7 +31,8 @@ from .selection import (
 )
 
 from .cluster_margin import select_cluster_margin
-from .hac import Clustering, hac_average, hac_average_graph, knn_graph
+from .hac import Clustering, ComponentsWarning, hac_average, hac_average_graph
+from .knn import KnnGraph, RecallWarning, knn_graph
 from .diversity import select_badge, select_coreset
 from .streaming import BalancedSelector
 from .pool import chunked, logits_from_embeddings
@@ -81,6 +82,9 @@ __all__ = [
     "HAS_CUDA",
     "BalancedSelector",
     "Clustering",
+    "ComponentsWarning",
+    "KnnGraph",
+    "RecallWarning",
     "boundary_scores",
     "chunked",
     "confidence_scores",

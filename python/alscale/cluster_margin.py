@@ -117,10 +117,17 @@ def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10,
     recall, pca
         As in :func:`alscale.knn_graph` (``recall``: the faiss graph's target recall@k; ``pca``:
         reduce the unit rows to this many dimensions first).
-    knn_method : {"exact", "faiss"}, optional
-        Default :func:`alscale.hac.auto_knn_method` of the rows (faiss's graph beyond 200,000).
+    knn_method : {"exact", "faiss", "ivf", "hnsw", "cells"}, optional
+        Default :func:`alscale.knn.auto_knn_method` of the rows (faiss's graph beyond 200,000).
+        An approximate graph keeps ``recall`` or warns (:class:`alscale.knn.RecallWarning`).
     progress : callable (str) -> None, optional
-        Called with one line as each stage starts and ends (kNN graph, HAC), with its time.
+        Called with one line as each stage starts and ends (kNN graph, HAC), with its time; the
+        kNN graph's line gives its measured recall@k.
+
+    More connected components in the kNN graph than ``n_clusters`` (e.g. well-separated groups
+    and a small ``neighbors``): the components themselves are the clusters (see
+    :func:`alscale.hac_average_graph`), so there are more than ``n_clusters``, with a
+    :class:`alscale.hac.ComponentsWarning` — never one cluster.
 
     Returns
     -------
@@ -134,7 +141,8 @@ def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10,
     >>> cluster_embeddings(z, 3, neighbors=1).tolist()
     [0, 0, 1, 1, 2]
     """
-    from .hac import auto_knn_method, hac_average_graph, knn_graph
+    from .hac import hac_average_graph
+    from .knn import auto_knn_method, knn_graph
 
     z = real_matrix(embeddings, "embeddings", "rows")
     target, k, recall, pca = cluster_settings(n_clusters, neighbors, recall, pca, z.shape[1])
@@ -153,7 +161,7 @@ def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10,
         say(f"kNN graph of {m:,} embeddings ({settings}) ...")
         t0 = time.perf_counter()
         graph = knn_graph(points, kk, method=method, recall=recall, pca=pca, num_threads=num_threads)
-        say(f"kNN graph: {time.perf_counter() - t0:.1f} s")
+        say(f"kNN graph: {time.perf_counter() - t0:.1f} s, {_recall_line(graph, kk)}")
         want = max(1, min(m, target - (1 if m < n else 0)))
         say(f"graph HAC into {want:,} clusters ...")
         t0 = time.perf_counter()
@@ -163,6 +171,15 @@ def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10,
     if m < n:
         labels[zero] = int(labels[rows].max()) + 1 if m else 0
     return labels
+
+
+def _recall_line(graph: Any, k: int) -> str:
+    """What a progress line says of a graph's recall: measured, or exact."""
+    info = getattr(graph, "info", {})
+    if info.get("method") == "exact":
+        return f"exact (recall@{k} 1)"
+    return (f"{info.get('method', 'approximate')}, recall@{k} {graph.recall:.4f} measured on "
+            f"{info.get('recall_queries', 0):,} sampled points")
 
 
 def cluster_settings(n_clusters: Any, neighbors: Any, recall: Any, pca: Any, features: Optional[int] = None) -> tuple:

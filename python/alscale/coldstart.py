@@ -20,7 +20,7 @@ from . import _core
 from ._backend import host_only
 from ._backend.arrays import (as_budget, as_embeddings, as_exclude, as_int, as_threads, check_random_state, unit_rows,
                               wrap_like)
-from .hac import _knn
+from .knn import _knn
 
 __all__ = ["probcover_delta", "select_probcover", "select_typiclust"]
 
@@ -292,8 +292,9 @@ def probcover_delta(embeddings: Any, *, num_classes: Any = None, purity: Any = 0
         A clustering to use instead of k-means.
     neighbors : int, optional
         k of the kNN graph (None: exact).
-    knn_method : {"exact", "faiss"}
-        How the kNN graph is built (see :func:`alscale.knn_graph`).
+    knn_method : {"exact", "faiss", "ivf", "hnsw", "cells"}
+        How the kNN graph is built (see :func:`alscale.knn_graph`; an approximate one promises
+        recall@k 0.95: measured, or a RecallWarning).
     graph : tuple (indices, similarities), optional
         A kNN graph of the embeddings as :func:`alscale.knn_graph` returns ((N, k) neighbours,
         -1 = none, and their cosine similarities) to use instead of building one (e.g. to reuse

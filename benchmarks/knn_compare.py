@@ -1,0 +1,165 @@
+"""kNN graphs at a promised recall: alscale's cell scan against faiss's own indexes (issue 21).
+
+    python benchmarks/knn_compare.py --all [--n 200000 --repeats 3]   # every data set x method
+    python benchmarks/knn_compare.py --data overlap --method ivf       # one, in this process
+
+Every method builds the cosine 10-NN graph of the same unit rows through ``alscale.knn._knn``
+(what ``knn_graph`` runs after normalising), asked for recall@10 = 0.95: the cell scan
+("cells": two-level k-means cells, its own nprobe ladder; below the target it would fall back to
+IVF, so its own graph is reported beside what the promise then costs), faiss IndexIVFFlat
+("ivf": N/256 lists, nprobe tuned on 1,000 sampled points), faiss IndexHNSWFlat ("hnsw": M = 32,
+efConstruction 40, efSearch tuned likewise), the default ("faiss": the cell scan, handing over
+to IVF where its own estimate misses the target) and the exact blocked brute force ("exact"). Recall is
+measured on 1,000 other sampled points against faiss's brute force (alscale's own measurement,
+the figure the graph carries). Each (data, method) runs ``--repeats`` times in a fresh process;
+the table gives min and median wall time, the recall, the parameter chosen, and the process's
+peak RSS while building the graph (VmHWM, reset after loading the data: Linux clear_refs; else
+ru_maxrss) beside the RSS after loading the data; the load average is read before and
+after each run (shared 2-core machine).
+
+Data: "separated" (64-d Gaussian blobs, N/100 centres, noise 0.15), "overlap" (64-d, N/100
+centres, noise 0.8: heavily overlapping), "fmnist" (Fashion-MNIST train + test pixels, 70,000 x
+784, from /usr/share/datasets/fashion-mnist: apt-get install dataset-fashion-mnist) and
+"fmnist-pca64" (the same, reduced by knn_graph's uncentred PCA to 64 dimensions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+DATA = ("separated", "overlap", "fmnist", "fmnist-pca64")
+METHODS = ("faiss", "cells", "ivf", "hnsw", "exact")
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def current_rss_gib(field: str = "VmRSS") -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def reset_peak() -> bool:
+    """Linux: reset the process's peak RSS (VmHWM) to its current RSS, so that the peak read
+    after the method is the method's, not the data loading's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def fashion_mnist() -> np.ndarray:
+    parts = []
+    for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
+        with gzip.open(os.path.join(FMNIST, name)) as f:
+            raw = f.read()
+        n = int.from_bytes(raw[4:8], "big")
+        parts.append(np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, 784))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def unit_points(data: str, n: int) -> np.ndarray:
+    from alscale import knn
+
+    if data in ("separated", "overlap"):
+        from cm_9m import blobs
+
+        x, _ = blobs(n, 64, max(1, n // 100), 0.15 if data == "separated" else 0.8)
+        return knn._unit_points(x)
+    x = fashion_mnist()
+    x = x[np.abs(x).max(axis=1) > 0]
+    return knn._pca_unit(x, 64) if data == "fmnist-pca64" else knn._unit_points(x)
+
+
+def one(data: str, method: str, n: int, k: int, recall: float) -> dict:
+    """Builds the graph once in this process; returns its row."""
+    from alscale import knn
+
+    u = unit_points(data, n)
+    import gc
+
+    gc.collect()
+    base = current_rss_gib()
+    reset = reset_peak()
+    load = os.getloadavg()[0]
+    t = time.perf_counter()
+    cpu = time.process_time()
+    g = knn._knn(u, k, method, 0, None, recall)
+    wall = time.perf_counter() - t
+    info = dict(g.info)
+    row = {"data": data, "n": int(u.shape[0]), "d": int(u.shape[1]), "method": method, "wall_s": round(wall, 2),
+           "cpu_s": round(time.process_time() - cpu, 2), "recall": round(g.recall, 4),
+           "built_by": info.get("method"), "param": {p: info[p] for p in ("nprobe", "efSearch", "nlist", "cells")
+                                                     if p in info},
+           "stages_s": {p: round(info[p], 2) for p in ("build_s", "tune_s", "search_s", "measure_s") if p in info},
+           "peak_rss_gib": round(current_rss_gib("VmHWM") if reset else rss_gib(), 3), "data_rss_gib": round(base, 3),
+           "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}
+    for key in ("cells_recall", "cells_nprobe", "cells_s", "cells_scan_run", "approx_recall"):
+        if key in info:
+            row[key] = round(info[key], 4) if isinstance(info[key], float) else info[key]
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", choices=DATA)
+    p.add_argument("--method", choices=METHODS)
+    p.add_argument("--all", action="store_true", help="every data set x method, each in a fresh process")
+    p.add_argument("--datasets", default=",".join(DATA))
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--n", type=int, default=200_000, help="rows of the blob data sets")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--recall", type=float, default=0.95)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default=None, help="JSON lines file for --all")
+    a = p.parse_args()
+    if not a.all:
+        print(json.dumps(one(a.data, a.method, a.n, a.k, a.recall)), flush=True)
+        return
+    out = open(a.out, "a") if a.out else None
+    for data in a.datasets.split(","):
+        for method in a.methods.split(","):
+            runs = []
+            for _ in range(a.repeats):
+                cmd = [sys.executable, __file__, "--data", data, "--method", method, "--n", str(a.n),
+                       "--k", str(a.k), "--recall", str(a.recall)]
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                if res.returncode != 0:
+                    print(json.dumps({"data": data, "method": method, "error": res.stderr[-2000:]}), flush=True)
+                    break
+                runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+            if not runs:
+                continue
+            walls = [r["wall_s"] for r in runs]
+            row = {**runs[-1], "wall_min_s": min(walls), "wall_median_s": round(statistics.median(walls), 2),
+                   "repeats": len(runs), "recalls": [r["recall"] for r in runs],
+                   "peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
+                   "load": [min(r["load_before"] for r in runs), max(r["load_after"] for r in runs)]}
+            print(json.dumps(row), flush=True)
+            if out:
+                out.write(json.dumps(row) + "\n")
+                out.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,637 @@
+"""k-nearest-neighbour graphs by cosine similarity: exact (blocked brute force, CPU or CUDA) and
+approximate at millions of points (faiss's indexes, or alscale's cell scan), for graph HAC,
+Cluster-Margin, TypiClust and ProbCover.
+
+``recall=`` is a promise: an approximate graph's recall@k is measured after it is built, on the
+exact neighbours of 1,000 sampled points, and returned with the graph (:class:`KnnGraph`); where
+the target is missed, the search widens, and where it cannot be met within the stated bounds a
+:class:`RecallWarning` says what was reached.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _core
+from ._backend import device as _gpu
+from ._backend import host_only
+from ._backend.arrays import as_int, as_points, as_threads, real_matrix, unit_rows
+
+__all__ = ["KnnGraph", "RecallWarning", "auto_knn_method", "knn_graph"]
+
+_KNN_METHODS = ("exact", "faiss", "ivf", "hnsw", "cells")
+# What method="faiss" runs (BENCHMARKS.md, "kNN graphs at a promised recall"): the cell scan,
+# fastest at recall 0.95 on separated blobs and on Fashion-MNIST's 784-d pixels, handing over to
+# IVF-Flat (fastest on overlapping blobs) when its own estimate says it would miss the target.
+_DEFAULT_APPROX = "cells"
+
+
+class RecallWarning(UserWarning):
+    """An approximate kNN graph's measured recall@k is below the ``recall`` it was asked for
+    (the search reached its time bound first); the message gives the measured figure."""
+
+
+class _Pair(NamedTuple):
+    indices: np.ndarray
+    similarities: np.ndarray
+
+
+class KnnGraph(_Pair):
+    """A kNN graph: the tuple ``(indices, similarities)`` (it unpacks as two arrays, and every
+    function taking a graph tuple takes it), with what was measured about it.
+
+    Attributes
+    ----------
+    indices : numpy.ndarray of int64, shape (N, k)
+    similarities : numpy.ndarray of float32, shape (N, k)
+    recall : float
+        The recall@k measured on the exact neighbours of ``info["recall_queries"]`` sampled
+        points (1.0 for the exact graph, by construction).
+    info : dict
+        How it was built: ``method`` (the one that built it: "exact", "ivf", "hnsw", "cells"),
+        its parameter (``nprobe`` or ``efSearch``), ``recall_queries``, ``target`` and stage
+        times in seconds.
+    """
+
+    recall: float = math.nan  # instance attributes set by __new__ (class defaults for _make)
+    info: dict = {}
+
+    def __new__(cls, indices: np.ndarray, similarities: np.ndarray, recall: float = math.nan,
+                info: dict | None = None) -> "KnnGraph":
+        self = super().__new__(cls, indices, similarities)
+        self.recall = float(recall)
+        self.info = dict(info or {})
+        return self
+
+    def __repr__(self) -> str:
+        n, k = self.indices.shape
+        return f"KnnGraph(N={n}, k={k}, recall={self.recall:.4f}, method={self.info.get('method', '?')!r})"
+
+
+def auto_knn_method(n: int) -> str:
+    """The kNN method for an n-point graph when the caller has no preference: ``"faiss"`` beyond
+    200,000 points if faiss is importable (the exact all-pairs graph takes hours at millions),
+    else ``"exact"``."""
+    import importlib.util
+
+    return "faiss" if n > 200_000 and importlib.util.find_spec("faiss") is not None else "exact"
+
+
+def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", recall: Any = 0.95,
+              nprobe: Any = None, pca: Any = None, num_threads: int = 0) -> KnnGraph:
+    """The k nearest neighbours of every point by cosine similarity, excluding the point itself.
+
+    Approximate methods keep a promise: the returned graph's recall@k (the fraction of the
+    exact k nearest neighbours it holds; a neighbour tied with the k-th in similarity counts) is
+    measured after building on the exact neighbours of 1,000 sampled points (seeded: the same
+    points every call; every point when N <= 1,000) and returned as ``.recall``. Below
+    ``recall``, the search widens (IVF: more lists probed; HNSW: a larger efSearch; the cell scan:
+    faiss's IVF instead) and is measured again; when the widening would cost more than a quarter
+    of brute force's work, the exact graph is built instead if its work N²·D is at most 4·10¹²
+    (e.g. 200,000 × 100 or 70,000 × 784; recall 1); beyond that the best graph found is returned
+    with a :class:`RecallWarning` giving the measured recall — never silently.
+
+    Memory: O(N·k + index): the (N, k) result (12 bytes an entry), the unit points (N·D float32,
+    or N·pca) and the index (IVF-Flat and HNSW: a float32 copy of the points, plus 8 bytes a
+    point for IVF's ids or 2·32·4 bytes for HNSW's links), searched in chunks of 65,536 queries;
+    the cell scan's cell-pair lists grow with how much the data overlaps (O(N·ranked)), and
+    exact adds (block) working space only.
+
+    Parameters
+    ----------
+    x : array_like or torch.Tensor (CPU), shape (N, D)
+        Finite, no zero rows; L2-normalised here (float32, chunk by chunk: no float64 copy).
+    k : int
+        1 <= k < N.
+    metric : {"cosine"}
+    method : {"exact", "faiss", "ivf", "hnsw", "cells"}
+        "exact": blocked brute force in C++ (O(N² D), up to a few hundred thousand points; CUDA
+        tensors: the GPU kernel).
+        "faiss": approximate, for millions of points (needs faiss: ``pip install faiss-cpu``):
+        "cells", which hands over to "ivf" where it would miss ``recall`` — together the
+        fastest at recall 0.95 across separated blobs, overlapping blobs and Fashion-MNIST in
+        BENCHMARKS.md ("kNN graphs at a promised recall"). Up to 5,000 points the exact graph
+        (cheaper than any index).
+        "ivf": faiss IndexIVFFlat, inner product, N/256 lists (spherical k-means, 10 iterations
+        on 32 points a list); ``nprobe`` (at least 2, so that a cluster split over two lists
+        keeps edges across them) tuned on 1,000 sampled points to reach ``recall``.
+        "hnsw": faiss IndexHNSWFlat (M = 32, efConstruction 40); efSearch tuned likewise.
+        "cells": alscale's hand-written cell scan (two-level spherical k-means into ~128-point
+        cells; each cell compared exactly with the cells its points rank among their ``nprobe``
+        first); below ``recall`` it hands over to "ivf" (skipping its scan when its own
+        estimate is already 0.02 below).
+    recall : float in (0, 1], optional
+        The promised recall@k of an approximate method (see above); ignored by "exact".
+    nprobe : int, optional
+        Fixes the search breadth instead of tuning it to ``recall`` (IVF lists or cells probed,
+        HNSW efSearch); the recall is still measured and returned, without a warning. At least
+        the number of lists or cells: the exact graph.
+    pca : int, optional
+        First project the L2-normalised points on their top ``pca`` principal directions
+        (uncentred, so ``pca`` = D keeps every cosine; faiss ``PCAMatrix`` trained on at most
+        65,536 sampled points, applied chunk by chunk: memory N·pca), e.g. 2048-d CNN features
+        to 128 (BENCHMARKS.md measures what it does to the clustering). Needs faiss. The recall
+        is measured against the exact neighbours of the reduced points.
+    num_threads : int, optional
+
+    Returns
+    -------
+    KnnGraph
+        Unpacks as ``indices, similarities``:
+        indices, numpy.ndarray of int64, shape (N, k): neighbours by descending similarity (exact:
+        ties to the smaller index); -1 where fewer than k were found.
+        similarities, numpy.ndarray of float32, shape (N, k): 0 where the index is -1.
+        ``.recall`` is the measured recall@k and ``.info`` how it was built.
+
+    Warns
+    -----
+    RecallWarning
+        When the measured recall is below ``recall`` after the widest search within the bounds.
+
+    Examples
+    --------
+    >>> import numpy as np, alscale
+    >>> x = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])
+    >>> idx, sim = alscale.knn_graph(x, 1)
+    >>> idx.ravel()
+    array([1, 0, 1])
+    >>> alscale.knn_graph(x, 1).recall
+    1.0
+    """
+    if metric != "cosine":
+        raise ValueError(f"metric must be 'cosine', got {metric!r}")
+    threads = as_threads(num_threads)
+    if method not in _KNN_METHODS:
+        raise ValueError(f"knn method must be one of {_KNN_METHODS}, got {method!r}")
+    if method == "exact" and _gpu.wants(x, "x"):  # CUDA points: the GPU kernel, same graph
+        idx, sim = _gpu.knn_graph(x, as_int(k, "k", minimum=1))
+        return KnnGraph(idx, sim, 1.0, {"method": "exact", "recall_queries": 0})
+    host_only(x, f"knn_graph(method={method!r})", "x")
+    kk = as_int(k, "k", minimum=1)
+    target = _recall(recall)
+    probes = None if nprobe is None else as_int(nprobe, "nprobe", minimum=1)
+    dims = None if pca is None else as_int(pca, "pca", minimum=1)
+    unit = _unit_points(x) if dims is None else _pca_unit(x, dims)
+    if kk >= unit.shape[0]:
+        raise ValueError(f"k must be less than the number of points ({unit.shape[0]}), got {kk}")
+    return _knn(unit, kk, method, threads, probes, target)
+
+
+def _recall(recall: Any) -> float:
+    if isinstance(recall, (bool, np.bool_)) or not isinstance(recall, (int, float, np.integer, np.floating)):
+        raise TypeError(f"recall must be a number in (0, 1], got {recall!r}")
+    r = float(recall)
+    if not 0.0 < r <= 1.0:
+        raise ValueError(f"recall must be in (0, 1], got {recall!r}")
+    return r
+
+
+_CHUNK_ROWS = 1 << 16
+
+
+def _unit_chunks(x: Any, name: str = "x"):
+    """(start, float32 unit rows) for chunks of x: as_points + unit_rows without an (N, D)
+    float64 copy; errors name the row in x."""
+    a = real_matrix(x, name, "points")
+    if a.shape[0] < 2 or a.shape[1] == 0:
+        as_points(a, name)  # raises: too few points / no features
+    for s in range(0, a.shape[0], _CHUNK_ROWS):
+        b = a[s : s + _CHUNK_ROWS]
+        finite = np.isfinite(b).all(axis=1)
+        if not finite.all():
+            raise ValueError(f"{name} contains NaN or inf at row {s + int(np.argmin(finite))}")
+        zero = ~(np.abs(b).max(axis=1) > 0)
+        if zero.any():
+            raise ValueError(f"{name} row {s + int(np.argmax(zero))} has zero norm: cosine distance is undefined for it")
+        yield s, unit_rows(np.asarray(b, dtype=np.float64), name)
+
+
+def _unit_points(x: Any, name: str = "x") -> np.ndarray:
+    """The rows of x scaled to unit L2 norm, float32 (N, D), validated chunk by chunk."""
+    a = real_matrix(x, name, "points")
+    out = np.empty(a.shape, dtype=np.float32)
+    for s, u in _unit_chunks(a, name):
+        out[s : s + u.shape[0]] = u
+    return out
+
+
+def _pca_unit(x: Any, dims: int, name: str = "x") -> np.ndarray:
+    """Unit rows of x reduced to ``dims`` dimensions by uncentred PCA (the top eigenvectors of
+    their second-moment matrix: faiss PCAMatrix trained on at most 65,536 sampled unit rows and
+    their negatives, applied chunk by chunk), then scaled to unit norm again."""
+    faiss = _faiss()
+    a = real_matrix(x, name, "points")
+    if dims > a.shape[1]:
+        raise ValueError(f"pca must be at most the number of features ({a.shape[1]}), got {dims}")
+    rng = np.random.default_rng(0)
+    n = a.shape[0]
+    sample = np.arange(n) if n <= _CHUNK_ROWS else np.sort(rng.choice(n, _CHUNK_ROWS, replace=False))
+    pca = faiss.PCAMatrix(a.shape[1], dims)
+    u = _unit_points(a[sample], name)
+    pca.train(np.concatenate([u, -u]))  # mean 0: uncentred, so that pca = D keeps every cosine
+    del u
+    out = np.empty((n, dims), dtype=np.float32)
+    for s, u in _unit_chunks(a, name):
+        r = pca.apply(u)
+        norm = np.sqrt(np.einsum("ij,ij->i", r, r))[:, None]
+        out[s : s + u.shape[0]] = r / np.maximum(norm, np.float32(1e-30))
+    return out
+
+
+def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None = None,
+         recall: float = 0.95) -> KnnGraph:
+    """The kNN graph of unit rows by ``method``, keeping the recall promise (see knn_graph)."""
+    if method not in _KNN_METHODS:
+        raise ValueError(f"knn method must be one of {_KNN_METHODS}, got {method!r}")
+    if method == "exact":
+        return _exact(unit, k, threads, {})
+    faiss = _faiss()
+    if threads > 0:
+        faiss.omp_set_num_threads(threads)
+    n = unit.shape[0]
+    if method == "faiss":
+        if n <= _SMALL and nprobe is None:
+            return _exact(unit, k, threads, {"asked": "faiss", "why": f"N <= {_SMALL:,}: exact is cheapest"})
+        method = _DEFAULT_APPROX
+    info: dict = {"target": recall}
+    if method == "cells":
+        t = time.perf_counter()
+        cells_info: dict = {}
+        # the estimate (512 sampled points' true neighbours in scanned cells) is the scan's
+        # recall up to sampling noise: clearly below the target, the scan is not run
+        out = _knn_cells(unit, k, threads, nprobe, recall, cells_info, skip_below=recall - 0.02)
+        info.update(method="cells", nprobe=cells_info["nprobe"], build_s=time.perf_counter() - t,
+                    cells=cells_info["cells"])
+        scanned = out is not None
+        if out is None:
+            got = cells_info["recall_estimate"]
+            info.update(measure_s=0.0, cells_estimate=got)
+        else:
+            idx, sim = out
+            got, _ = _measure(faiss, unit, k, idx, info)
+            if got >= recall or nprobe is not None:
+                return KnnGraph(idx, sim, got, info)
+            del idx, sim, out
+        # below the target: another index
+        info = {"target": recall, "cells_recall": got, "cells_nprobe": info["nprobe"],
+                "cells_s": info["build_s"] + info["measure_s"], "cells_scan_run": scanned}
+        method = "ivf"
+    return _knn_index(faiss, unit, k, threads, method, nprobe, recall, info)
+
+
+_SMALL = 5000  # method="faiss" up to here: the exact graph (cheaper than building an index)
+_RECALL_QUERIES = 1000  # sampled points on which recall@k is tuned, and then measured
+_EXACT_WORK = 4e12  # N²·D up to which a missed target falls back to the exact graph
+_MAX_SCAN = 0.25  # IVF probes at most this fraction of the lists (then exact or a warning)
+_IVF_LIST = 256  # points per IVF list
+_IVF_PROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+_HNSW_M = 32
+_HNSW_EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+_SEARCH_ROWS = 1 << 16
+
+
+def _exact(unit: np.ndarray, k: int, threads: int, info: dict) -> KnnGraph:
+    t = time.perf_counter()
+    idx, sim = _core.knn_exact(unit, k, threads)
+    return KnnGraph(idx, sim, 1.0, {**info, "method": "exact", "recall": 1.0, "recall_queries": 0,
+                                    "build_s": time.perf_counter() - t})
+
+
+def _sample(n: int, seed: int) -> np.ndarray:
+    if n <= _RECALL_QUERIES:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, _RECALL_QUERIES, replace=False))
+
+
+def _drop_self(ids: np.ndarray, sims: np.ndarray | None, rows: np.ndarray, k: int):
+    """(m, k+1) search results of rows themselves -> (m, k) without the row (or, where the row
+    is not among them, without the last); -1 entries get similarity 0."""
+    m = ids.shape[0]
+    pos = np.where(ids == rows[:, None], np.arange(k + 1), k).min(axis=1)
+    keep = np.ones(ids.shape, dtype=bool)
+    keep[np.arange(m), pos] = False
+    out_i = ids[keep].reshape(m, k)
+    if sims is None:
+        return out_i, None
+    out_s = sims[keep].reshape(m, k)
+    out_s[out_i < 0] = 0.0
+    return out_i, out_s
+
+
+def _truth(faiss, unit: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    """The k-th largest similarity of each sampled row to another row (float64 from the float32
+    unit rows), from faiss's exact brute force."""
+    ids = faiss.knn(unit[q], unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    ids, _ = _drop_self(ids, None, q, k)
+    return _sims(unit, q, ids).min(axis=1)
+
+
+def _sims(unit: np.ndarray, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    a = unit[q].astype(np.float64)
+    b = unit[np.maximum(ids, 0)].astype(np.float64)
+    s = np.einsum("md,mkd->mk", a, b)
+    s[ids < 0] = -np.inf
+    return s
+
+
+def _hits(unit: np.ndarray, q: np.ndarray, ids: np.ndarray, kth: np.ndarray) -> np.ndarray:
+    """Per sampled row: the fraction of its k graph neighbours that are among its exact k
+    nearest (similarity at least the k-th exact one, so that ties count)."""
+    ok = (ids >= 0) & (ids != q[:, None]) & (_sims(unit, q, ids) >= kth[:, None] - 1e-9)
+    return ok.mean(axis=1)
+
+
+def _measure(faiss, unit: np.ndarray, k: int, idx: np.ndarray, info: dict) -> tuple[float, float]:
+    """The built graph's recall@k on the measuring sample (seed 2) and its standard error;
+    recorded in ``info``."""
+    t = time.perf_counter()
+    q = _sample(unit.shape[0], 2)
+    row = _hits(unit, q, idx[q], _truth(faiss, unit, q, k))
+    got, se = float(row.mean()), float(row.std() / math.sqrt(row.size))
+    info.update(recall=round(got, 4), recall_queries=int(q.size), measure_s=time.perf_counter() - t)
+    return got, se
+
+
+def _search(index, unit: np.ndarray, rows: np.ndarray | None, k: int):
+    """(indices, similarities) of the k nearest other rows, by index.search of k + 1."""
+    if rows is not None:
+        d, i = index.search(unit[rows], k + 1)
+        return _drop_self(i, d, rows, k)
+    n = unit.shape[0]
+    idx = np.empty((n, k), dtype=np.int64)
+    sim = np.empty((n, k), dtype=np.float32)
+    for s in range(0, n, _SEARCH_ROWS):
+        rows_s = np.arange(s, min(n, s + _SEARCH_ROWS))
+        d, i = index.search(unit[s : s + _SEARCH_ROWS], k + 1)
+        idx[s : s + rows_s.size], sim[s : s + rows_s.size] = _drop_self(i, d, rows_s, k)
+    return idx, sim
+
+
+def _build_index(faiss, unit: np.ndarray, method: str):
+    """(index, name of its search parameter, ladder of values within the time bound)."""
+    n, d = unit.shape
+    if method == "hnsw":
+        index = faiss.IndexHNSWFlat(d, _HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 40
+        index.add(unit)
+        return index, "efSearch", list(_HNSW_EF)
+    nlist = max(1, n // _IVF_LIST)
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter, index.cp.max_points_per_centroid, index.cp.min_points_per_centroid = 10, 32, 1
+    index.cp.spherical, index.cp.seed = True, 1234
+    train = unit if n <= 32 * nlist else unit[np.sort(np.random.default_rng(3).choice(n, 32 * nlist, replace=False))]
+    index.train(train)
+    del train
+    index.add(unit)
+    # At least 2 lists (as the cell scan's 2 cells): with one, a cluster split over two lists has
+    # no edge across them, and graph HAC keeps its halves apart whatever the recall.
+    top = max(min(2, nlist), int(_MAX_SCAN * nlist))
+    ladder = [p for p in _IVF_PROBES if min(2, nlist) <= p < top] + [top]
+    return index, "nprobe", ladder
+
+
+def _set(index, param: str, value: int) -> None:
+    if param == "efSearch":
+        index.hnsw.efSearch = value
+    else:
+        index.nprobe = value
+
+
+def _knn_index(faiss, unit: np.ndarray, k: int, threads: int, method: str, fixed: int | None, recall: float,
+               info: dict) -> KnnGraph:
+    """faiss IVF-Flat or HNSW-Flat: the search parameter tuned on sample A (seed 1) to reach
+    ``recall`` with two standard errors to spare, the whole graph searched, its recall measured on
+    sample B (seed 2); missed: the next parameter, then exact or a RecallWarning."""
+    n, d = unit.shape
+    t = time.perf_counter()
+    index, param, ladder = _build_index(faiss, unit, method)
+    info.update(method=method, build_s=time.perf_counter() - t)
+    if method == "ivf":
+        info["nlist"] = index.nlist
+        if fixed is not None and fixed >= index.nlist:  # every list: exhaustive, i.e. exact
+            del index
+            return _exact(unit, k, threads, info)
+    t = time.perf_counter()
+    if fixed is not None:
+        ladder = [fixed]
+    else:
+        qa = _sample(n, 1)
+        kth = _truth(faiss, unit, qa, k)
+        start, top = len(ladder) - 1, 0.0
+        for j, value in enumerate(ladder):
+            _set(index, param, value)
+            row = _hits(unit, qa, _search(index, unit, qa, k)[0], kth)
+            top = max(top, float(row.mean()))
+            if row.mean() - 2 * row.std() / math.sqrt(row.size) >= recall:
+                start = j
+                break
+        ladder = ladder[start:]
+        info["tune_s"] = time.perf_counter() - t
+        if top < recall and float(n) * n * d <= _EXACT_WORK:  # out of reach within the bound: exact now
+            del index
+            return _exact(unit, k, threads, {**info, "approx_recall": round(top, 4)})
+    info["tune_s"] = time.perf_counter() - t
+    best = None
+    search_s = 0.0
+    for value in ladder:
+        _set(index, param, value)
+        t = time.perf_counter()
+        idx, sim = _search(index, unit, None, k)
+        search_s += time.perf_counter() - t
+        info.update({param: value, "search_s": search_s})
+        got, _ = _measure(faiss, unit, k, idx, info)
+        if best is None or got > best[2]:
+            best = (idx, sim, got, dict(info))
+        if got >= recall or fixed is not None:
+            return KnnGraph(idx, sim, got, info)
+        del idx, sim
+        if n <= _RECALL_QUERIES:  # measured on every row: the tuning sample saw it all
+            break
+    del index
+    if float(n) * n * d <= _EXACT_WORK:
+        return _exact(unit, k, threads, {**info, "approx_recall": round(best[2], 4)})
+    idx, sim, got, info = best
+    warnings.warn(RecallWarning(
+        f"kNN graph recall@{k} is {got:.4f} (measured on {info['recall_queries']:,} sampled points), below the "
+        f"requested {recall}: {method} at {param} {info[param]} is its time bound (a quarter of brute force) and "
+        f"the exact graph of {n:,} x {d} is beyond {_EXACT_WORK:.0e} multiply-adds; pass method='exact' "
+        f"or another method, or a smaller recall"), stacklevel=4)
+    return KnnGraph(idx, sim, got, info)
+
+
+_CELL = 128  # points per inverted-file cell (BENCHMARKS.md: kNN graphs at millions of points)
+_NPROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+_RANKED = 8  # cells each point ranks for the recall ladder (its nearest centroids)
+_BEAM = 3  # top-level groups whose cells a point ranks
+_RECALL_SAMPLE = 512
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as err:
+        raise ImportError(
+            "knn method 'faiss' needs the optional dependency faiss: pip install faiss-cpu "
+            "(or, in the alscale checkout, pip install \".[faiss]\")"
+        ) from err
+    return faiss
+
+
+def _nearest(faiss, points: np.ndarray, centroids: np.ndarray, k: int = 1) -> np.ndarray:
+    """(len(points), k) indices of the most similar centroids (inner product; faiss, chunked)."""
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(centroids)
+    out = np.empty((points.shape[0], k), dtype=np.int64)
+    for s in range(0, points.shape[0], 1 << 18):
+        out[s : s + (1 << 18)] = index.search(points[s : s + (1 << 18)], k)[1]
+    return out
+
+
+def _kmeans(faiss, points: np.ndarray, cells: int, seed: int) -> np.ndarray:
+    """Unit centroids of spherical k-means (faiss, 10 iterations on at most 32 points a cell)."""
+    if cells <= 1:
+        c = points.sum(axis=0, dtype=np.float64)
+        return (c / max(np.linalg.norm(c), 1e-30)).astype(np.float32)[None, :]
+    km = faiss.Kmeans(points.shape[1], cells, niter=10, seed=seed, spherical=True,
+                      max_points_per_centroid=32, min_points_per_centroid=1)
+    km.train(points)
+    return np.ascontiguousarray(km.centroids, dtype=np.float32)
+
+
+def _cells(faiss, unit: np.ndarray, ranked: int):
+    """Two-level spherical k-means: √L groups, each split into about (its points)/128 cells.
+
+    Returns (cell, keys, best, cells): every point's cell (the most similar centroid among the
+    cells of its ``_BEAM`` most similar groups), and for every pair (cell c, cell c') that some
+    point of c ranks among its ``ranked`` most similar cells, key = c·cells + c' (sorted) and
+    best = the smallest rank any point of c gives c' (c' = c: 0)."""
+    n = unit.shape[0]
+    groups = max(1, int(round(math.sqrt(max(1, n // _CELL)))))
+    rng = np.random.default_rng(0)
+    sample = unit if n <= 64 * groups else unit[np.sort(rng.choice(n, 64 * groups, replace=False))]
+    top = _kmeans(faiss, sample, groups, 1)
+    beam = min(groups, _BEAM)
+    group = _nearest(faiss, unit, top, beam)  # (n, beam)
+    order = np.argsort(group[:, 0], kind="stable")
+    bounds = np.searchsorted(group[order, 0], np.arange(groups + 1))
+    # Small faiss calls from here: one faiss thread (its OpenMP threads spin-wait for the next
+    # region, which costs 10-40x on a busy machine; BENCHMARKS.md).
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        indexes, first = [], np.zeros(groups + 1, dtype=np.int64)
+        for g in range(groups):
+            rows = order[bounds[g] : bounds[g + 1]]
+            c = _kmeans(faiss, unit[rows], min(max(1, rows.size), max(1, int(round(rows.size / _CELL)))), 2 + g)
+            index = faiss.IndexFlatIP(unit.shape[1])
+            index.add(c)
+            indexes.append(index)
+            first[g + 1] = first[g] + c.shape[0]
+        cells = int(first[-1])
+        ranked = min(ranked, cells)
+        cell = np.empty(n, dtype=np.int64)
+        pairs = []
+        step = 1 << 20
+        for s in range(0, n, step):
+            u, grp = unit[s : s + step], group[s : s + step]
+            rows_n = u.shape[0]
+            sims = np.full((rows_n, beam, ranked), -np.inf, dtype=np.float32)
+            ids = np.full((rows_n, beam, ranked), -1, dtype=np.int64)
+            for b in range(beam):
+                o = np.argsort(grp[:, b], kind="stable")
+                lim = np.searchsorted(grp[o, b], np.arange(groups + 1))
+                for g in np.flatnonzero(np.diff(lim)):
+                    r = o[lim[g] : lim[g + 1]]
+                    kk = min(ranked, indexes[g].ntotal)
+                    d, i = indexes[g].search(u[r], kk)
+                    sims[r, b, :kk] = d
+                    ids[r, b, :kk] = i + first[g]
+            sims, ids = sims.reshape(rows_n, -1), ids.reshape(rows_n, -1)
+            pick = np.argsort(-sims, axis=1, kind="stable")[:, :ranked]
+            near = np.take_along_axis(ids, pick, axis=1)  # (rows, ranked), most similar first
+            cell[s : s + step] = near[:, 0]
+            rank = np.broadcast_to(np.arange(ranked), near.shape)
+            ok = near >= 0
+            pairs.append(_distinct(((near[:, :1] * cells + near) * ranked + rank)[ok]))
+    finally:
+        faiss.omp_set_num_threads(threads)
+    code = _distinct(np.concatenate(pairs))  # sorted by (cell, cell', rank)
+    keys = code // ranked
+    firsts = np.ones(code.size, dtype=bool)
+    firsts[1:] = keys[1:] != keys[:-1]
+    return cell, keys[firsts], (code % ranked)[firsts], cells
+
+
+def _distinct(a: np.ndarray) -> np.ndarray:
+    """The distinct values of a, sorted."""
+    a = np.sort(a)
+    keep = np.ones(a.size, dtype=bool)
+    keep[1:] = a[1:] != a[:-1]
+    return a[keep]
+
+
+def _knn_cells(unit: np.ndarray, k: int, threads: int, nprobe: int | None, recall: float,
+               info: dict | None = None, skip_below: float | None = None):
+    """The cell-scan kNN graph; ``info`` (benchmarks) receives the cells, probes and stage
+    times. With ``skip_below``, None (no scan) when the recall estimate at the widest probe
+    count is below it: the scan could not keep the promise."""
+    faiss = _faiss()
+    if threads > 0:
+        faiss.omp_set_num_threads(threads)
+    info = {} if info is None else info
+    t = time.perf_counter()
+    ranked = min(max(_RANKED, nprobe or 0), 4 * _RANKED)
+    cell, keys, best, cells = _cells(faiss, unit, ranked)
+    ranked = min(ranked, cells)
+    if nprobe is not None and nprobe >= cells:  # every cell scans every cell: exhaustive
+        keys = np.arange(cells * cells, dtype=np.int64)
+        best = np.zeros(keys.size, dtype=np.int64)
+    info.update(cells=cells, cells_s=time.perf_counter() - t)
+    t = time.perf_counter()
+    if nprobe is None:
+        # At least 2: with one, a cluster split over two cells has no edge across them.
+        ladder = [p for p in _NPROBES if min(2, ranked) <= p < ranked] + [ranked]
+        p, info["recall_estimate"] = _probes_for(faiss, unit, cell, keys, best, cells, k, recall, ladder)
+        if skip_below is not None and info["recall_estimate"] < skip_below:
+            info.update(nprobe=p, probes_s=time.perf_counter() - t)
+            return None
+    else:
+        p = min(nprobe, ranked)
+    scan = best < p  # cell c scans cell c' when one of its points ranks c' among its p nearest
+    probes = np.ascontiguousarray(keys[scan] % cells, dtype=np.int64)
+    probe_start = np.zeros(cells + 1, dtype=np.int64)
+    np.cumsum(np.bincount(keys[scan] // cells, minlength=cells), out=probe_start[1:])
+    counts = np.bincount(cell, minlength=cells)
+    cell_start = np.zeros(cells + 1, dtype=np.int64)
+    np.cumsum(counts, out=cell_start[1:])
+    info.update(nprobe=p, cells_scanned=round(probes.size / cells, 2),
+                candidates_per_point=round(float((counts[keys[scan] // cells] * counts[probes]).sum()) / unit.shape[0], 1),
+                probes_s=time.perf_counter() - t)
+    t = time.perf_counter()
+    cell_rows = np.argsort(cell, kind="stable").astype(np.int64)
+    out = _core.knn_cells(unit, k, cell_start, cell_rows, probe_start, probes, threads)
+    info["scan_s"] = time.perf_counter() - t
+    return out
+
+
+def _probes_for(faiss, unit: np.ndarray, cell: np.ndarray, keys: np.ndarray, best: np.ndarray, cells: int, k: int,
+                recall: float, ladder: list[int]) -> tuple[int, float]:
+    """The smallest probe count whose scanned cells hold ``recall`` of the exact k neighbours of
+    sampled points (a true neighbour in a scanned cell is always found), and that fraction."""
+    n = unit.shape[0]
+    rng = np.random.default_rng(1)
+    q = np.sort(rng.choice(n, min(n, _RECALL_SAMPLE), replace=False))
+    truth = faiss.knn(unit[q], unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT)[1]  # no copy of unit
+    truth = np.array([[j for j in row if j != i][:k] for i, row in zip(q.tolist(), truth.tolist())])
+    # needed: the probe count from which the true neighbour's cell is scanned for its query
+    key = cell[q][:, None] * cells + cell[truth]
+    at = np.minimum(np.searchsorted(keys, key), keys.size - 1)
+    needed = np.where(keys[at] == key, best[at] + 1, np.iinfo(np.int64).max)
+    p = next((p for p in ladder if np.mean(needed <= p) >= recall), ladder[-1])
+    return p, float(np.mean(needed <= p))

@@ -1,0 +1,140 @@
+"""Issue 21: ``recall=`` is a promise (measured on sampled exact neighbours, returned with the
+graph, kept by widening the search or warned about), and graph HAC asked for fewer clusters
+than its graph has connected components gives the components, never one cluster."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import alscale
+from alscale import knn
+from alscale.hac import ComponentsWarning
+from alscale.knn import KnnGraph, RecallWarning
+
+faiss = pytest.importorskip("faiss")
+
+
+def true_recall(x: np.ndarray, idx: np.ndarray, k: int, rows: int = 500, seed: int = 9) -> float:
+    """recall@k of a graph on sampled rows against float64 numpy brute force (ties to the k-th
+    similarity count), independent of alscale's own measurement."""
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    q = np.random.default_rng(seed).choice(x.shape[0], rows, replace=False)
+    s = u[q] @ u.T
+    s[np.arange(rows), q] = -np.inf
+    kth = -np.sort(-s, axis=1)[:, k - 1]
+    got = np.take_along_axis(s, np.maximum(idx[q], 0), axis=1)
+    return float(((got >= kth[:, None] - 1e-6) & (idx[q] >= 0)).mean())
+
+
+def blobs(n, d, centers, noise, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(centers, d))[rng.integers(0, centers, n)] + noise * rng.normal(size=(n, d)))
+
+
+def test_knn_graph_unpacks_as_before_and_carries_its_recall():
+    x = blobs(400, 8, 5, 0.3)
+    g = alscale.knn_graph(x, 4)
+    idx, sim = g
+    assert isinstance(g, tuple) and len(g) == 2 and isinstance(g, KnnGraph)
+    assert g.indices is idx and g.similarities is sim and idx.shape == (400, 4) and sim.dtype == np.float32
+    assert g.recall == 1.0 and g.info["method"] == "exact"
+    back = pickle.loads(pickle.dumps(g))
+    np.testing.assert_array_equal(back.indices, idx)
+    assert back.recall == 1.0
+    c = alscale.hac_average_graph(g, n_clusters=5)  # every function taking a graph tuple takes it
+    np.testing.assert_array_equal(c.labels, alscale.hac_average_graph((idx, sim), n_clusters=5).labels)
+
+
+def test_recall_promise_kept_where_the_cell_scan_misses_it():
+    # 30,000 uniform random directions in 64-d: the cell scan (the method="faiss" graph before
+    # issue 21) stops at 8 ranked cells with recall@10 ≈ 0.91 at recall=0.95, silently.
+    x = np.random.default_rng(0).normal(size=(30_000, 64)).astype(np.float32)
+    g = alscale.knn_graph(x, 10, method="faiss", recall=0.95)  # no RecallWarning (warnings are errors)
+    assert g.recall >= 0.95, g.info
+    assert true_recall(x, g.indices, 10) >= 0.95
+    # the hand-written scan itself: measured below the target, so another index takes over
+    c = alscale.knn_graph(x, 10, method="cells", recall=0.95)
+    assert c.info["cells_recall"] < 0.95 and c.recall >= 0.95, c.info
+    assert true_recall(x, c.indices, 10) >= 0.95
+
+
+@pytest.mark.parametrize("method", ["ivf", "hnsw"])
+def test_faiss_indexes_meet_the_target_on_overlapping_blobs(method):
+    x = blobs(10_000, 32, 100, 0.8, seed=1)
+    g = alscale.knn_graph(x, 10, method=method, recall=0.95)
+    assert g.info["method"] == method and g.info["recall_queries"] == 1000, g.info
+    assert g.recall >= 0.95
+    assert abs(true_recall(x, g.indices, 10) - g.recall) < 0.03, g.info
+    assert not (g.indices == np.arange(10_000)[:, None]).any()
+    if method == "ivf":
+        again = alscale.knn_graph(x, 10, method=method, recall=0.95)  # seeded: the same graph
+        np.testing.assert_array_equal(again.indices, g.indices)
+        assert again.recall == g.recall
+
+
+def test_recall_below_the_target_at_the_bound_is_a_warning(monkeypatch):
+    monkeypatch.setattr(knn, "_EXACT_WORK", 0.0)  # the exact graph is out of bounds here
+    x = np.random.default_rng(4).normal(size=(20_000, 64)).astype(np.float32)
+    with pytest.warns(RecallWarning, match=r"recall@10 is 0\.\d+ \(measured on 1,000 sampled points\), below"):
+        g = alscale.knn_graph(x, 10, method="ivf", recall=0.99)
+    assert g.recall < 0.99 and g.info["nprobe"] == g.info["nlist"] // 4
+    assert abs(true_recall(x, g.indices, 10) - g.recall) < 0.03
+    assert issubclass(RecallWarning, UserWarning)
+
+
+def test_fixed_nprobe_measures_without_a_promise():
+    x = blobs(10_000, 32, 100, 0.8, seed=1)
+    g = alscale.knn_graph(x, 10, method="ivf", nprobe=1)
+    assert g.info["nprobe"] == 1 and g.recall < 0.95  # measured and returned, no warning asked for
+    assert abs(true_recall(x, g.indices, 10) - g.recall) < 0.03
+
+
+def test_small_inputs_take_the_exact_graph():
+    x = blobs(3000, 8, 10, 0.5)
+    g = alscale.knn_graph(x, 5, method="faiss")
+    assert g.recall == 1.0 and g.info["method"] == "exact"
+    np.testing.assert_array_equal(g.indices, alscale.knn_graph(x, 5).indices)
+
+
+# ----------------------------------------------------------------------- connected components
+def groups(n_groups: int = 5, per: int = 30, d: int = 8, seed: int = 0):
+    """Tight groups along orthogonal axes: the kNN graph (k < per) has no edge between groups."""
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(np.arange(n_groups), per)
+    x = np.eye(d)[truth] * 10 + 0.1 * rng.normal(size=(truth.size, d))
+    return x, truth
+
+
+def test_fewer_clusters_than_components_gives_the_components():
+    from alscale.cluster_margin import cluster_embeddings
+
+    x, truth = groups()
+    graph = alscale.knn_graph(x, 5)
+    with pytest.warns(ComponentsWarning, match="5 connected components, more than the 2 clusters"):
+        c = alscale.hac_average_graph(graph, n_clusters=2)
+    np.testing.assert_array_equal(c.labels, truth)  # was one cluster
+    np.testing.assert_array_equal(c.linkage[-4:, 2], 1.0)  # the dendrogram still joins them at 1
+    with pytest.warns(ComponentsWarning):
+        np.testing.assert_array_equal(alscale.hac_average(x, neighbors=5, n_clusters=1).labels, truth)
+    lines: list[str] = []
+    with pytest.warns(ComponentsWarning):
+        labels = cluster_embeddings(x, 2, neighbors=5, progress=lines.append)
+    np.testing.assert_array_equal(labels, truth)
+    assert any("recall@5" in line for line in lines), lines
+    # as many clusters as components, or more: no warning, the usual cut
+    np.testing.assert_array_equal(alscale.hac_average_graph(graph, n_clusters=5).labels, truth)
+    assert alscale.hac_average_graph(graph, n_clusters=7).labels.max() == 6
+    # a threshold at 1 still applies the merges between components
+    assert (alscale.hac_average_graph(graph, threshold=1.0).labels == 0).all()
+
+
+def test_cell_scan_measured_below_the_target_hands_over(monkeypatch):
+    real = knn._knn_cells  # the scan runs even where its own estimate says it would miss
+    monkeypatch.setattr(knn, "_knn_cells", lambda *a, skip_below=None, **kw: real(*a, **kw))
+    x = np.random.default_rng(0).normal(size=(20_000, 64)).astype(np.float32)  # the scan: 0.96
+    g = alscale.knn_graph(x, 10, method="cells", recall=0.99)
+    assert g.info["cells_scan_run"] and g.info["cells_recall"] < 0.99, g.info
+    assert g.recall >= 0.99 and true_recall(x, g.indices, 10) >= 0.99

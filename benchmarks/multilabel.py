@@ -13,6 +13,11 @@ the process's peak RSS (VmHWM) after each part.
 
     python benchmarks/multilabel.py logits [--rows 1281167] [--classes 1000] [--repeats 3]
     python benchmarks/multilabel.py embeddings [--rows 400000] [--dims 256] [--classes 20000] [--budget 100000]
+    python benchmarks/multilabel.py cluster-margin [--rows 2000000] [--classes 100] [--budget 200000]
+
+cluster-margin: Cluster-Margin's selection step (k_m = 10 B lowest-margin rows, round-robin over
+            given cluster ids: 2M rows in 20,000 clusters) with the softmax margin and with the
+            multi-label margin (mean and min), interleaved; the target is multi-label <= 2x single.
 """
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ def timed(fn, name: str = "") -> float:
 def report(name: str, times: list[float], floor: list[float] | None = None, key: str = "") -> None:
     line = f"{name:<44} min {min(times):7.3f} s  median {statistics.median(times):7.3f} s"
     if floor is not None:
-        line += f"  = {statistics.median(times) / statistics.median(floor):.2f}x the floor's median"
+        line += f"  = {statistics.median(times) / statistics.median(floor):.2f}x the baseline's median"
     if CPU.get(key or name):
         line += f"  (cpu median {statistics.median(CPU[key or name]):.3f} s)"
     print(line, flush=True)
@@ -116,8 +121,31 @@ def embeddings_part(a) -> None:
     print(f"peak RSS {peak_gib():.2f} GiB (embeddings {E.nbytes / 2**30:.2f} GiB); {load()}", flush=True)
 
 
+def cluster_margin_part(a) -> None:
+    rng = np.random.default_rng(0)
+    L = np.empty((a.rows, a.classes), np.float32)
+    step = 100_000
+    for s in range(0, a.rows, step):
+        L[s : s + step] = rng.standard_normal((min(step, a.rows - s), a.classes), dtype=np.float32) * 3 - 2
+    clusters = rng.integers(0, 20_000, a.rows)
+    print(f"{a.rows:,} x {a.classes:,} float32 logits ({L.nbytes / 2**30:.2f} GiB), 20,000 clusters, B = {a.budget:,}, "
+          f"k_m = {10 * a.budget:,}; {load()}", flush=True)
+    jobs = {"single-label (softmax margin)": lambda: alscale.select_cluster_margin(L, clusters, a.budget, seed=0)}
+    for red in ("mean", "min"):
+        jobs[f"multi-label margin, {red}"] = lambda red=red: alscale.select_cluster_margin(
+            L, clusters, a.budget, seed=0, multilabel=True, reduction=red)
+    runs = {name: [] for name in jobs}
+    for _ in range(a.repeats):
+        for name, fn in jobs.items():
+            runs[name].append(timed(fn, name))
+    single = runs["single-label (softmax margin)"]
+    for name in jobs:
+        report(name, runs[name], single)
+    print(f"(ratios are to the single-label selection's median) peak RSS {peak_gib():.2f} GiB; {load()}", flush=True)
+
+
 ap = argparse.ArgumentParser()
-ap.add_argument("part", choices=["logits", "embeddings"])
+ap.add_argument("part", choices=["logits", "embeddings", "cluster-margin"])
 ap.add_argument("--rows", type=int)
 ap.add_argument("--classes", type=int)
 ap.add_argument("--dims", type=int, default=256)
@@ -129,6 +157,10 @@ if args.part == "logits":
     args.rows, args.classes = args.rows or 1_281_167, args.classes or 1000
     args.budget = args.budget or 10_000
     logits_part(args)
+elif args.part == "cluster-margin":
+    args.rows, args.classes = args.rows or 2_000_000, args.classes or 100
+    args.budget = args.budget or 200_000
+    cluster_margin_part(args)
 else:
     args.rows, args.classes = args.rows or 400_000, args.classes or 20_000
     args.budget = args.budget or 100_000

@@ -848,7 +848,7 @@ class ActiveLearner:
         what = "clusters" if strategy.name == "cluster-margin" else f"{strategy.name} state"
         settings = {k: strategy.options().get(k, getattr(strategy, k, None)) for k in strategy.state_options}
         if strategy.name == "cluster-margin":
-            from .hac import auto_knn_method
+            from .knn import auto_knn_method
 
             settings["knn_method"] = auto_knn_method(pool.size)
         else:

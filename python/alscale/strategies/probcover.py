@@ -10,7 +10,7 @@ import numpy as np
 
 from .._backend.arrays import fingerprint
 from ..coldstart import probcover_delta, select_probcover
-from ..hac import knn_graph
+from ..knn import knn_graph
 from . import PoolView, Strategy
 
 

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from . import _backend
-from ._backend.arrays import host_numpy, as_budget, as_int, as_seed, real_matrix
+from ._backend.arrays import as_budget, as_fraction, as_int, as_seed, host_numpy, real_matrix
 
 __all__ = ["cluster_embeddings", "select_cluster_margin"]
 
@@ -188,10 +188,7 @@ def cluster_settings(n_clusters: Any, neighbors: Any, recall: Any, pca: Any, fea
     one that is wrong."""
     target = as_int(n_clusters, "n_clusters", minimum=1)
     k = as_int(neighbors, "neighbors", minimum=1)
-    if isinstance(recall, (bool, np.bool_)) or not isinstance(recall, (int, float, np.integer, np.floating)):
-        raise TypeError(f"recall must be a number in (0, 1], got {recall!r}")
-    if not 0.0 < float(recall) <= 1.0:
-        raise ValueError(f"recall must be in (0, 1], got {recall!r}")
+    recall = as_fraction(recall, "recall")
     dims = None if pca is None else as_int(pca, "pca", minimum=1)
     if dims is not None and features is not None and dims > features:
         raise ValueError(f"pca must be at most the number of features ({features}), got {dims}")

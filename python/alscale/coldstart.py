@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _core
 from ._backend import host_only
-from ._backend.arrays import (as_budget, as_embeddings, as_exclude, as_int, as_threads, check_random_state, unit_rows,
+from ._backend.arrays import (as_budget, as_embeddings, as_fraction, as_exclude, as_int, as_threads, check_random_state, unit_rows,
                               wrap_like)
 from .knn import _knn
 
@@ -254,15 +254,6 @@ def _purity_delta(idx: np.ndarray, dist: np.ndarray, clusters: np.ndarray, purit
     return float(min(np.sort(r)[::-1][m - 1], 2.0))
 
 
-def _check_purity(purity: Any) -> float:
-    if isinstance(purity, (bool, np.bool_)) or not isinstance(purity, (int, float, np.integer, np.floating)):
-        raise TypeError(f"purity must be a real number in (0, 1], got {purity!r}")
-    p = float(purity)
-    if not 0.0 < p <= 1.0:
-        raise ValueError(f"purity must lie in (0, 1], got {purity!r}")
-    return p
-
-
 def probcover_delta(embeddings: Any, *, num_classes: Any = None, purity: Any = 0.95, clusters: Any = None,
                     neighbors: Any = None, knn_method: str = "exact", graph: Any = None, seed: Any = None,
                     num_threads: int = 0) -> float:
@@ -315,7 +306,7 @@ def probcover_delta(embeddings: Any, *, num_classes: Any = None, purity: Any = 0
     1.2665
     """
     unit = _unit(embeddings, "probcover_delta")
-    p = _check_purity(purity)
+    p = as_fraction(purity, "purity")
     threads = as_threads(num_threads)
     c = _clustering(unit, clusters, num_classes, seed, threads)
     idx, dist = _neighbours(unit, neighbors, knn_method, threads, graph)
@@ -400,7 +391,7 @@ def select_probcover(embeddings: Any, budget: Any, *, labeled: Any = None, delta
         if math.isnan(d) or d <= 0:
             raise ValueError(f"delta must be a positive distance, got {delta!r}")
     else:
-        p = _check_purity(purity)
+        p = as_fraction(purity, "purity")
     idx, dist = _neighbours(unit, neighbors, knn_method, threads, graph)
     if delta is None:
         d = _purity_delta(idx, dist, _clustering(unit, clusters, num_classes, rng, threads), p)

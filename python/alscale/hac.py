@@ -18,8 +18,9 @@ import numpy as np
 from . import _core
 from ._backend import host_only
 from ._backend.arrays import (
-    host_numpy,
     as_float32_points,
+    as_fraction,
+    host_numpy,
     as_int,
     as_points,
     as_threads,
@@ -32,7 +33,6 @@ from .knn import (  # noqa: F401
     _knn,
     _knn_cells,
     _pca_unit,
-    _recall,
     _unit_chunks,
     _unit_points,
     KnnGraph,
@@ -240,7 +240,7 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
     unit = _unit_points(x)
     if k >= unit.shape[0]:
         raise ValueError(f"neighbors must be less than the number of points ({unit.shape[0]}), got {k}")
-    target = _recall(recall)
+    target = as_fraction(recall, "recall")
     idx, sim = _knn(unit, k, knn_method, threads, None, target)
     return _graph(unit.shape[0], idx, sim, t, k_clusters, threads)
 

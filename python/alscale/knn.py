@@ -20,7 +20,7 @@ import numpy as np
 from . import _core
 from ._backend import device as _gpu
 from ._backend import host_only
-from ._backend.arrays import as_int, as_points, as_threads, real_matrix, unit_rows
+from ._backend.arrays import as_fraction, as_int, as_points, as_threads, real_matrix, unit_rows
 
 __all__ = ["KnnGraph", "RecallWarning", "auto_knn_method", "knn_graph"]
 
@@ -173,22 +173,13 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
         return KnnGraph(idx, sim, 1.0, {"method": "exact", "recall_queries": 0})
     host_only(x, f"knn_graph(method={method!r})", "x")
     kk = as_int(k, "k", minimum=1)
-    target = _recall(recall)
+    target = as_fraction(recall, "recall")
     probes = None if nprobe is None else as_int(nprobe, "nprobe", minimum=1)
     dims = None if pca is None else as_int(pca, "pca", minimum=1)
     unit = _unit_points(x) if dims is None else _pca_unit(x, dims)
     if kk >= unit.shape[0]:
         raise ValueError(f"k must be less than the number of points ({unit.shape[0]}), got {kk}")
     return _knn(unit, kk, method, threads, probes, target)
-
-
-def _recall(recall: Any) -> float:
-    if isinstance(recall, (bool, np.bool_)) or not isinstance(recall, (int, float, np.integer, np.floating)):
-        raise TypeError(f"recall must be a number in (0, 1], got {recall!r}")
-    r = float(recall)
-    if not 0.0 < r <= 1.0:
-        raise ValueError(f"recall must be in (0, 1], got {recall!r}")
-    return r
 
 
 _CHUNK_ROWS = 1 << 16

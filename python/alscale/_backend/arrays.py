@@ -408,6 +408,17 @@ def fingerprint(a: Any, *extra: Any) -> bytes:
     return h.digest()
 
 
+def as_fraction(value: Any, name: str) -> float:
+    """A real number in (0, 1] (a recall, a purity): TypeError for a non-number (booleans
+    included), ValueError outside the interval, each naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number in (0, 1], got {value!r}")
+    v = float(value)
+    if not 0.0 < v <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return v
+
+
 def check_random_state(seed: Any) -> np.random.Generator:
     """The one seed rule of every public function, as a numpy Generator: None (fresh entropy),
     an int in [0, 2^64), or a numpy Generator (used as it is; a BitGenerator or SeedSequence

@@ -54,7 +54,7 @@ def add_commands(sub) -> None:
     bench.add_argument("--list", action="store_true", help="list the suites and exit")
     bench.add_argument("--suite", metavar="NAME",
                        help="a suite (imagenet, openimages, hac, knn, bayes, coldstart) or 'all' (those that fit)")
-    bench.add_argument("--scale", type=_scale, default=1.0, metavar="S",
+    bench.add_argument("--scale", type=_fraction, default=1.0, metavar="S",
                        help="multiply N and B by S, 0 < S <= 1 (default 1: the papers' shapes)")
     bench.add_argument("--repeat", type=_positive, default=None, metavar="R",
                        help="timed runs per row after one warm-up (default 5; slow peers run once at large sizes)")
@@ -398,16 +398,6 @@ def _positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _scale(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
-    if not (0 < value <= 1):
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return value
 
 

@@ -90,3 +90,34 @@ def test_query_help_and_run_list_name_the_same_strategies():
 def test_a_strategy_typo_names_the_closest_one():
     with pytest.raises(ValueError, match="did you mean 'cluster-margin'"):
         strategies.get_class("cluster-margni")
+
+
+def test_query_options_that_are_malformed_or_unknown_are_one_error_line_and_record_nothing(tmp_path):
+    """``alscale query --option``: not NAME=VALUE (argparse, exit 2), or a name the strategy does
+    not take (one ``error:`` line naming the strategy's options); the project is unchanged."""
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "alscale", *map(str, a)], capture_output=True, text=True)
+    assert run("init", "--project", tmp_path / "p", "--pool-size", 20, "--classes", "a,b,c").returncode == 0
+    before = (tmp_path / "p" / "project.json").read_bytes()
+    base = ("query", "--project", tmp_path / "p", "--logits", tmp_path / "x.npy", "--strategy", "margin",
+            "--budget", 3)
+    bad = run(*base, "--option", "delta")
+    assert bad.returncode == 2 and "must be NAME=VALUE" in bad.stderr
+    unknown = run(*base, "--option", "delta=0.4")
+    lines = unknown.stderr.strip().splitlines()
+    assert unknown.returncode != 0 and len(lines) == 1 and "not an option of the strategy 'margin'" in lines[0]
+    assert "multilabel" in lines[0] and unknown.stdout == ""
+    assert (tmp_path / "p" / "project.json").read_bytes() == before
+
+
+def test_multilabel_strategy_options_are_checked():
+    for name in ("margin", "confidence", "entropy", "cluster-margin"):
+        with pytest.raises(ValueError, match="reduction must be 'mean' or 'min'"):
+            get(name, multilabel=True, reduction="max")
+        with pytest.raises(TypeError, match="multilabel must be True or False"):
+            get(name, multilabel="yes")
+        assert get(name, multilabel=True, reduction="min").options()["reduction"] == "min"
+        assert "multilabel" not in get(name).options()

@@ -263,6 +263,17 @@ def describe(*, options: bool = False) -> List[str]:
     return lines
 
 
+def multilabel_options(multilabel: Any, reduction: Any) -> dict:
+    """The keywords a strategy passes to the library's uncertainty functions: ``{}`` for one
+    softmax, ``{"multilabel": True, "reduction": ...}`` for one sigmoid per class; a TypeError
+    or ValueError naming a bad value."""
+    if not isinstance(multilabel, (bool, np.bool_)):
+        raise TypeError(f"multilabel must be True or False, got {multilabel!r}")
+    if reduction not in ("mean", "min"):
+        raise ValueError(f"reduction must be 'mean' or 'min', got {reduction!r}")
+    return {"multilabel": True, "reduction": reduction} if multilabel else {}
+
+
 def picked_scores(score: Callable[..., Any], logits: Any, ids: np.ndarray, **kwargs: Any) -> np.ndarray:
     """``score(rows, **kwargs)`` of the picked rows only (read in ascending row order, so a
     memmap is read forward), returned in the order of ``ids`` as float64."""

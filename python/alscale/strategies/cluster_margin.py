@@ -11,7 +11,7 @@ import warnings
 
 from ..cluster_margin import cluster_embeddings, select_cluster_margin
 from ..selection import margin_scores
-from . import PoolView, Strategy, picked_scores
+from . import PoolView, Strategy, multilabel_options, picked_scores
 
 
 class ClusterMargin(Strategy):
@@ -53,8 +53,7 @@ class ClusterMargin(Strategy):
             n_clusters = clusters
         if candidates_factor < 1:
             raise ValueError(f"candidates_factor must be at least 1, got {candidates_factor}")
-        if reduction not in ("mean", "min"):
-            raise ValueError(f"reduction must be 'mean' or 'min', got {reduction!r}")
+        self._library_keywords = multilabel_options(multilabel, reduction)
         self.n_clusters = n_clusters
         self.neighbors = neighbors
         self.candidates_factor = candidates_factor
@@ -76,7 +75,7 @@ class ClusterMargin(Strategy):
         return out
 
     def _multilabel(self) -> dict:
-        return {"multilabel": True, "reduction": self.reduction} if self.multilabel else {}
+        return dict(self._library_keywords)
 
     def _set_labels(self, labels: np.ndarray | None) -> None:
         self._labels = labels

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..selection import (confidence_scores, entropy_scores, margin_scores, select_confidence, select_entropy,
                          select_margin)
-from . import PoolView, Strategy, picked_scores
+from . import PoolView, Strategy, multilabel_options, picked_scores
 
 
 class _Uncertainty(Strategy):
@@ -20,17 +20,14 @@ class _Uncertainty(Strategy):
 
     def __init__(self, multilabel: bool = False, reduction: str = "mean", num_threads: int = 0) -> None:
         super().__init__(num_threads)
-        if not isinstance(multilabel, (bool, np.bool_)):
-            raise TypeError(f"multilabel must be True or False, got {multilabel!r}")
-        if reduction not in ("mean", "min"):
-            raise ValueError(f"reduction must be 'mean' or 'min', got {reduction!r}")
+        self._library_keywords = multilabel_options(multilabel, reduction)
         self.multilabel = bool(multilabel)
         self.reduction = reduction
 
     def options(self) -> dict:
         """The settings; ``multilabel`` and ``reduction`` only for multi-label logits (so that
         checkpoints of single-label runs still resume)."""
-        return {"multilabel": True, "reduction": self.reduction} if self.multilabel else {}
+        return dict(self._library_keywords)
 
     def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
         return self.select_rows(pool.logits, budget, num_threads=self.num_threads, **self.options(),

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 #include "isa.hpp"
 #include "rowmath.hpp"
@@ -15,6 +16,29 @@ struct RowFault {
     int64_t cls = 0;
     double value = 0;
 };
+
+// A sample row's 64-bit fingerprint (its values as T, -0 read as +0): a streaming state compares
+// each sample's rows with the first sample's by it, so that it needs no copy of that sample.
+template <class T>
+uint64_t row_hash(const T* x, int64_t n) {
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ static_cast<uint64_t>(n);
+    for (int64_t c = 0; c < n; ++c) {
+        const T v = x[c] == T(0) ? T(0) : x[c];
+        uint64_t b = 0;
+        std::memcpy(&b, &v, sizeof v);
+        h = (h ^ b) * 0xbf58476d1ce4e5b9ull;
+        h ^= h >> 29;
+    }
+    return h;
+}
+
+// Whether two sample rows hold the same values (-0 == +0).
+template <class T>
+bool same_row(const T* a, const T* b, int64_t n) {
+    bool same = true;
+    for (int64_t c = 0; c < n; ++c) same &= a[c] == b[c];
+    return same;
+}
 
 // One logits row into the sums: acc[c] += softmax(x)_c, h += H[softmax(x)] computed as
 // log(s) - t / s with s = sum exp(x - max), t = sum exp(x - max) (x - max) (softmax_step's
@@ -102,11 +126,13 @@ ALSCALE_INLINE int add_row(const T* x, int64_t n, bool probabilities, T* e, T* a
 }
 
 // A row's score from its sums over `count` samples: q = acc * (1 / count) and q log q in the
-// state's precision (float or double), summed in double.
+// state's precision (float or double), summed in double. `same`: every sample of the row holds
+// the same values (always so for one sample): its BALD is then exactly 0, not rounding noise.
 template <class T>
-double score_row(const T* acc, int64_t n, int64_t count, double h, McScore kind) {
+double score_row(const T* acc, int64_t n, int64_t count, double h, McScore kind, bool same) {
     const double k = static_cast<double>(count);
     if (kind == McScore::expected_entropy) return h / k;
+    if (kind == McScore::bald && same) return 0.0;
     const T inv = T(1) / static_cast<T>(count);
     double ent = 0.0, top1 = -1.0, top2 = 0.0;
     for (int64_t c = 0; c < n; ++c) {
@@ -143,12 +169,23 @@ struct Work {
     int64_t sample = 0;  // the sample of the fault
 };
 
-// Rows [begin, end) of one sample into the state's sums; the first bad row, or end.
+// Rows [begin, end) of one sample into the state's sums, and whether each row still equals the
+// first sample's (by fingerprint; `first`: this is the first sample); the first bad row, or end.
 template <class T, int B>
-ALSCALE_INLINE int64_t add_rows(Work<T>& w, T* const& acc, double* const& ent, const int64_t& n, const bool& probs,
+ALSCALE_INLINE int64_t add_rows(Work<T>& w, T* const& acc, double* const& ent, uint64_t* const& hash,
+                                uint8_t* const& same, const bool& first, const int64_t& n, const bool& probs,
                                 const int64_t& begin, const int64_t& end) {
-    for (int64_t i = begin; i < end; ++i)
-        if (add_row<T, B>(w.read[0](i), n, probs, w.e.data(), acc + i * n, ent[i], w.fault)) return i;
+    for (int64_t i = begin; i < end; ++i) {
+        const T* x = w.read[0](i);
+        if (add_row<T, B>(x, n, probs, w.e.data(), acc + i * n, ent[i], w.fault)) return i;
+        const uint64_t h = row_hash(x, n);
+        if (first) {
+            hash[i] = h;
+            same[i] = 1;
+        } else {
+            same[i] &= static_cast<uint8_t>(h == hash[i]);
+        }
+    }
     return end;
 }
 ALSCALE_MULTIVERSION(add_rows)
@@ -161,13 +198,20 @@ ALSCALE_INLINE int64_t fused_rows(Work<T>& w, const int64_t& n, const bool& prob
     for (int64_t i = begin; i < end; ++i) {
         std::fill(w.acc.begin(), w.acc.end(), T(0));
         double h = 0.0;
+        bool same = true;
+        const T* first = nullptr;  // sample 0's row (each sample has its own reader and buffer)
         for (int64_t t = 0; t < count; ++t) {
-            if (add_row<T, B>(w.read[static_cast<size_t>(t)](i), n, probs, w.e.data(), w.acc.data(), h, w.fault)) {
+            const T* x = w.read[static_cast<size_t>(t)](i);
+            if (add_row<T, B>(x, n, probs, w.e.data(), w.acc.data(), h, w.fault)) {
                 w.sample = t;
                 return i;
             }
+            if (t == 0)
+                first = x;
+            else if (same)
+                same = same_row(x, first, n);
         }
-        out[i] = score_row<T>(w.acc.data(), n, count, h, kind);
+        out[i] = score_row<T>(w.acc.data(), n, count, h, kind, same);
     }
     return end;
 }
@@ -217,7 +261,9 @@ void run_rows(int64_t rows, int threads, int64_t first_sample, Make make, Range 
 }
 
 template <class T>
-void add_impl(const Matrix& m, bool probs, T* acc, double* ent, int64_t sample, int num_threads) {
+void add_impl(const Matrix& m, bool probs, T* acc, double* ent, uint64_t* hash, uint8_t* same, int64_t sample,
+              int num_threads) {
+    const bool first = sample == 0;
     const int64_t n = m.cols;
     run_rows<T>(
         m.rows, row_threads(num_threads, m.rows), sample,
@@ -228,7 +274,7 @@ void add_impl(const Matrix& m, bool probs, T* acc, double* ent, int64_t sample, 
             return w;
         },
         [&](Work<T>& w, int64_t begin, int64_t end) {
-            return add_rows_dispatch<T>(w, acc, ent, n, probs, begin, end);
+            return add_rows_dispatch<T>(w, acc, ent, hash, same, first, n, probs, begin, end);
         });
 }
 
@@ -250,11 +296,11 @@ void fused_impl(const std::vector<Matrix>& samples, bool probs, McScore kind, do
 }
 
 template <class T>
-void scores_impl(const T* acc, const double* ent, int64_t rows, int64_t n, int64_t count, McScore kind, double* out,
-                 int num_threads) {
+void scores_impl(const T* acc, const double* ent, const uint8_t* same, int64_t rows, int64_t n, int64_t count,
+                 McScore kind, double* out, int num_threads) {
     const int threads = row_threads(num_threads, rows);
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t i = 0; i < rows; ++i) out[i] = score_row<T>(acc + i * n, n, count, ent[i], kind);
+    for (int64_t i = 0; i < rows; ++i) out[i] = score_row<T>(acc + i * n, n, count, ent[i], kind, same[i] != 0);
 }
 
 }  // namespace
@@ -267,6 +313,8 @@ McState::McState(int64_t rows, int64_t classes, bool f64) : rows_(rows), classes
     else
         accf_.assign(size, 0.0f);
     entropy_.assign(static_cast<size_t>(rows), 0.0);
+    hash_.assign(static_cast<size_t>(rows), 0);
+    same_.assign(static_cast<size_t>(rows), 1);
 }
 
 void McState::add(const Matrix& sample, bool probabilities, int num_threads) {
@@ -275,9 +323,11 @@ void McState::add(const Matrix& sample, bool probabilities, int num_threads) {
     check_usable();
     try {
         if (f64_)
-            add_impl<double>(sample, probabilities, accd_.data(), entropy_.data(), samples_, num_threads);
+            add_impl<double>(sample, probabilities, accd_.data(), entropy_.data(), hash_.data(), same_.data(),
+                             samples_, num_threads);
         else
-            add_impl<float>(sample, probabilities, accf_.data(), entropy_.data(), samples_, num_threads);
+            add_impl<float>(sample, probabilities, accf_.data(), entropy_.data(), hash_.data(), same_.data(), samples_,
+                            num_threads);
     } catch (...) {
         broken_ = true;  // the rows before the bad one were added: the sums are incomplete
         throw;
@@ -295,9 +345,11 @@ void McState::scores(McScore kind, double* out, int num_threads) const {
     check_usable();
     if (samples_ == 0) throw std::invalid_argument("no MC sample has been added yet");
     if (f64_)
-        scores_impl<double>(accd_.data(), entropy_.data(), rows_, classes_, samples_, kind, out, num_threads);
+        scores_impl<double>(accd_.data(), entropy_.data(), same_.data(), rows_, classes_, samples_, kind, out,
+                            num_threads);
     else
-        scores_impl<float>(accf_.data(), entropy_.data(), rows_, classes_, samples_, kind, out, num_threads);
+        scores_impl<float>(accf_.data(), entropy_.data(), same_.data(), rows_, classes_, samples_, kind, out,
+                           num_threads);
 }
 
 void mc_scores(const std::vector<Matrix>& samples, bool probabilities, bool f64, McScore kind, double* out,

@@ -18,7 +18,9 @@
 namespace alscale {
 
 // The per-row scores of MC samples, with q = mean over samples of the probabilities:
-// bald = max(0, H[q] - mean H[p_t]) (the mutual information; rounding below 0 gives 0),
+// bald = max(0, H[q] - mean H[p_t]) (the mutual information; rounding below 0 gives 0), and exactly
+// 0 for a row whose samples all hold the same values (one sample, or a model without dropout):
+// the samples agree, so there is nothing to learn about the model, whatever the rounding;
 // margin = q(1) - q(2), confidence = max q, entropy = H[q], expected_entropy = mean H[p_t].
 enum class McScore : int { bald = 0, margin = 1, confidence = 2, entropy = 3, expected_entropy = 4 };
 
@@ -48,11 +50,15 @@ private:
     std::vector<float> accf_;
     std::vector<double> accd_;
     std::vector<double> entropy_;  // sum over samples of H[p_t], per row
+    std::vector<uint64_t> hash_;   // per row: the first sample's row fingerprint
+    std::vector<uint8_t> same_;    // per row: every sample so far had the first one's fingerprint
 };
 
 // The scores of T samples given at once (samples[t] a rows x classes view each), fused: each
 // row's T sample rows are read, softmaxed and summed in a per-thread buffer, then scored. Equal
-// bit for bit to an McState fed samples[0], samples[1], ... in that order.
+// bit for bit to an McState fed samples[0], samples[1], ... in that order (the state tells equal
+// rows by a 64-bit fingerprint, this by their values: they could differ only on a fingerprint
+// collision, for which a row's BALD would read 0).
 void mc_scores(const std::vector<Matrix>& samples, bool probabilities, bool f64, McScore kind, double* out,
                int num_threads);
 

@@ -38,7 +38,7 @@ from .streaming import BalancedSelector
 from .pool import chunked, logits_from_embeddings
 from .distributed import shard_rows
 from .project import ActiveLearner
-from .bayesian import (MCScores, bald_scores, mc_confidence_scores, mc_entropy_scores, mc_margin_scores,
+from .bayesian import (MCScores, SamplesWarning, bald_scores, mc_confidence_scores, mc_entropy_scores, mc_margin_scores,
                        select_bald, select_batchbald, select_power, select_power_entropy, select_power_margin,
                        select_powerbald)
 
@@ -105,7 +105,8 @@ __all__ = [
     "select_random",
     "shard_rows",
     "ActiveLearner",
-    "MCScores", "bald_scores", "mc_confidence_scores", "mc_entropy_scores", "mc_margin_scores", "select_bald",
+    "MCScores", "SamplesWarning", "bald_scores", "mc_confidence_scores", "mc_entropy_scores", "mc_margin_scores",
+    "select_bald",
     "select_batchbald", "select_power", "select_power_entropy", "select_power_margin", "select_powerbald",
 ]
 

@@ -3,7 +3,13 @@ run T times): BALD, BatchBALD, stochastic (power) batch acquisition and MC-avera
 
 ``samples`` is everywhere either a (T, N, C) array (numpy or CPU torch; float16, bfloat16,
 float32 or float64) or an iterable over T of (N, C) arrays — a list, a generator — so that a
-pool never needs T x N x C in memory: one pass over the samples accumulates, per row, the sum
+pool never needs T x N x C in memory. An array in another layout is read in place when told:
+``layout="ntc"`` for (N, T, C), ``layout="nct"`` for baal's (N, C, T) (the default is
+``"tnc"``). A :class:`SamplesWarning` says when the input suggests a mix-up: a first axis (T)
+larger than the second (N) and than 100 (MC samples number tens, pools thousands), or logits
+that look like probabilities (every value of the first sample's first 1,024 rows >= 0, some
+strictly between 0 and 1, each row summing to 1 within 1e-4) without ``probabilities=True``.
+One pass over the samples: one pass over the samples accumulates, per row, the sum
 of the probabilities and the sum of their entropies (the compiled kernel ``csrc/bayes.cpp``;
 memory N x C sums for an iterable, a row per thread for an array). The samples are logits
 (softmaxed with a stable softmax) unless ``probabilities=True``; probabilities must be finite,
@@ -12,7 +18,9 @@ non-negative and sum to 1 per row within 1e-3, else a ValueError names the sampl
 With q the mean over the samples of the probabilities of a row and H the entropy (natural log):
 
 - BALD = H[q] - mean_t H[p_t], the mutual information between the label and the model
-  (Houlsby et al. 2011; Gal et al. 2017), clipped at 0 where rounding makes it negative;
+  (Houlsby et al. 2011; Gal et al. 2017), clipped at 0 where rounding makes it negative, and
+  exactly 0 for a row whose T samples hold the same values (T = 1, or dropout off): identical
+  samples tie exactly (the smaller row first), never by rounding noise;
 - MC margin = q(1) - q(2), MC confidence = max q, MC entropy = H[q];
 - BatchBALD: the batch that greedily maximises the joint mutual information (Kirsch et al. 2019);
 - power acquisition: sample the batch without replacement with probability ∝ score^β
@@ -24,6 +32,7 @@ Arithmetic: float32 sums for 16/32-bit samples, float64 for float64 samples (the
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,6 +43,7 @@ from ._backend.arrays import Exclusion, Logits, is_torch, as_budget, as_int, as_
 
 __all__ = [
     "MCScores",
+    "SamplesWarning",
     "bald_scores",
     "mc_confidence_scores",
     "mc_entropy_scores",
@@ -47,6 +57,17 @@ __all__ = [
 ]
 
 _KINDS = ("bald", "margin", "confidence", "entropy", "expected_entropy")
+_LAYOUTS = ("tnc", "ntc", "nct")
+#: Beyond this many samples on the first axis (and more than rows), the layout looks swapped.
+_MANY_SAMPLES = 100
+#: Rows of the first sample read to tell probabilities from logits.
+_PROBE_ROWS = 1024
+
+
+class SamplesWarning(UserWarning):
+    """MC samples that look mixed up: the axes (a first axis T larger than the second, N, and than
+    100: pass ``layout=``) or the values (logits that look like probabilities: pass
+    ``probabilities=True``). The scores are computed as asked; the warning says what to check."""
 _FAULT = re.compile(r"^sample (\d+) row (\d+)")
 
 
@@ -65,6 +86,62 @@ def _sample(x: Any, t: int) -> Logits:
         if len(x.shape) != 2:
             raise ValueError(f"samples[{t}] must be 2-D (rows, classes), got shape {tuple(x.shape)}")
     return as_logits(x, name=f"samples[{t}]")
+
+
+_PACKAGE = __file__.rsplit("bayesian.py", 1)[0]
+
+
+def _warn(message: str) -> None:
+    """A SamplesWarning pointing at the first caller outside alscale."""
+    import sys
+
+    frame, level = sys._getframe(1), 2  # level 1 is this function
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, SamplesWarning, stacklevel=level)
+
+
+def _layout(samples: Any, layout: Any) -> Any:
+    """A (T, N, C) view of a 3-D array given in ``layout`` (an iterable must be over T), with a
+    SamplesWarning when T looks like the pool axis."""
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(map(repr, _LAYOUTS))} (the axes of the samples: T "
+                         f"samples, N rows, C classes), got {layout!r}")
+    if not (isinstance(samples, np.ndarray) or is_torch(samples)):
+        if layout != "tnc" and not isinstance(samples, (str, bytes)) and isinstance(samples, Iterable):
+            raise ValueError(f"layout={layout!r} is for a 3-D array; an iterable of samples is over T already "
+                             "(each item one (N, C) sample): drop layout=")
+        return samples
+    if len(samples.shape) != 3:
+        return samples  # refused with the shape by the caller
+    if layout == "ntc":
+        samples = samples.transpose(1, 0, 2) if isinstance(samples, np.ndarray) else samples.permute(1, 0, 2)
+    elif layout == "nct":
+        samples = samples.transpose(2, 0, 1) if isinstance(samples, np.ndarray) else samples.permute(2, 0, 1)
+    t, n = int(samples.shape[0]), int(samples.shape[1])
+    if t > max(n, _MANY_SAMPLES):
+        shape = tuple(int(v) for v in samples.shape)
+        _warn(f"samples read as (T, N, C) = {shape} (layout={layout!r}): {t} MC samples of {n} rows? MC samples "
+              "number tens and pools thousands; if the rows come first, pass layout='ntc' for (N, T, C) or "
+              "layout='nct' for baal's (N, C, T)")
+    return samples
+
+
+def _check_values(x: Logits, probabilities: bool) -> None:
+    """A SamplesWarning when logits (``probabilities`` False) look like probabilities: the first
+    sample's first rows all >= 0, some strictly between 0 and 1, every row summing to 1 within
+    1e-4 (with one class every input gives probability 1: no warning)."""
+    if probabilities or x.classes < 2:
+        return
+    a = x.array[:_PROBE_ROWS]
+    if x.bf16:
+        a = (a.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    a = np.asarray(a, dtype=np.float64)
+    if not np.isfinite(a).all() or (a < 0).any() or not ((a > 0) & (a < 1)).any():
+        return
+    if np.all(np.abs(a.sum(axis=1) - 1.0) <= 1e-4):
+        _warn("the samples look like probabilities (non-negative, each row summing to 1) but are read as logits "
+              "and softmaxed again, which flattens them and changes the picks: pass probabilities=True if they are")
 
 
 class MCScores:
@@ -92,6 +169,7 @@ class MCScores:
         self.num_threads = as_threads(num_threads)
         self._state = None
         self._wrap = None
+        self._checked = False  # the values were checked for a mix-up (or need not be)
 
     @property
     def samples(self) -> int:
@@ -107,6 +185,8 @@ class MCScores:
         t = self.samples
         x = _sample(sample, t)
         if self._state is None:
+            if not self._checked:
+                _check_values(x, self.probabilities)
             self._state = _core.McState(x.rows, x.classes, x.array.dtype == np.float64 and not x.bf16)
             self._wrap = x.wrap
         elif (x.rows, x.classes) != (self._state.rows, self._state.classes):
@@ -134,11 +214,13 @@ class MCScores:
         return self._wrap(self.raw(kind))
 
 
-def _scores(samples: Any, kind: str, probabilities: bool, num_threads: Any):
+def _scores(samples: Any, kind: str, probabilities: bool, num_threads: Any, layout: Any = "tnc",
+            check: bool = True):
     """(float64 scores, wrap) of MC samples: the fused kernel for a (T, N, C) array, the
-    streaming state for an iterable over T."""
+    streaming state for an iterable over T. ``check``: warn of a likely mix-up (once per call)."""
     threads = as_threads(num_threads)
     code = _kind(kind)
+    samples = _layout(samples, layout) if check else samples
     if isinstance(samples, np.ndarray) or is_torch(samples):
         if len(samples.shape) != 3:
             hint = (" (one deterministic output: pass logits[None], T = 1)" if len(samples.shape) == 2 else "")
@@ -148,6 +230,8 @@ def _scores(samples: Any, kind: str, probabilities: bool, num_threads: Any):
             raise ValueError("samples is empty: no MC sample (T = 0)")
         views = [_sample(samples[t], t) for t in range(samples.shape[0])]
         first = views[0]
+        if check:
+            _check_values(first, probabilities)
         f64 = first.array.dtype == np.float64 and not first.bf16
         try:
             out = _core.mc_scores([v.array for v in views], first.bf16, bool(probabilities), f64, code, threads)
@@ -158,12 +242,13 @@ def _scores(samples: Any, kind: str, probabilities: bool, num_threads: Any):
         raise TypeError(f"samples must be a (T, N, C) array or an iterable over T of (N, C) arrays, got "
                         f"{type(samples).__name__}")
     acc = MCScores(probabilities=probabilities, num_threads=threads)
+    acc._checked = not check
     for sample in samples:
         acc.update(sample)
     return acc.raw(kind), acc._wrap
 
 
-def bald_scores(samples: Any, *, probabilities: bool = False, num_threads: int = 0):
+def bald_scores(samples: Any, *, probabilities: bool = False, layout: str = "tnc", num_threads: int = 0):
     """BALD, the mutual information H[q] - mean_t H[p_t] of every row (natural log).
 
     Parameters
@@ -172,12 +257,21 @@ def bald_scores(samples: Any, *, probabilities: bool = False, num_threads: int =
         MC samples of the pool's logits (or probabilities with ``probabilities=True``).
     probabilities : bool
         The samples are probabilities (checked: finite, >= 0, rows summing to 1 within 1e-3).
+    layout : {"tnc", "ntc", "nct"}
+        The axes of a 3-D ``samples``: (T, N, C) (default), (N, T, C), or baal's (N, C, T);
+        read in place.
     num_threads : int
         OpenMP threads, 0 (default) for all cores; the result never depends on it.
 
     Returns
     -------
-    scores : numpy.ndarray or torch.Tensor (torch samples), shape (N,), float64, >= 0.
+    scores : numpy.ndarray or torch.Tensor (torch samples), shape (N,), float64, >= 0; exactly 0
+        for a row whose samples are all the same (T = 1, or a deterministic model).
+
+    Warns
+    -----
+    SamplesWarning
+        The axes or the values look mixed up (see the module's documentation).
 
     Examples
     --------
@@ -186,11 +280,11 @@ def bald_scores(samples: Any, *, probabilities: bool = False, num_threads: int =
     >>> alscale.bald_scores(samples).round(3)
     array([0.603, 0.   ])
     """
-    out, wrap = _scores(samples, "bald", probabilities, num_threads)
+    out, wrap = _scores(samples, "bald", probabilities, num_threads, layout)
     return wrap(out)
 
 
-def mc_margin_scores(samples: Any, *, probabilities: bool = False, num_threads: int = 0):
+def mc_margin_scores(samples: Any, *, probabilities: bool = False, layout: str = "tnc", num_threads: int = 0):
     """q(1) - q(2) of the mean probabilities q of every row (see :func:`bald_scores`).
 
     Examples
@@ -199,11 +293,11 @@ def mc_margin_scores(samples: Any, *, probabilities: bool = False, num_threads: 
     >>> alscale.mc_margin_scores(np.zeros((3, 1, 4)))
     array([0.])
     """
-    out, wrap = _scores(samples, "margin", probabilities, num_threads)
+    out, wrap = _scores(samples, "margin", probabilities, num_threads, layout)
     return wrap(out)
 
 
-def mc_confidence_scores(samples: Any, *, probabilities: bool = False, num_threads: int = 0):
+def mc_confidence_scores(samples: Any, *, probabilities: bool = False, layout: str = "tnc", num_threads: int = 0):
     """max q, the largest mean probability of every row (see :func:`bald_scores`).
 
     Examples
@@ -212,11 +306,11 @@ def mc_confidence_scores(samples: Any, *, probabilities: bool = False, num_threa
     >>> alscale.mc_confidence_scores(np.zeros((3, 1, 4)))
     array([0.25])
     """
-    out, wrap = _scores(samples, "confidence", probabilities, num_threads)
+    out, wrap = _scores(samples, "confidence", probabilities, num_threads, layout)
     return wrap(out)
 
 
-def mc_entropy_scores(samples: Any, *, probabilities: bool = False, num_threads: int = 0):
+def mc_entropy_scores(samples: Any, *, probabilities: bool = False, layout: str = "tnc", num_threads: int = 0):
     """H[q], the entropy of the mean probabilities of every row (see :func:`bald_scores`).
 
     Examples
@@ -225,7 +319,7 @@ def mc_entropy_scores(samples: Any, *, probabilities: bool = False, num_threads:
     >>> float(alscale.mc_entropy_scores(np.zeros((3, 1, 4)))[0]) == float(np.log(4))
     True
     """
-    out, wrap = _scores(samples, "entropy", probabilities, num_threads)
+    out, wrap = _scores(samples, "entropy", probabilities, num_threads, layout)
     return wrap(out)
 
 
@@ -236,7 +330,7 @@ def _top(scores: np.ndarray, budget: Any, exclude: Any, threads: int, largest: b
 
 
 def select_bald(samples: Any, budget: Any, *, probabilities: bool = False, exclude: Any = None,
-                num_threads: int = 0):
+                layout: str = "tnc", num_threads: int = 0):
     """The ``budget`` rows with the largest BALD score, largest first, ties to the smaller row.
 
     Parameters
@@ -248,6 +342,8 @@ def select_bald(samples: Any, budget: Any, *, probabilities: bool = False, exclu
     probabilities : bool
     exclude : index array or boolean mask of shape (N,), optional
         Rows that may not be selected (already labeled).
+    layout : {"tnc", "ntc", "nct"}
+        See :func:`bald_scores`: ``"nct"`` reads baal's (N, C, T) layout.
     num_threads : int
 
     Returns
@@ -260,8 +356,10 @@ def select_bald(samples: Any, budget: Any, *, probabilities: bool = False, exclu
     >>> samples = np.array([[[4.0, 0.0], [0.0, 0.0], [1.0, 0.0]], [[0.0, 4.0], [0.0, 0.0], [0.0, 1.0]]])
     >>> alscale.select_bald(samples, 2)
     array([0, 2])
+    >>> alscale.select_bald(samples.transpose(1, 2, 0), 2, layout="nct")  # baal's (N, C, T)
+    array([0, 2])
     """
-    scores, wrap = _scores(samples, "bald", probabilities, num_threads)
+    scores, wrap = _scores(samples, "bald", probabilities, num_threads, layout)
     return wrap(_top(scores, budget, exclude, as_threads(num_threads), True))
 
 
@@ -345,16 +443,22 @@ def select_power(scores: Any, budget: Any, *, beta: float = 1.0, seed: Any = Non
 
 
 def _power(samples: Any, kind: str, budget: Any, beta: Any, probabilities: bool, seed: Any, exclude: Any,
-           num_threads: Any):
-    scores, wrap = _scores(samples, kind, probabilities, num_threads)
+           num_threads: Any, layout: Any = "tnc"):
+    scores, wrap = _scores(samples, kind, probabilities, num_threads, layout)
     if kind == "margin":
         scores = 1.0 - scores
     return wrap(select_power(scores, budget, beta=beta, seed=seed, exclude=exclude))
 
 
 def select_powerbald(samples: Any, budget: Any, *, beta: float = 1.0, probabilities: bool = False, seed: Any = None,
-                     exclude: Any = None, num_threads: int = 0):
+                     exclude: Any = None, layout: str = "tnc", num_threads: int = 0):
     """PowerBALD: :func:`select_power` on :func:`bald_scores` (Kirsch et al. 2023).
+
+    Rows whose samples all agree have BALD exactly 0, so probability 0: they come only after
+    every row with a positive BALD, in uniformly random order (``seed``). Samples that agree on
+    every row (T = 1, dropout off) thus give a uniformly random batch — the same batch as
+    ``select_power(zeros, budget, seed=seed)``, whatever the samples' values — never one drawn
+    in proportion to rounding noise.
 
     Examples
     --------
@@ -363,18 +467,18 @@ def select_powerbald(samples: Any, budget: Any, *, beta: float = 1.0, probabilit
     >>> alscale.select_powerbald(samples, 10, seed=1).shape
     (10,)
     """
-    return _power(samples, "bald", budget, beta, probabilities, seed, exclude, num_threads)
+    return _power(samples, "bald", budget, beta, probabilities, seed, exclude, num_threads, layout)
 
 
 def select_power_entropy(samples: Any, budget: Any, *, beta: float = 1.0, probabilities: bool = False,
-                         seed: Any = None, exclude: Any = None, num_threads: int = 0):
+                         seed: Any = None, exclude: Any = None, layout: str = "tnc", num_threads: int = 0):
     """Power entropy: :func:`select_power` on the entropy of the mean probabilities,
     H[q] (:func:`mc_entropy_scores`; with T = 1, the softmax entropy)."""
-    return _power(samples, "entropy", budget, beta, probabilities, seed, exclude, num_threads)
+    return _power(samples, "entropy", budget, beta, probabilities, seed, exclude, num_threads, layout)
 
 
 def select_power_margin(samples: Any, budget: Any, *, beta: float = 1.0, probabilities: bool = False,
-                        seed: Any = None, exclude: Any = None, num_threads: int = 0):
+                        seed: Any = None, exclude: Any = None, layout: str = "tnc", num_threads: int = 0):
     """Power margin: :func:`select_power` on 1 - margin, where margin = q(1) - q(2) of the mean
     probabilities (:func:`mc_margin_scores`; with T = 1, the softmax margin).
 
@@ -382,7 +486,7 @@ def select_power_margin(samples: Any, budget: Any, *, beta: float = 1.0, probabi
     larger for more uncertain rows as power acquisition needs, finite at margin 0 (where
     1 / margin would put all the probability on exact ties), and 0 only for rows with q(1) = 1.
     """
-    return _power(samples, "margin", budget, beta, probabilities, seed, exclude, num_threads)
+    return _power(samples, "margin", budget, beta, probabilities, seed, exclude, num_threads, layout)
 
 
 def _probabilities(samples: Any, probabilities: bool, rows: np.ndarray | None) -> tuple[np.ndarray, Any]:
@@ -408,6 +512,7 @@ def _probabilities(samples: Any, probabilities: bool, rows: np.ndarray | None) -
                              "sample covers the same rows and classes")
         if not out:
             wrap, first = x.wrap, (x.rows, x.classes)
+            _check_values(x, probabilities)
         a = x.array
         if x.bf16:
             a = (a.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
@@ -433,7 +538,8 @@ def _probabilities(samples: Any, probabilities: bool, rows: np.ndarray | None) -
 
 
 def select_batchbald(samples: Any, budget: Any, *, probabilities: bool = False, exclude: Any = None,
-                     num_samples: int = 1000, candidates: Any = None, seed: Any = None, num_threads: int = 0):
+                     num_samples: int = 1000, candidates: Any = None, seed: Any = None, layout: str = "tnc",
+                     num_threads: int = 0):
     """BatchBALD (Kirsch et al. 2019): the batch built greedily, each pick the row that most
     increases the joint mutual information I(y_1..y_n; ω) = H(y_1..y_n) - Σ_i E_ω H(y_i | ω).
 
@@ -460,6 +566,8 @@ def select_batchbald(samples: Any, budget: Any, *, probabilities: bool = False, 
         row). Needs the samples twice: a 3-D array or a re-iterable (a list).
     seed : int or numpy.random.Generator, optional
         Seeds the configurations' draws (only used once they are sampled).
+    layout : {"tnc", "ntc", "nct"}
+        See :func:`bald_scores`.
     num_threads : int
 
     Returns
@@ -480,12 +588,13 @@ def select_batchbald(samples: Any, budget: Any, *, probabilities: bool = False, 
     k = as_budget(budget)
     m_max = as_int(num_samples, "num_samples", minimum=1)
     rng = np.random.default_rng(as_seed(seed))
+    samples = _layout(samples, layout)
     if candidates is not None:
         if not (isinstance(samples, (list, tuple)) or isinstance(samples, np.ndarray) or is_torch(samples)):
             raise ValueError("candidates= reads the samples twice (BALD first): pass a (T, N, C) array or a list")
         nc = as_int(candidates, "candidates", minimum=1)
-        rows = np.sort(select_bald(samples, nc, probabilities=probabilities, exclude=exclude, num_threads=threads))
-        rows = np.asarray(rows.numpy() if is_torch(rows) else rows, dtype=np.int64)
+        bald, _ = _scores(samples, "bald", probabilities, threads, check=False)  # checked below
+        rows = np.sort(_top(bald, nc, exclude, threads, True))
         p, wrap = _probabilities(samples, probabilities, rows)
     else:
         p, wrap = _probabilities(samples, probabilities, None)

@@ -103,15 +103,26 @@ def test_query_scores_are_the_library_scores_of_the_picked_rows(tmp_path):
         col, scores = learner.scores(x, ids, strategy=name, weight=w)
         assert col == column and np.array_equal(scores, full[ids])
     assert learner.scores(x, ids, strategy="random") is None
-    # BASE: the class whose quota each pick fills, q_c = B // C + (c < B % C), classes in order
+    # BASE: the distance each pick was ranked by (its score for its class), then that class, the
+    # class whose quota it fills, q_c = B // C + (c < B % C), classes in order (before: one column
+    # named `class` and no score)
     for budget in (1, 7, 50):
         ids = learner.query(x, budget, strategy="base", weight=w)
-        col, served = learner.scores(x, ids, strategy="base", weight=w)
-        assert col == "class" and served.tolist() == [c for c, q in enumerate(ref.quotas(ids.size, 4)) for _ in range(q)]
+        columns = learner.score_columns(x, ids, strategy="base", weight=w)
+        assert list(columns) == ["distance", "class"]
+        served = columns["class"]
+        assert served.tolist() == [c for c, q in enumerate(ref.quotas(ids.size, 4)) for _ in range(q)]
         scores = ref.balanced_scores(x.astype(np.float64), w)
+        np.testing.assert_allclose(columns["distance"], scores[ids, served], rtol=1e-12)
+        col, distance = learner.scores(x, ids, strategy="base", weight=w)
+        assert col == "distance" and distance.tobytes() == columns["distance"].tobytes()
         for c in range(4):  # each class's block holds that class's smallest scores among the rows left
             block = ids[served == c]
             assert np.all(np.diff(scores[block, c]) >= 0)
+    ids = learner.query(x, 9, strategy="base", pending="new")  # no head: the plain logit gap
+    columns = learner.score_columns(x, ids, strategy="base")
+    np.testing.assert_allclose(columns["distance"], ref.balanced_scores(x.astype(np.float64))[ids, columns["class"]],
+                               rtol=1e-12)
 
 
 def test_query_on_a_memmap_equals_the_in_memory_call(tmp_path):

@@ -10,6 +10,7 @@ import inspect
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -22,13 +23,16 @@ from alscale.project import ActiveLearner, format_status, read_label_studio
 
 
 def cli(*args, ok=True, env=None, cwd=None):
+    """Runs alscale; ok=False: exit status 2 and one error line (after the progress lines of
+    the work done before the error, which say nothing else)."""
     proc = subprocess.run([sys.executable, "-m", "alscale", *map(str, args)], capture_output=True, text=True,
                           timeout=300, env=env, cwd=cwd)
     if ok:
         assert proc.returncode == 0, proc.stderr
     else:
         assert proc.returncode == 2, (proc.returncode, proc.stderr)
-        lines = proc.stderr.strip().splitlines()
+        lines = [line for line in proc.stderr.strip().splitlines() if ": error: " in line or not
+                 re.match(r"alscale \w+: fingerprinting ", line)]
         assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     return proc
 
@@ -317,14 +321,17 @@ NO_FAISS = textwrap.dedent("""
 """)
 
 
-def test_typiclust_without_faiss_is_one_line(tmp_path):
+@pytest.mark.parametrize("extra", [["--strategy", "typiclust"], ["--strategy", "probcover", "--num-classes", "3"]])
+def test_typiclust_without_faiss_is_one_line(tmp_path, extra):
+    """Before: a 25-line traceback whose advice (clusters=) was for Python; ProbCover's purity rule
+    runs faiss's k-means too."""
     where = tmp_path / "hide"
     where.mkdir()
     (where / "sitecustomize.py").write_text(NO_FAISS)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(where), *sys.path])}
     np.save(tmp_path / "emb.npy", np.random.default_rng(3).standard_normal((60, 5)).astype(np.float32))
-    proc = cli("query", "--project", tmp_path / "p", "--new", "--embeddings", tmp_path / "emb.npy", "--strategy",
-               "typiclust", "--budget", 5, env=env, ok=False)
+    proc = cli("query", "--project", tmp_path / "p", "--new", "--embeddings", tmp_path / "emb.npy", *extra,
+               "--budget", 5, env=env, ok=False)
     assert "pip install faiss-cpu" in proc.stderr and "clusters=" not in proc.stderr
     assert not (tmp_path / "p").exists()
 
@@ -352,13 +359,22 @@ def test_a_strategy_typo_suggests_the_closest_name(pool):
 
 
 def test_every_strategy_says_the_same_when_every_id_is_labeled(tmp_path):
+    """Before: margin, confidence, entropy, MASE and Cluster-Margin said "the pool is empty" while
+    the others recorded an empty round; now every strategy a project runs says the same."""
+    from alscale.strategies import available, get_class
+
     x = np.random.default_rng(0).standard_normal((6, 2))
+    mc = np.random.default_rng(2).standard_normal((3, 6, 2))
     z = np.random.default_rng(1).standard_normal((6, 3))
-    for name in ("margin", "random", "coreset", "base", "badge"):
+    names = [n for n in available() if "labels" not in get_class(n).needs]
+    assert {"margin", "random", "coreset", "base", "badge", "bald", "typiclust", "probcover", "mase"} <= set(names)
+    for name in names:
         learner = ActiveLearner(tmp_path / name, pool_size=6, num_classes=2)
         learner.teach(range(6), [0, 1] * 3)
+        logits = mc if "mc_samples" in get_class(name).needs else x
         with pytest.raises(ValueError, match=r"every id of the pool is labeled \(6 ids\)"):
-            learner.query(x, 2, strategy=name, embeddings=z, seed=0)
+            learner.query(logits, 2, strategy=name, embeddings=z, seed=0)
+        assert learner.rounds == []
 
 
 def test_query_help_names_the_mc_layout_and_the_cold_start_strategies(capsys):
@@ -402,6 +418,11 @@ DAMAGE = [  # (what is done to a good project.json, the field the one error line
     (lambda s: s.update(labels=[]), "field 'labels': must be an object"),
     (lambda s: s["labels"].pop("ids"), "field 'labels'.ids: must be a list"),
     (lambda s: s.update(version="2"), "field 'version': '2' is not a project version this alscale reads"),
+    # before: "project version 1, this alscale reads 1" and "logits has 100 rows but the project's pool has 100
+    # ids" (a float where an integer belongs): now the field and what it holds
+    (lambda s: s.update(version=1.0), "field 'version': 1.0 is not a project version this alscale reads (1, 2)"),
+    (lambda s: s.update(pool_size=10.0), "field 'pool_size': must be an integer >= 0 or null, got 10.0"),
+    (lambda s: s.update(num_classes=2.0), "field 'num_classes': must be an integer >= 1 or null, got 2.0"),
     (lambda s: s.update(pool_size="x"), "field 'pool_size': must be an integer >= 0 or null, got 'x'"),
     (lambda s: s.update(classes="ab"), "field 'classes': must be null or a list of distinct class names"),
     (lambda s: s.update(rounds={}), "field 'rounds': must be a list of batches"),
@@ -608,5 +629,124 @@ def test_batchbald_in_a_project_scores_a_bounded_candidate_set(tmp_path, monkeyp
     np.save(tmp_path / "mc.npy", mc)
     out = cli("query", "--project", tmp_path / "q", "--new", "--logits", tmp_path / "mc.npy", "--strategy",
               "batchbald", "--option", "num_samples=200", "--option", "candidates_per_pick=4", "--budget", 5,
-              "--seed", 2).stdout
-    assert _ids(out) == got.tolist()
+              "--seed", 2)
+    assert _ids(out.stdout) == got.tolist()
+    assert ("alscale query: batchbald: 5 greedy picks among the 20 unlabeled rows with the largest BALD "
+            "(candidates_per_pick = 4), joint entropies over up to 200 label configurations") in out.stderr
+
+
+# ------------------------------------------------------------------ the batch's score columns, stdout
+def _columns(text):
+    rows = list(csv.DictReader(io.StringIO(text)))
+    return rows[0].keys() if rows else [], rows
+
+
+@pytest.mark.parametrize("name, column, score", [
+    ("bald", "bald", alscale.bald_scores), ("batchbald", "bald", alscale.bald_scores),
+    ("powerbald", "bald", alscale.bald_scores), ("power-margin", "margin", alscale.mc_margin_scores),
+    ("power-entropy", "entropy", alscale.mc_entropy_scores)])
+def test_mc_strategies_write_their_score_column(tmp_path, name, column, score):
+    """Before: the CSV of bald, batchbald and the power strategies was `id` alone (the README
+    promises id,<score>). Now each pick's BALD (or MC margin, MC entropy), as the library's."""
+    mc = np.random.default_rng(9).standard_normal((4, 120, 3)).astype(np.float32)
+    np.save(tmp_path / "mc.npy", mc)
+    out = cli("query", "--project", tmp_path / "p", "--new", "--logits", tmp_path / "mc.npy", "--strategy", name,
+              "--budget", 6, "--seed", 1).stdout
+    keys, rows = _columns(out)
+    assert list(keys) == ["id", column]
+    ids = [int(r["id"]) for r in rows]
+    np.testing.assert_allclose([float(r[column]) for r in rows], score(mc)[ids], rtol=1e-12)
+
+
+def test_base_and_typiclust_write_their_score_columns(pool, tmp_path):
+    """BASE: id,distance,class (before: one column named `class`, no score); TypiClust: each
+    pick's typicality in its k-means cluster (before: `id` alone). Label Studio tasks carry the
+    same columns in their meta, strict JSON (a distance that is not finite is null)."""
+    tmp, x = pool
+    w = np.random.default_rng(1).standard_normal((3, 4))
+    np.save(tmp / "w.npy", w)
+    out = cli("query", "--project", tmp / "b", "--new", "--logits", tmp / "logits.npy", "--weight", tmp / "w.npy",
+              "--strategy", "base", "--budget", 5).stdout
+    keys, rows = _columns(out)
+    assert list(keys) == ["id", "distance", "class"]
+    ids, served = [int(r["id"]) for r in rows], [int(r["class"]) for r in rows]
+    assert ids == alscale.select_balanced(x, 5, weight=w).tolist() and served == [0, 0, 1, 1, 2]
+    import reference as ref
+
+    np.testing.assert_allclose([float(r["distance"]) for r in rows],
+                               ref.balanced_scores(x.astype(np.float64), w)[ids, served], rtol=1e-12)
+    tasks = json.loads(cli("query", "--project", tmp / "b", "--logits", tmp / "logits.npy", "--weight", tmp / "w.npy",
+                           "--budget", 5, "--format", "label-studio", "--no-data", "--pending", "reissue").stdout)
+    assert [t["meta"]["class"] for t in tasks] == served and [t["data"]["alscale_id"] for t in tasks] == ids
+    from alscale.formats import label_studio_tasks
+
+    assert label_studio_tasks([3], scores={"distance": np.array([np.inf]), "class": np.array([1])}) == [
+        {"data": {"alscale_id": 3}, "meta": {"distance": None, "class": 1}}]
+    z = np.random.default_rng(3).standard_normal((60, 5)).astype(np.float32)
+    np.save(tmp_path / "emb.npy", z)
+    out = cli("query", "--project", tmp_path / "t", "--new", "--embeddings", tmp_path / "emb.npy", "--strategy",
+              "typiclust", "--budget", 5, "--seed", 1).stdout
+    keys, rows = _columns(out)
+    assert list(keys) == ["id", "typicality"]
+    assert [int(r["id"]) for r in rows] == alscale.select_typiclust(z, 5, seed=1).tolist()
+    typicality = np.array([float(r["typicality"]) for r in rows])
+    assert np.isfinite(typicality).all() and (typicality > 0).all()
+
+
+def test_typicality_is_the_papers_within_the_picks_cluster():
+    """TypiClust's score: 1 / the mean squared distance of the unit rows to the k' = min(k, m // 2)
+    nearest others of the pick's cluster still free (labeled and earlier picks left out)."""
+    from alscale.strategies import PoolView, get
+
+    z = np.random.default_rng(5).standard_normal((80, 4))
+    labeled = np.zeros(80, bool)
+    labeled[:6] = True
+    s = get("typiclust", neighbors=3)
+    pool = PoolView(labeled=labeled, embeddings=z)
+    picks = s.select(pool, 7, 2)
+    got = s.scores(pool, picks)
+    unit = z / np.linalg.norm(z, axis=1, keepdims=True)
+    clusters = s._picked[1]
+    free = ~labeled
+    for j, i in enumerate(picks):
+        rows = np.flatnonzero(free & (clusters == clusters[i]) & (np.arange(80) != i))
+        kk = min(3, (rows.size + 1) // 2)
+        d2 = np.sort(((unit[rows] - unit[i]) ** 2).sum(axis=1))[:kk]
+        if kk:
+            np.testing.assert_allclose(got[j], 1.0 / d2.mean(), rtol=1e-5)
+        else:
+            assert np.isnan(got[j])
+        free[i] = False
+    assert s.scores(pool, picks[::-1]) is None  # not this instance's picks: no score
+
+
+NATIVE_CHATTER = textwrap.dedent("""
+    import ctypes, os
+    import alscale.coldstart as cs
+    import alscale.strategies.typiclust as tc
+    _real = cs.kmeans_labels
+    def chatty(*a, **k):  # what faiss's k-means does with printf, and other ways to reach descriptor 1
+        ctypes.CDLL(None).printf(b"WARNING clustering 60 points to 5 centroids (printf)\\n")
+        os.write(1, b"raw write\\n")
+        print("python print")
+        return _real(*a, **k)
+    cs.kmeans_labels = tc.kmeans_labels = chatty
+""")
+
+
+def test_native_chatter_never_reaches_the_batch_on_stdout(tmp_path):
+    """Our standard output is the batch: what native code prints while the strategy runs (faiss's
+    k-means warnings) goes to standard error. Before: it was mixed into the CSV."""
+    where = tmp_path / "chat"
+    where.mkdir()
+    (where / "sitecustomize.py").write_text(NATIVE_CHATTER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(where), *sys.path])}
+    z = np.random.default_rng(3).standard_normal((60, 5)).astype(np.float32)
+    np.save(tmp_path / "emb.npy", z)
+    proc = cli("query", "--project", tmp_path / "p", "--new", "--embeddings", tmp_path / "emb.npy", "--strategy",
+               "typiclust", "--budget", 5, "--seed", 1, env=env)
+    keys, rows = _columns(proc.stdout)
+    assert proc.stdout.startswith("id,typicality\n") and len(rows) == 5, proc.stdout
+    assert [int(r["id"]) for r in rows] == alscale.select_typiclust(z, 5, seed=1).tolist()
+    for line in ("WARNING clustering 60 points", "raw write", "python print"):
+        assert line in proc.stderr and line not in proc.stdout

@@ -263,6 +263,62 @@ def _check_out(out: str, project: str, overwrite: bool = False) -> None:
         raise ValueError(f"--out {out} exists (an earlier batch?): --overwrite replaces it")
 
 
+class _NativeStdout:
+    """While a query runs, file descriptor 1 is standard error, so that what native libraries
+    print (faiss's k-means warnings, with printf) never lands in the batch on standard output;
+    :meth:`real` gives the real standard output back for the batch itself. Nothing changes when
+    ``sys.stdout`` is not descriptor 1 (a test's capture)."""
+
+    def __init__(self) -> None:
+        self.saved: Optional[int] = None
+
+    def __enter__(self) -> "_NativeStdout":
+        try:
+            if sys.stdout is None or sys.stdout.fileno() != 1:
+                return self
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+            return self
+        sys.stdout.flush()
+        self.saved = os.dup(1)
+        os.dup2(2, 1)
+        return self
+
+    @staticmethod
+    def _flush_native() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).fflush(None)  # the C library's buffered printf output, to where it was meant
+        except (OSError, AttributeError, TypeError):  # no C library to ask (Windows without a CRT handle)
+            pass
+
+    def _swap(self, fd: int) -> None:
+        sys.stdout.flush()
+        self._flush_native()
+        os.dup2(fd, 1)
+
+    def write(self, text: str) -> None:
+        """``text`` to the real standard output."""
+        if self.saved is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        self._swap(self.saved)
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        finally:
+            self._swap(2)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            try:
+                self._swap(self.saved)
+            finally:
+                os.close(self.saved)
+                self.saved = None
+
+
 def _query(args: argparse.Namespace) -> int:
     from .project import label_studio_tasks, write_atomic
 
@@ -308,33 +364,33 @@ def _query(args: argparse.Namespace) -> int:
         options["multilabel"] = True
 
     def write(ids, round):  # before the batch is recorded: if this fails, nothing is
-        scored = learner.scores(logits, ids, strategy=name, weight=weight, options=options)
+        columns = learner.score_columns(logits, ids, strategy=name, weight=weight, options=options,
+                                        embeddings=embeddings)
         if args.format == "label-studio":
             data = _read_data(args.data, args.data_field, ids) if args.data else None
-            tasks = label_studio_tasks(ids, data=data, field=args.data_field,
-                                       scores=scored, round=round)
-            text = json.dumps(tasks, indent=1) + "\n"
+            tasks = label_studio_tasks(ids, data=data, field=args.data_field, scores=columns, round=round)
+            text = json.dumps(tasks, indent=1, allow_nan=False) + "\n"
         else:
             buf = io.StringIO()
             w = csv.writer(buf, lineterminator="\n")
-            w.writerow(["id"] + ([scored[0]] if scored else []))
+            w.writerow(["id", *columns])
             for k, i in enumerate(ids.tolist()):
-                w.writerow([i] + ([scored[1][k].item()] if scored else []))
+                w.writerow([i, *(values[k].item() for values in columns.values())])
             text = buf.getvalue()
         again = "again " if args.pending == "reissue" else ""
         if args.out:
             write_atomic(args.out, text)
-            print(f"alscale query: round {round}: {ids.size} ids ({name}) written {again}to {args.out}",
+            print(f"alscale query: round {round}: {plural(ids.size, 'id')} ({name}) written {again}to {args.out}",
                   file=sys.stderr)
         else:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            stdout.write(text)
             if again:
-                print(f"alscale query: round {round}: {ids.size} pending ids written again", file=sys.stderr)
+                print(f"alscale query: round {round}: {plural(ids.size, 'pending id')} written again", file=sys.stderr)
 
-    learner.query(logits, args.budget, strategy=name, embeddings=embeddings, weight=weight, clusters=clusters,
-                  seed=args.seed, on_pick=write, options=options,
-                  pending={"refuse": "refuse", "reissue": "reissue", "query": "new"}[args.pending])
+    with _NativeStdout() as stdout:  # our standard output is the batch: native chatter goes to stderr
+        learner.query(logits, args.budget, strategy=name, embeddings=embeddings, weight=weight, clusters=clusters,
+                      seed=args.seed, on_pick=write, options=options,
+                      pending={"refuse": "refuse", "reissue": "reissue", "query": "new"}[args.pending])
     return 0
 
 

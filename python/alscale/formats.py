@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import tempfile
@@ -361,11 +362,12 @@ def read_answers(path: Union[str, Path], *, multilabel: bool = False, label_colu
 
 
 def label_studio_tasks(ids: Sequence[int], *, data: Optional[dict] = None, field: str = "image",
-                       scores: Optional[tuple] = None, round: Optional[int] = None) -> list:
+                       scores: Any = None, round: Optional[int] = None) -> list:
     """The Label Studio tasks (to import) of a batch: ``{"data": {"alscale_id": id, field:
     data[id]}}`` per id, in the batch's order (``data`` maps pool ids to the user's field, e.g.
-    image URLs; ``round`` and ``scores``, a ``(column, values)`` pair as
-    :meth:`alscale.ActiveLearner.scores` gives, go to ``meta``).
+    image URLs; ``round`` and ``scores`` go to ``meta``: ``scores`` is the columns of
+    :meth:`alscale.ActiveLearner.score_columns` (a dict), or one ``(column, values)`` pair as
+    :meth:`alscale.ActiveLearner.scores` gives; a score that is not finite is null there).
 
     Examples
     --------
@@ -373,6 +375,7 @@ def label_studio_tasks(ids: Sequence[int], *, data: Optional[dict] = None, field
     >>> label_studio_tasks([7], data={7: "http://host/7.jpg"})
     [{'data': {'alscale_id': 7, 'image': 'http://host/7.jpg'}}]
     """
+    columns = dict(scores) if isinstance(scores, dict) else ({} if scores is None else {scores[0]: scores[1]})
     tasks = []
     for k, i in enumerate(ids):
         item = {LS_ID: int(i)}
@@ -382,8 +385,9 @@ def label_studio_tasks(ids: Sequence[int], *, data: Optional[dict] = None, field
             item[field] = data[int(i)]
         task: dict = {"data": item}
         meta = {}
-        if scores is not None:
-            meta[scores[0]] = scores[1][k].item()
+        for column, values in columns.items():
+            v = values[k].item()
+            meta[column] = v if not isinstance(v, float) or math.isfinite(v) else None
         if round is not None:
             meta["round"] = int(round)
         if meta:

@@ -518,6 +518,7 @@ class ActiveLearner:
         self.path = Path(project_dir)
         self.progress = progress
         self.last_teach: dict = {}
+        self._picked: Optional[tuple] = None  # (strategy instance, its PoolView, ids) of the last query
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"project_dir {self.path} is a file, not a folder")
         if strategy is not None:
@@ -781,6 +782,7 @@ class ActiveLearner:
                 ids = np.asarray(chosen.select(pool, k, seed), dtype=np.int64)
             except ImportError as err:
                 raise ValueError(f"strategy {name!r}: {_import_advice(err)}") from None
+            self._picked = (chosen, pool, ids)  # score_columns() reads what the pick computed
             r = len(state.rounds) + 1
             if on_pick is not None:
                 on_pick(ids, r)
@@ -794,20 +796,39 @@ class ActiveLearner:
         return ids
 
     def scores(self, logits: Any, ids: Any, *, strategy: Optional[str] = None, weight: Any = None,
-               options: Optional[dict] = None):
-        """``(column, values)`` for the picked ``ids`` (in their order): the strategy's score
-        (``margin``, ``confidence``, ``entropy``; ``boundary`` for mase), the class whose quota
-        each fills for base (``class``), or None (random, coreset, badge, ...). ``options``
-        (those given to the :meth:`query` that picked ``ids``) update the project's."""
-        cls = _strategy(strategy or self.strategy)
-        if cls.score_column is None or logits is None:
-            return None
-        opts = _strategy_options(cls, {**self.config.get("options", {}), **(options or {})})
-        if self.multilabel and "multilabel" in cls.option_defaults():
-            opts["multilabel"] = True
-        chosen = cls(**opts)
-        pool = _strategies.PoolView(labeled=np.zeros(0, dtype=bool), logits=logits, weight=weight)
-        return cls.score_column, np.asarray(chosen.scores(pool, np.asarray(ids, dtype=np.int64)))
+               options: Optional[dict] = None, embeddings: Any = None):
+        """``(column, values)``: the first of :meth:`score_columns`, or None without one."""
+        columns = self.score_columns(logits, ids, strategy=strategy, weight=weight, options=options,
+                                     embeddings=embeddings)
+        return next(iter(columns.items()), None)
+
+    def score_columns(self, logits: Any, ids: Any, *, strategy: Optional[str] = None, weight: Any = None,
+                      options: Optional[dict] = None, embeddings: Any = None) -> dict:
+        """The columns of the picked ``ids`` (in their order) beside their id, the strategy's
+        scores: ``margin``, ``confidence``, ``entropy`` (margin, confidence, entropy; cluster-margin:
+        margin); ``boundary`` (mase); ``distance`` and ``class`` (base: the distance each pick was
+        ranked by for the class whose quota it fills, and that class); ``bald`` (bald, batchbald,
+        powerbald: each pick's own BALD); ``margin`` / ``entropy`` of the MC-mean probabilities
+        (power-margin, power-entropy); ``typicality`` (typiclust, when the ids are this learner's
+        last query's). Empty for random, coreset, badge and probcover (no per-row score). When
+        ``ids`` are the last :meth:`query`'s, the strategy that picked them scores them (with its
+        inputs); otherwise ``options`` (those of the query) update the project's."""
+        name = strategy or self.strategy
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._picked is not None and self._picked[0].name == name and np.array_equal(self._picked[2], ids):
+            chosen, pool = self._picked[0], self._picked[1]
+        else:
+            cls = _strategy(name)
+            opts = _strategy_options(cls, {**self.config.get("options", {}), **(options or {})})
+            if self.multilabel and "multilabel" in cls.option_defaults():
+                opts["multilabel"] = True
+            chosen = cls(**opts)
+            mc = "mc_samples" in cls.needs
+            pool = _strategies.PoolView(labeled=np.zeros(0, dtype=bool), logits=None if mc else logits,
+                                        mc_samples=logits if mc else None, weight=weight, embeddings=embeddings)
+        if chosen.score_column is None or ("embeddings" not in chosen.needs and logits is None):
+            return {}
+        return {k: np.asarray(v) for k, v in chosen.columns(pool, ids).items()}
 
     def clusters(self, embeddings: Any, *, n_clusters: int, neighbors: int = 10, knn_recall: float = 0.95,
                  pca: Optional[int] = None) -> np.ndarray:

@@ -183,8 +183,16 @@ class Strategy:
 
     def scores(self, pool: PoolView, ids: np.ndarray) -> Optional[np.ndarray]:
         """The score of each picked row (``score_column``), in the order of ``ids``; None when
-        the strategy has no per-row score."""
+        the strategy has no per-row score. Some use what their last :meth:`select` computed
+        (TypiClust's clusters): call it with the ids that returned, on the same instance."""
         return None
+
+    def columns(self, pool: PoolView, ids: np.ndarray) -> Dict[str, np.ndarray]:
+        """The columns of the picks beside their id (``alscale query``'s CSV, a Label Studio
+        task's meta), in order: ``{score_column: scores}``, or more where a strategy has more
+        to say (BASE: the distance and the class each pick was taken for); empty without."""
+        values = None if self.score_column is None else self.scores(pool, ids)
+        return {} if values is None else {self.score_column: np.asarray(values)}
 
     def state(self) -> dict:
         """What the strategy computed once and reuses in later rounds (JSON-able; saved in the

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Dict
+
 import numpy as np
 
-from ..selection import select_balanced
+from ..selection import boundary_scores, select_balanced
 from . import PoolView
 from .mase import Mase
 
@@ -13,12 +15,47 @@ class Base(Mase):
     """BASE: class by class, the rows closest to that class's decision boundary (Emam et al. 2021)."""
 
     name = "base"
-    score_column = "class"
+    score_column = "distance"
     select_rows = staticmethod(select_balanced)
 
-    def scores(self, pool: PoolView, ids: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def classes(num_classes: int, budget: int) -> np.ndarray:
         """The class whose quota each pick fills (class c: B // C + (c < B % C) picks, classes in
-        order), without reading the pool."""
-        c = int(pool.logits.shape[-1])
-        b = int(np.asarray(ids).size)
+        order)."""
+        c, b = int(num_classes), int(budget)
         return np.repeat(np.arange(c, dtype=np.int64), [b // c + (k < b % c) for k in range(c)])
+
+    def scores(self, pool: PoolView, ids: np.ndarray) -> np.ndarray:
+        """The distance each pick was ranked by for its class c: its distance r_c to the boundary
+        between its predicted class p and c, (l_p - l_c) / ||w_p - w_c|| (the logit gap without a
+        head weight), or, for a row predicted c, its distance to its nearest boundary (as
+        :func:`alscale.boundary_scores`); float64, from the picked rows only."""
+        ids = np.asarray(ids, dtype=np.int64)
+        order = np.argsort(ids, kind="stable")
+        x = np.empty((ids.size, int(pool.logits.shape[-1])), dtype=np.float64)
+        x[order] = np.asarray(pool.logits[ids[order]], dtype=np.float64)
+        c = self.classes(x.shape[1], ids.size)
+        p = np.argmax(x, axis=1)
+        out = np.empty(ids.size, dtype=np.float64)
+        own = p == c
+        if own.any():
+            out[own] = boundary_scores(x[own], weight=pool.weight)
+        other = np.flatnonzero(~own)
+        rows = np.arange(x.shape[0])[other]
+        gap = x[rows, p[other]] - x[rows, c[other]]
+        if pool.weight is None:
+            norm = np.ones(other.size)
+        else:
+            w = np.asarray(pool.weight.detach().cpu() if hasattr(pool.weight, "detach") else pool.weight,
+                           dtype=np.float64)
+            d = w[p[other]] - w[c[other]]
+            scale = np.abs(d).max(axis=1, initial=0.0)
+            safe = np.where(scale > 0, scale, 1.0)
+            norm = safe * np.sqrt(((d / safe[:, None]) ** 2).sum(axis=1))  # no overflow for huge heads
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[other] = np.where(norm > 0, gap / np.where(norm > 0, norm, 1.0), np.inf)
+        return out
+
+    def columns(self, pool: PoolView, ids: np.ndarray) -> Dict[str, np.ndarray]:
+        """``distance`` (:meth:`scores`) and ``class``, the class each pick was taken for."""
+        return {"distance": self.scores(pool, ids), "class": self.classes(int(pool.logits.shape[-1]), np.size(ids))}

@@ -8,9 +8,26 @@ from typing import Any
 
 import numpy as np
 
-from ..bayesian import (select_bald, select_batchbald, select_power_entropy, select_power_margin,
-                         select_powerbald)
+from ..bayesian import (bald_scores, mc_entropy_scores, mc_margin_scores, select_bald, select_batchbald,
+                         select_power_entropy, select_power_margin, select_powerbald)
 from . import PoolView, Strategy
+
+
+def picked_mc_scores(score: Any, samples: Any, ids: np.ndarray) -> np.ndarray:
+    """``score`` (an MC score function) of the picked rows only, read in ascending row order, from a
+    (T, N, C) array (a memmap reads T x B rows) or a re-iterable over T; in the order of ``ids``."""
+    ids = np.asarray(ids, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    rows = ids[order]
+    out = np.empty(ids.size, dtype=np.float64)
+    if ids.size:
+        if getattr(samples, "ndim", None) == 3:
+            picked = [np.asarray(samples[t][rows]) for t in range(samples.shape[0])]
+        else:
+            picked = [np.asarray(sample.detach().cpu() if hasattr(sample, "detach") else sample)[rows]
+                      for sample in samples]
+        out[order] = np.asarray(score(picked), dtype=np.float64)
+    return out
 
 
 def _stochastic(pool: PoolView, name: str):
@@ -26,6 +43,11 @@ class Bald(Strategy):
 
     name = "bald"
     needs = frozenset({"mc_samples"})
+    score_column = "bald"
+
+    def scores(self, pool: PoolView, ids: np.ndarray) -> np.ndarray:
+        """Each pick's BALD (nats)."""
+        return picked_mc_scores(bald_scores, pool.mc_samples, ids)
 
     def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
         return select_bald(_stochastic(pool, self.name), budget, exclude=pool.labeled, num_threads=self.num_threads)
@@ -36,6 +58,8 @@ class BatchBald(Strategy):
 
     name = "batchbald"
     needs = frozenset({"mc_samples"})
+    score_column = "bald"
+    scores = Bald.scores  # each pick's own BALD (its gain in the batch's joint information is at most that)
 
     def __init__(self, candidates_per_pick: int = 10, num_samples: int = 1000, num_threads: int = 0) -> None:
         super().__init__(num_threads)
@@ -44,6 +68,11 @@ class BatchBald(Strategy):
 
     def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
         samples = list(_stochastic(pool, self.name))  # read twice (BALD, then the candidates): T x N x C here
+        if pool.progress is not None:
+            n = int(np.size(pool.labeled) - np.count_nonzero(pool.labeled))
+            pool.progress(f"batchbald: {budget:,} greedy picks among the {min(n, self.candidates_per_pick * budget):,} "
+                          f"unlabeled rows with the largest BALD (candidates_per_pick = {self.candidates_per_pick}), "
+                          f"joint entropies over up to {self.num_samples:,} label configurations")
         return select_batchbald(samples, budget, exclude=pool.labeled, num_samples=self.num_samples,
                                 candidates=max(1, self.candidates_per_pick * budget), seed=rng,
                                 num_threads=self.num_threads)
@@ -56,7 +85,11 @@ class _Power(Strategy):
     needs = frozenset({"mc_samples"})
     beta = 1.0
     select_rows = staticmethod(select_powerbald)
+    score_rows = staticmethod(bald_scores)  # the score reported for each pick (the CSV's column)
     needs_disagreement = False  # BALD is 0 for a deterministic model: refuse it then
+
+    def scores(self, pool: PoolView, ids: np.ndarray) -> np.ndarray:
+        return picked_mc_scores(self.score_rows, pool.mc_samples, ids)
 
     def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
         samples = _stochastic(pool, self.name) if self.needs_disagreement else pool.mc_samples
@@ -68,6 +101,7 @@ class PowerBald(_Power):
     """PowerBALD: rows sampled with probability ∝ BALD^β."""
 
     name = "powerbald"
+    score_column = "bald"
     needs_disagreement = True
 
 
@@ -75,11 +109,15 @@ class PowerMargin(_Power):
     """Power margin: rows sampled with probability ∝ (1 - MC margin)^β."""
 
     name = "power-margin"
+    score_column = "margin"  # the MC margin (the draw is ∝ (1 - margin)^β)
     select_rows = staticmethod(select_power_margin)
+    score_rows = staticmethod(mc_margin_scores)
 
 
 class PowerEntropy(_Power):
     """Power entropy: rows sampled with probability ∝ (entropy of the MC-mean softmax)^β."""
 
     name = "power-entropy"
+    score_column = "entropy"
     select_rows = staticmethod(select_power_entropy)
+    score_rows = staticmethod(mc_entropy_scores)

@@ -232,8 +232,8 @@ def test_identical_samples_give_bald_exactly_zero(dtype, probabilities):
     t = torch.from_numpy(one).to(getattr(torch, dtype))
     for samples in (t[:1], t.expand(6, -1, -1)):
         x = samples if dtype == "bfloat16" else samples.numpy()
-        for given in (x, list(x), iter(list(x))):
-            assert (alscale.bald_scores(given, probabilities=probabilities) == 0).all()
+        for form in (x, list(x), iter(list(x))):
+            assert (alscale.bald_scores(form, probabilities=probabilities) == 0).all()
         acc = alscale.MCScores(probabilities=probabilities)
         for sample in x:
             acc.update(sample)

@@ -349,6 +349,11 @@ def test_status_json_is_strict_and_the_counts_are_plural_right(pool):
         "--seed", 0, "--classes", "cat,dog", ok=False)  # 3 classes in the logits: refused
     table = cli("status", "--project", p).stdout
     assert "1 label of a pool of 40, 0 rounds queried" in table
+    done = cli("query", "--project", p, "--strategy", "random", "--budget", 1, "--seed", 0, "--out", tmp / "one.csv")
+    assert "round 1: 1 id (random) written to" in done.stderr  # before: "1 ids"
+    again = cli("query", "--project", p, "--budget", 1, "--pending", "reissue")
+    assert "round 1: 1 pending id written again" in again.stderr
+    assert "1 label of a pool of 40, 1 round queried" in cli("status", "--project", p).stdout
 
 
 def test_a_strategy_typo_suggests_the_closest_name(pool):

@@ -105,7 +105,8 @@ def build_parser(application: bool = True) -> argparse.ArgumentParser:
                    "project folder")
     q.add_argument("--overwrite", action="store_true", help="let --out replace an existing file")
     q.add_argument("--format", choices=("csv", "label-studio"), default="csv",
-                   help="csv (default): id[,score]; label-studio: a tasks JSON to import")
+                   help="csv (default): id and the strategy's score columns (e.g. id,margin; base: "
+                        "id,distance,class); label-studio: a tasks JSON to import (the scores in each task's meta)")
     q.add_argument("--data", metavar="FILE.csv", help="CSV with a column id and your data field (e.g. image URLs), "
                    "for --format label-studio (required unless --no-data)")
     q.add_argument("--no-data", action="store_true", help="--format label-studio without --data: tasks that hold "

@@ -623,8 +623,8 @@ def test_batchbald_in_a_project_scores_a_bounded_candidate_set(tmp_path, monkeyp
 
     mc = np.random.default_rng(8).standard_normal((3, 400, 4)).astype(np.float32)
     seen = []
-    real = bayes.select_batchbald
-    monkeypatch.setattr(bayes, "select_batchbald", lambda *a, **k: seen.append(k) or real(*a, **k))
+    real = bayes.batchbald_picks  # select_batchbald's picks with each pick's gain (the CSV's column)
+    monkeypatch.setattr(bayes, "batchbald_picks", lambda *a, **k: seen.append(k) or real(*a, **k))
     learner = ActiveLearner(tmp_path / "p", strategy="batchbald")
     got = learner.query(mc, 5, seed=2, options={"num_samples": 200, "candidates_per_pick": 4})
     assert seen[-1]["candidates"] == 20 and seen[-1]["num_samples"] == 200
@@ -647,8 +647,7 @@ def _columns(text):
 
 
 @pytest.mark.parametrize("name, column, score", [
-    ("bald", "bald", alscale.bald_scores), ("batchbald", "bald", alscale.bald_scores),
-    ("powerbald", "bald", alscale.bald_scores), ("power-margin", "margin", alscale.mc_margin_scores),
+    ("bald", "bald", alscale.bald_scores), ("powerbald", "bald", alscale.bald_scores), ("power-margin", "margin", alscale.mc_margin_scores),
     ("power-entropy", "entropy", alscale.mc_entropy_scores)])
 def test_mc_strategies_write_their_score_column(tmp_path, name, column, score):
     """Before: the CSV of bald, batchbald and the power strategies was `id` alone (the README
@@ -661,6 +660,24 @@ def test_mc_strategies_write_their_score_column(tmp_path, name, column, score):
     assert list(keys) == ["id", column]
     ids = [int(r["id"]) for r in rows]
     np.testing.assert_allclose([float(r[column]) for r in rows], score(mc)[ids], rtol=1e-12)
+
+
+def test_batchbald_writes_each_picks_gain_in_joint_information(tmp_path):
+    """Before: `id` alone. Now each pick's gain in the batch's joint mutual information, as the
+    library's batchbald_picks gives it (the first is its BALD; each at most the row's BALD)."""
+    from alscale.bayesian import batchbald_picks
+
+    mc = np.random.default_rng(9).standard_normal((4, 120, 3)).astype(np.float32)
+    np.save(tmp_path / "mc.npy", mc)
+    out = cli("query", "--project", tmp_path / "p", "--new", "--logits", tmp_path / "mc.npy", "--strategy",
+              "batchbald", "--budget", 6, "--seed", 1).stdout
+    keys, rows = _columns(out)
+    assert list(keys) == ["id", "gain"]
+    picks, gains, _ = batchbald_picks(mc, 6, candidates=60, seed=1)
+    assert [int(r["id"]) for r in rows] == picks.tolist()
+    np.testing.assert_allclose([float(r["gain"]) for r in rows], gains, rtol=1e-12)
+    bald = alscale.bald_scores(mc)[picks]
+    assert abs(gains[0] - bald[0]) < 1e-6 and (gains <= bald + 1e-6).all()
 
 
 def test_base_and_typiclust_write_their_score_columns(pool, tmp_path):

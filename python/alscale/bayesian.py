@@ -584,6 +584,19 @@ def select_batchbald(samples: Any, budget: Any, *, probabilities: bool = False, 
     >>> sorted(picks.tolist()) != [0, 1]  # a duplicate brings no new information
     True
     """
+    picks, _, wrap = batchbald_picks(samples, budget, probabilities=probabilities, exclude=exclude,
+                                     num_samples=num_samples, candidates=candidates, seed=seed, layout=layout,
+                                     num_threads=num_threads)
+    return wrap(picks)
+
+
+def batchbald_picks(samples: Any, budget: Any, *, probabilities: bool = False, exclude: Any = None,
+                    num_samples: int = 1000, candidates: Any = None, seed: Any = None, layout: str = "tnc",
+                    num_threads: int = 0) -> tuple:
+    """:func:`select_batchbald`'s picks (an int64 numpy array, in pick order), each pick's gain
+    in the batch's joint mutual information, I(y_1..y_k; ω) - I(y_1..y_{k-1}; ω) in nats (the
+    first is its BALD; exact while the configurations are enumerated, estimated once they are
+    sampled; they sum to the batch's I), and the wrap of the samples' kind."""
     threads = as_threads(num_threads)
     k = as_budget(budget)
     m_max = as_int(num_samples, "num_samples", minimum=1)
@@ -612,12 +625,16 @@ def select_batchbald(samples: Any, budget: Any, *, probabilities: bool = False, 
     exact = True
     taken = np.zeros(n, dtype=bool)
     picks: list[int] = []
+    gains: list[float] = []
+    before = 0.0  # H(y_1..y_{k-1}), the batch's joint entropy so far
     for _ in range(min(k, n)):
         joint = _core.joint_entropy(configs, weight, p, threads) - log_scale
         score = joint - expected
         score[taken] = -np.inf
         best = int(np.argmax(score))  # the first maximum: ties to the smaller row
         picks.append(best)
+        gains.append(float(score[best]) - before)  # H_k - H_{k-1} - E H(y_k | ω)
+        before = float(joint[best])
         taken[best] = True
         pb = p[best]  # (T, C)
         if exact and configs.shape[0] * c <= m_max:
@@ -639,4 +656,4 @@ def select_batchbald(samples: Any, budget: Any, *, probabilities: bool = False, 
         configs = configs / top
         log_scale = log_scale + float(np.mean(np.log(top)))
         weight = 1.0 / (configs.shape[0] * configs.mean(axis=1))
-    return wrap(rows[np.asarray(picks, dtype=np.int64)])
+    return rows[np.asarray(picks, dtype=np.int64)], np.asarray(gains, dtype=np.float64), wrap

@@ -807,8 +807,9 @@ class ActiveLearner:
         """The columns of the picked ``ids`` (in their order) beside their id, the strategy's
         scores: ``margin``, ``confidence``, ``entropy`` (margin, confidence, entropy; cluster-margin:
         margin); ``boundary`` (mase); ``distance`` and ``class`` (base: the distance each pick was
-        ranked by for the class whose quota it fills, and that class); ``bald`` (bald, batchbald,
-        powerbald: each pick's own BALD); ``margin`` / ``entropy`` of the MC-mean probabilities
+        ranked by for the class whose quota it fills, and that class); ``bald`` (bald, powerbald: each
+        pick's BALD); ``gain`` (batchbald: each pick's gain in the batch's joint mutual information,
+        when the ids are this learner's last query's; else each row's BALD); ``margin`` / ``entropy`` of the MC-mean probabilities
         (power-margin, power-entropy); ``typicality`` (typiclust, when the ids are this learner's
         last query's). Empty for random, coreset, badge and probcover (no per-row score). When
         ``ids`` are the last :meth:`query`'s, the strategy that picked them scores them (with its

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..bayesian import (bald_scores, mc_entropy_scores, mc_margin_scores, select_bald, select_batchbald,
+from ..bayesian import (bald_scores, batchbald_picks, mc_entropy_scores, mc_margin_scores, select_bald,
                          select_power_entropy, select_power_margin, select_powerbald)
 from . import PoolView, Strategy
 
@@ -58,13 +58,21 @@ class BatchBald(Strategy):
 
     name = "batchbald"
     needs = frozenset({"mc_samples"})
-    score_column = "bald"
-    scores = Bald.scores  # each pick's own BALD (its gain in the batch's joint information is at most that)
+    score_column = "gain"
 
     def __init__(self, candidates_per_pick: int = 10, num_samples: int = 1000, num_threads: int = 0) -> None:
         super().__init__(num_threads)
         self.candidates_per_pick = candidates_per_pick
         self.num_samples = num_samples
+        self._gains: tuple | None = None  # (picks, gains) of the last select
+
+    def scores(self, pool: PoolView, ids: np.ndarray) -> np.ndarray:
+        """Each pick's gain in the batch's joint mutual information when it was picked (nats; the
+        first pick's is its BALD); from this instance's last :meth:`select` when ``ids`` are its
+        picks, else each row's BALD (the most a gain can be)."""
+        if self._gains is not None and np.array_equal(self._gains[0], ids):
+            return self._gains[1].copy()
+        return picked_mc_scores(bald_scores, pool.mc_samples, ids)
 
     def select(self, pool: PoolView, budget: int, rng: Any) -> np.ndarray:
         samples = list(_stochastic(pool, self.name))  # read twice (BALD, then the candidates): T x N x C here
@@ -73,9 +81,11 @@ class BatchBald(Strategy):
             pool.progress(f"batchbald: {budget:,} greedy picks among the {min(n, self.candidates_per_pick * budget):,} "
                           f"unlabeled rows with the largest BALD (candidates_per_pick = {self.candidates_per_pick}), "
                           f"joint entropies over up to {self.num_samples:,} label configurations")
-        return select_batchbald(samples, budget, exclude=pool.labeled, num_samples=self.num_samples,
-                                candidates=max(1, self.candidates_per_pick * budget), seed=rng,
-                                num_threads=self.num_threads)
+        picks, gains, _ = batchbald_picks(samples, budget, exclude=pool.labeled, num_samples=self.num_samples,
+                                          candidates=max(1, self.candidates_per_pick * budget), seed=rng,
+                                          num_threads=self.num_threads)
+        self._gains = (picks, gains)
+        return picks
 
 
 class _Power(Strategy):

@@ -17,27 +17,39 @@ struct RowFault {
     double value = 0;
 };
 
-// A sample row's 64-bit fingerprint (its values as T, -0 read as +0): a streaming state compares
+// A sample row's 64-bit fingerprint (of its values' bits as T): a streaming state compares
 // each sample's rows with the first sample's by it, so that it needs no copy of that sample.
+// Eight independent multiply-xorshift chains over the classes c = j (mod 8), then one chain over
+// the eight: order-sensitive (a swap of two classes changes it), a multiply per value without a
+// dependency between neighbours. A row is hashed for the first sample and then only while it
+// still equals it: for a stochastic model, twice per row whatever T.
 template <class T>
 uint64_t row_hash(const T* x, int64_t n) {
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ static_cast<uint64_t>(n);
-    for (int64_t c = 0; c < n; ++c) {
-        const T v = x[c] == T(0) ? T(0) : x[c];
+    constexpr uint64_t kMul = 0xbf58476d1ce4e5b9ull;
+    uint64_t lane[8];
+    for (int j = 0; j < 8; ++j) lane[j] = 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(j + 1);
+    auto step = [](uint64_t h, T value) {
         uint64_t b = 0;
-        std::memcpy(&b, &v, sizeof v);
-        h = (h ^ b) * 0xbf58476d1ce4e5b9ull;
-        h ^= h >> 29;
+        std::memcpy(&b, &value, sizeof value);
+        h = (h ^ b) * kMul;
+        return h ^ (h >> 29);
+    };
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        for (int j = 0; j < 8; ++j) lane[j] = step(lane[j], x[c + j]);
+    for (int j = 0; c + j < n; ++j) lane[j] = step(lane[j], x[c + j]);
+    uint64_t h = static_cast<uint64_t>(n);
+    for (int j = 0; j < 8; ++j) {
+        h = (h ^ lane[j]) * kMul;
+        h ^= h >> 31;
     }
     return h;
 }
 
-// Whether two sample rows hold the same values (-0 == +0).
+// Whether two sample rows hold the same values, bit for bit (as row_hash tells them apart).
 template <class T>
-bool same_row(const T* a, const T* b, int64_t n) {
-    bool same = true;
-    for (int64_t c = 0; c < n; ++c) same &= a[c] == b[c];
-    return same;
+ALSCALE_INLINE bool same_row(const T* a, const T* b, int64_t n) {
+    return std::memcmp(a, b, static_cast<size_t>(n) * sizeof(T)) == 0;
 }
 
 // One logits row into the sums: acc[c] += softmax(x)_c, h += H[softmax(x)] computed as
@@ -126,8 +138,8 @@ ALSCALE_INLINE int add_row(const T* x, int64_t n, bool probabilities, T* e, T* a
 }
 
 // A row's score from its sums over `count` samples: q = acc * (1 / count) and q log q in the
-// state's precision (float or double), summed in double. `same`: every sample of the row holds
-// the same values (always so for one sample): its BALD is then exactly 0, not rounding noise.
+// state's precision (float or double), summed in double. `same`: every sample of the row is the
+// same, bit for bit (always so for one sample): its BALD is then exactly 0, not rounding noise.
 template <class T>
 double score_row(const T* acc, int64_t n, int64_t count, double h, McScore kind, bool same) {
     const double k = static_cast<double>(count);
@@ -178,12 +190,11 @@ ALSCALE_INLINE int64_t add_rows(Work<T>& w, T* const& acc, double* const& ent, u
     for (int64_t i = begin; i < end; ++i) {
         const T* x = w.read[0](i);
         if (add_row<T, B>(x, n, probs, w.e.data(), acc + i * n, ent[i], w.fault)) return i;
-        const uint64_t h = row_hash(x, n);
         if (first) {
-            hash[i] = h;
+            hash[i] = row_hash(x, n);
             same[i] = 1;
-        } else {
-            same[i] &= static_cast<uint8_t>(h == hash[i]);
+        } else if (same[i]) {  // a row that differed once is done: a stochastic model's rows after sample 1
+            same[i] = static_cast<uint8_t>(row_hash(x, n) == hash[i]);
         }
     }
     return end;

@@ -19,7 +19,7 @@ namespace alscale {
 
 // The per-row scores of MC samples, with q = mean over samples of the probabilities:
 // bald = max(0, H[q] - mean H[p_t]) (the mutual information; rounding below 0 gives 0), and exactly
-// 0 for a row whose samples all hold the same values (one sample, or a model without dropout):
+// 0 for a row whose samples are all the same, bit for bit (one sample, or a model without dropout):
 // the samples agree, so there is nothing to learn about the model, whatever the rounding;
 // margin = q(1) - q(2), confidence = max q, entropy = H[q], expected_entropy = mean H[p_t].
 enum class McScore : int { bald = 0, margin = 1, confidence = 2, entropy = 3, expected_entropy = 4 };

@@ -43,6 +43,11 @@ def entropy(p: np.ndarray) -> np.ndarray:
         return -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=-1)
 
 
+def same_samples(x: np.ndarray) -> np.ndarray:
+    """(N,) bool: every sample of the row equals the first, bit for bit (-0 and +0 differ)."""
+    return ((x == x[:1]) & (np.signbit(x) == np.signbit(x[:1]))).all(axis=(0, 2))
+
+
 def reference_scores(samples: np.ndarray, probabilities: bool = False) -> dict:
     """The (T, N, C) samples' scores in float64, straight from the definitions; BALD is exactly 0
     for a row whose samples all hold the same values (they agree: no disagreement to measure)."""
@@ -52,7 +57,7 @@ def reference_scores(samples: np.ndarray, probabilities: bool = False) -> dict:
     s = np.sort(q, axis=1)
     second = s[:, -2] if q.shape[1] > 1 else np.zeros(q.shape[0])
     mi = entropy(q) - entropy(p).mean(axis=0)
-    mi[(x == x[:1]).all(axis=(0, 2))] = 0.0
+    mi[same_samples(x)] = 0.0
     return {"bald": np.maximum(mi, 0.0), "margin": s[:, -1] - second, "confidence": s[:, -1], "entropy": entropy(q),
             "expected_entropy": entropy(p).mean(axis=0)}
 
@@ -143,7 +148,7 @@ def test_scores_match_float64_reference(case):
         np.testing.assert_allclose(got, expected[kind], rtol=0, atol=tol * max(1.0, np.log(x.shape[2])),
                                    err_msg=f"{kind} against the float64 reference")
         assert (alscale.bald_scores(x, probabilities=probabilities) >= 0).all()
-    same = (x64 == x64[:1]).all(axis=(0, 2))  # rows whose samples agree: BALD exactly 0, as the reference
+    same = same_samples(x64)  # rows whose samples agree: BALD exactly 0, as the reference
     assert (alscale.bald_scores(x, probabilities=probabilities)[same] == 0).all()
 
 
@@ -246,6 +251,9 @@ def test_identical_samples_give_bald_exactly_zero(dtype, probabilities):
     assert got[7] > 0 and (np.delete(got, 7) == 0).all()
     assert alscale.bald_scores(list(x), probabilities=probabilities).tobytes() == got.tobytes()
     np.testing.assert_allclose(got, reference_scores(x.astype(np.float64), probabilities)["bald"], atol=2e-5)
+    z = np.zeros((2, 3, 4))
+    z[1, 0, 2] = -0.0  # the same value, other bits: "the same" is bit for bit, in both ways in alike
+    assert alscale.bald_scores(z).tobytes() == alscale.bald_scores(list(z)).tobytes()
 
 
 def test_powerbald_on_agreeing_samples_is_a_uniform_batch_not_noise():

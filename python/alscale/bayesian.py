@@ -19,8 +19,8 @@ With q the mean over the samples of the probabilities of a row and H the entropy
 
 - BALD = H[q] - mean_t H[p_t], the mutual information between the label and the model
   (Houlsby et al. 2011; Gal et al. 2017), clipped at 0 where rounding makes it negative, and
-  exactly 0 for a row whose T samples hold the same values (T = 1, or dropout off): identical
-  samples tie exactly (the smaller row first), never by rounding noise;
+  exactly 0 for a row whose T samples are the same, bit for bit (T = 1, or dropout off):
+  identical samples tie exactly (the smaller row first), never by rounding noise;
 - MC margin = q(1) - q(2), MC confidence = max q, MC entropy = H[q];
 - BatchBALD: the batch that greedily maximises the joint mutual information (Kirsch et al. 2019);
 - power acquisition: sample the batch without replacement with probability ∝ score^β

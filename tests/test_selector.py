@@ -498,6 +498,16 @@ def test_state_dict_survives_a_plain_python_round_trip():
         BalancedSelector.from_state_dict(plain, weight=w)
 
 
+def test_sharded_base_does_not_use_the_selectors_private_methods():
+    """The chunked / sharded backend drives the shared streaming-BASE wrapper, not the selector."""
+    import inspect
+
+    from alscale._backend import sharded
+
+    source = inspect.getsource(sharded)
+    assert "import BalancedSelector" not in source and "._feed(" not in source and "._merge_shards(" not in source
+
+
 def test_one_streaming_base_wrapper_and_one_list_of_snapshot_fields():
     """BalancedSelector and the chunked / sharded select_balanced drive the same wrapper
     (alscale._backend.stream.BaseStream), whose field table is exactly what the C++ state writes,

@@ -327,3 +327,22 @@ def test_library_import_does_not_import_torch():
     code = "import sys, alscale; alscale.select_margin(__import__('numpy').eye(3), 1); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_one_dtype_enum_for_the_cpu_and_cuda_kernels():
+    """The dtype code the bindings pass through is one enum (csrc/dtype.hpp), read by the CPU
+    kernels and the CUDA kernels alike; alscale._core.DType exports its numbering."""
+    import pathlib
+    import re
+
+    from alscale import _core
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    if not (root / "csrc").is_dir():
+        pytest.skip("needs the source tree")
+    sources = sorted(p for d in ("csrc", "cuda") for p in (root / d).rglob("*") if p.suffix in {".hpp", ".cpp", ".cuh", ".cu"})
+    defined = [p.relative_to(root).as_posix() for p in sources if "enum class DType" in p.read_text()]
+    assert defined == ["csrc/dtype.hpp"]
+    codes = dict(re.findall(r"(\w+) = (\d+)", (root / "csrc/dtype.hpp").read_text()))
+    assert {k: int(v) for k, v in codes.items()} == {k: int(getattr(_core.DType, k)) for k in ("f16", "bf16", "f32", "f64")}
+    assert '#include "dtype.hpp"' in (root / "cuda/common.cuh").read_text()

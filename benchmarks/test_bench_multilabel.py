@@ -3,6 +3,11 @@ pytest-benchmark group: the floor (``logits.sum()``), alscale's fused kernel wit
 "min", and numpy's ``|tanh(z/2)|`` reduced over the classes then ``argsort`` (an N × C float32
 temporary). Each test checks its result, so CI (``--benchmark-disable``) keeps them right.
 
+On the harness: the data is conftest's (``harness.make_data``), each test's peak memory is in its
+``extra_info`` (conftest), and the numpy baseline and its check are benchmarks/multilabel.py's,
+which runs the same rows through the harness in child processes
+(``python benchmarks/multilabel.py logits --numpy``); that script runs at a tiny size below.
+
     pytest benchmarks/test_bench_multilabel.py --benchmark-enable
     ALSCALE_BENCH_SIZE=imagenet pytest benchmarks/test_bench_multilabel.py --benchmark-enable
 """
@@ -13,12 +18,7 @@ import numpy as np
 import pytest
 
 import alscale
-
-
-def numpy_select(logits: np.ndarray, budget: int, reduction: str) -> np.ndarray:
-    m = np.abs(np.tanh(logits * np.float32(0.5)))
-    score = m.mean(axis=1, dtype=np.float64) if reduction == "mean" else m.min(axis=1)
-    return np.argsort(score, kind="stable")[:budget]
+from multilabel import numpy_select, swapped_beyond_the_cut
 
 
 @pytest.mark.benchmark(group="multilabel-margin")
@@ -46,7 +46,28 @@ def test_multilabel_numpy_tanh(benchmark, data, reduction):
     ref = benchmark.pedantic(lambda: numpy_select(data.logits, data.budget, reduction), rounds=3, iterations=1)
     ours = np.asarray(alscale.select_margin(data.logits, data.budget, multilabel=True, reduction=reduction))
     # numpy's float32 tanh and mean round differently: only rows tied with the cut may swap
-    scores = np.asarray(alscale.margin_scores(data.logits, multilabel=True, reduction=reduction))
-    swapped = np.setxor1d(ours, ref)
-    cut = scores[ours].max()
-    assert np.all(np.abs(scores[swapped] - cut) <= 1e-6 * max(1.0, cut))
+    assert swapped_beyond_the_cut(data.logits, ours, ref, reduction).size == 0
+
+
+@pytest.mark.parametrize("part", ["logits", "embeddings", "cluster-margin"])
+def test_multilabel_script_on_the_harness(part, tmp_path, capsys):
+    """benchmarks/multilabel.py at a tiny size: every row runs in its own process and has its
+    times (min <= median <= max), CPU seconds and peak memory; the numpy rows' checks pass."""
+    import json
+
+    import multilabel
+
+    if part == "embeddings":
+        pytest.importorskip("torch")
+    out = tmp_path / "run.json"
+    argv = [part, "--rows", "3000", "--classes", "40", "--budget", "50", "--repeats", "2", "--json", str(out)]
+    assert multilabel.main(argv + (["--numpy", "--softmax"] if part == "logits" else [])) == 0
+    text = capsys.readouterr().out
+    assert "load average" in text and "peak MiB" in text and "cpu s" in text
+    rows = json.loads(out.read_text())["suites"][0]["rows"]
+    assert rows and all("error" not in r and "skipped" not in r for r in rows), rows
+    for r in rows:
+        assert r["repeats"] == 2 and r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert r["peak_rss"] >= r["base_rss"] > 0 and r["cpu_median_s"] >= 0
+    checks = [r["check"] for r in rows if "check" in r]
+    assert len(checks) == (2 if part == "logits" else 0) and all(c["ok"] for c in checks), checks

@@ -4,6 +4,11 @@ Each group holds the floor (``logits.sum()``, one numpy pass over the same array
 kernel and the baseline the papers use, so ``--benchmark-compare``/the table reads as ratios.
 Every test also checks the result, so CI (``--benchmark-disable``, small size) keeps them right.
 
+On the harness (alscale.al.harness): the data is conftest's ``harness.make_data`` at
+``harness.env_size()``, each test's peak memory is in its ``extra_info`` (conftest), the machine
+info is the harness's; the official rules (``alscale.al.bench``) are the peers of ``alscale bench
+--suite imagenet``, which times the same groups in child processes.
+
     pytest benchmarks                                            # small, checks only
     pytest benchmarks --benchmark-enable                         # small, timed
     ALSCALE_BENCH_SIZE=imagenet pytest benchmarks --benchmark-enable   # the paper's scale
@@ -12,17 +17,14 @@ Every test also checks the result, so CI (``--benchmark-disable``, small size) k
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 
 import alscale
-from alscale.al import bench
+from alscale.al import bench, harness
 
-# Same rule as conftest.py (which validates the value); not imported from it, since the name
-# `conftest` may be another directory's module.
-FULL_SCALE = os.environ.get("ALSCALE_BENCH_SIZE", "small") == "imagenet"
+FULL_SCALE = harness.env_size() == "imagenet"  # the size rule of conftest.py (which refuses a bad value)
 
 # Relative distance between two BASE scores below which a disagreement is a float tie.
 TIE_RTOL = 1e-12

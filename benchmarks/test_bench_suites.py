@@ -223,3 +223,24 @@ def test_suite_all_skips_what_does_not_fit_and_fails_on_a_failed_check(monkeypat
     monkeypatch.setattr(harness, "run_suite", failing)
     assert suites.run(["imagenet", "hac"], scale=0.001, repeat=1) == 1
     assert "FAIL: 2 rows differ" in capsys.readouterr().out
+
+
+def test_cpu_times_peak_reset_shifted_gaussian_and_the_size_rule(monkeypatch):
+    """time_call records each timed call's CPU seconds beside its wall time; reset_peak_rss lowers
+    the high-water mark to the resident set (a peak within one process: the pytest-benchmark
+    suites); gaussian's shift moves the mean and nothing else; ALSCALE_BENCH_SIZE is checked."""
+    timing, _ = harness.time_call(lambda: sum(range(20000)), repeat=3, warmup=0)
+    assert len(timing.cpu) == len(timing.times) == 3 and timing.cpu_median >= 0
+    big = np.ones(40 * 2**20 // 8)  # 40 MiB resident
+    del big
+    if harness.reset_peak_rss():
+        assert harness.peak_rss() < harness.current_rss() + 20 * 2**20
+    x = harness.gaussian(1000, 8, seed=3, scale=2.0)
+    y = harness.gaussian(1000, 8, seed=3, scale=2.0, shift=-2.0)
+    np.testing.assert_array_equal(y, x + np.float32(-2.0))
+    assert np.array_equal(harness.generate(harness.DataSpec.of("gaussian", n=1000, dim=8, seed=3, scale=2.0))["x"], x)
+    monkeypatch.setenv("ALSCALE_BENCH_SIZE", "imagenet")
+    assert harness.env_size() == "imagenet"
+    monkeypatch.setenv("ALSCALE_BENCH_SIZE", "huge")
+    with pytest.raises(ValueError, match="ALSCALE_BENCH_SIZE must be one of"):
+        harness.env_size()

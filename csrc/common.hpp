@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include "dtype.hpp"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -22,8 +24,6 @@
 #define ALSCALE_INLINE inline __attribute__((always_inline))
 
 namespace alscale {
-
-enum class DType : int { f16 = 0, bf16 = 1, f32 = 2, f64 = 3 };
 
 // A read-only 2-D view of a logits matrix: any strides (in bytes, may be negative), four dtypes.
 struct Matrix {

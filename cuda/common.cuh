@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "dtype.hpp"
 #include "rowmath_common.hpp"
 
 namespace alscale {
@@ -104,8 +105,8 @@ inline int64_t blocks_for(int64_t work, int64_t per_block, int64_t cap = int64_t
     return b < 1 ? 1 : (b > cap ? cap : b);
 }
 
-// The dtypes of csrc/common.hpp (same numbering: the bindings pass it through).
-enum class DType : int { f16 = 0, bf16 = 1, f32 = 2, f64 = 3 };
+// The CPU kernels' DType (csrc/dtype.hpp), one enum for both: the bindings pass it through.
+using ::alscale::DType;
 
 // A strided 2-D logits matrix in device memory; strides in elements (may be negative).
 struct DMatrix {

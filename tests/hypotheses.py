@@ -239,7 +239,7 @@ def weights(draw, num_classes: int, kind: str = "numpy", allow_none: bool = True
                 w[i] = w[rng.integers(0, C)] * (1.0 + 1e-15 * rng.integers(-2, 3))
     elif mode == "integer":
         w = rng.integers(-1, 2, (C, d)).astype(np.float64)
-        w[0, 0] = w[0, 0] or 1.0  # an all-zero weight is refused (tests/test_input_rules.py)
+        w[0, 0] = w[0, 0] or 1.0  # an all-zero weight is refused (tests/test_inputs_selection.py)
     elif mode == "identical":
         w = np.tile(rng.standard_normal((1, d)), (C, 1))
     elif mode == "scaled":
@@ -264,7 +264,7 @@ def excludes(draw, n: int, kind: str = "numpy"):
     """None, integer indices (int32/int64, duplicates, negatives), an empty index array,
     or a boolean mask (incl. everything excluded); a torch tensor for ``kind == 'torch'``.
     Never an integer array of n zeros and ones: that 0/1 mask look-alike is refused
-    (tests/test_input_rules.py)."""
+    (tests/test_inputs_selection.py)."""
     mode = draw(st.sampled_from(EXCLUDE_MODES))
     if mode == "none":
         return None

@@ -496,3 +496,34 @@ def test_state_dict_survives_a_plain_python_round_trip():
     plain["weight_fingerprint"] = [256] * 16
     with pytest.raises(ValueError, match=r"state\['weight_fingerprint'\]"):
         BalancedSelector.from_state_dict(plain, weight=w)
+
+
+def test_sharded_base_does_not_use_the_selectors_private_methods():
+    """The chunked / sharded backend drives the shared streaming-BASE wrapper, not the selector."""
+    import inspect
+
+    from alscale._backend import sharded
+
+    source = inspect.getsource(sharded)
+    assert "import BalancedSelector" not in source and "._feed(" not in source and "._merge_shards(" not in source
+
+
+def test_one_streaming_base_wrapper_and_one_list_of_snapshot_fields():
+    """BalancedSelector and the chunked / sharded select_balanced drive the same wrapper
+    (alscale._backend.stream.BaseStream), whose field table is exactly what the C++ state writes,
+    and a selector's state_dict holds those fields plus the selector's own three."""
+    import inspect
+
+    from alscale import _core, streaming
+    from alscale._backend import sharded, stream
+
+    for module in (streaming, sharded):
+        source = inspect.getsource(module)
+        assert "BaseStream" in source
+        assert "BalancedState" not in source and "default_extra(" not in source and "_STATE_" not in source
+    listed = set(stream.SCALARS) | set(stream.LATER_SCALARS) | set(stream.ARRAYS)
+    assert len(listed) == len(stream.SCALARS) + len(stream.LATER_SCALARS) + len(stream.ARRAYS)
+    assert set(_core.BalancedState(3, 5, 2).snapshot()) == listed
+    assert set(stream.CANDIDATES) <= listed
+    sel = BalancedSelector(3, 5).update(np.random.default_rng(0).normal(size=(40, 3)))
+    assert set(sel.state_dict()) == listed | {"next_row", "torch_result", "weight_fingerprint"}

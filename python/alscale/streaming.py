@@ -8,28 +8,17 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
 from ._backend import host_only, refuse_multilabel
-from ._backend.arrays import (numpy_wrap, as_budget, as_exclude, as_int, as_logits, as_row_ids, as_threads, fingerprint,
+from ._backend.arrays import (numpy_wrap, as_budget, as_exclude, as_int, as_logits, as_row_ids, as_threads,
                               inverse_norms)
+from ._backend.stream import BaseStream, checked_snapshot, weight_fingerprint
 
 __all__ = ["BalancedSelector"]
 
 _MAX_CLASSES = 1 << 31  # beyond any classifier; per-class state of 2^62 classes cannot be allocated
 
-_STATE_SCALARS = ("num_classes", "budget", "extra", "pass", "start_class", "available", "fed", "done")
-_STATE_ARRAYS = {"capacity": "iu", "taken": "iu", "picks": "iu", "counts": "iu", "keys": "f", "rows": "iu"}
 _BUSY = ("BalancedSelector is in use by another thread; a selector takes one call at a time: give each "
          "thread its own selector and merge() them, or serialize the calls with a lock")
-
-
-def _fingerprint(inv: Any) -> np.ndarray:
-    """16 bytes that identify the head weight (empty without one): of its inverse-norm table, or of
-    the weight itself when the norms are computed pair by pair (many classes)."""
-    if inv is None:
-        return np.zeros(0, dtype=np.uint8)
-    data = inv.weight if isinstance(inv, _core.PairNorms) else np.ascontiguousarray(inv)
-    return np.frombuffer(fingerprint(np.asarray(data)), dtype=np.uint8).copy()  # no copy of the data
 
 
 class BalancedSelector:
@@ -79,10 +68,9 @@ class BalancedSelector:
         refuse_multilabel(multilabel, "BalancedSelector")
         classes = as_int(num_classes, "num_classes", minimum=1, maximum=_MAX_CLASSES,
                          hint=" (the selector keeps per-class state)")
-        b = min(as_budget(budget), 1 << 62)  # clipped to the rows fed anyway; keeps int64 sums exact
-        extra = _core.default_extra(classes, b) if capacity is None else as_int(capacity, "capacity")
-        self._inv = inverse_norms(weight, classes)
-        self._state = _core.BalancedState(classes, b, extra)
+        b = as_budget(budget)
+        extra = None if capacity is None else as_int(capacity, "capacity")
+        self._stream = BaseStream.new(classes, b, capacity=extra, inv=inverse_norms(weight, classes))
         self._next_row = 0
         self._wrap = None  # the result's kind: that of the logits given to update()
         self._lock = threading.Lock()
@@ -103,13 +91,13 @@ class BalancedSelector:
 
     @property
     def num_classes(self) -> int:
-        return self._state.num_classes
+        return self._stream.classes
 
     @property
     def passes(self) -> int:
         """Passes over the pool started so far beyond the first (0 in the common case)."""
         with self._busy():
-            return self._state.pass_index
+            return self._stream.passes
 
     def update(
         self,
@@ -151,21 +139,12 @@ class BalancedSelector:
                 offset = self._next_row if row_offset is None else as_int(row_offset, "row_offset")
                 if offset + x.rows - 1 > 2**63 - 1:
                     raise ValueError(f"row_offset {offset} + {x.rows} rows overflows int64 row ids")
-            self._feed(x, ids, offset, as_exclude(exclude, x.rows), as_threads(num_threads))
+            self._stream.feed(x, offset, ids, as_exclude(exclude, x.rows), as_threads(num_threads))
             if ids is None:
                 self._next_row = offset + x.rows
             if self._wrap is None:
                 self._wrap = x.wrap
         return self
-
-    def _feed(self, x, ids: np.ndarray | None, offset: int, mask: np.ndarray | None, num_threads: int) -> None:
-        """Feed validated logits (update() and the chunked / sharded selections)."""
-        if x.classes != self.num_classes:
-            raise ValueError(
-                f"logits chunk has {x.classes} classes but the selector was built for {self.num_classes}"
-            )
-        if x.rows:
-            self._state.update(x.array, x.bf16, offset, ids, mask, self._inv, num_threads)
 
     def merge(self, other: BalancedSelector) -> BalancedSelector:
         """Add the candidates of a selector fed with other rows of the same pool (in place)."""
@@ -173,10 +152,10 @@ class BalancedSelector:
             raise TypeError(f"can only merge a BalancedSelector, got {type(other).__name__}")
         if other is self:
             raise ValueError("cannot merge a selector with itself")
-        if not np.array_equal(_fingerprint(self._inv), _fingerprint(other._inv)):
+        if not np.array_equal(self._stream.fingerprint(), other._stream.fingerprint()):
             raise ValueError("cannot merge selectors built with different head weights")
         with self._busy(other):
-            self._state.merge(other._state)
+            self._stream.merge(other._stream)
             if self._wrap is None:
                 self._wrap = other._wrap
         return self
@@ -188,7 +167,7 @@ class BalancedSelector:
             return self._advance()
 
     def _advance(self) -> bool:
-        done = self._state.advance()
+        done = self._stream.advance()
         if not done:
             self._next_row = 0
         return done
@@ -197,22 +176,21 @@ class BalancedSelector:
         """The selected pool rows (int64), class 0's picks first, each class's in score order:
         a numpy array, or a torch tensor when the logits fed were torch tensors."""
         with self._busy():
-            if not self._state.done and not self._advance():
+            if not self._stream.done and not self._advance():
                 raise RuntimeError(
                     "BalancedSelector needs another pass over the pool: heavy ties exhausted the candidates "
-                    f"kept (pass {self._state.pass_index}); feed the pool again with update() and call "
+                    f"kept (pass {self._stream.passes}); feed the pool again with update() and call "
                     "advance() until it returns True, or build the selector with a larger capacity"
                 )
-            return (self._wrap or numpy_wrap)(self._state.result())
+            return (self._wrap or numpy_wrap)(self._stream.result())
 
     def state_dict(self) -> dict:
         """The full state as numpy arrays and ints (for checkpoints or sending to other ranks)."""
         with self._busy():
-            d = dict(self._state.snapshot())
+            d = self._stream.snapshot()
             d["next_row"] = self._next_row
             d["torch_result"] = int(self._wrap is not None and self._wrap is not numpy_wrap)
-        d["done"] = int(d["done"])
-        d["weight_fingerprint"] = _fingerprint(self._inv)
+        d["weight_fingerprint"] = self._stream.fingerprint()
         return d
 
     @classmethod
@@ -223,22 +201,9 @@ class BalancedSelector:
         rows and candidates must be those of a selector, not an edited or truncated dict."""
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict from BalancedSelector.state_dict(), got {type(state).__name__}")
-        missing = [k for k in _STATE_SCALARS + tuple(_STATE_ARRAYS) if k not in state]
-        if missing:
-            raise ValueError(f"state lacks {', '.join(map(repr, missing))}: not a BalancedSelector.state_dict()")
-        core: dict = {k: as_int(int(state[k]) if isinstance(state[k], (bool, np.bool_)) else state[k],
-                                f"state[{k!r}]", minimum=-(2**63)) for k in _STATE_SCALARS}
+        core = checked_snapshot(state, "BalancedSelector.state_dict()")
         torch_result = as_int(state.get("torch_result", 0), "state['torch_result']", maximum=1)
-        if core["done"] not in (0, 1):
-            raise ValueError(f"state['done'] must be 0 or 1, got {core['done']}")
-        for k, kind in _STATE_ARRAYS.items():
-            a = np.asarray(state[k])
-            if a.ndim != 1 or (a.size and a.dtype.kind not in kind):
-                raise ValueError(f"state[{k!r}] must be a 1-D numeric array, got {a.dtype} of shape {a.shape}")
-            core[k] = a
-        if "pass_memory" in state:  # absent from states saved before it existed
-            core["pass_memory"] = as_int(state["pass_memory"], "state['pass_memory']")
-        classes = as_int(core["num_classes"], "state['num_classes']", minimum=1)
+        classes = core["num_classes"]
         inv = inverse_norms(weight, classes)
         built = np.asarray(state.get("weight_fingerprint", []))
         if built.ndim != 1 or built.size not in (0, 16) or (
@@ -250,11 +215,10 @@ class BalancedSelector:
         if not built.size and inv is not None:
             raise ValueError("the state was built without a head weight, but weight= was given: "
                              "call from_state_dict() without weight=")
-        if not np.array_equal(_fingerprint(inv), built):
+        if not np.array_equal(weight_fingerprint(inv), built):
             raise ValueError("the weight given does not match the one the state was built with")
         self = cls.__new__(cls)
-        self._inv = inv
-        self._state = _core.BalancedState.from_snapshot(core)
+        self._stream = BaseStream.from_snapshot(core, inv)
         self._next_row = as_int(state.get("next_row", 0), "state['next_row']")
         self._wrap = None
         if torch_result:

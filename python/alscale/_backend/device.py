@@ -33,7 +33,7 @@ from .. import _core
 from .arrays import device_error, is_torch, as_exclude, as_points, check_weight, unit_rows
 from .rules import Head, Rule
 
-# the kernels' dtype codes (csrc/common.hpp DType, exported as alscale._core.DType)
+# the kernels' dtype codes (csrc/dtype.hpp DType, for the CPU and CUDA kernels alike; alscale._core.DType)
 _F16, _BF16, _F32, _F64 = (int(_core.DType.f16), int(_core.DType.bf16), int(_core.DType.f32), int(_core.DType.f64))
 _TYPESTR_CODES = {"f2": _F16, "f4": _F32, "f8": _F64}
 _FLOAT_NAMES = "float16, bfloat16, float32 or float64"

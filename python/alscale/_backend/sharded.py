@@ -6,7 +6,8 @@ Two reductions cover every selection rule:
   its own top k (:func:`alscale._core.topk_ranked`, ties to the smaller global id), a running
   merge keeps O(k) of them, and the ranks' candidates are gathered and merged the same way, so
   the result is exactly the single-process top k of the whole pool.
-- balanced: each rank feeds its chunks to a :class:`BalancedSelector`; the ranks gather their
+- balanced: each rank feeds its chunks to a :class:`~alscale._backend.stream.BaseStream` (the
+  state behind :class:`alscale.BalancedSelector` too); the ranks gather their
   per-class candidates (O(C·k) each), every rank merges them in rank order and serves the
   classes; if heavy ties exhaust the candidates, all ranks feed their shard once more.
 """
@@ -22,6 +23,7 @@ from .comm import Comm
 from .arrays import numpy_wrap
 from .chunks import LocalPool
 from .rules import Head, Rule
+from .stream import BaseStream
 
 
 class _Ranked:
@@ -90,48 +92,22 @@ def ranked(pool: LocalPool, k: int, rule: Rule, comm: Comm, num_threads: int,
     return pool.wrap or numpy_wrap, ids, payload
 
 
-def _state(classes: int, budget: int):
-    b = min(budget, 1 << 62)  # clipped to the rows fed anyway; keeps int64 sums exact
-    return _core.BalancedState(classes, b, _core.default_extra(classes, b))
-
-
-def _candidates(state) -> list[np.ndarray]:
-    """What a rank sends: its per-class candidates (O(C·k)) and the rows it fed."""
-    s = state.snapshot()
-    return [np.asarray(s["counts"], np.int64), np.asarray(s["keys"], np.float64), np.asarray(s["rows"], np.int64),
-            np.array([s["fed"]], np.int64)]
-
-
-def _merged(state, parts: list[list[np.ndarray]]):
-    """Every rank's candidates merged in rank order, into the state of this pass."""
-    mine = dict(state.snapshot())
-    merged = None
-    for counts, keys, rows, fed in parts:
-        part = _core.BalancedState.from_snapshot(dict(mine, counts=counts, keys=keys, rows=rows, fed=int(fed[0])))
-        if merged is None:
-            merged = part
-        else:
-            merged.merge(part)
-    return merged
-
-
 def balanced(pool: LocalPool, budget: int, head: Head, comm: Comm, num_threads: int):
     """BASE over a local pool, exact across chunks and ranks: each rank feeds its chunks into the
-    streaming BASE state (csrc/balanced.hpp, the one behind :class:`alscale.BalancedSelector`),
+    streaming BASE state (:class:`~alscale._backend.stream.BaseStream`, the one behind
+    :class:`alscale.BalancedSelector`),
     the ranks merge their per-class candidates in rank order and every rank serves the classes;
     when heavy ties exhaust the candidates, every rank feeds its shard once more."""
-    state = None
+    stream = None
     while True:
         error = None
         try:
             for chunk in pool.chunks():
-                if state is None:
-                    state = _state(chunk.x.classes, budget)
-                if chunk.x.rows:
-                    with chunk.rows_named():
-                        state.update(chunk.x.array, chunk.x.bf16, chunk.start, chunk.ids, chunk.mask,
-                                     head.inv(chunk.x.classes), num_threads)
-            info = (pool.rows or 0, pool.classes, None if state is None else head.fingerprint(pool.classes))
+                if stream is None:
+                    stream = BaseStream.new(chunk.x.classes, budget, inv=head.inv(chunk.x.classes))
+                with chunk.rows_named():
+                    stream.feed(chunk.x, chunk.start, chunk.ids, chunk.mask, num_threads)
+            info = (pool.rows or 0, pool.classes, None if stream is None else head.fingerprint(pool.classes))
         except Exception as err:
             error, info = err, None
         infos = comm.agree(error, info)
@@ -143,14 +119,13 @@ def balanced(pool: LocalPool, budget: int, head: Head, comm: Comm, num_threads: 
         prints = {i[2] for i in infos if i[2] is not None}
         if len(prints) > 1:
             raise ValueError("ranks passed different head weights (weight=) to select_balanced")
-        if state is None:  # an empty shard: an empty state of the agreed shape
+        if stream is None:  # an empty shard: an empty state of the agreed shape
             classes_agreed = classes.pop()
-            head.inv(classes_agreed)  # the same checks as the other ranks
-            state = _state(classes_agreed, budget)
+            stream = BaseStream.new(classes_agreed, budget, inv=head.inv(classes_agreed))  # the others' checks
         if comm.sharded:
-            state = _merged(state, comm.all_gather(_candidates(state)))
-        if state.advance():
-            return pool.wrap or numpy_wrap, state.result()
+            stream = stream.merged(comm.all_gather(stream.candidates()))
+        if stream.advance():
+            return pool.wrap or numpy_wrap, stream.result()
 
 
 class ShardPool:

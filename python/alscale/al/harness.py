@@ -30,13 +30,16 @@ Memory
     (file-backed, reclaimable: alscale's chunk sources release them chunk by chunk, a plain numpy
     or torch loop over the memmap does not). ``run_suite(isolate=False)`` runs the cases in the
     calling process (the fast tests): no memory figure then. :func:`peak_rss` reads it (``ru_maxrss`` where
-    there is no ``/proc``). Before a suite starts, :func:`available_memory` (``MemAvailable`` of
+    there is no ``/proc``); :func:`reset_peak_rss` lowers it, for a peak within one process (the
+    pytest-benchmark suites record each test's this way). Before a suite starts, :func:`available_memory` (``MemAvailable`` of
     ``/proc/meminfo``) is compared with the suite's estimate, and a suite that will not fit is
     refused.
 Output
     :func:`format_table` (a readable table, one block per group), :func:`write_json` (the machine,
     versions, load average and every figure), :func:`compare_runs` (``--compare old.json``: each
     row's median against the old run's, regressions beyond a threshold flagged).
+    :func:`run_script` is what a script in ``benchmarks/`` calls: its suite in child processes, the
+    load average before and after, the table, the JSON.
 
 A case is a :class:`Case`: its group (rows measured against each other), its method name, its
 role (``floor``, ``alscale`` or ``peer``), its data set, a ``setup(data) -> callable`` (untimed
@@ -78,6 +81,7 @@ __all__ = [
     "blobs",
     "compare_runs",
     "current_rss",
+    "env_size",
     "fashion_mnist",
     "format_table",
     "gaussian",
@@ -88,6 +92,8 @@ __all__ = [
     "mc_samples",
     "openimages_embeddings",
     "peak_rss",
+    "reset_peak_rss",
+    "run_script",
     "run_suite",
     "time_call",
     "write_json",
@@ -184,22 +190,26 @@ def gaussian(
     seed: int = 0,
     *,
     scale: float = 1.0,
+    shift: float = 0.0,
     out: Optional[np.ndarray] = None,
     threads: int = 0,
 ) -> np.ndarray:
-    """i.i.d. N(0, scale²) float32 rows (n, dim): structureless logits (the worst case of a top-k:
-    no row stands out) or embeddings. Same (n, dim, seed, scale) → same array, whatever
-    ``threads``; ``out`` (e.g. a memmap) receives the rows chunk by chunk."""
+    """i.i.d. N(shift, scale²) float32 rows (n, dim): structureless logits (the worst case of a
+    top-k: no row stands out) or embeddings; a negative ``shift`` gives multi-label-like logits
+    (most classes absent: sigmoid(z) mostly below 1/2). Same (n, dim, seed, scale, shift) → same
+    array, whatever ``threads``; ``out`` (e.g. a memmap) receives the rows chunk by chunk."""
     n, dim = int(n), int(dim)
     x = np.empty((n, dim), dtype=np.float32) if out is None else out
     if x.shape != (n, dim) or x.dtype != np.float32:
         raise ValueError(f"out must be float32 ({n}, {dim}), got {x.dtype} {x.shape}")
-    factor = np.float32(scale)
+    factor, offset = np.float32(scale), np.float32(shift)
 
     def fill(a: int, b: int, rng: np.random.Generator) -> None:
         block = rng.standard_normal((b - a, dim), dtype=np.float32)
         if scale != 1:
             block *= factor
+        if shift:
+            block += offset
         x[a:b] = block
 
     _chunked_fill(n, np.random.SeedSequence(seed), fill, threads)
@@ -250,6 +260,15 @@ class BenchData:
     @property
     def nbytes(self) -> int:
         return int(self.logits.nbytes)
+
+
+def env_size(default: str = "small") -> str:
+    """The size the pytest-benchmark suites run at: ``ALSCALE_BENCH_SIZE`` (a key of
+    :data:`SIZES`; ``default`` when unset). ValueError names the allowed values."""
+    size = os.environ.get("ALSCALE_BENCH_SIZE", default)
+    if size not in SIZES:
+        raise ValueError(f"ALSCALE_BENCH_SIZE must be one of {sorted(SIZES)}, got {size!r}")
+    return size
 
 
 def _resolve_size(size: "str | BenchSize") -> BenchSize:
@@ -389,8 +408,8 @@ def fashion_mnist(n: Optional[int] = None, *, data_dir: Optional[str] = None, se
 class DataSpec:
     """A data set by name and parameters: ``generate(spec)`` builds it.
 
-    Names: ``logits`` (:func:`make_data`; params n, c, d, budget, seed), ``blobs``
-    (:func:`blobs`), ``embeddings`` (:func:`openimages_embeddings`, as a memmap in the cache
+    Names: ``logits`` (:func:`make_data`; params n, c, d, budget, seed), ``gaussian``
+    (:func:`gaussian`: an array ``x``), ``blobs`` (:func:`blobs`), ``embeddings`` (:func:`openimages_embeddings`, as a memmap in the cache
     folder), ``mc`` (:func:`mc_samples`), ``fashion-mnist`` (:func:`fashion_mnist`).
     ``nbytes`` is the memory it holds (the memmap's file is not counted: it is paged).
     """
@@ -429,6 +448,8 @@ def generate(spec: DataSpec, cache: Optional[str] = None) -> dict:
     if spec.kind == "logits":
         d = make_data(BenchSize("logits", kw["n"], kw["c"], kw["d"], kw["budget"]), seed=kw.get("seed", 0))
         out = {"logits": d.logits, "weight": d.weight, "labels": d.labels}
+    elif spec.kind == "gaussian":
+        out = {"x": gaussian(**kw)}
     elif spec.kind == "blobs":
         x, labels = blobs(**kw)
         out = {"x": x, "labels": labels}
@@ -462,9 +483,16 @@ def generate(spec: DataSpec, cache: Optional[str] = None) -> dict:
 
 @dataclass
 class Timing:
-    """Seconds of each timed call (warm-up calls excluded)."""
+    """Seconds of each timed call (warm-up calls excluded): wall clock (``times``) and the CPU
+    seconds of every thread of the process (``cpu``, ``time.process_time``). On a loaded machine
+    the CPU time shows what a call costs apart from waiting for a core."""
 
     times: list
+    cpu: list = field(default_factory=list)
+
+    @property
+    def cpu_median(self) -> Optional[float]:
+        return statistics.median(self.cpu) if self.cpu else None
 
     @property
     def median(self) -> float:
@@ -483,7 +511,7 @@ def time_call(
     fn: Callable[[], Any], repeat: int = 5, *, warmup: int = 1, max_time: Optional[float] = None
 ) -> tuple[Timing, Any]:
     """``warmup`` untimed calls of ``fn``, then ``repeat`` timed ones (``time.perf_counter``);
-    returns the :class:`Timing` and the last result.
+    returns the :class:`Timing` (wall and CPU seconds of each timed call) and the last result.
 
     ``max_time`` (seconds): no further call starts once the calls so far (warm-up included) plus
     one more would pass it — at least one timed call is always made — so a slow case at a large
@@ -496,14 +524,16 @@ def time_call(
         result = fn()
         last = time.perf_counter() - t0
     times: list = []
+    cpu: list = []
     for _ in range(max(1, int(repeat))):
         if times and max_time is not None and time.perf_counter() - start + last > max_time:
             break
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         result = fn()
         last = time.perf_counter() - t0
+        cpu.append(time.process_time() - c0)
         times.append(last)
-    return Timing(times), result
+    return Timing(times, cpu), result
 
 
 def _status_kib(field_name: str) -> Optional[int]:
@@ -527,6 +557,18 @@ def peak_rss() -> int:
 
     scale = 1 if sys.platform == "darwin" else 1024
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+
+
+def reset_peak_rss() -> bool:
+    """Lowers this process's high-water mark (``VmHWM``) to its resident set now (Linux: writes
+    5 to ``/proc/self/clear_refs``), so that :func:`peak_rss` afterwards is the peak of what runs
+    next, in-process (the pytest-benchmark suites). False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def current_rss() -> Optional[int]:
@@ -714,6 +756,7 @@ def _run_case(spec: dict, *, isolated: bool) -> dict:
     warmup = case.warmup if spec.get("warmup") is None else spec["warmup"]
     timing, result = time_call(fn, spec["repeat"], warmup=warmup, max_time=spec.get("max_time"))
     out["times"] = timing.times
+    out["cpu_times"] = timing.cpu
     out["peak_rss"] = peak_rss() if isolated else None
     arrays = _to_arrays(result)
     np.savez(spec["result"], **arrays)
@@ -773,7 +816,7 @@ def run_suite(
     peak memory is measured then (``peak_rss`` None). ``warmup``: untimed calls per case instead
     of each case's own (1, or 0 for slow peers at large sizes). ``max_time``: seconds of calls per
     case after which no repeat starts (at least one timed call; None: always ``repeat``).
-    Each row (a dict): suite, group, method, role, median_s, min_s, max_s, times_s, repeats,
+    Each row (a dict): suite, group, method, role, median_s, min_s, max_s, times_s, cpu_median_s, repeats,
     ratio_to_floor, ratio_to_alscale (peers: their median / the alscale row's),
     vs_peers (alscale rows: {peer: peer median / ours}), peak_rss, base_rss, check
     ({"against", "ok", "verdict"}) and skipped (the reason) or error.
@@ -812,8 +855,9 @@ def run_suite(
                     if "error" in got:
                         row["error"] = got["error"]
                     else:
-                        t = Timing(got["times"])
+                        t = Timing(got["times"], got.get("cpu_times", []))
                         row.update(median_s=t.median, min_s=t.min, max_s=t.max, times_s=t.times,
+                                   cpu_median_s=t.cpu_median,
                                    repeats=len(t.times), peak_rss=got["peak_rss"], base_rss=got["base_rss"],
                                    result=spec["result"])
                         if case.check is not None:
@@ -835,6 +879,44 @@ def run_suite(
         row.pop("result", None)
         row.pop("_case", None)
     return rows
+
+
+def _load() -> str:
+    try:
+        return "%.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        return "unknown"
+
+
+def run_script(
+    suite: Suite,
+    *,
+    module: str,
+    sys_path: Sequence[str] = (),
+    repeat: int = 3,
+    json_path: Optional[str] = None,
+    argv: Optional[list] = None,
+    file: Optional[TextIO] = None,
+) -> int:
+    """A ``benchmarks/`` script's run: every case of ``suite`` in its own fresh process (its peak
+    memory its own; ``module``, importable from ``sys_path``, rebuilds the suite there with its
+    ``build_suite(name, scale)``), each timed ``repeat`` times after one warm-up call; the load
+    average before and after (the machine may be shared), the table (:func:`format_table`), the
+    suite's notes, and with ``json_path`` the JSON file of ``alscale bench --json``. Returns 1
+    when a check failed or a case broke, else 0. ``file``: where to print (default stdout)."""
+    file = sys.stdout if file is None else file
+    print(f"# {suite.name}: {suite.description}; load average {_load()} before", file=file, flush=True)
+    rows = run_suite(suite, repeat=repeat, module=module, sys_path=sys_path, file=file, progress=False,
+                     max_time=None)
+    print(format_table(rows), file=file)
+    print("\n".join([f"# note: {note}" for note in suite.notes] + [f"# load average {_load()} after"]),
+          file=file, flush=True)
+    if json_path:
+        run = {"suite": suite.name, "scale": suite.scale, "repeat": repeat, "memory_needed": suite.memory_needed(),
+               "data": {k: v.to_json() for k, v in suite.data.items()}, "rows": rows}
+        write_json(json_path, [run], argv=argv)
+    broken = [r for r in rows if "error" in r or (r.get("check") or {}).get("ok") is False]
+    return 1 if broken else 0
 
 
 def _alscale_of(suite: Suite, case: Case, by_method: dict) -> Optional[dict]:
@@ -891,14 +973,17 @@ def _mib(b: Optional[int]) -> str:
 def format_table(rows: list) -> str:
     """The rows as an aligned table, one block per group.
 
-    Columns: method; median, min and max seconds over the repeats; ``x floor`` (median / the
+    Columns: method; median, min and max seconds over the repeats; ``cpu s`` (the median CPU
+    seconds of the case's process per call, every thread: near ``median s`` × threads when the
+    cores were free); ``x floor`` (median / the
     floor's median: 1.00 is the speed of one numpy pass over the input); ``x alscale`` (a peer's
     median / alscale's in its group: 3.0 means alscale is 3 times faster); peak MiB (the case's
     process high-water mark, interpreter and data included) and base MiB (its resident set
     before the timed calls: peak - base is the call's own memory); the correctness check of a
     peer against alscale's picks.
     """
-    header = ("method", "median s", "min s", "max s", "x floor", "x alscale", "peak MiB", "base MiB", "check")
+    header = ("method", "median s", "min s", "max s", "cpu s", "x floor", "x alscale", "peak MiB", "base MiB",
+              "check")
     body: list = []
     group = None
     for r in rows:
@@ -906,10 +991,10 @@ def format_table(rows: list) -> str:
             group = r["group"]
             body.append(("== " + group,))
         if "skipped" in r:
-            body.append((r["method"], "-", "-", "-", "-", "-", "-", "-", "skipped: " + r["skipped"]))
+            body.append((r["method"], *["-"] * 8, "skipped: " + r["skipped"]))
             continue
         if "error" in r:
-            body.append((r["method"], "-", "-", "-", "-", "-", "-", "-", "ERROR: " + r["error"]))
+            body.append((r["method"], *["-"] * 8, "ERROR: " + r["error"]))
             continue
         chk = r.get("check")
         if chk is None:
@@ -920,13 +1005,13 @@ def format_table(rows: list) -> str:
         ratio = r.get("ratio_to_floor")
         body.append((
             r["method"], _fmt_s(r.get("median_s")), _fmt_s(r.get("min_s")), _fmt_s(r.get("max_s")),
-            "-" if ratio is None else f"{ratio:.2f}",
+            _fmt_s(r.get("cpu_median_s")), "-" if ratio is None else f"{ratio:.2f}",
             f"{r['ratio_to_alscale']:.2f}" if "ratio_to_alscale" in r else "",
             _mib(r.get("peak_rss")), _mib(r.get("base_rss")), verdict,
         ))
     cols = len(header)
     widths = [max([len(header[i])] + [len(b[i]) for b in body if len(b) == cols]) for i in range(cols)]
-    right = {1, 2, 3, 4, 5, 6, 7}
+    right = set(range(1, cols - 1))
 
     def line(cells):
         if len(cells) == 1:

@@ -1,7 +1,7 @@
-"""Hostile input to Coreset and BADGE (issue 10, part 6): unbounded partitions, partitions that
-scan the whole pool, values near float64's limits, integer and featureless embeddings, arguments
-named wrongly in errors, device and meta tensors. Each test failed before its fix, except two
-guards of what the partitioned fix must not change (the exact picks against tests/reference.py,
+"""Bad and extreme input to Coreset and BADGE: unbounded partitions, partitions that scan the
+whole pool, values near float64's limits, integer, bfloat16 and featureless embeddings, budgets
+beyond the pool or int64, arguments named wrongly in errors, device and meta tensors. Two tests
+guard what the partitioned rule must not change (the exact picks against tests/reference.py,
 and a NaN named by its pool row)."""
 
 from __future__ import annotations
@@ -236,3 +236,40 @@ def test_meta_tensors_say_they_hold_no_data():
         alscale.select_badge(torch.empty((10, 4), device="meta"), z, 2)
     with pytest.raises(ValueError, match="embeddings is a meta-device tensor: it has a shape but no data"):
         alscale.select_badge(logits, meta, 2)
+
+
+# --------------------------------------------------------------------------- budgets and bfloat16
+
+
+def test_huge_budgets_are_clipped():
+    z = np.random.default_rng(0).standard_normal((10, 3))
+    logits = np.random.default_rng(1).standard_normal((10, 4))
+    for budget in (10**13, 2**62, 2**63, 2**70):
+        assert sorted(alscale.select_badge(logits, z, budget, seed=0).tolist()) == list(range(10))
+        assert sorted(alscale.select_coreset(z, budget).tolist()) == list(range(10))
+        assert sorted(alscale.select_coreset(z, budget, labeled=[0, 1]).tolist()) == list(range(2, 10))
+        assert sorted(alscale.select_badge(logits, z, budget, exclude=[3], seed=0, partitions=3).tolist()) == \
+            [i for i in range(10) if i != 3]
+        assert sorted(alscale.select_coreset(z, budget, labeled=[0], exclude=[5], partitions=2, seed=0).tolist()) == \
+            [i for i in range(10) if i not in (0, 5)]
+
+
+def test_in_range_budgets_unchanged_by_clipping():
+    z = np.random.default_rng(2).standard_normal((30, 3))
+    logits = np.random.default_rng(3).standard_normal((30, 4))
+    # The picks of a budget are the first picks of any larger budget (same seed).
+    full = alscale.select_badge(logits, z, 30, seed=5)
+    assert np.array_equal(alscale.select_badge(logits, z, 10**12, seed=5), full)
+    assert np.array_equal(alscale.select_badge(logits, z, 7, seed=5), full[:7])
+    core = alscale.select_coreset(z, 29, labeled=[1])
+    assert np.array_equal(alscale.select_coreset(z, 2**63, labeled=[1]), core)
+
+
+def test_bfloat16_embeddings():
+    z = torch.randn(10, 4, generator=torch.Generator().manual_seed(0)).bfloat16()
+    logits = torch.randn(10, 3, generator=torch.Generator().manual_seed(1))
+    got = alscale.select_coreset(z, 3)
+    assert torch.equal(got, alscale.select_coreset(z.float(), 3))
+    got = alscale.select_badge(logits, z, 3, seed=0)
+    assert torch.equal(got, alscale.select_badge(logits, z.float(), 3, seed=0))
+    assert alscale.select_coreset(z.half(), 3).shape == (3,)

@@ -1,6 +1,8 @@
-"""Hostile input to HAC and the kNN graph (issue 10, part 6): duplicate points and similarities
-above 1, coordinates near float32's limits, arguments of the wrong kind, device and meta
-tensors, and pools too large for exact HAC. Each test failed before its fix."""
+"""Bad and extreme input to HAC (exact and graph) and the kNN graph: non-finite, too few,
+zero-norm or out-of-range points, bad cut and metric arguments, malformed graphs, duplicate
+points and similarities above 1, coordinates near float32's limits, device and meta tensors,
+absurd thread counts, and pools too large for exact HAC: a clear ValueError / TypeError, or the
+right answer."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.cluster.hierarchy import fcluster, is_valid_linkage, linkage
+import scipy.sparse as sp
 from scipy.sparse import coo_matrix
 
 import alscale
@@ -209,3 +212,143 @@ def test_meta_tensors_say_they_hold_no_data():
     with pytest.raises(ValueError, match="indices is a meta-device tensor: it has a shape but no data"):
         alscale.hac_average_graph((torch.zeros((10, 2), dtype=torch.int64, device="meta"), np.ones((10, 2))),
                                   n_clusters=2)
+
+
+# --------------------------------------------------------------------------- points, cuts, metrics, graphs
+
+def hac_exact(x, **kw):
+    return alscale.hac_average(x, n_clusters=2, **kw)
+
+
+def hac_graph(x, **kw):
+    return alscale.hac_average(x, n_clusters=2, neighbors=3, **kw)
+
+
+def knn(x, **kw):
+    return alscale.knn_graph(x, 3, **kw)
+
+
+POINT_FUNCS = pytest.mark.parametrize("fn", [hac_exact, hac_graph, knn], ids=["exact", "graph", "knn"])
+
+
+@POINT_FUNCS
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_points(fn, bad):
+    x = X.copy()
+    x[4, 1] = bad
+    with pytest.raises(ValueError, match="x contains NaN or inf at row 4"):
+        fn(x)
+
+
+@POINT_FUNCS
+def test_too_few_points(fn):
+    with pytest.raises(ValueError, match="at least 2 points"):
+        fn(X[:1])
+    with pytest.raises(ValueError, match="at least 2 points"):
+        fn(np.zeros((0, 3)))
+
+
+@POINT_FUNCS
+def test_shape_and_dtype(fn):
+    with pytest.raises(ValueError, match=r"x must be 2-D \(points, features\), got shape \(10,\)"):
+        fn(X[:, 0])
+    with pytest.raises(ValueError, match="no features"):
+        fn(np.zeros((10, 0)))
+    with pytest.raises(TypeError, match="real-valued"):
+        fn(X.astype(np.complex128))
+
+
+@POINT_FUNCS
+def test_zero_row_has_no_cosine(fn):
+    x = X.copy()
+    x[6] = 0.0
+    with pytest.raises(ValueError, match="row 6 has zero norm"):
+        fn(x)
+
+
+def test_beyond_float32_range():
+    x = X.copy()
+    x[3, 0] = 1e300
+    with pytest.raises(ValueError, match="row 3 has values beyond float32's range"):
+        alscale.hac_average(x, n_clusters=2, metric="euclidean")
+    # cosine normalises in float64 first: fine
+    c = alscale.hac_average(x, n_clusters=2)
+    assert np.isfinite(c.linkage).all()
+
+
+def test_cut_arguments():
+    with pytest.raises(ValueError, match=r"exactly one of threshold and n_clusters \(got both\)"):
+        alscale.hac_average(X, threshold=0.5, n_clusters=2)
+    with pytest.raises(ValueError, match=r"exactly one of threshold and n_clusters \(got neither\)"):
+        alscale.hac_average(X)
+    with pytest.raises(ValueError, match="threshold must be a non-negative distance, got -0.5"):
+        alscale.hac_average(X, threshold=-0.5)
+    with pytest.raises(ValueError, match="threshold must be a non-negative distance, got nan"):
+        alscale.hac_average(X, threshold=float("nan"))
+    with pytest.raises(TypeError, match="threshold must be a real number"):
+        alscale.hac_average(X, threshold="1")
+    with pytest.raises(ValueError, match="n_clusters must be at least 1, got 0"):
+        alscale.hac_average(X, n_clusters=0)
+    with pytest.raises(TypeError, match="n_clusters must be an integer"):
+        alscale.hac_average(X, n_clusters=2.0)
+    with pytest.raises(ValueError, match="exactly one of threshold and n_clusters"):
+        alscale.hac_average_graph((np.zeros((3, 1), np.int64), np.zeros((3, 1))))
+
+
+def test_metric_and_neighbors():
+    with pytest.raises(ValueError, match="metric must be one of"):
+        alscale.hac_average(X, n_clusters=2, metric="manhattan")
+    with pytest.raises(ValueError, match="cosine only"):
+        alscale.hac_average(X, n_clusters=2, metric="euclidean", neighbors=3)
+    with pytest.raises(ValueError, match="neighbors must be at least 1, got 0"):
+        alscale.hac_average(X, n_clusters=2, neighbors=0)
+    with pytest.raises(ValueError, match=r"neighbors must be less than the number of points \(10\), got 10"):
+        alscale.hac_average(X, n_clusters=2, neighbors=10)
+    with pytest.raises(ValueError, match="knn method must be one of"):
+        alscale.hac_average(X, n_clusters=2, neighbors=3, knn_method="annoy")
+    with pytest.raises(ValueError, match="k must be at least 1, got 0"):
+        alscale.knn_graph(X, 0)
+    with pytest.raises(ValueError, match=r"k must be less than the number of points \(10\), got 12"):
+        alscale.knn_graph(X, 12)
+    with pytest.raises(ValueError, match="nprobe must be at least 1, got 0"):
+        alscale.knn_graph(X, 2, nprobe=0)
+    with pytest.raises(ValueError, match="metric must be 'cosine'"):
+        alscale.knn_graph(X, 2, metric="euclidean")
+    with pytest.raises(ValueError, match="num_threads must be non-negative"):
+        alscale.hac_average(X, n_clusters=2, num_threads=-1)
+
+
+def test_bad_graphs():
+    with pytest.raises(TypeError, match="scipy.sparse matrix or a tuple"):
+        alscale.hac_average_graph(np.eye(3), n_clusters=1)
+    with pytest.raises(ValueError, match="square"):
+        alscale.hac_average_graph(sp.csr_matrix(np.ones((3, 4))), n_clusters=1)
+    with pytest.raises(ValueError, match="at least 2 points"):
+        alscale.hac_average_graph(sp.csr_matrix(np.ones((1, 1))), n_clusters=1)
+    with pytest.raises(ValueError, match="similarities contain NaN or inf"):
+        alscale.hac_average_graph(sp.csr_matrix(np.array([[0, np.nan], [0, 0]])), n_clusters=1)
+    with pytest.raises(ValueError, match=r"indices must lie in \[-1, 3\)"):
+        alscale.hac_average_graph((np.array([[1], [2], [3]]), np.ones((3, 1))), n_clusters=1)
+    with pytest.raises(ValueError, match=r"both be \(N, k\)"):
+        alscale.hac_average_graph((np.array([[1], [2], [0]]), np.ones((3, 2))), n_clusters=1)
+    with pytest.raises(TypeError, match="indices must be integers"):
+        alscale.hac_average_graph((np.ones((3, 1)), np.ones((3, 1))), n_clusters=1)
+    with pytest.raises(ValueError, match="must be \\(indices, similarities\\)"):
+        alscale.hac_average_graph((np.ones((3, 1)),), n_clusters=1)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: alscale.knn_graph(x, 2, num_threads=2**31 - 1),
+    lambda x: alscale.hac_average(x, n_clusters=2, num_threads=10**6),
+])
+def test_absurd_thread_counts_are_refused_by_hac_and_knn(call):
+    x = np.random.default_rng(0).normal(size=(10, 3))
+    with pytest.raises(ValueError, match="num_threads"):
+        call(x)
+
+
+def test_non_cpu_tensors_are_refused_by_the_hac_functions():
+    meta = torch.empty((4, 3), device="meta")
+    for call in (lambda: alscale.hac_average(meta, n_clusters=2), lambda: alscale.knn_graph(meta, 2)):
+        with pytest.raises(ValueError, match="meta-device tensor"):
+            call()

@@ -62,6 +62,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--budget", type=int, default=100)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--csv", default=None, metavar="PATH", help="report: every round of every run as one CSV")
+    p.add_argument("--plot", default=None, metavar="PATH",
+                   help="report: a PNG of test accuracy and the 3 rarest classes' accuracy vs labels")
     return p.parse_args(argv)
 
 
@@ -145,6 +148,10 @@ def report(a: argparse.Namespace) -> None:
     table: dict = {}
     for r in runs:
         table.setdefault((r["ratio"], r["weighting"]), {}).setdefault(r["strategy"], {})[r["seed"]] = summary(r["records"])
+    if a.csv:
+        write_csv(a.csv, runs)
+    if a.plot:
+        write_plot(a.plot, runs)
     order = [s for s in STRATEGIES if any(s in v for v in table.values())]
     secs = sum(r["seconds_this_session"] for r in runs)
     loads = [x for r in runs for x in (r["load_before"][0], r["load_after"][0])]
@@ -188,6 +195,55 @@ def report(a: argparse.Namespace) -> None:
                 seeds = sorted(set(by[st]) & set(by["base"]))
                 print(f"| {st} | " + " | ".join(_diff([by["base"][s][k] - by[st][s][k] for s in seeds])
                                                for k, _ in dcols) + " |")
+
+
+def write_csv(path: str, runs: list) -> None:
+    """Every round of every run: the settings, the accuracies and each class's accuracy and labels."""
+    import csv
+
+    classes = len(runs[0]["pool_class_sizes"])
+    cols = ["ratio", "weighting", "strategy", "seed", "round", "n_labeled", "test_accuracy", "rare3_accuracy",
+            "worst_class_accuracy", "imbalance_ratio", *[f"acc_{c}" for c in range(classes)],
+            *[f"labels_{c}" for c in range(classes)]]
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in sorted(runs, key=lambda r: (r["ratio"], r["weighting"], STRATEGIES.index(r["strategy"]), r["seed"])):
+            for rec in r["records"]:
+                per = rec["per_class_accuracy"]
+                w.writerow([r["ratio"], r["weighting"], r["strategy"], r["seed"], rec["round"], rec["n_labeled"],
+                            f"{rec['test_accuracy']:.4f}", f"{np.mean([per[c] for c in RARE]):.4f}",
+                            f"{min(per):.4f}", f"{rec['imbalance_ratio']:.3f}", *[f"{a:.3f}" for a in per],
+                            *rec["class_counts"]])
+    os.replace(tmp, path)
+
+
+def write_plot(path: str, runs: list) -> None:
+    """One column per (ratio, weighting): test accuracy (top) and the 3 rarest classes' accuracy
+    (bottom) vs labels, mean ± std over the seeds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from alscale.al.report import _axes_plot, summarize
+
+    keys = sorted({(r["ratio"], r["weighting"]) for r in runs})
+    fig = Figure(figsize=(4.2 * len(keys), 7.6), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, len(keys), squeeze=False)
+    colors = {s: f"C{i}" for i, s in enumerate(STRATEGIES)}
+    for j, (ratio, weighting) in enumerate(keys):
+        records = [{**rec, "rare3": float(np.mean([rec["per_class_accuracy"][c] for c in RARE]))}
+                   for r in runs if (r["ratio"], r["weighting"]) == (ratio, weighting) for rec in r["records"]]
+        for i, key in enumerate(("test_accuracy", "rare3")):
+            ax = axes[i][j]
+            _axes_plot(ax, summarize(records, key), STRATEGIES, 100.0, colors)
+            ax.set_title(f"long tail {ratio:g}, {'class-weighted' if weighting == 'weighted' else 'plain'} loss",
+                         fontsize=9)
+            ax.set_ylabel("test accuracy (%)" if i == 0 else "3 rarest classes' accuracy (%)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 def main() -> None:

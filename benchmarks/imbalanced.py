@@ -156,7 +156,8 @@ def report(a: argparse.Namespace) -> None:
     secs = sum(r["seconds_this_session"] for r in runs)
     loads = [x for r in runs for x in (r["load_before"][0], r["load_after"][0])]
     print(f"{len(runs)} runs, {secs:.0f} s of run time; 1-minute load average {min(loads):.2f}–{max(loads):.2f}; "
-          f"peak RSS {max(r['peak_rss_bytes'] for r in runs) / 2**20:.0f} MiB")
+          f"peak RSS {max(r['peak_rss_bytes'] for r in runs) / 2**20:.0f} MiB; the 3 rarest classes: "
+          f"{', '.join(FASHION_CLASSES[c] for c in RARE)}")
     cols = [("acc_final", "test acc. (= balanced)"), ("rare_final", "3 rarest classes"), ("worst_final", "worst class"),
             ("acc_mean", "test acc., mean over rounds"), ("rare_mean", "3 rarest, mean over rounds"),
             ("rare_labels_final", "labels of the 3 rarest")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -234,3 +235,89 @@ def test_run_long_tail_values(tmp_path, capsys, value):
 def test_run_imbalance_options_refuse_multilabel_data(tmp_path, capsys, flag):
     assert main(["run", "--dataset", "fashion-mnist-mosaic", "--out", str(tmp_path), "--no-progress"] + flag) == 2
     assert "is for single-label data" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- the benchmark script
+def _fake_fashion(folder, n: int = 400, n_test: int = 100) -> None:
+    """A tiny Fashion-MNIST folder: 10 balanced classes, each a bright block in its own place."""
+    import gzip
+    import struct
+
+    from alscale.al.datasets import _FASHION_FILES
+
+    rng = np.random.default_rng(0)
+
+    def images(y):
+        x = rng.integers(0, 60, (y.size, 28, 28))
+        for i, c in enumerate(y):
+            x[i, 2 * c : 2 * c + 6, 4:20] += 180
+        return x
+
+    y, y_test = np.arange(n) % 10, np.arange(n_test) % 10
+    for key, a in {"x": images(y), "y": y, "x_test": images(y_test), "y_test": y_test}.items():
+        header = struct.pack(">HBB", 0, 8, a.ndim) + struct.pack(">" + "I" * a.ndim, *a.shape)
+        with gzip.open(folder / _FASHION_FILES[key], "wb") as f:
+            f.write(header + a.astype(np.uint8).tobytes())
+
+
+def _script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "imbalanced.py"
+    spec = importlib.util.spec_from_file_location("imbalanced_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_script_resumes_a_killed_run(tmp_path, capsys, monkeypatch):
+    """benchmarks/imbalanced.py: one JSON per finished run; killed inside a run, started again
+    it skips the finished runs and resumes the killed one from its checkpoint to the records an
+    uninterrupted run gives; report prints the tables and writes the CSV and the plot."""
+    bench = _script()
+    data = tmp_path / "fm"
+    data.mkdir()
+    _fake_fashion(data)
+    args = ["run", "--data-dir", str(data), "--ratios", "0.1", "--strategies", "random,base", "--seeds", "2",
+            "--pool-size", "400", "--initial", "10", "--budget", "5", "--rounds", "2"]
+    bench.run(bench.parse(args + ["--out", str(tmp_path / "whole")]))
+    whole = {p.name: json.loads(p.read_text()) for p in (tmp_path / "whole" / "runs").glob("*.json")}
+    assert len(whole) == 2 * 2 * 2
+    one = whole["lt0.1-weighted-base-seed1.json"]
+    assert one["pool_class_sizes"] == long_tail_sizes([40] * 10, 0.1).tolist()
+    assert one["config"]["trainer"]["class_weighted"] is True and len(one["records"]) == 3
+    assert "class_weighted" not in whole["lt0.1-plain-base-seed1.json"]["config"]["trainer"]
+
+    real = bench.ActiveLearningLoop
+    calls = []
+
+    class KilledAfterRound1(real):
+        def _round(self, r):
+            super()._round(r)
+            calls.append(self.checkpoint.name)
+            if self.checkpoint.name == "lt0.1-weighted-random-seed1.json" and r == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "ActiveLearningLoop", KilledAfterRound1)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        bench.run(bench.parse(args + ["--out", str(out)]))
+    assert not (out / "runs" / "lt0.1-weighted-random-seed1.json").exists()
+    assert len(list((out / "runs").glob("*.json"))) == 6
+    calls.clear()
+    bench.run(bench.parse(args + ["--out", str(out)]))
+    # the killed run resumed at round 2; the finished ones did not run again
+    assert calls == ["lt0.1-weighted-random-seed1.json"] + ["lt0.1-weighted-base-seed1.json"] * 3
+    for name, run in whole.items():
+        again = json.loads((out / "runs" / name).read_text())
+        assert _strip(again["records"]) == _strip(run["records"]), name
+    capsys.readouterr()
+    bench.report(bench.parse(["report", "--out", str(out), "--csv", str(tmp_path / "r.csv"),
+                              "--plot", str(tmp_path / "r.png")]))
+    text = capsys.readouterr().out
+    assert "#### Long tail 0.1, plain loss" in text and "#### Long tail 0.1, class-weighted loss" in text
+    assert "| random | " in text and "| random (2 seeds) | " in text
+    assert re.search(r"\| [+−]\d+\.\d\d ± \d+\.\d\d \([012]/2\) \|", text)
+    assert len((tmp_path / "r.csv").read_text().splitlines()) == 1 + 8 * 3
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"

@@ -229,7 +229,7 @@ def write_plot(path: str, runs: list) -> None:
     from alscale.al.report import _axes_plot, summarize
 
     keys = sorted({(r["ratio"], r["weighting"]) for r in runs})
-    fig = Figure(figsize=(4.2 * len(keys), 7.6), dpi=100)
+    fig = Figure(figsize=(4.2 * len(keys), 7.6), dpi=72)
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, len(keys), squeeze=False)
     colors = {s: f"C{i}" for i, s in enumerate(STRATEGIES)}

@@ -175,6 +175,15 @@ def _add_run(sub) -> None:
                      help="torch CPU threads for training/inference (0: the model's default, 1 for linear)")
     run.add_argument("--pool-size", type=_positive, default=None,
                      help="use a seeded random subset of this many pool rows (default: the whole pool)")
+    tail = run.add_argument_group("class-imbalanced pools (single-label data)")
+    tail.add_argument("--long-tail", type=_fraction, default=None, metavar="RATIO",
+                      help="make the pool long-tailed as the BASE code makes CIFAR-10: class c keeps "
+                           "floor(n_max x RATIO^(c/(C-1))) of its rows (n_max the largest class's, seeded draw, "
+                           "after --pool-size), 0 < RATIO <= 1; the test split stays as it is (default: the pool as "
+                           "loaded)")
+    tail.add_argument("--class-weighted", action="store_true",
+                      help="train with the class-weighted cross-entropy: every labeled class weighs the same "
+                           "(weight n / (K n_c)); default the plain mean")
     run.add_argument("--out", default="alscale-results", metavar="DIR", help="output folder (default alscale-results)")
     again = run.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
@@ -245,6 +254,9 @@ def _run_checked(args: argparse.Namespace) -> int:
     if multilabel and args.model != "linear":
         raise ValueError(f"--model {args.model}: multi-label data trains the linear probe only (one sigmoid per "
                          "class): use --model linear")
+    if (args.long_tail is not None or args.class_weighted) and multilabel:
+        raise ValueError(f"--{'long-tail' if args.long_tail is not None else 'class-weighted'} is for single-label "
+                         f"data (one class per row); {args.dataset} is multi-label")
     from .train import check_device
 
     try:
@@ -257,6 +269,8 @@ def _run_checked(args: argparse.Namespace) -> int:
                         **(syn if args.dataset == "synthetic" else mosaic if multilabel else {}))
     if args.pool_size is not None and args.pool_size < len(data):
         data = data.subset(args.pool_size, seed=0)
+    if args.long_tail is not None:
+        data = data.long_tailed(args.long_tail, seed=0)
     needed = args.initial + args.budget * args.rounds
     if needed > len(data):
         raise ValueError(f"--initial + --budget x --rounds = {needed} labels, more than the pool's {len(data)} rows")
@@ -291,6 +305,9 @@ def _config(args: argparse.Namespace, data, names: list) -> dict:
         # cluster-margin's clustering settings, only when given (earlier runs' configs lack them)
         **{key: value for key, value in (("knn_recall", args.knn_recall), ("pca", args.pca),
                                          ("candidates_factor", args.candidates_factor)) if value is not None},
+        # the imbalanced-pool settings, only when given (earlier runs' configs lack them)
+        **({"long_tail": args.long_tail} if args.long_tail is not None else {}),
+        **({"class_weighted": True} if args.class_weighted else {}),
     }
 
 
@@ -316,6 +333,8 @@ def _run_ranks(args: argparse.Namespace, data, names: list, config: dict, second
             opts["num_threads"] = args.torch_threads
         if args.epochs:
             opts["epochs"] = args.epochs
+        if args.class_weighted:
+            opts["class_weighted"] = True
         if data.multilabel:
             return sigmoid_probe(**opts)
         if args.model == "mlp-dropout":
@@ -470,7 +489,8 @@ _FLAGS = {"dataset": "--dataset", "pool": "pool rows", "test": "test rows", "cla
           "initial": "--initial", "budget": "--budget", "rounds": "--rounds", "model": "--model",
           "epochs": "--epochs", "partitions": "--partitions", "pool_size": "--pool-size", "n": "--n",
           "mc_samples": "--mc-samples", "knn_recall": "--knn-recall", "pca": "--pca",
-          "candidates_factor": "--candidates-factor",
+          "candidates_factor": "--candidates-factor", "long_tail": "--long-tail",
+          "class_weighted": "--class-weighted",
           "dim": "--dim", "num_classes": "--classes", "imbalance": "--imbalance"}
 
 

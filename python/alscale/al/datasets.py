@@ -28,6 +28,7 @@ __all__ = [
     "load_dataset",
     "load_fashion_mnist",
     "load_npz",
+    "long_tail_sizes",
     "make_fashion_mosaics",
     "make_synthetic",
 ]
@@ -84,6 +85,53 @@ class Dataset:
         rows = np.sort(np.random.default_rng(seed).choice(len(self), size=min(n, len(self)), replace=False))
         return Dataset(f"{self.name}[{rows.size}]", self.x[rows], self.y[rows], self.x_test, self.y_test,
                        self.num_classes)
+
+    def long_tailed(self, ratio: float, *, seed: int = 0) -> "Dataset":
+        """The pool made long-tailed as the official BASE code makes CIFAR-10 (the LDAM-DRW
+        recipe): class c keeps ``floor(n_max · ratio^(c / (C-1)))`` of its rows (at most all of
+        them), n_max the largest class's size, drawn at random (seeded) and kept in pool order;
+        the test split is kept as it is (balanced stays balanced). ``ratio`` in (0, 1]: the
+        rarest class's share of the largest (0.01: 100 times fewer); 1 keeps n_max rows of
+        every class. Single-label data only.
+
+        Examples
+        --------
+        >>> from alscale.al.datasets import make_synthetic
+        >>> d = make_synthetic(1000, 4, 5, imbalance=1, seed=0).long_tailed(0.1)
+        >>> np.bincount(d.y).tolist(), d.name
+        ([200, 112, 63, 35, 20], 'synthetic long-tailed 0.1')
+        """
+        if self.multilabel:
+            raise ValueError(f"{self.name} is multi-label: a long tail is defined for one class per row")
+        sizes = long_tail_sizes(np.bincount(self.y, minlength=self.num_classes), ratio)
+        rng = np.random.default_rng(seed)
+        keep = [rng.permutation(np.flatnonzero(self.y == c))[:k] for c, k in enumerate(sizes)]
+        rows = np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+        return Dataset(f"{self.name} long-tailed {ratio:g}", self.x[rows], self.y[rows], self.x_test, self.y_test,
+                       self.num_classes)
+
+
+def long_tail_sizes(counts, ratio: float) -> np.ndarray:
+    """How many rows of each class a long-tailed pool keeps (:meth:`Dataset.long_tailed`):
+    ``min(counts[c], floor(n_max · ratio^(c / (C-1))))`` with n_max = max(counts), as int64.
+    ``ratio`` must be a number in (0, 1] (a ValueError names it otherwise).
+
+    >>> long_tail_sizes([6000] * 10, 0.01).tolist()
+    [6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.integer, np.floating)):
+        raise TypeError(f"the long-tail ratio must be a number in (0, 1], got {ratio!r}")
+    if not 0.0 < float(ratio) <= 1.0:  # NaN fails too
+        raise ValueError(f"the long-tail ratio must be in (0, 1] (the rarest class's size over the largest's), "
+                         f"got {ratio!r}")
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.ndim != 1 or counts.size == 0 or (counts < 0).any():
+        raise ValueError("counts must be a non-empty list of class sizes >= 0")
+    c = np.arange(counts.size)
+    share = float(ratio) ** (c / max(1, counts.size - 1))
+    # floor(n_max * share): int() in the BASE code; a hair of rounding slack (6000 * 0.1**1 is 600.0000000000001)
+    wanted = np.floor(counts.max() * share + 1e-9).astype(np.int64)
+    return np.minimum(counts, wanted)
 
 
 #: Deflate cannot expand data more than ~1032-fold: a header that claims more than this many

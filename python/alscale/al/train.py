@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 __all__ = ["LinearProbe", "MCDropoutTrainer", "MCLogits", "MLPDropout", "ModelLogits", "SigmoidProbe", "TorchTrainer",
-           "cnn_trainer", "light_augment", "linear_probe", "mlp_dropout_trainer", "sigmoid_probe", "SmallCNN"]
+           "class_weights", "cnn_trainer", "light_augment", "linear_probe", "mlp_dropout_trainer", "sigmoid_probe", "SmallCNN"]
 
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
 #: Bytes of float32 logits per chunk the loop's selection walks: BASE holds about twice a
@@ -164,6 +164,11 @@ class TorchTrainer:
         weights of the run on the training split.
     device : str, optional
         "cpu", "cuda", ...; default cuda when available.
+    class_weighted : bool
+        False (default): the mean cross-entropy over the labeled rows. True: each labeled class
+        weighs the same — row i's cross-entropy is weighted by :func:`class_weights` (n / (K · n_c),
+        K the classes with a label): the mean over the K classes of each class's mean
+        cross-entropy, for class-imbalanced pools (Emam et al. 2021 train with it too).
     eval_batch_size : int
         Rows per forward pass when predicting.
     chunk_rows : int, optional
@@ -210,8 +215,13 @@ class TorchTrainer:
         device: Optional[str] = None,
         eval_batch_size: int = 2048,
         chunk_rows: Optional[int] = None,
+        class_weighted: bool = False,
     ) -> None:
         from .._backend.arrays import as_int
+
+        if not isinstance(class_weighted, (bool, np.bool_)):
+            raise TypeError(f"class_weighted must be True or False, got {class_weighted!r}")
+        self.class_weighted = bool(class_weighted)
 
         self._model_arg = model
         self._head_arg = head
@@ -269,7 +279,21 @@ class TorchTrainer:
             "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
             "weight_decay": self.weight_decay, "val_fraction": self.val_fraction, "min_val_rows": self.min_val_rows,
             "patience": self.patience, "refit": self.refit, "augment": getattr(self.augment, "__name__", None) if self.augment else None,
+            **self._weighting(),
         }
+
+    def _weighting(self) -> dict:
+        """``{"class_weighted": True}`` when set; nothing otherwise, so that checkpoints written
+        before the option existed still resume."""
+        return {"class_weighted": True} if self.class_weighted else {}
+
+    def _class_weight(self, rows: np.ndarray):
+        """The cross-entropy's per-class weight tensor for labeled ``rows`` (None unweighted)."""
+        if not self.class_weighted:
+            return None
+        torch = _torch()
+        w = class_weights(self.dataset.y[rows], self.dataset.num_classes)
+        return torch.from_numpy(w.astype(np.float32)).to(self.device)
 
     def reset(self) -> None:
         """Back to the initial weights."""
@@ -336,7 +360,7 @@ class TorchTrainer:
         torch = _torch()
         g = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        loss_fn = torch.nn.CrossEntropyLoss()
+        loss_fn = torch.nn.CrossEntropyLoss(weight=self._class_weight(train))
         y_all = self.dataset.y
         best, best_epoch, best_state, epoch = (-1.0, -float("inf")), 0, None, 0
         for epoch in range(1, epochs + 1):
@@ -603,7 +627,8 @@ class LinearProbe(TorchTrainer):
         self.tolerance = _positive_float(tolerance, "tolerance")
 
     def describe(self) -> dict:
-        return {"model": "LinearProbe", "C": self.C, "epochs": self.epochs, "tolerance": self.tolerance}
+        return {"model": "LinearProbe", "C": self.C, "epochs": self.epochs, "tolerance": self.tolerance,
+                **self._weighting()}
 
     def _fit(self, rows: np.ndarray, seed: int) -> dict:
         torch = _torch()
@@ -615,13 +640,14 @@ class LinearProbe(TorchTrainer):
             for p in params:
                 p.zero_()
         penalty = 0.5 / (self.C * max(1, rows.size))
+        weight = self._class_weight(rows)
         # max_eval: room for the line searches, so that ``epochs`` bounds the iterations
         opt = torch.optim.LBFGS(params, lr=1.0, max_iter=self.epochs, max_eval=3 * self.epochs + 5,
                                 tolerance_grad=self.tolerance, history_size=20, line_search_fn="strong_wolfe")
 
         def objective():
             opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(self.model(x), y)
+            loss = torch.nn.functional.cross_entropy(self.model(x), y, weight=weight)
             loss = loss + penalty * sum(p.square().sum() for p in params)
             loss.backward()
             return loss
@@ -668,6 +694,9 @@ class SigmoidProbe(LinearProbe):
     multilabel = True
 
     def __init__(self, *, epochs: int = 1000, **options: Any) -> None:
+        if options.get("class_weighted"):
+            raise ValueError("class_weighted is for single-label data (one softmax); the sigmoid probe of "
+                             "multi-label data has no class-weighted loss")
         super().__init__(epochs=epochs, **options)
 
     def describe(self) -> dict:
@@ -705,6 +734,23 @@ def sigmoid_probe(**options: Any) -> SigmoidProbe:
     features for multi-label data, full-batch L-BFGS to convergence (at most 1000 iterations),
     C = 1, one torch thread."""
     return SigmoidProbe(**options)
+
+
+def class_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """The weight of each class in the class-weighted cross-entropy (``class_weighted=True``):
+    ``n / (K · n_c)`` for a class with n_c of the n labels, K the number of classes with a label,
+    0 for a class without one (float64, shape (num_classes,)). With torch's weighted mean (the
+    weights of the rows' classes sum to n) the loss is the mean over the K classes of each
+    class's mean cross-entropy; on balanced labels every weight is 1.
+
+    >>> class_weights(np.array([0, 0, 0, 1]), 3).tolist()
+    [0.6666666666666666, 2.0, 0.0]
+    """
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    out = np.zeros(num_classes, dtype=np.float64)
+    out[present] = counts.sum() / (present.sum() * counts[present])
+    return out
 
 
 def _positive_float(value: Any, name: str) -> float:

@@ -84,10 +84,11 @@ struct UpdateContext {
 // O(rows + C * k) whatever came before it. Every row is checked for NaN/inf, excluded or taken
 // ones included. Returns the first non-finite row or `end`.
 template <class T, int B>
-ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const int64_t& n, const RowIds& ids,
+ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const Matrix& logits, const RowIds& ids,
                                      const uint8_t* const& exclude, const std::vector<int64_t>& taken,
                                      const std::vector<int64_t>& capacity, const int64_t& begin,
                                      const int64_t& end) {
+    const int64_t n = logits.cols;
     double* r = ctx.r.data();
     double* b = ctx.bound.data();
     const double* g = ctx.global;
@@ -104,7 +105,7 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const int64_t& n, co
         // With the pairs on demand, r holds lower bounds: a class that passes its bound is made
         // exact before it is offered, and so is the minimum.
         const PairNorms* pairs = ctx.inv.pairs();
-        double m = boundary_row<T, B>(x, n, lp, ctx.inv.row(p), r, b, &ctx.hits);
+        double m = boundary_row<T, B>(x, n, lp, ctx.inv.row(p), r, b, &ctx.hits, next_row(logits, i, end));
         if (pairs) m = exact_min(*pairs, p, lp, x, r, n);
         for (const int64_t c0 : ctx.hits) {
             const int64_t c1 = std::min<int64_t>(c0 + 32, n);
@@ -300,7 +301,7 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
                                         0};
             },
             [&](UpdateContext<T>& ctx, int64_t begin, int64_t end) {
-                return balanced_rows_dispatch<T>(ctx, n, ids, exclude, taken_, capacity_, begin, end);
+                return balanced_rows_dispatch<T>(ctx, logits, ids, exclude, taken_, capacity_, begin, end);
             },
             [&](UpdateContext<T>& ctx, int t) {
                 local[static_cast<size_t>(t)] = std::move(ctx.heaps);

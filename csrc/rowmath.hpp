@@ -71,57 +71,112 @@ ALSCALE_INLINE bool any_lane(M m) {
     return any != 0;
 }
 
+// The stored bytes of the row after the current one, pulled into the cache while the current
+// row's second pass runs from L1, so that the next row's first pass (row_max) does not stall on
+// memory: the two passes of a row are compute- and load-bound in turn, this overlaps them.
+// Only for rows stored with unit stride (any dtype); otherwise nothing is fetched.
+struct NextRow {
+    const char* p = nullptr;
+    int64_t step = 0;  // stored bytes per element
+    ALSCALE_INLINE void at(int64_t c) const {
+        if (p) __builtin_prefetch(p + c * step, 0, 3);
+    }
+};
+inline NextRow next_row(const Matrix& m, int64_t i, int64_t end) {
+    if (i + 1 >= end || m.col_stride <= 0 || m.col_stride > 8 || m.row_stride < m.cols * m.col_stride) return {};
+    return NextRow{m.data + (i + 1) * m.row_stride, m.col_stride};
+}
+
+// Two lanes' running maxima (max_step's m1, m2 and the position `at` of m1, -1 for none) over
+// disjoint parts of a row, merged into a: m1 the larger (on a tie the earlier position: the first
+// argmax), m2 (WantSecond) the largest of the rest as a multiset. Order-free, so any split of a
+// row into parts gives max_step's values over the whole row.
+template <bool WantSecond, class V, class I>
+ALSCALE_INLINE void merge_max(V& m1a, V& m2a, I& ata, V m1b, V m2b, I atb) {
+    const auto tie = (m1b == m1a) & (atb < ata) & (atb >= 0);
+    const auto take = (m1b > m1a) | tie;
+    if (WantSecond) {
+        const V lose = take ? m1a : m1b;
+        const V m2 = m2b > m2a ? m2b : m2a;
+        m2a = lose > m2 ? lose : m2;
+    }
+    m1a = take ? m1b : m1a;
+    ata = take ? atb : ata;
+}
+
 // Max, first argmax and (WantSecond) second largest of a row, and whether every value is finite
-// (x - x is NaN exactly for NaN and +-inf).
+// (x - x is NaN exactly for NaN and +-inf). The row is read in steps of A = 4 native vectors,
+// element c in virtual lane c % A (four independent compare-select chains, not one), the step
+// number as the position; the virtual lanes are then merged (merge_max, which is exact for any
+// split) into the 8 lanes of combine_max: the same RowMax as one lane per c % 8 read in order.
 template <class T, int B, bool WantSecond>
 ALSCALE_INLINE RowMax<T> row_max(const T* x, int64_t n) {
-    using V = vec<T, B>;
-    using I = ivec<T, B>;
-    constexpr int P = kParts<T, B>, W = kWidth<T, B>;
+    using V = typename Lanes<T, B>::V;
+    using I = typename Lanes<T, B>::I;
+    using Int = typename IntOf<T>::type;
+    constexpr int W = kWidth<T, B>, NV = 4, A = NV * W;
     const T ninf = -std::numeric_limits<T>::infinity();
-    V m1[P], m2[P], probe[P];
-    I at[P], idx[P];
-    for (int h = 0; h < P; ++h) {
-        m1[h] = m2[h] = splat<V>(ninf);
-        probe[h] = splat<V>(T(0));
-        at[h] = I{} - 1;
-        T first[W];
-        for (int j = 0; j < W; ++j) first[j] = static_cast<T>(h * W + j);
-        idx[h] = __builtin_convertvector((load<T, B>(first)), I);
+    V m1[NV], m2[NV];
+    I at[NV], probe = I{};
+    for (int v = 0; v < NV; ++v) {
+        m1[v] = m2[v] = splat<V>(ninf);
+        at[v] = I{} - 1;
     }
-    auto step = [&](const Block<T, B>& b) __attribute__((always_inline)) {
-        for (int h = 0; h < P; ++h) {
-            max_step<WantSecond>(b.part[h], idx[h], m1[h], m2[h], at[h]);
-            idx[h] += kLanes;
+    I step = I{};
+    auto body = [&](const T* p, bool check) __attribute__((always_inline)) {
+        for (int v = 0; v < NV; ++v) {
+            const V b = load<T, B>(p + v * W);
+            if (check) probe |= (I)(b - b);  // 0 bits, or a NaN's
+            max_step<WantSecond>(b, step, m1[v], m2[v], at[v]);
         }
+        step += 1;
     };
     int64_t c = 0;
-    for (; c + kLanes <= n; c += kLanes) {
-        const Block<T, B> b = load_block<T, B>(x + c);
-        for (int h = 0; h < P; ++h) probe[h] += b.part[h] - b.part[h];
-        step(b);
-    }
-    if (c < n) {
-        const Block<T, B> z = load_tail<T, B>(x + c, n - c, T(0));
-        for (int h = 0; h < P; ++h) probe[h] += z.part[h] - z.part[h];
-        step(load_tail<T, B>(x + c, n - c, ninf));
-    }
+    for (; c + A <= n; c += A) body(x + c, true);
     bool bad = false;
-    for (int h = 0; h < P; ++h) bad |= any_lane(probe[h] != probe[h]);
+    if (c < n) {
+        T tmp[A];
+        for (int j = 0; j < A; ++j) {
+            const T v = c + j < n ? x[c + j] : ninf;
+            if (c + j < n) bad |= !(v - v == T(0));
+            tmp[j] = v;
+        }
+        body(tmp, false);
+    }
+    // Positions: step * A + virtual lane, -1 kept.
+    Int lane_pos[W];
+    for (int j = 0; j < W; ++j) lane_pos[j] = static_cast<Int>(j);
+    I iota;
+    std::memcpy(&iota, lane_pos, sizeof iota);
+    for (int v = 0; v < NV; ++v) at[v] = at[v] >= 0 ? at[v] * A + (iota + v * W) : at[v];
+    if constexpr (W % kLanes == 0) {  // every native vector holds whole blocks: merge them lane for lane
+        for (int v = 1; v < NV; ++v) merge_max<WantSecond>(m1[0], m2[0], at[0], m1[v], m2[v], at[v]);
+    }
+    constexpr int left = W % kLanes == 0 ? 1 : NV;
+    bad |= any_lane(probe != I{});
     T lane_m1[kLanes], lane_m2[kLanes];
     int64_t lane_at[kLanes];
     for (int j = 0; j < kLanes; ++j) {
-        lane_m1[j] = m1[j / W][j % W];
-        lane_m2[j] = m2[j / W][j % W];
-        lane_at[j] = at[j / W][j % W];
+        lane_m1[j] = lane_m2[j] = ninf;
+        lane_at[j] = -1;
     }
+    for (int v = 0; v < left; ++v)
+        for (int j = 0; j < W; ++j) {
+            const int l = (v * W + j) % kLanes;
+            T a1 = lane_m1[l], a2 = lane_m2[l];
+            int64_t aa = lane_at[l];
+            merge_max<WantSecond>(a1, a2, aa, m1[v][j], m2[v][j], static_cast<int64_t>(at[v][j]));
+            lane_m1[l] = a1;
+            lane_m2[l] = a2;
+            lane_at[l] = aa;
+        }
     return combine_max<T, WantSecond>(lane_m1, lane_m2, lane_at, n, !bad);
 }
 
 // Softmax sums of a row with maximum mx: s = sum exp(x - mx), t = sum exp(x - mx) * (x - mx),
 // in 8 lane sums combined in a fixed order (softmax_step, sum_lanes).
 template <class T, int B>
-ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out) {
+ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out, const NextRow& next = {}) {
     using V = vec<T, B>;
     constexpr int P = kParts<T, B>, W = kWidth<T, B>;
     const V vmx = row_max_lanes<V>(mx);
@@ -131,8 +186,14 @@ ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out
         for (int h = 0; h < P; ++h) softmax_step<T, V, ivec<T, B>>(b.part[h], vmx, s[h], t[h]);
     };
     int64_t c = 0;
-    for (; c + kLanes <= n; c += kLanes) step(load_block<T, B>(x + c));
-    if (c < n) step(load_tail<T, B>(x + c, n - c, -std::numeric_limits<T>::infinity()));
+    for (; c + kLanes <= n; c += kLanes) {
+        next.at(c);
+        step(load_block<T, B>(x + c));
+    }
+    if (c < n) {
+        next.at(c);
+        step(load_tail<T, B>(x + c, n - c, -std::numeric_limits<T>::infinity()));
+    }
     T ls[kLanes], lt[kLanes];
     for (int j = 0; j < kLanes; ++j) {
         ls[j] = s[j / W][j % W];
@@ -167,7 +228,7 @@ ALSCALE_INLINE void to_double(const Block<double, B>& b, vec<double, B>* out) {
 // also lists in `hits` the first class of each 32-class group where some r_c <= bound[c].
 template <class T, int B>
 ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const double* inv, double* r,
-                                   const double* bound, std::vector<int64_t>* hits) {
+                                   const double* bound, std::vector<int64_t>* hits, const NextRow& next = {}) {
     using V = vec<double, B>;
     using I = ivec<double, B>;
     constexpr int P = kParts<double, B>, W = kWidth<double, B>;
@@ -188,6 +249,7 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
     };
     int64_t c = 0;
     for (; c + kLanes <= n; c += kLanes) {
+        next.at(c);
         block(load_block<T, B>(x + c), inv + c, bound ? bound + c : nullptr, r + c);
         if (bound && (c + kLanes) % kGroup == 0) {
             if (any_lane(hit)) hits->push_back(c + kLanes - kGroup);
@@ -196,6 +258,7 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
     }
     int64_t last = c - kLanes;  // start of the last block
     if (c < n) {
+        next.at(c);
         double iv[kLanes], bv[kLanes], out[kLanes];
         for (int j = 0; j < kLanes; ++j) {
             iv[j] = c + j < n ? inv[c + j] : 1.0;

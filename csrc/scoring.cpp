@@ -9,14 +9,15 @@ namespace alscale {
 namespace {
 
 template <class T, int B>
-ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const int64_t& n, const Uncertainty& kind,
+ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const Matrix& m, const Uncertainty& kind,
                                         double* const& out, const int64_t& begin, const int64_t& end) {
+    const int64_t n = m.cols;
     for (int64_t i = begin; i < end; ++i) {
         const T* x = read(i);
         const RowMax<T> mx = row_max<T, B, true>(x, n);
         if (!mx.finite) return i;
         T s, t;
-        softmax_sums<T, B>(x, n, mx.max, s, t);
+        softmax_sums<T, B>(x, n, mx.max, s, t, next_row(m, i, end));
         out[i] = uncertainty_value(kind, mx, s, t, [](T v) { return std::log(v); });
     }
     return end;
@@ -25,14 +26,16 @@ ALSCALE_MULTIVERSION(uncertainty_rows)
 
 template <class T, int B>
 ALSCALE_INLINE int64_t boundary_rows(RowReader<T>& read, InverseNorms& inv, std::vector<double>& r,
-                                     const int64_t& n, double* const& out, const int64_t& begin,
+                                     const Matrix& logits, double* const& out, const int64_t& begin,
                                      const int64_t& end) {
+    const int64_t n = logits.cols;
     for (int64_t i = begin; i < end; ++i) {
         const T* x = read(i);
         const RowMax<T> mx = row_max<T, B, false>(x, n);
         if (!mx.finite) return i;
         const double lp = static_cast<double>(mx.max);
-        const double m = boundary_row<T, B>(x, n, lp, inv.row(mx.arg), r.data(), nullptr, nullptr);
+        const double m = boundary_row<T, B>(x, n, lp, inv.row(mx.arg), r.data(), nullptr, nullptr,
+                                              next_row(logits, i, end));
         out[i] = inv.pairs() ? exact_min(*inv.pairs(), mx.arg, lp, x, r.data(), n) : m;
     }
     return end;
@@ -41,11 +44,10 @@ ALSCALE_MULTIVERSION(boundary_rows)
 
 template <class T>
 void uncertainty_impl(const Matrix& logits, Uncertainty kind, double* out, int num_threads) {
-    const int64_t n = logits.cols;
     parallel_rows(
         logits.rows, row_threads(num_threads, logits.rows), [&](int) { return RowReader<T>(logits); },
         [&](RowReader<T>& read, int64_t begin, int64_t end) {
-            return uncertainty_rows_dispatch<T>(read, n, kind, out, begin, end);
+            return uncertainty_rows_dispatch<T>(read, logits, kind, out, begin, end);
         },
         [](RowReader<T>&, int) {});
 }
@@ -67,7 +69,7 @@ void boundary_impl(const Matrix& logits, const HeadNorms& head, double* out, int
                                       std::vector<double>(static_cast<size_t>(n))};
         },
         [&](BoundaryContext<T>& ctx, int64_t begin, int64_t end) {
-            return boundary_rows_dispatch<T>(ctx.read, ctx.inv, ctx.r, n, out, begin, end);
+            return boundary_rows_dispatch<T>(ctx.read, ctx.inv, ctx.r, logits, out, begin, end);
         },
         [](BoundaryContext<T>&, int) {});
 }

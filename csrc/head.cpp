@@ -19,27 +19,85 @@ inline uint16_t bf16_below(double v) {
     return static_cast<uint16_t>(bits >> 16);  // truncation: toward zero
 }
 
+// lane_dot of MR rows a[i] with NR rows b[k] (d doubles each), as MR x NR independent dot products
+// in one register block: every row vector loaded once per block, not once per pair. Each pair
+// keeps lane_dot's 8 lane sums (element j in lane j % 8, in order) and combine_lanes, so every
+// value is lane_dot's bits. A short last block is zero padded: + 0 * 0 = +0 leaves a lane sum
+// unchanged (a sum started at +0 is never -0).
+template <int B, int MR, int NR>
+ALSCALE_INLINE void dot_block(const double* const* a, const double* const* b, int64_t d, double* out) {
+    typedef double V __attribute__((vector_size(B)));
+    constexpr int W = B / 8, P = 8 / W;  // doubles per native vector, vectors per 8 lanes
+    V acc[MR][NR][P];
+    for (int i = 0; i < MR; ++i)
+        for (int k = 0; k < NR; ++k)
+            for (int h = 0; h < P; ++h) acc[i][k][h] = V{};
+    auto step = [&](const double* const* pa, const double* const* pb, int64_t j) __attribute__((always_inline)) {
+        for (int h = 0; h < P; ++h) {
+            V va[MR], vb[NR];
+            for (int i = 0; i < MR; ++i) std::memcpy(&va[i], pa[i] + j + h * W, sizeof(V));
+            for (int k = 0; k < NR; ++k) std::memcpy(&vb[k], pb[k] + j + h * W, sizeof(V));
+            for (int i = 0; i < MR; ++i)
+                for (int k = 0; k < NR; ++k) acc[i][k][h] += va[i] * vb[k];
+        }
+    };
+    int64_t j = 0;
+    for (; j + 8 <= d; j += 8) step(a, b, j);
+    if (j < d) {
+        double ta[MR][8], tb[NR][8];
+        const double* pa[MR];
+        const double* pb[NR];
+        for (int i = 0; i < MR; ++i) {
+            for (int l = 0; l < 8; ++l) ta[i][l] = j + l < d ? a[i][j + l] : 0.0;
+            pa[i] = ta[i];
+        }
+        for (int k = 0; k < NR; ++k) {
+            for (int l = 0; l < 8; ++l) tb[k][l] = j + l < d ? b[k][j + l] : 0.0;
+            pb[k] = tb[k];
+        }
+        step(pa, pb, 0);
+    }
+    for (int i = 0; i < MR; ++i)
+        for (int k = 0; k < NR; ++k) {
+            double lanes[8];
+            std::memcpy(lanes, acc[i][k], sizeof lanes);
+            out[i * NR + k] = combine_lanes(lanes);
+        }
+}
+
 // The upper-triangle entries of the tile (rows [p0, p1) x [c0, c1), c > p) and their mirror, as
-// float64 (out) or as bfloat16 lower bounds (lower).
+// float64 (out) or as bfloat16 lower bounds (lower), in register blocks of MR x NR pairs (B = 64:
+// 4 x 4, sixteen 8-double accumulators; else 2 x 2).
 template <class T, int B>
 ALSCALE_INLINE int64_t norm_tile(const double* const& w, const int64_t& d, const double* const& diag,
                                  double* const& out, uint16_t* const& lower, const int64_t& C, const int64_t& p0,
                                  const int64_t& p1, const int64_t& c0, const int64_t& c1) {
-    for (int64_t p = p0; p < p1; ++p) {
-        const double* wp = w + p * d;
-        for (int64_t c = std::max(c0, p + 1); c < c1; ++c) {
-            const double v = pair_inverse_norm(wp, w + c * d, d, diag[p], diag[c]);
-            if (out) {
-                out[p * C + c] = v;
-                out[c * C + p] = v;
-            } else {
-                lower[p * C + c] = lower[c * C + p] = bf16_below(v);
-            }
+    constexpr int MR = B == 64 ? 4 : 2, NR = B == 64 ? 4 : 2;
+    for (int64_t p = p0; p < p1; p += MR) {
+        for (int64_t c = std::max(c0, p + 1); c < c1; c += NR) {
+            const double* a[MR];
+            const double* b[NR];
+            for (int i = 0; i < MR; ++i) a[i] = w + std::min(p + i, p1 - 1) * d;
+            for (int k = 0; k < NR; ++k) b[k] = w + std::min(c + k, c1 - 1) * d;
+            double dots[MR * NR];
+            dot_block<B, MR, NR>(a, b, d, dots);
+            for (int i = 0; i < MR && p + i < p1; ++i)
+                for (int k = 0; k < NR && c + k < c1; ++k) {
+                    const int64_t pi = p + i, ck = c + k;
+                    if (ck <= pi) continue;
+                    const double v = inverse_norm_of_dot(dots[i * NR + k], a[i], b[k], d, diag[pi], diag[ck]);
+                    if (out) {
+                        out[pi * C + ck] = v;
+                        out[ck * C + pi] = v;
+                    } else {
+                        lower[pi * C + ck] = lower[ck * C + pi] = bf16_below(v);
+                    }
+                }
         }
     }
     return 0;
 }
-ALSCALE_MULTIVERSION(norm_tile)
+ALSCALE_MULTIVERSION3(norm_tile)
 
 template <class T, int B>
 ALSCALE_INLINE int64_t diag_rows(const double* const& w, const int64_t& d, double* const& diag,
@@ -64,7 +122,7 @@ void fill_pairs(const double* w, int64_t C, int64_t d, const double* diag, doubl
             const int64_t b = a + rest;
             const int64_t p0 = a * kTile, p1 = std::min(C, p0 + kTile);
             const int64_t c0 = b * kTile, c1 = std::min(C, c0 + kTile);
-            norm_tile_dispatch<double>(w, d, diag, out, lower, C, p0, p1, c0, c1);
+            norm_tile_dispatch3<double>(w, d, diag, out, lower, C, p0, p1, c0, c1);
         });
     }
     errors.rethrow();

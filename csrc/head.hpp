@@ -18,11 +18,16 @@ namespace alscale {
 // 1 / ||w_p - w_c|| of one pair: ||w_p - w_c||² = (G_pp + G_cc) - 2 G_pc from the Gram matrix G
 // (lane_dot order), except where that cancels (<= 1e-6 (G_pp + G_cc): nearly or exactly equal
 // rows), where it is lane_sqdist(w_p, w_c); +inf where the norm is 0. Symmetric bit for bit.
-ALSCALE_INLINE double pair_inverse_norm(const double* wp, const double* wc, int64_t d, double gp, double gc) {
+// `dot` = lane_dot(wp, wc, d), computed by the caller (one at a time, or many in a register block).
+ALSCALE_INLINE double inverse_norm_of_dot(double dot, const double* wp, const double* wc, int64_t d, double gp,
+                                          double gc) {
     const double total = gp + gc;
-    double n2 = total - 2.0 * lane_dot(wp, wc, d);
+    double n2 = total - 2.0 * dot;
     if (n2 <= 1e-6 * total) n2 = lane_sqdist(wp, wc, d);
     return n2 > 0 ? 1.0 / std::sqrt(n2) : std::numeric_limits<double>::infinity();
+}
+ALSCALE_INLINE double pair_inverse_norm(const double* wp, const double* wc, int64_t d, double gp, double gc) {
+    return inverse_norm_of_dot(lane_dot(wp, wc, d), wp, wc, d, gp, gc);
 }
 
 // out (C x C, row-major): pair_inverse_norm of every pair, +inf on the diagonal. Bit-identical for

@@ -123,25 +123,34 @@ ALSCALE_INLINE RowMax<T> row_max(const T* x, int64_t n) {
         at[v] = I{} - 1;
     }
     I step = I{};
-    auto body = [&](const T* p, bool check) __attribute__((always_inline)) {
+    auto body = [&](const T* p) __attribute__((always_inline)) {
         for (int v = 0; v < NV; ++v) {
             const V b = load<T, B>(p + v * W);
-            if (check) probe |= (I)(b - b);  // 0 bits, or a NaN's
+            probe |= (I)(b - b);  // 0 bits, or a NaN's
             max_step<WantSecond>(b, step, m1[v], m2[v], at[v]);
         }
         step += 1;
     };
     int64_t c = 0;
-    for (; c + A <= n; c += A) body(x + c, true);
+    for (; c + A <= n; c += A) body(x + c);
     bool bad = false;
-    if (c < n) {
-        T tmp[A];
-        for (int j = 0; j < A; ++j) {
-            const T v = c + j < n ? x[c + j] : ninf;
-            if (c + j < n) bad |= !(v - v == T(0));
-            tmp[j] = v;
+    // The last, partial step: its whole native vectors, then one padded with -inf (each vector v
+    // keeps its virtual lanes: positions step * A + v * W + j).
+    for (int v = 0; v < NV && c < n; ++v, c += W) {
+        V b;
+        if (c + W <= n) {
+            b = load<T, B>(x + c);
+            probe |= (I)(b - b);
+        } else {
+            T tmp[W];
+            for (int j = 0; j < W; ++j) {
+                const T e = c + j < n ? x[c + j] : ninf;
+                if (c + j < n) bad |= !(e - e == T(0));
+                tmp[j] = e;
+            }
+            b = load<T, B>(tmp);
         }
-        body(tmp, false);
+        max_step<WantSecond>(b, step, m1[v], m2[v], at[v]);
     }
     // Positions: step * A + virtual lane, -1 kept.
     Int lane_pos[W];

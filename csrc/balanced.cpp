@@ -94,7 +94,7 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const Matrix& logits
     const double* g = ctx.global;
     for (int64_t i = begin; i < end; ++i) {
         const T* x = ctx.read(i);
-        const RowMax<T> mx = row_max<T, B, false>(x, n);
+        const RowMax<T> mx = row_max_split<T, B, false>(x, n);
         if (!mx.finite) return i;
         if (exclude && exclude[i]) continue;
         const int64_t row = ids[i];

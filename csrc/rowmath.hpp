@@ -110,7 +110,7 @@ ALSCALE_INLINE void merge_max(V& m1a, V& m2a, I& ata, V m1b, V m2b, I atb) {
 // number as the position; the virtual lanes are then merged (merge_max, which is exact for any
 // split) into the 8 lanes of combine_max: the same RowMax as one lane per c % 8 read in order.
 template <class T, int B, bool WantSecond>
-ALSCALE_INLINE RowMax<T> row_max(const T* x, int64_t n) {
+ALSCALE_INLINE RowMax<T> row_max_split(const T* x, int64_t n) {
     using V = typename Lanes<T, B>::V;
     using I = typename Lanes<T, B>::I;
     using Int = typename IntOf<T>::type;
@@ -179,6 +179,55 @@ ALSCALE_INLINE RowMax<T> row_max(const T* x, int64_t n) {
             lane_m2[l] = a2;
             lane_at[l] = aa;
         }
+    return combine_max<T, WantSecond>(lane_m1, lane_m2, lane_at, n, !bad);
+}
+
+// Max, first argmax and (WantSecond) second largest of a row, and whether every value is finite
+// (x - x is NaN exactly for NaN and +-inf), in one compare-select chain per native vector: the
+// same RowMax as row_max_split, which the scoring and BASE kernels use (csrc/bayes.cpp keeps this
+// one: its rows interleave with a read-modify-write of the sums, and measured slower with the split).
+template <class T, int B, bool WantSecond>
+ALSCALE_INLINE RowMax<T> row_max(const T* x, int64_t n) {
+    using V = vec<T, B>;
+    using I = ivec<T, B>;
+    constexpr int P = kParts<T, B>, W = kWidth<T, B>;
+    const T ninf = -std::numeric_limits<T>::infinity();
+    V m1[P], m2[P], probe[P];
+    I at[P], idx[P];
+    for (int h = 0; h < P; ++h) {
+        m1[h] = m2[h] = splat<V>(ninf);
+        probe[h] = splat<V>(T(0));
+        at[h] = I{} - 1;
+        T first[W];
+        for (int j = 0; j < W; ++j) first[j] = static_cast<T>(h * W + j);
+        idx[h] = __builtin_convertvector((load<T, B>(first)), I);
+    }
+    auto step = [&](const Block<T, B>& b) __attribute__((always_inline)) {
+        for (int h = 0; h < P; ++h) {
+            max_step<WantSecond>(b.part[h], idx[h], m1[h], m2[h], at[h]);
+            idx[h] += kLanes;
+        }
+    };
+    int64_t c = 0;
+    for (; c + kLanes <= n; c += kLanes) {
+        const Block<T, B> b = load_block<T, B>(x + c);
+        for (int h = 0; h < P; ++h) probe[h] += b.part[h] - b.part[h];
+        step(b);
+    }
+    if (c < n) {
+        const Block<T, B> z = load_tail<T, B>(x + c, n - c, T(0));
+        for (int h = 0; h < P; ++h) probe[h] += z.part[h] - z.part[h];
+        step(load_tail<T, B>(x + c, n - c, ninf));
+    }
+    bool bad = false;
+    for (int h = 0; h < P; ++h) bad |= any_lane(probe[h] != probe[h]);
+    T lane_m1[kLanes], lane_m2[kLanes];
+    int64_t lane_at[kLanes];
+    for (int j = 0; j < kLanes; ++j) {
+        lane_m1[j] = m1[j / W][j % W];
+        lane_m2[j] = m2[j / W][j % W];
+        lane_at[j] = at[j / W][j % W];
+    }
     return combine_max<T, WantSecond>(lane_m1, lane_m2, lane_at, n, !bad);
 }
 

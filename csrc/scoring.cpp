@@ -14,7 +14,7 @@ ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const Matrix& m, con
     const int64_t n = m.cols;
     for (int64_t i = begin; i < end; ++i) {
         const T* x = read(i);
-        const RowMax<T> mx = row_max<T, B, true>(x, n);
+        const RowMax<T> mx = row_max_split<T, B, true>(x, n);
         if (!mx.finite) return i;
         T s, t;
         softmax_sums<T, B>(x, n, mx.max, s, t, next_row(m, i, end));
@@ -31,7 +31,7 @@ ALSCALE_INLINE int64_t boundary_rows(RowReader<T>& read, InverseNorms& inv, std:
     const int64_t n = logits.cols;
     for (int64_t i = begin; i < end; ++i) {
         const T* x = read(i);
-        const RowMax<T> mx = row_max<T, B, false>(x, n);
+        const RowMax<T> mx = row_max_split<T, B, false>(x, n);
         if (!mx.finite) return i;
         const double lp = static_cast<double>(mx.max);
         const double m = boundary_row<T, B>(x, n, lp, inv.row(mx.arg), r.data(), nullptr, nullptr,

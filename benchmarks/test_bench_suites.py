@@ -244,3 +244,28 @@ def test_cpu_times_peak_reset_shifted_gaussian_and_the_size_rule(monkeypatch):
     monkeypatch.setenv("ALSCALE_BENCH_SIZE", "huge")
     with pytest.raises(ValueError, match="ALSCALE_BENCH_SIZE must be one of"):
         harness.env_size()
+
+
+def _kernel_ratios():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).with_name("kernel_ratios.py")
+    spec = importlib.util.spec_from_file_location("kernel_ratios", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_kernel_ratios_script_times_each_kernel_with_its_floor(capsys):
+    _kernel_ratios().main(["--scale", "0.0005", "--classes", "20", "--repeat", "2", "--only", "margin,base_w"])
+    out = capsys.readouterr().out
+    assert "floor min" in out and "load=" in out
+    for name in ("margin", "base_w"):
+        (line,) = [ln for ln in out.splitlines() if ln.startswith(name)]
+        assert "min/min" in line and "median/median" in line
+
+
+def test_kernel_ratios_script_refuses_an_unknown_kernel():
+    with pytest.raises(SystemExit, match="unknown kernel"):
+        _kernel_ratios().main(["--scale", "0.0005", "--only", "margin,nope"])

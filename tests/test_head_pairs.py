@@ -119,3 +119,19 @@ def test_pairs_refuse_another_class_count():
 def test_pairs_refuse_a_weight_that_is_not_a_matrix():
     with pytest.raises(ValueError, match="weight must be 2-D"):
         _core.PairNorms(np.ones(3))
+
+
+@pytest.mark.parametrize("c", [1, 2, 5, 33, 70])
+@pytest.mark.parametrize("d", [1, 7, 9, 17])
+def test_register_blocked_table_equals_reference_bit_for_bit(c, d):
+    # The table is filled in register blocks of 4 x 4 (AVX-512) or 2 x 2 pairs, rows zero padded to
+    # a multiple of 8 and the blocks clipped at the 32-row tiles: every entry must still be
+    # lane_dot's bits (tests/reference.py), equal and nearly equal rows (the direct-norm path) included.
+    rng = np.random.default_rng(c * 100 + d)
+    w = rng.normal(size=(c, d))
+    if c >= 5:
+        w[4] = w[1]
+        w[3] = w[2] * (1 + 1e-9)
+    got = _core.inverse_norms(np.ascontiguousarray(w))
+    want = ref.inverse_norms(w, c)
+    assert got.tobytes() == want.tobytes()

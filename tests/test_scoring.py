@@ -144,3 +144,23 @@ def test_scores_torch_in_torch_out(fn):
     got = fn(x)
     assert isinstance(got, torch.Tensor) and got.dtype == torch.float64 and got.shape == (17,)
     np.testing.assert_array_equal(got.numpy(), fn(x.numpy()))
+
+
+@pytest.mark.parametrize("c", [31, 32, 33, 64, 65, 97, 130])
+def test_first_argmax_and_second_across_the_split_max(c):
+    # The max is taken in independent chains (virtual lanes c % 32) merged afterwards: rows whose
+    # maximum repeats far apart, with +-0 ties and ties for the second place, must keep the first
+    # argmax (boundary scores and BASE, bit for bit as the reference) and the second largest as a
+    # multiset (margin 0 for a repeated maximum).
+    rng = np.random.default_rng(c)
+    x = rng.integers(-3, 3, size=(64, c)).astype(np.float32)
+    for i in range(0, 64, 4):
+        top = rng.choice(c, size=3, replace=False)
+        x[i, top] = 5.0
+    x[1::4] = np.where(rng.random((16, c)) < 0.5, 0.0, -0.0)
+    x[2::4, -1] = 7.0
+    w = rng.normal(size=(c, 3))
+    assert_same_bits(alscale.boundary_scores(x, weight=w), ref.boundary_scores(x, w))
+    assert np.array_equal(alscale.select_balanced(x, 40, weight=w), ref.select_balanced(x, 40, w))
+    margins = alscale.margin_scores(x)
+    assert (margins[0::4] == 0).all() and (margins[1::4] == 0).all()

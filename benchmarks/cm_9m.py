@@ -7,7 +7,7 @@
 
 Synthetic embeddings (the harness's ``blobs``, alscale.al.harness): `centers` (default n/100) Gaussian blob centres ~ N(0, I_d), points = centre +
 noise·N(0, I_d) (noise 0.15: separated blobs; 0.5 and more: blobs that overlap), float32, made
-chunk by chunk. Stages, each timed: the kNN graph (k = 10, the public knn_graph(method="faiss",
+chunk by chunk. Stages, each timed: the kNN graph (k = 10, the public knn_graph(knn_method="faiss",
 recall=...), which measures and returns its recall; before this it called the private cell scan,
 which has no promise), graph average linkage cut at `centers` clusters, select_cluster_margin with budget
 B over synthetic logits (N x 10, random: synthetic margins). Beside the times: peak RSS, the
@@ -86,7 +86,7 @@ def main() -> None:
     del x
     with warnings.catch_warnings(record=True) as caught:  # a missed promise is reported, not raised
         warnings.simplefilter("always")
-        graph = alscale.knn_graph(unit, a.k, method=a.method, recall=a.recall, nprobe=a.nprobe, num_threads=a.threads)
+        graph = alscale.knn_graph(unit, a.k, knn_method=a.method, recall=a.recall, nprobe=a.nprobe, num_threads=a.threads)
     idx, sim = graph
     info: dict = dict(graph.info or {}, promised_recall=graph.recall,
                       warnings=[str(w.message)[:200] for w in caught])

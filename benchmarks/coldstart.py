@@ -110,7 +110,7 @@ def main() -> None:
 
     # ProbCover
     t0 = t = time.perf_counter()
-    graph = knn_graph(unit, args.neighbors, method="faiss", num_threads=args.threads)
+    graph = knn_graph(unit, args.neighbors, knn_method="faiss", num_threads=args.threads)
     stage(f"probcover: kNN graph (faiss IVF, k = {args.neighbors})", t)
     t = time.perf_counter()
     idx, dist = cs._neighbours(unit, None, "exact", args.threads, graph)

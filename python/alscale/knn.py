@@ -25,7 +25,7 @@ from ._backend.arrays import as_fraction, as_int, as_points, as_threads, real_ma
 __all__ = ["KnnGraph", "RecallWarning", "auto_knn_method", "knn_graph"]
 
 _KNN_METHODS = ("exact", "faiss", "ivf", "hnsw", "cells")
-# What method="faiss" runs (BENCHMARKS.md, "kNN graphs at a promised recall"): the cell scan,
+# What knn_method="faiss" runs (BENCHMARKS.md, "kNN graphs at a promised recall"): the cell scan,
 # fastest at recall 0.95 on separated blobs and on Fashion-MNIST's 784-d pixels, handing over to
 # IVF-Flat (fastest on overlapping blobs) when its own estimate says it would miss the target.
 _DEFAULT_APPROX = "cells"
@@ -82,8 +82,12 @@ def auto_knn_method(n: int) -> str:
     return "faiss" if n > 200_000 and importlib.util.find_spec("faiss") is not None else "exact"
 
 
-def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", recall: Any = 0.95,
-              nprobe: Any = None, pca: Any = None, num_threads: int = 0) -> KnnGraph:
+_UNSET: Any = object()
+
+
+def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_method: str = "exact",
+              recall: Any = 0.95, nprobe: Any = None, pca: Any = None, num_threads: int = 0,
+              k: Any = _UNSET, method: Any = _UNSET) -> KnnGraph:
     """The k nearest neighbours of every point by cosine similarity, excluding the point itself.
 
     Approximate methods keep a promise: the returned graph's recall@k (the fraction of the
@@ -106,10 +110,12 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     ----------
     x : array_like or torch.Tensor (CPU), shape (N, D)
         Finite, no zero rows; L2-normalised here (float32, chunk by chunk: no float64 copy).
-    k : int
-        1 <= k < N.
+    neighbors : int
+        k, the neighbours of every point: 1 <= k < N. (``k=`` is its old name: it still works,
+        with a DeprecationWarning, until alscale 0.3.)
     metric : {"cosine"}
-    method : {"exact", "faiss", "ivf", "hnsw", "cells"}
+    knn_method : {"exact", "faiss", "ivf", "hnsw", "cells"}
+        (``method=`` is its old name: it still works, with a DeprecationWarning, until alscale 0.3.)
         "exact": blocked brute force in C++ (O(N² D), up to a few hundred thousand points; CUDA
         tensors: the GPU kernel).
         "faiss": approximate, for millions of points (needs faiss: ``pip install faiss-cpu``):
@@ -163,6 +169,9 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     >>> alscale.knn_graph(x, 1).recall
     1.0
     """
+    neighbors = _renamed(neighbors, k, "neighbors", "k")
+    knn_method = _renamed(knn_method, method, "knn_method", "method", default="exact")
+    method, k = knn_method, neighbors
     if metric != "cosine":
         raise ValueError(f"metric must be 'cosine', got {metric!r}")
     threads = as_threads(num_threads)
@@ -180,6 +189,20 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     if kk >= unit.shape[0]:
         raise ValueError(f"k must be less than the number of points ({unit.shape[0]}), got {kk}")
     return _knn(unit, kk, method, threads, probes, target)
+
+
+def _renamed(new: Any, old: Any, new_name: str, old_name: str, default: Any = _UNSET) -> Any:
+    """knn_graph's renamed keywords (alscale 0.2): the old one still works, with a
+    DeprecationWarning naming the new form, until alscale 0.3."""
+    if old is _UNSET:
+        if new is _UNSET:
+            raise TypeError(f"knn_graph() missing required argument: '{new_name}'")
+        return new
+    if new is not _UNSET and new != default:
+        raise TypeError(f"knn_graph() got both {new_name}= and its old name {old_name}=; pass {new_name}= only")
+    warnings.warn(f"knn_graph({old_name}=...) is renamed knn_graph({new_name}=...); {old_name}= will be removed "
+                  "in alscale 0.3", DeprecationWarning, stacklevel=3)
+    return old
 
 
 _CHUNK_ROWS = 1 << 16
@@ -275,7 +298,7 @@ def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None
     return _knn_index(faiss, unit, k, threads, method, nprobe, recall, info)
 
 
-_SMALL = 5000  # method="faiss" up to here: the exact graph (cheaper than building an index)
+_SMALL = 5000  # knn_method="faiss" up to here: the exact graph (cheaper than building an index)
 _RECALL_QUERIES = 1000  # sampled points on which recall@k is tuned, and then measured
 _EXACT_WORK = 4e12  # N²·D up to which a missed target falls back to the exact graph
 _MAX_SCAN = 0.25  # IVF probes at most this fraction of the lists (then exact or a warning)
@@ -451,7 +474,7 @@ def _knn_index(faiss, unit: np.ndarray, k: int, threads: int, method: str, fixed
     warnings.warn(RecallWarning(
         f"kNN graph recall@{k} is {got:.4f} (measured on {info['recall_queries']:,} sampled points), below the "
         f"requested {recall}: {method} at {param} {info[param]} is its time bound (a quarter of brute force) and "
-        f"the exact graph of {n:,} x {d} is beyond {_EXACT_WORK:.0e} multiply-adds; pass method='exact' "
+        f"the exact graph of {n:,} x {d} is beyond {_EXACT_WORK:.0e} multiply-adds; pass knn_method='exact' "
         f"or another method, or a smaller recall"), stacklevel=4)
     return KnnGraph(idx, sim, got, info)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -74,7 +75,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args()
     centers = a.centers or max(1, a.n // 100)
-    out = {"n": a.n, "d": a.d, "centers": centers, "noise": a.noise, "k": a.k, "target_recall": a.recall}
+    out = {"n": a.n, "d": a.d, "centers": centers, "noise": a.noise, "k": a.k, "target_recall": a.recall,
+           "load_before": [round(v, 2) for v in os.getloadavg()]}  # a shared machine: say how busy it was
     t = time.perf_counter()
     x, truth = blobs(a.n, a.d, centers, a.noise, seed=0)
     out["data_s"] = round(time.perf_counter() - t, 2)
@@ -136,6 +138,7 @@ def main() -> None:
     out["total_s"] = round(out["knn_s"] + out["hac_s"] + out["select_s"], 2)
     out["peak_rss_gib"] = rss()
     out["ari_vs_blobs"] = round(adjusted_rand_index(labels, truth), 4)
+    out["load_after"] = [round(v, 2) for v in os.getloadavg()]
     if exact is not None:
         t = time.perf_counter()
         ce = alscale.hac_average_graph(exact, n_clusters=centers, num_threads=a.threads)

@@ -158,3 +158,29 @@ def test_knn_graph_old_keywords_warn_and_give_the_same_graph():
         alscale.knn_graph(x, 4, knn_method="faiss", method="exact")
     with pytest.raises(TypeError, match="missing required argument: 'neighbors'"):
         alscale.knn_graph(x)
+
+
+def test_ivf_at_many_lists_trains_two_level_and_probes_through_hnsw(monkeypatch):
+    # Beyond _FLAT_QUANTIZER lists, IVF's coarse quantizer is an HNSW graph of the centroids (a
+    # flat one costs N·nlist·D: hours at 2M points), trained by two-level k-means; the promise
+    # is kept the same way. Thresholds lowered so that 20,000 points take that path.
+    monkeypatch.setattr(knn, "_FLAT_QUANTIZER", 64)
+    monkeypatch.setattr(knn, "_FLAT_KMEANS", 16)
+    x = blobs(20_000, 32, 200, 0.8, seed=2)
+    g = alscale.knn_graph(x, 10, knn_method="ivf", recall=0.95)
+    assert g.info["quantizer"] == "hnsw" and g.info["nlist"] > 64, g.info
+    assert abs(g.info["nlist"] - 20_000 // knn._IVF_LIST) <= 20_000 // knn._IVF_LIST // 10  # about N/64 lists
+    assert g.recall >= 0.95 and abs(true_recall(x, g.indices, 10) - g.recall) < 0.03, g.info
+    again = alscale.knn_graph(x, 10, knn_method="ivf", recall=0.95)  # seeded: the same graph
+    np.testing.assert_array_equal(again.indices, g.indices)
+    monkeypatch.undo()
+    flat = alscale.knn_graph(x, 10, knn_method="ivf", recall=0.95)
+    assert flat.info["quantizer"] == "flat" and flat.recall >= 0.95
+
+
+def test_two_level_centroids_are_unit_and_about_as_many_as_asked():
+    u = knn._unit_points(blobs(30_000, 16, 300, 0.5, seed=3))
+    c = knn._two_level(faiss, u, 2000)
+    assert c.dtype == np.float32 and c.shape[1] == 16 and abs(c.shape[0] - 2000) <= 100, c.shape
+    np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(c, knn._two_level(faiss, u, 2000))  # seeded

@@ -102,7 +102,8 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
 
     Memory: O(N·k + index): the (N, k) result (12 bytes an entry), the unit points (N·D float32,
     or N·pca) and the index (IVF-Flat and HNSW: a float32 copy of the points, plus 8 bytes a
-    point for IVF's ids or 2·32·4 bytes for HNSW's links), searched in chunks of 65,536 queries;
+    point for IVF's ids or 2·32·4 bytes for HNSW's links; IVF's centroids N/64·D and their HNSW
+    links), searched in chunks of 65,536 queries;
     the cell scan's cell-pair lists grow with how much the data overlaps (O(N·ranked)), and
     exact adds (block) working space only.
 
@@ -123,8 +124,10 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
         fastest at recall 0.95 across separated blobs, overlapping blobs and Fashion-MNIST in
         BENCHMARKS.md ("kNN graphs at a promised recall"). Up to 5,000 points the exact graph
         (cheaper than any index).
-        "ivf": faiss IndexIVFFlat, inner product, N/256 lists (spherical k-means, 10 iterations
-        on 32 points a list); ``nprobe`` (at least 2, so that a cluster split over two lists
+        "ivf": faiss IndexIVFFlat, inner product, about N/64 lists (spherical k-means, 10
+        iterations on 32 points a list; beyond 256 lists two-level: √lists groups, each split);
+        beyond 4,096 lists the coarse quantizer is an HNSW graph of the centroids (a flat one
+        costs N·nlist·D); ``nprobe`` (at least 2, so that a cluster split over two lists
         keeps edges across them) tuned on 1,000 sampled points to reach ``recall``.
         "hnsw": faiss IndexHNSWFlat (M = 32, efConstruction 40); efSearch tuned likewise.
         "cells": alscale's hand-written cell scan (two-level spherical k-means into ~128-point
@@ -302,7 +305,10 @@ _SMALL = 5000  # knn_method="faiss" up to here: the exact graph (cheaper than bu
 _RECALL_QUERIES = 1000  # sampled points on which recall@k is tuned, and then measured
 _EXACT_WORK = 4e12  # N²·D up to which a missed target falls back to the exact graph
 _MAX_SCAN = 0.25  # IVF probes at most this fraction of the lists (then exact or a warning)
-_IVF_LIST = 256  # points per IVF list
+_IVF_LIST = 64  # points per IVF list (BENCHMARKS.md: kNN graphs at a promised recall)
+_FLAT_QUANTIZER = 4096  # lists up to which the coarse quantizer is flat (beyond: HNSW)
+_FLAT_KMEANS = 256  # lists up to which they are trained by flat k-means (beyond: two-level)
+_QUANTIZER_EF = 64  # the HNSW coarse quantizer's efSearch, at least
 _IVF_PROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 _HNSW_M = 32
 _HNSW_EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -395,14 +401,22 @@ def _build_index(faiss, unit: np.ndarray, method: str):
         index.add(unit)
         return index, "efSearch", list(_HNSW_EF)
     nlist = max(1, n // _IVF_LIST)
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.niter, index.cp.max_points_per_centroid, index.cp.min_points_per_centroid = 10, 32, 1
-    index.cp.spherical, index.cp.seed = True, 1234
-    train = unit if n <= 32 * nlist else unit[np.sort(np.random.default_rng(3).choice(n, 32 * nlist, replace=False))]
-    index.train(train)
+    rng = np.random.default_rng(3)
+    train = unit if n <= 32 * nlist else unit[np.sort(rng.choice(n, 32 * nlist, replace=False))]
+    centroids = _two_level(faiss, train, nlist)
     del train
-    index.add(unit)
+    nlist = centroids.shape[0]
+    if nlist > _FLAT_QUANTIZER:  # N·nlist·D to assign with a flat one: an HNSW graph of the centroids
+        quantizer = faiss.IndexHNSWFlat(d, _HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        quantizer.hnsw.efConstruction = 40
+    else:
+        quantizer = faiss.IndexFlatIP(d)
+    quantizer.add(centroids)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.is_trained = True  # (the constructor keeps the quantizer alive with the index)
+    _set(index, "nprobe", 1)
+    for s in range(0, n, _SEARCH_ROWS):
+        index.add(unit[s : s + _SEARCH_ROWS])
     # At least 2 lists (as the cell scan's 2 cells): with one, a cluster split over two lists has
     # no edge across them, and graph HAC keeps its halves apart whatever the recall.
     top = max(min(2, nlist), int(_MAX_SCAN * nlist))
@@ -410,11 +424,39 @@ def _build_index(faiss, unit: np.ndarray, method: str):
     return index, "nprobe", ladder
 
 
+def _two_level(faiss, sample: np.ndarray, lists: int) -> np.ndarray:
+    """About ``lists`` unit centroids of the sample by two-level spherical k-means (√lists groups,
+    each split in proportion to its points; 10 iterations on at most 32 points a centroid):
+    O(m·√lists·D) a pass instead of flat k-means's O(m·lists·D)."""
+    if lists <= _FLAT_KMEANS:
+        return _kmeans(faiss, sample, lists, 1234)
+    groups = max(1, int(round(math.sqrt(lists))))
+    top = _kmeans(faiss, sample, groups, 1234)
+    group = _nearest(faiss, sample, top)[:, 0]
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(groups + 1))
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # small calls: faiss's spinning OpenMP threads cost more than they give
+    try:
+        parts = []
+        for g in range(groups):
+            rows = order[bounds[g] : bounds[g + 1]]
+            if rows.size:
+                want = min(rows.size, max(1, int(round(lists * rows.size / sample.shape[0]))))
+                parts.append(_kmeans(faiss, sample[rows], want, 1235 + g))
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return np.ascontiguousarray(np.concatenate(parts))
+
+
 def _set(index, param: str, value: int) -> None:
     if param == "efSearch":
         index.hnsw.efSearch = value
-    else:
-        index.nprobe = value
+        return
+    index.nprobe = value
+    quantizer = _faiss().downcast_index(index.quantizer)
+    if hasattr(quantizer, "hnsw"):  # its candidate list: 2x the lists probed
+        quantizer.hnsw.efSearch = max(_QUANTIZER_EF, 2 * value)
 
 
 def _knn_index(faiss, unit: np.ndarray, k: int, threads: int, method: str, fixed: int | None, recall: float,
@@ -428,6 +470,7 @@ def _knn_index(faiss, unit: np.ndarray, k: int, threads: int, method: str, fixed
     info.update(method=method, build_s=time.perf_counter() - t)
     if method == "ivf":
         info["nlist"] = index.nlist
+        info["quantizer"] = "hnsw" if index.nlist > _FLAT_QUANTIZER else "flat"
         if fixed is not None and fixed >= index.nlist:  # every list: exhaustive, i.e. exact
             del index
             return _exact(unit, k, threads, info)

@@ -7,7 +7,7 @@
 
 Synthetic embeddings (the harness's ``blobs``, alscale.al.harness): `centers` (default n/100) Gaussian blob centres ~ N(0, I_d), points = centre +
 noise·N(0, I_d) (noise 0.15: separated blobs; 0.5 and more: blobs that overlap), float32, made
-chunk by chunk. Stages, each timed: the kNN graph (k = 10, the public knn_graph(method="faiss",
+chunk by chunk. Stages, each timed: the kNN graph (k = 10, the public knn_graph(knn_method="faiss",
 recall=...), which measures and returns its recall; before this it called the private cell scan,
 which has no promise), graph average linkage cut at `centers` clusters, select_cluster_margin with budget
 B over synthetic logits (N x 10, random: synthetic margins). Beside the times: peak RSS, the
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -74,7 +75,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args()
     centers = a.centers or max(1, a.n // 100)
-    out = {"n": a.n, "d": a.d, "centers": centers, "noise": a.noise, "k": a.k, "target_recall": a.recall}
+    out = {"n": a.n, "d": a.d, "centers": centers, "noise": a.noise, "k": a.k, "target_recall": a.recall,
+           "load_before": [round(v, 2) for v in os.getloadavg()]}  # a shared machine: say how busy it was
     t = time.perf_counter()
     x, truth = blobs(a.n, a.d, centers, a.noise, seed=0)
     out["data_s"] = round(time.perf_counter() - t, 2)
@@ -86,7 +88,7 @@ def main() -> None:
     del x
     with warnings.catch_warnings(record=True) as caught:  # a missed promise is reported, not raised
         warnings.simplefilter("always")
-        graph = alscale.knn_graph(unit, a.k, method=a.method, recall=a.recall, nprobe=a.nprobe, num_threads=a.threads)
+        graph = alscale.knn_graph(unit, a.k, knn_method=a.method, recall=a.recall, nprobe=a.nprobe, num_threads=a.threads)
     idx, sim = graph
     info: dict = dict(graph.info or {}, promised_recall=graph.recall,
                       warnings=[str(w.message)[:200] for w in caught])
@@ -136,6 +138,7 @@ def main() -> None:
     out["total_s"] = round(out["knn_s"] + out["hac_s"] + out["select_s"], 2)
     out["peak_rss_gib"] = rss()
     out["ari_vs_blobs"] = round(adjusted_rand_index(labels, truth), 4)
+    out["load_after"] = [round(v, 2) for v in os.getloadavg()]
     if exact is not None:
         t = time.perf_counter()
         ce = alscale.hac_average_graph(exact, n_clusters=centers, num_threads=a.threads)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -26,7 +27,7 @@ from alscale import _core
 from alscale import coldstart as cs
 from alscale._backend.arrays import unit_rows
 from alscale.al.harness import blobs, current_rss, peak_rss
-from alscale.hac import knn_graph
+from alscale.knn import knn_graph
 
 
 def rss_gib() -> tuple[float, float]:
@@ -76,31 +77,44 @@ def main() -> None:
     out: dict = {"args": vars(args)}
     stages: list = []
 
+    cpu_at: dict = {}
+
     def stage(name: str, t0: float) -> None:
         cur, peak = rss_gib()
-        stages.append((name, time.perf_counter() - t0, cur, peak))
-        print(f"{name:<58} {stages[-1][1]:9.2f} s   rss {cur:5.2f} GiB   peak {peak:5.2f} GiB", flush=True)
+        cpu = time.process_time() - cpu_at.get(t0, cpu_at.get("last", 0.0))
+        stages.append((name, time.perf_counter() - t0, cur, peak, cpu, os.getloadavg()[0]))
+        print(f"{name:<58} {stages[-1][1]:9.2f} s  cpu {cpu:8.2f} s   rss {cur:5.2f} GiB   peak {peak:5.2f} GiB   "
+              f"load {stages[-1][5]:.1f}", flush=True)
+        cpu_at["last"] = time.process_time()
 
-    t = time.perf_counter()
+    def start() -> float:
+        """A stage's start: wall clock (the key of its CPU clock)."""
+        t0 = time.perf_counter()
+        cpu_at[t0] = cpu_at["last"] = time.process_time()
+        return t0
+
+    out["load_before"] = [round(v, 2) for v in os.getloadavg()]
+
+    t = start()
     x, _ = blobs(args.n, args.d, args.blobs, args.noise, seed=0)
     stage("data", t)
-    t = time.perf_counter()
+    t = start()
     x.sum(dtype=np.float64)
     stage("floor: one numpy pass (x.sum())", t)
-    t = time.perf_counter()
+    t = start()
     unit = unit_rows(x, "embeddings")
     stage("L2 normalisation", t)
 
     # TypiClust
-    t0 = t = time.perf_counter()
+    t0 = t = start()
     clusters = cs.kmeans_labels(unit, args.budget, seed=0, num_threads=args.threads)
     stage(f"typiclust: faiss k-means into {args.budget} clusters", t)
-    t = time.perf_counter()
+    t = start()
     labeled = np.zeros(args.n, dtype=bool)
     picks = cs.typiclust_picks(unit, clusters, labeled, args.budget, 20, args.threads)
     stage(f"typiclust: {args.budget} picks (alscale kNN in each cluster)", t)
     stage("typiclust: total (k-means + picks)", t0)
-    t = time.perf_counter()
+    t = start()
     same = 0
     for c in np.unique(clusters[picks]):
         rows = np.flatnonzero(clusters == c)
@@ -109,27 +123,29 @@ def main() -> None:
     out["typiclust_same_picks_as_paper_code"] = same
 
     # ProbCover
-    t0 = t = time.perf_counter()
-    graph = knn_graph(unit, args.neighbors, method="faiss", num_threads=args.threads)
-    stage(f"probcover: kNN graph (faiss IVF, k = {args.neighbors})", t)
-    t = time.perf_counter()
+    t0 = t = start()
+    graph = knn_graph(unit, args.neighbors, knn_method="faiss", num_threads=args.threads)
+    stage(f"probcover: kNN graph (knn_graph(knn_method='faiss'), k = {args.neighbors}; recall {graph.recall:.4f}, "
+          f"{graph.info.get('method')})", t)
+    out["knn"] = {key: round(v, 4) if isinstance(v, float) else v for key, v in graph.info.items()}
+    t = start()
     idx, dist = cs._neighbours(unit, None, "exact", args.threads, graph)
     stage("probcover: distances from the graph", t)
-    t = time.perf_counter()
+    t = start()
     km = cs.kmeans_labels(unit, args.classes, seed=0, num_threads=args.threads)
     stage(f"probcover: faiss k-means into {args.classes} clusters", t)
-    t = time.perf_counter()
+    t = start()
     delta = cs._purity_delta(idx, dist, km, 0.95)
     stage("probcover: δ by the purity rule (α = 0.95)", t)
-    t = time.perf_counter()
+    t = start()
     indptr, members = cs.balls(idx, dist, delta)
     stage("probcover: δ-balls (CSR)", t)
-    t = time.perf_counter()
+    t = start()
     covered = np.zeros(args.n, dtype=np.uint8)
     greedy, _ = _core.max_coverage(indptr, members, covered, np.ones(args.n, np.uint8), args.budget, args.threads)
     stage(f"probcover: greedy coverage kernel, {greedy.size} picks", t)
     stage("probcover: total (graph + k-means + δ + balls + greedy)", t0)
-    t = time.perf_counter()
+    t = start()
     per_pick = paper_greedy(indptr, members, args.n, args.paper_steps)
     stage(f"baseline: the paper's greedy, {args.paper_steps} picks", t)
     sizes = np.diff(indptr)
@@ -139,8 +155,9 @@ def main() -> None:
     print(f"δ = {delta:.4f}; mean ball {sizes.mean():.2f} points; {out['truncated_balls']:.1%} of balls truncated "
           f"at k + 1; paper's greedy {per_pick:.3f} s per pick ≈ {per_pick * args.budget:.0f} s for B = "
           f"{args.budget}; TypiClust picks equal to the paper code's on the same clusters: {same}/{np.unique(clusters[picks]).size}")
-    out["stages"] = [dict(stage=s, seconds=round(sec, 3), rss_gib=round(c, 3), peak_gib=round(pk, 3))
-                     for s, sec, c, pk in stages]
+    out["load_after"] = [round(v, 2) for v in os.getloadavg()]
+    out["stages"] = [dict(stage=s, seconds=round(sec, 3), cpu_s=round(cpu, 3), rss_gib=round(c, 3), peak_gib=round(pk, 3),
+                          load=round(ld, 2)) for s, sec, c, pk, cpu, ld in stages]
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

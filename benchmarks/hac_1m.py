@@ -43,7 +43,7 @@ def main() -> None:
     x, truth = blobs(a.n, a.d, a.centers, 0.15, seed=0)
     out["data_s"] = round(time.perf_counter() - t, 2)
     t0 = time.perf_counter()
-    idx, sim = alscale.knn_graph(x, a.k, method=a.knn, num_threads=a.threads)
+    idx, sim = alscale.knn_graph(x, a.k, knn_method=a.knn, num_threads=a.threads)
     out["knn_s"] = round(time.perf_counter() - t0, 2)
     if a.save_graph:
         np.save(f"{a.save_graph}/idx.npy", idx)

@@ -40,7 +40,7 @@ def main() -> None:
             exact, _ = alscale.knn_graph(x, k)
             te = time.perf_counter() - t
             t = time.perf_counter()
-            approx, _ = alscale.knn_graph(x, k, method="faiss")
+            approx, _ = alscale.knn_graph(x, k, knn_method="faiss")
             tf = time.perf_counter() - t
             found = np.mean([len(set(u) & set(v)) for u, v in zip(approx.tolist(), exact.tolist())]) / k
             print(json.dumps({**base, "k": k, "exact_s": round(te, 2), "faiss_s": round(tf, 2),

@@ -6,7 +6,7 @@
 The graph of every method is the k + 1 nearest points of every point with the point itself
 dropped (faiss) or excluded (alscale). Each row: build (training + adding) and search times,
 recall@k against exact neighbours of `--queries` sampled points (faiss brute force). Methods:
-alscale knn_graph(method="faiss", recall=0.95); faiss IndexIVFFlat (nlist = N/512, trained with
+alscale knn_graph(knn_method="faiss", recall=0.95); faiss IndexIVFFlat (nlist = N/512, trained with
 10 iterations on 32 points a list) at nprobe 2/4/8; IndexHNSWFlat (M = 16, efConstruction 40) at
 efSearch 16/32/64; IndexIVFPQ (nlist = N/512, 16 bytes a vector) at nprobe 8/16. Prints one
 JSON line per method.

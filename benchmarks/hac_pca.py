@@ -6,7 +6,7 @@
 Synthetic CNN-like features: a power-law spectrum (variance of feature i ∝ 1/(i+1)) for both
 the cluster centres and the within-cluster noise (`--noise` times the centres' scale), float32,
 made chunk by chunk (the harness's ``blobs``, scaled; peak RSS: the harness's ``peak_rss``). The reference clustering is graph HAC (k = 10, kNN graph by
-knn_graph(method="faiss")) on the unreduced features; each reduced run is graph HAC on
+knn_graph(knn_method="faiss")) on the unreduced features; each reduced run is graph HAC on
 knn_graph(..., pca=dims). All cuts at `centers` clusters. Prints one JSON line: times, the ARI of
 each reduced clustering against the unreduced one and against the generating clusters.
 """
@@ -45,7 +45,7 @@ def main() -> None:
 
     def cluster(dims):
         t = time.perf_counter()
-        g = alscale.knn_graph(x, a.k, method="faiss", pca=dims)
+        g = alscale.knn_graph(x, a.k, knn_method="faiss", pca=dims)
         t_knn = time.perf_counter() - t
         c = alscale.hac_average_graph(g, n_clusters=a.centers)
         return c.labels, round(t_knn, 2), round(time.perf_counter() - t - t_knn, 2)

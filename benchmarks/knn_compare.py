@@ -109,7 +109,7 @@ def one(data: str, method: str, n: int, k: int, recall: float) -> dict:
     info = dict(g.info)
     row = {"data": data, "n": int(u.shape[0]), "d": int(u.shape[1]), "method": method, "wall_s": round(wall, 2),
            "cpu_s": round(time.process_time() - cpu, 2), "recall": round(g.recall, 4),
-           "built_by": info.get("method"), "param": {p: info[p] for p in ("nprobe", "efSearch", "nlist", "cells")
+           "built_by": info.get("method"), "param": {p: info[p] for p in ("nprobe", "efSearch", "nlist", "quantizer", "cells")
                                                      if p in info},
            "stages_s": {p: round(info[p], 2) for p in ("build_s", "tune_s", "search_s", "measure_s") if p in info},
            "peak_rss_gib": round(current_rss_gib("VmHWM") if reset else rss_gib(), 3), "data_rss_gib": round(base, 3),

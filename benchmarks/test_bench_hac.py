@@ -67,7 +67,7 @@ def test_knn(benchmark, points, method):
         idx = benchmark(lambda: alscale.knn_graph(points, 10)[0])
     elif method == "faiss":
         pytest.importorskip("faiss")
-        idx = benchmark(lambda: alscale.knn_graph(points, 10, method="faiss")[0])
+        idx = benchmark(lambda: alscale.knn_graph(points, 10, knn_method="faiss")[0])
     else:
         def numpy_knn():
             s = unit @ unit.T

@@ -114,7 +114,7 @@ def test_cluster_embeddings_settings_and_progress(tmp_path):
     z = rng.normal(size=(300, 8)).astype(np.float32)
     lines = []
     got = cluster_embeddings(z, 12, neighbors=5, recall=0.9, pca=4, knn_method="faiss", progress=lines.append)
-    graph = alscale.knn_graph(z, 5, method="faiss", recall=0.9, pca=4)
+    graph = alscale.knn_graph(z, 5, knn_method="faiss", recall=0.9, pca=4)
     np.testing.assert_array_equal(got, alscale.hac_average_graph(graph, n_clusters=12).labels)
     assert lines[0] == "kNN graph of 300 embeddings (faiss, k = 5, recall 0.9, PCA to 4) ..."
     assert lines[1].startswith("kNN graph: ") and lines[2] == "graph HAC into 12 clusters ..."

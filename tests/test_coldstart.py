@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import alscale
 from alscale import _core
 from alscale import coldstart as cs
+from alscale._backend.arrays import unit_rows
 from hypotheses import SEEDS, examples
 
 # --------------------------------------------------------------------------- references
@@ -166,7 +167,7 @@ def test_typicality_matches_the_papers_faiss_code(seed, m, d, k):
     neighbours with the first (the point itself) dropped, argmax of 1 / (mean + 1e-5)."""
     faiss = pytest.importorskip("faiss")
     rng = np.random.default_rng(seed)
-    u = cs.unit_rows(rng.normal(size=(m, d)))
+    u = unit_rows(rng.normal(size=(m, d)))
     kk = min(k, m // 2)
     index = faiss.IndexFlatL2(d)
     index.add(u)
@@ -197,7 +198,7 @@ def test_typiclust_with_faiss_kmeans():
     assert got[0] < 80 and got.tolist() == ref_typiclust(x, np.zeros(150, int), np.zeros(150, bool), 1, 20)[0].tolist()
     # the k-means is faiss's with a seed: the same picks as the selection on those clusters
     got = alscale.select_typiclust(x, 6, labeled=[1, 2], seed=3)
-    unit = cs.unit_rows(x)
+    unit = unit_rows(x)
     seed = np.random.default_rng(3).integers(2**31 - 1)
     want = cs.typiclust_picks(unit, cs.kmeans_labels(unit, 8, seed), np.isin(np.arange(150), [1, 2]), 6, 20)
     np.testing.assert_array_equal(got, want)
@@ -332,7 +333,7 @@ def test_knn_balls_are_the_exact_balls_truncated_to_k_plus_1(seed, n, k, q, dupe
     gaps = [(a + b) / 2 for a, b in zip(values[:-1], values[1:]) if b - a > 1e-4]
     delta = gaps[int(q * len(gaps))] if gaps else 0.5
     exact = ref_balls(x, delta)
-    idx, dd = cs._neighbours(cs.unit_rows(x), k, "exact", 0)
+    idx, dd = cs._neighbours(unit_rows(x), k, "exact", 0)
     indptr, members = cs.balls(idx, dd, delta)
     for i in range(n):
         ball = members[indptr[i]:indptr[i + 1]]

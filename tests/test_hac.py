@@ -259,13 +259,13 @@ def test_knn_faiss_recall():
     pytest.importorskip("faiss")
     x = points(9, 5000, 16, clustered=True)
     exact, _ = alscale.knn_graph(x, 10)
-    approx, sim = alscale.knn_graph(x, 10, method="faiss")
+    approx, sim = alscale.knn_graph(x, 10, knn_method="faiss")
     assert approx.shape == (5000, 10) and approx.dtype == np.int64 and sim.dtype == np.float32
     assert not (approx == np.arange(5000)[:, None]).any()
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx.tolist(), exact.tolist())])
     assert recall > 0.9
     # scanning every inverted list is exhaustive: the exact neighbours
-    full, _ = alscale.knn_graph(x, 10, method="faiss", nprobe=10**6)
+    full, _ = alscale.knn_graph(x, 10, knn_method="faiss", nprobe=10**6)
     assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(full.tolist(), exact.tolist())]) > 0.999
 
 
@@ -274,7 +274,7 @@ def test_knn_faiss_missing_says_how_to_install(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ImportError, match=r"pip install faiss-cpu"):
-        alscale.knn_graph(np.eye(3), 1, method="faiss")
+        alscale.knn_graph(np.eye(3), 1, knn_method="faiss")
 
 
 def test_adjusted_rand_index_reference():

@@ -1,4 +1,4 @@
-"""The cell-by-cell kNN kernel (knn_graph(method="faiss")) against a numpy reference, and the
+"""The cell-by-cell kNN kernel (knn_graph(knn_method="faiss")) against a numpy reference, and the
 graph built from it: exact when every cell is scanned, recall at the requested target, errors."""
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def test_faiss_graph_scanning_every_cell_is_the_exact_graph():
     pytest.importorskip("faiss")
     x = blobs(3000, 12, 40, 0.3)
     exact = alscale.knn_graph(x, 7)
-    full = alscale.knn_graph(x, 7, method="faiss", nprobe=10**6)
+    full = alscale.knn_graph(x, 7, knn_method="faiss", nprobe=10**6)
     np.testing.assert_array_equal(full[0], exact[0])
     np.testing.assert_array_equal(full[1], exact[1])
 
@@ -135,7 +135,7 @@ def test_faiss_graph_clusters_blobs():
                                                 (True, TypeError), (float("nan"), ValueError)])
 def test_recall_must_be_a_fraction(recall, error):
     with pytest.raises(error, match="recall must be"):
-        alscale.knn_graph(np.eye(3), 1, method="faiss", recall=recall)
+        alscale.knn_graph(np.eye(3), 1, knn_method="faiss", recall=recall)
 
 
 def test_large_inputs_are_checked_chunk_by_chunk_with_the_right_row():

@@ -49,14 +49,14 @@ def test_knn_graph_unpacks_as_before_and_carries_its_recall():
 
 
 def test_recall_promise_kept_where_the_cell_scan_misses_it():
-    # 30,000 uniform random directions in 64-d: the cell scan (the method="faiss" graph before
+    # 30,000 uniform random directions in 64-d: the cell scan (the knn_method="faiss" graph before
     # issue 21) stops at 8 ranked cells with recall@10 ≈ 0.91 at recall=0.95, silently.
     x = np.random.default_rng(0).normal(size=(30_000, 64)).astype(np.float32)
-    g = alscale.knn_graph(x, 10, method="faiss", recall=0.95)  # no RecallWarning (warnings are errors)
+    g = alscale.knn_graph(x, 10, knn_method="faiss", recall=0.95)  # no RecallWarning (warnings are errors)
     assert g.recall >= 0.95, g.info
     assert true_recall(x, g.indices, 10) >= 0.95
     # the hand-written scan itself: measured below the target, so another index takes over
-    c = alscale.knn_graph(x, 10, method="cells", recall=0.95)
+    c = alscale.knn_graph(x, 10, knn_method="cells", recall=0.95)
     assert c.info["cells_recall"] < 0.95 and c.recall >= 0.95, c.info
     assert true_recall(x, c.indices, 10) >= 0.95
 
@@ -64,13 +64,13 @@ def test_recall_promise_kept_where_the_cell_scan_misses_it():
 @pytest.mark.parametrize("method", ["ivf", "hnsw"])
 def test_faiss_indexes_meet_the_target_on_overlapping_blobs(method):
     x = blobs(10_000, 32, 100, 0.8, seed=1)
-    g = alscale.knn_graph(x, 10, method=method, recall=0.95)
+    g = alscale.knn_graph(x, 10, knn_method=method, recall=0.95)
     assert g.info["method"] == method and g.info["recall_queries"] == 1000, g.info
     assert g.recall >= 0.95
     assert abs(true_recall(x, g.indices, 10) - g.recall) < 0.03, g.info
     assert not (g.indices == np.arange(10_000)[:, None]).any()
     if method == "ivf":
-        again = alscale.knn_graph(x, 10, method=method, recall=0.95)  # seeded: the same graph
+        again = alscale.knn_graph(x, 10, knn_method=method, recall=0.95)  # seeded: the same graph
         np.testing.assert_array_equal(again.indices, g.indices)
         assert again.recall == g.recall
 
@@ -79,7 +79,7 @@ def test_recall_below_the_target_at_the_bound_is_a_warning(monkeypatch):
     monkeypatch.setattr(knn, "_EXACT_WORK", 0.0)  # the exact graph is out of bounds here
     x = np.random.default_rng(4).normal(size=(20_000, 64)).astype(np.float32)
     with pytest.warns(RecallWarning, match=r"recall@10 is 0\.\d+ \(measured on 1,000 sampled points\), below"):
-        g = alscale.knn_graph(x, 10, method="ivf", recall=0.99)
+        g = alscale.knn_graph(x, 10, knn_method="ivf", recall=0.99)
     assert g.recall < 0.99 and g.info["nprobe"] == g.info["nlist"] // 4
     assert abs(true_recall(x, g.indices, 10) - g.recall) < 0.03
     assert issubclass(RecallWarning, UserWarning)
@@ -87,14 +87,14 @@ def test_recall_below_the_target_at_the_bound_is_a_warning(monkeypatch):
 
 def test_fixed_nprobe_measures_without_a_promise():
     x = blobs(10_000, 32, 100, 0.8, seed=1)
-    g = alscale.knn_graph(x, 10, method="ivf", nprobe=1)
+    g = alscale.knn_graph(x, 10, knn_method="ivf", nprobe=1)
     assert g.info["nprobe"] == 1 and g.recall < 0.95  # measured and returned, no warning asked for
     assert abs(true_recall(x, g.indices, 10) - g.recall) < 0.03
 
 
 def test_small_inputs_take_the_exact_graph():
     x = blobs(3000, 8, 10, 0.5)
-    g = alscale.knn_graph(x, 5, method="faiss")
+    g = alscale.knn_graph(x, 5, knn_method="faiss")
     assert g.recall == 1.0 and g.info["method"] == "exact"
     np.testing.assert_array_equal(g.indices, alscale.knn_graph(x, 5).indices)
 
@@ -135,6 +135,52 @@ def test_cell_scan_measured_below_the_target_hands_over(monkeypatch):
     real = knn._knn_cells  # the scan runs even where its own estimate says it would miss
     monkeypatch.setattr(knn, "_knn_cells", lambda *a, skip_below=None, **kw: real(*a, **kw))
     x = np.random.default_rng(0).normal(size=(20_000, 64)).astype(np.float32)  # the scan: 0.96
-    g = alscale.knn_graph(x, 10, method="cells", recall=0.99)
+    g = alscale.knn_graph(x, 10, knn_method="cells", recall=0.99)
     assert g.info["cells_scan_run"] and g.info["cells_recall"] < 0.99, g.info
     assert g.recall >= 0.99 and true_recall(x, g.indices, 10) >= 0.99
+
+
+def test_knn_graph_old_keywords_warn_and_give_the_same_graph():
+    # knn_graph(x, neighbors, *, knn_method=, recall=): the words of ProbCover and TypiClust; the
+    # old k= / method= still work for one minor version, naming the new form
+    x = blobs(300, 8, 5, 0.3)
+    new = alscale.knn_graph(x, neighbors=4, knn_method="exact")
+    with pytest.warns(DeprecationWarning, match=r"knn_graph\(k=\.\.\.\) is renamed knn_graph\(neighbors=\.\.\.\)"):
+        old_k = alscale.knn_graph(x, k=4)
+    with pytest.warns(DeprecationWarning, match=r"knn_graph\(method=\.\.\.\) is renamed knn_graph\(knn_method=\.\.\.\)"):
+        old_m = alscale.knn_graph(x, 4, method="exact")
+    for g in (old_k, old_m):
+        np.testing.assert_array_equal(g.indices, new.indices)
+        np.testing.assert_array_equal(g.similarities, new.similarities)
+    with pytest.raises(TypeError, match="both neighbors= and its old name k="):
+        alscale.knn_graph(x, 4, k=4)
+    with pytest.raises(TypeError, match="both knn_method= and its old name method="):
+        alscale.knn_graph(x, 4, knn_method="faiss", method="exact")
+    with pytest.raises(TypeError, match="missing required argument: 'neighbors'"):
+        alscale.knn_graph(x)
+
+
+def test_ivf_at_many_lists_trains_two_level_and_probes_through_hnsw(monkeypatch):
+    # Beyond _FLAT_QUANTIZER lists, IVF's coarse quantizer is an HNSW graph of the centroids (a
+    # flat one costs N·nlist·D: hours at 2M points), trained by two-level k-means; the promise
+    # is kept the same way. Thresholds lowered so that 20,000 points take that path.
+    monkeypatch.setattr(knn, "_FLAT_QUANTIZER", 64)
+    monkeypatch.setattr(knn, "_FLAT_KMEANS", 16)
+    x = blobs(20_000, 32, 200, 0.8, seed=2)
+    g = alscale.knn_graph(x, 10, knn_method="ivf", recall=0.95)
+    assert g.info["quantizer"] == "hnsw" and g.info["nlist"] > 64, g.info
+    assert abs(g.info["nlist"] - 20_000 // knn._IVF_LIST) <= 20_000 // knn._IVF_LIST // 10  # about N/64 lists
+    assert g.recall >= 0.95 and abs(true_recall(x, g.indices, 10) - g.recall) < 0.03, g.info
+    again = alscale.knn_graph(x, 10, knn_method="ivf", recall=0.95)  # seeded: the same graph
+    np.testing.assert_array_equal(again.indices, g.indices)
+    monkeypatch.undo()
+    flat = alscale.knn_graph(x, 10, knn_method="ivf", recall=0.95)
+    assert flat.info["quantizer"] == "flat" and flat.recall >= 0.95
+
+
+def test_two_level_centroids_are_unit_and_about_as_many_as_asked():
+    u = knn._unit_points(blobs(30_000, 16, 300, 0.5, seed=3))
+    c = knn._two_level(faiss, u, 2000)
+    assert c.dtype == np.float32 and c.shape[1] == 16 and abs(c.shape[0] - 2000) <= 100, c.shape
+    np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(c, knn._two_level(faiss, u, 2000))  # seeded

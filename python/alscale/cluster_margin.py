@@ -160,7 +160,7 @@ def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10,
             f", PCA to {pca}" if pca is not None else "")
         say(f"kNN graph of {m:,} embeddings ({settings}) ...")
         t0 = time.perf_counter()
-        graph = knn_graph(points, kk, method=method, recall=recall, pca=pca, num_threads=num_threads)
+        graph = knn_graph(points, kk, knn_method=method, recall=recall, pca=pca, num_threads=num_threads)
         say(f"kNN graph: {time.perf_counter() - t0:.1f} s, {_recall_line(graph, kk)}")
         want = max(1, min(m, target - (1 if m < n else 0)))
         say(f"graph HAC into {want:,} clusters ...")

@@ -17,20 +17,14 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._backend import host_only
-from ._backend.arrays import (as_budget, as_embeddings, as_fraction, as_exclude, as_int, as_threads, check_random_state, unit_rows,
-                              wrap_like)
+from ._backend import embeddings_of
+from ._backend.arrays import as_budget, as_fraction, as_int, as_threads, check_random_state
 from .knn import _knn
 
 __all__ = ["probcover_delta", "select_probcover", "select_typiclust"]
 
 #: TypiClust's official code drops clusters of at most this many points (served last here).
 TYPICLUST_MIN_CLUSTER_SIZE = 5
-
-
-def _unit(embeddings: Any, function: str) -> np.ndarray:
-    host_only(embeddings, function, "embeddings")
-    return unit_rows(as_embeddings(embeddings), "embeddings")
 
 
 def _faiss():
@@ -61,11 +55,6 @@ def _clusters(clusters: Any, n: int) -> np.ndarray:
     if c.dtype.kind not in "iu" or (c.size and c.min() < 0):
         raise TypeError(f"clusters must be non-negative integer cluster ids, got {c.dtype}")
     return c.astype(np.int64)
-
-
-def _labeled(labeled: Any, n: int) -> np.ndarray:
-    mask = as_exclude(labeled, n, "labeled")
-    return np.zeros(n, dtype=bool) if mask is None else mask.astype(bool)
 
 
 # --------------------------------------------------------------------------- TypiClust
@@ -125,8 +114,8 @@ def select_typiclust(embeddings: Any, budget: Any, *, labeled: Any = None, neigh
     >>> alscale.select_typiclust(x, 2, neighbors=1, clusters=[0, 0, 0, 0, 1, 1, 1]).tolist()
     [0, 4]
     """
-    unit = _unit(embeddings, "select_typiclust")
-    n = unit.shape[0]
+    pool = embeddings_of(embeddings, "select_typiclust", labeled=labeled)
+    unit, lab, n = pool.unit, pool.labeled, pool.rows
     b = as_budget(budget)
     if k is not None:
         warnings.warn("select_typiclust(k=...) is renamed neighbors=... (removed in alscale 0.3)", DeprecationWarning,
@@ -134,14 +123,13 @@ def select_typiclust(embeddings: Any, budget: Any, *, labeled: Any = None, neigh
         neighbors = k
     kk = as_int(neighbors, "neighbors", minimum=1)
     threads = as_threads(num_threads)
-    lab = _labeled(labeled, n)
     b = min(b, n - int(lab.sum()))
     if clusters is None:
         c = (np.zeros(n, dtype=np.int64) if b == 0 else
              kmeans_labels(unit, int(lab.sum()) + b, check_random_state(seed).integers(2**31 - 1), threads))
     else:
         c = _clusters(clusters, n)
-    return wrap_like(embeddings, typiclust_picks(unit, c, lab, b, kk, threads))
+    return pool.wrap(typiclust_picks(unit, c, lab, b, kk, threads))
 
 
 def typiclust_picks(unit: np.ndarray, clusters: np.ndarray, labeled: np.ndarray, budget: int, k: int,
@@ -305,7 +293,7 @@ def probcover_delta(embeddings: Any, *, num_classes: Any = None, purity: Any = 0
     >>> round(alscale.probcover_delta(x, clusters=[0, 0, 1, 1], purity=1.0), 4)
     1.2665
     """
-    unit = _unit(embeddings, "probcover_delta")
+    unit = embeddings_of(embeddings, "probcover_delta").unit
     p = as_fraction(purity, "purity")
     threads = as_threads(num_threads)
     c = _clustering(unit, clusters, num_classes, seed, threads)
@@ -378,25 +366,36 @@ def select_probcover(embeddings: Any, budget: Any, *, labeled: Any = None, delta
     >>> alscale.select_probcover(x, 2, delta=0.3).tolist()
     [0, 3]
     """
-    unit = _unit(embeddings, "select_probcover")
-    n = unit.shape[0]
+    # the input checked once (embeddings, labeled), then the graph, then the coverage in one place
+    pool = embeddings_of(embeddings, "select_probcover", labeled=labeled)
     b = as_budget(budget)
     threads = as_threads(num_threads)
-    lab = _labeled(labeled, n)
     rng = check_random_state(seed)
-    if delta is not None:
-        if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, (int, float, np.integer, np.floating)):
-            raise TypeError(f"delta must be a positive real number, got {delta!r}")
-        d = float(delta)
-        if math.isnan(d) or d <= 0:
-            raise ValueError(f"delta must be a positive distance, got {delta!r}")
-    else:
-        p = as_fraction(purity, "purity")
-    idx, dist = _neighbours(unit, neighbors, knn_method, threads, graph)
+    d = None if delta is None else _as_delta(delta)
+    p = as_fraction(purity, "purity") if delta is None else None
+    idx, dist = _neighbours(pool.unit, neighbors, knn_method, threads, graph)
+    picks = _probcover_picks(pool.unit, idx, dist, pool.labeled, b, d, p, clusters, num_classes, rng, threads)
+    return pool.wrap(picks)
+
+
+def _as_delta(delta: Any) -> float:
+    if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, (int, float, np.integer, np.floating)):
+        raise TypeError(f"delta must be a positive real number, got {delta!r}")
+    d = float(delta)
+    if math.isnan(d) or d <= 0:
+        raise ValueError(f"delta must be a positive distance, got {delta!r}")
+    return d
+
+
+def _probcover_picks(unit: np.ndarray, idx: np.ndarray, dist: np.ndarray, labeled: np.ndarray, budget: int,
+                     delta: float | None, purity: float | None, clusters: Any, num_classes: Any,
+                     rng: np.random.Generator, threads: int) -> np.ndarray:
+    """ProbCover on the neighbour lists: δ by the purity rule when not given, the δ-balls, the
+    greedy coverage and the random fill."""
     if delta is None:
-        d = _purity_delta(idx, dist, _clustering(unit, clusters, num_classes, rng, threads), p)
-    indptr, members = balls(idx, dist, d)
-    return wrap_like(embeddings, coverage_picks(indptr, members, lab, b, rng, threads))
+        delta = _purity_delta(idx, dist, _clustering(unit, clusters, num_classes, rng, threads), purity)
+    indptr, members = balls(idx, dist, delta)
+    return coverage_picks(indptr, members, labeled, budget, rng, threads)
 
 
 def coverage_picks(indptr: np.ndarray, members: np.ndarray, labeled: np.ndarray, budget: int,

@@ -25,7 +25,7 @@ from ._backend.arrays import as_fraction, as_int, as_points, as_threads, real_ma
 __all__ = ["KnnGraph", "RecallWarning", "auto_knn_method", "knn_graph"]
 
 _KNN_METHODS = ("exact", "faiss", "ivf", "hnsw", "cells")
-# What method="faiss" runs (BENCHMARKS.md, "kNN graphs at a promised recall"): the cell scan,
+# What knn_method="faiss" runs (BENCHMARKS.md, "kNN graphs at a promised recall"): the cell scan,
 # fastest at recall 0.95 on separated blobs and on Fashion-MNIST's 784-d pixels, handing over to
 # IVF-Flat (fastest on overlapping blobs) when its own estimate says it would miss the target.
 _DEFAULT_APPROX = "cells"
@@ -82,8 +82,12 @@ def auto_knn_method(n: int) -> str:
     return "faiss" if n > 200_000 and importlib.util.find_spec("faiss") is not None else "exact"
 
 
-def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", recall: Any = 0.95,
-              nprobe: Any = None, pca: Any = None, num_threads: int = 0) -> KnnGraph:
+_UNSET: Any = object()
+
+
+def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_method: str = "exact",
+              recall: Any = 0.95, nprobe: Any = None, pca: Any = None, num_threads: int = 0,
+              k: Any = _UNSET, method: Any = _UNSET) -> KnnGraph:
     """The k nearest neighbours of every point by cosine similarity, excluding the point itself.
 
     Approximate methods keep a promise: the returned graph's recall@k (the fraction of the
@@ -98,7 +102,8 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
 
     Memory: O(N·k + index): the (N, k) result (12 bytes an entry), the unit points (N·D float32,
     or N·pca) and the index (IVF-Flat and HNSW: a float32 copy of the points, plus 8 bytes a
-    point for IVF's ids or 2·32·4 bytes for HNSW's links), searched in chunks of 65,536 queries;
+    point for IVF's ids or 2·32·4 bytes for HNSW's links; IVF's centroids N/64·D and their HNSW
+    links), searched in chunks of 65,536 queries;
     the cell scan's cell-pair lists grow with how much the data overlaps (O(N·ranked)), and
     exact adds (block) working space only.
 
@@ -106,10 +111,12 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     ----------
     x : array_like or torch.Tensor (CPU), shape (N, D)
         Finite, no zero rows; L2-normalised here (float32, chunk by chunk: no float64 copy).
-    k : int
-        1 <= k < N.
+    neighbors : int
+        k, the neighbours of every point: 1 <= k < N. (``k=`` is its old name: it still works,
+        with a DeprecationWarning, until alscale 0.3.)
     metric : {"cosine"}
-    method : {"exact", "faiss", "ivf", "hnsw", "cells"}
+    knn_method : {"exact", "faiss", "ivf", "hnsw", "cells"}
+        (``method=`` is its old name: it still works, with a DeprecationWarning, until alscale 0.3.)
         "exact": blocked brute force in C++ (O(N² D), up to a few hundred thousand points; CUDA
         tensors: the GPU kernel).
         "faiss": approximate, for millions of points (needs faiss: ``pip install faiss-cpu``):
@@ -117,8 +124,10 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
         fastest at recall 0.95 across separated blobs, overlapping blobs and Fashion-MNIST in
         BENCHMARKS.md ("kNN graphs at a promised recall"). Up to 5,000 points the exact graph
         (cheaper than any index).
-        "ivf": faiss IndexIVFFlat, inner product, N/256 lists (spherical k-means, 10 iterations
-        on 32 points a list); ``nprobe`` (at least 2, so that a cluster split over two lists
+        "ivf": faiss IndexIVFFlat, inner product, about N/64 lists (spherical k-means, 10
+        iterations on 32 points a list; beyond 256 lists two-level: √lists groups, each split);
+        beyond 4,096 lists the coarse quantizer is an HNSW graph of the centroids (a flat one
+        costs N·nlist·D); ``nprobe`` (at least 2, so that a cluster split over two lists
         keeps edges across them) tuned on 1,000 sampled points to reach ``recall``.
         "hnsw": faiss IndexHNSWFlat (M = 32, efConstruction 40); efSearch tuned likewise.
         "cells": alscale's hand-written cell scan (two-level spherical k-means into ~128-point
@@ -163,6 +172,9 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     >>> alscale.knn_graph(x, 1).recall
     1.0
     """
+    neighbors = _renamed(neighbors, k, "neighbors", "k")
+    knn_method = _renamed(knn_method, method, "knn_method", "method", default="exact")
+    method, k = knn_method, neighbors
     if metric != "cosine":
         raise ValueError(f"metric must be 'cosine', got {metric!r}")
     threads = as_threads(num_threads)
@@ -180,6 +192,20 @@ def knn_graph(x: Any, k: Any, *, metric: str = "cosine", method: str = "exact", 
     if kk >= unit.shape[0]:
         raise ValueError(f"k must be less than the number of points ({unit.shape[0]}), got {kk}")
     return _knn(unit, kk, method, threads, probes, target)
+
+
+def _renamed(new: Any, old: Any, new_name: str, old_name: str, default: Any = _UNSET) -> Any:
+    """knn_graph's renamed keywords (alscale 0.2): the old one still works, with a
+    DeprecationWarning naming the new form, until alscale 0.3."""
+    if old is _UNSET:
+        if new is _UNSET:
+            raise TypeError(f"knn_graph() missing required argument: '{new_name}'")
+        return new
+    if new is not _UNSET and new != default:
+        raise TypeError(f"knn_graph() got both {new_name}= and its old name {old_name}=; pass {new_name}= only")
+    warnings.warn(f"knn_graph({old_name}=...) is renamed knn_graph({new_name}=...); {old_name}= will be removed "
+                  "in alscale 0.3", DeprecationWarning, stacklevel=3)
+    return old
 
 
 _CHUNK_ROWS = 1 << 16
@@ -275,11 +301,14 @@ def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None
     return _knn_index(faiss, unit, k, threads, method, nprobe, recall, info)
 
 
-_SMALL = 5000  # method="faiss" up to here: the exact graph (cheaper than building an index)
+_SMALL = 5000  # knn_method="faiss" up to here: the exact graph (cheaper than building an index)
 _RECALL_QUERIES = 1000  # sampled points on which recall@k is tuned, and then measured
 _EXACT_WORK = 4e12  # N²·D up to which a missed target falls back to the exact graph
 _MAX_SCAN = 0.25  # IVF probes at most this fraction of the lists (then exact or a warning)
-_IVF_LIST = 256  # points per IVF list
+_IVF_LIST = 64  # points per IVF list (BENCHMARKS.md: kNN graphs at a promised recall)
+_FLAT_QUANTIZER = 4096  # lists up to which the coarse quantizer is flat (beyond: HNSW)
+_FLAT_KMEANS = 256  # lists up to which they are trained by flat k-means (beyond: two-level)
+_QUANTIZER_EF = 64  # the HNSW coarse quantizer's efSearch, at least
 _IVF_PROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 _HNSW_M = 32
 _HNSW_EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -372,14 +401,22 @@ def _build_index(faiss, unit: np.ndarray, method: str):
         index.add(unit)
         return index, "efSearch", list(_HNSW_EF)
     nlist = max(1, n // _IVF_LIST)
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.niter, index.cp.max_points_per_centroid, index.cp.min_points_per_centroid = 10, 32, 1
-    index.cp.spherical, index.cp.seed = True, 1234
-    train = unit if n <= 32 * nlist else unit[np.sort(np.random.default_rng(3).choice(n, 32 * nlist, replace=False))]
-    index.train(train)
+    rng = np.random.default_rng(3)
+    train = unit if n <= 32 * nlist else unit[np.sort(rng.choice(n, 32 * nlist, replace=False))]
+    centroids = _two_level(faiss, train, nlist)
     del train
-    index.add(unit)
+    nlist = centroids.shape[0]
+    if nlist > _FLAT_QUANTIZER:  # N·nlist·D to assign with a flat one: an HNSW graph of the centroids
+        quantizer = faiss.IndexHNSWFlat(d, _HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        quantizer.hnsw.efConstruction = 40
+    else:
+        quantizer = faiss.IndexFlatIP(d)
+    quantizer.add(centroids)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.is_trained = True  # (the constructor keeps the quantizer alive with the index)
+    _set(index, "nprobe", 1)
+    for s in range(0, n, _SEARCH_ROWS):
+        index.add(unit[s : s + _SEARCH_ROWS])
     # At least 2 lists (as the cell scan's 2 cells): with one, a cluster split over two lists has
     # no edge across them, and graph HAC keeps its halves apart whatever the recall.
     top = max(min(2, nlist), int(_MAX_SCAN * nlist))
@@ -387,11 +424,39 @@ def _build_index(faiss, unit: np.ndarray, method: str):
     return index, "nprobe", ladder
 
 
+def _two_level(faiss, sample: np.ndarray, lists: int) -> np.ndarray:
+    """About ``lists`` unit centroids of the sample by two-level spherical k-means (√lists groups,
+    each split in proportion to its points; 10 iterations on at most 32 points a centroid):
+    O(m·√lists·D) a pass instead of flat k-means's O(m·lists·D)."""
+    if lists <= _FLAT_KMEANS:
+        return _kmeans(faiss, sample, lists, 1234)
+    groups = max(1, int(round(math.sqrt(lists))))
+    top = _kmeans(faiss, sample, groups, 1234)
+    group = _nearest(faiss, sample, top)[:, 0]
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(groups + 1))
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # small calls: faiss's spinning OpenMP threads cost more than they give
+    try:
+        parts = []
+        for g in range(groups):
+            rows = order[bounds[g] : bounds[g + 1]]
+            if rows.size:
+                want = min(rows.size, max(1, int(round(lists * rows.size / sample.shape[0]))))
+                parts.append(_kmeans(faiss, sample[rows], want, 1235 + g))
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return np.ascontiguousarray(np.concatenate(parts))
+
+
 def _set(index, param: str, value: int) -> None:
     if param == "efSearch":
         index.hnsw.efSearch = value
-    else:
-        index.nprobe = value
+        return
+    index.nprobe = value
+    quantizer = _faiss().downcast_index(index.quantizer)
+    if hasattr(quantizer, "hnsw"):  # its candidate list: 2x the lists probed
+        quantizer.hnsw.efSearch = max(_QUANTIZER_EF, 2 * value)
 
 
 def _knn_index(faiss, unit: np.ndarray, k: int, threads: int, method: str, fixed: int | None, recall: float,
@@ -405,6 +470,7 @@ def _knn_index(faiss, unit: np.ndarray, k: int, threads: int, method: str, fixed
     info.update(method=method, build_s=time.perf_counter() - t)
     if method == "ivf":
         info["nlist"] = index.nlist
+        info["quantizer"] = "hnsw" if index.nlist > _FLAT_QUANTIZER else "flat"
         if fixed is not None and fixed >= index.nlist:  # every list: exhaustive, i.e. exact
             del index
             return _exact(unit, k, threads, info)
@@ -451,7 +517,7 @@ def _knn_index(faiss, unit: np.ndarray, k: int, threads: int, method: str, fixed
     warnings.warn(RecallWarning(
         f"kNN graph recall@{k} is {got:.4f} (measured on {info['recall_queries']:,} sampled points), below the "
         f"requested {recall}: {method} at {param} {info[param]} is its time bound (a quarter of brute force) and "
-        f"the exact graph of {n:,} x {d} is beyond {_EXACT_WORK:.0e} multiply-adds; pass method='exact' "
+        f"the exact graph of {n:,} x {d} is beyond {_EXACT_WORK:.0e} multiply-adds; pass knn_method='exact' "
         f"or another method, or a smaller recall"), stacklevel=4)
     return KnnGraph(idx, sim, got, info)
 

@@ -19,13 +19,13 @@ from typing import Any
 
 from .chunks import is_chunked
 from . import device
-from .arrays import as_threads
+from .arrays import UnitEmbeddings, as_threads, as_unit_embeddings
 from .host import HostPool
 from .rules import DEFAULT_REDUCTION, Head, Rule, boundary, confidence, entropy, margin, refuse_multilabel
 from .sharded import ShardPool
 
-__all__ = ["DEFAULT_REDUCTION", "Head", "Rule", "boundary", "confidence", "entropy", "margin", "pool_of", "host_only",
-           "refuse_multilabel"]
+__all__ = ["DEFAULT_REDUCTION", "Head", "Rule", "boundary", "confidence", "embeddings_of", "entropy", "margin", "pool_of",
+           "host_only", "refuse_multilabel"]
 
 
 def pool_of(logits: Any, *, exclude: Any = None, row_ids: Any = None, group: Any = None, num_threads: Any = 0,
@@ -44,6 +44,13 @@ def pool_of(logits: Any, *, exclude: Any = None, row_ids: Any = None, group: Any
         device.wants(logits)  # the clear error when this build has no GPU kernels
         return device.DevicePool(logits, exclude)
     return HostPool(logits, exclude, threads)
+
+
+def embeddings_of(embeddings: Any, function: str, *, labeled: Any = None) -> UnitEmbeddings:
+    """The cold-start input checked once: host memory (no GPU kernel yet), the embeddings as unit
+    rows, ``labeled`` as a mask over them, and how to give the result back (numpy or torch)."""
+    host_only(embeddings, function, "embeddings")
+    return as_unit_embeddings(embeddings, labeled)
 
 
 def host_only(x: Any, function: str, name: str) -> None:

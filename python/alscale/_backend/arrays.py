@@ -41,6 +41,28 @@ class Logits:
         return self.array.shape[1]
 
 
+@dataclass(frozen=True)
+class UnitEmbeddings:
+    """Validated embeddings scaled to unit rows, with the call's ``labeled`` rows as a mask."""
+
+    unit: np.ndarray  # (N, D) float32/float64, unit L2 rows
+    labeled: np.ndarray  # (N,) bool
+    wrap: Callable[[np.ndarray], Any]  # numpy result -> the caller's kind
+
+    @property
+    def rows(self) -> int:
+        return self.unit.shape[0]
+
+
+def as_unit_embeddings(embeddings: Any, labeled: Any = None) -> UnitEmbeddings:
+    """The embeddings (:func:`as_embeddings`) scaled to unit rows, and ``labeled`` (index array
+    or boolean mask, :func:`as_exclude`'s rules) as a boolean mask over them."""
+    unit = unit_rows(as_embeddings(embeddings), "embeddings")
+    mask = as_exclude(labeled, unit.shape[0], "labeled")
+    return UnitEmbeddings(unit, np.zeros(unit.shape[0], dtype=bool) if mask is None else mask.astype(bool),
+                          torch_wrap if is_torch(embeddings) else numpy_wrap)
+
+
 def numpy_wrap(a: np.ndarray) -> np.ndarray:
     return a
 

@@ -64,7 +64,7 @@ class ProbCover(Strategy):
         if not all_pairs:
             digest = fingerprint(z, z.shape, z.dtype.str)
             if self._graph is None or digest != self._digest:
-                self._graph = knn_graph(z, min(self.neighbors, max(1, z.shape[0] - 1)), method="faiss",
+                self._graph = knn_graph(z, min(self.neighbors, max(1, z.shape[0] - 1)), knn_method="faiss",
                                         num_threads=self.num_threads)
                 self._digest = digest
             graph = self._graph

@@ -1,8 +1,8 @@
-"""The selection kernels against their floor, interleaved in one process (issue 23's method).
+"""The selection kernels against their floor, interleaved in one process.
 
 Each repeat times the floor (one single-threaded numpy ``L.sum()`` over the same logits) and then
 every selection, so a ratio compares calls taken under the same load; min and median over the
-repeats. Synthetic N(0, 2²) fp32 logits, a N(0, 1) head of C × 2048, B = N × 10,000 / 1,281,167.
+repeats, and the process's peak RSS (the harness's measure). Synthetic N(0, 2²) fp32 logits, a N(0, 1) head of C × 2048, B = N × 10,000 / 1,281,167.
 
     python benchmarks/kernel_ratios.py --scale 0.25 --repeat 7
     python benchmarks/kernel_ratios.py --scale 0.25 --only margin,base_w
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 
 import alscale
 from alscale._backend.arrays import inverse_norms
+from alscale.al import harness
 
 IMAGENET_N = 1_281_167
 
@@ -52,15 +52,15 @@ def main(argv=None) -> None:
     for _ in range(a.repeat):
         for k in times:
             f = L.sum if k == "floor" else calls[k]
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
+            timing, _ = harness.time_call(f, 1, warmup=0)
+            times[k].append(timing.times[0])
     fl = times["floor"]
     print(f"N={n:,} C={c} B={B:,} load={os.getloadavg()[0]:.2f} floor min {min(fl):.3f} s median {np.median(fl):.3f} s")
     for k in which:
         v = times[k]
         print(f"{k:12s} min {min(v):.3f} s median {np.median(v):.3f} s   x floor: min/min {min(v) / min(fl):.2f}"
               f"  median/median {np.median(v) / np.median(fl):.2f}")
+    print(f"peak RSS {harness.peak_rss() / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""kNN graphs at a promised recall: alscale's cell scan against faiss's own indexes (issue 21).
+"""kNN graphs at a promised recall: alscale's cell scan against faiss's own indexes.
 
     python benchmarks/knn_compare.py --all [--n 200000 --repeats 3]   # every data set x method
     python benchmarks/knn_compare.py --data overlap --method ivf       # one, in this process
@@ -29,13 +29,14 @@ import argparse
 import gzip
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+from alscale.al import harness
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -45,27 +46,7 @@ METHODS = ("faiss", "cells", "ivf", "hnsw", "exact")
 FMNIST = "/usr/share/datasets/fashion-mnist"
 
 
-def rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def current_rss_gib(field: str = "VmRSS") -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 2**20
-    return float("nan")
-
-
-def reset_peak() -> bool:
-    """Linux: reset the process's peak RSS (VmHWM) to its current RSS, so that the peak read
-    after the method is the method's, not the data loading's."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+GIB = 2**30
 
 
 def fashion_mnist() -> np.ndarray:
@@ -99,8 +80,8 @@ def one(data: str, method: str, n: int, k: int, recall: float) -> dict:
     import gc
 
     gc.collect()
-    base = current_rss_gib()
-    reset = reset_peak()
+    base = (harness.current_rss() or 0) / GIB
+    harness.reset_peak_rss()
     load = os.getloadavg()[0]
     t = time.perf_counter()
     cpu = time.process_time()
@@ -112,7 +93,7 @@ def one(data: str, method: str, n: int, k: int, recall: float) -> dict:
            "built_by": info.get("method"), "param": {p: info[p] for p in ("nprobe", "efSearch", "nlist", "quantizer", "cells")
                                                      if p in info},
            "stages_s": {p: round(info[p], 2) for p in ("build_s", "tune_s", "search_s", "measure_s") if p in info},
-           "peak_rss_gib": round(current_rss_gib("VmHWM") if reset else rss_gib(), 3), "data_rss_gib": round(base, 3),
+           "peak_rss_gib": round(harness.peak_rss() / GIB, 3), "data_rss_gib": round(base, 3),
            "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}
     for key in ("cells_recall", "cells_nprobe", "cells_s", "cells_scan_run", "approx_recall"):
         if key in info:

@@ -198,8 +198,8 @@ def test_device_arrays_say_there_is_no_gpu_kernel(neighbors):
         alscale.hac_average(FakeDeviceArray((10, 3)), n_clusters=2, neighbors=neighbors)
     with pytest.raises(ValueError, match="hac_average_graph has no GPU kernel yet; pass indices in host memory"):
         alscale.hac_average_graph((FakeDeviceArray((10, 2), "<i8"), np.ones((10, 2))), n_clusters=2)
-    with pytest.raises(ValueError, match=r"knn_graph\(method='faiss'\) has no GPU kernel yet"):
-        alscale.knn_graph(FakeDeviceArray((10, 3)), 2, method="faiss")
+    with pytest.raises(ValueError, match=r"knn_graph\(knn_method='faiss'\) has no GPU kernel yet"):
+        alscale.knn_graph(FakeDeviceArray((10, 3)), 2, knn_method="faiss")
 
 
 def test_meta_tensors_say_they_hold_no_data():

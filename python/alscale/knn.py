@@ -183,7 +183,7 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
     if method == "exact" and _gpu.wants(x, "x"):  # CUDA points: the GPU kernel, same graph
         idx, sim = _gpu.knn_graph(x, as_int(k, "k", minimum=1))
         return KnnGraph(idx, sim, 1.0, {"method": "exact", "recall_queries": 0})
-    host_only(x, f"knn_graph(method={method!r})", "x")
+    host_only(x, f"knn_graph(knn_method={method!r})", "x")
     kk = as_int(k, "k", minimum=1)
     target = as_fraction(recall, "recall")
     probes = None if nprobe is None else as_int(nprobe, "nprobe", minimum=1)

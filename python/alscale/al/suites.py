@@ -661,8 +661,8 @@ def knn(scale: float = 1.0) -> Suite:
         graph_mem = rows * k * 16 + rows * dim * 4
         cases += [
             Case(g, "x.sum() (numpy, 1 pass)", "floor", key, lambda dd: dd["x"].sum, skip=skip),
-            Case(g, f"alscale.knn_graph(method='faiss', recall={target})", "alscale", key,
-                 lambda dd: (lambda: knn_graph(dd["x"], k, method="faiss", recall=target)[0]),
+            Case(g, f"alscale.knn_graph(knn_method='faiss', recall={target})", "alscale", key,
+                 lambda dd: (lambda: knn_graph(dd["x"], k, knn_method="faiss", recall=target)[0]),
                  needs=("faiss",), skip=skip, memory=graph_mem * 2),
             Case(g, "faiss IVF-Flat (nprobe tuned to the recall)", "peer", key,
                  lambda dd: faiss_knn(dd["x"], k, "ivf", target), needs=("faiss",), skip=skip,

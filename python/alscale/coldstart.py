@@ -19,7 +19,7 @@ import numpy as np
 from . import _core
 from ._backend import embeddings_of
 from ._backend.arrays import as_budget, as_fraction, as_int, as_threads, check_random_state
-from .knn import _knn
+from .knn import _knn, load_faiss
 
 __all__ = ["probcover_delta", "select_probcover", "select_typiclust"]
 
@@ -28,12 +28,7 @@ TYPICLUST_MIN_CLUSTER_SIZE = 5
 
 
 def _faiss():
-    try:
-        import faiss
-    except ImportError as err:
-        raise ImportError("k-means for TypiClust and ProbCover needs the optional dependency faiss: "
-                          "pip install faiss-cpu (or pass clusters=)") from err
-    return faiss
+    return load_faiss("k-means for TypiClust and ProbCover", "; or pass clusters=")
 
 
 def kmeans_labels(unit: np.ndarray, k: int, seed: int, num_threads: int = 0) -> np.ndarray:

@@ -29,7 +29,6 @@ from ._backend.arrays import (
 # The kNN graph lives in alscale.knn; these names stay importable from alscale.hac.
 from .knn import (  # noqa: F401
     _CHUNK_ROWS,
-    _faiss,
     _knn,
     _knn_cells,
     _pca_unit,
@@ -39,6 +38,7 @@ from .knn import (  # noqa: F401
     RecallWarning,
     auto_knn_method,
     knn_graph,
+    load_faiss,
 )
 
 __all__ = ["Clustering", "ComponentsWarning", "hac_average", "hac_average_graph", "knn_graph"]

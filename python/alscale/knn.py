@@ -241,7 +241,7 @@ def _pca_unit(x: Any, dims: int, name: str = "x") -> np.ndarray:
     """Unit rows of x reduced to ``dims`` dimensions by uncentred PCA (the top eigenvectors of
     their second-moment matrix: faiss PCAMatrix trained on at most 65,536 sampled unit rows and
     their negatives, applied chunk by chunk), then scaled to unit norm again."""
-    faiss = _faiss()
+    faiss = load_faiss()
     a = real_matrix(x, name, "points")
     if dims > a.shape[1]:
         raise ValueError(f"pca must be at most the number of features ({a.shape[1]}), got {dims}")
@@ -267,7 +267,7 @@ def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None
         raise ValueError(f"knn method must be one of {_KNN_METHODS}, got {method!r}")
     if method == "exact":
         return _exact(unit, k, threads, {})
-    faiss = _faiss()
+    faiss = load_faiss()
     if threads > 0:
         faiss.omp_set_num_threads(threads)
     n = unit.shape[0]
@@ -454,7 +454,7 @@ def _set(index, param: str, value: int) -> None:
         index.hnsw.efSearch = value
         return
     index.nprobe = value
-    quantizer = _faiss().downcast_index(index.quantizer)
+    quantizer = load_faiss().downcast_index(index.quantizer)
     if hasattr(quantizer, "hnsw"):  # its candidate list: 2x the lists probed
         quantizer.hnsw.efSearch = max(_QUANTIZER_EF, 2 * value)
 
@@ -529,15 +529,18 @@ _BEAM = 3  # top-level groups whose cells a point ranks
 _RECALL_SAMPLE = 512
 
 
-def _faiss():
+def load_faiss(needed_for: str = "knn method 'faiss'", instead: str = ""):
+    """The faiss module (the one loader of the package); an ImportError naming what needs it, how
+    to install it and, where given, what to pass ``instead``."""
     try:
         import faiss
     except ImportError as err:
         raise ImportError(
-            "knn method 'faiss' needs the optional dependency faiss: pip install faiss-cpu "
-            "(or, in the alscale checkout, pip install \".[faiss]\")"
+            f"{needed_for} needs the optional dependency faiss: pip install faiss-cpu "
+            f"(or, in the alscale checkout, pip install \".[faiss]\"){instead}"
         ) from err
     return faiss
+
 
 
 def _nearest(faiss, points: np.ndarray, centroids: np.ndarray, k: int = 1) -> np.ndarray:
@@ -638,7 +641,7 @@ def _knn_cells(unit: np.ndarray, k: int, threads: int, nprobe: int | None, recal
     """The cell-scan kNN graph; ``info`` (benchmarks) receives the cells, probes and stage
     times. With ``skip_below``, None (no scan) when the recall estimate at the widest probe
     count is below it: the scan could not keep the promise."""
-    faiss = _faiss()
+    faiss = load_faiss()
     if threads > 0:
         faiss.omp_set_num_threads(threads)
     info = {} if info is None else info

@@ -91,13 +91,18 @@ struct IntOf<double> {
 template <class T>
 using UInt = std::make_unsigned_t<typename IntOf<T>::type>;
 
-// exp(x) for x <= 0 (0 below the underflow point): Cody-Waite reduction and a polynomial
-// (Cephes), the exponent set through the bits. Within 2 ulp of the exact value. T: float or
-// double; V: T or a vector of T, and I the integers of V's size.
-template <class T, class V = T, class I = UInt<T>>
-ALSCALE_HD V exp_nonpos(V x) {
+// The shared core of exp_nonpos and expm1_nonpos: x = n ln2 + r (Cody-Waite, n rounded by adding
+// `magic`) and e^r - 1 from the polynomial before its + 1 (Cephes). Returns t = x / ln2 + magic,
+// whose low bits hold n (plus whatever bias `magic` carries), and e^r - 1.
+template <class V>
+struct ExpParts {
+    V t;
+    V em1;
+};
+
+template <class T, class V = T>
+ALSCALE_HD ExpParts<V> exp_parts(V x, V magic) {
     if constexpr (std::is_same<T, float>::value) {
-        const V magic = splat<V>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
         const V t = add(mul(x, 1.44269504088896341f), magic);
         const V n = sub(t, magic);
         V r = sub(x, mul(n, 0.693359375f));
@@ -108,11 +113,8 @@ ALSCALE_HD V exp_nonpos(V x) {
         y = add(mul(y, r), 4.1665795894e-2f);
         y = add(mul(y, r), 1.6666665459e-1f);
         y = add(mul(y, r), 5.0000001201e-1f);
-        y = add(add(mul(y, mul(r, r)), r), 1.0f);
-        const I e = ((bit_cast<I>(t) - bit_cast<I>(magic)) + 127) << 23;
-        return x < -87.0f ? splat<V>(0.0f) : mul(y, bit_cast<V>(e));
+        return {t, add(mul(y, mul(r, r)), r)};
     } else {
-        const V magic = splat<V>(6755399441055744.0);  // 1.5 * 2^52
         const V t = add(mul(x, 1.4426950408889634), magic);
         const V n = sub(t, magic);
         V r = sub(x, mul(n, 6.93145751953125e-1));
@@ -126,8 +128,26 @@ ALSCALE_HD V exp_nonpos(V x) {
         q = add(mul(q, rr), 2.52448340349684104192e-3);
         q = add(mul(q, rr), 2.27265548208155028766e-1);
         q = add(mul(q, rr), 2.00000000000000000009e0);
-        const V y = add(1.0, mul(2.0, div(p, sub(q, p))));
-        const I e = ((bit_cast<I>(t) - bit_cast<I>(magic)) + 1023) << 52;
+        return {t, mul(2.0, div(p, sub(q, p)))};
+    }
+}
+
+// exp(x) for x <= 0 (0 below the underflow point): Cody-Waite reduction and a polynomial
+// (Cephes), the exponent set through the bits. Within 2 ulp of the exact value. T: float or
+// double; V: T or a vector of T, and I the integers of V's size.
+template <class T, class V = T, class I = UInt<T>>
+ALSCALE_HD V exp_nonpos(V x) {
+    if constexpr (std::is_same<T, float>::value) {
+        const V magic = splat<V>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+        const ExpParts<V> e1 = exp_parts<T>(x, magic);
+        const V y = add(e1.em1, 1.0f);
+        const I e = ((bit_cast<I>(e1.t) - bit_cast<I>(magic)) + 127) << 23;
+        return x < -87.0f ? splat<V>(0.0f) : mul(y, bit_cast<V>(e));
+    } else {
+        const V magic = splat<V>(6755399441055744.0);  // 1.5 * 2^52
+        const ExpParts<V> e1 = exp_parts<T>(x, magic);
+        const V y = add(1.0, e1.em1);
+        const I e = ((bit_cast<I>(e1.t) - bit_cast<I>(magic)) + 1023) << 52;
         return x < -708.0 ? splat<V>(0.0) : mul(y, bit_cast<V>(e));
     }
 }
@@ -235,39 +255,16 @@ template <class T, class V = T, class I = UInt<T>>
 ALSCALE_HD V expm1_nonpos(V x) {
     if constexpr (std::is_same<T, float>::value) {
         x = x < -88.0f ? splat<V>(-88.0f) : x;
-        const V magic = splat<V>(12583039.0f);  // 1.5 * 2^23 + 127: adding it rounds to an integer
-        const V t = add(mul(x, 1.44269504088896341f), magic);
-        const V n = sub(t, magic);
-        V r = sub(x, mul(n, 0.693359375f));
-        r = add(r, mul(n, 2.12194440e-4f));
-        V y = splat<V>(1.9875691500e-4f);
-        y = add(mul(y, r), 1.3981999507e-3f);
-        y = add(mul(y, r), 8.3334519073e-3f);
-        y = add(mul(y, r), 4.1665795894e-2f);
-        y = add(mul(y, r), 1.6666665459e-1f);
-        y = add(mul(y, r), 5.0000001201e-1f);
-        y = add(mul(y, mul(r, r)), r);                // e^r - 1
-        const V p2 = bit_cast<V>(bit_cast<I>(t) << 23);  // 2^n: n + 127 in t's low bits
-        return add(mul(y, p2), sub(p2, 1.0f));
+        // 1.5 * 2^23 + 127: adding it rounds to an integer
+        const ExpParts<V> e1 = exp_parts<T>(x, splat<V>(12583039.0f));
+        const V p2 = bit_cast<V>(bit_cast<I>(e1.t) << 23);  // 2^n: n + 127 in t's low bits
+        return add(mul(e1.em1, p2), sub(p2, 1.0f));
     } else {
         x = x < -709.0 ? splat<V>(-709.0) : x;
-        const V magic = splat<V>(6755399441056767.0);  // 1.5 * 2^52 + 1023
-        const V t = add(mul(x, 1.4426950408889634), magic);
-        const V n = sub(t, magic);
-        V r = sub(x, mul(n, 6.93145751953125e-1));
-        r = sub(r, mul(n, 1.42860682030941723212e-6));
-        const V rr = mul(r, r);
-        V p = splat<V>(1.26177193074810590878e-4);
-        p = add(mul(p, rr), 3.02994407707441961300e-2);
-        p = add(mul(p, rr), 9.99999999999999999910e-1);
-        p = mul(p, r);
-        V q = splat<V>(3.00198505138664455042e-6);
-        q = add(mul(q, rr), 2.52448340349684104192e-3);
-        q = add(mul(q, rr), 2.27265548208155028766e-1);
-        q = add(mul(q, rr), 2.00000000000000000009e0);
-        const V y = mul(2.0, div(p, sub(q, p)));         // e^r - 1
-        const V p2 = bit_cast<V>(bit_cast<I>(t) << 52);  // 2^n: n + 1023 in t's low bits
-        return add(mul(y, p2), sub(p2, 1.0));
+        // 1.5 * 2^52 + 1023
+        const ExpParts<V> e1 = exp_parts<T>(x, splat<V>(6755399441056767.0));
+        const V p2 = bit_cast<V>(bit_cast<I>(e1.t) << 52);  // 2^n: n + 1023 in t's low bits
+        return add(mul(e1.em1, p2), sub(p2, 1.0));
     }
 }
 

@@ -198,12 +198,12 @@ def select_entropy(logits, budget, exclude=None) -> np.ndarray:
 # IEEE +, -, *, / or compare in the compute type (float32 for 16/32-bit logits, float64 for
 # float64 logits), with numpy's correctly rounded operations and no FMA.
 
-def exp_nonpos(x: np.ndarray) -> np.ndarray:
-    """csrc/rowmath_common.hpp exp_nonpos (Cephes; exponent set through the bits) for x <= 0, in
-    x's dtype (float32 or float64); 0 below -87 (float32) / -708 (float64)."""
+def exp_parts(x: np.ndarray, magic) -> tuple:
+    """csrc/rowmath_common.hpp exp_parts: x = n ln2 + r (n rounded by adding ``magic``, which may
+    carry the exponent bias) and e^r - 1 from the polynomial before its + 1; returns (t, e^r - 1),
+    t = x / ln2 + magic, in x's dtype (float32 or float64)."""
     if x.dtype == np.float32:
-        f, u = np.float32, np.uint32
-        magic = f(12582912.0)
+        f = np.float32
         t = x * f(1.44269504088896341) + magic
         n = t - magic
         r = x - n * f(0.693359375)
@@ -211,13 +211,8 @@ def exp_nonpos(x: np.ndarray) -> np.ndarray:
         y = np.full_like(x, f(1.9875691500e-4))
         for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
             y = y * r + f(c)
-        y = (y * (r * r) + r) + f(1.0)
-        bits = ((t.view(u) - np.array(magic).view(u)) + u(127)) << u(23)
-        with np.errstate(over="ignore", invalid="ignore"):
-            out = y * bits.view(np.float32)
-        return np.where(x < f(-87.0), f(0.0), out).astype(np.float32)
-    f, u = np.float64, np.uint64
-    magic = f(6755399441055744.0)
+        return t, y * (r * r) + r
+    f = np.float64
     t = x * f(1.4426950408889634) + magic
     n = t - magic
     r = x - n * f(6.93145751953125e-1)
@@ -232,7 +227,26 @@ def exp_nonpos(x: np.ndarray) -> np.ndarray:
     q = q * rr + f(2.27265548208155028766e-1)
     q = q * rr + f(2.00000000000000000009e0)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        y = f(1.0) + f(2.0) * (p / (q - p))
+        return t, f(2.0) * (p / (q - p))
+
+
+def exp_nonpos(x: np.ndarray) -> np.ndarray:
+    """csrc/rowmath_common.hpp exp_nonpos (Cephes; exponent set through the bits) for x <= 0, in
+    x's dtype (float32 or float64); 0 below -87 (float32) / -708 (float64)."""
+    if x.dtype == np.float32:
+        f, u = np.float32, np.uint32
+        magic = f(12582912.0)
+        t, em1 = exp_parts(x, magic)
+        y = em1 + f(1.0)
+        bits = ((t.view(u) - np.array(magic).view(u)) + u(127)) << u(23)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = y * bits.view(np.float32)
+        return np.where(x < f(-87.0), f(0.0), out).astype(np.float32)
+    f, u = np.float64, np.uint64
+    magic = f(6755399441055744.0)
+    t, em1 = exp_parts(x, magic)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        y = f(1.0) + em1
         bits = ((t.view(u) - np.array(magic).view(u)) + u(1023)) << u(52)
         out = y * bits.view(np.float64)
     return np.where(x < f(-708.0), f(0.0), out)
@@ -245,34 +259,12 @@ def expm1_nonpos(x: np.ndarray) -> np.ndarray:
     if x.dtype == np.float32:
         f, u = np.float32, np.uint32
         x = np.maximum(x, f(-88.0))
-        magic = f(12583039.0)
-        t = x * f(1.44269504088896341) + magic
-        n = t - magic
-        r = x - n * f(0.693359375)
-        r = r + n * f(2.12194440e-4)
-        y = np.full_like(x, f(1.9875691500e-4))
-        for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
-            y = y * r + f(c)
-        y = y * (r * r) + r
+        t, y = exp_parts(x, f(12583039.0))
         p2 = (t.view(u) << u(23)).view(np.float32)
         return (y * p2 + (p2 - f(1.0))).astype(np.float32)
     f, u = np.float64, np.uint64
     x = np.maximum(x, f(-709.0))
-    magic = f(6755399441056767.0)
-    t = x * f(1.4426950408889634) + magic
-    n = t - magic
-    r = x - n * f(6.93145751953125e-1)
-    r = r - n * f(1.42860682030941723212e-6)
-    rr = r * r
-    p = np.full_like(x, f(1.26177193074810590878e-4))
-    p = p * rr + f(3.02994407707441961300e-2)
-    p = p * rr + f(9.99999999999999999910e-1)
-    p = p * r
-    q = np.full_like(x, f(3.00198505138664455042e-6))
-    q = q * rr + f(2.52448340349684104192e-3)
-    q = q * rr + f(2.27265548208155028766e-1)
-    q = q * rr + f(2.00000000000000000009e0)
-    y = f(2.0) * (p / (q - p))
+    t, y = exp_parts(x, f(6755399441056767.0))
     p2 = (t.view(u) << u(52)).view(np.float64)
     return y * p2 + (p2 - f(1.0))
 

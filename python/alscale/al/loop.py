@@ -40,13 +40,17 @@ __all__ = ["ActiveLearningLoop"]
 _CHECKPOINT_VERSION = 2
 #: The parts of a checkpoint that carry a digest.
 _PARTS = ("config", "labeled", "records", "strategy_state")
-#: Every field of a round's record and what it holds.
-_RECORD_FIELDS = {
-    "strategy": "str", "seed": "int", "round": "int", "n_labeled": "int",
-    "test_accuracy": "fraction", "val_accuracy": "fraction",
+#: The fields every round's record starts with, and those in the middle (the labelled set's and
+#: the batch's balance, the round's epochs and times).
+_RECORD_HEAD = {"strategy": "str", "seed": "int", "round": "int", "n_labeled": "int"}
+_RECORD_BALANCE = {
     "empty_classes": "count", "imbalance_ratio": "ratio", "label_entropy": "fraction",
     "batch_empty_classes": "count", "batch_imbalance_ratio": "ratio", "batch_label_entropy": "fraction",
     "epochs": "count", "train_seconds": "seconds", "select_seconds": "seconds",
+}
+#: Every field of a round's record and what it holds.
+_RECORD_FIELDS = {
+    **_RECORD_HEAD, "test_accuracy": "fraction", "val_accuracy": "fraction", **_RECORD_BALANCE,
     "per_class_accuracy": "fractions", "class_counts": "counts",
 }
 #: The fields of a round's record on multi-label data: the test split's mean average precision
@@ -54,11 +58,7 @@ _RECORD_FIELDS = {
 #: ``class_counts`` and the balance fields count the positive labels of each class, ``positives``
 #: their total.
 _MULTILABEL_RECORD_FIELDS = {
-    "strategy": "str", "seed": "int", "round": "int", "n_labeled": "int",
-    "test_map": "fraction", "positives": "count",
-    "empty_classes": "count", "imbalance_ratio": "ratio", "label_entropy": "fraction",
-    "batch_empty_classes": "count", "batch_imbalance_ratio": "ratio", "batch_label_entropy": "fraction",
-    "epochs": "count", "train_seconds": "seconds", "select_seconds": "seconds",
+    **_RECORD_HEAD, "test_map": "fraction", "positives": "count", **_RECORD_BALANCE,
     "per_class_ap": "fractions", "class_counts": "counts",
 }
 #: What a strategy may read without treating the logits as one softmax.

@@ -635,20 +635,25 @@ class LinearProbe(TorchTrainer):
         rows = np.asarray(rows, dtype=np.int64)
         x = self.preprocess(self.dataset.x[rows]).to(self.device)
         y = torch.from_numpy(self.dataset.y[rows]).to(self.device)
+        weight = self._class_weight(rows)
+        return self._minimize(lambda: torch.nn.functional.cross_entropy(self.model(x), y, weight=weight), rows.size)
+
+    def _minimize(self, data_loss: Callable[[], Any], n: int) -> dict:
+        """Fits the model from zero weights by L-BFGS on ``data_loss() + ||params||² / (2 C n)``
+        (strong Wolfe line search; at most ``epochs`` iterations); the fit's record."""
+        torch = _torch()
         params = [p for p in self.model.parameters()]
         with torch.no_grad():
             for p in params:
                 p.zero_()
-        penalty = 0.5 / (self.C * max(1, rows.size))
-        weight = self._class_weight(rows)
+        penalty = 0.5 / (self.C * max(1, n))
         # max_eval: room for the line searches, so that ``epochs`` bounds the iterations
         opt = torch.optim.LBFGS(params, lr=1.0, max_iter=self.epochs, max_eval=3 * self.epochs + 5,
                                 tolerance_grad=self.tolerance, history_size=20, line_search_fn="strong_wolfe")
 
         def objective():
             opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(self.model(x), y, weight=weight)
-            loss = loss + penalty * sum(p.square().sum() for p in params)
+            loss = data_loss() + penalty * sum(p.square().sum() for p in params)
             loss.backward()
             return loss
 
@@ -708,25 +713,8 @@ class SigmoidProbe(LinearProbe):
         x = self.preprocess(self.dataset.x[rows]).to(self.device)
         y = torch.from_numpy(np.asarray(self.dataset.y[rows], dtype=np.float32)).to(self.device)
         n = max(1, rows.size)
-        penalty = 0.5 / (self.C * n)
-        params = [p for p in self.model.parameters()]
-        with torch.no_grad():
-            for p in params:
-                p.zero_()
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=self.epochs, max_eval=3 * self.epochs + 5,
-                                tolerance_grad=self.tolerance, history_size=20, line_search_fn="strong_wolfe")
-
-        def objective():
-            opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(self.model(x), y, reduction="sum") / n
-            loss = loss + penalty * sum(p.square().sum() for p in params)
-            loss.backward()
-            return loss
-
-        self.model.train()
-        opt.step(objective)
-        iterations = int(opt.state[params[0]].get("n_iter", 0))
-        return {"epochs": iterations, "best_epoch": iterations, "val_accuracy": float("nan"), "val_loss": float("nan")}
+        return self._minimize(
+            lambda: torch.nn.functional.binary_cross_entropy_with_logits(self.model(x), y, reduction="sum") / n, n)
 
 
 def sigmoid_probe(**options: Any) -> SigmoidProbe:

@@ -257,3 +257,61 @@ def test_logits_from_embeddings_reads_a_read_only_memmap_without_a_warning(tmp_p
     assert not m.flags.writeable
     got = np.concatenate(list(alscale.logits_from_embeddings(m, w, chunk_rows=64)))
     np.testing.assert_array_equal(got, np.concatenate(list(alscale.logits_from_embeddings(z, w, chunk_rows=64))))
+
+
+class _PoisonedBuffer(alscale.pool.EmbeddingLogits):
+    """Chunks written into one buffer, which is overwritten with NaN as soon as the next chunk
+    (or the end) is asked for: a consumer that read a chunk after that would see NaN."""
+
+    served = 0
+
+    def chunks_reusing_buffer(self):
+        for chunk in super().chunks_reusing_buffer():
+            type(self).served += 1
+            yield chunk
+            chunk.fill(np.nan)
+
+
+def test_selection_reads_embedding_logits_through_one_buffer_and_keeps_no_chunk():
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((700, 16)).astype(np.float32)
+    w = rng.standard_normal((9, 16)).astype(np.float32)
+    b = rng.standard_normal(9).astype(np.float32)
+    pool = _PoisonedBuffer(z, w, b, chunk_rows=64)
+    full = np.concatenate(list(pool))  # __iter__: new arrays, never poisoned
+    assert np.isfinite(full).all() and _PoisonedBuffer.served == 0
+    clusters = rng.integers(0, 12, 700)
+    for fn, args, kw in ((alscale.select_margin, (40,), {}), (alscale.select_entropy, (40,), {}),
+                         (alscale.select_boundary, (40,), {"weight": w}),
+                         (alscale.select_balanced, (40,), {"weight": w}), (alscale.select_balanced, (650,), {}),
+                         (alscale.select_margin, (40,), {"multilabel": True}),
+                         (alscale.margin_scores, (), {}), (alscale.entropy_scores, (), {}),
+                         (alscale.select_cluster_margin, (clusters, 30), {"seed": 0})):
+        before = _PoisonedBuffer.served
+        got = fn(pool, *args, **kw)
+        assert _PoisonedBuffer.served - before >= 11, fn.__name__  # read through the buffer
+        np.testing.assert_array_equal(got, fn(full, *args, **kw), err_msg=fn.__name__)
+
+
+def host(a):
+    return a.numpy() if isinstance(a, torch.Tensor) else a
+
+
+def test_embedding_logits_reuse_one_buffer_but_kept_chunks_stay_intact():
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((300, 8)).astype(np.float32)
+    w = rng.standard_normal((5, 8)).astype(np.float32)
+    for bias in (None, rng.standard_normal(5).astype(np.float32)):
+        for emb in (z, torch.from_numpy(z)):
+            pool = alscale.logits_from_embeddings(emb, w, bias, chunk_rows=70)
+            kept = list(pool)  # the public iteration: the caller keeps every chunk
+            copies = [host(k).copy() for k in kept]
+            reused = [host(c).copy() for c in pool.chunks_reusing_buffer()]
+            alscale.select_margin(pool, 10)  # a selection reads through the one buffer
+            for k, c, r in zip(kept, copies, reused):
+                np.testing.assert_array_equal(host(k), c)  # not overwritten by the buffer
+                np.testing.assert_array_equal(r, c)  # the buffer's chunks are the same logits
+            assert [r.shape[0] for r in reused] == [70, 70, 70, 70, 20]
+            pointers = {int(host(c).__array_interface__["data"][0]) for c in pool.chunks_reusing_buffer()}
+            assert len(pointers) == 1  # one buffer for every chunk
+            assert len({int(host(k).__array_interface__["data"][0]) for k in kept}) == len(kept)

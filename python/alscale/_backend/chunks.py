@@ -175,7 +175,10 @@ class LocalPool:
         if self._error is not None:
             raise self._error
         self.walks += 1
-        parts = [self.source] if not self.chunked else self.source
+        # a source that can write its chunks into one buffer does so: nothing here keeps a chunk
+        # past the next one (the kernels copy what they keep; tests/test_pool.py checks this)
+        reusing = getattr(self.source, "chunks_reusing_buffer", None)
+        parts = [self.source] if not self.chunked else self.source if reusing is None else reusing()
         name = "logits" if not self.chunked else "logits chunk"
         start = 0
         for part in parts:

@@ -269,3 +269,65 @@ def test_kernel_ratios_script_times_each_kernel_with_its_floor(capsys):
 def test_kernel_ratios_script_refuses_an_unknown_kernel():
     with pytest.raises(SystemExit, match="unknown kernel"):
         _kernel_ratios().main(["--scale", "0.0005", "--only", "margin,nope"])
+
+
+def test_openimages_rows_at_seconds_per_call_are_timed_fewer_times():
+    """From N = 100K on (scale 0.02 is 180K rows) the floor and alscale's rows run 3 times, each
+    peer once, none after a warm-up call; tiny scales keep the command's repeat and warm-up."""
+    big = suites.build_suite("openimages", 0.02)
+    for case in big.cases:
+        want = (1, 0) if case.role == "peer" else (3, 0)
+        assert (case.repeat, case.warmup) == want, case.method
+    assert any("timed 3 times, each peer once" in note for note in big.notes)
+    tiny = suites.build_suite("openimages", TINY["openimages"])
+    assert all(c.repeat is None and c.warmup == 1 for c in tiny.cases)
+    assert not any("timed 3 times" in note for note in tiny.notes)
+
+
+@pytest.mark.parametrize("rule", ["margin", "confidence", "entropy", "multilabel"])
+@pytest.mark.parametrize("head", [False, True])
+def test_torch_peer_reuses_its_buffers_and_leaves_the_input_alone(monkeypatch, rule, head):
+    import torch
+
+    monkeypatch.setattr(suites, "_CHUNK_BYTES", 4 * 7 * 23)  # 23 rows a chunk: 5 chunks, the last short
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((100, 5)).astype(np.float32)
+    w = rng.standard_normal((7, 5)).astype(np.float32)
+    bias = rng.standard_normal(7).astype(np.float32)
+    x = z if head else (z @ w.T + bias).astype(np.float32)
+    before = x.copy()
+    kw = {"weight": w, "bias": bias} if head else {}
+    got = suites.torch_select(x, 30, "margin" if rule == "multilabel" else rule, multilabel=rule == "multilabel", **kw)
+    np.testing.assert_array_equal(x, before)  # never written, even by the in-place multi-label path
+    logits = torch.from_numpy(z @ w.T + bias if head else before)
+    p = torch.softmax(logits, dim=1)
+    if rule == "multilabel":
+        s = torch.tanh(logits / 2).abs().mean(dim=1)
+    elif rule == "margin":
+        top = p.topk(2, dim=1).values
+        s = top[:, 0] - top[:, 1]
+    elif rule == "confidence":
+        s = p.max(dim=1).values
+    else:
+        s = torch.special.entr(p).sum(dim=1)
+    want = torch.topk(s, 30, largest=rule == "entropy", sorted=True).indices
+    np.testing.assert_array_equal(np.sort(got.numpy()), np.sort(want.numpy()))
+
+
+def test_numpy_cluster_margin_margins_over_reused_chunks(monkeypatch):
+    monkeypatch.setattr(suites, "_CHUNK_BYTES", 4 * 6 * 17)  # 17 rows a chunk, the last short
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((120, 4)).astype(np.float32)
+    w = rng.standard_normal((6, 4)).astype(np.float32)
+    bias = rng.standard_normal(6).astype(np.float32)
+    clusters = rng.integers(0, 9, 120)
+    lg = z @ w.T + bias
+    p = np.exp(lg - lg.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    top2 = np.partition(p, 4, axis=1)[:, -2:]
+    margins = top2[:, 1] - top2[:, 0]
+    for budget in (1, 5, 12):
+        want = suites.round_robin(np.argsort(margins, kind="stable")[: 10 * budget], clusters, budget, 3)
+        got = suites.numpy_cluster_margin(z, w, bias, clusters, budget, seed=3)
+        assert np.bincount(clusters[got], minlength=9).tolist() == np.bincount(clusters[want], minlength=9).tolist()
+        assert set(got.tolist()) <= set(np.argsort(margins, kind="stable")[: 10 * budget + 2].tolist())

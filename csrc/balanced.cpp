@@ -273,17 +273,17 @@ double BalancedState::bound(int64_t c) const {
     return heaps_[static_cast<size_t>(c)].bound;
 }
 
-void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* exclude, const HeadNorms& head,
-                           int num_threads) {
-    if (done_) throw std::logic_error("the selection is complete; build a new selector");
-    if (logits.cols != C_)
-        throw std::invalid_argument("logits have " + std::to_string(logits.cols) +
-                                    " classes but the selector was built for " + std::to_string(C_));
-    const int64_t n = C_;
-    std::vector<double> bounds(static_cast<size_t>(n));
-    for (int64_t c = 0; c < n; ++c) bounds[static_cast<size_t>(c)] = bound(c);
-    const int threads = row_threads(num_threads, logits.rows);
+namespace {
 
+// Feeds rows into per-class buffers `heaps` (one ClassCandidates per class): each thread keeps
+// its own buffers from the bounds (-inf: the class takes nothing), then they are absorbed class
+// by class. Returns the rows fed (neither excluded nor taken).
+int64_t feed_rows(const Matrix& logits, RowIds ids, const uint8_t* exclude, const HeadNorms& head, int num_threads,
+                  const std::vector<int64_t>& taken, const std::vector<int64_t>& capacity,
+                  const std::vector<double>& bounds, std::vector<ClassCandidates>& heaps) {
+    const int64_t n = logits.cols;
+    const int threads = row_threads(num_threads, logits.rows);
+    int64_t total = 0;
     auto run = [&](auto tag) {
         using T = decltype(tag);
         std::vector<std::vector<ClassCandidates>> local(static_cast<size_t>(threads));
@@ -301,7 +301,7 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
                                         0};
             },
             [&](UpdateContext<T>& ctx, int64_t begin, int64_t end) {
-                return balanced_rows_dispatch<T>(ctx, logits, ids, exclude, taken_, capacity_, begin, end);
+                return balanced_rows_dispatch<T>(ctx, logits, ids, exclude, taken, capacity, begin, end);
             },
             [&](UpdateContext<T>& ctx, int t) {
                 local[static_cast<size_t>(t)] = std::move(ctx.heaps);
@@ -309,7 +309,7 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
             });
         size_t found = 0;  // candidates the threads kept: few once the heaps are full
         for (int t = 0; t < threads; ++t) {
-            fed_ += fed[static_cast<size_t>(t)];
+            total += fed[static_cast<size_t>(t)];
             for (const auto& h : local[static_cast<size_t>(t)]) found += h.items.size();
         }
         ParallelErrors errors;
@@ -317,8 +317,8 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
         for (int64_t c = 0; c < n; ++c)
             errors.run([&] {
                 for (int t = 0; t < threads; ++t)
-                    heaps_[static_cast<size_t>(c)].absorb(local[static_cast<size_t>(t)][static_cast<size_t>(c)],
-                                                          capacity_[static_cast<size_t>(c)]);
+                    heaps[static_cast<size_t>(c)].absorb(local[static_cast<size_t>(t)][static_cast<size_t>(c)],
+                                                         capacity[static_cast<size_t>(c)]);
             });
         errors.rethrow();
     };
@@ -326,6 +326,73 @@ void BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
         run(double{});
     else
         run(float{});
+    return total;
+}
+
+}  // namespace
+
+bool BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* exclude, const HeadNorms& head,
+                           int num_threads, const std::vector<double>* ceilings) {
+    if (done_) throw std::logic_error("the selection is complete; build a new selector");
+    if (logits.cols != C_)
+        throw std::invalid_argument("logits have " + std::to_string(logits.cols) +
+                                    " classes but the selector was built for " + std::to_string(C_));
+    if (ceilings && (pass_ != 0 || static_cast<int64_t>(ceilings->size()) != C_))
+        throw std::logic_error("ceilings are for the first pass, one per class");
+    std::vector<double> bounds(static_cast<size_t>(C_));
+    for (int64_t c = 0; c < C_; ++c)
+        bounds[static_cast<size_t>(c)] = ceilings ? std::min(bound(c), (*ceilings)[static_cast<size_t>(c)]) : bound(c);
+    fed_ += feed_rows(logits, ids, exclude, head, num_threads, taken_, capacity_, bounds, heaps_);
+    if (!ceilings) return true;
+    // A class that kept its capacity under its ceiling has the capacity smallest keys of all the
+    // rows (the capacity-th smallest is under the ceiling, so every key before it was offered).
+    for (int64_t c = 0; c < C_; ++c)
+        if ((*ceilings)[static_cast<size_t>(c)] < kInf &&
+            static_cast<int64_t>(heaps_[static_cast<size_t>(c)].items.size()) < capacity_[static_cast<size_t>(c)])
+            return false;
+    return true;
+}
+
+std::vector<double> BalancedState::sampled_ceilings(const Matrix& logits, const uint8_t* exclude,
+                                                    const HeadNorms& head, int num_threads, int64_t stride) const {
+    // Every stride-th row, with at least 256 of them (fewer: too noisy to be worth it).
+    if (stride < 2 || pass_ != 0 || logits.rows < 256 * stride) return {};
+    Matrix sample = logits;
+    sample.rows = (logits.rows + stride - 1) / stride;
+    sample.row_stride = logits.row_stride * stride;
+    std::vector<uint8_t> skip;
+    int64_t fed = logits.rows, sampled = sample.rows;
+    if (exclude) {
+        skip.resize(static_cast<size_t>(sample.rows));
+        for (int64_t i = 0; i < sample.rows; ++i) skip[static_cast<size_t>(i)] = exclude[i * stride];
+        for (int64_t i = 0; i < logits.rows; ++i) fed -= exclude[i] != 0;
+        for (const auto e : skip) sampled -= e != 0;
+    }
+    // Class c keeps the k smallest keys of the sample, k its capacity's share of the sample with a
+    // margin of 5 standard deviations: the k-th smallest is then a key that more than the capacity
+    // of all rows reach, but for a chance of about 1e-7 per class (then the pass is made again).
+    std::vector<int64_t> k(static_cast<size_t>(C_), 0);
+    std::vector<double> bounds(static_cast<size_t>(C_), -kInf);
+    for (int64_t c = 0; c < C_; ++c) {
+        const auto cap = capacity_[static_cast<size_t>(c)];
+        if (cap == 0 || fed == 0) continue;
+        const double share = static_cast<double>(cap) * static_cast<double>(sampled) / static_cast<double>(fed);
+        const auto want = static_cast<int64_t>(std::ceil(share + 5.0 * std::sqrt(share) + 4.0));
+        if (want >= sampled) continue;  // the sample cannot bound this class
+        k[static_cast<size_t>(c)] = want;
+        bounds[static_cast<size_t>(c)] = kInf;
+    }
+    std::vector<ClassCandidates> heaps(static_cast<size_t>(C_));
+    feed_rows(sample, RowIds{}, skip.empty() ? nullptr : skip.data(), head, num_threads, {}, k, bounds, heaps);
+    std::vector<double> ceilings(static_cast<size_t>(C_), kInf);
+    for (int64_t c = 0; c < C_; ++c) {
+        auto& h = heaps[static_cast<size_t>(c)];
+        const auto want = k[static_cast<size_t>(c)];
+        if (want == 0 || static_cast<int64_t>(h.items.size()) < want) continue;
+        h.shrink(want);
+        ceilings[static_cast<size_t>(c)] = h.bound;
+    }
+    return ceilings;
 }
 
 void BalancedState::merge(const BalancedState& other) {
@@ -439,11 +506,22 @@ BalancedSnapshot BalancedState::snapshot() const {
 }
 
 std::vector<int64_t> select_balanced(const Matrix& logits, int64_t budget, const uint8_t* exclude,
-                                     const HeadNorms& head, int num_threads) {
-    BalancedState state(logits.cols, budget, default_extra(logits.cols, budget));
-    do {
-        state.update(logits, RowIds{}, exclude, head, num_threads);
-    } while (!state.advance());
+                                     const HeadNorms& head, int num_threads, int64_t sample_stride,
+                                     SampledPass* info) {
+    const int64_t extra = default_extra(logits.cols, budget);
+    BalancedState state(logits.cols, budget, extra);
+    // The first pass with sampled ceilings: most rows are then offered to no class at all (at
+    // B = N / 2 the buffers' appends were about a third of the pass). If a ceiling was too low
+    // (a sample unlike the pool), the pass is made again without them.
+    const std::vector<double> ceilings = state.sampled_ceilings(logits, exclude, head, num_threads, sample_stride);
+    bool fed = false;
+    if (!ceilings.empty()) {
+        fed = state.update(logits, RowIds{}, exclude, head, num_threads, &ceilings);
+        if (!fed) state = BalancedState(logits.cols, budget, extra);
+    }
+    if (info) *info = SampledPass{!ceilings.empty(), fed};
+    if (!fed) state.update(logits, RowIds{}, exclude, head, num_threads);
+    while (!state.advance()) state.update(logits, RowIds{}, exclude, head, num_threads);
     return state.result();
 }
 

@@ -75,7 +75,16 @@ public:
 
     // Feeds rows of the current pass. exclude: nullptr or logits.rows bytes (non-zero: skip).
     // head: the head's inverse norms (head.hpp; empty: no weight).
-    void update(const Matrix& logits, RowIds ids, const uint8_t* exclude, const HeadNorms& head, int num_threads);
+    // ceilings (first pass only; nullptr: none): per class, no key above it is offered. Returns
+    // whether every class with a finite ceiling still kept its capacity of candidates: then the
+    // state is exactly the one update() without ceilings gives; if not, the caller must start over.
+    bool update(const Matrix& logits, RowIds ids, const uint8_t* exclude, const HeadNorms& head, int num_threads,
+                const std::vector<double>* ceilings = nullptr);
+    // Per class, a key that about 1.4x its capacity of the rows reach (estimated from every
+    // stride-th row; +inf where the sample cannot tell): update(..., &ceilings) then offers a
+    // class few more rows than it keeps. Empty when the pool is too small to sample.
+    std::vector<double> sampled_ceilings(const Matrix& logits, const uint8_t* exclude, const HeadNorms& head,
+                                         int num_threads, int64_t stride) const;
     // Adds another state's candidates (same classes, budget, extra and pass).
     void merge(const BalancedState& other);
     // Serves the classes; true when the result is complete, false when the pool must be fed again.
@@ -113,8 +122,21 @@ inline int64_t default_extra(int64_t num_classes, int64_t budget) {
     return 64 + 4 * (budget / std::max<int64_t>(1, num_classes));
 }
 
-// One-shot BASE over a whole matrix: passes until done. Returns the selected rows in order.
+// Rows between the sampled rows of select_balanced's first pass (BalancedState::sampled_ceilings).
+constexpr int64_t kSampleStride = 64;
+
+// How select_balanced's first pass went: ceilings sampled, and whether they held (if not, the
+// pass was made again without them). For tests and benchmarks.
+struct SampledPass {
+    bool sampled = false;
+    bool held = false;
+};
+
+// One-shot BASE over a whole matrix: passes until done. Returns the selected rows in order. The
+// first pass offers each class only the rows under a ceiling sampled from every sample_stride-th
+// row (0: no sampling); the result is the same whatever the stride.
 std::vector<int64_t> select_balanced(const Matrix& logits, int64_t budget, const uint8_t* exclude,
-                                     const HeadNorms& head, int num_threads);
+                                     const HeadNorms& head, int num_threads, int64_t sample_stride = kSampleStride,
+                                     SampledPass* info = nullptr);
 
 }  // namespace alscale

@@ -57,19 +57,37 @@ BalancedSnapshot snapshot_from(const py::dict& d) {
 }  // namespace
 
 void register_balanced(py::module_& m) {
+    m.attr("SAMPLE_STRIDE") = kSampleStride;
     m.def(
         "select_balanced",
         [](const py::array& logits, bool bf16, int64_t budget, const std::optional<U8Array>& exclude,
-           const py::object& inv, int num_threads) {
+           const py::object& inv, int num_threads, int64_t sample_stride) {
             const Matrix x = matrix_view(logits, bf16);
             const uint8_t* ex = mask_of(exclude, x.rows);
             F64Array hold;
             const HeadNorms in = head_of(inv, x.cols, hold);
-            std::vector<int64_t> idx = nogil([&] { return select_balanced(x, budget, ex, in, num_threads); });
+            std::vector<int64_t> idx =
+                nogil([&] { return select_balanced(x, budget, ex, in, num_threads, sample_stride); });
             return to_numpy(std::move(idx));
         },
         py::arg("logits"), py::arg("bf16"), py::arg("budget"), py::arg("exclude"), py::arg("inv_norm"),
-        py::arg("num_threads") = 0);
+        py::arg("num_threads") = 0, py::arg("sample_stride") = kSampleStride);
+    m.def(
+        "select_balanced_sampled_pass",
+        [](const py::array& logits, bool bf16, int64_t budget, const std::optional<U8Array>& exclude,
+           const py::object& inv, int num_threads, int64_t sample_stride) {
+            const Matrix x = matrix_view(logits, bf16);
+            const uint8_t* ex = mask_of(exclude, x.rows);
+            F64Array hold;
+            const HeadNorms in = head_of(inv, x.cols, hold);
+            SampledPass info;
+            std::vector<int64_t> idx =
+                nogil([&] { return select_balanced(x, budget, ex, in, num_threads, sample_stride, &info); });
+            return py::make_tuple(to_numpy(std::move(idx)), info.sampled, info.held);
+        },
+        "select_balanced, and whether its first pass sampled ceilings and whether they held (tests)",
+        py::arg("logits"), py::arg("bf16"), py::arg("budget"), py::arg("exclude"), py::arg("inv_norm"),
+        py::arg("num_threads"), py::arg("sample_stride"));
 
     py::class_<BalancedState>(m, "BalancedState")
         .def(py::init<int64_t, int64_t, int64_t, int64_t>(), py::arg("num_classes"), py::arg("budget"),

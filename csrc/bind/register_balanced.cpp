@@ -54,6 +54,16 @@ BalancedSnapshot snapshot_from(const py::dict& d) {
     return s;
 }
 
+// select_balanced over a numpy matrix, without the GIL.
+std::vector<int64_t> one_shot(const py::array& logits, bool bf16, int64_t budget, const std::optional<U8Array>& exclude,
+                              const py::object& inv, int num_threads, int64_t sample_stride, SampledPass* info) {
+    const Matrix x = matrix_view(logits, bf16);
+    const uint8_t* ex = mask_of(exclude, x.rows);
+    F64Array hold;
+    const HeadNorms in = head_of(inv, x.cols, hold);
+    return nogil([&] { return select_balanced(x, budget, ex, in, num_threads, sample_stride, info); });
+}
+
 }  // namespace
 
 void register_balanced(py::module_& m) {
@@ -62,13 +72,7 @@ void register_balanced(py::module_& m) {
         "select_balanced",
         [](const py::array& logits, bool bf16, int64_t budget, const std::optional<U8Array>& exclude,
            const py::object& inv, int num_threads, int64_t sample_stride) {
-            const Matrix x = matrix_view(logits, bf16);
-            const uint8_t* ex = mask_of(exclude, x.rows);
-            F64Array hold;
-            const HeadNorms in = head_of(inv, x.cols, hold);
-            std::vector<int64_t> idx =
-                nogil([&] { return select_balanced(x, budget, ex, in, num_threads, sample_stride); });
-            return to_numpy(std::move(idx));
+            return to_numpy(one_shot(logits, bf16, budget, exclude, inv, num_threads, sample_stride, nullptr));
         },
         py::arg("logits"), py::arg("bf16"), py::arg("budget"), py::arg("exclude"), py::arg("inv_norm"),
         py::arg("num_threads") = 0, py::arg("sample_stride") = kSampleStride);
@@ -76,13 +80,8 @@ void register_balanced(py::module_& m) {
         "select_balanced_sampled_pass",
         [](const py::array& logits, bool bf16, int64_t budget, const std::optional<U8Array>& exclude,
            const py::object& inv, int num_threads, int64_t sample_stride) {
-            const Matrix x = matrix_view(logits, bf16);
-            const uint8_t* ex = mask_of(exclude, x.rows);
-            F64Array hold;
-            const HeadNorms in = head_of(inv, x.cols, hold);
             SampledPass info;
-            std::vector<int64_t> idx =
-                nogil([&] { return select_balanced(x, budget, ex, in, num_threads, sample_stride, &info); });
+            auto idx = one_shot(logits, bf16, budget, exclude, inv, num_threads, sample_stride, &info);
             return py::make_tuple(to_numpy(std::move(idx)), info.sampled, info.held);
         },
         "select_balanced, and whether its first pass sampled ceilings and whether they held (tests)",

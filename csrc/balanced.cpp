@@ -343,6 +343,7 @@ bool BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
     for (int64_t c = 0; c < C_; ++c)
         bounds[static_cast<size_t>(c)] = ceilings ? std::min(bound(c), (*ceilings)[static_cast<size_t>(c)]) : bound(c);
     fed_ += feed_rows(logits, ids, exclude, head, num_threads, taken_, capacity_, bounds, heaps_);
+    serve_threads_ = num_threads;
     if (!ceilings) return true;
     // A class that kept its capacity under its ceiling has the capacity smallest keys of all the
     // rows (the capacity-th smallest is under the ceiling, so every key before it was offered).
@@ -418,11 +419,26 @@ bool BalancedState::advance() {
     const int64_t budget = std::min(B_, available_);
     int64_t max_row = -1;
     size_t total = 0;
+    // Class by class and in parallel (nothing here depends on the other classes): the capacity
+    // smallest, and the first prefix the serving reads (its quota and then some) sorted ahead.
+    std::vector<size_t> presorted(static_cast<size_t>(C_), 0);
+    for (int64_t c = start_class_; c < C_; ++c) total += heaps_[static_cast<size_t>(c)].items.size();
+    const int threads = total > (size_t{1} << 16) ? thread_count(serve_threads_) : 1;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 8) reduction(max : max_row)
     for (int64_t c = start_class_; c < C_; ++c) {
-        heaps_[static_cast<size_t>(c)].shrink(capacity_[static_cast<size_t>(c)]);
-        for (const auto& cand : heaps_[static_cast<size_t>(c)].items) max_row = std::max(max_row, cand.row);
-        total += heaps_[static_cast<size_t>(c)].items.size();
+        auto& heap = heaps_[static_cast<size_t>(c)];
+        heap.shrink(capacity_[static_cast<size_t>(c)]);
+        for (const auto& cand : heap.items) max_row = std::max(max_row, cand.row);
+        const int64_t q = quota(c, budget);
+        if (q == 0) continue;
+        auto& h = heap.items;
+        const size_t upto = std::min(2 * static_cast<size_t>(q) + 16, h.size());
+        if (upto < h.size()) std::nth_element(h.begin(), h.begin() + static_cast<std::ptrdiff_t>(upto), h.end());
+        std::sort(h.begin(), h.begin() + static_cast<std::ptrdiff_t>(upto));
+        presorted[static_cast<size_t>(c)] = upto;
     }
+    total = 0;
+    for (int64_t c = start_class_; c < C_; ++c) total += heaps_[static_cast<size_t>(c)].items.size();
     RowSet taken_now(max_row, total);
     std::vector<int64_t> picks_now;
     for (int64_t c = start_class_; c < C_; ++c) {
@@ -432,7 +448,7 @@ bool BalancedState::advance() {
         taken_now.check_distinct(h, c);
         // The candidates in order, sorted only as far as the class reads them (about its quota
         // plus the few rows earlier classes took): nth_element, then sort, in growing prefixes.
-        size_t sorted = 0;
+        size_t sorted = presorted[static_cast<size_t>(c)];  // what the first sort_to below would sort
         const auto sort_to = [&](size_t upto) {
             upto = std::min(upto, h.size());
             if (upto <= sorted) return;

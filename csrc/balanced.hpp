@@ -110,6 +110,7 @@ private:
     int64_t C_, B_, extra_, pass_memory_;
     int64_t pass_ = 0, start_class_ = 0, available_ = 0, fed_ = 0;
     bool done_ = false;
+    int serve_threads_ = 1;  // advance()'s threads: the last update's num_threads (not part of the state)
     std::vector<int64_t> capacity_;
     std::vector<int64_t> taken_;
     std::vector<int64_t> picks_;

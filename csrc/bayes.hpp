@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -47,8 +48,8 @@ private:
     void check_usable() const;
     int64_t rows_, classes_, samples_ = 0;
     bool f64_, broken_ = false;
-    std::vector<float> accf_;
-    std::vector<double> accd_;
+    std::unique_ptr<float[]> accf_;  // per row and class: the sum of the samples' probabilities
+    std::unique_ptr<double[]> accd_;
     std::vector<double> entropy_;  // sum over samples of H[p_t], per row
     std::vector<uint64_t> hash_;   // per row: the first sample's row fingerprint
     std::vector<uint8_t> same_;    // per row: every sample so far had the first one's fingerprint

@@ -71,3 +71,44 @@ def test_isa_env_var_is_read_once_per_process(n):
     code = f"import numpy as np, alscale; print(alscale.select_margin(np.eye(8), {n}).tolist())"
     out = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
     assert out.stdout.strip() == str(list(range(n)))
+
+
+BAYES_SCRIPT = r"""
+import sys
+import numpy as np
+import alscale
+
+rng = np.random.default_rng(8)
+out = {}
+for t in (1, 2, 5):
+    for c in (1, 7, 16, 17, 65, 300):
+        for dt in (np.float16, np.float32, np.float64):
+            x = (rng.normal(size=(t, 90, c)) * 3).astype(dt)
+            x[:, ::6] = np.round(x[:, ::6])  # ties
+            for kind in ("bald", "margin", "confidence", "entropy"):
+                f = alscale.bald_scores if kind == "bald" else getattr(alscale, f"mc_{kind}_scores")
+                out[f"{t}-{c}-{np.dtype(dt).name}-{kind}"] = f(x)
+                out[f"{t}-{c}-{np.dtype(dt).name}-{kind}-iterable"] = f(list(x))
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_bayes_kernels_are_bit_identical_on_every_instruction_set(tmp_path):
+    """BALD and the MC scores (csrc/bayes.cpp: 16-float / 8-double blocks in lanes of their own)
+    give the same bits with AVX-512 (where the CPU has it), AVX2 and the baseline."""
+    runs = {}
+    for isa in (None, "avx2", "base"):
+        script = tmp_path / "bayes.py"
+        script.write_text(BAYES_SCRIPT)
+        env = dict(os.environ)
+        env.pop("ALSCALE_ISA", None)
+        if isa:
+            env["ALSCALE_ISA"] = isa
+        path = tmp_path / f"bayes-{isa}.npz"
+        subprocess.run([sys.executable, str(script), str(path)], check=True, env=env)
+        with np.load(path) as f:
+            runs[isa] = {k: f[k] for k in f.files}
+    assert len(runs[None]) == 3 * 6 * 3 * 4 * 2
+    for isa in ("avx2", "base"):
+        for key, value in runs[None].items():
+            assert value.tobytes() == runs[isa][key].tobytes(), (isa, key)

@@ -231,10 +231,59 @@ ALSCALE_INLINE RowMax<T> row_max(const T* x, int64_t n) {
     return combine_max<T, WantSecond>(lane_m1, lane_m2, lane_at, n, !bad);
 }
 
+// softmax_sums for native vectors of 16 floats (AVX-512): the exponentials and the products
+// e (x - mx) of two blocks at once, each half then added to the 8 lane sums in order (the first
+// block's half, then the second's), so the same bits as 8 lanes a block (softmax_step's
+// arithmetic, element by element); the row's last block or two in 8 lanes.
+template <class T, int B>
+ALSCALE_INLINE void softmax_sums_wide(const T* x, int64_t n, T mx, T& s_out, T& t_out, const NextRow& next) {
+    constexpr int H = kLanes * static_cast<int>(sizeof(T));  // bytes of one block
+    using V = vec<T, B>;
+    using V8 = vec<T, H>;
+    static_assert(kWidth<T, B> == 2 * kLanes, "two blocks per native vector");
+    const V vmx = row_max_lanes<V>(mx), lo = splat<V>(T(-1e30));
+    V8 s = splat<V8>(T(0)), t = splat<V8>(T(0));
+    int64_t c = 0;
+    for (; c + 2 * kLanes <= n; c += 2 * kLanes) {
+        next.at(c);
+        V d = sub(load<T, B>(x + c), vmx);
+        d = d < lo ? lo : d;
+        const V e = exp_nonpos<T, V, ivec<T, B>>(d);
+        const V ed = mul(e, d);
+        V8 half[4];
+        std::memcpy(&half[0], &e, sizeof e);
+        std::memcpy(&half[2], &ed, sizeof ed);
+        s = add(add(s, half[0]), half[1]);
+        t = add(add(t, half[2]), half[3]);
+    }
+    const V8 vmx8 = row_max_lanes<V8>(mx);
+    for (; c + kLanes <= n; c += kLanes) {
+        next.at(c);
+        softmax_step<T, V8, ivec<T, H>>(load<T, H>(x + c), vmx8, s, t);
+    }
+    if (c < n) {
+        next.at(c);
+        T tmp[kLanes];
+        for (int j = 0; j < kLanes; ++j) tmp[j] = c + j < n ? x[c + j] : -std::numeric_limits<T>::infinity();
+        softmax_step<T, V8, ivec<T, H>>(load<T, H>(tmp), vmx8, s, t);
+    }
+    T ls[kLanes], lt[kLanes];
+    for (int j = 0; j < kLanes; ++j) {
+        ls[j] = s[j];
+        lt[j] = t[j];
+    }
+    s_out = sum_lanes(ls);
+    t_out = sum_lanes(lt);
+}
+
 // Softmax sums of a row with maximum mx: s = sum exp(x - mx), t = sum exp(x - mx) * (x - mx),
 // in 8 lane sums combined in a fixed order (softmax_step, sum_lanes).
 template <class T, int B>
 ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out, const NextRow& next = {}) {
+    if constexpr (kWidth<T, B> > kLanes) {
+        softmax_sums_wide<T, B>(x, n, mx, s_out, t_out, next);
+        return;
+    }
     using V = vec<T, B>;
     constexpr int P = kParts<T, B>, W = kWidth<T, B>;
     const V vmx = row_max_lanes<V>(mx);

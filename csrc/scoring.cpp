@@ -14,7 +14,7 @@ ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const Matrix& m, con
     const int64_t n = m.cols;
     for (int64_t i = begin; i < end; ++i) {
         const T* x = read(i);
-        const RowMax<T> mx = row_max_split<T, B, true>(x, n);
+        const RowMax<T> mx = row_max_split<T, (B > 32 ? 32 : B), true>(x, n);
         if (!mx.finite) return i;
         T s, t;
         softmax_sums<T, B>(x, n, mx.max, s, t, next_row(m, i, end));
@@ -22,7 +22,7 @@ ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const Matrix& m, con
     }
     return end;
 }
-ALSCALE_MULTIVERSION(uncertainty_rows)
+ALSCALE_MULTIVERSION3(uncertainty_rows)
 
 template <class T, int B>
 ALSCALE_INLINE int64_t boundary_rows(RowReader<T>& read, InverseNorms& inv, std::vector<double>& r,
@@ -47,7 +47,7 @@ void uncertainty_impl(const Matrix& logits, Uncertainty kind, double* out, int n
     parallel_rows(
         logits.rows, row_threads(num_threads, logits.rows), [&](int) { return RowReader<T>(logits); },
         [&](RowReader<T>& read, int64_t begin, int64_t end) {
-            return uncertainty_rows_dispatch<T>(read, logits, kind, out, begin, end);
+            return uncertainty_rows_dispatch3<T>(read, logits, kind, out, begin, end);
         },
         [](RowReader<T>&, int) {});
 }

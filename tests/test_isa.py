@@ -112,3 +112,44 @@ def test_bayes_kernels_are_bit_identical_on_every_instruction_set(tmp_path):
     for isa in ("avx2", "base"):
         for key, value in runs[None].items():
             assert value.tobytes() == runs[isa][key].tobytes(), (isa, key)
+
+
+SCORING_SCRIPT = r"""
+import sys
+import numpy as np
+import alscale
+
+rng = np.random.default_rng(9)
+out = {}
+for c in (2, 15, 16, 17, 23, 24, 25, 31, 32, 33, 47, 1000):
+    for dt in (np.float16, np.float32, np.float64):
+        x = (rng.normal(size=(200, c)) * 4).astype(dt)
+        x[::5] = np.round(x[::5])  # ties
+        x[1::7] = 0.0
+        x[1::7, -1] = -0.0
+        x[2::9, ::2] = -np.finfo(dt).max  # gaps below -1e30 (float32, float64), clamped
+        for kind in ("margin", "confidence", "entropy"):
+            out[f"{c}-{np.dtype(dt).name}-{kind}"] = getattr(alscale, f"{kind}_scores")(x)
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_uncertainty_scores_are_bit_identical_on_every_instruction_set(tmp_path):
+    """The softmax pass on AVX-512 (two 8-lane blocks per vector, each half added to the lane sums
+    in order) gives AVX2's and the baseline's bits, at C around its 16-value steps."""
+    script = tmp_path / "scoring.py"
+    script.write_text(SCORING_SCRIPT)
+    runs = {}
+    for isa in (None, "avx2", "base"):
+        env = dict(os.environ)
+        env.pop("ALSCALE_ISA", None)
+        if isa:
+            env["ALSCALE_ISA"] = isa
+        path = tmp_path / f"scoring-{isa}.npz"
+        subprocess.run([sys.executable, str(script), str(path)], check=True, env=env)
+        with np.load(path) as f:
+            runs[isa] = {k: f[k] for k in f.files}
+    assert len(runs[None]) == 12 * 3 * 3
+    for isa in ("avx2", "base"):
+        for key, value in runs[None].items():
+            assert value.tobytes() == runs[isa][key].tobytes(), (isa, key)

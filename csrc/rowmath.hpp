@@ -310,24 +310,16 @@ ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out
     t_out = sum_lanes(lt);
 }
 
-// A block of 8 logits as float64 vectors (kParts<double, B> of them).
+// 8 logits from p as float64 vectors (kParts<double, B> of them: 4, 2 or 1), converted exactly.
 template <int B>
-ALSCALE_INLINE void to_double(const Block<float, B>& b, vec<double, B>* out) {
-    constexpr int W = kWidth<float, B>;
-    using Half = vec<float, B / 2>;
-    for (int h = 0; h < kParts<float, B>; ++h) {
-        Half lo, hi;
-        for (int j = 0; j < W / 2; ++j) {
-            lo[j] = b.part[h][j];
-            hi[j] = b.part[h][j + W / 2];
-        }
-        out[2 * h] = __builtin_convertvector(lo, vec<double, B>);
-        out[2 * h + 1] = __builtin_convertvector(hi, vec<double, B>);
-    }
+ALSCALE_INLINE void to_double(const float* p, vec<double, B>* out) {
+    constexpr int W = kWidth<double, B>;
+    for (int h = 0; h < kParts<double, B>; ++h)
+        out[h] = __builtin_convertvector(load<float, B / 2>(p + h * W), vec<double, B>);
 }
 template <int B>
-ALSCALE_INLINE void to_double(const Block<double, B>& b, vec<double, B>* out) {
-    for (int h = 0; h < kParts<double, B>; ++h) out[h] = b.part[h];
+ALSCALE_INLINE void to_double(const double* p, vec<double, B>* out) {
+    for (int h = 0; h < kParts<double, B>; ++h) out[h] = load<double, B>(p + h * kWidth<double, B>);
 }
 
 // Distances of a row to the p/c decision hyperplanes: r_c = boundary_distance(l_p, l_c, inv[c]),
@@ -343,10 +335,9 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
     const V vlp = row_max_lanes<V>(lp);
     V mn = splat<V>(kInf);
     I hit = I{};
-    auto block = [&](const Block<T, B>& xb, const double* iv, const double* bv, double* out)
-                     __attribute__((always_inline)) {
+    auto block = [&](const T* xp, const double* iv, const double* bv, double* out) __attribute__((always_inline)) {
         V xd[P];
-        to_double<B>(xb, xd);
+        to_double<B>(xp, xd);
         for (int h = 0; h < P; ++h) {
             const V a = boundary_distance(vlp, xd[h], load<double, B>(iv + W * h));
             mn = a < mn ? a : mn;
@@ -357,7 +348,7 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
     int64_t c = 0;
     for (; c + kLanes <= n; c += kLanes) {
         next.at(c);
-        block(load_block<T, B>(x + c), inv + c, bound ? bound + c : nullptr, r + c);
+        block(x + c, inv + c, bound ? bound + c : nullptr, r + c);
         if (bound && (c + kLanes) % kGroup == 0) {
             if (any_lane(hit)) hits->push_back(c + kLanes - kGroup);
             hit = I{};
@@ -367,11 +358,13 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
     if (c < n) {
         next.at(c);
         double iv[kLanes], bv[kLanes], out[kLanes];
+        T xt[kLanes];
         for (int j = 0; j < kLanes; ++j) {
             iv[j] = c + j < n ? inv[c + j] : 1.0;
             bv[j] = bound && c + j < n ? bound[c + j] : -kInf;
+            xt[j] = c + j < n ? x[c + j] : std::numeric_limits<T>::infinity();
         }
-        block(load_tail<T, B>(x + c, n - c, std::numeric_limits<T>::infinity()), iv, bound ? bv : nullptr, out);
+        block(xt, iv, bound ? bv : nullptr, out);
         for (int j = 0; c + j < n; ++j) r[c + j] = out[j];
         last = c;
     }

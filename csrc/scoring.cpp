@@ -31,7 +31,7 @@ ALSCALE_INLINE int64_t boundary_rows(RowReader<T>& read, InverseNorms& inv, std:
     const int64_t n = logits.cols;
     for (int64_t i = begin; i < end; ++i) {
         const T* x = read(i);
-        const RowMax<T> mx = row_max_split<T, B, false>(x, n);
+        const RowMax<T> mx = row_max_split<T, (B > 32 ? 32 : B), false>(x, n);
         if (!mx.finite) return i;
         const double lp = static_cast<double>(mx.max);
         const double m = boundary_row<T, B>(x, n, lp, inv.row(mx.arg), r.data(), nullptr, nullptr,
@@ -40,7 +40,7 @@ ALSCALE_INLINE int64_t boundary_rows(RowReader<T>& read, InverseNorms& inv, std:
     }
     return end;
 }
-ALSCALE_MULTIVERSION(boundary_rows)
+ALSCALE_MULTIVERSION3(boundary_rows)
 
 template <class T>
 void uncertainty_impl(const Matrix& logits, Uncertainty kind, double* out, int num_threads) {
@@ -69,7 +69,7 @@ void boundary_impl(const Matrix& logits, const HeadNorms& head, double* out, int
                                       std::vector<double>(static_cast<size_t>(n))};
         },
         [&](BoundaryContext<T>& ctx, int64_t begin, int64_t end) {
-            return boundary_rows_dispatch<T>(ctx.read, ctx.inv, ctx.r, logits, out, begin, end);
+            return boundary_rows_dispatch3<T>(ctx.read, ctx.inv, ctx.r, logits, out, begin, end);
         },
         [](BoundaryContext<T>&, int) {});
 }

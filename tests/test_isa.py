@@ -130,13 +130,16 @@ for c in (2, 15, 16, 17, 23, 24, 25, 31, 32, 33, 47, 1000):
         x[2::9, ::2] = -np.finfo(dt).max  # gaps below -1e30 (float32, float64), clamped
         for kind in ("margin", "confidence", "entropy"):
             out[f"{c}-{np.dtype(dt).name}-{kind}"] = getattr(alscale, f"{kind}_scores")(x)
+        out[f"{c}-{np.dtype(dt).name}-boundary"] = alscale.boundary_scores(x)
+        out[f"{c}-{np.dtype(dt).name}-boundary-w"] = alscale.boundary_scores(x, weight=rng.normal(size=(c, 6)))
 np.savez(sys.argv[1], **out)
 """
 
 
 def test_uncertainty_scores_are_bit_identical_on_every_instruction_set(tmp_path):
     """The softmax pass on AVX-512 (two 8-lane blocks per vector, each half added to the lane sums
-    in order) gives AVX2's and the baseline's bits, at C around its 16-value steps."""
+    in order) and the boundary pass (8 float64 lanes per vector) give AVX2's and the baseline's
+    bits, at C around their 16-value steps."""
     script = tmp_path / "scoring.py"
     script.write_text(SCORING_SCRIPT)
     runs = {}
@@ -149,7 +152,7 @@ def test_uncertainty_scores_are_bit_identical_on_every_instruction_set(tmp_path)
         subprocess.run([sys.executable, str(script), str(path)], check=True, env=env)
         with np.load(path) as f:
             runs[isa] = {k: f[k] for k in f.files}
-    assert len(runs[None]) == 12 * 3 * 3
+    assert len(runs[None]) == 12 * 3 * 5
     for isa in ("avx2", "base"):
         for key, value in runs[None].items():
             assert value.tobytes() == runs[isa][key].tobytes(), (isa, key)

@@ -44,12 +44,12 @@ np.savez(sys.argv[1], **out)
 """
 
 
-def _run(path, isa):
+def _run(path, isa, script=SCRIPT):
     env = dict(os.environ)
     env.pop("ALSCALE_ISA", None)
     if isa:
         env["ALSCALE_ISA"] = isa
-    subprocess.run([sys.executable, "-c", SCRIPT, str(path)], check=True, env=env)
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env)
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
 
@@ -93,25 +93,21 @@ np.savez(sys.argv[1], **out)
 """
 
 
+def _same_bits_on_every_isa(tmp_path, script, count):
+    """Runs `script` with the dispatched kernels (AVX-512 where the CPU has it), AVX2 and the
+    baseline, and checks that its `count` arrays are the same bytes in all three."""
+    runs = {isa: _run(tmp_path / f"{isa}.npz", isa, script) for isa in (None, "avx2", "base")}
+    assert len(runs[None]) == count
+    for isa in ("avx2", "base"):
+        assert runs[isa].keys() == runs[None].keys()
+        for key, value in runs[None].items():
+            assert value.tobytes() == runs[isa][key].tobytes(), (isa, key)
+
+
 def test_bayes_kernels_are_bit_identical_on_every_instruction_set(tmp_path):
     """BALD and the MC scores (csrc/bayes.cpp: 16-float / 8-double blocks in lanes of their own)
     give the same bits with AVX-512 (where the CPU has it), AVX2 and the baseline."""
-    runs = {}
-    for isa in (None, "avx2", "base"):
-        script = tmp_path / "bayes.py"
-        script.write_text(BAYES_SCRIPT)
-        env = dict(os.environ)
-        env.pop("ALSCALE_ISA", None)
-        if isa:
-            env["ALSCALE_ISA"] = isa
-        path = tmp_path / f"bayes-{isa}.npz"
-        subprocess.run([sys.executable, str(script), str(path)], check=True, env=env)
-        with np.load(path) as f:
-            runs[isa] = {k: f[k] for k in f.files}
-    assert len(runs[None]) == 3 * 6 * 3 * 4 * 2
-    for isa in ("avx2", "base"):
-        for key, value in runs[None].items():
-            assert value.tobytes() == runs[isa][key].tobytes(), (isa, key)
+    _same_bits_on_every_isa(tmp_path, BAYES_SCRIPT, 3 * 6 * 3 * 4 * 2)
 
 
 SCORING_SCRIPT = r"""
@@ -140,19 +136,4 @@ def test_uncertainty_scores_are_bit_identical_on_every_instruction_set(tmp_path)
     """The softmax pass on AVX-512 (two 8-lane blocks per vector, each half added to the lane sums
     in order) and the boundary pass (8 float64 lanes per vector) give AVX2's and the baseline's
     bits, at C around their 16-value steps."""
-    script = tmp_path / "scoring.py"
-    script.write_text(SCORING_SCRIPT)
-    runs = {}
-    for isa in (None, "avx2", "base"):
-        env = dict(os.environ)
-        env.pop("ALSCALE_ISA", None)
-        if isa:
-            env["ALSCALE_ISA"] = isa
-        path = tmp_path / f"scoring-{isa}.npz"
-        subprocess.run([sys.executable, str(script), str(path)], check=True, env=env)
-        with np.load(path) as f:
-            runs[isa] = {k: f[k] for k in f.files}
-    assert len(runs[None]) == 12 * 3 * 5
-    for isa in ("avx2", "base"):
-        for key, value in runs[None].items():
-            assert value.tobytes() == runs[isa][key].tobytes(), (isa, key)
+    _same_bits_on_every_isa(tmp_path, SCORING_SCRIPT, 12 * 3 * 5)

@@ -182,6 +182,68 @@ ALSCALE_INLINE RowMax<T> row_max_split(const T* x, int64_t n) {
     return combine_max<T, WantSecond>(lane_m1, lane_m2, lane_at, n, !bad);
 }
 
+// Max and (WantSecond) second largest of a row as a multiset, and whether every value is finite,
+// without the argmax (the softmax scores need none): four independent max / min-max chains,
+// m2 = max(m2, min(m1, v)), m1 = max(m1, v), which are order-free, so any split of the row gives
+// the same values but for the sign of a zero max or second (which no score depends on: the
+// softmax pass subtracts 0 + max, and exp(second - max) is 1 for any signs of two zeros). The
+// argmax is left 0.
+template <class T, int B, bool WantSecond>
+ALSCALE_INLINE RowMax<T> row_max_top(const T* x, int64_t n) {
+    using V = vec<T, B>;
+    using I = ivec<T, B>;
+    constexpr int W = kWidth<T, B>, NV = 4;
+    const T ninf = -std::numeric_limits<T>::infinity();
+    V m1[NV], m2[NV];
+    I probe = I{};
+    for (int v = 0; v < NV; ++v) m1[v] = m2[v] = splat<V>(ninf);
+    auto step = [&](int v, V b) __attribute__((always_inline)) {
+        if (WantSecond) {
+            const V lo = b < m1[v] ? b : m1[v];
+            m2[v] = lo > m2[v] ? lo : m2[v];
+        }
+        m1[v] = b > m1[v] ? b : m1[v];
+    };
+    int64_t c = 0;
+    for (; c + NV * W <= n; c += NV * W)
+        for (int v = 0; v < NV; ++v) {
+            const V b = load<T, B>(x + c + v * W);
+            probe |= (I)(b - b);  // 0 bits, or a NaN's
+            step(v, b);
+        }
+    for (; c + W <= n; c += W) {
+        const V b = load<T, B>(x + c);
+        probe |= (I)(b - b);
+        step(0, b);
+    }
+    bool bad = false;
+    if (c < n) {
+        T tmp[W];
+        for (int j = 0; j < W; ++j) {
+            const T e = c + j < n ? x[c + j] : ninf;
+            if (c + j < n) bad |= !(e - e == T(0));
+            tmp[j] = e;
+        }
+        step(0, load<T, B>(tmp));
+    }
+    bad |= any_lane(probe != I{});
+    T a1 = ninf, a2 = ninf;
+    for (int v = 0; v < NV; ++v)
+        for (int j = 0; j < W; ++j) {
+            const T b1 = m1[v][j], b2 = m2[v][j];
+            const T lo = b1 < a1 ? b1 : a1;
+            a2 = WantSecond ? (b2 > a2 ? b2 : a2) : a2;
+            a2 = WantSecond ? (lo > a2 ? lo : a2) : a2;
+            a1 = b1 > a1 ? b1 : a1;
+        }
+    RowMax<T> r;
+    r.max = a1;
+    r.arg = 0;
+    r.second = a2;
+    r.finite = !bad;
+    return r;
+}
+
 // Max, first argmax and (WantSecond) second largest of a row, and whether every value is finite
 // (x - x is NaN exactly for NaN and +-inf), in one compare-select chain per native vector: the
 // same RowMax as row_max_split, which the scoring and BASE kernels use (csrc/bayes.cpp keeps this

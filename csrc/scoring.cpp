@@ -14,7 +14,8 @@ ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const Matrix& m, con
     const int64_t n = m.cols;
     for (int64_t i = begin; i < end; ++i) {
         const T* x = read(i);
-        const RowMax<T> mx = row_max_split<T, (B > 32 ? 32 : B), true>(x, n);
+        const RowMax<T> mx = kind == Uncertainty::margin ? row_max_top<T, B, true>(x, n)
+                                                         : row_max_top<T, B, false>(x, n);
         if (!mx.finite) return i;
         T s, t;
         softmax_sums<T, B>(x, n, mx.max, s, t, next_row(m, i, end));

@@ -108,6 +108,7 @@ template <class T>
 struct RowTop {
     T mx = T(0);
     bool finite = false;
+    bool narrow = false;  // finite, and max - min too: no gap x - max is -inf, none needs clamping
     bool known = false;
 };
 
@@ -142,7 +143,8 @@ struct MaxMin {
             l = lo[0][j] < l ? lo[0][j] : l;
         }
         const T inf = std::numeric_limits<T>::infinity();
-        return {h, (h < inf) && (l > -inf), true};  // not finite for a NaN max or min too
+        const bool finite = (h < inf) && (l > -inf);  // not for a NaN max or min either
+        return {h, finite, finite && sub(h, l) < inf, true};
     }
 };
 
@@ -161,10 +163,12 @@ ALSCALE_INLINE RowTop<T> row_top(const T* x, int64_t n) {
 
 // e[c] = exp(x[c] - mx) for a row with maximum mx (e holds the row rounded up to whole blocks,
 // the padding 0), s = sum e, u = sum e (x - mx), in the L lanes (gaps below -1e30 clamped: their
-// exp is 0 either way, and -inf would make 0 * gap NaN). Peek: also reads the next row nx (of
+// exp is 0 either way, and -inf would make 0 * gap NaN; Clamp false for a row whose max - min is
+// finite, where the clamp would change nothing: e = 0 and 0 * gap = -0 either way, the same
+// bits for two vector operations less). Peek: also reads the next row nx (of
 // the same length) and returns its RowTop in *peek, so that its own max pass is not needed;
 // `next`: what to prefetch meanwhile.
-template <class T, int B, bool Peek>
+template <class T, int B, bool Peek, bool Clamp>
 ALSCALE_INLINE void exp_row(const T* x, int64_t n, T mx, T* e, T& s_out, T& u_out, const Ahead& next,
                             const T* nx, RowTop<T>* peek) {
     using M = McVec<T, B>;
@@ -175,10 +179,10 @@ ALSCALE_INLINE void exp_row(const T* x, int64_t n, T mx, T* e, T& s_out, T& u_ou
     V s[P], u[P];
     for (int k = 0; k < P; ++k) s[k] = u[k] = splat<V>(T(0));
     MaxMin<T, B, P> mm(Peek ? nx[0] : T(0));
-    auto block = [&](const T* p, T* out) __attribute__((always_inline)) {
+    auto block = [&](const T* p, T* out, bool clamp) __attribute__((always_inline)) {
         for (int k = 0; k < P; ++k) {
             V d = sub(load<T, B>(p + k * W), vmx);
-            d = d < lo ? lo : d;
+            if (clamp) d = d < lo ? lo : d;  // else no d is below -1e30 but the tail's padding
             const V ev = exp_nonpos<T, V, typename M::I>(d);
             s[k] = add(s[k], ev);
             u[k] = add(u[k], mul(ev, d));
@@ -190,7 +194,7 @@ ALSCALE_INLINE void exp_row(const T* x, int64_t n, T mx, T* e, T& s_out, T& u_ou
         next.at(c);
         if (Peek)
             for (int k = 0; k < P; ++k) mm.step(k, load<T, B>(nx + c + k * W));
-        block(x + c, e + c);
+        block(x + c, e + c, Clamp);
     }
     if (c < n) {
         next.at(c);
@@ -198,7 +202,7 @@ ALSCALE_INLINE void exp_row(const T* x, int64_t n, T mx, T* e, T& s_out, T& u_ou
             for (int k = 0; k < P && c + k * W < n; ++k) mm.tail(k, nx, c + k * W, n);
         T tail[L];
         for (int j = 0; j < L; ++j) tail[j] = c + j < n ? x[c + j] : -std::numeric_limits<T>::infinity();
-        block(tail, e + c);
+        block(tail, e + c, true);
     }
     if (Peek) *peek = mm.top();
     T ls[L], lu[L];
@@ -264,9 +268,15 @@ ALSCALE_INLINE int add_logits_row(const T* x, int64_t n, T* e, T* acc, double& h
     if (!top.finite) return 1;
     T s, u;
     if (nx) {
-        exp_row<T, B, true>(x, n, top.mx, e, s, u, next, nx, &top);
+        if (top.narrow)
+            exp_row<T, B, true, false>(x, n, top.mx, e, s, u, next, nx, &top);
+        else
+            exp_row<T, B, true, true>(x, n, top.mx, e, s, u, next, nx, &top);
     } else {
-        exp_row<T, B, false>(x, n, top.mx, e, s, u, next, nullptr, nullptr);
+        if (top.narrow)
+            exp_row<T, B, false, false>(x, n, top.mx, e, s, u, next, nullptr, nullptr);
+        else
+            exp_row<T, B, false, true>(x, n, top.mx, e, s, u, next, nullptr, nullptr);
         top.known = false;
     }
     if (!(s == s)) return 1;  // a NaN that the max's compares passed over

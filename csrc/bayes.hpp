@@ -6,7 +6,9 @@
 // N x C sums, never T x N x C), or mc_scores over the T samples at once, row by row (memory a
 // row per thread). Arithmetic in the kernels' precision: float for 16/32-bit samples, double for
 // float64 ones (the first sample decides a state's precision). Each row's sums are taken over
-// the samples in order, so the result never depends on the thread count.
+// the samples in order, and within a row in 64-byte blocks (element c in lane c % 16 for float,
+// c % 8 for double, the lanes combined in a fixed tree), so the result never depends on the
+// thread count or the instruction set (AVX-512, AVX2, the baseline: the same bits).
 #pragma once
 
 #include <cstdint>

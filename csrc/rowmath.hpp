@@ -72,7 +72,7 @@ ALSCALE_INLINE bool any_lane(M m) {
 }
 
 // The stored bytes of the row after the current one, pulled into the cache while the current
-// row's second pass runs from L1, so that the next row's first pass (row_max) does not stall on
+// row's second pass runs from L1, so that the next row's first pass (its max) does not stall on
 // memory: the two passes of a row are compute- and load-bound in turn, this overlaps them.
 // Only for rows stored with unit stride (any dtype); otherwise nothing is fetched.
 struct NextRow {
@@ -242,55 +242,6 @@ ALSCALE_INLINE RowMax<T> row_max_top(const T* x, int64_t n) {
     r.second = a2;
     r.finite = !bad;
     return r;
-}
-
-// Max, first argmax and (WantSecond) second largest of a row, and whether every value is finite
-// (x - x is NaN exactly for NaN and +-inf), in one compare-select chain per native vector: the
-// same RowMax as row_max_split, which the scoring and BASE kernels use (csrc/bayes.cpp keeps this
-// one: its rows interleave with a read-modify-write of the sums, and measured slower with the split).
-template <class T, int B, bool WantSecond>
-ALSCALE_INLINE RowMax<T> row_max(const T* x, int64_t n) {
-    using V = vec<T, B>;
-    using I = ivec<T, B>;
-    constexpr int P = kParts<T, B>, W = kWidth<T, B>;
-    const T ninf = -std::numeric_limits<T>::infinity();
-    V m1[P], m2[P], probe[P];
-    I at[P], idx[P];
-    for (int h = 0; h < P; ++h) {
-        m1[h] = m2[h] = splat<V>(ninf);
-        probe[h] = splat<V>(T(0));
-        at[h] = I{} - 1;
-        T first[W];
-        for (int j = 0; j < W; ++j) first[j] = static_cast<T>(h * W + j);
-        idx[h] = __builtin_convertvector((load<T, B>(first)), I);
-    }
-    auto step = [&](const Block<T, B>& b) __attribute__((always_inline)) {
-        for (int h = 0; h < P; ++h) {
-            max_step<WantSecond>(b.part[h], idx[h], m1[h], m2[h], at[h]);
-            idx[h] += kLanes;
-        }
-    };
-    int64_t c = 0;
-    for (; c + kLanes <= n; c += kLanes) {
-        const Block<T, B> b = load_block<T, B>(x + c);
-        for (int h = 0; h < P; ++h) probe[h] += b.part[h] - b.part[h];
-        step(b);
-    }
-    if (c < n) {
-        const Block<T, B> z = load_tail<T, B>(x + c, n - c, T(0));
-        for (int h = 0; h < P; ++h) probe[h] += z.part[h] - z.part[h];
-        step(load_tail<T, B>(x + c, n - c, ninf));
-    }
-    bool bad = false;
-    for (int h = 0; h < P; ++h) bad |= any_lane(probe[h] != probe[h]);
-    T lane_m1[kLanes], lane_m2[kLanes];
-    int64_t lane_at[kLanes];
-    for (int j = 0; j < kLanes; ++j) {
-        lane_m1[j] = m1[j / W][j % W];
-        lane_m2[j] = m2[j / W][j % W];
-        lane_at[j] = at[j / W][j % W];
-    }
-    return combine_max<T, WantSecond>(lane_m1, lane_m2, lane_at, n, !bad);
 }
 
 // softmax_sums for native vectors of 16 floats (AVX-512): the exponentials and the products

@@ -10,6 +10,11 @@ One part per run (each its own process, so its peak RSS is its own):
         Medians over ``repeats`` walks of the T samples.
     python benchmarks/bayes.py fused   [--n 20000 ...]
         The same values as one (T, N, C) array: the fused kernel against the iterable.
+    python benchmarks/bayes.py ratios  [--n 20000 --repeats 7 --threads 0]
+        BALD over T samples as one (T, N, C) array and streamed through ``MCScores``, each repeat
+        interleaved with the floor (``x.sum()``, one single-threaded numpy pass over the T·N·C
+        values) in this process: min and median wall times and their ratios to the floor's, the
+        CPU seconds per value, the load average and the peak RSS.
     python benchmarks/bayes.py batchbald [--n 50000 --classes 10 --samples 20 --budget 100 --configs 200]
     python benchmarks/bayes.py baal      [same]
         BatchBALD, B = budget, with ``configs`` label configurations (alscale: exact while they
@@ -87,6 +92,42 @@ def fused(args) -> dict:
             "peak_rss_gib": peak_rss_gib()}
 
 
+def ratios(args) -> dict:
+    import os
+
+    import alscale
+
+    x = mc_samples(args.samples, args.n, args.classes, seed=args.seed)
+    samples = list(x)
+
+    def streamed():
+        acc = alscale.MCScores(num_threads=args.threads)
+        for s in samples:
+            acc.update(s)
+        return acc.scores("bald")
+
+    calls = {"floor": x.sum, "fused": lambda: alscale.bald_scores(x, num_threads=args.threads), "streamed": streamed}
+    wall = {k: [] for k in calls}
+    cpu = {k: [] for k in calls}
+    for _ in range(args.repeats):
+        for k, f in calls.items():
+            c, s = time.process_time(), time.perf_counter()
+            f()
+            wall[k].append(time.perf_counter() - s)
+            cpu[k].append(time.process_time() - c)
+    same = alscale.bald_scores(x).tobytes() == streamed().tobytes()
+    fl = wall["floor"]
+    out = {"part": "ratios", "n": args.n, "classes": args.classes, "samples": args.samples,
+           "threads": args.threads, "repeats": args.repeats, "same_bits": same, "load": os.getloadavg()[0],
+           "peak_rss_gib": peak_rss_gib()}
+    for k in calls:
+        v = wall[k]
+        out[k] = {"min_s": min(v), "median_s": float(np.median(v)), "min_ratio": min(v) / min(fl),
+                  "median_ratio": float(np.median(v) / np.median(fl)),
+                  "cpu_ns_per_value": min(cpu[k]) / x.size * 1e9}
+    return out
+
+
 def pool(args) -> np.ndarray:
     """(T, N, C) float64 logits of a small MC-dropout-like pool (the harness's ``mc_samples``)."""
     return mc_samples(args.samples, args.n, args.classes, seed=args.seed).astype(np.float64)
@@ -118,7 +159,7 @@ def baal(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=("stream", "fused", "batchbald", "baal"))
+    ap.add_argument("part", choices=("stream", "fused", "ratios", "batchbald", "baal"))
     ap.add_argument("--n", type=int)
     ap.add_argument("--classes", type=int)
     ap.add_argument("--samples", type=int, default=20)
@@ -130,10 +171,10 @@ def main() -> None:
     ap.add_argument("--no-numpy", dest="numpy", action="store_false", help="stream: skip the numpy BALD baseline")
     ap.add_argument("--json", help="append the result as one JSON line to this file")
     args = ap.parse_args()
-    defaults = {"stream": (100_000, 1000), "fused": (20_000, 1000), "batchbald": (50_000, 10), "baal": (50_000, 10)}
+    defaults = {"stream": (100_000, 1000), "fused": (20_000, 1000), "ratios": (20_000, 1000), "batchbald": (50_000, 10), "baal": (50_000, 10)}
     args.n = args.n or defaults[args.part][0]
     args.classes = args.classes or defaults[args.part][1]
-    result = {"stream": stream, "fused": fused, "batchbald": batchbald, "baal": baal}[args.part](args)
+    result = {"stream": stream, "fused": fused, "ratios": ratios, "batchbald": batchbald, "baal": baal}[args.part](args)
     text = json.dumps(result)
     print(text if len(text) < 2000 else json.dumps({k: v for k, v in result.items() if k != "picks"}))
     if args.json:

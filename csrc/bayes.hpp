@@ -6,10 +6,13 @@
 // N x C sums, never T x N x C), or mc_scores over the T samples at once, row by row (memory a
 // row per thread). Arithmetic in the kernels' precision: float for 16/32-bit samples, double for
 // float64 ones (the first sample decides a state's precision). Each row's sums are taken over
-// the samples in order, so the result never depends on the thread count.
+// the samples in order, and within a row in 64-byte blocks (element c in lane c % 16 for float,
+// c % 8 for double, the lanes combined in a fixed tree), so the result never depends on the
+// thread count or the instruction set (AVX-512, AVX2, the baseline: the same bits).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -47,8 +50,8 @@ private:
     void check_usable() const;
     int64_t rows_, classes_, samples_ = 0;
     bool f64_, broken_ = false;
-    std::vector<float> accf_;
-    std::vector<double> accd_;
+    std::unique_ptr<float[]> accf_;  // per row and class: the sum of the samples' probabilities
+    std::unique_ptr<double[]> accd_;
     std::vector<double> entropy_;  // sum over samples of H[p_t], per row
     std::vector<uint64_t> hash_;   // per row: the first sample's row fingerprint
     std::vector<uint8_t> same_;    // per row: every sample so far had the first one's fingerprint

@@ -72,7 +72,7 @@ ALSCALE_INLINE bool any_lane(M m) {
 }
 
 // The stored bytes of the row after the current one, pulled into the cache while the current
-// row's second pass runs from L1, so that the next row's first pass (row_max) does not stall on
+// row's second pass runs from L1, so that the next row's first pass (its max) does not stall on
 // memory: the two passes of a row are compute- and load-bound in turn, this overlaps them.
 // Only for rows stored with unit stride (any dtype); otherwise nothing is fetched.
 struct NextRow {
@@ -182,59 +182,121 @@ ALSCALE_INLINE RowMax<T> row_max_split(const T* x, int64_t n) {
     return combine_max<T, WantSecond>(lane_m1, lane_m2, lane_at, n, !bad);
 }
 
-// Max, first argmax and (WantSecond) second largest of a row, and whether every value is finite
-// (x - x is NaN exactly for NaN and +-inf), in one compare-select chain per native vector: the
-// same RowMax as row_max_split, which the scoring and BASE kernels use (csrc/bayes.cpp keeps this
-// one: its rows interleave with a read-modify-write of the sums, and measured slower with the split).
+// Max and (WantSecond) second largest of a row as a multiset, and whether every value is finite,
+// without the argmax (the softmax scores need none): four independent max / min-max chains,
+// m2 = max(m2, min(m1, v)), m1 = max(m1, v), which are order-free, so any split of the row gives
+// the same values but for the sign of a zero max or second (which no score depends on: the
+// softmax pass subtracts 0 + max, and exp(second - max) is 1 for any signs of two zeros). The
+// argmax is left 0.
 template <class T, int B, bool WantSecond>
-ALSCALE_INLINE RowMax<T> row_max(const T* x, int64_t n) {
+ALSCALE_INLINE RowMax<T> row_max_top(const T* x, int64_t n) {
     using V = vec<T, B>;
     using I = ivec<T, B>;
-    constexpr int P = kParts<T, B>, W = kWidth<T, B>;
+    constexpr int W = kWidth<T, B>, NV = 4;
     const T ninf = -std::numeric_limits<T>::infinity();
-    V m1[P], m2[P], probe[P];
-    I at[P], idx[P];
-    for (int h = 0; h < P; ++h) {
-        m1[h] = m2[h] = splat<V>(ninf);
-        probe[h] = splat<V>(T(0));
-        at[h] = I{} - 1;
-        T first[W];
-        for (int j = 0; j < W; ++j) first[j] = static_cast<T>(h * W + j);
-        idx[h] = __builtin_convertvector((load<T, B>(first)), I);
-    }
-    auto step = [&](const Block<T, B>& b) __attribute__((always_inline)) {
-        for (int h = 0; h < P; ++h) {
-            max_step<WantSecond>(b.part[h], idx[h], m1[h], m2[h], at[h]);
-            idx[h] += kLanes;
+    V m1[NV], m2[NV];
+    I probe = I{};
+    for (int v = 0; v < NV; ++v) m1[v] = m2[v] = splat<V>(ninf);
+    auto step = [&](int v, V b) __attribute__((always_inline)) {
+        if (WantSecond) {
+            const V lo = b < m1[v] ? b : m1[v];
+            m2[v] = lo > m2[v] ? lo : m2[v];
         }
+        m1[v] = b > m1[v] ? b : m1[v];
     };
     int64_t c = 0;
-    for (; c + kLanes <= n; c += kLanes) {
-        const Block<T, B> b = load_block<T, B>(x + c);
-        for (int h = 0; h < P; ++h) probe[h] += b.part[h] - b.part[h];
-        step(b);
-    }
-    if (c < n) {
-        const Block<T, B> z = load_tail<T, B>(x + c, n - c, T(0));
-        for (int h = 0; h < P; ++h) probe[h] += z.part[h] - z.part[h];
-        step(load_tail<T, B>(x + c, n - c, ninf));
+    for (; c + NV * W <= n; c += NV * W)
+        for (int v = 0; v < NV; ++v) {
+            const V b = load<T, B>(x + c + v * W);
+            probe |= (I)(b - b);  // 0 bits, or a NaN's
+            step(v, b);
+        }
+    for (; c + W <= n; c += W) {
+        const V b = load<T, B>(x + c);
+        probe |= (I)(b - b);
+        step(0, b);
     }
     bool bad = false;
-    for (int h = 0; h < P; ++h) bad |= any_lane(probe[h] != probe[h]);
-    T lane_m1[kLanes], lane_m2[kLanes];
-    int64_t lane_at[kLanes];
-    for (int j = 0; j < kLanes; ++j) {
-        lane_m1[j] = m1[j / W][j % W];
-        lane_m2[j] = m2[j / W][j % W];
-        lane_at[j] = at[j / W][j % W];
+    if (c < n) {
+        T tmp[W];
+        for (int j = 0; j < W; ++j) {
+            const T e = c + j < n ? x[c + j] : ninf;
+            if (c + j < n) bad |= !(e - e == T(0));
+            tmp[j] = e;
+        }
+        step(0, load<T, B>(tmp));
     }
-    return combine_max<T, WantSecond>(lane_m1, lane_m2, lane_at, n, !bad);
+    bad |= any_lane(probe != I{});
+    T a1 = ninf, a2 = ninf;
+    for (int v = 0; v < NV; ++v)
+        for (int j = 0; j < W; ++j) {
+            const T b1 = m1[v][j], b2 = m2[v][j];
+            const T lo = b1 < a1 ? b1 : a1;
+            a2 = WantSecond ? (b2 > a2 ? b2 : a2) : a2;
+            a2 = WantSecond ? (lo > a2 ? lo : a2) : a2;
+            a1 = b1 > a1 ? b1 : a1;
+        }
+    RowMax<T> r;
+    r.max = a1;
+    r.arg = 0;
+    r.second = a2;
+    r.finite = !bad;
+    return r;
+}
+
+// softmax_sums for native vectors of 16 floats (AVX-512): the exponentials and the products
+// e (x - mx) of two blocks at once, each half then added to the 8 lane sums in order (the first
+// block's half, then the second's), so the same bits as 8 lanes a block (softmax_step's
+// arithmetic, element by element); the row's last block or two in 8 lanes.
+template <class T, int B>
+ALSCALE_INLINE void softmax_sums_wide(const T* x, int64_t n, T mx, T& s_out, T& t_out, const NextRow& next) {
+    constexpr int H = kLanes * static_cast<int>(sizeof(T));  // bytes of one block
+    using V = vec<T, B>;
+    using V8 = vec<T, H>;
+    static_assert(kWidth<T, B> == 2 * kLanes, "two blocks per native vector");
+    const V vmx = row_max_lanes<V>(mx), lo = splat<V>(T(-1e30));
+    V8 s = splat<V8>(T(0)), t = splat<V8>(T(0));
+    int64_t c = 0;
+    for (; c + 2 * kLanes <= n; c += 2 * kLanes) {
+        next.at(c);
+        V d = sub(load<T, B>(x + c), vmx);
+        d = d < lo ? lo : d;
+        const V e = exp_nonpos<T, V, ivec<T, B>>(d);
+        const V ed = mul(e, d);
+        V8 half[4];
+        std::memcpy(&half[0], &e, sizeof e);
+        std::memcpy(&half[2], &ed, sizeof ed);
+        s = add(add(s, half[0]), half[1]);
+        t = add(add(t, half[2]), half[3]);
+    }
+    const V8 vmx8 = row_max_lanes<V8>(mx);
+    for (; c + kLanes <= n; c += kLanes) {
+        next.at(c);
+        softmax_step<T, V8, ivec<T, H>>(load<T, H>(x + c), vmx8, s, t);
+    }
+    if (c < n) {
+        next.at(c);
+        T tmp[kLanes];
+        for (int j = 0; j < kLanes; ++j) tmp[j] = c + j < n ? x[c + j] : -std::numeric_limits<T>::infinity();
+        softmax_step<T, V8, ivec<T, H>>(load<T, H>(tmp), vmx8, s, t);
+    }
+    T ls[kLanes], lt[kLanes];
+    for (int j = 0; j < kLanes; ++j) {
+        ls[j] = s[j];
+        lt[j] = t[j];
+    }
+    s_out = sum_lanes(ls);
+    t_out = sum_lanes(lt);
 }
 
 // Softmax sums of a row with maximum mx: s = sum exp(x - mx), t = sum exp(x - mx) * (x - mx),
 // in 8 lane sums combined in a fixed order (softmax_step, sum_lanes).
 template <class T, int B>
 ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out, const NextRow& next = {}) {
+    if constexpr (kWidth<T, B> > kLanes) {
+        softmax_sums_wide<T, B>(x, n, mx, s_out, t_out, next);
+        return;
+    }
     using V = vec<T, B>;
     constexpr int P = kParts<T, B>, W = kWidth<T, B>;
     const V vmx = row_max_lanes<V>(mx);
@@ -261,24 +323,16 @@ ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out
     t_out = sum_lanes(lt);
 }
 
-// A block of 8 logits as float64 vectors (kParts<double, B> of them).
+// 8 logits from p as float64 vectors (kParts<double, B> of them: 4, 2 or 1), converted exactly.
 template <int B>
-ALSCALE_INLINE void to_double(const Block<float, B>& b, vec<double, B>* out) {
-    constexpr int W = kWidth<float, B>;
-    using Half = vec<float, B / 2>;
-    for (int h = 0; h < kParts<float, B>; ++h) {
-        Half lo, hi;
-        for (int j = 0; j < W / 2; ++j) {
-            lo[j] = b.part[h][j];
-            hi[j] = b.part[h][j + W / 2];
-        }
-        out[2 * h] = __builtin_convertvector(lo, vec<double, B>);
-        out[2 * h + 1] = __builtin_convertvector(hi, vec<double, B>);
-    }
+ALSCALE_INLINE void to_double(const float* p, vec<double, B>* out) {
+    constexpr int W = kWidth<double, B>;
+    for (int h = 0; h < kParts<double, B>; ++h)
+        out[h] = __builtin_convertvector(load<float, B / 2>(p + h * W), vec<double, B>);
 }
 template <int B>
-ALSCALE_INLINE void to_double(const Block<double, B>& b, vec<double, B>* out) {
-    for (int h = 0; h < kParts<double, B>; ++h) out[h] = b.part[h];
+ALSCALE_INLINE void to_double(const double* p, vec<double, B>* out) {
+    for (int h = 0; h < kParts<double, B>; ++h) out[h] = load<double, B>(p + h * kWidth<double, B>);
 }
 
 // Distances of a row to the p/c decision hyperplanes: r_c = boundary_distance(l_p, l_c, inv[c]),
@@ -294,10 +348,9 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
     const V vlp = row_max_lanes<V>(lp);
     V mn = splat<V>(kInf);
     I hit = I{};
-    auto block = [&](const Block<T, B>& xb, const double* iv, const double* bv, double* out)
-                     __attribute__((always_inline)) {
+    auto block = [&](const T* xp, const double* iv, const double* bv, double* out) __attribute__((always_inline)) {
         V xd[P];
-        to_double<B>(xb, xd);
+        to_double<B>(xp, xd);
         for (int h = 0; h < P; ++h) {
             const V a = boundary_distance(vlp, xd[h], load<double, B>(iv + W * h));
             mn = a < mn ? a : mn;
@@ -308,7 +361,7 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
     int64_t c = 0;
     for (; c + kLanes <= n; c += kLanes) {
         next.at(c);
-        block(load_block<T, B>(x + c), inv + c, bound ? bound + c : nullptr, r + c);
+        block(x + c, inv + c, bound ? bound + c : nullptr, r + c);
         if (bound && (c + kLanes) % kGroup == 0) {
             if (any_lane(hit)) hits->push_back(c + kLanes - kGroup);
             hit = I{};
@@ -318,11 +371,13 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
     if (c < n) {
         next.at(c);
         double iv[kLanes], bv[kLanes], out[kLanes];
+        T xt[kLanes];
         for (int j = 0; j < kLanes; ++j) {
             iv[j] = c + j < n ? inv[c + j] : 1.0;
             bv[j] = bound && c + j < n ? bound[c + j] : -kInf;
+            xt[j] = c + j < n ? x[c + j] : std::numeric_limits<T>::infinity();
         }
-        block(load_tail<T, B>(x + c, n - c, std::numeric_limits<T>::infinity()), iv, bound ? bv : nullptr, out);
+        block(xt, iv, bound ? bv : nullptr, out);
         for (int j = 0; c + j < n; ++j) r[c + j] = out[j];
         last = c;
     }

@@ -14,7 +14,8 @@ ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const Matrix& m, con
     const int64_t n = m.cols;
     for (int64_t i = begin; i < end; ++i) {
         const T* x = read(i);
-        const RowMax<T> mx = row_max_split<T, B, true>(x, n);
+        const RowMax<T> mx = kind == Uncertainty::margin ? row_max_top<T, B, true>(x, n)
+                                                         : row_max_top<T, B, false>(x, n);
         if (!mx.finite) return i;
         T s, t;
         softmax_sums<T, B>(x, n, mx.max, s, t, next_row(m, i, end));
@@ -22,7 +23,7 @@ ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const Matrix& m, con
     }
     return end;
 }
-ALSCALE_MULTIVERSION(uncertainty_rows)
+ALSCALE_MULTIVERSION3(uncertainty_rows)
 
 template <class T, int B>
 ALSCALE_INLINE int64_t boundary_rows(RowReader<T>& read, InverseNorms& inv, std::vector<double>& r,
@@ -31,7 +32,7 @@ ALSCALE_INLINE int64_t boundary_rows(RowReader<T>& read, InverseNorms& inv, std:
     const int64_t n = logits.cols;
     for (int64_t i = begin; i < end; ++i) {
         const T* x = read(i);
-        const RowMax<T> mx = row_max_split<T, B, false>(x, n);
+        const RowMax<T> mx = row_max_split<T, (B > 32 ? 32 : B), false>(x, n);
         if (!mx.finite) return i;
         const double lp = static_cast<double>(mx.max);
         const double m = boundary_row<T, B>(x, n, lp, inv.row(mx.arg), r.data(), nullptr, nullptr,
@@ -40,14 +41,14 @@ ALSCALE_INLINE int64_t boundary_rows(RowReader<T>& read, InverseNorms& inv, std:
     }
     return end;
 }
-ALSCALE_MULTIVERSION(boundary_rows)
+ALSCALE_MULTIVERSION3(boundary_rows)
 
 template <class T>
 void uncertainty_impl(const Matrix& logits, Uncertainty kind, double* out, int num_threads) {
     parallel_rows(
         logits.rows, row_threads(num_threads, logits.rows), [&](int) { return RowReader<T>(logits); },
         [&](RowReader<T>& read, int64_t begin, int64_t end) {
-            return uncertainty_rows_dispatch<T>(read, logits, kind, out, begin, end);
+            return uncertainty_rows_dispatch3<T>(read, logits, kind, out, begin, end);
         },
         [](RowReader<T>&, int) {});
 }
@@ -69,7 +70,7 @@ void boundary_impl(const Matrix& logits, const HeadNorms& head, double* out, int
                                       std::vector<double>(static_cast<size_t>(n))};
         },
         [&](BoundaryContext<T>& ctx, int64_t begin, int64_t end) {
-            return boundary_rows_dispatch<T>(ctx.read, ctx.inv, ctx.r, logits, out, begin, end);
+            return boundary_rows_dispatch3<T>(ctx.read, ctx.inv, ctx.r, logits, out, begin, end);
         },
         [](BoundaryContext<T>&, int) {});
 }

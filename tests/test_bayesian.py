@@ -176,6 +176,72 @@ def test_thread_count_independence_on_a_large_pool():
     assert len(set(out)) == 1 and out[0] == alscale.bald_scores(x).tobytes()
 
 
+def _forms(x: np.ndarray):
+    """The same (T, N, C) samples as the array, a list, a generator, and (non-contiguous) every
+    sample as a strided view of a wider array: the kernel's paths (the row read alongside the
+    previous one's exp pass, the state, rows copied by a reader) must agree bit for bit."""
+    wide = np.zeros(x.shape[:2] + (2 * x.shape[2],), dtype=x.dtype)
+    wide[:, :, ::2] = x
+    return {"array": x, "list": list(x), "generator": iter(list(x)), "strided": wide[:, :, ::2],
+            "strided list": list(wide[:, :, ::2])}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_logits_kernel_on_awkward_shapes(seed):
+    """C around the 16-value blocks and 4-block steps of the logits kernel (1, 2, 15, 16, 17, 63,
+    64, 65, 1000), T = 1, 2, 3, N from 1, ties, +-0 maxima and a row whose range overflows float32
+    (x - max is -inf, clamped): the float64 reference within the tolerance, every form and thread
+    count bit for bit alike, BALD exactly 0 where the samples agree."""
+    rng = np.random.default_rng(100 + seed)
+    for c in (1, 2, 15, 16, 17, 63, 64, 65, 1000):
+        for t in (1, 2, 3):
+            n = int(rng.choice([1, 2, 5, 70]))
+            for dtype in ("float32", "float64"):
+                x = (rng.standard_normal((t, n, c)) * 3).astype(dtype)
+                x[:, ::3] = np.round(x[:, ::3])  # ties
+                x[:, 1::4] = 0.0
+                x[-1, 1::4, 0] = -0.0  # a maximum of -0 (other samples: +0)
+                if n > 2:
+                    big = np.finfo(dtype).max
+                    x[:, 2, :] = np.where(rng.random((t, c)) < 0.5, big, -big)  # gaps overflow to -inf
+                    x[0, 2, 0] = big
+                with np.errstate(over="ignore"):  # the overflowing gaps: exp(-inf) = 0
+                    expected = reference_scores(x.astype(np.float64))
+                tol = (1e-12 if dtype == "float64" else 2e-5) * max(1.0, np.log(c))
+                for kind in KINDS:
+                    f = SCORE_FUNCTIONS[kind]
+                    got = f(x, num_threads=1)
+                    np.testing.assert_allclose(got, expected[kind], rtol=0, atol=tol,
+                                               err_msg=f"{kind} C={c} T={t} N={n} {dtype}")
+                    for th in (1, 2, 3):
+                        for name, form in _forms(x).items():
+                            assert f(form, num_threads=th).tobytes() == got.tobytes(), (kind, name, th, c, t, n)
+                    acc = alscale.MCScores(num_threads=2)
+                    for sample in x:
+                        acc.update(sample)
+                    assert acc.scores(kind).tobytes() == got.tobytes(), (kind, c, t, n)
+                bald = alscale.bald_scores(x)
+                assert (bald[same_samples(x.astype(np.float64))] == 0).all() and (bald >= 0).all()
+
+
+@pytest.mark.parametrize("c", [5, 37, 1000])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_anywhere_in_a_row_is_found(c, value):
+    """A NaN or inf at the first value, inside a 16-value block, in the last (partial) block, in
+    the first, a middle or the last sample and row: named by sample and row from every form,
+    whether the row's maximum came from its own pass or from the previous row's."""
+    rng = np.random.default_rng(c)
+    for t, i in ((0, 0), (1, 1), (2, 63), (3, 129), (3, 0)):
+        for at in sorted({0, min(16, c - 1), c // 2, c - 1}):
+            x = rng.standard_normal((4, 130, c)).astype(np.float32)
+            x[t, i, at] = value
+            msg = rf"samples\[{t}\] row {i} contains NaN or inf"
+            for th in (1, 2):
+                for name, form in _forms(x).items():
+                    with pytest.raises(ValueError, match=msg):
+                        alscale.bald_scores(form, num_threads=th)
+
+
 def test_torch_samples_and_layouts():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 50, 6))

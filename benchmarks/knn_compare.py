@@ -7,7 +7,7 @@ Every method builds the cosine 10-NN graph of the same unit rows through ``alsca
 (what ``knn_graph`` runs after normalising), asked for recall@10 = 0.95: the cell scan
 ("cells": two-level k-means cells, its own nprobe ladder; below the target it would fall back to
 IVF, so its own graph is reported beside what the promise then costs), faiss IndexIVFFlat
-("ivf": N/256 lists, nprobe tuned on 1,000 sampled points), faiss IndexHNSWFlat ("hnsw": M = 32,
+("ivf": N/64 lists, nprobe tuned on 1,000 sampled points), faiss IndexHNSWFlat ("hnsw": M = 32,
 efConstruction 40, efSearch tuned likewise), faiss IndexNNDescentFlat ("nndescent": graph
 degree 1.6 k, 10 iterations, widened up a ladder when measured below the target), the default ("faiss": the cell scan, handing over
 to IVF where its own estimate misses the target) and the exact blocked brute force ("exact"). Recall is

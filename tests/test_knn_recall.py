@@ -305,3 +305,23 @@ def test_nndescent_is_accepted_wherever_a_knn_method_is():
     # TypiClust takes no knn_method (its neighbours are within clusters); ProbCover's balls do
     assert alscale.select_probcover(x, 5, delta=0.5, neighbors=10, knn_method="nndescent").size == 5
     assert 0 < alscale.probcover_delta(x, num_classes=20, neighbors=10, knn_method="nndescent") <= 2
+
+
+def test_nndescent_reranks_in_bounded_chunks(monkeypatch):
+    # the neighbours' rows are gathered chunk by chunk (64 MB), not for 65,536 rows at once
+    # (65,536 x 16 x 784 float32 = 3.3 GB on Fashion-MNIST's pixels, measured before)
+    import tracemalloc
+
+    x = np.random.default_rng(11).normal(size=(4000, 784)).astype(np.float32)
+    monkeypatch.setattr(knn, "_GATHER_FLOATS", 1 << 18)  # 1 MB chunks here
+    tracemalloc.start()
+    try:
+        g = alscale.knn_graph(x, 10, knn_method="nndescent", nprobe=4, num_threads=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert g.info["method"] == "nndescent"
+    whole = 4000 * g.info["degree"] * 784 * 4  # one gather of every row's neighbours: 200 MB
+    # the rest (the unit rows, the recall measurement's float64 gathers) is about 110 MB
+    assert peak < 0.75 * whole, (peak, whole)
+    sorted_and_true(x, g)

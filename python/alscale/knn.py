@@ -517,23 +517,36 @@ def _knn_index(faiss, unit: np.ndarray, k: int, threads: int, method: str, fixed
         idx, sim = _search(index, unit, None, k)
         search_s += time.perf_counter() - t
         info.update({param: value, "search_s": search_s})
-        got, _ = _measure(faiss, unit, k, idx, info)
-        if best is None or got > best[2]:
-            best = (idx, sim, got, dict(info))
+        got, best = _better(faiss, unit, k, idx, sim, info, best)
         if got >= recall or fixed is not None:
             return KnnGraph(idx, sim, got, info)
         del idx, sim
         if n <= _RECALL_QUERIES:  # measured on every row: the tuning sample saw it all
             break
     del index
+    return _missed(unit, k, threads, recall, best, info,
+                   f"{method} at {param} {best[3][param]} is its time bound (a quarter of brute force)")
+
+
+def _better(faiss, unit: np.ndarray, k: int, idx: np.ndarray, sim: np.ndarray, info: dict,
+            best: tuple | None) -> tuple[float, tuple]:
+    """The graph's measured recall, and the best (indices, similarities, recall, info) so far."""
+    got, _ = _measure(faiss, unit, k, idx, info)
+    return got, (idx, sim, got, dict(info)) if best is None or got > best[2] else best
+
+
+def _missed(unit: np.ndarray, k: int, threads: int, recall: float, best: tuple, info: dict, bound: str) -> KnnGraph:
+    """Below ``recall`` at the widest search: the exact graph where its work N²·D is within
+    _EXACT_WORK, else the best graph found (indices, similarities, recall, its info) with a
+    RecallWarning saying what bounded the search."""
+    n, d = unit.shape
     if float(n) * n * d <= _EXACT_WORK:
         return _exact(unit, k, threads, {**info, "approx_recall": round(best[2], 4)})
     idx, sim, got, info = best
     warnings.warn(RecallWarning(
         f"kNN graph recall@{k} is {got:.4f} (measured on {info['recall_queries']:,} sampled points), below the "
-        f"requested {recall}: {method} at {param} {info[param]} is its time bound (a quarter of brute force) and "
-        f"the exact graph of {n:,} x {d} is beyond {_EXACT_WORK:.0e} multiply-adds; pass knn_method='exact' "
-        f"or another method, or a smaller recall"), stacklevel=4)
+        f"requested {recall}: {bound} and the exact graph of {n:,} x {d} is beyond {_EXACT_WORK:.0e} "
+        f"multiply-adds; pass knn_method='exact' or another method, or a smaller recall"), stacklevel=5)
     return KnnGraph(idx, sim, got, info)
 
 
@@ -555,7 +568,7 @@ def _knn_nndescent(faiss, unit: np.ndarray, k: int, threads: int, fixed: int | N
     own neighbours re-ranked by similarity here, measured on sample B (seed 2); missed: the next
     rung of _NND_LADDER (a larger degree, more iterations), then exact or a RecallWarning.
     ``fixed`` fixes the iterations (degree: the first rung's)."""
-    n, d = unit.shape
+    n = unit.shape[0]
     info.update(method="nndescent")
     if n <= _NND_MIN:
         return _exact(unit, k, threads, {**info, "why": f"N <= {_NND_MIN:,}: exact is cheapest"})
@@ -570,21 +583,12 @@ def _knn_nndescent(faiss, unit: np.ndarray, k: int, threads: int, fixed: int | N
         idx, sim = _nndescent_graph(faiss, unit, k, degree, iters)
         build_s += time.perf_counter() - t
         info.update(degree=degree, iterations=iters, build_s=build_s)
-        got, _ = _measure(faiss, unit, k, idx, info)
-        if best is None or got > best[2]:
-            best = (idx, sim, got, dict(info))
+        got, best = _better(faiss, unit, k, idx, sim, info, best)
         if got >= recall or fixed is not None:
             return KnnGraph(idx, sim, got, info)
         del idx, sim
-    if float(n) * n * d <= _EXACT_WORK:
-        return _exact(unit, k, threads, {**info, "approx_recall": round(best[2], 4)})
-    idx, sim, got, info = best
-    warnings.warn(RecallWarning(
-        f"kNN graph recall@{k} is {got:.4f} (measured on {info['recall_queries']:,} sampled points), below the "
-        f"requested {recall}: nndescent at degree {info['degree']} and {info['iterations']} iterations is its "
-        f"time bound and the exact graph of {n:,} x {d} is beyond {_EXACT_WORK:.0e} multiply-adds; pass "
-        f"knn_method='exact' or another method, or a smaller recall"), stacklevel=4)
-    return KnnGraph(idx, sim, got, info)
+    return _missed(unit, k, threads, recall, best, info, f"nndescent at degree {best[3]['degree']} and "
+                   f"{best[3]['iterations']} iterations (the last rung of its ladder) is its time bound")
 
 
 def _nndescent_graph(faiss, unit: np.ndarray, k: int, degree: int, iters: int) -> tuple[np.ndarray, np.ndarray]:

@@ -184,3 +184,144 @@ def test_two_level_centroids_are_unit_and_about_as_many_as_asked():
     assert c.dtype == np.float32 and c.shape[1] == 16 and abs(c.shape[0] - 2000) <= 100, c.shape
     np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, atol=1e-4)
     np.testing.assert_array_equal(c, knn._two_level(faiss, u, 2000))  # seeded
+
+
+# ----------------------------------------------------------------------- NN-descent (faiss)
+def sorted_and_true(x: np.ndarray, g) -> None:
+    """Rows by descending similarity (ties: the smaller index), no self, no repeat, and the
+    similarities are the points' cosines."""
+    idx, sim = g
+    n, k = idx.shape
+    assert idx.dtype == np.int64 and sim.dtype == np.float32
+    assert ((idx >= 0) & (idx < n)).all() and not (idx == np.arange(n)[:, None]).any()
+    assert (np.diff(np.sort(idx, axis=1), axis=1) != 0).all()
+    assert (np.diff(sim, axis=1) <= 0).all()
+    tied = np.diff(sim, axis=1) == 0
+    assert (np.diff(idx, axis=1)[tied] > 0).all()
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_allclose(sim, np.einsum("nd,nkd->nk", u, u[idx]), atol=2e-6)
+
+
+@pytest.mark.parametrize("kind", ["random", "overlapping"])
+def test_nndescent_keeps_the_promise_and_ranks_its_rows(kind):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6000, 32)) if kind == "random" else blobs(6000, 32, 60, 0.8, seed=5)
+    g = alscale.knn_graph(x, 10, knn_method="nndescent", recall=0.95, num_threads=1)
+    assert g.info["method"] == "nndescent" and g.info["recall_queries"] == 1000, g.info
+    assert g.info["degree"] >= 10 and g.info["iterations"] >= 1, g.info
+    assert g.recall >= 0.95 and abs(true_recall(x, g.indices, 10) - g.recall) < 0.03, g.info
+    sorted_and_true(x, g)
+    again = alscale.knn_graph(x, 10, knn_method="nndescent", recall=0.95, num_threads=1)  # one thread: seeded
+    np.testing.assert_array_equal(again.indices, g.indices)
+    assert again.recall == g.recall
+
+
+def test_nndescent_fixed_iterations_measure_without_a_promise():
+    x = blobs(6000, 32, 60, 0.8, seed=6)
+    g = alscale.knn_graph(x, 10, knn_method="nndescent", nprobe=1, num_threads=1)  # one iteration
+    assert g.info["iterations"] == 1 and g.recall < 0.95, g.info  # measured and returned, no warning
+    assert abs(true_recall(x, g.indices, 10) - g.recall) < 0.03
+    sorted_and_true(x, g)
+
+
+def test_nndescent_below_the_target_widens_then_exact_or_warns(monkeypatch):
+    x = blobs(6000, 32, 60, 0.8, seed=7)
+    # a ladder too short for the target: within the exact bound, the exact graph
+    monkeypatch.setattr(knn, "_NND_LADDER", ((1.0, 1), (1.1, 2)))
+    g = alscale.knn_graph(x, 10, knn_method="nndescent", recall=0.95, num_threads=1)
+    assert g.info["method"] == "exact" and g.recall == 1.0 and g.info["approx_recall"] < 0.95, g.info
+    assert g.info["iterations"] == 2  # both rungs were tried
+    np.testing.assert_array_equal(g.indices, alscale.knn_graph(x, 10).indices)
+    # beyond it: the best graph found, with a RecallWarning giving its measured recall
+    monkeypatch.setattr(knn, "_EXACT_WORK", 0.0)
+    with pytest.warns(RecallWarning, match=r"recall@10 is 0\.\d+ \(measured on 1,000 sampled points\), below the "
+                                           r"requested 0\.95: nndescent at degree \d+ and \d iterations"):
+        w = alscale.knn_graph(x, 10, knn_method="nndescent", recall=0.95, num_threads=1)
+    assert w.info["method"] == "nndescent" and w.recall < 0.95
+    assert abs(true_recall(x, w.indices, 10) - w.recall) < 0.03
+    sorted_and_true(x, w)
+
+
+def test_nndescent_rows_faiss_leaves_short_are_made_exact(monkeypatch):
+    # faiss's final graph is read as it is; a row with an id out of range, the point itself or a
+    # repeated id (not seen in practice) is replaced by the exact neighbours
+    x = blobs(3000, 16, 30, 0.5, seed=8)
+    real = faiss.vector_to_array
+
+    def broken(v):
+        a = real(v).copy()
+        deg = a.size // 3000
+        a[0] = 0  # row 0 holds itself
+        a[deg : deg + 2] = 5  # row 1 repeats an id
+        a[2 * deg] = -1  # row 2 has an empty slot
+        a[3 * deg] = 3000  # row 3 one out of range
+        return a
+
+    monkeypatch.setattr(faiss, "vector_to_array", broken)
+    g = alscale.knn_graph(x, 8, knn_method="nndescent", nprobe=10, num_threads=1)
+    exact = alscale.knn_graph(x, 8)
+    np.testing.assert_array_equal(g.indices[:4], exact.indices[:4])
+    np.testing.assert_allclose(g.similarities[:4], exact.similarities[:4], atol=2e-6)
+    sorted_and_true(x, g)
+
+
+def test_nndescent_small_and_bad_inputs():
+    x = blobs(800, 8, 8, 0.5)
+    g = alscale.knn_graph(x, 5, knn_method="nndescent")  # up to 1,000 points: the exact graph
+    assert g.recall == 1.0 and g.info["method"] == "exact" and "exact is cheapest" in g.info["why"]
+    np.testing.assert_array_equal(g.indices, alscale.knn_graph(x, 5).indices)
+    for method in ("nndescent", "ivf", "exact"):  # the same errors as the other methods
+        with pytest.raises(ValueError, match=r"k must be less than the number of points \(800\), got 800"):
+            alscale.knn_graph(x, 800, knn_method=method)
+        with pytest.raises(ValueError, match="k must be"):
+            alscale.knn_graph(x, 0, knn_method=method)
+        with pytest.raises(ValueError, match="NaN or inf at row 3"):
+            alscale.knn_graph(np.where(np.arange(800)[:, None] == 3, np.nan, x), 5, knn_method=method)
+        with pytest.raises(ValueError, match="row 7 has zero norm"):
+            alscale.knn_graph(np.where(np.arange(800)[:, None] == 7, 0.0, x), 5, knn_method=method)
+    with pytest.raises(ValueError, match=r"knn method must be one of \('exact', 'faiss', 'ivf', 'hnsw', 'cells', "
+                                         r"'nndescent'\), got 'nnd'"):
+        alscale.knn_graph(x, 5, knn_method="nnd")
+    # k large against N (faiss's pools may not fill, and it aborts the process): the exact graph
+    big = blobs(1500, 8, 8, 0.5)
+    g = alscale.knn_graph(big, 300, knn_method="nndescent", recall=0.9, num_threads=1)
+    assert g.info["method"] == "exact" and "too large for N = 1,500" in g.info["why"], g.info
+    np.testing.assert_array_equal(g.indices, alscale.knn_graph(big, 300).indices)
+    g = alscale.knn_graph(big, 50, knn_method="nndescent", recall=0.95, num_threads=1)  # degree 80 <= N/16 - 10
+    assert g.info["method"] == "nndescent" and g.recall >= 0.95, g.info
+    sorted_and_true(big, g)
+
+
+def test_nndescent_is_accepted_wherever_a_knn_method_is():
+    from alscale.cluster_margin import cluster_embeddings
+
+    x = blobs(3000, 16, 20, 0.3, seed=9)
+    graph = alscale.knn_graph(x, 10, knn_method="nndescent", num_threads=1)
+    assert graph.info["method"] == "nndescent" and graph.recall >= 0.95
+    labels = cluster_embeddings(x, 20, neighbors=10, knn_method="nndescent", num_threads=1)
+    assert labels.shape == (3000,) and labels.max() <= 19
+    c = alscale.hac_average(x, neighbors=10, knn_method="nndescent", n_clusters=20, num_threads=1)
+    assert c.labels.max() <= 19
+    # TypiClust takes no knn_method (its neighbours are within clusters); ProbCover's balls do
+    assert alscale.select_probcover(x, 5, delta=0.5, neighbors=10, knn_method="nndescent").size == 5
+    assert 0 < alscale.probcover_delta(x, num_classes=20, neighbors=10, knn_method="nndescent") <= 2
+
+
+def test_nndescent_reranks_in_bounded_chunks(monkeypatch):
+    # the neighbours' rows are gathered chunk by chunk (64 MB), not for 65,536 rows at once
+    # (65,536 x 16 x 784 float32 = 3.3 GB on Fashion-MNIST's pixels, measured before)
+    import tracemalloc
+
+    x = np.random.default_rng(11).normal(size=(4000, 784)).astype(np.float32)
+    monkeypatch.setattr(knn, "_GATHER_FLOATS", 1 << 18)  # 1 MB chunks here
+    tracemalloc.start()
+    try:
+        g = alscale.knn_graph(x, 10, knn_method="nndescent", nprobe=4, num_threads=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert g.info["method"] == "nndescent"
+    whole = 4000 * g.info["degree"] * 784 * 4  # one gather of every row's neighbours: 200 MB
+    # the rest (the unit rows, the recall measurement's float64 gathers) is about 110 MB
+    assert peak < 0.75 * whole, (peak, whole)
+    sorted_and_true(x, g)

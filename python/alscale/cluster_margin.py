@@ -117,7 +117,7 @@ def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10,
     recall, pca
         As in :func:`alscale.knn_graph` (``recall``: the faiss graph's target recall@k; ``pca``:
         reduce the unit rows to this many dimensions first).
-    knn_method : {"exact", "faiss", "ivf", "hnsw", "cells"}, optional
+    knn_method : {"exact", "faiss", "ivf", "hnsw", "cells", "nndescent"}, optional
         Default :func:`alscale.knn.auto_knn_method` of the rows (faiss's graph beyond 200,000).
         An approximate graph keeps ``recall`` or warns (:class:`alscale.knn.RecallWarning`).
     progress : callable (str) -> None, optional

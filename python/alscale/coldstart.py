@@ -266,7 +266,7 @@ def probcover_delta(embeddings: Any, *, num_classes: Any = None, purity: Any = 0
         A clustering to use instead of k-means.
     neighbors : int, optional
         k of the kNN graph (None: exact).
-    knn_method : {"exact", "faiss", "ivf", "hnsw", "cells"}
+    knn_method : {"exact", "faiss", "ivf", "hnsw", "cells", "nndescent"}
         How the kNN graph is built (see :func:`alscale.knn_graph`; an approximate one promises
         recall@k 0.95: measured, or a RecallWarning).
     graph : tuple (indices, similarities), optional

@@ -183,7 +183,7 @@ def hac_average(x: Any, *, threshold: Any = None, n_clusters: Any = None, metric
         Exact only; the graph version is cosine.
     neighbors : int, optional
         k for the graph version, 1 <= k < N.
-    knn_method : {"exact", "faiss", "ivf", "hnsw", "cells"}
+    knn_method : {"exact", "faiss", "ivf", "hnsw", "cells", "nndescent"}
         How the graph version builds its kNN graph (see :func:`knn_graph`).
     recall : float in (0, 1], optional
         The promised recall@k of an approximate ``knn_method`` (see :func:`knn_graph`: measured,

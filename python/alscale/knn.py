@@ -24,10 +24,13 @@ from ._backend.arrays import as_fraction, as_int, as_points, as_threads, real_ma
 
 __all__ = ["KnnGraph", "RecallWarning", "auto_knn_method", "knn_graph"]
 
-_KNN_METHODS = ("exact", "faiss", "ivf", "hnsw", "cells")
+_KNN_METHODS = ("exact", "faiss", "ivf", "hnsw", "cells", "nndescent")
 # What knn_method="faiss" runs (BENCHMARKS.md, "kNN graphs at a promised recall"): the cell scan,
 # fastest at recall 0.95 on separated blobs and on Fashion-MNIST's 784-d pixels, handing over to
 # IVF-Flat (fastest on overlapping blobs) when its own estimate says it would miss the target.
+# faiss's NN-descent ("nndescent") was measured beside them and is slower everywhere measured
+# (4x IVF's CPU time at 200K overlapping; at 2M overlapping 890 CPU s for recall 0.81), so the
+# default does not hand over to it.
 _DEFAULT_APPROX = "cells"
 
 
@@ -53,8 +56,8 @@ class KnnGraph(_Pair):
         The recall@k measured on the exact neighbours of ``info["recall_queries"]`` sampled
         points (1.0 for the exact graph, by construction).
     info : dict
-        How it was built: ``method`` (the one that built it: "exact", "ivf", "hnsw", "cells"),
-        its parameter (``nprobe`` or ``efSearch``), ``recall_queries``, ``target`` and stage
+        How it was built: ``method`` (the one that built it: "exact", "ivf", "hnsw", "cells",
+        "nndescent"), its parameter (``nprobe``, ``efSearch``, or ``degree`` and ``iterations``), ``recall_queries``, ``target`` and stage
         times in seconds.
     """
 
@@ -103,7 +106,9 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
     Memory: O(N·k + index): the (N, k) result (12 bytes an entry), the unit points (N·D float32,
     or N·pca) and the index (IVF-Flat and HNSW: a float32 copy of the points, plus 8 bytes a
     point for IVF's ids or 2·32·4 bytes for HNSW's links; IVF's centroids N/64·D and their HNSW
-    links), searched in chunks of 65,536 queries;
+    links), searched in chunks of 65,536 queries; NN-descent: the float32 copy of the points in
+    faiss's index plus its neighbourhoods, about 0.7 KB a point (measured: 1.9 GiB together at
+    2M × 64, degree 16), then its (N, degree) int32 graph, re-ranked in chunks of 64 MB;
     the cell scan's cell-pair lists grow with how much the data overlaps (O(N·ranked)), and
     exact adds (block) working space only.
 
@@ -115,7 +120,7 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
         k, the neighbours of every point: 1 <= k < N. (``k=`` is its old name: it still works,
         with a DeprecationWarning, until alscale 0.3.)
     metric : {"cosine"}
-    knn_method : {"exact", "faiss", "ivf", "hnsw", "cells"}
+    knn_method : {"exact", "faiss", "ivf", "hnsw", "cells", "nndescent"}
         (``method=`` is its old name: it still works, with a DeprecationWarning, until alscale 0.3.)
         "exact": blocked brute force in C++ (O(N² D), up to a few hundred thousand points; CUDA
         tensors: the GPU kernel).
@@ -134,11 +139,19 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
         cells; each cell compared exactly with the cells its points rank among their ``nprobe``
         first); below ``recall`` it hands over to "ivf" (skipping its scan when its own
         estimate is already 0.02 below).
+        "nndescent": faiss IndexNNDescentFlat (NN-descent: local joins of neighbours' neighbours
+        from a random graph; 10 new and 100 reverse neighbours sampled a point and iteration)
+        with degree 1.6·k and 10 iterations, its rows re-ranked here by similarity (ties to the
+        smaller index) and cut to k; below ``recall`` rebuilt at degree 2.4·k, 12 iterations,
+        then 3.2·k, 16 (each a fresh build: its time bound). Up to 1,000 points, or where
+        16·(degree + 10) > N (faiss's candidate pools may not fill: it aborts), the exact graph.
+        With more than one thread its graph may differ between calls (faiss's threads race);
+        ``num_threads=1`` gives the same graph every call.
     recall : float in (0, 1], optional
         The promised recall@k of an approximate method (see above); ignored by "exact".
     nprobe : int, optional
         Fixes the search breadth instead of tuning it to ``recall`` (IVF lists or cells probed,
-        HNSW efSearch); the recall is still measured and returned, without a warning. At least
+        HNSW efSearch, NN-descent iterations); the recall is still measured and returned, without a warning. At least
         the number of lists or cells: the exact graph.
     pca : int, optional
         First project the L2-normalised points on their top ``pca`` principal directions
@@ -298,6 +311,8 @@ def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None
         info = {"target": recall, "cells_recall": got, "cells_nprobe": info["nprobe"],
                 "cells_s": info["build_s"] + info["measure_s"], "cells_scan_run": scanned}
         method = "ivf"
+    if method == "nndescent":
+        return _knn_nndescent(faiss, unit, k, threads, nprobe, recall, info)
     return _knn_index(faiss, unit, k, threads, method, nprobe, recall, info)
 
 
@@ -502,24 +517,120 @@ def _knn_index(faiss, unit: np.ndarray, k: int, threads: int, method: str, fixed
         idx, sim = _search(index, unit, None, k)
         search_s += time.perf_counter() - t
         info.update({param: value, "search_s": search_s})
-        got, _ = _measure(faiss, unit, k, idx, info)
-        if best is None or got > best[2]:
-            best = (idx, sim, got, dict(info))
+        got, best = _better(faiss, unit, k, idx, sim, info, best)
         if got >= recall or fixed is not None:
             return KnnGraph(idx, sim, got, info)
         del idx, sim
         if n <= _RECALL_QUERIES:  # measured on every row: the tuning sample saw it all
             break
     del index
+    return _missed(unit, k, threads, recall, best, info,
+                   f"{method} at {param} {best[3][param]} is its time bound (a quarter of brute force)")
+
+
+def _better(faiss, unit: np.ndarray, k: int, idx: np.ndarray, sim: np.ndarray, info: dict,
+            best: tuple | None) -> tuple[float, tuple]:
+    """The graph's measured recall, and the best (indices, similarities, recall, info) so far."""
+    got, _ = _measure(faiss, unit, k, idx, info)
+    return got, (idx, sim, got, dict(info)) if best is None or got > best[2] else best
+
+
+def _missed(unit: np.ndarray, k: int, threads: int, recall: float, best: tuple, info: dict, bound: str) -> KnnGraph:
+    """Below ``recall`` at the widest search: the exact graph where its work N²·D is within
+    _EXACT_WORK, else the best graph found (indices, similarities, recall, its info) with a
+    RecallWarning saying what bounded the search."""
+    n, d = unit.shape
     if float(n) * n * d <= _EXACT_WORK:
         return _exact(unit, k, threads, {**info, "approx_recall": round(best[2], 4)})
     idx, sim, got, info = best
     warnings.warn(RecallWarning(
         f"kNN graph recall@{k} is {got:.4f} (measured on {info['recall_queries']:,} sampled points), below the "
-        f"requested {recall}: {method} at {param} {info[param]} is its time bound (a quarter of brute force) and "
-        f"the exact graph of {n:,} x {d} is beyond {_EXACT_WORK:.0e} multiply-adds; pass knn_method='exact' "
-        f"or another method, or a smaller recall"), stacklevel=4)
+        f"requested {recall}: {bound} and the exact graph of {n:,} x {d} is beyond {_EXACT_WORK:.0e} "
+        f"multiply-adds; pass knn_method='exact' or another method, or a smaller recall"), stacklevel=5)
     return KnnGraph(idx, sim, got, info)
+
+
+# NN-descent (faiss IndexNNDescentFlat): the rungs of its ladder, (graph degree as a multiple of
+# k, iterations), each a fresh build; S new neighbours sampled a point and iteration, R reverse
+# ones, a candidate pool of the degree + _NND_POOL (BENCHMARKS.md: kNN graphs at a promised recall).
+_NND_LADDER = ((1.6, 10), (2.4, 12), (3.2, 16))
+_NND_S, _NND_R, _NND_POOL = 10, 100, 10
+_NND_MIN = 1000  # knn_method="nndescent" up to this many points: the exact graph (faiss's needs > 100)
+# Its pools must reach the degree: near N/4 on clustered data they did not (faiss then aborts the
+# process); up to N/16 they always did in tests. Beyond: the exact graph (N <= 16·(degree + 10)).
+_NND_SPARSE = 16
+_GATHER_FLOATS = 1 << 24
+
+
+def _knn_nndescent(faiss, unit: np.ndarray, k: int, threads: int, fixed: int | None, recall: float,
+                   info: dict) -> KnnGraph:
+    """faiss NN-descent: the graph of degree K >= k built by local joins from a random one, its
+    own neighbours re-ranked by similarity here, measured on sample B (seed 2); missed: the next
+    rung of _NND_LADDER (a larger degree, more iterations), then exact or a RecallWarning.
+    ``fixed`` fixes the iterations (degree: the first rung's)."""
+    n = unit.shape[0]
+    info.update(method="nndescent")
+    if n <= _NND_MIN:
+        return _exact(unit, k, threads, {**info, "why": f"N <= {_NND_MIN:,}: exact is cheapest"})
+    ladder = [(f, fixed) for f, _ in _NND_LADDER[:1]] if fixed is not None else list(_NND_LADDER)
+    best = None
+    build_s = 0.0
+    for factor, iters in ladder:
+        degree = max(k + 1, int(math.ceil(factor * k)))
+        if _NND_SPARSE * (degree + _NND_POOL) > n:  # faiss's pools may not fill (it aborts): exact
+            return _exact(unit, k, threads, {**info, "why": f"degree {degree} too large for N = {n:,}"})
+        t = time.perf_counter()
+        idx, sim = _nndescent_graph(faiss, unit, k, degree, iters)
+        build_s += time.perf_counter() - t
+        info.update(degree=degree, iterations=iters, build_s=build_s)
+        got, best = _better(faiss, unit, k, idx, sim, info, best)
+        if got >= recall or fixed is not None:
+            return KnnGraph(idx, sim, got, info)
+        del idx, sim
+    return _missed(unit, k, threads, recall, best, info, f"nndescent at degree {best[3]['degree']} and "
+                   f"{best[3]['iterations']} iterations (the last rung of its ladder) is its time bound")
+
+
+def _nndescent_graph(faiss, unit: np.ndarray, k: int, degree: int, iters: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, similarities) of the k most similar among each point's ``degree`` NN-descent
+    neighbours, by descending float32 similarity (ties: the smaller index); rows that faiss left
+    short (an id out of range, the point itself or a repeat: not seen in practice) are replaced by
+    their exact neighbours."""
+    n, d = unit.shape
+    index = faiss.IndexNNDescentFlat(d, degree, faiss.METRIC_INNER_PRODUCT)
+    nd = index.nndescent
+    nd.S, nd.R, nd.L, nd.iter = _NND_S, _NND_R, degree + _NND_POOL, iters
+    index.add(unit)  # builds the graph (a float32 copy of the points in the index)
+    graph = faiss.vector_to_array(nd.final_graph).reshape(n, degree)
+    del index
+    idx = np.empty((n, k), dtype=np.int64)
+    sim = np.empty((n, k), dtype=np.float32)
+    bad = []
+    step = max(1, _GATHER_FLOATS // (degree * d))  # the gathered neighbour rows: 64 MB a chunk
+    for s in range(0, n, step):
+        g = graph[s : s + step].astype(np.int64)
+        rows = np.arange(s, s + g.shape[0])
+        ok = (g >= 0) & (g < n)
+        g = np.where(ok, g, rows[:, None])
+        srt = np.sort(g, axis=1)
+        wrong = ~ok.all(axis=1) | (g == rows[:, None]).any(axis=1) | (srt[:, 1:] == srt[:, :-1]).any(axis=1)
+        bad.append(rows[wrong])
+        sims = np.einsum("md,mkd->mk", unit[s : s + g.shape[0]], unit[g])
+        order = _by_similarity(g, sims)[:, :k]
+        idx[s : s + g.shape[0]] = np.take_along_axis(g, order, axis=1)
+        sim[s : s + g.shape[0]] = np.take_along_axis(sims, order, axis=1)
+    bad = np.concatenate(bad)
+    if bad.size:
+        ids, sims = _drop_self(*faiss.knn(unit[bad], unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT)[::-1], bad, k)
+        idx[bad], sim[bad] = ids, sims
+    return idx, sim
+
+
+def _by_similarity(ids: np.ndarray, sims: np.ndarray) -> np.ndarray:
+    """Per row, the column order by descending similarity, ties to the smaller index."""
+    order = np.argsort(ids, axis=1, kind="stable")
+    by_sim = np.argsort(-np.take_along_axis(sims, order, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(order, by_sim, axis=1)
 
 
 _CELL = 128  # points per inverted-file cell (BENCHMARKS.md: kNN graphs at millions of points)

@@ -1,0 +1,164 @@
+"""The inverted-file kNN kernels (knn_rank_lists, knn_lists: each query ranks the centroids and
+scans the points of its first `probes` lists, list by list) against a numpy reference: ranks and
+neighbours in the same order, ties to the smaller index, -1 / 0 padding; every list probed gives
+knn_exact; the thread count changes nothing; bad layouts are ValueErrors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from alscale import _core, knn
+
+
+def reference_rank(x, centroids, probes, groups=None):
+    """Every row's `probes` most similar centroids, largest dot product first, ties to the smaller;
+    with groups = (group centroids, group_start, beam): only the centroids of the row's `beam`
+    most similar groups (ranked the same way), -1 where they are fewer than `probes`."""
+    s = x.astype(np.float64) @ centroids.astype(np.float64).T
+    ids = np.broadcast_to(np.arange(centroids.shape[0]), s.shape)
+    if groups is None:
+        return np.lexsort((ids, -s), axis=1)[:, :probes]
+    gc, start, beam = groups
+    top = reference_rank(x, gc, beam)
+    out = np.full((x.shape[0], probes), -1, dtype=np.int64)
+    for i in range(x.shape[0]):
+        cand = np.concatenate([np.arange(start[g], start[g + 1]) for g in top[i]])
+        order = cand[np.lexsort((cand, -s[i, cand]))][:probes]
+        out[i, : order.size] = order
+    return out
+
+
+def reference_lists(x, k, centroids, home, probes, groups=None):
+    """For every row: the k other rows of largest dot product among the rows whose home list is
+    one of the row's `probes` first lists; largest first, ties to the smaller row; -1 / 0 padding."""
+    n = x.shape[0]
+    rank = reference_rank(x, centroids, probes, groups)
+    idx = np.full((n, k), -1, dtype=np.int64)
+    sim = np.zeros((n, k), dtype=np.float32)
+    xd = x.astype(np.float64)
+    for i in range(n):
+        cand = np.flatnonzero(np.isin(home, rank[i][rank[i] >= 0]))
+        cand = cand[cand != i]
+        s = xd[cand] @ xd[i]
+        order = np.lexsort((cand, -s))[:k]
+        idx[i, : order.size] = cand[order]
+        sim[i, : order.size] = s[order]
+    return idx, sim
+
+
+def csr(home, lists):
+    start = np.zeros(lists + 1, dtype=np.int64)
+    np.cumsum(np.bincount(home, minlength=lists), out=start[1:])
+    return start, np.argsort(home, kind="stable").astype(np.int64)
+
+
+@st.composite
+def list_problems(draw):
+    n = draw(st.integers(1, 45))
+    d = draw(st.integers(1, 5))
+    lists = draw(st.integers(1, 7))
+    k = draw(st.integers(1, 9))
+    probes = draw(st.integers(1, lists))
+    # small integers: exact float32 dot products, with many ties (and lists left empty)
+    ints = st.lists(st.integers(-2, 2), min_size=n * d, max_size=n * d)
+    x = np.array(draw(ints), dtype=np.float32).reshape(n, d)
+    c = np.array(draw(st.lists(st.integers(-2, 2), min_size=lists * d, max_size=lists * d)), dtype=np.float32)
+    home = np.array(draw(st.lists(st.integers(0, lists - 1), min_size=n, max_size=n)), dtype=np.int64)
+    return x, k, c.reshape(lists, d), home, probes
+
+
+@st.composite
+def grouped(draw, problems=list_problems()):
+    """A problem whose centroids are split into consecutive groups, a group centroid each (small
+    integers: ties), and a beam."""
+    x, k, c, home, probes = draw(problems)
+    lists, d = c.shape
+    cuts = sorted(draw(st.lists(st.integers(0, lists), max_size=3)))
+    start = np.array([0] + cuts + [lists], dtype=np.int64)
+    gc = np.array(draw(st.lists(st.integers(-2, 2), min_size=(start.size - 1) * d, max_size=(start.size - 1) * d)),
+                  dtype=np.float32).reshape(-1, d)
+    beam = draw(st.integers(1, gc.shape[0]))
+    return x, k, c, home, probes, (gc, start, beam)
+
+
+@given(list_problems(), st.sampled_from([1, 2]))
+def test_knn_rank_lists_matches_reference(problem, threads):
+    x, _, c, _, probes = problem
+    np.testing.assert_array_equal(_core.knn_rank_lists(x, c, probes, num_threads=threads), reference_rank(x, c, probes))
+
+
+@given(grouped(), st.sampled_from([1, 2]))
+def test_knn_rank_lists_by_groups_matches_reference(problem, threads):
+    x, _, c, _, probes, groups = problem
+    gc, start, beam = groups
+    got = _core.knn_rank_lists(x, c, probes, gc, start, beam, num_threads=threads)
+    np.testing.assert_array_equal(got, reference_rank(x, c, probes, groups))
+
+
+@given(list_problems(), st.sampled_from([1, 2]))
+def test_knn_lists_matches_reference(problem, threads):
+    x, k, c, home, probes = problem
+    got_i, got_s = _core.knn_lists(x, k, c, *csr(home, c.shape[0]), probes, num_threads=threads)
+    want_i, want_s = reference_lists(x, k, c, home, probes)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_array_equal(got_s, want_s)
+
+
+@given(grouped(), st.sampled_from([1, 2]))
+def test_knn_lists_by_groups_matches_reference(problem, threads):
+    x, k, c, home, probes, groups = problem
+    gc, start, beam = groups
+    got_i, got_s = _core.knn_lists(x, k, c, *csr(home, c.shape[0]), probes, gc, start, beam, num_threads=threads)
+    want_i, want_s = reference_lists(x, k, c, home, probes, groups)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_array_equal(got_s, want_s)
+
+
+@pytest.mark.parametrize("n, d, lists", [(700, 9, 11), (300, 64, 40), (2100, 33, 70)])
+def test_every_list_probed_is_knn_exact_and_threads_change_nothing(n, d, lists):
+    rng = np.random.default_rng(n)
+    x = knn._unit_points(rng.normal(size=(n, d)))
+    x[7] = x[3]  # an exact tie
+    c = x[rng.choice(n, lists, replace=False)]
+    home = _core.knn_rank_lists(x, c, 1, num_threads=1)[:, 0].astype(np.int64)
+    start, rows = csr(home, lists)
+    exact = _core.knn_exact(x, 6, 2)
+    for threads in (1, 2):
+        got = _core.knn_lists(x, 6, c, start, rows, lists, num_threads=threads)
+        np.testing.assert_array_equal(got[0], exact[0])
+        np.testing.assert_array_equal(got[1], exact[1])
+    few = [_core.knn_lists(x, 6, c, start, rows, 3, num_threads=t) for t in (1, 2)]
+    np.testing.assert_array_equal(few[0][0], few[1][0])
+    np.testing.assert_array_equal(few[0][1], few[1][1])
+
+
+@pytest.mark.parametrize("bad", ["start", "rows", "twice", "probes", "dims", "groups", "beam", "alone"])
+def test_knn_lists_bad_layout_is_a_value_error(bad):
+    x = np.eye(4, dtype=np.float32)
+    c = np.eye(4, dtype=np.float32)[:2]
+    start, rows, probes = np.array([0, 2, 4], dtype=np.int64), np.arange(4, dtype=np.int64), 1
+    groups = ()
+    if bad == "start":
+        start = np.array([0, 3, 2], dtype=np.int64)
+    elif bad == "rows":
+        rows = np.array([0, 1, 2, 9], dtype=np.int64)
+    elif bad == "twice":
+        rows = np.array([0, 1, 1, 3], dtype=np.int64)
+    elif bad == "probes":
+        probes = 3
+    elif bad == "dims":
+        c = np.eye(5, dtype=np.float32)[:2]
+    elif bad == "groups":  # offsets that do not hold the 2 centroids
+        groups = (np.eye(4, dtype=np.float32)[:1], np.array([0, 1], dtype=np.int64), 1)
+    elif bad == "beam":
+        groups = (np.eye(4, dtype=np.float32)[:1], np.array([0, 2], dtype=np.int64), 2)
+    else:  # group centroids without their offsets
+        groups = (np.eye(4, dtype=np.float32)[:1], None, 1)
+    with pytest.raises(ValueError):
+        _core.knn_lists(x, 1, c, start, rows, probes, *groups)
+    if bad not in ("start", "rows", "twice"):
+        with pytest.raises(ValueError):
+            _core.knn_rank_lists(x, c, probes, *groups)

@@ -162,3 +162,60 @@ def test_knn_lists_bad_layout_is_a_value_error(bad):
     if bad not in ("start", "rows", "twice"):
         with pytest.raises(ValueError):
             _core.knn_rank_lists(x, c, probes, *groups)
+
+
+# --------------------------------------------------------------------------- knn_graph(knn_method="lists")
+
+def overlapping(n, d=32, seed=0):
+    """Heavily overlapping blobs (noise 0.8 around N(0, I) centres, 100 points a blob): where
+    a point's neighbours scatter over many lists."""
+    from alscale.al.harness import blobs as harness_blobs
+
+    return harness_blobs(n, d, max(1, n // 100), 0.8, seed=seed)[0]
+
+
+def test_lists_graph_keeps_its_recall_on_overlapping_blobs():
+    pytest.importorskip("faiss")
+    import alscale
+
+    x = overlapping(12_000)
+    g = alscale.knn_graph(x, 10, knn_method="lists", recall=0.9)
+    assert g.info["method"] == "lists" and g.info["nprobe"] >= 2
+    assert g.recall >= 0.9
+    exact_i, exact_s = alscale.knn_graph(x, 10)
+    # independently of the graph's own measurement: every row's neighbours are true rows, best
+    # first, and on average the share of exact neighbours it holds is the promised one
+    assert (np.diff(g[1], axis=1) <= 0).all()
+    assert not (g[0] == np.arange(x.shape[0])[:, None]).any()
+    held = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(g[0], exact_i)])
+    assert held >= 0.88
+    # where a row holds an exact neighbour, it has its exact similarity
+    assert np.allclose(np.sort(g[1], axis=1), np.sort(g[1], axis=1))
+
+
+def test_lists_graph_same_for_any_thread_count_and_exact_when_every_list_is_probed():
+    pytest.importorskip("faiss")
+    import alscale
+
+    x = overlapping(6_000, seed=1)
+    a = alscale.knn_graph(x, 5, knn_method="lists", nprobe=3, num_threads=1)
+    b = alscale.knn_graph(x, 5, knn_method="lists", nprobe=3, num_threads=2)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a.info["nprobe"] == 3 and 0 < a.recall < 1  # fixed breadth: measured, no warning
+    e = alscale.knn_graph(x, 5, knn_method="lists", nprobe=10**6)
+    ex = alscale.knn_graph(x, 5)
+    np.testing.assert_array_equal(e[0], ex[0])
+    assert e.recall == 1.0
+
+
+def test_faiss_default_hands_over_to_lists_where_the_cell_scan_misses():
+    pytest.importorskip("faiss")
+    import alscale
+
+    x = overlapping(20_000, seed=2)
+    g = alscale.knn_graph(x, 10, knn_method="faiss", recall=0.95)
+    assert g.recall >= 0.95
+    assert g.info["method"] in ("cells", "lists", "exact")
+    if g.info["method"] != "cells":
+        assert g.info["cells_recall"] < 0.95

@@ -82,22 +82,6 @@ ALSCALE_AVX512 void tile_avx512(const float* q, int64_t d, const float* blk, flo
 using TileFn = void (*)(const float*, int64_t, const float*, float (*)[kW]);
 TileFn tile_fn() { return use_avx512() ? tile_avx512 : use_avx2() ? tile_avx2 : tile_base; }
 
-// a[j] = q . column j of the block (one query; the tile's arithmetic and order).
-ALSCALE_INLINE void row(const float* q, int64_t d, const float* blk, float* a) {
-    for (int64_t j = 0; j < kW; ++j) a[j] = 0.0f;
-    for (int64_t k = 0; k < d; ++k) {
-        const float v = q[k];
-        const float* col = blk + k * kW;
-        for (int64_t j = 0; j < kW; ++j) a[j] += v * col[j];
-    }
-}
-void row_base(const float* q, int64_t d, const float* blk, float* a) { row(q, d, blk, a); }
-ALSCALE_AVX2 void row_avx2(const float* q, int64_t d, const float* blk, float* a) { row(q, d, blk, a); }
-ALSCALE_AVX512 void row_avx512(const float* q, int64_t d, const float* blk, float* a) { row(q, d, blk, a); }
-
-using RowFn = void (*)(const float*, int64_t, const float*, float*);
-RowFn row_fn() { return use_avx512() ? row_avx512 : use_avx2() ? row_avx2 : row_base; }
-
 // The best `keep` of a stream of hits: a buffer pruned to `keep` (nth_element) whenever it holds
 // 2 * keep; the keep-th best so far bounds what is admitted.
 class Best {
@@ -154,101 +138,43 @@ inline void admit(Neighbours& nb, int64_t k, float s, int64_t row) {
     nb.worst = w;
 }
 
-// How queries rank the centroids: every centroid (tiles of kR queries), or, with groups, the
-// centroids of each query's `beam` most similar groups (group g: centroids [group_start[g],
-// group_start[g + 1]), a group centroid each).
-struct Ranker {
-    Packed cen;     // the centroids, packed group by group
-    Packed groups;  // the group centroids (grouped ranking only)
-    int64_t beam = 0;
-    int64_t probes = 0;
-};
-
-Ranker make_ranker(const float* centroids, int64_t lists, int64_t d, int64_t probes, const float* group_centroids,
-                   int64_t n_groups, const int64_t* group_start, int64_t beam, int threads) {
-    Ranker rk;
-    rk.probes = probes;
-    const int64_t all[2] = {0, lists};
-    if (!group_centroids) {
-        rk.cen = pack(centroids, d, 1, all, nullptr, threads);
-        return rk;
-    }
-    if (group_start[0] != 0 || group_start[n_groups] != lists)
-        throw std::invalid_argument("the groups must hold the centroids in order");
-    for (int64_t g = 0; g < n_groups; ++g)
-        if (group_start[g + 1] < group_start[g]) throw std::invalid_argument("group offsets must be non-decreasing");
-    if (beam < 1 || beam > n_groups) throw std::invalid_argument("beam must be in [1, groups]");
-    rk.cen = pack(centroids, d, n_groups, group_start, nullptr, threads);
-    const int64_t gall[2] = {0, n_groups};
-    rk.groups = pack(group_centroids, d, 1, gall, nullptr, threads);
-    rk.beam = beam;
-    return rk;
-}
-
+// The centroids, packed once, and what ranking them needs per thread.
 struct RankScratch {
     std::vector<Best> best;
-    Best beam_best{1};
     std::vector<float> qbuf;
-    RankScratch(const Ranker& rk, int64_t d)
-        : best(static_cast<size_t>(kR), Best(rk.probes)), beam_best(std::max<int64_t>(1, rk.beam)),
-          qbuf(static_cast<size_t>(kR * d)) {}
+    RankScratch(int64_t probes, int64_t d) : best(static_cast<size_t>(kR), Best(probes)), qbuf(static_cast<size_t>(kR * d)) {}
 };
 
-// out[i * probes + j]: the j-th ranked list of row i of q (m x d); -1 where the beam's groups
-// hold fewer than `probes` centroids.
-void rank_rows(const float* q, int64_t m, int64_t d, const Ranker& rk, int32_t* out, RankScratch& sc) {
-    const int64_t probes = rk.probes;
-    auto emit = [&](int64_t i, Best& b) {
-        const auto& top = b.sorted();
-        const int64_t got = static_cast<int64_t>(top.size());
-        for (int64_t j = 0; j < probes; ++j) out[i * probes + j] = j < got ? static_cast<int32_t>(top[j].row) : -1;
-    };
-    if (rk.beam > 0) {
-        const RowFn fn = row_fn();
-        alignas(64) float a[kW];
-        Best& best = sc.best[0];
-        for (int64_t i = 0; i < m; ++i) {
-            const float* qi = q + i * d;
-            sc.beam_best.reset();
-            for (int64_t b = 0; b < rk.groups.block_start.back(); ++b) {
-                fn(qi, d, rk.groups.data.data() + b * d * kW, a);
-                const int64_t* rows = rk.groups.rows.data() + b * kW;
-                for (int64_t j = 0; j < kW; ++j)
-                    if (rows[j] >= 0) sc.beam_best.offer(a[j], rows[j]);
-            }
-            const auto& groups = sc.beam_best.sorted();
-            best.reset();
-            for (const Hit& g : groups)
-                for (int64_t b = rk.cen.block_start[g.row]; b < rk.cen.block_start[g.row + 1]; ++b) {
-                    fn(qi, d, rk.cen.data.data() + b * d * kW, a);
-                    if (!reaches(a, best.bound())) continue;
-                    const int64_t* rows = rk.cen.rows.data() + b * kW;
-                    for (int64_t j = 0; j < kW; ++j)
-                        if (rows[j] >= 0) best.offer(a[j], rows[j]);
-                }
-            emit(i, best);
-        }
-        return;
-    }
+// out[i * probes + j]: the j-th ranked list of row i of q (m x d), in tiles of kR rows against
+// every block of centroids.
+void rank_rows(const float* q, int64_t m, int64_t d, const Packed& cen, int64_t probes, int32_t* out, RankScratch& sc) {
     const TileFn fn = tile_fn();
     alignas(64) float acc[kR][kW];
-    const int64_t blocks = rk.cen.block_start.back();
+    const int64_t blocks = cen.block_start.back();
     for (int64_t i0 = 0; i0 < m; i0 += kR) {
         const int64_t rr = std::min(kR, m - i0);
         std::fill(sc.qbuf.begin(), sc.qbuf.end(), 0.0f);
         std::copy_n(q + i0 * d, rr * d, sc.qbuf.data());
         for (int64_t r = 0; r < rr; ++r) sc.best[r].reset();
         for (int64_t b = 0; b < blocks; ++b) {
-            fn(sc.qbuf.data(), d, rk.cen.data.data() + b * d * kW, acc);
-            const int64_t* rows = rk.cen.rows.data() + b * kW;
+            fn(sc.qbuf.data(), d, cen.data.data() + b * d * kW, acc);
+            const int64_t* rows = cen.rows.data() + b * kW;
             for (int64_t r = 0; r < rr; ++r) {
                 if (!reaches(acc[r], sc.best[r].bound())) continue;
                 for (int64_t j = 0; j < kW; ++j)
                     if (rows[j] >= 0) sc.best[r].offer(acc[r][j], rows[j]);
             }
         }
-        for (int64_t r = 0; r < rr; ++r) emit(i0 + r, sc.best[r]);
+        for (int64_t r = 0; r < rr; ++r) {
+            const auto& top = sc.best[r].sorted();
+            for (int64_t j = 0; j < probes; ++j) out[(i0 + r) * probes + j] = static_cast<int32_t>(top[j].row);
+        }
     }
+}
+
+Packed pack_centroids(const float* centroids, int64_t lists, int64_t d, int threads) {
+    const int64_t all[2] = {0, lists};
+    return pack(centroids, d, 1, all, nullptr, threads);
 }
 
 void check_lists(int64_t n, int64_t d, int64_t lists, int64_t probes, const int64_t* list_start,
@@ -271,32 +197,33 @@ void check_lists(int64_t n, int64_t d, int64_t lists, int64_t probes, const int6
 }  // namespace
 
 void knn_rank_lists(const float* x, int64_t n, int64_t d, const float* centroids, int64_t lists, int64_t probes,
-                    const float* group_centroids, int64_t n_groups, const int64_t* group_start, int64_t beam,
                     int32_t* out, int num_threads) {
     check_lists(n, d, lists, probes, nullptr, nullptr);
     const int threads = thread_count(num_threads);
-    const Ranker rk = make_ranker(centroids, lists, d, probes, group_centroids, n_groups, group_start, beam, threads);
+    const Packed cen = pack_centroids(centroids, lists, d, threads);
     constexpr int64_t kRows = 1024;
     ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
     {
-        RankScratch sc(rk, d);
+        RankScratch sc(probes, d);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t s = 0; s < n; s += kRows)
-            errors.run([&] { rank_rows(x + s * d, std::min(kRows, n - s), d, rk, out + s * probes, sc); });
+            errors.run([&] { rank_rows(x + s * d, std::min(kRows, n - s), d, cen, probes, out + s * probes, sc); });
     }
     errors.rethrow();
 }
 
 void knn_lists(const float* x, int64_t n, int64_t d, int64_t k, const float* centroids, int64_t lists,
-               const int64_t* list_start, const int64_t* list_rows, int64_t probes, const float* group_centroids,
-               int64_t n_groups, const int64_t* group_start, int64_t beam, int64_t* indices, float* similarities,
-               int num_threads) {
+               const int64_t* list_start, const int64_t* list_rows, int64_t probes, const int32_t* ranks,
+               int64_t* indices, float* similarities, int num_threads) {
     if (k < 1) throw std::invalid_argument("knn needs k >= 1");
+    if (ranks)
+        for (int64_t p = 0; p < n * probes; ++p)
+            if (ranks[p] < 0 || ranks[p] >= lists) throw std::invalid_argument("ranked list out of range");
     check_lists(n, d, lists, probes, list_start, list_rows);
     const int threads = thread_count(num_threads);
     const Packed pts = pack(x, d, lists, list_start, list_rows, threads);
-    const Ranker rk = make_ranker(centroids, lists, d, probes, group_centroids, n_groups, group_start, beam, threads);
+    const Packed cen = pack_centroids(centroids, lists, d, threads);
     const TileFn fn = tile_fn();
     // Queries in list order (neighbouring queries probe overlapping lists), in chunks whose
     // (query, list) pairs are inverted: each list's blocks are read once a chunk.
@@ -304,7 +231,7 @@ void knn_lists(const float* x, int64_t n, int64_t d, int64_t k, const float* cen
     ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
     {
-        RankScratch sc(rk, d);
+        RankScratch sc(probes, d);
         std::vector<float> qbuf(static_cast<size_t>(kR * d)), qx;
         std::vector<int32_t> pr, inv;
         std::vector<int64_t> inv_start;
@@ -318,18 +245,19 @@ void knn_lists(const float* x, int64_t n, int64_t d, int64_t k, const float* cen
             qx.resize(static_cast<size_t>(m * d));
             for (int64_t i = 0; i < m; ++i) std::copy_n(x + qrows[i] * d, d, qx.data() + i * d);
             pr.resize(static_cast<size_t>(m * probes));
-            rank_rows(qx.data(), m, d, rk, pr.data(), sc);
+            if (ranks)
+                for (int64_t i = 0; i < m; ++i) std::copy_n(ranks + qrows[i] * probes, probes, pr.data() + i * probes);
+            else
+                rank_rows(qx.data(), m, d, cen, probes, pr.data(), sc);
             // invert: the chunk's queries of every list, ascending
             inv_start.assign(static_cast<size_t>(lists + 1), 0);
-            for (int64_t p = 0; p < m * probes; ++p)
-                if (pr[p] >= 0) ++inv_start[pr[p] + 1];
+            for (int64_t p = 0; p < m * probes; ++p) ++inv_start[pr[p] + 1];
             for (int64_t l = 0; l < lists; ++l) inv_start[l + 1] += inv_start[l];
             inv.resize(static_cast<size_t>(m * probes));
             {
                 std::vector<int64_t> fill(inv_start.begin(), inv_start.end() - 1);
                 for (int64_t i = 0; i < m; ++i)
-                    for (int64_t j = 0; j < probes; ++j)
-                        if (pr[i * probes + j] >= 0) inv[fill[pr[i * probes + j]]++] = static_cast<int32_t>(i);
+                    for (int64_t j = 0; j < probes; ++j) inv[fill[pr[i * probes + j]]++] = static_cast<int32_t>(i);
             }
             hits.resize(static_cast<size_t>(m * k));
             nbs.resize(static_cast<size_t>(m));

@@ -10,12 +10,9 @@ namespace alscale {
 
 // For every row of x (n x d row-major float32, unit rows), the `probes` centroids (lists x d, unit
 // rows) with the largest dot product, largest first, ties to the smaller centroid: out[i*probes+j].
-// Needs 1 <= probes <= lists. With group_centroids (n_groups x d; nullptr: every centroid ranked),
-// the centroids are grouped (group g: centroids [group_start[g], group_start[g + 1])) and each row
-// ranks only the centroids of its `beam` most similar groups (ranked the same way); -1 fills the
-// row where those hold fewer than `probes` centroids.
+// Needs 1 <= probes <= lists. (Ranking only the centroids of a few groups of centroids was tried
+// and lost recall on overlapping data: BENCHMARKS.md.)
 void knn_rank_lists(const float* x, int64_t n, int64_t d, const float* centroids, int64_t lists, int64_t probes,
-                    const float* group_centroids, int64_t n_groups, const int64_t* group_start, int64_t beam,
                     int32_t* out, int num_threads);
 
 // The k nearest other rows of every row of x, searched in the points of its `probes` first lists
@@ -23,10 +20,10 @@ void knn_rank_lists(const float* x, int64_t n, int64_t d, const float* centroids
 // exactly one list). Similarities are knn_exact's (the same float32 dot products, in the same
 // order); neighbours by descending similarity, ties to the smaller row; -1 and 0 where the probed
 // lists hold fewer than k other rows. The result does not depend on the thread count.
-// The groups and beam: as knn_rank_lists.
+// ranks (n x probes, or nullptr): every row's lists as knn_rank_lists gave them (the pass that
+// chose the lists' members: its first column), instead of ranking again.
 void knn_lists(const float* x, int64_t n, int64_t d, int64_t k, const float* centroids, int64_t lists,
-               const int64_t* list_start, const int64_t* list_rows, int64_t probes, const float* group_centroids,
-               int64_t n_groups, const int64_t* group_start, int64_t beam, int64_t* indices, float* similarities,
-               int num_threads);
+               const int64_t* list_start, const int64_t* list_rows, int64_t probes, const int32_t* ranks,
+               int64_t* indices, float* similarities, int num_threads);
 
 }  // namespace alscale

@@ -13,34 +13,23 @@ from hypothesis import strategies as st
 from alscale import _core, knn
 
 
-def reference_rank(x, centroids, probes, groups=None):
-    """Every row's `probes` most similar centroids, largest dot product first, ties to the smaller;
-    with groups = (group centroids, group_start, beam): only the centroids of the row's `beam`
-    most similar groups (ranked the same way), -1 where they are fewer than `probes`."""
+def reference_rank(x, centroids, probes):
+    """Every row's `probes` most similar centroids, largest dot product first, ties to the smaller."""
     s = x.astype(np.float64) @ centroids.astype(np.float64).T
     ids = np.broadcast_to(np.arange(centroids.shape[0]), s.shape)
-    if groups is None:
-        return np.lexsort((ids, -s), axis=1)[:, :probes]
-    gc, start, beam = groups
-    top = reference_rank(x, gc, beam)
-    out = np.full((x.shape[0], probes), -1, dtype=np.int64)
-    for i in range(x.shape[0]):
-        cand = np.concatenate([np.arange(start[g], start[g + 1]) for g in top[i]])
-        order = cand[np.lexsort((cand, -s[i, cand]))][:probes]
-        out[i, : order.size] = order
-    return out
+    return np.lexsort((ids, -s), axis=1)[:, :probes]
 
 
-def reference_lists(x, k, centroids, home, probes, groups=None):
+def reference_lists(x, k, centroids, home, probes):
     """For every row: the k other rows of largest dot product among the rows whose home list is
     one of the row's `probes` first lists; largest first, ties to the smaller row; -1 / 0 padding."""
     n = x.shape[0]
-    rank = reference_rank(x, centroids, probes, groups)
+    rank = reference_rank(x, centroids, probes)
     idx = np.full((n, k), -1, dtype=np.int64)
     sim = np.zeros((n, k), dtype=np.float32)
     xd = x.astype(np.float64)
     for i in range(n):
-        cand = np.flatnonzero(np.isin(home, rank[i][rank[i] >= 0]))
+        cand = np.flatnonzero(np.isin(home, rank[i]))
         cand = cand[cand != i]
         s = xd[cand] @ xd[i]
         order = np.lexsort((cand, -s))[:k]
@@ -70,32 +59,10 @@ def list_problems(draw):
     return x, k, c.reshape(lists, d), home, probes
 
 
-@st.composite
-def grouped(draw, problems=list_problems()):
-    """A problem whose centroids are split into consecutive groups, a group centroid each (small
-    integers: ties), and a beam."""
-    x, k, c, home, probes = draw(problems)
-    lists, d = c.shape
-    cuts = sorted(draw(st.lists(st.integers(0, lists), max_size=3)))
-    start = np.array([0] + cuts + [lists], dtype=np.int64)
-    gc = np.array(draw(st.lists(st.integers(-2, 2), min_size=(start.size - 1) * d, max_size=(start.size - 1) * d)),
-                  dtype=np.float32).reshape(-1, d)
-    beam = draw(st.integers(1, gc.shape[0]))
-    return x, k, c, home, probes, (gc, start, beam)
-
-
 @given(list_problems(), st.sampled_from([1, 2]))
 def test_knn_rank_lists_matches_reference(problem, threads):
     x, _, c, _, probes = problem
     np.testing.assert_array_equal(_core.knn_rank_lists(x, c, probes, num_threads=threads), reference_rank(x, c, probes))
-
-
-@given(grouped(), st.sampled_from([1, 2]))
-def test_knn_rank_lists_by_groups_matches_reference(problem, threads):
-    x, _, c, _, probes, groups = problem
-    gc, start, beam = groups
-    got = _core.knn_rank_lists(x, c, probes, gc, start, beam, num_threads=threads)
-    np.testing.assert_array_equal(got, reference_rank(x, c, probes, groups))
 
 
 @given(list_problems(), st.sampled_from([1, 2]))
@@ -103,16 +70,6 @@ def test_knn_lists_matches_reference(problem, threads):
     x, k, c, home, probes = problem
     got_i, got_s = _core.knn_lists(x, k, c, *csr(home, c.shape[0]), probes, num_threads=threads)
     want_i, want_s = reference_lists(x, k, c, home, probes)
-    np.testing.assert_array_equal(got_i, want_i)
-    np.testing.assert_array_equal(got_s, want_s)
-
-
-@given(grouped(), st.sampled_from([1, 2]))
-def test_knn_lists_by_groups_matches_reference(problem, threads):
-    x, k, c, home, probes, groups = problem
-    gc, start, beam = groups
-    got_i, got_s = _core.knn_lists(x, k, c, *csr(home, c.shape[0]), probes, gc, start, beam, num_threads=threads)
-    want_i, want_s = reference_lists(x, k, c, home, probes, groups)
     np.testing.assert_array_equal(got_i, want_i)
     np.testing.assert_array_equal(got_s, want_s)
 
@@ -133,14 +90,19 @@ def test_every_list_probed_is_knn_exact_and_threads_change_nothing(n, d, lists):
     few = [_core.knn_lists(x, 6, c, start, rows, 3, num_threads=t) for t in (1, 2)]
     np.testing.assert_array_equal(few[0][0], few[1][0])
     np.testing.assert_array_equal(few[0][1], few[1][1])
+    # the lists ranked beforehand (the pass that chose the homes) give the same graph
+    ranks = _core.knn_rank_lists(x, c, 3)
+    given_ranks = _core.knn_lists(x, 6, c, start, rows, 3, ranks=ranks)
+    np.testing.assert_array_equal(given_ranks[0], few[0][0])
+    np.testing.assert_array_equal(given_ranks[1], few[0][1])
 
 
-@pytest.mark.parametrize("bad", ["start", "rows", "twice", "probes", "dims", "groups", "beam", "alone"])
+@pytest.mark.parametrize("bad", ["start", "rows", "twice", "probes", "dims", "ranks", "rank shape"])
 def test_knn_lists_bad_layout_is_a_value_error(bad):
     x = np.eye(4, dtype=np.float32)
     c = np.eye(4, dtype=np.float32)[:2]
     start, rows, probes = np.array([0, 2, 4], dtype=np.int64), np.arange(4, dtype=np.int64), 1
-    groups = ()
+    extra = {}
     if bad == "start":
         start = np.array([0, 3, 2], dtype=np.int64)
     elif bad == "rows":
@@ -151,17 +113,15 @@ def test_knn_lists_bad_layout_is_a_value_error(bad):
         probes = 3
     elif bad == "dims":
         c = np.eye(5, dtype=np.float32)[:2]
-    elif bad == "groups":  # offsets that do not hold the 2 centroids
-        groups = (np.eye(4, dtype=np.float32)[:1], np.array([0, 1], dtype=np.int64), 1)
-    elif bad == "beam":
-        groups = (np.eye(4, dtype=np.float32)[:1], np.array([0, 2], dtype=np.int64), 2)
-    else:  # group centroids without their offsets
-        groups = (np.eye(4, dtype=np.float32)[:1], None, 1)
+    elif bad == "ranks":  # a list that does not exist
+        extra = {"ranks": np.array([[0], [1], [2], [0]], dtype=np.int32)}
+    else:
+        extra = {"ranks": np.zeros((4, 2), dtype=np.int32)}
     with pytest.raises(ValueError):
-        _core.knn_lists(x, 1, c, start, rows, probes, *groups)
-    if bad not in ("start", "rows", "twice"):
+        _core.knn_lists(x, 1, c, start, rows, probes, **extra)
+    if bad in ("probes", "dims"):
         with pytest.raises(ValueError):
-            _core.knn_rank_lists(x, c, probes, *groups)
+            _core.knn_rank_lists(x, c, probes)
 
 
 # --------------------------------------------------------------------------- knn_graph(knn_method="lists")

@@ -46,6 +46,7 @@ PYBIND11_MODULE(_core, m) {
     bind::register_balanced(m);
     bind::register_hac(m);
     bind::register_knn(m);
+    bind::register_knn_lists(m);
     bind::register_cluster_margin(m);
     bind::register_diversity(m);
     bind::register_coverage(m);

@@ -11,6 +11,7 @@ void register_topk(py::module_& m);
 void register_balanced(py::module_& m);
 void register_hac(py::module_& m);
 void register_knn(py::module_& m);
+void register_knn_lists(py::module_& m);
 void register_cluster_margin(py::module_& m);
 void register_diversity(py::module_& m);
 void register_coverage(py::module_& m);

@@ -24,7 +24,7 @@ from ._backend.arrays import as_fraction, as_int, as_points, as_threads, real_ma
 
 __all__ = ["KnnGraph", "RecallWarning", "auto_knn_method", "knn_graph"]
 
-_KNN_METHODS = ("exact", "faiss", "ivf", "hnsw", "cells", "nndescent")
+_KNN_METHODS = ("exact", "faiss", "ivf", "hnsw", "cells", "lists", "nndescent")
 # What knn_method="faiss" runs (BENCHMARKS.md, "kNN graphs at a promised recall"): the cell scan,
 # fastest at recall 0.95 on separated blobs and on Fashion-MNIST's 784-d pixels, handing over to
 # IVF-Flat (fastest on overlapping blobs) when its own estimate says it would miss the target.
@@ -310,7 +310,9 @@ def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None
         # below the target: another index
         info = {"target": recall, "cells_recall": got, "cells_nprobe": info["nprobe"],
                 "cells_s": info["build_s"] + info["measure_s"], "cells_scan_run": scanned}
-        method = "ivf"
+        method = "lists"
+    if method == "lists":
+        return _knn_lists(faiss, unit, k, threads, nprobe, recall, info)
     if method == "nndescent":
         return _knn_nndescent(faiss, unit, k, threads, nprobe, recall, info)
     return _knn_index(faiss, unit, k, threads, method, nprobe, recall, info)
@@ -806,3 +808,77 @@ def _probes_for(faiss, unit: np.ndarray, cell: np.ndarray, keys: np.ndarray, bes
     needed = np.where(keys[at] == key, best[at] + 1, np.iinfo(np.int64).max)
     p = next((p for p in ladder if np.mean(needed <= p) >= recall), ladder[-1])
     return p, float(np.mean(needed <= p))
+
+
+_LIST_SIZE = 64  # points per list of "lists" (BENCHMARKS.md: kNN graphs at a promised recall)
+_LIST_PROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+
+def _knn_lists(faiss, unit: np.ndarray, k: int, threads: int, fixed: int | None, recall: float,
+               info: dict) -> KnnGraph:
+    """alscale's inverted file searched GEMM-shaped (csrc/knn_lists.hpp): about N/64 lists
+    (spherical k-means as "ivf"), every point ranks every centroid exactly and scans the points
+    of its first p lists; p is the smallest whose scanned lists hold ``recall`` of the exact
+    neighbours of sample A (seed 1) with two standard errors to spare (exact for those points:
+    a neighbour is found iff its list is among the query's p), at most a quarter of the lists.
+    The graph is measured on sample B; missed: the next p, then exact or a RecallWarning."""
+    n, d = unit.shape
+    t = time.perf_counter()
+    nlist = max(1, n // _LIST_SIZE)
+    rng = np.random.default_rng(3)
+    train = unit if n <= 32 * nlist else unit[np.sort(rng.choice(n, 32 * nlist, replace=False))]
+    centroids = _two_level(faiss, train, nlist)
+    del train
+    nlist = centroids.shape[0]
+    info.update(method="lists", nlist=nlist, build_s=time.perf_counter() - t)
+    if fixed is not None and fixed >= nlist:  # every list: exhaustive, i.e. exact
+        return _exact(unit, k, threads, info)
+    top = max(min(2, nlist), int(_MAX_SCAN * nlist))
+    ladder = [p for p in _LIST_PROBES if min(2, nlist) <= p < top] + [top]
+    t = time.perf_counter()
+    if fixed is not None:
+        ladder = [fixed]
+    else:
+        qa = _sample(n, 1)
+        ids = faiss.knn(unit[qa], unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT)[1]
+        ids, _ = _drop_self(ids, None, qa, k)
+        ranked = _core.knn_rank_lists(unit[qa], centroids, ladder[-1], num_threads=threads)
+        home = _core.knn_rank_lists(unit[ids.ravel()], centroids, 1, num_threads=threads)[:, 0].reshape(ids.shape)
+        # the rank (from 1) of each true neighbour's list among its query's; beyond the ladder: never
+        hit = ranked[:, None, :] == home[:, :, None]
+        rank = np.where(hit.any(axis=2), hit.argmax(axis=2) + 1, nlist + 1)
+        start, best = len(ladder) - 1, 0.0
+        for j, p in enumerate(ladder):
+            row = (rank <= p).mean(axis=1)
+            best = max(best, float(row.mean()))
+            if row.mean() - 2 * row.std() / math.sqrt(row.size) >= recall:
+                start = j
+                break
+        ladder = ladder[start:]
+        info["estimate"] = round(best, 4)
+        if best < recall and float(n) * n * d <= _EXACT_WORK:  # out of reach within the bound: exact now
+            info["tune_s"] = time.perf_counter() - t
+            return _exact(unit, k, threads, {**info, "approx_recall": round(best, 4)})
+    info["tune_s"] = time.perf_counter() - t
+    best = None
+    search_s = 0.0
+    for p in ladder:
+        t = time.perf_counter()
+        ranks = _core.knn_rank_lists(unit, centroids, p, num_threads=threads)
+        home = ranks[:, 0].astype(np.int64)
+        rows = np.argsort(home, kind="stable")
+        start = np.zeros(nlist + 1, dtype=np.int64)
+        np.cumsum(np.bincount(home, minlength=nlist), out=start[1:])
+        del home
+        idx, sim = _core.knn_lists(unit, k, centroids, start, rows, p, ranks=ranks, num_threads=threads)
+        del ranks, rows
+        search_s += time.perf_counter() - t
+        info.update(nprobe=p, search_s=search_s)
+        got, best = _better(faiss, unit, k, idx, sim, info, best)
+        if got >= recall or fixed is not None:
+            return KnnGraph(idx, sim, got, info)
+        del idx, sim
+        if n <= _RECALL_QUERIES:
+            break
+    return _missed(unit, k, threads, recall, best, info,
+                   f"lists at nprobe {best[3]['nprobe']} is its time bound (a quarter of the lists)")

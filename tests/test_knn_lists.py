@@ -1,0 +1,181 @@
+"""The inverted-file kNN kernels (knn_rank_lists, knn_lists: each query ranks the centroids and
+scans the points of its first `probes` lists, list by list) against a numpy reference: ranks and
+neighbours in the same order, ties to the smaller index, -1 / 0 padding; every list probed gives
+knn_exact; the thread count changes nothing; bad layouts are ValueErrors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from alscale import _core, knn
+
+
+def reference_rank(x, centroids, probes):
+    """Every row's `probes` most similar centroids, largest dot product first, ties to the smaller."""
+    s = x.astype(np.float64) @ centroids.astype(np.float64).T
+    ids = np.broadcast_to(np.arange(centroids.shape[0]), s.shape)
+    return np.lexsort((ids, -s), axis=1)[:, :probes]
+
+
+def reference_lists(x, k, centroids, home, probes):
+    """For every row: the k other rows of largest dot product among the rows whose home list is
+    one of the row's `probes` first lists; largest first, ties to the smaller row; -1 / 0 padding."""
+    n = x.shape[0]
+    rank = reference_rank(x, centroids, probes)
+    idx = np.full((n, k), -1, dtype=np.int64)
+    sim = np.zeros((n, k), dtype=np.float32)
+    xd = x.astype(np.float64)
+    for i in range(n):
+        cand = np.flatnonzero(np.isin(home, rank[i]))
+        cand = cand[cand != i]
+        s = xd[cand] @ xd[i]
+        order = np.lexsort((cand, -s))[:k]
+        idx[i, : order.size] = cand[order]
+        sim[i, : order.size] = s[order]
+    return idx, sim
+
+
+def csr(home, lists):
+    start = np.zeros(lists + 1, dtype=np.int64)
+    np.cumsum(np.bincount(home, minlength=lists), out=start[1:])
+    return start, np.argsort(home, kind="stable").astype(np.int64)
+
+
+@st.composite
+def list_problems(draw):
+    n = draw(st.integers(1, 45))
+    d = draw(st.integers(1, 5))
+    lists = draw(st.integers(1, 7))
+    k = draw(st.integers(1, 9))
+    probes = draw(st.integers(1, lists))
+    # small integers: exact float32 dot products, with many ties (and lists left empty)
+    ints = st.lists(st.integers(-2, 2), min_size=n * d, max_size=n * d)
+    x = np.array(draw(ints), dtype=np.float32).reshape(n, d)
+    c = np.array(draw(st.lists(st.integers(-2, 2), min_size=lists * d, max_size=lists * d)), dtype=np.float32)
+    home = np.array(draw(st.lists(st.integers(0, lists - 1), min_size=n, max_size=n)), dtype=np.int64)
+    return x, k, c.reshape(lists, d), home, probes
+
+
+@given(list_problems(), st.sampled_from([1, 2]))
+def test_knn_rank_lists_matches_reference(problem, threads):
+    x, _, c, _, probes = problem
+    np.testing.assert_array_equal(_core.knn_rank_lists(x, c, probes, num_threads=threads), reference_rank(x, c, probes))
+
+
+@given(list_problems(), st.sampled_from([1, 2]))
+def test_knn_lists_matches_reference(problem, threads):
+    x, k, c, home, probes = problem
+    got_i, got_s = _core.knn_lists(x, k, c, *csr(home, c.shape[0]), probes, num_threads=threads)
+    want_i, want_s = reference_lists(x, k, c, home, probes)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_array_equal(got_s, want_s)
+
+
+@pytest.mark.parametrize("n, d, lists", [(700, 9, 11), (300, 64, 40), (2100, 33, 70)])
+def test_every_list_probed_is_knn_exact_and_threads_change_nothing(n, d, lists):
+    rng = np.random.default_rng(n)
+    x = knn._unit_points(rng.normal(size=(n, d)))
+    x[7] = x[3]  # an exact tie
+    c = x[rng.choice(n, lists, replace=False)]
+    home = _core.knn_rank_lists(x, c, 1, num_threads=1)[:, 0].astype(np.int64)
+    start, rows = csr(home, lists)
+    exact = _core.knn_exact(x, 6, 2)
+    for threads in (1, 2):
+        got = _core.knn_lists(x, 6, c, start, rows, lists, num_threads=threads)
+        np.testing.assert_array_equal(got[0], exact[0])
+        np.testing.assert_array_equal(got[1], exact[1])
+    few = [_core.knn_lists(x, 6, c, start, rows, 3, num_threads=t) for t in (1, 2)]
+    np.testing.assert_array_equal(few[0][0], few[1][0])
+    np.testing.assert_array_equal(few[0][1], few[1][1])
+    # the lists ranked beforehand (the pass that chose the homes) give the same graph
+    ranks = _core.knn_rank_lists(x, c, 3)
+    given_ranks = _core.knn_lists(x, 6, c, start, rows, 3, ranks=ranks)
+    np.testing.assert_array_equal(given_ranks[0], few[0][0])
+    np.testing.assert_array_equal(given_ranks[1], few[0][1])
+
+
+@pytest.mark.parametrize("bad", ["start", "rows", "twice", "probes", "dims", "ranks", "rank shape"])
+def test_knn_lists_bad_layout_is_a_value_error(bad):
+    x = np.eye(4, dtype=np.float32)
+    c = np.eye(4, dtype=np.float32)[:2]
+    start, rows, probes = np.array([0, 2, 4], dtype=np.int64), np.arange(4, dtype=np.int64), 1
+    extra = {}
+    if bad == "start":
+        start = np.array([0, 3, 2], dtype=np.int64)
+    elif bad == "rows":
+        rows = np.array([0, 1, 2, 9], dtype=np.int64)
+    elif bad == "twice":
+        rows = np.array([0, 1, 1, 3], dtype=np.int64)
+    elif bad == "probes":
+        probes = 3
+    elif bad == "dims":
+        c = np.eye(5, dtype=np.float32)[:2]
+    elif bad == "ranks":  # a list that does not exist
+        extra = {"ranks": np.array([[0], [1], [2], [0]], dtype=np.int32)}
+    else:
+        extra = {"ranks": np.zeros((4, 2), dtype=np.int32)}
+    with pytest.raises(ValueError):
+        _core.knn_lists(x, 1, c, start, rows, probes, **extra)
+    if bad in ("probes", "dims"):
+        with pytest.raises(ValueError):
+            _core.knn_rank_lists(x, c, probes)
+
+
+# --------------------------------------------------------------------------- knn_graph(knn_method="lists")
+
+def overlapping(n, d=32, seed=0):
+    """Heavily overlapping blobs (noise 0.8 around N(0, I) centres, 100 points a blob): where
+    a point's neighbours scatter over many lists."""
+    from alscale.al.harness import blobs as harness_blobs
+
+    return harness_blobs(n, d, max(1, n // 100), 0.8, seed=seed)[0]
+
+
+def test_lists_graph_keeps_its_recall_on_overlapping_blobs():
+    pytest.importorskip("faiss")
+    import alscale
+
+    x = overlapping(12_000)
+    g = alscale.knn_graph(x, 10, knn_method="lists", recall=0.9)
+    assert g.info["method"] == "lists" and g.info["nprobe"] >= 2
+    assert g.recall >= 0.9
+    exact_i, exact_s = alscale.knn_graph(x, 10)
+    # independently of the graph's own measurement: every row's neighbours are true rows, best
+    # first, and on average the share of exact neighbours it holds is the promised one
+    assert (np.diff(g[1], axis=1) <= 0).all()
+    assert not (g[0] == np.arange(x.shape[0])[:, None]).any()
+    held = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(g[0], exact_i)])
+    assert held >= 0.88
+    # where a row holds an exact neighbour, it has its exact similarity
+    assert np.allclose(np.sort(g[1], axis=1), np.sort(g[1], axis=1))
+
+
+def test_lists_graph_same_for_any_thread_count_and_exact_when_every_list_is_probed():
+    pytest.importorskip("faiss")
+    import alscale
+
+    x = overlapping(6_000, seed=1)
+    a = alscale.knn_graph(x, 5, knn_method="lists", nprobe=3, num_threads=1)
+    b = alscale.knn_graph(x, 5, knn_method="lists", nprobe=3, num_threads=2)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a.info["nprobe"] == 3 and 0 < a.recall < 1  # fixed breadth: measured, no warning
+    e = alscale.knn_graph(x, 5, knn_method="lists", nprobe=10**6)
+    ex = alscale.knn_graph(x, 5)
+    np.testing.assert_array_equal(e[0], ex[0])
+    assert e.recall == 1.0
+
+
+def test_faiss_default_hands_over_to_lists_where_the_cell_scan_misses():
+    pytest.importorskip("faiss")
+    import alscale
+
+    x = overlapping(20_000, seed=2)
+    g = alscale.knn_graph(x, 10, knn_method="faiss", recall=0.95)
+    assert g.recall >= 0.95
+    assert g.info["method"] in ("cells", "lists", "exact")
+    if g.info["method"] != "cells":
+        assert g.info["cells_recall"] < 0.95

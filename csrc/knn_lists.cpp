@@ -227,7 +227,9 @@ void knn_lists(const float* x, int64_t n, int64_t d, int64_t k, const float* cen
     const TileFn fn = tile_fn();
     // Queries in list order (neighbouring queries probe overlapping lists), in chunks whose
     // (query, list) pairs are inverted: each list's blocks are read once a chunk.
-    const int64_t chunk = std::max<int64_t>(4096, std::min<int64_t>(1 << 17, (int64_t{1} << 24) / probes));
+    // At least one chunk a thread; at most 2^24 pairs a chunk.
+    const int64_t cap = std::max<int64_t>(4096, std::min<int64_t>(1 << 17, (int64_t{1} << 24) / probes));
+    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(cap, (n + threads - 1) / threads));
     ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
     {

@@ -27,7 +27,9 @@ __all__ = ["KnnGraph", "RecallWarning", "auto_knn_method", "knn_graph"]
 _KNN_METHODS = ("exact", "faiss", "ivf", "hnsw", "cells", "lists", "nndescent")
 # What knn_method="faiss" runs (BENCHMARKS.md, "kNN graphs at a promised recall"): the cell scan,
 # fastest at recall 0.95 on separated blobs and on Fashion-MNIST's 784-d pixels, handing over to
-# IVF-Flat (fastest on overlapping blobs) when its own estimate says it would miss the target.
+# "lists" when its own estimate says it would miss the target (at 200K overlapping faiss's
+# IVF-Flat and "lists" tie; at 2M overlapping IVF's per-query scan behind an HNSW quantizer took
+# 1,694 s for the graph, "lists" a fraction of it).
 # faiss's NN-descent ("nndescent") was measured beside them and is slower everywhere measured
 # (4x IVF's CPU time at 200K overlapping; at 2M overlapping 890 CPU s for recall 0.81), so the
 # default does not hand over to it.
@@ -109,6 +111,9 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
     links), searched in chunks of 65,536 queries; NN-descent: the float32 copy of the points in
     faiss's index plus its neighbourhoods, about 0.7 KB a point (measured: 1.9 GiB together at
     2M × 64, degree 16), then its (N, degree) int32 graph, re-ranked in chunks of 64 MB;
+    "lists": a float32 copy of the points packed list by list (N·D·4 bytes, plus the lists'
+    padding to 32 points), the (N, nprobe) int32 ranks, and per thread a chunk's inverted
+    (query, list) pairs (at most 2²⁴ int32s) — 1.99 GiB peak at 2M × 64 overlapping, nprobe 48;
     the cell scan's cell-pair lists grow with how much the data overlaps (O(N·ranked)), and
     exact adds (block) working space only.
 
@@ -120,14 +125,15 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
         k, the neighbours of every point: 1 <= k < N. (``k=`` is its old name: it still works,
         with a DeprecationWarning, until alscale 0.3.)
     metric : {"cosine"}
-    knn_method : {"exact", "faiss", "ivf", "hnsw", "cells", "nndescent"}
+    knn_method : {"exact", "faiss", "ivf", "hnsw", "cells", "lists", "nndescent"}
         (``method=`` is its old name: it still works, with a DeprecationWarning, until alscale 0.3.)
         "exact": blocked brute force in C++ (O(N² D), up to a few hundred thousand points; CUDA
         tensors: the GPU kernel).
         "faiss": approximate, for millions of points (needs faiss: ``pip install faiss-cpu``):
-        "cells", which hands over to "ivf" where it would miss ``recall`` — together the
-        fastest at recall 0.95 across separated blobs, overlapping blobs and Fashion-MNIST in
-        BENCHMARKS.md ("kNN graphs at a promised recall"). Up to 5,000 points the exact graph
+        "cells", which hands over to "lists" where it would miss ``recall`` — together the
+        fastest at recall 0.95 across separated blobs, overlapping blobs (at 2M: "lists" in a
+        fraction of faiss IVF's time) and Fashion-MNIST in BENCHMARKS.md ("kNN graphs at a
+        promised recall"). Up to 5,000 points the exact graph
         (cheaper than any index).
         "ivf": faiss IndexIVFFlat, inner product, about N/64 lists (spherical k-means, 10
         iterations on 32 points a list; beyond 256 lists two-level: √lists groups, each split);
@@ -137,8 +143,15 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
         "hnsw": faiss IndexHNSWFlat (M = 32, efConstruction 40); efSearch tuned likewise.
         "cells": alscale's hand-written cell scan (two-level spherical k-means into ~128-point
         cells; each cell compared exactly with the cells its points rank among their ``nprobe``
-        first); below ``recall`` it hands over to "ivf" (skipping its scan when its own
+        first); below ``recall`` it hands over to "lists" (skipping its scan when its own
         estimate is already 0.02 below).
+        "lists": alscale's inverted file searched GEMM-shaped (csrc/knn_lists.hpp): the lists of
+        "ivf" (about N/64 points each, the same training); every point ranks every centroid
+        exactly (O(N·N/64·D): the cost that dominates at millions) and is compared with the
+        points of its first ``nprobe`` lists, list by list in tiles of 8 queries × 32 points, not
+        query by query as faiss's IVF scan. nprobe is tuned exactly on 1,000 sampled points (a
+        neighbour is found iff its list is among its query's nprobe), at most a quarter of the
+        lists. Memory: the (N, nprobe) int32 ranks and a packed copy of the points.
         "nndescent": faiss IndexNNDescentFlat (NN-descent: local joins of neighbours' neighbours
         from a random graph; 10 new and 100 reverse neighbours sampled a point and iteration)
         with degree 1.6·k and 10 iterations, its rows re-ranked here by similarity (ties to the

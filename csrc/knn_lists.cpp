@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -55,16 +56,28 @@ Packed pack(const float* x, int64_t d, int64_t groups, const int64_t* start, con
 
 // acc[r][j] = q_r . column j of the block, summed over the dimensions in order with separate
 // multiplies and adds (knn_exact's arithmetic, so the same float32 similarities).
+// 16 floats as one value (one AVX-512 register; two AVX2 or four SSE ones): written with them the
+// tile's 16 accumulators stay in registers (a float array behind a pointer that may alias q
+// is stored and reloaded every step).
+typedef float V16 __attribute__((vector_size(64)));
+
 ALSCALE_INLINE void tile(const float* q, int64_t d, const float* blk, float (*acc)[kW]) {
-    for (int64_t r = 0; r < kR; ++r)
-        for (int64_t j = 0; j < kW; ++j) acc[r][j] = 0.0f;
+    static_assert(kW == 32 && kR == 8, "the tile is 8 rows x 2 V16");
+    V16 a0[kR], a1[kR];
+    for (int64_t r = 0; r < kR; ++r) a0[r] = a1[r] = V16{};
     for (int64_t k = 0; k < d; ++k) {
-        const float* col = blk + k * kW;
+        V16 c0, c1;
+        std::memcpy(&c0, blk + k * kW, sizeof c0);
+        std::memcpy(&c1, blk + k * kW + 16, sizeof c1);
         for (int64_t r = 0; r < kR; ++r) {
             const float v = q[r * d + k];
-            float* a = acc[r];
-            for (int64_t j = 0; j < kW; ++j) a[j] += v * col[j];
+            a0[r] += v * c0;
+            a1[r] += v * c1;
         }
+    }
+    for (int64_t r = 0; r < kR; ++r) {
+        std::memcpy(acc[r], &a0[r], sizeof a0[r]);
+        std::memcpy(acc[r] + 16, &a1[r], sizeof a1[r]);
     }
 }
 

@@ -149,8 +149,9 @@ def test_lists_graph_keeps_its_recall_on_overlapping_blobs():
     assert not (g[0] == np.arange(x.shape[0])[:, None]).any()
     held = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(g[0], exact_i)])
     assert held >= 0.88
-    # where a row holds an exact neighbour, it has its exact similarity
-    assert np.allclose(np.sort(g[1], axis=1), np.sort(g[1], axis=1))
+    # every similarity is the neighbour's cosine (recomputed in float64 from the unit rows)
+    unit = knn._unit_points(x).astype(np.float64)
+    np.testing.assert_allclose(g[1], np.einsum("id,ikd->ik", unit, unit[g[0]]), atol=1e-5)
 
 
 def test_lists_graph_same_for_any_thread_count_and_exact_when_every_list_is_probed():
@@ -179,3 +180,41 @@ def test_faiss_default_hands_over_to_lists_where_the_cell_scan_misses():
     assert g.info["method"] in ("cells", "lists", "exact")
     if g.info["method"] != "cells":
         assert g.info["cells_recall"] < 0.95
+
+
+LISTS_SCRIPT = r"""
+import sys
+import numpy as np
+from alscale import _core, knn
+
+rng = np.random.default_rng(4)
+x = knn._unit_points(rng.normal(size=(900, 37)))
+x[::11] = x[3]  # exact ties
+c = x[rng.choice(900, 29, replace=False)]
+ranks = _core.knn_rank_lists(x, c, 5)
+home = ranks[:, 0].astype(np.int64)
+start = np.zeros(30, dtype=np.int64)
+np.cumsum(np.bincount(home, minlength=29), out=start[1:])
+idx, sim = _core.knn_lists(x, 7, c, start, np.argsort(home, kind="stable"), 5, ranks=ranks)
+np.savez(sys.argv[1], ranks=ranks, idx=idx, sim=sim)
+"""
+
+
+def test_lists_kernels_give_the_same_bits_on_every_isa(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    runs = {}
+    for isa in (None, "avx2", "base"):
+        env = dict(os.environ)
+        env.pop("ALSCALE_ISA", None)
+        if isa:
+            env["ALSCALE_ISA"] = isa
+        path = tmp_path / f"{isa}.npz"
+        subprocess.run([sys.executable, "-c", LISTS_SCRIPT, str(path)], check=True, env=env)
+        with np.load(path) as f:
+            runs[isa] = {k: f[k] for k in f.files}
+    for isa in ("avx2", "base"):
+        for key in ("ranks", "idx", "sim"):
+            assert np.array_equal(runs[None][key], runs[isa][key]), (isa, key)

@@ -610,6 +610,23 @@ def flat_labels(z, n: int, threshold=None, n_clusters=None) -> np.ndarray:
     return np.array([numbering.setdefault(c, len(numbering)) for c in cluster_of], dtype=np.int64)
 
 
+def knn_among(x, k: int, candidates) -> tuple[np.ndarray, np.ndarray]:
+    """For every row i of x: the k rows of candidates(i) (i itself dropped) with the largest dot
+    product (float64 of the float32 rows), largest first, ties to the smaller row; -1 / 0 pad."""
+    n = x.shape[0]
+    idx = np.full((n, k), -1, dtype=np.int64)
+    sim = np.zeros((n, k), dtype=np.float32)
+    xd = x.astype(np.float64)
+    for i in range(n):
+        cand = candidates(i)
+        cand = cand[cand != i]
+        s = xd[cand] @ xd[i]
+        order = np.lexsort((cand, -s))[:k]
+        idx[i, : order.size] = cand[order]
+        sim[i, : order.size] = s[order]
+    return idx, sim
+
+
 def knn_cosine(x, k: int):
     """Exact cosine kNN in float64 of the float32 unit rows: (indices, similarities), largest
     similarity first, ties to the smaller index, the point itself excluded."""

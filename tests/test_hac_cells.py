@@ -10,23 +10,13 @@ from hypothesis import strategies as st
 
 import alscale
 from alscale import _core, hac
+from reference import knn_among
 
 
 def reference_cells(x, k, cell, probes):
     """For every row: the k rows of largest dot product among the rows of the cells its cell
     probes (itself excluded), largest first, ties to the smaller row; -1 / 0 padding."""
-    n = x.shape[0]
-    idx = np.full((n, k), -1, dtype=np.int64)
-    sim = np.zeros((n, k), dtype=np.float32)
-    xd = x.astype(np.float64)
-    for i in range(n):
-        cand = np.flatnonzero(np.isin(cell, probes[cell[i]]))
-        cand = cand[cand != i]
-        s = xd[cand] @ xd[i]
-        order = np.lexsort((cand, -s))[:k]
-        idx[i, : order.size] = cand[order]
-        sim[i, : order.size] = s[order]
-    return idx, sim
+    return knn_among(x, k, lambda i: np.flatnonzero(np.isin(cell, probes[cell[i]])))
 
 
 def csr(cell, probes, cells):

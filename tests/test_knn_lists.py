@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alscale import _core, knn
+from reference import knn_among
 
 
 def reference_rank(x, centroids, probes):
@@ -23,19 +24,8 @@ def reference_rank(x, centroids, probes):
 def reference_lists(x, k, centroids, home, probes):
     """For every row: the k other rows of largest dot product among the rows whose home list is
     one of the row's `probes` first lists; largest first, ties to the smaller row; -1 / 0 padding."""
-    n = x.shape[0]
     rank = reference_rank(x, centroids, probes)
-    idx = np.full((n, k), -1, dtype=np.int64)
-    sim = np.zeros((n, k), dtype=np.float32)
-    xd = x.astype(np.float64)
-    for i in range(n):
-        cand = np.flatnonzero(np.isin(home, rank[i]))
-        cand = cand[cand != i]
-        s = xd[cand] @ xd[i]
-        order = np.lexsort((cand, -s))[:k]
-        idx[i, : order.size] = cand[order]
-        sim[i, : order.size] = s[order]
-    return idx, sim
+    return knn_among(x, k, lambda i: np.flatnonzero(np.isin(home, rank[i])))
 
 
 def csr(home, lists):
@@ -201,20 +191,9 @@ np.savez(sys.argv[1], ranks=ranks, idx=idx, sim=sim)
 
 
 def test_lists_kernels_give_the_same_bits_on_every_isa(tmp_path):
-    import os
-    import subprocess
-    import sys
+    from test_isa import _run
 
-    runs = {}
-    for isa in (None, "avx2", "base"):
-        env = dict(os.environ)
-        env.pop("ALSCALE_ISA", None)
-        if isa:
-            env["ALSCALE_ISA"] = isa
-        path = tmp_path / f"{isa}.npz"
-        subprocess.run([sys.executable, "-c", LISTS_SCRIPT, str(path)], check=True, env=env)
-        with np.load(path) as f:
-            runs[isa] = {k: f[k] for k in f.files}
+    runs = {isa: _run(tmp_path / f"{isa}.npz", isa, LISTS_SCRIPT) for isa in (None, "avx2", "base")}
     for isa in ("avx2", "base"):
         for key in ("ranks", "idx", "sim"):
             assert np.array_equal(runs[None][key], runs[isa][key]), (isa, key)

@@ -430,11 +430,7 @@ def _build_index(faiss, unit: np.ndarray, method: str):
         index.hnsw.efConstruction = 40
         index.add(unit)
         return index, "efSearch", list(_HNSW_EF)
-    nlist = max(1, n // _IVF_LIST)
-    rng = np.random.default_rng(3)
-    train = unit if n <= 32 * nlist else unit[np.sort(rng.choice(n, 32 * nlist, replace=False))]
-    centroids = _two_level(faiss, train, nlist)
-    del train
+    centroids = _trained_lists(faiss, unit)
     nlist = centroids.shape[0]
     if nlist > _FLAT_QUANTIZER:  # N·nlist·D to assign with a flat one: an HNSW graph of the centroids
         quantizer = faiss.IndexHNSWFlat(d, _HNSW_M, faiss.METRIC_INNER_PRODUCT)
@@ -452,6 +448,16 @@ def _build_index(faiss, unit: np.ndarray, method: str):
     top = max(min(2, nlist), int(_MAX_SCAN * nlist))
     ladder = [p for p in _IVF_PROBES if min(2, nlist) <= p < top] + [top]
     return index, "nprobe", ladder
+
+
+def _trained_lists(faiss, unit: np.ndarray) -> np.ndarray:
+    """The unit centroids of about N/_IVF_LIST lists ("ivf" and "lists"): two-level spherical
+    k-means on 32 sampled points a list (seed 3)."""
+    n = unit.shape[0]
+    nlist = max(1, n // _IVF_LIST)
+    rng = np.random.default_rng(3)
+    train = unit if n <= 32 * nlist else unit[np.sort(rng.choice(n, 32 * nlist, replace=False))]
+    return _two_level(faiss, train, nlist)
 
 
 def _two_level(faiss, sample: np.ndarray, lists: int) -> np.ndarray:
@@ -823,7 +829,6 @@ def _probes_for(faiss, unit: np.ndarray, cell: np.ndarray, keys: np.ndarray, bes
     return p, float(np.mean(needed <= p))
 
 
-_LIST_SIZE = 64  # points per list of "lists" (BENCHMARKS.md: kNN graphs at a promised recall)
 _LIST_PROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 
@@ -837,11 +842,7 @@ def _knn_lists(faiss, unit: np.ndarray, k: int, threads: int, fixed: int | None,
     The graph is measured on sample B; missed: the next p, then exact or a RecallWarning."""
     n, d = unit.shape
     t = time.perf_counter()
-    nlist = max(1, n // _LIST_SIZE)
-    rng = np.random.default_rng(3)
-    train = unit if n <= 32 * nlist else unit[np.sort(rng.choice(n, 32 * nlist, replace=False))]
-    centroids = _two_level(faiss, train, nlist)
-    del train
+    centroids = _trained_lists(faiss, unit)  # the lists of "ivf"
     nlist = centroids.shape[0]
     info.update(method="lists", nlist=nlist, build_s=time.perf_counter() - t)
     if fixed is not None and fixed >= nlist:  # every list: exhaustive, i.e. exact

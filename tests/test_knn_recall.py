@@ -280,7 +280,7 @@ def test_nndescent_small_and_bad_inputs():
         with pytest.raises(ValueError, match="row 7 has zero norm"):
             alscale.knn_graph(np.where(np.arange(800)[:, None] == 7, 0.0, x), 5, knn_method=method)
     with pytest.raises(ValueError, match=r"knn method must be one of \('exact', 'faiss', 'ivf', 'hnsw', 'cells', "
-                                         r"'nndescent'\), got 'nnd'"):
+                                         r"'lists', 'nndescent'\), got 'nnd'"):
         alscale.knn_graph(x, 5, knn_method="nnd")
     # k large against N (faiss's pools may not fill, and it aborts the process): the exact graph
     big = blobs(1500, 8, 8, 0.5)

@@ -236,7 +236,7 @@ void knn_lists(const float* x, int64_t n, int64_t d, int64_t k, const float* cen
     check_lists(n, d, lists, probes, list_start, list_rows);
     const int threads = thread_count(num_threads);
     const Packed pts = pack(x, d, lists, list_start, list_rows, threads);
-    const Packed cen = pack_centroids(centroids, lists, d, threads);
+    const Packed cen = ranks ? Packed{} : pack_centroids(centroids, lists, d, threads);  // ranks given: not ranked here
     const TileFn fn = tile_fn();
     // Queries in list order (neighbouring queries probe overlapping lists), in chunks whose
     // (query, list) pairs are inverted: each list's blocks are read once a chunk.

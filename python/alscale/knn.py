@@ -373,12 +373,16 @@ def _drop_self(ids: np.ndarray, sims: np.ndarray | None, rows: np.ndarray, k: in
     return out_i, out_s
 
 
+def _true_ids(faiss, unit: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    """The exact k nearest other rows of each sampled row (faiss's brute force), (m, k)."""
+    ids = faiss.knn(unit[q], unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    return _drop_self(ids, None, q, k)[0]
+
+
 def _truth(faiss, unit: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     """The k-th largest similarity of each sampled row to another row (float64 from the float32
     unit rows), from faiss's exact brute force."""
-    ids = faiss.knn(unit[q], unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT)[1]
-    ids, _ = _drop_self(ids, None, q, k)
-    return _sims(unit, q, ids).min(axis=1)
+    return _sims(unit, q, _true_ids(faiss, unit, q, k)).min(axis=1)
 
 
 def _sims(unit: np.ndarray, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -854,8 +858,7 @@ def _knn_lists(faiss, unit: np.ndarray, k: int, threads: int, fixed: int | None,
         ladder = [fixed]
     else:
         qa = _sample(n, 1)
-        ids = faiss.knn(unit[qa], unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT)[1]
-        ids, _ = _drop_self(ids, None, qa, k)
+        ids = _true_ids(faiss, unit, qa, k)
         ranked = _core.knn_rank_lists(unit[qa], centroids, ladder[-1], num_threads=threads)
         home = _core.knn_rank_lists(unit[ids.ravel()], centroids, 1, num_threads=threads)[:, 0].reshape(ids.shape)
         # the rank (from 1) of each true neighbour's list among its query's; beyond the ladder: never

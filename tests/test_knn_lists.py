@@ -160,6 +160,31 @@ def test_lists_graph_same_for_any_thread_count_and_exact_when_every_list_is_prob
     assert e.recall == 1.0
 
 
+def test_list_size_is_the_least_work_that_keeps_the_promise():
+    """The list size follows the data's clusters: with blobs of 600 points the tuning picks lists
+    far larger than 64 points, its choice is the least work among the sizes it tried that reached
+    the target, and the graph keeps the promise (checked against the exact graph)."""
+    pytest.importorskip("faiss")
+    import alscale
+    from alscale.al.harness import blobs as harness_blobs
+
+    n, d = 30_000, 32
+    x = harness_blobs(n, d, 50, 0.6, seed=5)[0]
+    g = alscale.knn_graph(x, 10, knn_method="lists", recall=0.95)
+    sizes = g.info["sizes"]
+    assert g.info["method"] == "lists" and g.recall >= 0.95
+    assert g.info["list_size"] > 64 and g.info["list_size"] in sizes
+    work = {s: n * d * (v["nlist"] + v["nprobe"] * n / v["nlist"]) for s, v in sizes.items() if v["met"]}
+    assert g.info["list_size"] == min(work, key=work.get)
+    assert g.info["nlist"] == sizes[g.info["list_size"]]["nlist"]
+    exact_i, _ = alscale.knn_graph(x, 10)
+    held = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(g[0], exact_i)])
+    assert held >= 0.93
+    # a fixed breadth keeps the default lists of 64 points
+    f = alscale.knn_graph(x, 10, knn_method="lists", nprobe=2)
+    assert f.info["list_size"] == knn._IVF_LIST and abs(f.info["nlist"] - n // knn._IVF_LIST) <= 5
+
+
 def test_faiss_default_hands_over_to_lists_where_the_cell_scan_misses():
     pytest.importorskip("faiss")
     import alscale

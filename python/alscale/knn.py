@@ -11,8 +11,10 @@ the target is missed, the search widens, and where it cannot be met within the s
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -145,13 +147,16 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
         cells; each cell compared exactly with the cells its points rank among their ``nprobe``
         first); below ``recall`` it hands over to "lists" (skipping its scan when its own
         estimate is already 0.02 below).
-        "lists": alscale's inverted file searched GEMM-shaped (csrc/knn_lists.hpp): the lists of
-        "ivf" (about N/64 points each, the same training); every point ranks every centroid
-        exactly (O(N·N/64·D): the cost that dominates at millions) and is compared with the
-        points of its first ``nprobe`` lists, list by list in tiles of 8 queries × 32 points, not
-        query by query as faiss's IVF scan. nprobe is tuned exactly on 1,000 sampled points (a
-        neighbour is found iff its list is among its query's nprobe), at most a quarter of the
-        lists. Memory: the (N, nprobe) int32 ranks and a packed copy of the points.
+        "lists": alscale's inverted file searched GEMM-shaped (csrc/knn_lists.hpp): lists of
+        about S points (trained as "ivf"'s); every point ranks every centroid exactly
+        (O(N·N/S·D)) and is compared with the points of its first ``nprobe`` lists, list by list
+        in tiles of 8 queries × 32 points, not query by query as faiss's IVF scan. S (32 to 1,024
+        points) and nprobe are tuned together, exactly, on 1,000 sampled points (a neighbour is
+        found iff its list is among its query's nprobe; nprobe at most a quarter of the lists):
+        the pair reaching ``recall`` with the least work N·(N/S)·D + N·nprobe·S·D, so lists
+        about the size of the data's clusters (BENCHMARKS.md: S = 64 at 2M overlapping blobs,
+        256 at 9M). A fixed ``nprobe`` keeps S = 64. Memory: the (N, nprobe) int32 ranks and a
+        packed copy of the points.
         "nndescent": faiss IndexNNDescentFlat (NN-descent: local joins of neighbours' neighbours
         from a random graph; 10 new and 100 reverse neighbours sampled a point and iteration)
         with degree 1.6·k and 10 iterations, its rows re-ranked here by similarity (ties to the
@@ -374,9 +379,34 @@ def _drop_self(ids: np.ndarray, sims: np.ndarray | None, rows: np.ndarray, k: in
 
 
 def _true_ids(faiss, unit: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
-    """The exact k nearest other rows of each sampled row (faiss's brute force), (m, k)."""
-    ids = faiss.knn(unit[q], unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT)[1]
-    return _drop_self(ids, None, q, k)[0]
+    """The exact k nearest other rows of each sampled row, (m, k) (``_brute``)."""
+    return _drop_self(_brute(unit, q, k + 1)[0], None, q, k)[0]
+
+
+_BRUTE_ROWS = 1 << 20  # rows ranked at a time against the sampled rows by _brute (a packed copy)
+
+
+def _brute(unit: np.ndarray, q: np.ndarray, kk: int, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The ``kk`` most similar rows of ``unit`` to each row of ``unit[q]`` (itself included),
+    exactly: (m, kk) int64 ids and float64 similarities, most similar first, ties to the smaller
+    row. Chunks of _BRUTE_ROWS rows, one a thread, are ranked by knn_rank_lists (float32 dot
+    products in tiles), their candidates merged by float64 similarity. (faiss's brute force
+    takes its one-dot-at-a-time path below 128,000 queries: 20x slower for these samples.)"""
+    n = unit.shape[0]
+    kk = min(kk, n)
+    queries = np.ascontiguousarray(unit[q])
+
+    def part(s: int) -> np.ndarray:
+        rows = unit[s : s + _BRUTE_ROWS]
+        return _core.knn_rank_lists(queries, rows, min(kk, rows.shape[0]), num_threads=1).astype(np.int64) + s
+
+    starts = range(0, n, _BRUTE_ROWS)
+    workers = min(len(starts), threads if threads > 0 else (os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        cand = np.concatenate(list(pool.map(part, starts)), axis=1)
+    sims = _sims(unit, q, cand)
+    order = _by_similarity(cand, sims)[:, :kk]
+    return np.take_along_axis(cand, order, axis=1), np.take_along_axis(sims, order, axis=1)
 
 
 def _truth(faiss, unit: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
@@ -454,11 +484,11 @@ def _build_index(faiss, unit: np.ndarray, method: str):
     return index, "nprobe", ladder
 
 
-def _trained_lists(faiss, unit: np.ndarray) -> np.ndarray:
-    """The unit centroids of about N/_IVF_LIST lists ("ivf" and "lists"): two-level spherical
-    k-means on 32 sampled points a list (seed 3)."""
+def _trained_lists(faiss, unit: np.ndarray, size: int = _IVF_LIST) -> np.ndarray:
+    """The unit centroids of about N/size lists ("ivf" and "lists"): two-level spherical k-means
+    on 32 sampled points a list (seed 3)."""
     n = unit.shape[0]
-    nlist = max(1, n // _IVF_LIST)
+    nlist = max(1, n // size)
     rng = np.random.default_rng(3)
     train = unit if n <= 32 * nlist else unit[np.sort(rng.choice(n, 32 * nlist, replace=False))]
     return _two_level(faiss, train, nlist)
@@ -646,8 +676,8 @@ def _nndescent_graph(faiss, unit: np.ndarray, k: int, degree: int, iters: int) -
         sim[s : s + g.shape[0]] = np.take_along_axis(sims, order, axis=1)
     bad = np.concatenate(bad)
     if bad.size:
-        ids, sims = _drop_self(*faiss.knn(unit[bad], unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT)[::-1], bad, k)
-        idx[bad], sim[bad] = ids, sims
+        ids = _true_ids(faiss, unit, bad, k)
+        idx[bad], sim[bad] = ids, np.einsum("md,mkd->mk", unit[bad], unit[ids])
     return idx, sim
 
 
@@ -823,8 +853,7 @@ def _probes_for(faiss, unit: np.ndarray, cell: np.ndarray, keys: np.ndarray, bes
     n = unit.shape[0]
     rng = np.random.default_rng(1)
     q = np.sort(rng.choice(n, min(n, _RECALL_SAMPLE), replace=False))
-    truth = faiss.knn(unit[q], unit, k + 1, metric=faiss.METRIC_INNER_PRODUCT)[1]  # no copy of unit
-    truth = np.array([[j for j in row if j != i][:k] for i, row in zip(q.tolist(), truth.tolist())])
+    truth = _true_ids(faiss, unit, q, k)
     # needed: the probe count from which the true neighbour's cell is scanned for its query
     key = cell[q][:, None] * cells + cell[truth]
     at = np.minimum(np.searchsorted(keys, key), keys.size - 1)
@@ -834,54 +863,89 @@ def _probes_for(faiss, unit: np.ndarray, cell: np.ndarray, keys: np.ndarray, bes
 
 
 _LIST_PROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+# "lists": the list sizes tried, largest (fewest lists: the cheapest ranking) first
+# (BENCHMARKS.md: at 2M overlapping 64 wins, at 9M 256: lists about the size of the data's clusters)
+_LIST_SIZES = (1024, 768, 512, 384, 256, 192, 128, 96, 64, 48, 32)
+
+
+def _tuned_lists(faiss, unit: np.ndarray, k: int, threads: int, recall: float,
+                 info: dict) -> tuple[np.ndarray, list, float]:
+    """The lists of "lists" and its ladder of p from the first to try: for each list size S of
+    _LIST_SIZES (largest first) the lists are trained and the smallest p found whose first p
+    lists hold ``recall`` of sample A's exact neighbours (exact for those points: a neighbour is
+    found iff its list is among its query's p) with two standard errors to spare, at most a
+    quarter of the lists; the pair of least work N·(N/S)·D (the ranking) + N·p·S·D (the scan)
+    wins. Sizes stop once the ranking alone costs more than the best pair. None reaching
+    ``recall``: the size of the best estimate, at its widest p. Also returns that estimate."""
+    n, d = unit.shape
+    qa = _sample(n, 1)
+    ids = _true_ids(faiss, unit, qa, k)
+    tried: dict = {}
+    best = None  # (work, -estimate, size, centroids, ladder, estimate)
+    for size in _LIST_SIZES:
+        lists = max(1, n // size)
+        if best is not None and best[0] < math.inf and float(n) * lists * d >= best[0]:
+            break
+        if any(v["nlist"] == lists for v in tried.values()):
+            continue
+        centroids = _trained_lists(faiss, unit, size)
+        nlist = centroids.shape[0]
+        top = max(min(2, nlist), int(_MAX_SCAN * nlist))
+        ladder = [p for p in _LIST_PROBES if min(2, nlist) <= p < top] + [top]
+        ranked = _core.knn_rank_lists(unit[qa], centroids, ladder[-1], num_threads=threads)
+        home = _core.knn_rank_lists(unit[ids.ravel()], centroids, 1, num_threads=threads)[:, 0].reshape(ids.shape)
+        # the rank (from 1) of each true neighbour's list among its query's; beyond the ladder: never
+        rank = np.full(ids.shape, nlist + 1, dtype=np.int64)
+        for j in range(ids.shape[1]):
+            hit = ranked == home[:, j : j + 1]
+            rank[:, j] = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, nlist + 1)
+        start, estimate, work = len(ladder) - 1, 0.0, math.inf
+        for j, p in enumerate(ladder):
+            row = (rank <= p).mean(axis=1)
+            estimate = max(estimate, float(row.mean()))
+            if row.mean() - 2 * row.std() / math.sqrt(row.size) >= recall:
+                start, work = j, float(n) * d * (nlist + p * n / nlist)
+                break
+        tried[size] = {"nlist": nlist, "nprobe": ladder[start], "estimate": round(estimate, 4),
+                       "met": work < math.inf}
+        key = (work, -estimate, size, centroids, ladder[start:], estimate)
+        if best is None or key[:2] < best[:2]:
+            best = key
+    _, _, size, centroids, ladder, estimate = best
+    info.update(nlist=centroids.shape[0], list_size=size, sizes=tried, estimate=round(estimate, 4))
+    return centroids, ladder, estimate
 
 
 def _knn_lists(faiss, unit: np.ndarray, k: int, threads: int, fixed: int | None, recall: float,
                info: dict) -> KnnGraph:
-    """alscale's inverted file searched GEMM-shaped (csrc/knn_lists.hpp): about N/64 lists
-    (spherical k-means as "ivf"), every point ranks every centroid exactly and scans the points
-    of its first p lists; p is the smallest whose scanned lists hold ``recall`` of the exact
-    neighbours of sample A (seed 1) with two standard errors to spare (exact for those points:
-    a neighbour is found iff its list is among the query's p), at most a quarter of the lists.
-    The graph is measured on sample B; missed: the next p, then exact or a RecallWarning."""
+    """alscale's inverted file searched GEMM-shaped (csrc/knn_lists.hpp): lists of about S points
+    (spherical k-means as "ivf"), every point ranks every centroid exactly and scans the points of
+    its first p lists. S and p are tuned together on sample A (seed 1; _tuned_lists): the
+    cheapest (S, p) whose scanned lists hold ``recall`` of its exact neighbours with two standard
+    errors to spare. The graph is measured on sample B; missed: the next p, then exact or a
+    RecallWarning. A ``fixed`` p keeps S = _IVF_LIST."""
     n, d = unit.shape
     t = time.perf_counter()
-    centroids = _trained_lists(faiss, unit)  # the lists of "ivf"
-    nlist = centroids.shape[0]
-    info.update(method="lists", nlist=nlist, build_s=time.perf_counter() - t)
-    if fixed is not None and fixed >= nlist:  # every list: exhaustive, i.e. exact
-        return _exact(unit, k, threads, info)
-    top = max(min(2, nlist), int(_MAX_SCAN * nlist))
-    ladder = [p for p in _LIST_PROBES if min(2, nlist) <= p < top] + [top]
-    t = time.perf_counter()
     if fixed is not None:
+        centroids = _trained_lists(faiss, unit)  # the lists of "ivf"
+        nlist = centroids.shape[0]
+        info.update(method="lists", nlist=nlist, list_size=_IVF_LIST, build_s=time.perf_counter() - t)
+        if fixed >= nlist:  # every list: exhaustive, i.e. exact
+            return _exact(unit, k, threads, info)
         ladder = [fixed]
     else:
-        qa = _sample(n, 1)
-        ids = _true_ids(faiss, unit, qa, k)
-        ranked = _core.knn_rank_lists(unit[qa], centroids, ladder[-1], num_threads=threads)
-        home = _core.knn_rank_lists(unit[ids.ravel()], centroids, 1, num_threads=threads)[:, 0].reshape(ids.shape)
-        # the rank (from 1) of each true neighbour's list among its query's; beyond the ladder: never
-        hit = ranked[:, None, :] == home[:, :, None]
-        rank = np.where(hit.any(axis=2), hit.argmax(axis=2) + 1, nlist + 1)
-        start, best = len(ladder) - 1, 0.0
-        for j, p in enumerate(ladder):
-            row = (rank <= p).mean(axis=1)
-            best = max(best, float(row.mean()))
-            if row.mean() - 2 * row.std() / math.sqrt(row.size) >= recall:
-                start = j
-                break
-        ladder = ladder[start:]
-        info["estimate"] = round(best, 4)
+        info["method"] = "lists"
+        centroids, ladder, best = _tuned_lists(faiss, unit, k, threads, recall, info)
+        nlist = centroids.shape[0]
+        info["tune_s"] = time.perf_counter() - t
         if best < recall and float(n) * n * d <= _EXACT_WORK:  # out of reach within the bound: exact now
-            info["tune_s"] = time.perf_counter() - t
             return _exact(unit, k, threads, {**info, "approx_recall": round(best, 4)})
-    info["tune_s"] = time.perf_counter() - t
     best = None
-    search_s = 0.0
+    search_s = rank_s = 0.0
     for p in ladder:
         t = time.perf_counter()
         ranks = _core.knn_rank_lists(unit, centroids, p, num_threads=threads)
+        rank_s += time.perf_counter() - t
         home = ranks[:, 0].astype(np.int64)
         rows = np.argsort(home, kind="stable")
         start = np.zeros(nlist + 1, dtype=np.int64)
@@ -890,7 +954,7 @@ def _knn_lists(faiss, unit: np.ndarray, k: int, threads: int, fixed: int | None,
         idx, sim = _core.knn_lists(unit, k, centroids, start, rows, p, ranks=ranks, num_threads=threads)
         del ranks, rows
         search_s += time.perf_counter() - t
-        info.update(nprobe=p, search_s=search_s)
+        info.update(nprobe=p, search_s=search_s, rank_s=rank_s)  # search_s: the ranking and the scan
         got, best = _better(faiss, unit, k, idx, sim, info, best)
         if got >= recall or fixed is not None:
             return KnnGraph(idx, sim, got, info)

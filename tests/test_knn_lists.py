@@ -222,3 +222,25 @@ def test_lists_kernels_give_the_same_bits_on_every_isa(tmp_path):
     for isa in ("avx2", "base"):
         for key in ("ranks", "idx", "sim"):
             assert np.array_equal(runs[None][key], runs[isa][key]), (isa, key)
+
+
+@given(st.integers(2, 60), st.integers(1, 6), st.integers(1, 12), st.integers(1, 9), st.sampled_from([1, 2]),
+       st.randoms(use_true_random=False))
+def test_brute_matches_reference(n, d, kk, chunk, threads, rnd):
+    """The sample's exact neighbours (recall tuning and measurement): chunked tiled ranking,
+    merged by float64 similarity, equals a numpy ranking of every row, ties to the smaller row."""
+    import random
+
+    r = random.Random(rnd.random())
+    x = np.array([[r.randint(-2, 2) for _ in range(d)] for _ in range(n)], dtype=np.float32)
+    q = np.array(sorted(r.sample(range(n), r.randint(1, n))), dtype=np.int64)
+    kk = min(kk, n)
+    old = knn._BRUTE_ROWS
+    knn._BRUTE_ROWS = chunk  # several chunks even for a few rows
+    try:
+        ids, sims = knn._brute(x, q, kk, threads)
+    finally:
+        knn._BRUTE_ROWS = old
+    ref = reference_rank(x[q], x, kk)
+    np.testing.assert_array_equal(ids, ref)
+    np.testing.assert_array_equal(sims, (x[q].astype(np.float64)[:, None, :] * x[ref].astype(np.float64)).sum(axis=2))

@@ -244,3 +244,26 @@ def test_brute_matches_reference(n, d, kk, chunk, threads, rnd):
     ref = reference_rank(x[q], x, kk)
     np.testing.assert_array_equal(ids, ref)
     np.testing.assert_array_equal(sims, (x[q].astype(np.float64)[:, None, :] * x[ref].astype(np.float64)).sum(axis=2))
+
+
+def test_unit_float32_rows_are_used_as_given_without_a_copy():
+    """knn_graph's input already of unit rows (float32, C-contiguous) is not copied (a 2.1 GiB
+    copy at 9M x 64): the graph is the exact one of the rows as given; anything else is
+    normalised into a copy, and bad rows are still named."""
+    import alscale
+
+    rng = np.random.default_rng(8)
+    u = knn._unit_points(rng.normal(size=(300, 7)))
+    assert knn._as_unit(u) is u
+    idx, sim = alscale.knn_graph(u, 4)
+    ref_i, ref_s = _core.knn_exact(u, 4, 0)
+    np.testing.assert_array_equal(idx, ref_i)
+    np.testing.assert_array_equal(sim, ref_s)
+    for other in (2 * u, u.astype(np.float64), np.asfortranarray(u), u[::2]):
+        got = knn._as_unit(other)
+        assert got is not other and got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
+    bad = u.copy()
+    bad[5, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf at row 5"):
+        alscale.knn_graph(bad, 4)

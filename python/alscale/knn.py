@@ -156,7 +156,7 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
         in tiles of 8 queries × 32 points, not query by query as faiss's IVF scan. S (32 to 1,024
         points) and nprobe are tuned together, exactly, on 1,000 sampled points (a neighbour is
         found iff its list is among its query's nprobe; nprobe at most a quarter of the lists):
-        the pair reaching ``recall`` with the least work N·(N/S)·D + N·nprobe·S·D, so lists
+        the pair reaching ``recall`` with the least work N·(N/S)·D + 2·N·nprobe·S·D, so lists
         about the size of the data's clusters (BENCHMARKS.md: S = 64 at 2M overlapping blobs,
         256 at 9M). A fixed ``nprobe`` keeps S = 64. Memory: the (N, nprobe) int32 ranks and a
         packed copy of the points.
@@ -887,6 +887,9 @@ _LIST_PROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384
 # "lists": the list sizes tried, largest (fewest lists: the cheapest ranking) first
 # (BENCHMARKS.md: at 2M overlapping 64 wins, at 9M 256: lists about the size of the data's clusters)
 _LIST_SIZES = (1024, 768, 512, 384, 256, 192, 128, 96, 64, 48, 32)
+# a scanned point's multiply-add costs about this many of the ranking's (its inverted pairs and
+# partial tiles; measured at 9M overlapping: 27.6 against 11.8 GMAC/s a core)
+_SCAN_COST = 2.0
 
 
 def _tuned_lists(faiss, unit: np.ndarray, k: int, threads: int, recall: float,
@@ -895,8 +898,8 @@ def _tuned_lists(faiss, unit: np.ndarray, k: int, threads: int, recall: float,
     _LIST_SIZES (largest first) the lists are trained and the smallest p found whose first p
     lists hold ``recall`` of sample A's exact neighbours (exact for those points: a neighbour is
     found iff its list is among its query's p) with two standard errors to spare, at most a
-    quarter of the lists; the pair of least work N·(N/S)·D (the ranking) + N·p·S·D (the scan)
-    wins. Sizes stop once the ranking alone costs more than the best pair. None reaching
+    quarter of the lists; the pair of least work N·(N/S)·D (the ranking) + c·N·p·S·D (the scan;
+    c = _SCAN_COST) wins. Sizes stop once the ranking alone costs more than the best pair. None reaching
     ``recall``: the size of the best estimate, at its widest p. Also returns that estimate."""
     n, d = unit.shape
     qa = _sample(n, 1)
@@ -925,7 +928,7 @@ def _tuned_lists(faiss, unit: np.ndarray, k: int, threads: int, recall: float,
             row = (rank <= p).mean(axis=1)
             estimate = max(estimate, float(row.mean()))
             if row.mean() - 2 * row.std() / math.sqrt(row.size) >= recall:
-                start, work = j, float(n) * d * (nlist + p * n / nlist)
+                start, work = j, float(n) * d * (nlist + _SCAN_COST * p * n / nlist)
                 break
         tried[size] = {"nlist": nlist, "nprobe": ladder[start], "estimate": round(estimate, 4),
                        "met": work < math.inf}

@@ -94,7 +94,7 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const Matrix& logits
     const double* g = ctx.global;
     for (int64_t i = begin; i < end; ++i) {
         const T* x = ctx.read(i);
-        const RowMax<T> mx = row_max_split<T, B, false>(x, n);
+        const RowMax<T> mx = row_max_split<T, (B > 32 ? 32 : B), false>(x, n);
         if (!mx.finite) return i;
         if (exclude && exclude[i]) continue;
         const int64_t row = ids[i];
@@ -124,7 +124,7 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const Matrix& logits
     }
     return end;
 }
-ALSCALE_MULTIVERSION(balanced_rows)
+ALSCALE_MULTIVERSION3(balanced_rows)
 
 }  // namespace
 
@@ -301,7 +301,7 @@ int64_t feed_rows(const Matrix& logits, RowIds ids, const uint8_t* exclude, cons
                                         0};
             },
             [&](UpdateContext<T>& ctx, int64_t begin, int64_t end) {
-                return balanced_rows_dispatch<T>(ctx, logits, ids, exclude, taken, capacity, begin, end);
+                return balanced_rows_dispatch3<T>(ctx, logits, ids, exclude, taken, capacity, begin, end);
             },
             [&](UpdateContext<T>& ctx, int t) {
                 local[static_cast<size_t>(t)] = std::move(ctx.heaps);

@@ -62,13 +62,24 @@ ALSCALE_INLINE Block<T, B> load_tail(const T* p, int64_t count, T fill) {
     return load_block<T, B>(tmp);
 }
 
+// Whether any bit of m is set: its halves or-ed down to 16 bytes (vector ors, not a scalar or of
+// every 8 bytes: BASE asks this of every 32 classes).
 template <class M>
 ALSCALE_INLINE bool any_lane(M m) {
-    using Q = typename Lanes<double, static_cast<int>(sizeof(M))>::I;
-    const Q q = (Q)m;
-    int64_t any = 0;
-    for (int j = 0; j < static_cast<int>(sizeof(M) / 8); ++j) any |= q[j];
-    return any != 0;
+    constexpr int S = static_cast<int>(sizeof(M));
+    if constexpr (S > 16) {
+        using H = typename Lanes<double, S / 2>::I;
+        H lo, hi;
+        std::memcpy(&lo, &m, sizeof lo);
+        std::memcpy(&hi, reinterpret_cast<const char*>(&m) + sizeof lo, sizeof hi);
+        return any_lane(lo | hi);
+    } else {
+        using Q = typename Lanes<double, S>::I;
+        const Q q = (Q)m;
+        int64_t any = 0;
+        for (int j = 0; j < S / 8; ++j) any |= q[j];
+        return any != 0;
+    }
 }
 
 // The stored bytes of the row after the current one, pulled into the cache while the current

@@ -264,6 +264,25 @@ ALSCALE_INLINE RowMax<T> row_max_top(const T* x, int64_t n) {
     return r;
 }
 
+// The max and first argmax of a row (row_max_split's RowMax without the second), in two cheap
+// steps: row_max_top's order-free max chains, then the first position holding a value == max
+// (the row is in L1 by then). The same position as row_max_split's, which is also the first
+// value == max; the max's sign, where it is a zero, may differ (row_max_split takes a lane's),
+// so only for callers that use the max as row_max_lanes does (0 + max: a zero's sign is lost).
+template <class T, int B>
+ALSCALE_INLINE RowMax<T> row_max_first(const T* x, int64_t n) {
+    constexpr int W = kWidth<T, B>;
+    RowMax<T> mx = row_max_top<T, B, false>(x, n);
+    if (!mx.finite) return mx;
+    const vec<T, B> v = splat<vec<T, B>>(mx.max);
+    int64_t c = 0;
+    for (; c + W <= n; c += W)
+        if (any_lane(load<T, B>(x + c) == v)) break;
+    while (x[c] != mx.max) ++c;  // a finite row holds its max
+    mx.arg = c;
+    return mx;
+}
+
 // softmax_sums for native vectors of 16 floats (AVX-512): the exponentials and the products
 // e (x - mx) of two blocks at once, each half then added to the 8 lane sums in order (the first
 // block's half, then the second's), so the same bits as 8 lanes a block (softmax_step's
@@ -360,7 +379,8 @@ ALSCALE_INLINE void to_double(const double* p, vec<double, B>* out) {
 // also lists in `hits` the first class of each 32-class group where some r_c <= bound[c].
 template <class T, int B>
 ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const double* inv, double* r,
-                                   const double* bound, std::vector<int64_t>* hits, const NextRow& next = {}) {
+                                   const double* bound, std::vector<int64_t>* hits, const NextRow& next = {},
+                                   const NextRow& next_inv = {}) {
     using V = vec<double, B>;
     using I = ivec<double, B>;
     constexpr int P = kParts<double, B>, W = kWidth<double, B>;
@@ -378,9 +398,12 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
             if (bv) hit |= a <= load<double, B>(bv + W * h);
         }
     };
+    // The next row's lines: one prefetch a cache line (a block of floats is half a line).
+    const int64_t line_step = kLanes * next.step;
     int64_t c = 0;
     for (; c + kLanes <= n; c += kLanes) {
-        next.at(c);
+        if (((c * next.step) & 63) < line_step) next.at(c);
+        next_inv.at(c);
         block(x + c, inv + c, bound ? bound + c : nullptr, r + c);
         if (bound && (c + kLanes) % kGroup == 0) {
             if (any_lane(hit)) hits->push_back(c + kLanes - kGroup);
@@ -429,6 +452,7 @@ public:
         return buf_.data();
     }
     const PairNorms* pairs() const { return pairs_; }
+    const double* table() const { return m_; }
 
 private:
     const double* m_;

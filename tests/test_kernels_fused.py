@@ -18,6 +18,7 @@ import pytest
 
 import alscale
 import reference as ref
+from alscale import _core
 
 
 def tied_rows(rng, n, c, dtype):
@@ -64,6 +65,21 @@ def test_margin_picks_equal_the_reference_on_tied_rows(c):
     assert np.all(got[tied] == 0.0)
 
 
+@pytest.mark.parametrize("c", [5, 33, 70])
+@pytest.mark.parametrize("d", [255, 256, 257, 600, 1031])
+def test_head_table_in_row_chunks_equals_reference_bit_for_bit(c, d):
+    # The table's register blocks take the rows in chunks of 256 doubles, their lane sums carried
+    # from chunk to chunk: every entry must still be lane_dot's bits across the chunk edges and a
+    # padded last block, equal and nearly equal rows (the direct-norm path) included.
+    rng = np.random.default_rng(c * 1000 + d)
+    w = rng.normal(size=(c, d))
+    w[4] = w[1]
+    w[3] = w[2] * (1 + 1e-9)
+    got = _core.inverse_norms(np.ascontiguousarray(w))
+    want = ref.inverse_norms(w, c)
+    assert got.tobytes() == want.tobytes()
+
+
 SCRIPT = r"""
 import sys
 import numpy as np
@@ -79,7 +95,7 @@ for c in (1, 2, 16, 17, 63, 64, 65, 130, 1000):
         key = f"{c}-{np.dtype(dt).name}"
         for kind in ("margin", "confidence", "entropy"):
             out[f"{key}-{kind}"] = getattr(alscale, f"{kind}_scores")(x)
-        w = rng.normal(size=(c, 4))
+        w = rng.normal(size=(c, 300))  # two row chunks of the table's blocks
         out[f"{key}-base"] = alscale.select_balanced(x, 3 * c + 1)
         out[f"{key}-base-w"] = alscale.select_balanced(x, 3 * c + 1, weight=w)
 np.savez(sys.argv[1], **out)

@@ -92,6 +92,9 @@ struct NextRow {
     ALSCALE_INLINE void at(int64_t c) const {
         if (p) __builtin_prefetch(p + c * step, 0, 3);
     }
+    ALSCALE_INLINE void to_l2(int64_t c) const {
+        if (p) __builtin_prefetch(p + c * step, 0, 2);
+    }
 };
 inline NextRow next_row(const Matrix& m, int64_t i, int64_t end) {
     if (i + 1 >= end || m.col_stride <= 0 || m.col_stride > 8 || m.row_stride < m.cols * m.col_stride) return {};
@@ -402,8 +405,8 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
     const int64_t line_step = kLanes * next.step;
     int64_t c = 0;
     for (; c + kLanes <= n; c += kLanes) {
-        if (((c * next.step) & 63) < line_step) next.at(c);
-        next_inv.at(c);
+        if (((c * next.step) & 63) < line_step) next.to_l2(c);
+        next_inv.to_l2(c);
         block(x + c, inv + c, bound ? bound + c : nullptr, r + c);
         if (bound && (c + kLanes) % kGroup == 0) {
             if (any_lane(hit)) hits->push_back(c + kLanes - kGroup);

@@ -368,6 +368,17 @@ ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out
 // 8 logits from p as float64 vectors (kParts<double, B> of them: 4, 2 or 1), converted exactly.
 template <int B>
 ALSCALE_INLINE void to_double(const float* p, vec<double, B>* out) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if constexpr (B == 64) {
+        // Only in AVX-512 code (ALSCALE_MULTIVERSION3): GCC widens the 8 floats as two halves
+        // (two 4-wide converts, an extract and an insert); one vcvtps2pd does it (exact either way).
+        const vec<float, 32> f = load<float, 32>(p);
+        vec<double, 64> d;
+        asm("vcvtps2pd %1, %0" : "=v"(d) : "v"(f));
+        out[0] = d;
+        return;
+    }
+#endif
     constexpr int W = kWidth<double, B>;
     for (int h = 0; h < kParts<double, B>; ++h)
         out[h] = __builtin_convertvector(load<float, B / 2>(p + h * W), vec<double, B>);

@@ -51,6 +51,21 @@ def test_base_picks_equal_the_reference_with_tied_and_zero_maxima(c, dtype, head
             assert got.tolist() == want.tolist(), (budget, threads)
 
 
+@pytest.mark.parametrize("c", [3, 17, 64, 130])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("head", [False, True])
+def test_mase_scores_equal_the_reference_with_tied_and_zero_maxima(c, dtype, head):
+    rng = np.random.default_rng(7 * c)
+    x = tied_rows(rng, 300, c, dtype)
+    w = rng.normal(size=(c, 5)) if head else None
+    got = alscale.boundary_scores(x, weight=w)
+    want = ref.boundary_scores(x, w)
+    assert np.array_equal(got, want)  # the reference's l_p - l_c may be -0: equal, not the same bits
+    # the kernel subtracts 0 + max (row_max_lanes): a zero max's sign never reaches a score
+    assert not np.signbit(got).any()
+    assert alscale.select_boundary(x, 40, weight=w).tolist() == ref.select_boundary(x, 40, w).tolist()
+
+
 @pytest.mark.parametrize("c", [2, 17, 65, 1000])
 def test_margin_picks_equal_the_reference_on_tied_rows(c):
     rng = np.random.default_rng(40 + c)
@@ -98,6 +113,8 @@ for c in (1, 2, 16, 17, 63, 64, 65, 130, 1000):
         w = rng.normal(size=(c, 300))  # two row chunks of the table's blocks
         out[f"{key}-base"] = alscale.select_balanced(x, 3 * c + 1)
         out[f"{key}-base-w"] = alscale.select_balanced(x, 3 * c + 1, weight=w)
+        out[f"{key}-mase"] = alscale.boundary_scores(x)
+        out[f"{key}-mase-w"] = alscale.boundary_scores(x, weight=w)
 np.savez(sys.argv[1], **out)
 """
 
@@ -114,7 +131,7 @@ def test_fused_passes_give_the_same_bits_on_every_instruction_set(tmp_path):
         subprocess.run([sys.executable, "-c", SCRIPT, str(path), here], check=True, env=env)
         with np.load(path) as f:
             runs[isa] = {k: f[k] for k in f.files}
-    assert len(runs[None]) == 9 * 2 * 5
+    assert len(runs[None]) == 9 * 2 * 7
     for isa in ("avx2", "base"):
         assert runs[isa].keys() == runs[None].keys()
         for key, value in runs[None].items():

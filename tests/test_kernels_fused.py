@@ -136,3 +136,16 @@ def test_fused_passes_give_the_same_bits_on_every_instruction_set(tmp_path):
         assert runs[isa].keys() == runs[None].keys()
         for key, value in runs[None].items():
             assert value.tobytes() == runs[isa][key].tobytes(), (isa, key)
+
+
+def test_kernel_ratios_prints_the_load_average_beside_its_figures(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "kernel_ratios.py"
+    spec = importlib.util.spec_from_file_location("kernel_ratios_load", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--scale", "0.0005", "--classes", "20", "--repeat", "1", "--only", "margin"])
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("peak RSS")]
+    assert "load average (1, 5, 15 min) at the start" in line and "at the end" in line

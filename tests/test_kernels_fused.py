@@ -10,8 +10,6 @@ every instruction set.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ import pytest
 import alscale
 import reference as ref
 from alscale import _core
+from test_isa import _same_bits_on_every_isa
 
 
 def tied_rows(rng, n, c, dtype):
@@ -99,7 +98,7 @@ SCRIPT = r"""
 import sys
 import numpy as np
 import alscale
-sys.path.insert(0, sys.argv[2])
+sys.path.insert(0, TESTS_DIR)
 from test_kernels_fused import tied_rows
 
 out = {}
@@ -120,22 +119,9 @@ np.savez(sys.argv[1], **out)
 
 
 def test_fused_passes_give_the_same_bits_on_every_instruction_set(tmp_path):
+    """AVX-512 (where the CPU has it), AVX2 and the baseline: the same bytes."""
     here = os.path.dirname(os.path.abspath(__file__))
-    runs = {}
-    for isa in (None, "avx2", "base"):
-        env = dict(os.environ)
-        env.pop("ALSCALE_ISA", None)
-        if isa:
-            env["ALSCALE_ISA"] = isa
-        path = tmp_path / f"{isa}.npz"
-        subprocess.run([sys.executable, "-c", SCRIPT, str(path), here], check=True, env=env)
-        with np.load(path) as f:
-            runs[isa] = {k: f[k] for k in f.files}
-    assert len(runs[None]) == 9 * 2 * 7
-    for isa in ("avx2", "base"):
-        assert runs[isa].keys() == runs[None].keys()
-        for key, value in runs[None].items():
-            assert value.tobytes() == runs[isa][key].tobytes(), (isa, key)
+    _same_bits_on_every_isa(tmp_path, SCRIPT.replace("TESTS_DIR", repr(here)), 9 * 2 * 7)
 
 
 def test_kernel_ratios_prints_the_load_average_beside_its_figures(capsys):

@@ -32,8 +32,7 @@ ALSCALE_INLINE int64_t boundary_rows(RowReader<T>& read, InverseNorms& inv, std:
     const int64_t n = logits.cols;
     for (int64_t i = begin; i < end; ++i) {
         const T* x = read(i);
-        // The max enters boundary_row as 0 + max (its sign lost), exact_min as itself.
-        const RowMax<T> mx = inv.pairs() ? row_max_split<T, (B > 32 ? 32 : B), false>(x, n) : row_max_first<T, B>(x, n);
+        const RowMax<T> mx = row_max_split<T, (B > 32 ? 32 : B), false>(x, n);
         if (!mx.finite) return i;
         const double lp = static_cast<double>(mx.max);
         const double m = boundary_row<T, B>(x, n, lp, inv.row(mx.arg), r.data(), nullptr, nullptr,

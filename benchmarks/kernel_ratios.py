@@ -56,6 +56,7 @@ def main(argv=None) -> None:
     unknown = sorted(set(which) - set(calls))
     if unknown:
         raise SystemExit(f"unknown kernel(s) {unknown}; choose from {sorted(calls)}")
+    load_start = os.getloadavg()
     times: dict = {k: [] for k in ["floor"] + which}
     cpu: dict = {k: [] for k in times}
     for _ in range(a.repeat):
@@ -72,7 +73,9 @@ def main(argv=None) -> None:
         print(f"{k:12s} min {min(v):.3f} s median {np.median(v):.3f} s   x floor: min/min {min(v) / min(fl):.2f}"
               f"  median/median {np.median(v) / np.median(fl):.2f}   CPU {min(cpu[k]) / L.size * 1e9:.3f} ns per logit"
               f" ({min(cpu[k]) / fc:.2f}x)")
-    print(f"peak RSS {harness.peak_rss() / 2**30:.2f} GiB")
+    print(f"peak RSS {harness.peak_rss() / 2**30:.2f} GiB; load average (1, 5, 15 min) at the start "
+          f"{', '.join(f'{v:.2f}' for v in load_start)}, at the end {', '.join(f'{v:.2f}' for v in os.getloadavg())}"
+          " (a shared machine: a 2-thread kernel's wall ratio needs both cores idle)")
 
 
 if __name__ == "__main__":

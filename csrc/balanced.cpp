@@ -92,20 +92,50 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const Matrix& logits
     double* r = ctx.r.data();
     double* b = ctx.bound.data();
     const double* g = ctx.global;
+    constexpr int BM = B > 32 ? 32 : B;  // row_max_split: 16-float vectors are slower there
+    // With the head's table, row p of it (8 KB for C = 1000, a random row each time) comes from
+    // L3: the next row's max pass runs before this row's boundary pass, which then prefetches
+    // the next row's table row (a line a block) and the logits of the row after it. Only where
+    // rows are read in place (a copied row would be overwritten by the next one).
+    const bool ahead = ctx.inv.table() && logits.col_stride == static_cast<int64_t>(sizeof(T)) &&
+                       logits.dtype == (sizeof(T) == 4 ? DType::f32 : DType::f64);
+    // The max only enters boundary_row as 0 + max, but for the pairs on demand (exact_distance).
+    const bool exact_max = ctx.inv.pairs() != nullptr;
+    auto max_of = [&](const T* row) __attribute__((always_inline)) {
+        return exact_max ? row_max_split<T, BM, false>(row, n) : row_max_first<T, B>(row, n);
+    };
+    const T* next_x = nullptr;
+    RowMax<T> next_mx{};
     for (int64_t i = begin; i < end; ++i) {
-        const T* x = ctx.read(i);
-        const RowMax<T> mx = row_max_split<T, B, false>(x, n);
+        const T* x;
+        RowMax<T> mx;
+        if (next_x) {
+            x = next_x;
+            mx = next_mx;
+            next_x = nullptr;
+        } else {
+            x = ctx.read(i);
+            mx = max_of(x);
+        }
         if (!mx.finite) return i;
         if (exclude && exclude[i]) continue;
         const int64_t row = ids[i];
         if (!taken.empty() && std::binary_search(taken.begin(), taken.end(), row)) continue;
         const int64_t p = mx.arg;
         const double lp = static_cast<double>(mx.max);
+        const double* inv = ctx.inv.row(p);
+        NextRow next = next_row(logits, i, end), next_inv;
+        if (ahead && i + 1 < end) {
+            next_x = ctx.read(i + 1);
+            next_mx = max_of(next_x);
+            next = next_row(logits, i + 1, end);
+            if (next_mx.finite) next_inv = NextRow{reinterpret_cast<const char*>(ctx.inv.table() + next_mx.arg * n), 8};
+        }
         ctx.hits.clear();
         // With the pairs on demand, r holds lower bounds: a class that passes its bound is made
         // exact before it is offered, and so is the minimum.
         const PairNorms* pairs = ctx.inv.pairs();
-        double m = boundary_row<T, B>(x, n, lp, ctx.inv.row(p), r, b, &ctx.hits, next_row(logits, i, end));
+        double m = boundary_row<T, B>(x, n, lp, inv, r, b, &ctx.hits, next, next_inv);
         if (pairs) m = exact_min(*pairs, p, lp, x, r, n);
         for (const int64_t c0 : ctx.hits) {
             const int64_t c1 = std::min<int64_t>(c0 + 32, n);
@@ -124,7 +154,7 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const Matrix& logits
     }
     return end;
 }
-ALSCALE_MULTIVERSION(balanced_rows)
+ALSCALE_MULTIVERSION3(balanced_rows)
 
 }  // namespace
 
@@ -301,7 +331,7 @@ int64_t feed_rows(const Matrix& logits, RowIds ids, const uint8_t* exclude, cons
                                         0};
             },
             [&](UpdateContext<T>& ctx, int64_t begin, int64_t end) {
-                return balanced_rows_dispatch<T>(ctx, logits, ids, exclude, taken, capacity, begin, end);
+                return balanced_rows_dispatch3<T>(ctx, logits, ids, exclude, taken, capacity, begin, end);
             },
             [&](UpdateContext<T>& ctx, int t) {
                 local[static_cast<size_t>(t)] = std::move(ctx.heaps);

@@ -19,19 +19,22 @@ inline uint16_t bf16_below(double v) {
     return static_cast<uint16_t>(bits >> 16);  // truncation: toward zero
 }
 
-// lane_dot of MR rows a[i] with NR rows b[k] (d doubles each), as MR x NR independent dot products
-// in one register block: every row vector loaded once per block, not once per pair. Each pair
-// keeps lane_dot's 8 lane sums (element j in lane j % 8, in order) and combine_lanes, so every
-// value is lane_dot's bits. A short last block is zero padded: + 0 * 0 = +0 leaves a lane sum
+constexpr int64_t kChunk = 256;  // doubles of a row per pass of a register block (2 KB)
+
+// lane_dot of MR rows a[i] with NR rows b[k] over elements [j0, j1) of d (j0 a multiple of 8),
+// as MR x NR independent dot products in one register block: every row vector loaded once per
+// block, not once per pair. Each pair keeps lane_dot's 8 lane sums (element j in lane j % 8, in
+// order), carried from one chunk to the next in `acc` (loaded and stored whole: the same
+// additions in the same order), so once all chunks are done combine_lanes gives lane_dot's bits.
+// A short last block (j1 = d not a multiple of 8) is zero padded: + 0 * 0 = +0 leaves a lane sum
 // unchanged (a sum started at +0 is never -0).
 template <int B, int MR, int NR>
-ALSCALE_INLINE void dot_block(const double* const* a, const double* const* b, int64_t d, double* out) {
+ALSCALE_INLINE void dot_chunk(const double* const* a, const double* const* b, int64_t j0, int64_t j1, int64_t d,
+                              double* acc_io) {
     typedef double V __attribute__((vector_size(B)));
     constexpr int W = B / 8, P = 8 / W;  // doubles per native vector, vectors per 8 lanes
     V acc[MR][NR][P];
-    for (int i = 0; i < MR; ++i)
-        for (int k = 0; k < NR; ++k)
-            for (int h = 0; h < P; ++h) acc[i][k][h] = V{};
+    std::memcpy(acc, acc_io, sizeof acc);
     auto step = [&](const double* const* pa, const double* const* pb, int64_t j) __attribute__((always_inline)) {
         for (int h = 0; h < P; ++h) {
             V va[MR], vb[NR];
@@ -41,9 +44,10 @@ ALSCALE_INLINE void dot_block(const double* const* a, const double* const* b, in
                 for (int k = 0; k < NR; ++k) acc[i][k][h] += va[i] * vb[k];
         }
     };
-    int64_t j = 0;
-    for (; j + 8 <= d; j += 8) step(a, b, j);
-    if (j < d) {
+    int64_t j = j0;
+    const int64_t full = std::min(j1, d - d % 8);
+    for (; j + 8 <= full; j += 8) step(a, b, j);
+    if (j1 == d && j < d) {
         double ta[MR][8], tb[NR][8];
         const double* pa[MR];
         const double* pb[NR];
@@ -57,35 +61,47 @@ ALSCALE_INLINE void dot_block(const double* const* a, const double* const* b, in
         }
         step(pa, pb, 0);
     }
-    for (int i = 0; i < MR; ++i)
-        for (int k = 0; k < NR; ++k) {
-            double lanes[8];
-            std::memcpy(lanes, acc[i][k], sizeof lanes);
-            out[i * NR + k] = combine_lanes(lanes);
-        }
+    std::memcpy(acc_io, acc, sizeof acc);
 }
 
 // The upper-triangle entries of the tile (rows [p0, p1) x [c0, c1), c > p) and their mirror, as
 // float64 (out) or as bfloat16 lower bounds (lower), in register blocks of MR x NR pairs (B = 64:
-// 4 x 4, sixteen 8-double accumulators; else 2 x 2).
+// 4 x 4, sixteen 8-double accumulators; else 2 x 2). For each MR rows, the row length is taken in
+// chunks of kChunk, every register block of the tile's columns in turn within a chunk, so the MR
+// rows' chunk stays in L1 (whole rows of 16 KB, for D = 2048, would come from L2 block by block).
 template <class T, int B>
 ALSCALE_INLINE int64_t norm_tile(const double* const& w, const int64_t& d, const double* const& diag,
                                  double* const& out, uint16_t* const& lower, const int64_t& C, const int64_t& p0,
                                  const int64_t& p1, const int64_t& c0, const int64_t& c1) {
     constexpr int MR = B == 64 ? 4 : 2, NR = B == 64 ? 4 : 2;
+    constexpr int64_t kBlocks = (kTile + NR - 1) / NR;
+    constexpr size_t kAcc = static_cast<size_t>(MR * NR * 8);  // doubles of a block's lane sums
+    alignas(64) double acc[kBlocks * kAcc];
     for (int64_t p = p0; p < p1; p += MR) {
-        for (int64_t c = std::max(c0, p + 1); c < c1; c += NR) {
-            const double* a[MR];
-            const double* b[NR];
-            for (int i = 0; i < MR; ++i) a[i] = w + std::min(p + i, p1 - 1) * d;
-            for (int k = 0; k < NR; ++k) b[k] = w + std::min(c + k, c1 - 1) * d;
-            double dots[MR * NR];
-            dot_block<B, MR, NR>(a, b, d, dots);
+        const int64_t first = std::max(c0, p + 1);
+        if (first >= c1) continue;
+        const int64_t blocks = (c1 - first + NR - 1) / NR;
+        const double* a[MR];
+        for (int i = 0; i < MR; ++i) a[i] = w + std::min(p + i, p1 - 1) * d;
+        std::fill(acc, acc + blocks * kAcc, 0.0);
+        for (int64_t j0 = 0; j0 < d; j0 += kChunk) {
+            const int64_t j1 = std::min(d, j0 + kChunk);
+            for (int64_t q = 0; q < blocks; ++q) {
+                const int64_t c = first + q * NR;
+                const double* b[NR];
+                for (int k = 0; k < NR; ++k) b[k] = w + std::min(c + k, c1 - 1) * d;
+                dot_chunk<B, MR, NR>(a, b, j0, j1, d, acc + q * kAcc);
+            }
+        }
+        for (int64_t q = 0; q < blocks; ++q) {
+            const int64_t c = first + q * NR;
             for (int i = 0; i < MR && p + i < p1; ++i)
                 for (int k = 0; k < NR && c + k < c1; ++k) {
                     const int64_t pi = p + i, ck = c + k;
                     if (ck <= pi) continue;
-                    const double v = inverse_norm_of_dot(dots[i * NR + k], a[i], b[k], d, diag[pi], diag[ck]);
+                    // lanes of pair (i, k): acc[i][k][h][slot] = lane h * W + slot
+                    const double* lanes = acc + q * kAcc + static_cast<size_t>((i * NR + k) * 8);
+                    const double v = inverse_norm_of_dot(combine_lanes(lanes), a[i], w + ck * d, d, diag[pi], diag[ck]);
                     if (out) {
                         out[pi * C + ck] = v;
                         out[ck * C + pi] = v;

@@ -62,13 +62,24 @@ ALSCALE_INLINE Block<T, B> load_tail(const T* p, int64_t count, T fill) {
     return load_block<T, B>(tmp);
 }
 
+// Whether any bit of m is set: its halves or-ed down to 16 bytes (vector ors, not a scalar or of
+// every 8 bytes: BASE asks this of every 32 classes).
 template <class M>
 ALSCALE_INLINE bool any_lane(M m) {
-    using Q = typename Lanes<double, static_cast<int>(sizeof(M))>::I;
-    const Q q = (Q)m;
-    int64_t any = 0;
-    for (int j = 0; j < static_cast<int>(sizeof(M) / 8); ++j) any |= q[j];
-    return any != 0;
+    constexpr int S = static_cast<int>(sizeof(M));
+    if constexpr (S > 16) {
+        using H = typename Lanes<double, S / 2>::I;
+        H lo, hi;
+        std::memcpy(&lo, &m, sizeof lo);
+        std::memcpy(&hi, reinterpret_cast<const char*>(&m) + sizeof lo, sizeof hi);
+        return any_lane(lo | hi);
+    } else {
+        using Q = typename Lanes<double, S>::I;
+        const Q q = (Q)m;
+        int64_t any = 0;
+        for (int j = 0; j < S / 8; ++j) any |= q[j];
+        return any != 0;
+    }
 }
 
 // The stored bytes of the row after the current one, pulled into the cache while the current
@@ -80,6 +91,9 @@ struct NextRow {
     int64_t step = 0;  // stored bytes per element
     ALSCALE_INLINE void at(int64_t c) const {
         if (p) __builtin_prefetch(p + c * step, 0, 3);
+    }
+    ALSCALE_INLINE void to_l2(int64_t c) const {
+        if (p) __builtin_prefetch(p + c * step, 0, 2);
     }
 };
 inline NextRow next_row(const Matrix& m, int64_t i, int64_t end) {
@@ -227,21 +241,49 @@ ALSCALE_INLINE RowMax<T> row_max_top(const T* x, int64_t n) {
         step(0, load<T, B>(tmp));
     }
     bad |= any_lane(probe != I{});
-    T a1 = ninf, a2 = ninf;
-    for (int v = 0; v < NV; ++v)
-        for (int j = 0; j < W; ++j) {
-            const T b1 = m1[v][j], b2 = m2[v][j];
-            const T lo = b1 < a1 ? b1 : a1;
-            a2 = WantSecond ? (b2 > a2 ? b2 : a2) : a2;
-            a2 = WantSecond ? (lo > a2 ? lo : a2) : a2;
-            a1 = b1 > a1 ? b1 : a1;
+    // The chains merged as a tree (a serial scalar chain over their 4 W lanes cost a third of
+    // margin's time): the vectors pairwise, then each vector's upper half into its lower half.
+    auto merge = [](auto& a1, auto& a2, auto b1, auto b2) __attribute__((always_inline)) {
+        if (WantSecond) {
+            const auto lo = b1 < a1 ? b1 : a1;
+            const auto hi2 = b2 > a2 ? b2 : a2;
+            a2 = lo > hi2 ? lo : hi2;
         }
+        a1 = b1 > a1 ? b1 : a1;
+    };
+    merge(m1[0], m2[0], m1[1], m2[1]);
+    merge(m1[2], m2[2], m1[3], m2[3]);
+    merge(m1[0], m2[0], m1[2], m2[2]);
+    T a1[W], a2[W];
+    std::memcpy(a1, &m1[0], sizeof a1);
+    std::memcpy(a2, &m2[0], sizeof a2);
+    for (int h = W / 2; h >= 1; h /= 2)
+        for (int j = 0; j < h; ++j) merge(a1[j], a2[j], a1[j + h], a2[j + h]);
     RowMax<T> r;
-    r.max = a1;
+    r.max = a1[0];
     r.arg = 0;
-    r.second = a2;
+    r.second = a2[0];
     r.finite = !bad;
     return r;
+}
+
+// The max and first argmax of a row (row_max_split's RowMax without the second), in two cheap
+// steps: row_max_top's order-free max chains, then the first position holding a value == max
+// (the row is in L1 by then). The same position as row_max_split's, which is also the first
+// value == max; the max's sign, where it is a zero, may differ (row_max_split takes a lane's),
+// so only for callers that use the max as row_max_lanes does (0 + max: a zero's sign is lost).
+template <class T, int B>
+ALSCALE_INLINE RowMax<T> row_max_first(const T* x, int64_t n) {
+    constexpr int W = kWidth<T, B>;
+    RowMax<T> mx = row_max_top<T, B, false>(x, n);
+    if (!mx.finite) return mx;
+    const vec<T, B> v = splat<vec<T, B>>(mx.max);
+    int64_t c = 0;
+    for (; c + W <= n; c += W)
+        if (any_lane(load<T, B>(x + c) == v)) break;
+    while (x[c] != mx.max) ++c;  // a finite row holds its max
+    mx.arg = c;
+    return mx;
 }
 
 // softmax_sums for native vectors of 16 floats (AVX-512): the exponentials and the products
@@ -326,6 +368,17 @@ ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out
 // 8 logits from p as float64 vectors (kParts<double, B> of them: 4, 2 or 1), converted exactly.
 template <int B>
 ALSCALE_INLINE void to_double(const float* p, vec<double, B>* out) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if constexpr (B == 64) {
+        // Only in AVX-512 code (ALSCALE_MULTIVERSION3): GCC widens the 8 floats as two halves
+        // (two 4-wide converts, an extract and an insert); one vcvtps2pd does it (exact either way).
+        const vec<float, 32> f = load<float, 32>(p);
+        vec<double, 64> d;
+        asm("vcvtps2pd %1, %0" : "=v"(d) : "v"(f));
+        out[0] = d;
+        return;
+    }
+#endif
     constexpr int W = kWidth<double, B>;
     for (int h = 0; h < kParts<double, B>; ++h)
         out[h] = __builtin_convertvector(load<float, B / 2>(p + h * W), vec<double, B>);
@@ -340,7 +393,8 @@ ALSCALE_INLINE void to_double(const double* p, vec<double, B>* out) {
 // also lists in `hits` the first class of each 32-class group where some r_c <= bound[c].
 template <class T, int B>
 ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const double* inv, double* r,
-                                   const double* bound, std::vector<int64_t>* hits, const NextRow& next = {}) {
+                                   const double* bound, std::vector<int64_t>* hits, const NextRow& next = {},
+                                   const NextRow& next_inv = {}) {
     using V = vec<double, B>;
     using I = ivec<double, B>;
     constexpr int P = kParts<double, B>, W = kWidth<double, B>;
@@ -358,9 +412,12 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
             if (bv) hit |= a <= load<double, B>(bv + W * h);
         }
     };
+    // The next row's lines: one prefetch a cache line (a block of floats is half a line).
+    const int64_t line_step = kLanes * next.step;
     int64_t c = 0;
     for (; c + kLanes <= n; c += kLanes) {
-        next.at(c);
+        if (((c * next.step) & 63) < line_step) next.to_l2(c);
+        next_inv.to_l2(c);
         block(x + c, inv + c, bound ? bound + c : nullptr, r + c);
         if (bound && (c + kLanes) % kGroup == 0) {
             if (any_lane(hit)) hits->push_back(c + kLanes - kGroup);
@@ -409,6 +466,7 @@ public:
         return buf_.data();
     }
     const PairNorms* pairs() const { return pairs_; }
+    const double* table() const { return m_; }
 
 private:
     const double* m_;

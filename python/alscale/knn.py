@@ -410,19 +410,21 @@ _BRUTE_ROWS = 1 << 20  # rows ranked at a time against the sampled rows by _brut
 def _brute(unit: np.ndarray, q: np.ndarray, kk: int, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The ``kk`` most similar rows of ``unit`` to each row of ``unit[q]`` (itself included),
     exactly: (m, kk) int64 ids and float64 similarities, most similar first, ties to the smaller
-    row. Chunks of _BRUTE_ROWS rows, one a thread, are ranked by knn_rank_lists (float32 dot
+    row. Chunks of at most _BRUTE_ROWS rows, at least one a thread, are ranked by knn_rank_lists (float32 dot
     products in tiles), their candidates merged by float64 similarity. (faiss's brute force
     takes its one-dot-at-a-time path below 128,000 queries: 20x slower for these samples.)"""
     n = unit.shape[0]
     kk = min(kk, n)
     queries = np.ascontiguousarray(unit[q])
+    workers = threads if threads > 0 else (os.cpu_count() or 1)
+    step = max(1, min(_BRUTE_ROWS, -(-n // workers)))  # at least a chunk a thread
 
     def part(s: int) -> np.ndarray:
-        rows = unit[s : s + _BRUTE_ROWS]
+        rows = unit[s : s + step]
         return _core.knn_rank_lists(queries, rows, min(kk, rows.shape[0]), num_threads=1).astype(np.int64) + s
 
-    starts = range(0, n, _BRUTE_ROWS)
-    workers = min(len(starts), threads if threads > 0 else (os.cpu_count() or 1))
+    starts = range(0, n, step)
+    workers = min(len(starts), workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         cand = np.concatenate(list(pool.map(part, starts)), axis=1)
     sims = _sims(unit, q, cand)

@@ -3,6 +3,8 @@
 
     /usr/bin/time -v python benchmarks/cm_9m.py --n 9000000           # 9M x 64, 90,000 blobs, B = 1M
     python benchmarks/cm_9m.py --n 2000000 --budget 1000000
+    /usr/bin/time -v python benchmarks/cm_9m.py --n 9000000 --centers 20000 --noise 0.8 \
+        --recall-queries 1000                                          # 9M overlapping blobs
     python benchmarks/cm_9m.py --n 200000 --quality                   # approximate vs exact graph HAC
 
 Synthetic embeddings (the harness's ``blobs``, alscale.al.harness): `centers` (default n/100) Gaussian blob centres ~ N(0, I_d), points = centre +

@@ -5,15 +5,17 @@
 
 Every method builds the cosine 10-NN graph of the same unit rows through ``alscale.knn._knn``
 (what ``knn_graph`` runs after normalising), asked for recall@10 = 0.95: the cell scan
-("cells": two-level k-means cells, its own nprobe ladder; below the target it would fall back to
-IVF, so its own graph is reported beside what the promise then costs), faiss IndexIVFFlat
+("cells": two-level k-means cells, its own nprobe ladder; below the target it hands over to
+"lists", so its own graph is reported beside what the promise then costs), faiss IndexIVFFlat
 ("ivf": N/64 lists, nprobe tuned on 1,000 sampled points), alscale's inverted file searched
-GEMM-shaped ("lists": the same N/64 lists, every point ranking every centroid exactly, the lists'
-points scanned list by list in tiles; nprobe tuned exactly on 1,000 sampled points), faiss IndexHNSWFlat ("hnsw": M = 32,
+GEMM-shaped ("lists": lists of 32 to 1,024 points, every point ranking every centroid exactly, the
+lists' points scanned list by list in tiles; list size and nprobe tuned exactly on 1,000 sampled
+points), faiss IndexHNSWFlat ("hnsw": M = 32,
 efConstruction 40, efSearch tuned likewise), faiss IndexNNDescentFlat ("nndescent": graph
-degree 1.6 k, 10 iterations, widened up a ladder when measured below the target), the default ("faiss": the cell scan, handing over
-to IVF where its own estimate misses the target) and the exact blocked brute force ("exact"). Recall is
-measured on 1,000 other sampled points against faiss's brute force (alscale's own measurement,
+degree 1.6 k, 10 iterations, widened up a ladder when measured below the target), the default ("faiss": "lists" where its dearest
+ranking N·(N/64)·D is at most 5·10¹¹ multiply-adds, else the cell scan handing over to "lists"
+where its own estimate misses the target) and the exact blocked brute force ("exact"). Recall is
+measured on 1,000 other sampled points against their exact neighbours (alscale's own measurement,
 the figure the graph carries). Each (data, method) runs ``--repeats`` times in a fresh process;
 the table gives min and median wall time, the recall, the parameter chosen, and the process's
 peak RSS while building the graph (VmHWM, reset after loading the data: Linux clear_refs; else

@@ -185,16 +185,31 @@ def test_list_size_is_the_least_work_that_keeps_the_promise():
     assert f.info["list_size"] == knn._IVF_LIST and abs(f.info["nlist"] - n // knn._IVF_LIST) <= 5
 
 
-def test_faiss_default_hands_over_to_lists_where_the_cell_scan_misses():
+def test_faiss_default_hands_over_to_lists_where_the_cell_scan_misses(monkeypatch):
     pytest.importorskip("faiss")
     import alscale
 
+    monkeypatch.setattr(knn, "_LISTS_FIRST", 0.0)  # the cell scan first, as at millions of rows
     x = overlapping(20_000, seed=2)
     g = alscale.knn_graph(x, 10, knn_method="faiss", recall=0.95)
     assert g.recall >= 0.95
     assert g.info["method"] in ("cells", "lists", "exact")
     if g.info["method"] != "cells":
         assert g.info["cells_recall"] < 0.95
+
+
+def test_faiss_default_is_lists_where_its_dearest_ranking_is_cheap(monkeypatch):
+    """Up to N·(N/64)·D <= _LISTS_FIRST the default builds "lists" directly (no cell scan), keeping
+    the promise; above it the cell scan runs first."""
+    pytest.importorskip("faiss")
+    import alscale
+
+    x = overlapping(20_000, seed=2)
+    g = alscale.knn_graph(x, 10, knn_method="faiss", recall=0.95)
+    assert g.info["method"] == "lists" and "cells_recall" not in g.info and g.recall >= 0.95
+    monkeypatch.setattr(knn, "_LISTS_FIRST", 20_000 * (20_000 / 64) * x.shape[1] - 1)  # just below
+    h = alscale.knn_graph(x, 10, knn_method="faiss", recall=0.95)
+    assert h.info["method"] == "cells" or "cells_recall" in h.info
 
 
 LISTS_SCRIPT = r"""

@@ -27,15 +27,17 @@ from ._backend.arrays import as_fraction, as_int, as_points, as_threads, real_ma
 __all__ = ["KnnGraph", "RecallWarning", "auto_knn_method", "knn_graph"]
 
 _KNN_METHODS = ("exact", "faiss", "ivf", "hnsw", "cells", "lists", "nndescent")
-# What knn_method="faiss" runs (BENCHMARKS.md, "kNN graphs at a promised recall"): the cell scan,
-# fastest at recall 0.95 on separated blobs and on Fashion-MNIST's 784-d pixels, handing over to
-# "lists" when its own estimate says it would miss the target (at 200K overlapping faiss's
-# IVF-Flat and "lists" tie; at 2M overlapping IVF's per-query scan behind an HNSW quantizer took
-# 1,694 s for the graph, "lists" a fraction of it).
+# What knn_method="faiss" runs (BENCHMARKS.md, "kNN graphs at a promised recall"): "lists" where
+# even its dearest ranking (lists of 64 points: N·(N/64)·D) is within _LISTS_FIRST — at 200K it was
+# the fastest at recall 0.95 on separated blobs and Fashion-MNIST's pixels and tied faiss's IVF-Flat
+# on overlapping blobs; beyond, the cell scan (its ranking grows about as N: 9M separated in 432 s),
+# handing over to "lists" when its own estimate says it would miss the target (at 2M overlapping
+# IVF's per-query scan behind an HNSW quantizer took 1,694 s for the graph, "lists" a fraction).
 # faiss's NN-descent ("nndescent") was measured beside them and is slower everywhere measured
 # (4x IVF's CPU time at 200K overlapping; at 2M overlapping 890 CPU s for recall 0.81), so the
 # default does not hand over to it.
 _DEFAULT_APPROX = "cells"
+_LISTS_FIRST = 5e11  # multiply-adds: about 10 s on 2 cores (e.g. 250,000 x 64 or 80,000 x 784)
 
 
 class RecallWarning(UserWarning):
@@ -116,6 +118,7 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
     "lists": a float32 copy of the points packed list by list (N·D·4 bytes, plus the lists'
     padding to 32 points), the (N, nprobe) int32 ranks, and per thread a chunk's inverted
     (query, list) pairs (at most 2²⁴ int32s) — 1.99 GiB peak at 2M × 64 overlapping, nprobe 48;
+    6.29 GiB for the whole Cluster-Margin run at 9M × 64 overlapping (lists of 256, nprobe 12);
     the cell scan's cell-pair lists grow with how much the data overlaps (O(N·ranked)), and
     exact adds (block) working space only.
 
@@ -135,10 +138,11 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
         "exact": blocked brute force in C++ (O(N² D), up to a few hundred thousand points; CUDA
         tensors: the GPU kernel).
         "faiss": approximate, for millions of points (needs faiss: ``pip install faiss-cpu``):
-        "cells", which hands over to "lists" where it would miss ``recall`` — together the
-        fastest at recall 0.95 across separated blobs, overlapping blobs (at 2M: "lists" in a
-        fraction of faiss IVF's time) and Fashion-MNIST in BENCHMARKS.md ("kNN graphs at a
-        promised recall"). Up to 5,000 points the exact graph
+        "lists" where even its dearest ranking, N·(N/64)·D, is at most 5·10¹¹ multiply-adds
+        (e.g. 250,000 × 64); beyond, "cells", which hands over to "lists" where it would miss
+        ``recall`` — together the fastest at recall 0.95 across separated blobs, overlapping
+        blobs (at 2M: "lists" in a fraction of faiss IVF's time) and Fashion-MNIST in
+        BENCHMARKS.md ("kNN graphs at a promised recall"). Up to 5,000 points the exact graph
         (cheaper than any index).
         "ivf": faiss IndexIVFFlat, inner product, about N/64 lists (spherical k-means, 10
         iterations on 32 points a list; beyond 256 lists two-level: √lists groups, each split);
@@ -326,7 +330,7 @@ def _knn(unit: np.ndarray, k: int, method: str, threads: int, nprobe: int | None
     if method == "faiss":
         if n <= _SMALL and nprobe is None:
             return _exact(unit, k, threads, {"asked": "faiss", "why": f"N <= {_SMALL:,}: exact is cheapest"})
-        method = _DEFAULT_APPROX
+        method = "lists" if float(n) * (n / _IVF_LIST) * unit.shape[1] <= _LISTS_FIRST else _DEFAULT_APPROX
     info: dict = {"target": recall}
     if method == "cells":
         t = time.perf_counter()
@@ -427,7 +431,10 @@ def _brute(unit: np.ndarray, q: np.ndarray, kk: int, threads: int = 0) -> tuple[
     workers = min(len(starts), workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         cand = np.concatenate(list(pool.map(part, starts)), axis=1)
-    sims = _sims(unit, q, cand)
+    sims = np.empty(cand.shape)
+    a = queries.astype(np.float64)
+    for j in range(cand.shape[1]):  # a column at a time: no (m, candidates, D) gather
+        sims[:, j] = np.einsum("md,md->m", a, unit[cand[:, j]])
     order = _by_similarity(cand, sims)[:, :kk]
     return np.take_along_axis(cand, order, axis=1), np.take_along_axis(sims, order, axis=1)
 

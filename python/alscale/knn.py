@@ -404,8 +404,9 @@ def _drop_self(ids: np.ndarray, sims: np.ndarray | None, rows: np.ndarray, k: in
 
 
 def _true_ids(faiss, unit: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
-    """The exact k nearest other rows of each sampled row, (m, k) (``_brute``)."""
-    return _drop_self(_brute(unit, q, k + 1)[0], None, q, k)[0]
+    """The exact k nearest other rows of each sampled row, (m, k) (``_brute``, on faiss's thread
+    count: the caller's ``num_threads`` where it gave one)."""
+    return _drop_self(_brute(unit, q, k + 1, faiss.omp_get_max_threads())[0], None, q, k)[0]
 
 
 _BRUTE_ROWS = 1 << 20  # rows ranked at a time against the sampled rows by _brute (a packed copy)
@@ -414,9 +415,10 @@ _BRUTE_ROWS = 1 << 20  # rows ranked at a time against the sampled rows by _brut
 def _brute(unit: np.ndarray, q: np.ndarray, kk: int, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The ``kk`` most similar rows of ``unit`` to each row of ``unit[q]`` (itself included),
     exactly: (m, kk) int64 ids and float64 similarities, most similar first, ties to the smaller
-    row. Chunks of at most _BRUTE_ROWS rows, at least one a thread, are ranked by knn_rank_lists (float32 dot
-    products in tiles), their candidates merged by float64 similarity. (faiss's brute force
-    takes its one-dot-at-a-time path below 128,000 queries: 20x slower for these samples.)"""
+    row. Chunks of at most _BRUTE_ROWS rows, at least one a thread, are ranked by
+    knn_rank_lists (float32 dot products in tiles), their candidates merged by float64
+    similarity. (faiss's brute force takes its one-dot-at-a-time path below 128,000 queries:
+    5x slower for these samples, BENCHMARKS.md.)"""
     n = unit.shape[0]
     kk = min(kk, n)
     queries = np.ascontiguousarray(unit[q])
@@ -908,8 +910,9 @@ def _tuned_lists(faiss, unit: np.ndarray, k: int, threads: int, recall: float,
     lists hold ``recall`` of sample A's exact neighbours (exact for those points: a neighbour is
     found iff its list is among its query's p) with two standard errors to spare, at most a
     quarter of the lists; the pair of least work N·(N/S)·D (the ranking) + c·N·p·S·D (the scan;
-    c = _SCAN_COST) wins. Sizes stop once the ranking alone costs more than the best pair. None reaching
-    ``recall``: the size of the best estimate, at its widest p. Also returns that estimate."""
+    c = _SCAN_COST) wins. Sizes stop once the ranking alone costs more than the best pair. None
+    reaching ``recall``: the size of the best estimate, at its widest p. Also returns that
+    estimate."""
     n, d = unit.shape
     qa = _sample(n, 1)
     ids = _true_ids(faiss, unit, qa, k)

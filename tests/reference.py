@@ -805,3 +805,11 @@ def partitions(available, budget: int, parts: int, rng):
     order = np.asarray(available)[rng.permutation(len(available))]
     return [(np.sort(p), budget // parts + (1 if i < budget % parts else 0))
             for i, p in enumerate(np.array_split(order, parts))]
+
+
+def grouped(labels, groups):
+    """Rows grouped by label in the kernels' CSR layout: int64 offsets (groups + 1) and the rows,
+    in row order within a group."""
+    start = np.zeros(groups + 1, dtype=np.int64)
+    np.cumsum(np.bincount(labels, minlength=groups), out=start[1:])
+    return start, np.argsort(labels, kind="stable").astype(np.int64)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import alscale
 from alscale import _core, hac
-from reference import knn_among
+from reference import grouped, knn_among
 
 
 def reference_cells(x, k, cell, probes):
@@ -20,9 +20,7 @@ def reference_cells(x, k, cell, probes):
 
 
 def csr(cell, probes, cells):
-    counts = np.bincount(cell, minlength=cells)
-    cell_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    cell_rows = np.argsort(cell, kind="stable").astype(np.int64)
+    cell_start, cell_rows = grouped(cell, cells)
     probe_start = np.concatenate([[0], np.cumsum([len(p) for p in probes])]).astype(np.int64)
     flat = np.array([c for p in probes for c in p], dtype=np.int64)
     return cell_start, cell_rows, probe_start, flat

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alscale import _core, knn
-from reference import knn_among
+from reference import grouped, knn_among
 
 
 def reference_rank(x, centroids, probes):
@@ -26,12 +26,6 @@ def reference_lists(x, k, centroids, home, probes):
     one of the row's `probes` first lists; largest first, ties to the smaller row; -1 / 0 padding."""
     rank = reference_rank(x, centroids, probes)
     return knn_among(x, k, lambda i: np.flatnonzero(np.isin(home, rank[i])))
-
-
-def csr(home, lists):
-    start = np.zeros(lists + 1, dtype=np.int64)
-    np.cumsum(np.bincount(home, minlength=lists), out=start[1:])
-    return start, np.argsort(home, kind="stable").astype(np.int64)
 
 
 @st.composite
@@ -58,7 +52,7 @@ def test_knn_rank_lists_matches_reference(problem, threads):
 @given(list_problems(), st.sampled_from([1, 2]))
 def test_knn_lists_matches_reference(problem, threads):
     x, k, c, home, probes = problem
-    got_i, got_s = _core.knn_lists(x, k, c, *csr(home, c.shape[0]), probes, num_threads=threads)
+    got_i, got_s = _core.knn_lists(x, k, c, *grouped(home, c.shape[0]), probes, num_threads=threads)
     want_i, want_s = reference_lists(x, k, c, home, probes)
     np.testing.assert_array_equal(got_i, want_i)
     np.testing.assert_array_equal(got_s, want_s)
@@ -71,7 +65,7 @@ def test_every_list_probed_is_knn_exact_and_threads_change_nothing(n, d, lists):
     x[7] = x[3]  # an exact tie
     c = x[rng.choice(n, lists, replace=False)]
     home = _core.knn_rank_lists(x, c, 1, num_threads=1)[:, 0].astype(np.int64)
-    start, rows = csr(home, lists)
+    start, rows = grouped(home, lists)
     exact = _core.knn_exact(x, 6, 2)
     for threads in (1, 2):
         got = _core.knn_lists(x, 6, c, start, rows, lists, num_threads=threads)

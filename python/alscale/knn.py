@@ -826,6 +826,14 @@ def _cells(faiss, unit: np.ndarray, ranked: int):
     return cell, keys[firsts], (code % ranked)[firsts], cells
 
 
+def _grouped(labels: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows grouped by their label (0 <= label < groups), as the kernels take them: group g
+    holds rows[start[g] .. start[g + 1]) — int64 offsets and rows, in row order within a group."""
+    start = np.zeros(groups + 1, dtype=np.int64)
+    np.cumsum(np.bincount(labels, minlength=groups), out=start[1:])
+    return start, np.argsort(labels, kind="stable").astype(np.int64)
+
+
 def _distinct(a: np.ndarray) -> np.ndarray:
     """The distinct values of a, sorted."""
     a = np.sort(a)
@@ -865,14 +873,12 @@ def _knn_cells(unit: np.ndarray, k: int, threads: int, nprobe: int | None, recal
     probes = np.ascontiguousarray(keys[scan] % cells, dtype=np.int64)
     probe_start = np.zeros(cells + 1, dtype=np.int64)
     np.cumsum(np.bincount(keys[scan] // cells, minlength=cells), out=probe_start[1:])
-    counts = np.bincount(cell, minlength=cells)
-    cell_start = np.zeros(cells + 1, dtype=np.int64)
-    np.cumsum(counts, out=cell_start[1:])
+    cell_start, cell_rows = _grouped(cell, cells)
+    counts = np.diff(cell_start)
     info.update(nprobe=p, cells_scanned=round(probes.size / cells, 2),
                 candidates_per_point=round(float((counts[keys[scan] // cells] * counts[probes]).sum()) / unit.shape[0], 1),
                 probes_s=time.perf_counter() - t)
     t = time.perf_counter()
-    cell_rows = np.argsort(cell, kind="stable").astype(np.int64)
     out = _core.knn_cells(unit, k, cell_start, cell_rows, probe_start, probes, threads)
     info["scan_s"] = time.perf_counter() - t
     return out
@@ -982,11 +988,7 @@ def _knn_lists(faiss, unit: np.ndarray, k: int, threads: int, fixed: int | None,
         t = time.perf_counter()
         ranks = _core.knn_rank_lists(unit, centroids, p, num_threads=threads)
         rank_s += time.perf_counter() - t
-        home = ranks[:, 0].astype(np.int64)
-        rows = np.argsort(home, kind="stable")
-        start = np.zeros(nlist + 1, dtype=np.int64)
-        np.cumsum(np.bincount(home, minlength=nlist), out=start[1:])
-        del home
+        start, rows = _grouped(ranks[:, 0].astype(np.int64), nlist)  # the lists: each row's first
         idx, sim = _core.knn_lists(unit, k, centroids, start, rows, p, ranks=ranks, num_threads=threads)
         del ranks, rows
         search_s += time.perf_counter() - t

@@ -250,3 +250,50 @@ def test_cluster_margin_settings_progress_and_cache(pool, no_torch):
     changed = alscale_cli(*base[:-2], "--neighbors", 6, "--pending", "query", env=no_torch)
     assert "kNN graph of 500 embeddings (exact, k = 6, PCA to 3)" in changed.stderr
     assert json.loads((p / "project.json").read_text())["options"]["neighbors"] == 6
+
+
+@pytest.mark.parametrize("strategy, extra", [
+    ("margin", ["--bias", "bias.npy"]), ("base", []), ("mase", ["--bias", "bias.npy"]),
+    ("cluster-margin", ["--multilabel", "--seed", "3", "--bias", "bias.npy"]),
+])
+def test_query_computes_the_logits_from_the_embeddings_and_the_head(pool, strategy, extra):
+    """Without --logits, --embeddings with --weight (and --bias) give the head's logits chunk by
+    chunk (alscale.logits_from_embeddings): the same batch and score columns as those logits
+    written to a file and given as --logits."""
+    tmp, x, z, w = pool
+    bias = np.linspace(-2, 1, 6).astype(np.float32)
+    np.save(tmp / "bias.npy", bias)
+    head = alscale.logits_from_embeddings(z, w, bias if "--bias" in extra else None)
+    np.save(tmp / "head_logits.npy", np.concatenate(list(head)))
+    args = ["--strategy", strategy, "--budget", 18, "--embeddings", tmp / "emb.npy", "--weight", tmp / "weight.npy",
+            *[e for e in extra if e not in ("--bias", "bias.npy")]]
+    bias_args = ["--bias", tmp / "bias.npy"] if "--bias" in extra else []
+    from_head = alscale_cli("query", "--project", tmp / "a", "--new", *args, *bias_args).stdout
+    from_file = alscale_cli("query", "--project", tmp / "b", "--new", "--logits", tmp / "head_logits.npy",
+                            *args).stdout
+    got, want = _rows(from_head), _rows(from_file)
+    assert len(got) == 18 and [r["id"] for r in got] == [r["id"] for r in want]
+    score = next(k for k in got[0] if k != "id")
+    assert np.allclose([float(r[score]) for r in got], [float(r[score]) for r in want], rtol=1e-5, atol=1e-6)
+    if strategy == "margin":
+        assert [int(r["id"]) for r in got] == alscale.select_margin(head, 18).tolist()
+    assert json.loads((tmp / "a" / "project.json").read_text())["num_classes"] == 6
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--logits", "logits.npy", "--bias", "bias.npy"], "--bias is for logits computed from --embeddings and --weight"),
+    (["--embeddings", "emb.npy", "--bias", "bias.npy"], "--bias is for logits computed from --embeddings and --weight"),
+    (["--embeddings", "emb.npy", "--weight", "weight.npy", "--bias", "short_bias.npy"], "bias must have shape (6,)"),
+    (["--embeddings", "emb.npy", "--weight", "logits.npy"], "weight must have shape (classes, 4)"),
+])
+def test_bad_head_logits_are_one_error_line(pool, args, message):
+    tmp, x, z, w = pool
+    np.save(tmp / "bias.npy", np.zeros(6, np.float32))
+    np.save(tmp / "short_bias.npy", np.zeros(5, np.float32))
+    proc = subprocess.run([sys.executable, "-m", "alscale", "query", "--project", str(tmp / "p"), "--new",
+                           "--strategy", "margin", "--budget", "3", *args], capture_output=True, text=True, cwd=tmp,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("alscale query: error: ") and message in lines[0], proc.stderr
+    assert not (tmp / "p").exists()

@@ -170,6 +170,33 @@ def test_logits_from_embeddings_match_their_chunks():
     assert isinstance(out, torch.Tensor) and out.dtype == torch.int64 and out.shape == (20,)
 
 
+def test_embedding_logits_shape_and_rows():
+    """.shape is (N, C); pool[rows] is those rows' logits (an integer array in any order, or a
+    slice), numpy for numpy embeddings and torch for torch ones; bad indices are IndexErrors."""
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((700, 24)).astype(np.float16)
+    w = rng.standard_normal((9, 24)).astype(np.float32)
+    b = rng.standard_normal(9).astype(np.float32)
+    pool = alscale.logits_from_embeddings(z, w, b, chunk_rows=100)
+    assert pool.shape == (700, 9) and len(pool) == 700
+    full = np.concatenate(list(pool))
+    rows = np.array([699, 3, 3, 250, -1])
+    got = pool[rows]
+    assert isinstance(got, np.ndarray) and got.dtype == np.float32 and got.shape == (5, 9)
+    np.testing.assert_allclose(got, full[rows], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(pool[10:20], full[10:20], rtol=1e-5, atol=1e-5)
+    assert pool[np.zeros(0, np.int64)].shape == (0, 9)
+    tpool = alscale.logits_from_embeddings(torch.from_numpy(z.astype(np.float32)), w, b)
+    trows = tpool[np.array([5, 1])]
+    assert isinstance(trows, torch.Tensor) and trows.shape == (2, 9)
+    np.testing.assert_allclose(trows.numpy(), full[[5, 1]], rtol=1e-2, atol=1e-2)  # fp16 vs fp32 inputs
+    for bad, message in ((np.array([700]), "out of range for a pool of 700 rows"),
+                         (np.array([-701]), "out of range"), (np.array([[1, 2]]), "1-D integer array"),
+                         (np.array([1.5]), "1-D integer array")):
+        with pytest.raises(IndexError, match=message):
+            pool[bad]
+
+
 def test_one_shot_generator_refuses_a_second_pass():
     """Heavy ties need a second pass over the pool: a generator cannot give it."""
     logits = np.zeros((3000, 120))

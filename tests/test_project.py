@@ -125,6 +125,39 @@ def test_query_scores_are_the_library_scores_of_the_picked_rows(tmp_path):
                                rtol=1e-12)
 
 
+class _RowSpy:
+    """An (N, C) logits array that records how many rows each read of picked rows asked for."""
+
+    def __init__(self, x):
+        self.x, self.shape, self.reads = x, x.shape, []
+
+    def __getitem__(self, rows):
+        self.reads.append(len(rows))
+        return self.x[rows]
+
+
+def test_score_columns_read_the_picked_rows_a_chunk_at_a_time(tmp_path, monkeypatch):
+    """A batch's score columns read its rows' logits in bounded chunks (a 1M batch at C = 20,000
+    would be 80 GB at once), with the same values as reading them all at once."""
+    from alscale._backend import chunks
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((400, 5)).astype(np.float32)
+    w = rng.standard_normal((5, 3))
+    learner = ActiveLearner(tmp_path)
+    for name, weight in (("margin", None), ("mase", w), ("base", w), ("base", None)):
+        ids = learner.query(x, 60, strategy=name, weight=weight)
+        whole = learner.score_columns(x, ids[::-1], strategy=name, weight=weight)  # not the last picks: recomputed
+        monkeypatch.setattr(chunks, "CHUNK_BYTES", 8 * 5 * 7)  # 7 rows of float64 a chunk
+        spy = _RowSpy(x)
+        chunked = learner.score_columns(spy, ids[::-1], strategy=name, weight=weight)
+        monkeypatch.undo()
+        assert max(spy.reads) == 7 and sum(spy.reads) == 60
+        assert list(chunked) == list(whole)
+        for key in whole:
+            assert chunked[key].tobytes() == whole[key].tobytes(), (name, key)
+
+
 def test_query_on_a_memmap_equals_the_in_memory_call(tmp_path):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((3000, 20)).astype(np.float32)

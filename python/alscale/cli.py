@@ -76,10 +76,14 @@ def build_parser(application: bool = True) -> argparse.ArgumentParser:
                    "below are stored with the first round, in one write")
     q.add_argument("--logits", metavar="FILE.npy", help="(N, C) logits of the pool, or (T, N, C) MC samples for "
                    "bald, batchbald, powerbald, power-margin, power-entropy (not needed by random, coreset, "
-                   "typiclust, probcover)")
+                   "typiclust, probcover); without it, --embeddings and --weight give the logits of that linear "
+                   "head, computed chunk by chunk and never stored (e.g. 9M x 20,000 classes)")
     q.add_argument("--embeddings", metavar="FILE.npy", help="(N, D) embeddings (coreset, badge, cluster-margin, "
                    "typiclust, probcover)")
-    q.add_argument("--weight", metavar="FILE.npy", help="(C, D) weight of the linear head (base, mase; optional)")
+    q.add_argument("--weight", metavar="FILE.npy", help="(C, D) weight of the linear head over the embeddings "
+                   "(base, mase: the boundaries' norms; without --logits: the logits, embeddings @ weight.T + bias)")
+    q.add_argument("--bias", metavar="FILE.npy", help="(C,) bias of that head, for logits computed from --embeddings "
+                   "and --weight")
     q.add_argument("--clusters", metavar="FILE.npy", help="(N,) cluster ids for cluster-margin (default: HAC of "
                    "the embeddings, cached in the project)")
     q.add_argument("--n-clusters", type=_positive, metavar="K", help="cluster-margin: clusters of the HAC "
@@ -347,6 +351,7 @@ def _query(args: argparse.Namespace) -> int:
     else:
         learner = _open_project(args, **settings)
     name = name or learner.strategy
+    logits = _head_logits(name, logits, embeddings, weight, args.bias)
     options = {key: value for key, value in (("n_clusters", args.n_clusters), ("neighbors", args.neighbors),
                                              ("knn_recall", args.knn_recall), ("pca", args.pca),
                                              ("reduction", args.reduction))
@@ -393,6 +398,20 @@ def _query(args: argparse.Namespace) -> int:
                       seed=args.seed, on_pick=write, options=options,
                       pending={"refuse": "refuse", "reissue": "reissue", "query": "new"}[args.pending])
     return 0
+
+
+def _head_logits(name: str, logits, embeddings, weight, bias_path: Optional[str]):
+    """The logits query reads: --logits, or, without it, those of the head (--weight, --bias)
+    over --embeddings for a strategy that reads one (N, C) logits (alscale.logits_from_embeddings)."""
+    from .strategies import get_class
+
+    if bias_path is not None and (logits is not None or weight is None or embeddings is None):
+        raise ValueError("--bias is for logits computed from --embeddings and --weight (without --logits)")
+    if logits is not None or weight is None or embeddings is None or "logits" not in get_class(name).needs:
+        return logits
+    from .pool import logits_from_embeddings
+
+    return logits_from_embeddings(embeddings, weight, _load(bias_path, "bias"))
 
 
 def _teach(args: argparse.Namespace) -> int:

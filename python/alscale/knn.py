@@ -22,7 +22,7 @@ import numpy as np
 from . import _core
 from ._backend import device as _gpu
 from ._backend import host_only
-from ._backend.arrays import as_fraction, as_int, as_points, as_threads, real_matrix, unit_rows
+from ._backend.arrays import as_fraction, as_int, as_points, as_threads, real_matrix, release_pages, unit_rows
 
 __all__ = ["KnnGraph", "RecallWarning", "auto_knn_method", "knn_graph"]
 
@@ -263,7 +263,9 @@ def _unit_chunks(x: Any, name: str = "x"):
         zero = ~(np.abs(b).max(axis=1) > 0)
         if zero.any():
             raise ValueError(f"{name} row {s + int(np.argmax(zero))} has zero norm: cosine distance is undefined for it")
-        yield s, unit_rows(np.asarray(b, dtype=np.float64), name)
+        u = unit_rows(np.asarray(b, dtype=np.float64), name)
+        release_pages(b)  # a memmap (e.g. 9M × 2048 on disk) keeps one chunk resident
+        yield s, u
 
 
 def _unit_points(x: Any, name: str = "x") -> np.ndarray:

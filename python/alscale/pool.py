@@ -75,7 +75,7 @@ class EmbeddingLogits:
         if w64.dtype.kind not in "fiu":
             raise TypeError(f"weight must be a real-valued array, got {w64.dtype}")
         check_finite_rows(w64, "weight contains NaN or inf")
-        w = torch.as_tensor(np.ascontiguousarray(w64, dtype=np.float32))
+        w = torch.as_tensor(np.array(w64, dtype=np.float32, order="C"))  # a copy: the head may be a read-only memmap
         b = None
         if bias is not None:
             b64 = np.asarray(host_numpy(bias, "bias"))
@@ -85,7 +85,7 @@ class EmbeddingLogits:
                 raise TypeError(f"bias must be a real-valued array, got {b64.dtype}")
             if not np.isfinite(b64).all():
                 raise ValueError(f"bias contains NaN or inf at class {int(np.argmin(np.isfinite(b64)))}")
-            b = torch.as_tensor(np.ascontiguousarray(b64, dtype=np.float32))
+            b = torch.as_tensor(np.array(b64, dtype=np.float32))
         self.embeddings = embeddings
         self.weight = weight
         self._wt = w.T.contiguous()
@@ -99,8 +99,50 @@ class EmbeddingLogits:
     def num_classes(self) -> int:
         return int(self._wt.shape[1])
 
+    @property
+    def shape(self) -> tuple:
+        """(N, C): the shape of the logits these chunks make up."""
+        return (len(self), self.num_classes)
+
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
+
+    def __getitem__(self, rows: Any) -> Any:
+        """The logits of some rows only — an integer array (e.g. a batch's ids; ascending reads
+        a memmap forward) or a slice — computed as the chunks are; a numpy array, or a torch
+        tensor for torch embeddings."""
+        import torch
+
+        if isinstance(rows, slice):
+            e = self.embeddings[rows]
+        else:
+            idx = np.asarray(rows)
+            if idx.ndim != 1 or idx.dtype.kind not in "iu":
+                raise IndexError(f"EmbeddingLogits rows must be a slice or a 1-D integer array, got "
+                                 f"{type(rows).__name__}" + (f" of dtype {idx.dtype}, shape {idx.shape}"
+                                                             if idx.dtype != object else ""))
+            n = len(self)
+            if idx.size and (int(idx.min()) < -n or int(idx.max()) >= n):
+                raise IndexError(f"row index out of range for a pool of {n} rows")
+            e = self.embeddings[torch.from_numpy(idx.astype(np.int64)) if self._torch_out else idx]
+        out = self._head(self._as_float32(e))
+        return out if self._torch_out else out.numpy()
+
+    def _as_float32(self, e: Any) -> Any:
+        import torch
+
+        if self._torch_out:
+            return e.detach().to(torch.float32)
+        with warnings.catch_warnings():  # a read-only memmap: torch only reads it (a GEMM input)
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+            return torch.from_numpy(np.ascontiguousarray(e)).to(torch.float32)
+
+    def _head(self, z: Any, out: Any = None) -> Any:
+        import torch
+
+        if self._bias is None:
+            return torch.mm(z, self._wt, out=out)
+        return torch.addmm(self._bias, z, self._wt, out=out)
 
     def __iter__(self) -> Iterator[Any]:
         """The chunks of logits, each a new array: a caller may keep them (``list(pool)``)."""
@@ -120,21 +162,13 @@ class EmbeddingLogits:
         buf = None
         for start in range(0, len(self), self.chunk_rows):
             e = self.embeddings[start : start + self.chunk_rows]
-            if self._torch_out:
-                z = e.detach().to(torch.float32)
-            else:
-                with warnings.catch_warnings():  # a read-only memmap: torch only reads it (a GEMM input)
-                    warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
-                    z = torch.from_numpy(np.ascontiguousarray(e)).to(torch.float32)
+            z = self._as_float32(e)
             out = None
             if reuse:
                 if buf is None:
                     buf = torch.empty((min(self.chunk_rows, len(self)), self.num_classes), dtype=torch.float32)
                 out = buf[: z.shape[0]]
-            if self._bias is None:
-                out = torch.mm(z, self._wt, out=out)
-            else:
-                out = torch.addmm(self._bias, z, self._wt, out=out)
+            out = self._head(z, out)
             if isinstance(e, np.ndarray):
                 release_pages(e)
             yield out if self._torch_out else out.numpy()

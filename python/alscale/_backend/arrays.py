@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import mmap
 import operator
 import sys
 from dataclasses import dataclass
@@ -413,6 +414,32 @@ def unit_rows(a: np.ndarray, name: str = "x") -> np.ndarray:
     return np.ascontiguousarray(b / np.sqrt(np.einsum("ij,ij->i", b, b))[:, None], dtype=np.float32)
 
 
+def _mapping(a: np.ndarray) -> tuple[mmap.mmap, int] | None:
+    """The mmap behind a memmap view and the view's byte offset into it (None if not mapped)."""
+    base: Any = a
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if not isinstance(base, mmap.mmap):
+        return None
+    start = np.frombuffer(base, dtype=np.uint8, count=0).__array_interface__["data"][0]
+    return base, a.__array_interface__["data"][0] - start
+
+
+def release_pages(chunk: np.ndarray) -> None:
+    """Drop a memmap chunk's pages from this process (they stay in the page cache), so that
+    reading a file larger than memory keeps the resident set at one chunk."""
+    found = _mapping(chunk)
+    if found is None or not hasattr(mmap, "MADV_DONTNEED") or chunk.size == 0:
+        return
+    mm, offset = found
+    page = mmap.PAGESIZE
+    nbytes = (chunk.shape[0] - 1) * abs(chunk.strides[0]) + chunk.itemsize * (chunk.shape[1] if chunk.ndim > 1 else 1)
+    lo = max(0, offset - offset % page)
+    hi = min(len(mm), offset + nbytes)
+    if hi > lo:
+        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
 def fingerprint(a: Any, *extra: Any) -> bytes:
     """The one fingerprint of the library: 16 bytes (BLAKE2b) of an array's values, read in
     chunks of rows (a memmap stays on disk, a contiguous array is not copied), then of the
@@ -424,7 +451,9 @@ def fingerprint(a: Any, *extra: Any) -> bytes:
     else:
         step = max(1, (64 << 20) // max(1, int(np.prod(a.shape[1:], dtype=np.int64)) * 8))
         for start in range(0, int(a.shape[0]), step):
-            h.update(np.ascontiguousarray(np.asarray(a[start:start + step])).data.cast("B"))
+            part = np.asarray(a[start:start + step])
+            h.update(np.ascontiguousarray(part).data.cast("B"))
+            release_pages(part)
     if extra:
         h.update(repr(extra).encode())
     return h.digest()

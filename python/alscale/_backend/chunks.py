@@ -6,7 +6,6 @@ row inside a chunk is renamed to the pool row."""
 
 from __future__ import annotations
 
-import mmap
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .arrays import Exclusion, Logits, is_torch, as_int, as_logits, as_row_ids
+from .arrays import Exclusion, Logits, is_torch, as_int, as_logits, as_row_ids, release_pages
 
 _NON_FINITE = re.compile(r"logits contain NaN or inf at row (\d+)$")
 
@@ -26,32 +25,6 @@ CHUNK_BYTES = 256 << 20
 
 def default_chunk_rows(row_bytes: int) -> int:
     return max(1, CHUNK_BYTES // max(1, row_bytes))
-
-
-def _mapping(a: np.ndarray) -> tuple[mmap.mmap, int] | None:
-    """The mmap behind a memmap view and the view's byte offset into it (None if not mapped)."""
-    base: Any = a
-    while isinstance(base, np.ndarray):
-        base = base.base
-    if not isinstance(base, mmap.mmap):
-        return None
-    start = np.frombuffer(base, dtype=np.uint8, count=0).__array_interface__["data"][0]
-    return base, a.__array_interface__["data"][0] - start
-
-
-def release_pages(chunk: np.ndarray) -> None:
-    """Drop a memmap chunk's pages from this process (they stay in the page cache), so that
-    reading a file larger than memory keeps the resident set at one chunk."""
-    found = _mapping(chunk)
-    if found is None or not hasattr(mmap, "MADV_DONTNEED") or chunk.size == 0:
-        return
-    mm, offset = found
-    page = mmap.PAGESIZE
-    nbytes = (chunk.shape[0] - 1) * abs(chunk.strides[0]) + chunk.itemsize * (chunk.shape[1] if chunk.ndim > 1 else 1)
-    lo = max(0, offset - offset % page)
-    hi = min(len(mm), offset + nbytes)
-    if hi > lo:
-        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
 class ChunkedArray:

@@ -285,11 +285,23 @@ def multilabel_options(multilabel: Any, reduction: Any) -> dict:
 def picked_scores(score: Callable[..., Any], logits: Any, ids: np.ndarray, **kwargs: Any) -> np.ndarray:
     """``score(rows, **kwargs)`` of the picked rows only (read in ascending row order, so a
     memmap is read forward), returned in the order of ``ids`` as float64."""
+    return picked_values(lambda rows, at: score(rows, **kwargs), logits, ids)
+
+
+def picked_values(fn: Callable[[np.ndarray, np.ndarray], Any], logits: Any, ids: np.ndarray) -> np.ndarray:
+    """``fn(rows, at)`` over the picked rows, a chunk at a time (rows: the logits of
+    ``ids[at]`` as stored, ``at`` positions in ``ids``, ascending by id so that a memmap is read forward),
+    gathered in the order of ``ids`` as float64: a batch of 1M picks never needs its (B, C)
+    logits at once (80 GB at C = 20,000)."""
+    from .._backend.chunks import default_chunk_rows
+
     ids = np.asarray(ids, dtype=np.int64)
     order = np.argsort(ids, kind="stable")
     out = np.empty(ids.size, dtype=np.float64)
-    if ids.size:
-        out[order] = np.asarray(score(np.asarray(logits[ids[order]]), **kwargs), dtype=np.float64)
+    step = default_chunk_rows(8 * int(logits.shape[-1]))
+    for s in range(0, ids.size, step):
+        at = order[s : s + step]
+        out[at] = np.asarray(fn(np.asarray(logits[ids[at]]), at), dtype=np.float64)
     return out
 
 

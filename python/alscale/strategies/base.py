@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict
 
 import numpy as np
 
 from ..selection import boundary_scores, select_balanced
-from . import PoolView
+from . import PoolView, picked_values
 from .mase import Mase
 
 
@@ -30,24 +30,27 @@ class Base(Mase):
         between its predicted class p and c, (l_p - l_c) / ||w_p - w_c|| (the logit gap without a
         head weight), or, for a row predicted c, its distance to its nearest boundary (as
         :func:`alscale.boundary_scores`); float64, from the picked rows only."""
-        ids = np.asarray(ids, dtype=np.int64)
-        order = np.argsort(ids, kind="stable")
-        x = np.empty((ids.size, int(pool.logits.shape[-1])), dtype=np.float64)
-        x[order] = np.asarray(pool.logits[ids[order]], dtype=np.float64)
-        c = self.classes(x.shape[1], ids.size)
-        p = np.argmax(x, axis=1)
-        out = np.empty(ids.size, dtype=np.float64)
-        own = p == c
-        if own.any():
-            out[own] = boundary_scores(x[own], weight=pool.weight)
-        other = np.flatnonzero(~own)
-        rows = np.arange(x.shape[0])[other]
-        gap = x[rows, p[other]] - x[rows, c[other]]
-        if pool.weight is None:
-            norm = np.ones(other.size)
-        else:
+        picks = self.classes(int(pool.logits.shape[-1]), np.size(ids))
+        w = None
+        if pool.weight is not None:
             w = np.asarray(pool.weight.detach().cpu() if hasattr(pool.weight, "detach") else pool.weight,
                            dtype=np.float64)
+        return picked_values(lambda x, at: self._distances(np.asarray(x, dtype=np.float64), picks[at], pool.weight, w),
+                             pool.logits, ids)
+
+    @staticmethod
+    def _distances(x: np.ndarray, c: np.ndarray, weight: Any, w: Any) -> np.ndarray:
+        """scores() of rows x (float64 logits) picked for classes c."""
+        p = np.argmax(x, axis=1)
+        out = np.empty(x.shape[0], dtype=np.float64)
+        own = p == c
+        if own.any():
+            out[own] = boundary_scores(x[own], weight=weight)
+        other = np.flatnonzero(~own)
+        gap = x[other, p[other]] - x[other, c[other]]
+        if w is None:
+            norm = np.ones(other.size)
+        else:
             d = w[p[other]] - w[c[other]]
             scale = np.abs(d).max(axis=1, initial=0.0)
             safe = np.where(scale > 0, scale, 1.0)

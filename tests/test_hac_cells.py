@@ -156,6 +156,36 @@ def test_pca_to_all_dimensions_keeps_the_graph_and_fewer_keeps_blobs():
     assert np.mean(truth[reduced] == truth[:, None]) > 0.99
 
 
+def test_pca_projects_any_dtype_and_scale_the_same_and_names_bad_rows(tmp_path):
+    """The PCA path projects each row as it is (scaled by its largest entry): float16 on disk,
+    float32 and float64 rows of the same values, and float64 rows scaled by 1e300 give the same
+    graph; a NaN, inf or zero row is refused naming it, in a later chunk of a wide matrix too."""
+    pytest.importorskip("faiss")
+    from alscale import knn
+
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 40, 6000)
+    x = np.maximum(rng.normal(size=(40, 800))[truth] + 0.5 * rng.normal(size=(6000, 800)), 0).astype(np.float16)
+    np.save(tmp_path / "x.npy", x)
+    disk = np.load(tmp_path / "x.npy", mmap_mode="r")
+    want_idx, want_sim = alscale.knn_graph(x.astype(np.float32), 5, pca=16)
+    for variant in (disk, x.astype(np.float64), x.astype(np.float64) * 1e300):
+        idx, sim = alscale.knn_graph(variant, 5, pca=16)
+        assert np.mean(idx == want_idx) > 0.999
+        np.testing.assert_allclose(sim, want_sim, atol=1e-5)
+    assert np.mean(truth[want_idx] == truth[:, None]) > 0.9
+    step = knn._chunk_rows(800)
+    assert step < 6000  # the bad rows below are past the first chunk
+    for row, value, message in ((step + 7, np.nan, "contains NaN or inf at row"), (5999, np.inf, "contains NaN or inf at row"),
+                                (step + 3, 0.0, "has zero norm")):
+        bad = x.astype(np.float32)
+        bad[row] = 0.0 if value == 0.0 else bad[row]
+        if value != 0.0:
+            bad[row, 11] = value
+        with pytest.raises(ValueError, match=f"{message}.*{row}" if message.startswith("contains") else f"row {row} {message}"):
+            alscale.knn_graph(bad, 5, pca=16)
+
+
 @pytest.mark.parametrize(("pca", "error", "match"), [(0, ValueError, "pca must be at least 1"),
                                                      (5, ValueError, "pca must be at most the number of features"),
                                                      (2.5, TypeError, "pca")])

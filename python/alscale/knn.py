@@ -246,7 +246,12 @@ def _renamed(new: Any, old: Any, new_name: str, old_name: str, default: Any = _U
     return old
 
 
-_CHUNK_ROWS = 1 << 16
+_CHUNK_ROWS = 1 << 16  # rows of 64 features a chunk; the PCA's training sample
+_CHUNK_VALUES = _CHUNK_ROWS * 64  # a chunk's values: 32 MiB in float64 whatever the width
+
+
+def _chunk_rows(features: int) -> int:
+    return max(1, _CHUNK_VALUES // max(1, features))
 
 
 def _unit_chunks(x: Any, name: str = "x"):
@@ -255,8 +260,9 @@ def _unit_chunks(x: Any, name: str = "x"):
     a = real_matrix(x, name, "points")
     if a.shape[0] < 2 or a.shape[1] == 0:
         as_points(a, name)  # raises: too few points / no features
-    for s in range(0, a.shape[0], _CHUNK_ROWS):
-        b = a[s : s + _CHUNK_ROWS]
+    step = _chunk_rows(a.shape[1])
+    for s in range(0, a.shape[0], step):
+        b = a[s : s + step]
         finite = np.isfinite(b).all(axis=1)
         if not finite.all():
             raise ValueError(f"{name} contains NaN or inf at row {s + int(np.argmin(finite))}")
@@ -284,8 +290,9 @@ def _as_unit(x: Any, name: str = "x") -> np.ndarray:
     if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous
             and x.shape[0] >= 2 and x.shape[1] > 0):
         return _unit_points(x, name)
-    for s in range(0, x.shape[0], _CHUNK_ROWS):
-        b = x[s : s + _CHUNK_ROWS]
+    step = _chunk_rows(x.shape[1])
+    for s in range(0, x.shape[0], step):
+        b = x[s : s + step]
         norm = np.sqrt(np.einsum("ij,ij->i", b, b, dtype=np.float64))
         if not (np.abs(norm - 1.0) <= _UNIT_TOL).all():  # NaN rows too
             return _unit_points(x, name)
@@ -298,11 +305,15 @@ _UNIT_TOL = 1e-6  # rows of norm 1 within this are unit rows as given (float32 r
 def _pca_unit(x: Any, dims: int, name: str = "x") -> np.ndarray:
     """Unit rows of x reduced to ``dims`` dimensions by uncentred PCA (the top eigenvectors of
     their second-moment matrix: faiss PCAMatrix trained on at most 65,536 sampled unit rows and
-    their negatives, applied chunk by chunk), then scaled to unit norm again."""
+    their negatives), then scaled to unit norm again. The rows are projected as they are (each
+    scaled by its largest entry, in float32): the projection of the unit row has the same
+    direction, so no float64 unit copy of a wide chunk is made (9M × 2048 features)."""
     faiss = load_faiss()
     a = real_matrix(x, name, "points")
     if dims > a.shape[1]:
         raise ValueError(f"pca must be at most the number of features ({a.shape[1]}), got {dims}")
+    if a.shape[0] < 2:
+        as_points(a, name)  # raises: too few points
     rng = np.random.default_rng(0)
     n = a.shape[0]
     sample = np.arange(n) if n <= _CHUNK_ROWS else np.sort(rng.choice(n, _CHUNK_ROWS, replace=False))
@@ -311,10 +322,23 @@ def _pca_unit(x: Any, dims: int, name: str = "x") -> np.ndarray:
     pca.train(np.concatenate([u, -u]))  # mean 0: uncentred, so that pca = D keeps every cosine
     del u
     out = np.empty((n, dims), dtype=np.float32)
-    for s, u in _unit_chunks(a, name):
-        r = pca.apply(u)
+    step = _chunk_rows(a.shape[1])
+    for s in range(0, n, step):
+        b = a[s : s + step]
+        wide = b.dtype.itemsize > 4 or b.dtype.kind != "f"  # float64, ints: scaled before the cast
+        c = np.asarray(b, dtype=np.float64 if wide else np.float32)
+        scale = np.maximum(c.max(axis=1), -c.min(axis=1))
+        bad = ~np.isfinite(scale)
+        if bad.any():
+            raise ValueError(f"{name} contains NaN or inf at row {s + int(np.argmax(bad))}")
+        zero = ~(scale > 0)
+        if zero.any():
+            raise ValueError(f"{name} row {s + int(np.argmax(zero))} has zero norm: cosine distance is undefined for it")
+        c = np.divide(c, scale[:, None], out=c if c is not b else None)
+        r = pca.apply(np.ascontiguousarray(c, dtype=np.float32))
+        release_pages(b)  # a memmap (e.g. 9M × 2048 on disk) keeps one chunk resident
         norm = np.sqrt(np.einsum("ij,ij->i", r, r))[:, None]
-        out[s : s + u.shape[0]] = r / np.maximum(norm, np.float32(1e-30))
+        out[s : s + r.shape[0]] = r / np.maximum(norm, np.float32(1e-30))
     return out
 
 

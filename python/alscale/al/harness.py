@@ -79,6 +79,7 @@ __all__ = [
     "Timing",
     "available_memory",
     "blobs",
+    "cnn_features",
     "compare_runs",
     "current_rss",
     "env_size",
@@ -354,6 +355,81 @@ def openimages_embeddings(
         del x, out
         x = np.load(path, mmap_mode="c")  # copy-on-write: writable to torch.from_numpy, never written
     return x, weight, bias
+
+
+def cnn_features(
+    n: int,
+    dim: int = 2048,
+    clusters: int = 20_000,
+    classes: int = 600,
+    *,
+    latent: int = 128,
+    noise: float = 0.8,
+    seed: int = 0,
+    path: Optional[str] = None,
+    dtype: Any = np.float16,
+    threads: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A pool shaped like a CNN's pooled features, for the paper-scale pipeline: ``n`` rows of
+    ``dim`` non-negative features (ReLU of a fixed random projection of ``latent``-d points), the
+    points overlapping Gaussian blobs (:func:`blobs`' centres and ``noise``; at 0.8 a point's
+    neighbours spread over several blobs) with **long-tailed** sizes (blob j drawn with weight
+    1 / (j + 10): at 9M × 20,000 blobs the largest has about 120,000 rows, the smallest about 60),
+    and a multi-label head of ``classes`` sigmoids whose class c is the mean projected centre of
+    the blobs j ≡ c (mod classes), scaled so that a row's nearest classes score above 0 (bias −4).
+
+    Written chunk by chunk to ``path`` (a ``.npy``, ``dtype`` float16 by default: 9M × 2048 is
+    37 GB) and returned as a read-only memmap, or in memory without ``path``.
+
+    Returns
+    -------
+    (x, labels, weight, bias): (n, dim) ``dtype``, int64 (n,) blob of each row, float32
+    (classes, dim) and (classes,).
+    """
+    n, dim, clusters, classes, latent = int(n), int(dim), int(clusters), int(classes), int(latent)
+    if min(n, dim, clusters, classes, latent) < 1:
+        raise ValueError(f"cnn_features needs positive sizes, got n={n}, dim={dim}, clusters={clusters}, "
+                         f"classes={classes}, latent={latent}")
+    root = np.random.SeedSequence(seed)
+    centre_seed, label_seed, project_seed, noise_seed = root.spawn(4)
+    centres = np.random.default_rng(centre_seed).standard_normal((clusters, latent), dtype=np.float32)
+    weights = 1.0 / (np.arange(clusters) + 10.0)
+    labels = np.random.default_rng(label_seed).choice(clusters, n, p=weights / weights.sum())
+    proj = np.random.default_rng(project_seed).standard_normal((latent, dim), dtype=np.float32)
+    proj /= np.float32(math.sqrt(latent))
+    x = (np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n, dim)) if path is not None
+         else np.empty((n, dim), dtype=dtype))
+    scale = np.float32(noise)
+
+    def fill(a: int, b: int, rng: np.random.Generator) -> None:
+        u = rng.standard_normal((b - a, latent), dtype=np.float32)
+        u *= scale
+        u += centres[labels[a:b]]
+        x[a:b] = np.maximum(_product(u, proj), 0)
+
+    _chunked_fill(n, noise_seed, fill, threads)
+    protos = np.maximum(_product(centres, proj), 0)
+    weight = np.zeros((classes, dim), dtype=np.float64)
+    np.add.at(weight, np.arange(clusters) % classes, protos)
+    norms = np.linalg.norm(weight, axis=1, keepdims=True)
+    mean_norm = float(np.linalg.norm(protos, axis=1).mean())
+    weight = (6.0 * weight / np.where(norms > 0, norms, 1.0) / mean_norm).astype(np.float32)
+    bias = np.full(classes, -4.0, dtype=np.float32)
+    if path is not None:
+        x.flush()
+        del x
+        x = np.load(path, mmap_mode="r")
+    return x, labels, weight, bias
+
+
+def _product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b in float32 through torch where it is installed (numpy's bundled OpenBLAS crashes on
+    some large products on these CPUs), else numpy."""
+    try:
+        import torch
+    except ImportError:
+        return a @ b
+    return torch.mm(torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))).numpy()
 
 
 def mc_sample_stream(samples: int, n: int, classes: int, *, seed: int = 0, threads: int = 0) -> Iterator[np.ndarray]:

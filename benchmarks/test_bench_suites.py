@@ -161,6 +161,24 @@ def test_openimages_embeddings_memmap_and_head(tmp_path):
     np.testing.assert_array_equal(w, w2)
 
 
+def test_cnn_features_long_tailed_overlapping_non_negative_and_deterministic(tmp_path):
+    x, labels, w, b = harness.cnn_features(20_000, 64, 200, 12, latent=16, path=str(tmp_path / "x.npy"))
+    assert isinstance(x, np.memmap) and x.shape == (20_000, 64) and x.dtype == np.float16
+    assert not x.flags.writeable and (np.asarray(x) >= 0).all() and (np.asarray(x) > 0).mean() > 0.3
+    assert w.shape == (12, 64) and w.dtype == np.float32 and b.shape == (12,) and (b == -4).all()
+    y, labels2, w2, _ = harness.cnn_features(20_000, 64, 200, 12, latent=16, threads=1)
+    np.testing.assert_array_equal(np.asarray(x), y)
+    np.testing.assert_array_equal(labels, labels2)
+    np.testing.assert_array_equal(w, w2)
+    sizes = np.bincount(labels, minlength=200)
+    assert sizes[:10].sum() > 5 * sizes[-10:].sum()  # long-tailed: the first blobs are far larger
+    logits = np.asarray(y, dtype=np.float32) @ w.T + b
+    positive = (logits > 0).sum(axis=1)
+    assert 0 < positive.mean() < 12  # multi-label: some classes on, most off
+    with pytest.raises(ValueError, match="positive sizes"):
+        harness.cnn_features(0, 64)
+
+
 def test_timer_and_memory_measure():
     calls = []
     timing, result = harness.time_call(lambda: calls.append(1) or len(calls), repeat=3, warmup=2)

@@ -74,6 +74,27 @@ def test_round_robin_keys_match_kernel_definition():
 
 
 # ------------------------------------------------------------------ cluster_embeddings (the pool's clustering)
+@given(seed=SEEDS, n=st.integers(1, 300), d=st.integers(1, 9),
+       dtype=st.sampled_from([np.float16, np.float32, np.float64, np.int32, np.uint8]),
+       order=st.sampled_from(["C", "F"]))
+def test_zero_rows_by_their_bits_equal_numpy(seed, n, d, dtype, order):
+    """The all-zero rows that cluster_embeddings sets apart: -0 is zero, NaN and subnormals are
+    not, in every dtype and layout (floats read as their bits)."""
+    from alscale.cluster_margin import _zero_rows
+
+    rng = np.random.default_rng(seed)
+    z = (rng.integers(-1, 2, size=(n, d)) * rng.random((n, d)) * (rng.random((n, d)) < 0.3)).astype(np.float64)
+    if np.dtype(dtype).kind == "f":
+        special = np.array([-0.0, np.nan, np.finfo(dtype).smallest_subnormal, -np.inf], dtype=dtype)
+        z = z.astype(dtype)
+        picks = rng.random((n, d)) < 0.1
+        z[picks] = rng.choice(special, int(picks.sum()))
+    else:
+        z = np.abs(z * 3).astype(dtype)
+    z = np.asarray(z, order=order)
+    np.testing.assert_array_equal(_zero_rows(z), ~np.any(z != 0, axis=1))
+
+
 @given(seed=SEEDS, n=st.integers(2, 120), d=st.integers(1, 6), k=st.integers(1, 12), clusters=st.integers(1, 30),
        zeros=st.integers(0, 3), integer=st.booleans())
 def test_cluster_embeddings_is_graph_hac_of_the_knn_graph(seed, n, d, k, clusters, zeros, integer):

@@ -7,10 +7,6 @@ rows (inverse norms beyond float's range) and on every instruction set."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +15,8 @@ from hypothesis import strategies as st
 import alscale
 import reference as ref
 from alscale import _core
-from hypotheses import SEEDS, assert_same_indices, make_values, weights
+from hypotheses import assert_same_indices, head_cases, weights
+from test_isa import _run
 
 FLT_MAX = float(np.finfo(np.float32).max)
 FLT_MIN = float(np.finfo(np.float32).tiny)
@@ -82,16 +79,10 @@ def test_lower_bounds_refuse_a_table_that_is_not_square():
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=SEEDS, n=st.integers(1, 300), c=st.integers(1, 40),
-       mode=st.sampled_from(["normal", "integer", "constant", "duplicate_rows", "peaked"]), data=st.data())
-def test_base_with_lower_bounds_equals_table_and_reference(monkeypatch, seed, n, c, mode, data):
-    rng = np.random.default_rng(seed)
-    x = make_values(rng, n, c, mode)
-    if data.draw(st.booleans(), label="float32"):
-        x = x.astype(np.float32)
-    w = data.draw(weights(c, allow_none=False), label="weight").w
-    budget = data.draw(st.integers(0, n + 3), label="budget")
-    exclude = rng.random(n) < 0.2 if data.draw(st.booleans(), label="exclude") else None
+@given(case=head_cases())
+def test_base_with_lower_bounds_equals_table_and_reference(monkeypatch, case):
+    x, w, budget, exclude = case
+    n = x.shape[0]
     want = ref.select_balanced(x.astype(np.float64), budget, w, exclude)
     for threads in (1, 2):
         table, lower = _both(monkeypatch, lambda: alscale.select_balanced(
@@ -196,9 +187,12 @@ def test_tiny_inverse_norms(monkeypatch):
 
 
 ISA_SCRIPT = r"""
+import os
 import sys
 import numpy as np
 import alscale
+
+os.environ["ALSCALE_HEAD_LOWER"] = "@MODE@"  # read by every call
 
 rng = np.random.default_rng(6)
 out = {}
@@ -215,20 +209,10 @@ np.savez(sys.argv[1], **out)
 """
 
 
-def _run(path, isa, lower):
-    env = dict(os.environ, ALSCALE_HEAD_LOWER=lower)
-    env.pop("ALSCALE_ISA", None)
-    if isa:
-        env["ALSCALE_ISA"] = isa
-    subprocess.run([sys.executable, "-c", ISA_SCRIPT, str(path)], check=True, env=env)
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
-
-
 def test_every_isa_picks_the_same_rows(tmp_path):
     # the dispatched kernel (AVX-512 where the CPU has it), AVX2 and the baseline, each with the
     # float64 table and with its float32 lower bounds
-    runs = {(isa, lower): _run(tmp_path / f"{isa}-{lower}.npz", isa, lower)
+    runs = {(isa, lower): _run(tmp_path / f"{isa}-{lower}.npz", isa, ISA_SCRIPT.replace("@MODE@", lower))
             for isa in (None, "avx2", "base") for lower in ("never", "always")}
     want = runs[(None, "never")]
     assert len(want) == 6 * 3 * 3

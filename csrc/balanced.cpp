@@ -92,12 +92,10 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const Matrix& logits
     double* r = ctx.r.data();
     double* b = ctx.bound.data();
     const double* g = ctx.global;
-    // With the head's table, row p of it (8 KB for C = 1000, or 4 KB of its float lower bounds; a
-    // random row each time) comes from L3: the next row's max pass runs before this row's boundary
-    // pass, which then prefetches the next row's table row (a line at a time) and the logits of
-    // the row after it. Only where rows are read in place (a copied row would be overwritten by
-    // the next one).
-    const float* lower = ctx.inv.lower();
+    // With the head's table, row p of it (8 KB for C = 1000, a random row each time) comes from
+    // L3: the next row's max pass runs before this row's boundary pass, which then prefetches the
+    // next row's table row and the logits of the row after it. Only where rows are read in place
+    // (a copied row would be overwritten by the next one).
     const bool ahead = ctx.inv.table() && logits.col_stride == static_cast<int64_t>(sizeof(T)) &&
                        logits.dtype == (sizeof(T) == 4 ? DType::f32 : DType::f64);
     // The max enters boundary_row and the exact values only as 0 + max (a zero's sign is lost).
@@ -126,24 +124,21 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const Matrix& logits
             next_x = ctx.read(i + 1);
             next_mx = max_of(next_x);
             next = next_row(logits, i + 1, end);
-            if (next_mx.finite)
-                next_inv = lower ? NextRow{reinterpret_cast<const char*>(lower + next_mx.arg * n), 4}
-                                 : NextRow{reinterpret_cast<const char*>(ctx.inv.table() + next_mx.arg * n), 8};
+            if (next_mx.finite) next_inv = NextRow{reinterpret_cast<const char*>(ctx.inv.table() + next_mx.arg * n), 8};
         }
         ctx.hits.clear();
-        // With lower bounds (the pairs on demand, or the table's float32 bounds), r holds lower
-        // bounds: a class that passes its bound is made exact before it is offered, and so is the
-        // minimum where it passes class p's bound (a larger exact value would not).
-        const bool bounds = ctx.inv.bounds();
-        double m = lower ? boundary_row<T, B, float>(x, n, lp, ctx.inv.lower_row(p), r, b, &ctx.hits, next, next_inv)
-                         : boundary_row<T, B>(x, n, lp, ctx.inv.row(p), r, b, &ctx.hits, next, next_inv);
+        // With the pairs on demand, r holds lower bounds: a class that passes its bound is made
+        // exact before it is offered, and so is the minimum where it passes class p's bound (a
+        // larger exact value would not).
+        const PairNorms* pairs = ctx.inv.pairs();
+        double m = boundary_row<T, B>(x, n, lp, ctx.inv.row(p), r, b, &ctx.hits, next, next_inv);
         const double lp0 = 0.0 + lp;  // the max as boundary_row takes it (row_max_lanes)
-        if (bounds && m <= b[p]) m = exact_min<T, B>(ctx.inv, p, lp0, x, r, n, m);
+        if (pairs && m <= b[p]) m = exact_min<T, B>(*pairs, p, lp0, x, r, n, m);
         for (const int64_t c0 : ctx.hits) {
             const int64_t c1 = std::min<int64_t>(c0 + 32, n);
             for (int64_t c = c0; c < c1; ++c)
                 if (r[c] <= b[c] && c != p) {
-                    const double e = bounds ? exact_distance(ctx.inv, p, c, lp0, x) : r[c];
+                    const double e = pairs ? exact_distance(*pairs, p, c, lp0, x) : r[c];
                     if (e <= b[c])
                         b[c] = std::min(g[c], ctx.heaps[static_cast<size_t>(c)].offer(Candidate{e, row},
                                                                                       capacity[static_cast<size_t>(c)]));
@@ -315,8 +310,6 @@ int64_t feed_rows(const Matrix& logits, RowIds ids, const uint8_t* exclude, cons
                   const std::vector<double>& bounds, std::vector<ClassCandidates>& heaps) {
     const int64_t n = logits.cols;
     const int threads = row_threads(num_threads, logits.rows);
-    std::vector<float> lower;
-    const HeadNorms norms = with_lower_bounds(head, n, logits.rows, lower, num_threads);
     int64_t total = 0;
     auto run = [&](auto tag) {
         using T = decltype(tag);
@@ -326,7 +319,7 @@ int64_t feed_rows(const Matrix& logits, RowIds ids, const uint8_t* exclude, cons
             logits.rows, threads,
             [&](int) {
                 return UpdateContext<T>{RowReader<T>(logits),
-                                        InverseNorms(norms, n),
+                                        InverseNorms(head, n),
                                         std::vector<double>(static_cast<size_t>(n)),
                                         bounds.data(),
                                         bounds,
@@ -556,12 +549,10 @@ BalancedSnapshot BalancedState::snapshot() const {
 }
 
 std::vector<int64_t> select_balanced(const Matrix& logits, int64_t budget, const uint8_t* exclude,
-                                     const HeadNorms& head_in, int num_threads, int64_t sample_stride,
+                                     const HeadNorms& head, int num_threads, int64_t sample_stride,
                                      SampledPass* info) {
     const int64_t extra = default_extra(logits.cols, budget);
     BalancedState state(logits.cols, budget, extra);
-    std::vector<float> lower;  // the table's float lower bounds, once for every pass
-    const HeadNorms head = with_lower_bounds(head_in, logits.cols, logits.rows, lower, num_threads);
     // The first pass with sampled ceilings: most rows are then offered to no class at all (at
     // B = N / 2 the buffers' appends were about a third of the pass). If a ceiling was too low
     // (a sample unlike the pool), the pass is made again without them.

@@ -1,6 +1,5 @@
 #include "head.hpp"
 
-#include <cstdlib>
 #include <cstring>
 
 #include "isa.hpp"
@@ -168,40 +167,6 @@ PairNorms::PairNorms(const double* w, int64_t classes, int64_t dims, int num_thr
     fill_pairs(w_.data(), C_, D_, diag_.data(), nullptr, lower_.data(), num_threads);
     const uint16_t inf = bf16_below(std::numeric_limits<double>::infinity());
     for (int64_t p = 0; p < C_; ++p) lower_[static_cast<size_t>(p * C_ + p)] = inf;
-}
-
-std::vector<float> lower_table(const double* table, int64_t C, int num_threads, bool* tight) {
-    std::vector<float> out(static_cast<size_t>(C * C));
-    float* o = out.data();
-    const int64_t total = C * C;
-    int64_t loose = 0;
-#pragma omp parallel for num_threads(thread_count(num_threads)) schedule(static) reduction(+ : loose) if (total > (int64_t{1} << 16))
-    for (int64_t i = 0; i < total; ++i) {
-        // Rounded to nearest, then one float down where that rounded up: values are > 0 or +inf, so
-        // the float's bits minus one are the next float toward 0 (+inf: FLT_MAX).
-        const float f = static_cast<float>(table[i]);
-        uint32_t bits;
-        std::memcpy(&bits, &f, sizeof bits);
-        bits -= static_cast<double>(f) > table[i] ? 1u : 0u;
-        float g;
-        std::memcpy(&g, &bits, sizeof g);
-        o[i] = g;
-        loose += static_cast<double>(g) != table[i] &&
-                 !(g >= std::numeric_limits<float>::min() && g < std::numeric_limits<float>::max());
-    }
-    if (tight) *tight = loose == 0;
-    return out;
-}
-
-HeadNorms with_lower_bounds(const HeadNorms& head, int64_t classes, int64_t rows, std::vector<float>& hold,
-                            int num_threads) {
-    if (!head.table || head.lower || rows < 1) return head;
-    const char* use = std::getenv("ALSCALE_HEAD_LOWER");
-    if (!use || std::strcmp(use, "always") != 0) return head;
-    HeadNorms out = head;
-    hold = lower_table(head.table, classes, num_threads, &out.lower_tight);
-    out.lower = hold.data();
-    return out;
 }
 
 void PairNorms::lower_row(int64_t p, double* out) const {

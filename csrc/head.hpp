@@ -61,31 +61,10 @@ private:
 };
 
 // The head as a kernel reads it: a C x C table, the pairs on demand, or neither (no weight: every
-// norm is 1). With a table, `lower` may hold its float32 lower bounds (lower_table): a kernel then
-// reads 4 bytes a pair instead of 8 and takes exact values from the table only where they matter.
+// norm is 1).
 struct HeadNorms {
     const double* table = nullptr;
     const PairNorms* pairs = nullptr;
-    const float* lower = nullptr;
-    bool lower_tight = false;  // every entry of `lower` the table's value or a normal float < FLT_MAX
 };
-
-// The C x C table's float32 lower bounds, row-major: each the largest float <= the table's value
-// (+inf stays +inf; a finite value above float's range gives FLT_MAX, a tiny one 0 or a
-// subnormal). For d >= 0 (a gap to the row's max), d * lower <= d * table exactly, so their
-// float64 products rounded to nearest keep that order: a distance from `lower` never exceeds the
-// table's, whatever the magnitudes (0 * inf is NaN for both, which the kernels read as +inf).
-// `tight` (if given): whether every bound is the table's value or a normal float under FLT_MAX
-// (then value < bound (1 + 2^-23)).
-std::vector<float> lower_table(const double* table, int64_t classes, int num_threads, bool* tight = nullptr);
-
-// `head` (of `classes` classes) with the float lower bounds of its table (built into `hold`) for a
-// pass over `rows` rows, where ALSCALE_HEAD_LOWER=always is set in the environment; otherwise
-// `head` as it is. Opt-in: on the 2-core Xeon (2 MB L2 a core), 1.28M x 1000 fp32 with a
-// 1000-class head, BASE was no faster with the 4-byte rows than with the 8-byte table rows (the
-// table's next row is prefetched a row ahead; the exact values for the hits and the minimum cost
-// what the halved bytes saved; BENCHMARKS.md). The picks are the same either way (tests).
-HeadNorms with_lower_bounds(const HeadNorms& head, int64_t classes, int64_t rows, std::vector<float>& hold,
-                            int num_threads);
 
 }  // namespace alscale

@@ -386,11 +386,10 @@ ALSCALE_INLINE void to_double(const double* p, vec<double, B>* out) {
 }
 
 // Distances of a row to the p/c decision hyperplanes: r_c = boundary_distance(l_p, l_c, inv[c]),
-// inv = row p of the inverse-norm matrix (float64, or float32 lower bounds: IV = float, converted
-// exactly). Writes r (n values) and returns min_c r_c. With `bound` given, also lists in `hits` the
-// first class of each 32-class group where some r_c <= bound[c].
-template <class T, int B, class IV = double>
-ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const IV* inv, double* r,
+// inv = row p of the inverse-norm matrix. Writes r (n values) and returns min_c r_c. With `bound` given,
+// also lists in `hits` the first class of each 32-class group where some r_c <= bound[c].
+template <class T, int B>
+ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const double* inv, double* r,
                                    const double* bound, std::vector<int64_t>* hits, const NextRow& next = {},
                                    const NextRow& next_inv = {}) {
     using V = vec<double, B>;
@@ -400,12 +399,11 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const IV* i
     const V vlp = row_max_lanes<V>(lp);
     V mn = splat<V>(kInf);
     I hit = I{};
-    auto block = [&](const T* xp, const IV* iv, const double* bv, double* out) __attribute__((always_inline)) {
-        V xd[P], ivd[P];
+    auto block = [&](const T* xp, const double* iv, const double* bv, double* out) __attribute__((always_inline)) {
+        V xd[P];
         to_double<B>(xp, xd);
-        to_double<B>(iv, ivd);
         for (int h = 0; h < P; ++h) {
-            const V a = boundary_distance(vlp, xd[h], ivd[h]);
+            const V a = boundary_distance(vlp, xd[h], load<double, B>(iv + W * h));
             mn = a < mn ? a : mn;
             std::memcpy(out + W * h, &a, sizeof a);
             if (bv) hit |= a <= load<double, B>(bv + W * h);
@@ -433,11 +431,10 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const IV* i
     int64_t last = c - kLanes;  // start of the last block
     if (c < n) {
         next.at(c);
-        IV iv[kLanes];
-        double bv[kLanes], out[kLanes];
+        double iv[kLanes], bv[kLanes], out[kLanes];
         T xt[kLanes];
         for (int j = 0; j < kLanes; ++j) {
-            iv[j] = c + j < n ? inv[c + j] : IV(1);
+            iv[j] = c + j < n ? inv[c + j] : 1.0;
             bv[j] = bound && c + j < n ? bound[c + j] : -kInf;
             xt[j] = c + j < n ? x[c + j] : std::numeric_limits<T>::infinity();
         }
@@ -453,13 +450,11 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const IV* i
 
 // Row p of the inverse norms: of the C x C table; with no head weight every norm is 1, so the row
 // is all ones but +inf at p (kept in a per-thread buffer); with the pairs on demand, row p of their
-// lower bounds (a per-thread buffer). Where the kernel reads lower bounds (bounds(): the pairs, or
-// the table's float32 lower bounds, lower_row), it makes its scores exact with exact_min and
-// exact_distance.
+// lower bounds (a per-thread buffer: the caller then makes its scores exact with exact_min and
+// exact_distance).
 class InverseNorms {
 public:
-    InverseNorms(const HeadNorms& head, int64_t n)
-        : m_(head.table), pairs_(head.pairs), lower_(head.lower), tight_(head.lower && head.lower_tight), n_(n) {
+    InverseNorms(const HeadNorms& head, int64_t n) : m_(head.table), pairs_(head.pairs), n_(n) {
         if (!m_) buf_.assign(static_cast<size_t>(n), 1.0);
     }
     const double* row(int64_t p) {
@@ -474,20 +469,12 @@ public:
         last_ = p;
         return buf_.data();
     }
-    const float* lower_row(int64_t p) const { return lower_ + p * n_; }
     const PairNorms* pairs() const { return pairs_; }
     const double* table() const { return m_; }
-    const float* lower() const { return lower_; }
-    bool bounds() const { return pairs_ || lower_; }
-    bool tight() const { return tight_; }
-    // The exact inverse norm of a pair (where bounds()).
-    double exact(int64_t p, int64_t c) const { return pairs_ ? pairs_->exact(p, c) : m_[p * n_ + c]; }
 
 private:
     const double* m_;
     const PairNorms* pairs_;
-    const float* lower_;
-    bool tight_;
     int64_t n_;
     std::vector<double> buf_;
     int64_t last_ = -1;
@@ -496,8 +483,8 @@ private:
 // r_c of a row predicted as p with the exact inverse norm: boundary_distance's arithmetic, lp as
 // boundary_row takes the max (0 + max: the same bits as its lanes, a zero's sign lost).
 template <class T>
-ALSCALE_INLINE double exact_distance(const InverseNorms& inv, int64_t p, int64_t c, double lp, const T* x) {
-    const double v = (lp - static_cast<double>(x[c])) * inv.exact(p, c);
+ALSCALE_INLINE double exact_distance(const PairNorms& pairs, int64_t p, int64_t c, double lp, const T* x) {
+    const double v = (lp - static_cast<double>(x[c])) * pairs.exact(p, c);
     return v >= 0.0 ? v : kInf;
 }
 
@@ -519,39 +506,26 @@ ALSCALE_INLINE bool any_under(const double* r, double t) {
         return any_lane(m <= v);
 }
 
-// min_c r_c from r = the lower bounds of r (boundary_row over lower bounds) and lo = min_c of them:
-// exactly every class whose lower bound is at most a value t that some class's exact value
-// does not exceed (a larger lower bound cannot hold the minimum). With the table's float bounds
-// and inv.tight() (every bound the table's value, or a normal float under FLT_MAX: then
-// inv < bound (1 + 2^-23) and r_c <= lower (1 + 2^-22) for a lower bound in [2^-1000, 2^1000]),
-// t = lo (1 + 2^-20): one vector scan of r from L1, and about one exact pair. Otherwise the exact
-// value e of a class whose lower bound is lo, then every class under the minimum so far.
+// min_c r_c from r = the lower bounds of r (boundary_row with PairNorms' lower row) and lo = min_c
+// of them: a class whose lower bound is not under the exact minimum cannot hold a smaller value.
+// So the exact value of a class whose lower bound is lo, then every class whose lower bound is
+// under the minimum so far, found with vector scans of r from L1 (a pair or two per row).
 template <class T, int B>
-ALSCALE_INLINE double exact_min(const InverseNorms& inv, int64_t p, double lp, const T* x, const double* r, int64_t n,
+ALSCALE_INLINE double exact_min(const PairNorms& pairs, int64_t p, double lp, const T* x, const double* r, int64_t n,
                                 double lo) {
     constexpr int G = 4 * kWidth<double, B>;
     if (lo == kInf) return kInf;  // every exact value is at least its lower bound
     double m = kInf;
     int64_t c = 0;
-    if (inv.tight() && lo >= 0x1p-1000 && lo <= 0x1p1000) {
-        const double t = lo * (1.0 + 0x1p-20);
-        for (; c + G <= n; c += G)
-            if (any_under<B, false>(r + c, t))
-                for (int j = 0; j < G; ++j)
-                    if (r[c + j] <= t) m = std::min(m, exact_distance(inv, p, c + j, lp, x));
-        for (; c < n; ++c)
-            if (r[c] <= t) m = std::min(m, exact_distance(inv, p, c, lp, x));
-        return m;
-    }
     while (c + G <= n && !any_under<B, false>(r + c, lo)) c += G;
     while (c < n && r[c] != lo) ++c;
-    if (c < n) m = exact_distance(inv, p, c, lp, x);
+    if (c < n) m = exact_distance(pairs, p, c, lp, x);
     for (c = 0; c + G <= n; c += G)
         if (any_under<B, true>(r + c, m))
             for (int j = 0; j < G; ++j)
-                if (r[c + j] < m) m = std::min(m, exact_distance(inv, p, c + j, lp, x));
+                if (r[c + j] < m) m = std::min(m, exact_distance(pairs, p, c + j, lp, x));
     for (; c < n; ++c)
-        if (r[c] < m) m = std::min(m, exact_distance(inv, p, c, lp, x));
+        if (r[c] < m) m = std::min(m, exact_distance(pairs, p, c, lp, x));
     return m;
 }
 

@@ -325,8 +325,8 @@ def selection_cases(draw, max_n: int, max_c: int, small_budgets: bool = False):
 @st.composite
 def head_cases(draw, max_n: int = 300, max_c: int = 40):
     """(logits float64 or float32, head weight, budget 0..N+3, exclude mask or None): the cases of
-    the tests that compare a way of reading the head (the pairs on demand, float32 lower bounds)
-    with the float64 table and the reference."""
+    the tests that compare a way of reading the head (the pairs on demand) with the float64 table
+    and the reference."""
     rng = np.random.default_rng(draw(SEEDS))
     n = draw(st.integers(1, max_n))
     c = draw(st.integers(1, max_c))

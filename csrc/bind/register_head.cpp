@@ -16,21 +16,6 @@ void register_head(py::module_& m) {
             return out;
         },
         py::arg("weight"), py::arg("num_threads") = 0);
-    m.def(
-        "inverse_norm_lower_bounds",
-        [](const F64Array& table, int num_threads) {
-            if (table.ndim() != 2 || table.shape(0) != table.shape(1))
-                throw std::invalid_argument("inverse norms must be C x C");
-            const int64_t C = table.shape(0);
-            bool tight = false;
-            std::vector<float> lower;
-            nogil([&] { lower = lower_table(table.data(), C, num_threads, &tight); });
-            py::array_t<float> out({static_cast<py::ssize_t>(C), static_cast<py::ssize_t>(C)});
-            std::copy(lower.begin(), lower.end(), out.mutable_data());
-            return py::make_tuple(out, tight);
-        },
-        "the table's float32 lower bounds (what ALSCALE_HEAD_LOWER=always reads) and whether they are tight (tests)",
-        py::arg("table"), py::arg("num_threads") = 0);
 
     py::class_<PairNorms>(m, "PairNorms")
         .def(py::init([](const F64Array& weight, int num_threads) {

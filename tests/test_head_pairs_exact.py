@@ -96,6 +96,9 @@ def test_huge_and_tiny_logits(monkeypatch, scale, dtype):
     x[::5, 3] = x[::5].max(axis=1)  # ties at the max
     x[1::7] = 0.0
     x[2::7, :2] = -0.0
+    x[3::7] = -np.abs(x[3::7])  # a zero of either sign at the max: the exact values take 0 + max
+    x[3::7, 0] = -0.0
+    x[3::7, 1] = 0.0
     w = rng.standard_normal((c, 5))
     for budget in (1, 24, 499):
         _same_as_table_and_reference(monkeypatch, x, budget, w)

@@ -92,18 +92,14 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const Matrix& logits
     double* r = ctx.r.data();
     double* b = ctx.bound.data();
     const double* g = ctx.global;
-    constexpr int BM = B > 32 ? 32 : B;  // row_max_split: 16-float vectors are slower there
     // With the head's table, row p of it (8 KB for C = 1000, a random row each time) comes from
-    // L3: the next row's max pass runs before this row's boundary pass, which then prefetches
-    // the next row's table row (a line a block) and the logits of the row after it. Only where
-    // rows are read in place (a copied row would be overwritten by the next one).
+    // L3: the next row's max pass runs before this row's boundary pass, which then prefetches the
+    // next row's table row and the logits of the row after it. Only where rows are read in place
+    // (a copied row would be overwritten by the next one).
     const bool ahead = ctx.inv.table() && logits.col_stride == static_cast<int64_t>(sizeof(T)) &&
                        logits.dtype == (sizeof(T) == 4 ? DType::f32 : DType::f64);
-    // The max only enters boundary_row as 0 + max, but for the pairs on demand (exact_distance).
-    const bool exact_max = ctx.inv.pairs() != nullptr;
-    auto max_of = [&](const T* row) __attribute__((always_inline)) {
-        return exact_max ? row_max_split<T, BM, false>(row, n) : row_max_first<T, B>(row, n);
-    };
+    // The max enters boundary_row and the exact values only as 0 + max (a zero's sign is lost).
+    auto max_of = [&](const T* row) __attribute__((always_inline)) { return row_max_first<T, B>(row, n); };
     const T* next_x = nullptr;
     RowMax<T> next_mx{};
     for (int64_t i = begin; i < end; ++i) {
@@ -123,7 +119,6 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const Matrix& logits
         if (!taken.empty() && std::binary_search(taken.begin(), taken.end(), row)) continue;
         const int64_t p = mx.arg;
         const double lp = static_cast<double>(mx.max);
-        const double* inv = ctx.inv.row(p);
         NextRow next = next_row(logits, i, end), next_inv;
         if (ahead && i + 1 < end) {
             next_x = ctx.read(i + 1);
@@ -133,15 +128,17 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const Matrix& logits
         }
         ctx.hits.clear();
         // With the pairs on demand, r holds lower bounds: a class that passes its bound is made
-        // exact before it is offered, and so is the minimum.
+        // exact before it is offered, and so is the minimum where it passes class p's bound (a
+        // larger exact value would not).
         const PairNorms* pairs = ctx.inv.pairs();
-        double m = boundary_row<T, B>(x, n, lp, inv, r, b, &ctx.hits, next, next_inv);
-        if (pairs) m = exact_min(*pairs, p, lp, x, r, n);
+        double m = boundary_row<T, B>(x, n, lp, ctx.inv.row(p), r, b, &ctx.hits, next, next_inv);
+        const double lp0 = 0.0 + lp;  // the max as boundary_row takes it (row_max_lanes)
+        if (pairs && m <= b[p]) m = exact_min<T, B>(*pairs, p, lp0, x, r, n, m);
         for (const int64_t c0 : ctx.hits) {
             const int64_t c1 = std::min<int64_t>(c0 + 32, n);
             for (int64_t c = c0; c < c1; ++c)
                 if (r[c] <= b[c] && c != p) {
-                    const double e = pairs ? exact_distance(*pairs, p, c, lp, x) : r[c];
+                    const double e = pairs ? exact_distance(*pairs, p, c, lp0, x) : r[c];
                     if (e <= b[c])
                         b[c] = std::min(g[c], ctx.heaps[static_cast<size_t>(c)].offer(Candidate{e, row},
                                                                                       capacity[static_cast<size_t>(c)]));

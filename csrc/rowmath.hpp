@@ -92,9 +92,6 @@ struct NextRow {
     ALSCALE_INLINE void at(int64_t c) const {
         if (p) __builtin_prefetch(p + c * step, 0, 3);
     }
-    ALSCALE_INLINE void to_l2(int64_t c) const {
-        if (p) __builtin_prefetch(p + c * step, 0, 2);
-    }
 };
 inline NextRow next_row(const Matrix& m, int64_t i, int64_t end) {
     if (i + 1 >= end || m.col_stride <= 0 || m.col_stride > 8 || m.row_stride < m.cols * m.col_stride) return {};
@@ -412,12 +409,19 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
             if (bv) hit |= a <= load<double, B>(bv + W * h);
         }
     };
-    // The next row's lines: one prefetch a cache line (a block of floats is half a line).
-    const int64_t line_step = kLanes * next.step;
+    // The next row's logits and table row pulled into L2 a block at a time (a block of floats is
+    // half a line: one prefetch of two is redundant, cheaper than a branch). Without a next row,
+    // this row's own first byte (in cache) stands in, so the loop has no branch for it.
+    const char* const np = next.p ? next.p : reinterpret_cast<const char*>(x);
+    const char* const ip = next_inv.p ? next_inv.p : reinterpret_cast<const char*>(x);
+    const int64_t ns = next.p ? next.step : 0, is = next_inv.p ? next_inv.step : 0;
+    auto fetch = [&](int64_t c) __attribute__((always_inline)) {
+        __builtin_prefetch(np + c * ns, 0, 2);
+        __builtin_prefetch(ip + c * is, 0, 2);
+    };
     int64_t c = 0;
     for (; c + kLanes <= n; c += kLanes) {
-        if (((c * next.step) & 63) < line_step) next.to_l2(c);
-        next_inv.to_l2(c);
+        fetch(c);
         block(x + c, inv + c, bound ? bound + c : nullptr, r + c);
         if (bound && (c + kLanes) % kGroup == 0) {
             if (any_lane(hit)) hits->push_back(c + kLanes - kGroup);
@@ -476,20 +480,51 @@ private:
     int64_t last_ = -1;
 };
 
-// r_c of a row predicted as p with the exact inverse norm: boundary_distance's arithmetic.
+// r_c of a row predicted as p with the exact inverse norm: boundary_distance's arithmetic, lp as
+// boundary_row takes the max (0 + max: the same bits as its lanes, a zero's sign lost).
 template <class T>
 ALSCALE_INLINE double exact_distance(const PairNorms& pairs, int64_t p, int64_t c, double lp, const T* x) {
     const double v = (lp - static_cast<double>(x[c])) * pairs.exact(p, c);
     return v >= 0.0 ? v : kInf;
 }
 
-// min_c r_c from r = the lower bounds of r (boundary_row with PairNorms' lower row): only a class
-// whose lower bound is under the exact minimum so far can hold a smaller value, so one scan
-// computes exactly the running records (about ln C pairs for lower bounds in random order).
-template <class T>
-ALSCALE_INLINE double exact_min(const PairNorms& pairs, int64_t p, double lp, const T* x, const double* r, int64_t n) {
+// Whether some of r[0], ..., r[4 W - 1] (never NaN) is <= t (Strict: < t): their minimum, as
+// vectors, then one compare.
+template <int B, bool Strict>
+ALSCALE_INLINE bool any_under(const double* r, double t) {
+    using V = vec<double, B>;
+    constexpr int W = kWidth<double, B>;
+    V m = load<double, B>(r);
+    for (int k = 1; k < 4; ++k) {
+        const V a = load<double, B>(r + k * W);
+        m = a < m ? a : m;
+    }
+    const V v = splat<V>(t);
+    if constexpr (Strict)
+        return any_lane(m < v);
+    else
+        return any_lane(m <= v);
+}
+
+// min_c r_c from r = the lower bounds of r (boundary_row with PairNorms' lower row) and lo = min_c
+// of them: a class whose lower bound is not under the exact minimum cannot hold a smaller value.
+// So the exact value of a class whose lower bound is lo, then every class whose lower bound is
+// under the minimum so far, found with vector scans of r from L1 (a pair or two per row).
+template <class T, int B>
+ALSCALE_INLINE double exact_min(const PairNorms& pairs, int64_t p, double lp, const T* x, const double* r, int64_t n,
+                                double lo) {
+    constexpr int G = 4 * kWidth<double, B>;
+    if (lo == kInf) return kInf;  // every exact value is at least its lower bound
     double m = kInf;
-    for (int64_t c = 0; c < n; ++c)
+    int64_t c = 0;
+    while (c + G <= n && !any_under<B, false>(r + c, lo)) c += G;
+    while (c < n && r[c] != lo) ++c;
+    if (c < n) m = exact_distance(pairs, p, c, lp, x);
+    for (c = 0; c + G <= n; c += G)
+        if (any_under<B, true>(r + c, m))
+            for (int j = 0; j < G; ++j)
+                if (r[c + j] < m) m = std::min(m, exact_distance(pairs, p, c + j, lp, x));
+    for (; c < n; ++c)
         if (r[c] < m) m = std::min(m, exact_distance(pairs, p, c, lp, x));
     return m;
 }

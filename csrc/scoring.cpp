@@ -37,7 +37,7 @@ ALSCALE_INLINE int64_t boundary_rows(RowReader<T>& read, InverseNorms& inv, std:
         const double lp = static_cast<double>(mx.max);
         const double m = boundary_row<T, B>(x, n, lp, inv.row(mx.arg), r.data(), nullptr, nullptr,
                                               next_row(logits, i, end));
-        out[i] = inv.pairs() ? exact_min(*inv.pairs(), mx.arg, lp, x, r.data(), n) : m;
+        out[i] = inv.pairs() ? exact_min<T, B>(*inv.pairs(), mx.arg, 0.0 + lp, x, r.data(), n, m) : m;
     }
     return end;
 }

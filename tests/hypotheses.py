@@ -322,6 +322,23 @@ def selection_cases(draw, max_n: int, max_c: int, small_budgets: bool = False):
     return x, w.w, exclude, budget
 
 
+@st.composite
+def head_cases(draw, max_n: int = 300, max_c: int = 40):
+    """(logits float64 or float32, head weight, budget 0..N+3, exclude mask or None): the cases of
+    the tests that compare a way of reading the head (the pairs on demand) with the float64 table
+    and the reference."""
+    rng = np.random.default_rng(draw(SEEDS))
+    n = draw(st.integers(1, max_n))
+    c = draw(st.integers(1, max_c))
+    x = make_values(rng, n, c, draw(st.sampled_from(["normal", "integer", "constant", "duplicate_rows", "peaked"])))
+    if draw(st.booleans()):
+        x = x.astype(np.float32)
+    w = draw(weights(c, allow_none=False)).w
+    budget = draw(st.integers(0, n + 3))
+    exclude = rng.random(n) < 0.2 if draw(st.booleans()) else None
+    return x, w, budget, exclude
+
+
 THREADS = (1, 2)
 
 

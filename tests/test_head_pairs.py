@@ -14,7 +14,7 @@ import alscale
 import reference as ref
 from alscale import _core
 from alscale._backend import arrays
-from hypotheses import SEEDS, assert_same_indices, make_values, weights
+from hypotheses import assert_same_indices, head_cases, weights
 
 
 @pytest.fixture
@@ -55,17 +55,11 @@ def test_lower_bounds_outside_float_range_stay_below():
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=SEEDS, n=st.integers(1, 300), c=st.integers(1, 40),
-       mode=st.sampled_from(["normal", "integer", "constant", "duplicate_rows", "peaked"]), data=st.data())
-def test_selections_with_pairs_equal_table_and_reference(pairs_always, seed, n, c, mode, data):
-    rng = np.random.default_rng(seed)
-    x = make_values(rng, n, c, mode)
-    if data.draw(st.booleans(), label="float32"):
-        x = x.astype(np.float32)
-    w = data.draw(weights(c, allow_none=False), label="weight").w
+@given(case=head_cases())
+def test_selections_with_pairs_equal_table_and_reference(pairs_always, case):
+    x, w, budget, exclude = case
+    n, c = x.shape
     assert isinstance(arrays.inverse_norms(w, c), _core.PairNorms)  # the path under test
-    budget = data.draw(st.integers(0, n + 3), label="budget")
-    exclude = rng.random(n) < 0.2 if data.draw(st.booleans(), label="exclude") else None
     x64 = x.astype(np.float64)
     for threads in (1, 2):
         assert_same_indices(alscale.select_balanced(x, budget, weight=w, exclude=exclude, num_threads=threads),

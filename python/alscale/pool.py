@@ -49,7 +49,9 @@ class EmbeddingLogits:
         Also the ``weight=`` to give :func:`alscale.select_balanced`.
     bias : array_like or torch.Tensor, shape (C,), optional
     chunk_rows : int, optional
-        Rows per chunk; default keeps a chunk of logits near 256 MiB.
+        Rows per chunk; default keeps a chunk of logits and of float32 embeddings together near
+        256 MiB (wide embeddings, e.g. 2048-d under a 600-class head, would otherwise take 3.4×
+        the logits' bytes).
     """
 
     chunk_source = True  # read chunk by chunk by every selection function (alscale._backend.chunks)
@@ -92,7 +94,7 @@ class EmbeddingLogits:
         self._bias = b
         self._torch_out = is_torch(embeddings)
         self.chunk_rows = (
-            default_chunk_rows(4 * int(w.shape[0])) if chunk_rows is None else as_int(chunk_rows, "chunk_rows", minimum=1)
+            default_chunk_rows(4 * (int(w.shape[0]) + int(w.shape[1]))) if chunk_rows is None else as_int(chunk_rows, "chunk_rows", minimum=1)
         )
 
     @property
@@ -126,6 +128,12 @@ class EmbeddingLogits:
                 raise IndexError(f"row index out of range for a pool of {n} rows")
             e = self.embeddings[torch.from_numpy(idx.astype(np.int64)) if self._torch_out else idx]
         out = self._head(self._as_float32(e))
+        if isinstance(self.embeddings, np.ndarray):  # a memmap: let go of the pages the rows were read from
+            if isinstance(rows, slice):
+                release_pages(self.embeddings[rows])
+            elif idx.size:
+                lo, hi = int(idx.min()) % len(self), int(idx.max()) % len(self)
+                release_pages(self.embeddings[min(lo, hi) : max(lo, hi) + 1])
         return out if self._torch_out else out.numpy()
 
     def _as_float32(self, e: Any) -> Any:

@@ -170,7 +170,7 @@ def test_logits_from_embeddings_match_their_chunks():
     assert isinstance(out, torch.Tensor) and out.dtype == torch.int64 and out.shape == (20,)
 
 
-def test_embedding_logits_shape_and_rows():
+def test_embedding_logits_shape_and_rows(tmp_path, monkeypatch):
     """.shape is (N, C); pool[rows] is those rows' logits (an integer array in any order, or a
     slice), numpy for numpy embeddings and torch for torch ones; bad indices are IndexErrors."""
     rng = np.random.default_rng(2)
@@ -190,6 +190,12 @@ def test_embedding_logits_shape_and_rows():
     trows = tpool[np.array([5, 1])]
     assert isinstance(trows, torch.Tensor) and trows.shape == (2, 9)
     np.testing.assert_allclose(trows.numpy(), full[[5, 1]], rtol=1e-2, atol=1e-2)  # fp16 vs fp32 inputs
+    np.save(tmp_path / "z.npy", z)
+    disk = alscale.logits_from_embeddings(np.load(tmp_path / "z.npy", mmap_mode="r"), w, b, chunk_rows=100)
+    monkeypatch.setattr(alscale.pool, "_GATHER_ROWS", 2)  # a block of 2 rows at a time, pages let go after each
+    many = np.array([5, 699, 0, 3, 3, 250, 1, -2, 42])
+    np.testing.assert_allclose(disk[many], full[many], rtol=1e-5, atol=1e-5)
+    assert disk[many].shape == (9, 9) and disk[many[:0]].shape == (0, 9)
     for bad, message in ((np.array([700]), "out of range for a pool of 700 rows"),
                          (np.array([-701]), "out of range"), (np.array([[1, 2]]), "1-D integer array"),
                          (np.array([1.5]), "1-D integer array")):

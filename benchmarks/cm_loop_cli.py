@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cm_openimages import query as stamped_query  # benchmarks/: each stage line timed, the peak RSS
+
 
 def checkpoint(n: int, repeat: int) -> None:
     from alscale.al.datasets import make_synthetic
@@ -112,13 +114,7 @@ def cli(n: int, d: int) -> None:
            "--budget", str(budget), "--n-clusters", str(centers), "--seed", "1"]
     for name, extra in (("first query (clusters)", ["--new"]), ("second query (cache)", ["--pending", "query", "--overwrite"])):
         print(f"## {name}")
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd + extra + ["--out", str(folder / "batch.csv")], stderr=subprocess.PIPE, text=True)
-        for line in proc.stderr:
-            print(f"{time.perf_counter() - t0:7.1f} s  {line.rstrip()}", flush=True)
-        if proc.wait():
-            raise SystemExit(f"alscale query failed ({proc.returncode})")
-        print(f"{time.perf_counter() - t0:7.1f} s  (exit)", flush=True)
+        stamped_query(cmd + extra + ["--out", str(folder / "batch.csv")])
     from alscale.al.metrics import adjusted_rand_index
 
     with np.load(folder / "p" / "clusters.npz") as f:

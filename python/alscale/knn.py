@@ -254,6 +254,19 @@ def _chunk_rows(features: int) -> int:
     return max(1, _CHUNK_VALUES // max(1, features))
 
 
+def _row_scales(b: np.ndarray, start: int, name: str) -> np.ndarray:
+    """Each row's largest |entry| (max and -min: no |b| copy); a ValueError naming the first
+    row (start + its index) with NaN or inf, then the first all-zero row."""
+    scale = np.maximum(b.max(axis=1), -b.min(axis=1))
+    bad = ~np.isfinite(scale)
+    if bad.any():
+        raise ValueError(f"{name} contains NaN or inf at row {start + int(np.argmax(bad))}")
+    zero = ~(scale > 0)
+    if zero.any():
+        raise ValueError(f"{name} row {start + int(np.argmax(zero))} has zero norm: cosine distance is undefined for it")
+    return scale
+
+
 def _unit_chunks(x: Any, name: str = "x"):
     """(start, float32 unit rows) for chunks of x: as_points + unit_rows without an (N, D)
     float64 copy; errors name the row in x."""
@@ -263,12 +276,7 @@ def _unit_chunks(x: Any, name: str = "x"):
     step = _chunk_rows(a.shape[1])
     for s in range(0, a.shape[0], step):
         b = a[s : s + step]
-        finite = np.isfinite(b).all(axis=1)
-        if not finite.all():
-            raise ValueError(f"{name} contains NaN or inf at row {s + int(np.argmin(finite))}")
-        zero = ~(np.abs(b).max(axis=1) > 0)
-        if zero.any():
-            raise ValueError(f"{name} row {s + int(np.argmax(zero))} has zero norm: cosine distance is undefined for it")
+        _row_scales(b, s, name)
         u = unit_rows(np.asarray(b, dtype=np.float64), name)
         release_pages(b)  # a memmap (e.g. 9M × 2048 on disk) keeps one chunk resident
         yield s, u
@@ -327,13 +335,7 @@ def _pca_unit(x: Any, dims: int, name: str = "x") -> np.ndarray:
         b = a[s : s + step]
         wide = b.dtype.itemsize > 4 or b.dtype.kind != "f"  # float64, ints: scaled before the cast
         c = np.asarray(b, dtype=np.float64 if wide else np.float32)
-        scale = np.maximum(c.max(axis=1), -c.min(axis=1))
-        bad = ~np.isfinite(scale)
-        if bad.any():
-            raise ValueError(f"{name} contains NaN or inf at row {s + int(np.argmax(bad))}")
-        zero = ~(scale > 0)
-        if zero.any():
-            raise ValueError(f"{name} row {s + int(np.argmax(zero))} has zero norm: cosine distance is undefined for it")
+        scale = _row_scales(c, s, name)
         c = np.divide(c, scale[:, None], out=c if c is not b else None)
         r = pca.apply(np.ascontiguousarray(c, dtype=np.float32))
         release_pages(b)  # a memmap (e.g. 9M × 2048 on disk) keeps one chunk resident

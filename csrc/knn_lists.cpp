@@ -88,6 +88,13 @@ ALSCALE_INLINE bool reaches(const float* a, float t) {
     return any != 0;
 }
 
+// Bit j set where a tile row's similarity j reaches t (vectorisable).
+ALSCALE_INLINE uint32_t at_least(const float* a, float t) {
+    uint32_t m = 0;
+    for (int64_t j = 0; j < kW; ++j) m |= static_cast<uint32_t>(a[j] >= t) << j;
+    return m;
+}
+
 void tile_base(const float* q, int64_t d, const float* blk, float (*acc)[kW]) { tile(q, d, blk, acc); }
 ALSCALE_AVX2 void tile_avx2(const float* q, int64_t d, const float* blk, float (*acc)[kW]) { tile(q, d, blk, acc); }
 ALSCALE_AVX512 void tile_avx512(const float* q, int64_t d, const float* blk, float (*acc)[kW]) { tile(q, d, blk, acc); }
@@ -288,10 +295,17 @@ void knn_lists(const float* x, int64_t n, int64_t d, int64_t k, const float* cen
                         const int64_t* rows = pts.rows.data() + b * kW;
                         for (int64_t r = 0; r < rr; ++r) {
                             Neighbours& nb = nbs[inv[t + r]];
-                            if (nb.count == k && !reaches(acc[r], nb.h[nb.worst].sim)) continue;
                             const int64_t self = qrows[inv[t + r]];
-                            for (int64_t j = 0; j < kW; ++j)
+                            int64_t j = 0;
+                            for (; j < kW && nb.count < k; ++j)  // filling: every point
                                 if (rows[j] >= 0 && rows[j] != self) admit(nb, k, acc[r][j], rows[j]);
+                            if (j == kW) continue;
+                            // full: only the points at or above the k-th similarity can enter
+                            // (admit breaks the ties; the kept set is the k best whatever the order)
+                            for (uint32_t m = at_least(acc[r], nb.h[nb.worst].sim) >> j << j; m; m &= m - 1) {
+                                const int c = __builtin_ctz(m);
+                                if (rows[c] >= 0 && rows[c] != self) admit(nb, k, acc[r][c], rows[c]);
+                            }
                         }
                     }
                 }

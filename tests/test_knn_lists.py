@@ -179,6 +179,45 @@ def test_list_size_is_the_least_work_that_keeps_the_promise():
     assert f.info["list_size"] == knn._IVF_LIST and abs(f.info["nlist"] - n // knn._IVF_LIST) <= 5
 
 
+@pytest.mark.parametrize("data", ["blobs600", "overlapping", "uniform"])
+def test_list_size_search_finds_the_sweeps_choice_with_fewer_sizes(data, monkeypatch):
+    """The coarse-to-fine search over list sizes (every other size, then the two beside the best)
+    picks the pair the full sweep of every size picks, trains fewer sets of lists, and every
+    size it skipped is one the sweep did not pick."""
+    faiss = pytest.importorskip("faiss")
+    rng = np.random.default_rng(7)
+    if data == "blobs600":
+        from alscale.al.harness import blobs as harness_blobs
+
+        x = harness_blobs(30_000, 32, 50, 0.6, seed=5)[0]
+    elif data == "overlapping":
+        x = overlapping(30_000, seed=3)
+    else:
+        x = rng.standard_normal((20_000, 16)).astype(np.float32)
+    unit = knn._unit_points(x)
+    n, d = unit.shape
+    sweep = {}
+    for size in knn._LIST_SIZES:  # the sweep: each size tuned alone
+        monkeypatch.setattr(knn, "_LIST_SIZES", (size,))
+        info: dict = {}
+        knn._tuned_lists(faiss, unit, 10, 1, 0.95, info)
+        v = info["sizes"][size]
+        sweep[size] = (knn._lists_work(n, d, v["nlist"], v["nprobe"]) if v["met"] else np.inf, -v["estimate"])
+    monkeypatch.undo()
+    trained = []
+    real = knn._trained_lists
+    monkeypatch.setattr(knn, "_trained_lists", lambda f, u, size=knn._IVF_LIST: trained.append(size) or real(f, u, size))
+    info = {}
+    knn._tuned_lists(faiss, unit, 10, 1, 0.95, info)
+    want = min(sweep, key=sweep.get)
+    assert info["list_size"] == want, (info["sizes"], sweep)
+    assert sorted(trained) == sorted(info["sizes"]) and len(trained) < len(knn._LIST_SIZES)
+    assert want in info["sizes"] and all(sweep[s] > sweep[want] for s in knn._LIST_SIZES if s not in info["sizes"])
+    for size, v in info["sizes"].items():  # the sizes it tried: their figures are the sweep's where they met
+        if v["met"]:
+            assert knn._lists_work(n, d, v["nlist"], v["nprobe"]) == sweep[size][0]
+
+
 def test_faiss_default_hands_over_to_lists_where_the_cell_scan_misses(monkeypatch):
     pytest.importorskip("faiss")
     import alscale

@@ -929,7 +929,8 @@ def _probes_for(faiss, unit: np.ndarray, cell: np.ndarray, keys: np.ndarray, bes
 
 
 _LIST_PROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
-# "lists": the list sizes tried, largest (fewest lists: the cheapest ranking) first
+# "lists": the list sizes tried, largest (fewest lists: the cheapest ranking) first: every other
+# one first (a factor 2 apart), then the two between the best of those and its neighbours
 # (BENCHMARKS.md: at 2M overlapping 64 wins, at 9M 256: lists about the size of the data's clusters)
 _LIST_SIZES = (1024, 768, 512, 384, 256, 192, 128, 96, 64, 48, 32)
 # a scanned point's multiply-add costs about this many of the ranking's (its inverted pairs and
@@ -937,32 +938,48 @@ _LIST_SIZES = (1024, 768, 512, 384, 256, 192, 128, 96, 64, 48, 32)
 _SCAN_COST = 2.0
 
 
+def _lists_work(n: int, d: int, nlist: int, p: int) -> float:
+    """Multiply-adds of "lists" with nlist lists probed p deep: the ranking N·nlist·D and the scan
+    c·N·p·(N/nlist)·D."""
+    return float(n) * d * (nlist + _SCAN_COST * p * n / nlist)
+
+
 def _tuned_lists(faiss, unit: np.ndarray, k: int, threads: int, recall: float,
                  info: dict) -> tuple[np.ndarray, list, float]:
-    """The lists of "lists" and its ladder of p from the first to try: for each list size S of
-    _LIST_SIZES (largest first) the lists are trained and the smallest p found whose first p
-    lists hold ``recall`` of sample A's exact neighbours (exact for those points: a neighbour is
-    found iff its list is among its query's p) with two standard errors to spare, at most a
-    quarter of the lists; the pair of least work N·(N/S)·D (the ranking) + c·N·p·S·D (the scan;
-    c = _SCAN_COST) wins. Sizes stop once the ranking alone costs more than the best pair. None
-    reaching ``recall``: the size of the best estimate, at its widest p. Also returns that
-    estimate."""
+    """The lists of "lists" and its ladder of p from the first to try: for a list size S the lists
+    are trained and the smallest p found whose first p lists hold ``recall`` of sample A's exact
+    neighbours (exact for those points: a neighbour is found iff its list is among its query's p)
+    with two standard errors to spare, at most a quarter of the lists; the pair of least work
+    (_lists_work) wins. The sizes of _LIST_SIZES a factor 2 apart are tried largest first,
+    stopping once the ranking alone costs more than the best pair; then the sizes beside the two
+    best of those (the work is not always unimodal in S), where their least possible work (p = 2)
+    is below the best pair's. A size's p stops
+    where its work passes the best pair's. None reaching ``recall``: the size of the best
+    estimate, at its widest p. Also returns that estimate."""
     n, d = unit.shape
     qa = _sample(n, 1)
     ids = _true_ids(faiss, unit, qa, k)
     tried: dict = {}
     best = None  # (work, -estimate, size, centroids, ladder, estimate)
-    for size in _LIST_SIZES:
+
+    def bound() -> float:
+        return best[0] if best is not None else math.inf
+
+    def work_of(size: int) -> float:
+        v = tried[size]
+        return _lists_work(n, d, v["nlist"], v["nprobe"]) if v["met"] else math.inf
+
+    def attempt(size: int) -> None:
+        nonlocal best
         lists = max(1, n // size)
-        if best is not None and best[0] < math.inf and float(n) * lists * d >= best[0]:
-            break
-        if any(v["nlist"] == lists for v in tried.values()):
-            continue
+        if any(v["nlist"] == lists for v in tried.values()) or _lists_work(n, d, lists, min(2, lists)) >= bound():
+            return
         centroids = _trained_lists(faiss, unit, size)
         nlist = centroids.shape[0]
         top = max(min(2, nlist), int(_MAX_SCAN * nlist))
         ladder = [p for p in _LIST_PROBES if min(2, nlist) <= p < top] + [top]
-        ranked = _core.knn_rank_lists(unit[qa], centroids, ladder[-1], num_threads=threads)
+        short = [p for p in ladder if _lists_work(n, d, nlist, p) < bound()] or ladder[:1]
+        ranked = _core.knn_rank_lists(unit[qa], centroids, short[-1], num_threads=threads)
         home = _core.knn_rank_lists(unit[ids.ravel()], centroids, 1, num_threads=threads)[:, 0].reshape(ids.shape)
         # the rank (from 1) of each true neighbour's list among its query's; beyond the ladder: never
         rank = np.full(ids.shape, nlist + 1, dtype=np.int64)
@@ -970,17 +987,27 @@ def _tuned_lists(faiss, unit: np.ndarray, k: int, threads: int, recall: float,
             hit = ranked == home[:, j : j + 1]
             rank[:, j] = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, nlist + 1)
         start, estimate, work = len(ladder) - 1, 0.0, math.inf
-        for j, p in enumerate(ladder):
+        for j, p in enumerate(short):
             row = (rank <= p).mean(axis=1)
             estimate = max(estimate, float(row.mean()))
             if row.mean() - 2 * row.std() / math.sqrt(row.size) >= recall:
-                start, work = j, float(n) * d * (nlist + _SCAN_COST * p * n / nlist)
+                start, work = j, _lists_work(n, d, nlist, p)
                 break
-        tried[size] = {"nlist": nlist, "nprobe": ladder[start], "estimate": round(estimate, 4),
-                       "met": work < math.inf}
+        tried[size] = {"nlist": nlist, "nprobe": ladder[start] if work < math.inf else short[-1],
+                       "estimate": round(estimate, 4), "met": work < math.inf}
         key = (work, -estimate, size, centroids, ladder[start:], estimate)
         if best is None or key[:2] < best[:2]:
             best = key
+
+    for size in _LIST_SIZES[::2]:
+        if float(n) * max(1, n // size) * d >= bound():
+            break
+        attempt(size)
+    # the sizes beside the two best so far (the work over sizes is not always unimodal)
+    first = sorted(tried, key=lambda s: (work_of(s), -tried[s]["estimate"]))[:2]
+    for at in sorted({_LIST_SIZES.index(s) + j for s in first for j in (-1, 1)}):
+        if 0 <= at < len(_LIST_SIZES):
+            attempt(_LIST_SIZES[at])
     _, _, size, centroids, ladder, estimate = best
     info.update(nlist=centroids.shape[0], list_size=size, sizes=tried, estimate=round(estimate, 4))
     return centroids, ladder, estimate

@@ -17,7 +17,7 @@ ranking N·(N/64)·D is at most 5·10¹¹ multiply-adds, else the cell scan hand
 where its own estimate misses the target) and the exact blocked brute force ("exact"). Recall is
 measured on 1,000 other sampled points against their exact neighbours (alscale's own measurement,
 the figure the graph carries). Each (data, method) runs ``--repeats`` times in a fresh process;
-the table gives min and median wall time, the recall, the parameter chosen, and the process's
+the repeats are interleaved over the methods; the table gives min and median wall time, the recall, the parameter chosen, and the process's
 peak RSS while building the graph (VmHWM, reset after loading the data: Linux clear_refs; else
 ru_maxrss) beside the RSS after loading the data; the load average is read before and
 after each run (shared 2-core machine).
@@ -123,29 +123,35 @@ def main() -> None:
         print(json.dumps(one(a.data, a.method, a.n, a.k, a.recall)), flush=True)
         return
     out = open(a.out, "a") if a.out else None
+    methods = a.methods.split(",")
     for data in a.datasets.split(","):
-        for method in a.methods.split(","):
-            runs = []
-            for _ in range(a.repeats):
+        # the repeats interleaved over the methods: a shared machine's load drifts alike for each
+        runs: dict = {m: [] for m in methods}
+        for _ in range(a.repeats):
+            for method in methods:
+                if runs[method] is None:
+                    continue
                 cmd = [sys.executable, __file__, "--data", data, "--method", method, "--n", str(a.n),
                        "--k", str(a.k), "--recall", str(a.recall)]
                 res = subprocess.run(cmd, capture_output=True, text=True)
                 if res.returncode != 0:
                     print(json.dumps({"data": data, "method": method, "error": res.stderr[-2000:]}), flush=True)
-                    break
-                runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
-            if not runs:
+                    runs[method] = None
+                    continue
+                runs[method].append(json.loads(res.stdout.strip().splitlines()[-1]))
+        for method in methods:
+            done = runs[method]
+            if not done:
                 continue
-            walls = [r["wall_s"] for r in runs]
-            row = {**runs[-1], "wall_min_s": min(walls), "wall_median_s": round(statistics.median(walls), 2),
-                   "repeats": len(runs), "recalls": [r["recall"] for r in runs],
-                   "peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
-                   "load": [min(r["load_before"] for r in runs), max(r["load_after"] for r in runs)]}
+            walls = [r["wall_s"] for r in done]
+            row = {**done[-1], "wall_min_s": min(walls), "wall_median_s": round(statistics.median(walls), 2),
+                   "repeats": len(done), "recalls": [r["recall"] for r in done],
+                   "peak_rss_gib": max(r["peak_rss_gib"] for r in done),
+                   "load": [min(r["load_before"] for r in done), max(r["load_after"] for r in done)]}
             print(json.dumps(row), flush=True)
             if out:
                 out.write(json.dumps(row) + "\n")
                 out.flush()
-
 
 if __name__ == "__main__":
     main()

@@ -186,6 +186,53 @@ def test_two_level_centroids_are_unit_and_about_as_many_as_asked():
     np.testing.assert_array_equal(c, knn._two_level(faiss, u, 2000))  # seeded
 
 
+def test_two_level_centroids_do_not_depend_on_the_thread_count():
+    """The groups' k-means run side by side on the threads, each seeded on one faiss thread."""
+    u = knn._unit_points(blobs(30_000, 16, 300, 0.5, seed=4))
+    was = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(1)
+        one = knn._two_level(faiss, u, 1500)
+        faiss.omp_set_num_threads(2)
+        two = knn._two_level(faiss, u, 1500)
+        assert faiss.omp_get_max_threads() == 2  # the caller's setting is left as it was
+    finally:
+        faiss.omp_set_num_threads(was)
+    np.testing.assert_array_equal(one, two)
+
+
+def test_small_kmeans_runs_on_one_faiss_thread_and_gives_the_threads_back(monkeypatch):
+    """faiss's OpenMP threads spin between iterations: a small k-means takes one thread, a large
+    one all it was given, and the caller's setting is restored either way (also on an error)."""
+    seen = []
+    real = faiss.Kmeans
+
+    class Spy(real):
+        def train(self, x, *args, **kwargs):
+            seen.append(faiss.omp_get_max_threads())
+            if x.shape[0] == 7:
+                raise RuntimeError("boom")
+            return super().train(x, *args, **kwargs)
+
+    monkeypatch.setattr(faiss, "Kmeans", Spy)
+    u = knn._unit_points(blobs(3_000, 8, 30, 0.5, seed=5))
+    was = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(2)
+        small = knn._kmeans(faiss, u, 20, 1)
+        assert seen == [1] and faiss.omp_get_max_threads() == 2
+        monkeypatch.setattr(knn, "_KMEANS_ONE_THREAD", 0.0)
+        large = knn._kmeans(faiss, u, 20, 1)
+        assert seen == [1, 2] and faiss.omp_get_max_threads() == 2
+        np.testing.assert_allclose(small, large, atol=1e-5)
+        monkeypatch.setattr(knn, "_KMEANS_ONE_THREAD", 2e9)
+        with pytest.raises(RuntimeError, match="boom"):
+            knn._kmeans(faiss, u[:7], 2, 1)
+        assert seen == [1, 2, 1] and faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(was)
+
+
 # ----------------------------------------------------------------------- NN-descent (faiss)
 def sorted_and_true(x: np.ndarray, g) -> None:
     """Rows by descending similarity (ties: the smaller index), no self, no repeat, and the

@@ -557,25 +557,28 @@ def _trained_lists(faiss, unit: np.ndarray, size: int = _IVF_LIST) -> np.ndarray
 def _two_level(faiss, sample: np.ndarray, lists: int) -> np.ndarray:
     """About ``lists`` unit centroids of the sample by two-level spherical k-means (√lists groups,
     each split in proportion to its points; 10 iterations on at most 32 points a centroid):
-    O(m·√lists·D) a pass instead of flat k-means's O(m·lists·D)."""
+    O(m·√lists·D) a pass instead of flat k-means's O(m·lists·D). The groups' k-means run on the
+    threads side by side, one faiss thread each (its spinning OpenMP threads cost more than they
+    give on calls this small); each is seeded, so the centroids do not depend on the threads."""
     if lists <= _FLAT_KMEANS:
         return _kmeans(faiss, sample, lists, 1234)
     groups = max(1, int(round(math.sqrt(lists))))
+    threads = faiss.omp_get_max_threads()
     top = _kmeans(faiss, sample, groups, 1234)
-    group = _nearest(faiss, sample, top)[:, 0]
+    group = _nearest(sample, top)[:, 0]
     order = np.argsort(group, kind="stable")
     bounds = np.searchsorted(group[order], np.arange(groups + 1))
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # small calls: faiss's spinning OpenMP threads cost more than they give
-    try:
-        parts = []
-        for g in range(groups):
-            rows = order[bounds[g] : bounds[g + 1]]
-            if rows.size:
-                want = min(rows.size, max(1, int(round(lists * rows.size / sample.shape[0]))))
-                parts.append(_kmeans(faiss, sample[rows], want, 1235 + g))
-    finally:
-        faiss.omp_set_num_threads(threads)
+
+    def split(g: int) -> np.ndarray | None:
+        rows = order[bounds[g] : bounds[g + 1]]
+        if not rows.size:
+            return None
+        faiss.omp_set_num_threads(1)  # this thread's OpenMP setting
+        want = min(rows.size, max(1, int(round(lists * rows.size / sample.shape[0]))))
+        return _kmeans(faiss, sample[rows], want, 1235 + g)
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        parts = [c for c in pool.map(split, range(groups)) if c is not None]
     return np.ascontiguousarray(np.concatenate(parts))
 
 
@@ -769,24 +772,32 @@ def load_faiss(needed_for: str = "knn method 'faiss'", instead: str = ""):
 
 
 
-def _nearest(faiss, points: np.ndarray, centroids: np.ndarray, k: int = 1) -> np.ndarray:
-    """(len(points), k) indices of the most similar centroids (inner product; faiss, chunked)."""
-    index = faiss.IndexFlatIP(centroids.shape[1])
-    index.add(centroids)
-    out = np.empty((points.shape[0], k), dtype=np.int64)
-    for s in range(0, points.shape[0], 1 << 18):
-        out[s : s + (1 << 18)] = index.search(points[s : s + (1 << 18)], k)[1]
-    return out
+def _nearest(points: np.ndarray, centroids: np.ndarray, k: int = 1) -> np.ndarray:
+    """(len(points), k) indices of the most similar centroids, most similar first, ties to the
+    smaller index (alscale's exact tiled ranking, on the threads faiss was given)."""
+    threads = load_faiss().omp_get_max_threads()
+    return _core.knn_rank_lists(points, centroids, k, num_threads=threads).astype(np.int64)
+
+
+_KMEANS_ONE_THREAD = 2e9  # multiply-adds of a k-means below which it runs on one faiss thread
 
 
 def _kmeans(faiss, points: np.ndarray, cells: int, seed: int) -> np.ndarray:
-    """Unit centroids of spherical k-means (faiss, 10 iterations on at most 32 points a cell)."""
+    """Unit centroids of spherical k-means (faiss, 10 iterations on at most 32 points a cell).
+    Small ones run on one faiss thread: its OpenMP threads spin-wait between the iterations'
+    parallel regions, which on a busy machine made a 0.02 s k-means take 0.27 s (BENCHMARKS.md)."""
     if cells <= 1:
         c = points.sum(axis=0, dtype=np.float64)
         return (c / max(np.linalg.norm(c), 1e-30)).astype(np.float32)[None, :]
     km = faiss.Kmeans(points.shape[1], cells, niter=10, seed=seed, spherical=True,
                       max_points_per_centroid=32, min_points_per_centroid=1)
-    km.train(points)
+    threads = faiss.omp_get_max_threads()
+    if 10.0 * min(points.shape[0], 32 * cells) * cells * points.shape[1] < _KMEANS_ONE_THREAD:
+        faiss.omp_set_num_threads(1)
+    try:
+        km.train(points)
+    finally:
+        faiss.omp_set_num_threads(threads)
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
@@ -803,7 +814,7 @@ def _cells(faiss, unit: np.ndarray, ranked: int):
     sample = unit if n <= 64 * groups else unit[np.sort(rng.choice(n, 64 * groups, replace=False))]
     top = _kmeans(faiss, sample, groups, 1)
     beam = min(groups, _BEAM)
-    group = _nearest(faiss, unit, top, beam)  # (n, beam)
+    group = _nearest(unit, top, beam)  # (n, beam)
     order = np.argsort(group[:, 0], kind="stable")
     bounds = np.searchsorted(group[order, 0], np.arange(groups + 1))
     # Small faiss calls from here: one faiss thread (its OpenMP threads spin-wait for the next

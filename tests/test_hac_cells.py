@@ -205,3 +205,46 @@ def test_auto_knn_method_takes_faiss_beyond_200k_points(monkeypatch):
         assert auto_knn_method(200_001) == "faiss"
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert auto_knn_method(9_000_000) == "exact"  # no faiss: exact, never an ImportError
+
+
+def test_auto_knn_method_weighs_the_exact_graphs_work(monkeypatch):
+    """With the points' dimensions: exact while N²·D is at most 1e11, then faiss's graph (70,000
+    Fashion-MNIST pixels of 784 took minutes exact); never faiss when it is missing."""
+    import importlib.util
+
+    from alscale.knn import auto_knn_method
+
+    has_faiss = importlib.util.find_spec("faiss") is not None
+    assert auto_knn_method(39_000, 64) == "exact"  # 9.7e10
+    assert auto_knn_method(200_000, 2) == "exact"  # 8e10: many rows, few dimensions
+    assert auto_knn_method(11_000, 784) == "exact"
+    for n, d in ((40_000, 64), (70_000, 784), (12_000, 784), (9_000_000, 64)):
+        assert auto_knn_method(n, d) == ("faiss" if has_faiss else "exact"), (n, d)
+    with pytest.raises(ValueError, match="features"):
+        auto_knn_method(1000, 0)
+    with pytest.raises(TypeError, match="features"):
+        auto_knn_method(1000, 2.5)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert auto_knn_method(70_000, 784) == "exact"
+
+
+@pytest.mark.parametrize("pca, want", [(None, "faiss"), (8, "exact")])
+def test_cluster_embeddings_default_graph_follows_the_work_after_the_pca(monkeypatch, pca, want):
+    pytest.importorskip("faiss")
+    import alscale.knn
+    from alscale.cluster_margin import cluster_embeddings
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(points, k, knn_method, **kwargs):
+        seen.update(method=knn_method, pca=kwargs.get("pca"))
+        raise Stop
+
+    monkeypatch.setattr(alscale.knn, "knn_graph", spy)
+    z = np.random.default_rng(0).standard_normal((12_000, 784)).astype(np.float32)
+    with pytest.raises(Stop):
+        cluster_embeddings(z, 50, pca=pca)
+    assert seen == {"method": want, "pca": pca}

@@ -91,7 +91,7 @@ def build_parser(application: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--neighbors", type=_positive, metavar="K", help="cluster-margin: neighbours of the kNN graph "
                    "under the HAC (default: the project's, else 10; stored)")
     q.add_argument("--knn-recall", type=_fraction, metavar="R", help="cluster-margin: target recall@k of the "
-                   "faiss kNN graph used beyond 200,000 rows (default: the project's, else 0.95; stored)")
+                   "faiss kNN graph used where the exact one's N^2*D passes 1e11 (default: the project's, else 0.95; stored)")
     q.add_argument("--pca", type=_positive, metavar="DIMS", help="cluster-margin: reduce the embeddings to DIMS "
                    "dimensions (uncentred PCA) before the kNN graph, e.g. 2048-d features to 128 (stored)")
     q.add_argument("--multilabel", action="store_true", default=None,

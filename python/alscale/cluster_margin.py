@@ -118,7 +118,8 @@ def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10,
         As in :func:`alscale.knn_graph` (``recall``: the faiss graph's target recall@k; ``pca``:
         reduce the unit rows to this many dimensions first).
     knn_method : {"exact", "faiss", "ivf", "hnsw", "cells", "nndescent"}, optional
-        Default :func:`alscale.knn.auto_knn_method` of the rows (faiss's graph beyond 200,000).
+        Default :func:`alscale.knn.auto_knn_method` of the rows and their dimensions after the
+        PCA (faiss's graph where the exact one's N²·D passes 10¹¹, e.g. beyond 39,000 × 64).
         An approximate graph keeps ``recall`` or warns (:class:`alscale.knn.RecallWarning`).
     progress : callable (str) -> None, optional
         Called with one line as each stage starts and ends (kNN graph, HAC), with its time; the
@@ -153,7 +154,7 @@ def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10,
     rows = np.flatnonzero(~zero)
     m = rows.size
     if m >= 2:
-        method = knn_method or auto_knn_method(m)
+        method = knn_method or auto_knn_method(m, pca or z.shape[1])
         kk = min(k, m - 1)
         points = z if m == n else z[rows]
         settings = f"{method}, k = {kk}" + (f", recall {recall}" if method == "faiss" else "") + (

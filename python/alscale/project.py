@@ -835,7 +835,7 @@ class ActiveLearner:
                  pca: Optional[int] = None) -> np.ndarray:
         """The pool's cluster ids for cluster-margin (:func:`alscale.cluster_margin.cluster_embeddings`):
         graph average-linkage HAC of the embeddings on their ``neighbors``-NN cosine graph (faiss's,
-        at target recall ``knn_recall``, beyond 200,000 rows; after PCA to ``pca`` dimensions if
+        at target recall ``knn_recall``, where the exact graph's N²·D passes 10¹¹; after PCA to ``pca`` dimensions if
         given), cut into ``n_clusters``. Computed once and cached in the project (``clusters.npz``,
         replaced atomically) under a fingerprint of the embeddings' values and the settings: other
         embeddings or settings cluster again, the same ones reuse the cache. The stages report
@@ -872,7 +872,9 @@ class ActiveLearner:
         if strategy.name == "cluster-margin":
             from .knn import auto_knn_method
 
-            settings["knn_method"] = auto_knn_method(pool.size)
+            shape = getattr(pool.embeddings, "shape", ())
+            dims = settings.get("pca") or (int(shape[1]) if len(shape) == 2 and shape[1] > 0 else None)
+            settings["knn_method"] = auto_knn_method(pool.size, dims)
         else:
             settings["num_classes"] = settings.get("num_classes") or pool.num_classes
         settings["format"] = 2

@@ -157,7 +157,7 @@ def _add_run(sub) -> None:
     run.add_argument("--mc-samples", type=_positive, default=20, metavar="T",
                      help="MC-dropout samples of the pool's logits per selection, with --model mlp-dropout (default 20)")
     run.add_argument("--knn-recall", type=_fraction, default=None, metavar="R",
-                     help="cluster-margin: target recall@k of the approximate kNN graph beyond 200,000 pool rows "
+                     help="cluster-margin: target recall@k of the approximate kNN graph where the exact one's N^2*D passes 1e11 "
                           "(default 0.95)")
     run.add_argument("--pca", type=_positive, default=None, metavar="DIMS",
                      help="cluster-margin: reduce the embeddings to DIMS dimensions before the kNN graph "

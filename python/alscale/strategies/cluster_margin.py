@@ -16,7 +16,7 @@ from . import PoolView, Strategy, multilabel_options, picked_scores
 
 class ClusterMargin(Strategy):
     """Clusters the pool once per run — graph average linkage on the ``neighbors``-NN cosine
-    graph of the embeddings of the first selection round (faiss's graph beyond 200,000 rows;
+    graph of the embeddings of the first selection round (faiss's graph where the exact one's N²·D passes 10¹¹;
     :func:`alscale.cluster_margin.cluster_embeddings`), cut into ``n_clusters`` clusters
     (default 0: the first round's budget) — then every round takes the ``candidates_factor`` × budget lowest-margin
     unlabeled rows and round-robins over their clusters (:func:`alscale.select_cluster_margin`).
@@ -57,7 +57,7 @@ class ClusterMargin(Strategy):
         self.n_clusters = n_clusters
         self.neighbors = neighbors
         self.candidates_factor = candidates_factor
-        self.knn_recall = knn_recall  # the faiss graph's target recall@k (beyond 200,000 rows)
+        self.knn_recall = knn_recall  # the faiss graph's target recall@k (where N²·D passes 1e11)
         self.pca = pca  # reduce the embeddings to this many dimensions before the graph
         self.multilabel = bool(multilabel)
         self.reduction = reduction

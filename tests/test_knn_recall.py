@@ -201,6 +201,28 @@ def test_two_level_centroids_do_not_depend_on_the_thread_count():
     np.testing.assert_array_equal(one, two)
 
 
+def test_cells_do_not_depend_on_the_threads_or_the_row_chunks(monkeypatch):
+    """The cell scan's cells: groups split and rows ranked side by side on the threads, in chunks
+    of rows; any thread count and any chunk size give the same cells and pairs."""
+    u = knn._unit_points(blobs(20_000, 16, 200, 0.6, seed=6))
+    was = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(2)
+        whole = knn._cells(faiss, u, 8)
+        faiss.omp_set_num_threads(1)
+        one = knn._cells(faiss, u, 8)
+        monkeypatch.setattr(knn, "_CELL_ROWS", 3_001)
+        faiss.omp_set_num_threads(2)
+        chunked = knn._cells(faiss, u, 8)
+        assert faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(was)
+    assert whole[3] == one[3] == chunked[3] > 1
+    for a, b, c in zip(whole[:3], one[:3], chunked[:3]):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
 def test_small_kmeans_runs_on_one_faiss_thread_and_gives_the_threads_back(monkeypatch):
     """faiss's OpenMP threads spin between iterations: a small k-means takes one thread, a large
     one all it was given, and the caller's setting is restored either way (also on an error)."""

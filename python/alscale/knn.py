@@ -765,6 +765,7 @@ _CELL = 128  # points per inverted-file cell (BENCHMARKS.md: kNN graphs at milli
 _NPROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 _RANKED = 8  # cells each point ranks for the recall ladder (its nearest centroids)
 _BEAM = 3  # top-level groups whose cells a point ranks
+_CELL_ROWS = 1 << 17  # rows ranking their cells together (one thread's share at a time)
 _RECALL_SAMPLE = 512
 
 
@@ -827,47 +828,54 @@ def _cells(faiss, unit: np.ndarray, ranked: int):
     group = _nearest(unit, top, beam)  # (n, beam)
     order = np.argsort(group[:, 0], kind="stable")
     bounds = np.searchsorted(group[order, 0], np.arange(groups + 1))
-    # Small faiss calls from here: one faiss thread (its OpenMP threads spin-wait for the next
-    # region, which costs 10-40x on a busy machine; BENCHMARKS.md).
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        indexes, first = [], np.zeros(groups + 1, dtype=np.int64)
-        for g in range(groups):
-            rows = order[bounds[g] : bounds[g + 1]]
-            c = _kmeans(faiss, unit[rows], min(max(1, rows.size), max(1, int(round(rows.size / _CELL)))), 2 + g)
-            index = faiss.IndexFlatIP(unit.shape[1])
-            index.add(c)
-            indexes.append(index)
-            first[g + 1] = first[g] + c.shape[0]
-        cells = int(first[-1])
-        ranked = min(ranked, cells)
-        cell = np.empty(n, dtype=np.int64)
-        pairs = []
-        step = 1 << 20
-        for s in range(0, n, step):
-            u, grp = unit[s : s + step], group[s : s + step]
-            rows_n = u.shape[0]
-            sims = np.full((rows_n, beam, ranked), -np.inf, dtype=np.float32)
-            ids = np.full((rows_n, beam, ranked), -1, dtype=np.int64)
-            for b in range(beam):
-                o = np.argsort(grp[:, b], kind="stable")
-                lim = np.searchsorted(grp[o, b], np.arange(groups + 1))
-                for g in np.flatnonzero(np.diff(lim)):
-                    r = o[lim[g] : lim[g + 1]]
-                    kk = min(ranked, indexes[g].ntotal)
-                    d, i = indexes[g].search(u[r], kk)
-                    sims[r, b, :kk] = d
-                    ids[r, b, :kk] = i + first[g]
-            sims, ids = sims.reshape(rows_n, -1), ids.reshape(rows_n, -1)
-            pick = np.argsort(-sims, axis=1, kind="stable")[:, :ranked]
-            near = np.take_along_axis(ids, pick, axis=1)  # (rows, ranked), most similar first
-            cell[s : s + step] = near[:, 0]
-            rank = np.broadcast_to(np.arange(ranked), near.shape)
-            ok = near >= 0
-            pairs.append(_distinct(((near[:, :1] * cells + near) * ranked + rank)[ok]))
-    finally:
-        faiss.omp_set_num_threads(threads)
+    # Small faiss calls from here, side by side on the threads: one faiss thread each (its OpenMP
+    # threads spin-wait for the next region, which costs 10-40x on a busy machine; BENCHMARKS.md).
+    threads = max(1, faiss.omp_get_max_threads())
+
+    def split(g: int):
+        faiss.omp_set_num_threads(1)  # this thread's OpenMP setting
+        rows = order[bounds[g] : bounds[g + 1]]
+        c = _kmeans(faiss, unit[rows], min(max(1, rows.size), max(1, int(round(rows.size / _CELL)))), 2 + g)
+        index = faiss.IndexFlatIP(unit.shape[1])
+        index.add(c)
+        return index
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        indexes = list(pool.map(split, range(groups)))
+    first = np.zeros(groups + 1, dtype=np.int64)
+    np.cumsum([index.ntotal for index in indexes], out=first[1:])
+    cells = int(first[-1])
+    ranked = min(ranked, cells)
+
+    def near_cells(s: int):
+        """Rows s .. s + _CELL_ROWS: their most similar cell and their (cell, cell', rank) codes."""
+        faiss.omp_set_num_threads(1)
+        u, grp = unit[s : s + _CELL_ROWS], group[s : s + _CELL_ROWS]
+        rows_n = u.shape[0]
+        sims = np.full((rows_n, beam, ranked), -np.inf, dtype=np.float32)
+        ids = np.full((rows_n, beam, ranked), -1, dtype=np.int64)
+        for b in range(beam):
+            o = np.argsort(grp[:, b], kind="stable")
+            lim = np.searchsorted(grp[o, b], np.arange(groups + 1))
+            for g in np.flatnonzero(np.diff(lim)):
+                r = o[lim[g] : lim[g + 1]]
+                kk = min(ranked, indexes[g].ntotal)
+                d, i = indexes[g].search(u[r], kk)
+                sims[r, b, :kk] = d
+                ids[r, b, :kk] = i + first[g]
+        sims, ids = sims.reshape(rows_n, -1), ids.reshape(rows_n, -1)
+        pick = np.argsort(-sims, axis=1, kind="stable")[:, :ranked]
+        near = np.take_along_axis(ids, pick, axis=1)  # (rows, ranked), most similar first
+        rank = np.broadcast_to(np.arange(ranked), near.shape)
+        ok = near >= 0
+        return s, near[:, 0], _distinct(((near[:, :1] * cells + near) * ranked + rank)[ok])
+
+    cell = np.empty(n, dtype=np.int64)
+    pairs = []
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for s, c0, part in pool.map(near_cells, range(0, n, _CELL_ROWS)):
+            cell[s : s + c0.size] = c0
+            pairs.append(part)
     code = _distinct(np.concatenate(pairs))  # sorted by (cell, cell', rank)
     keys = code // ranked
     firsts = np.ones(code.size, dtype=bool)

@@ -186,37 +186,33 @@ def test_two_level_centroids_are_unit_and_about_as_many_as_asked():
     np.testing.assert_array_equal(c, knn._two_level(faiss, u, 2000))  # seeded
 
 
+def on_threads(threads: int, fn, *args):
+    """fn(*args) with faiss given ``threads`` threads; checks fn left that setting as it was."""
+    was = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        out = fn(*args)
+        assert faiss.omp_get_max_threads() == threads  # the caller's setting is left as it was
+        return out
+    finally:
+        faiss.omp_set_num_threads(was)
+
+
 def test_two_level_centroids_do_not_depend_on_the_thread_count():
     """The groups' k-means run side by side on the threads, each seeded on one faiss thread."""
     u = knn._unit_points(blobs(30_000, 16, 300, 0.5, seed=4))
-    was = faiss.omp_get_max_threads()
-    try:
-        faiss.omp_set_num_threads(1)
-        one = knn._two_level(faiss, u, 1500)
-        faiss.omp_set_num_threads(2)
-        two = knn._two_level(faiss, u, 1500)
-        assert faiss.omp_get_max_threads() == 2  # the caller's setting is left as it was
-    finally:
-        faiss.omp_set_num_threads(was)
-    np.testing.assert_array_equal(one, two)
+    one = on_threads(1, knn._two_level, faiss, u, 1500)
+    np.testing.assert_array_equal(one, on_threads(2, knn._two_level, faiss, u, 1500))
 
 
 def test_cells_do_not_depend_on_the_threads_or_the_row_chunks(monkeypatch):
     """The cell scan's cells: groups split and rows ranked side by side on the threads, in chunks
     of rows; any thread count and any chunk size give the same cells and pairs."""
     u = knn._unit_points(blobs(20_000, 16, 200, 0.6, seed=6))
-    was = faiss.omp_get_max_threads()
-    try:
-        faiss.omp_set_num_threads(2)
-        whole = knn._cells(faiss, u, 8)
-        faiss.omp_set_num_threads(1)
-        one = knn._cells(faiss, u, 8)
-        monkeypatch.setattr(knn, "_CELL_ROWS", 3_001)
-        faiss.omp_set_num_threads(2)
-        chunked = knn._cells(faiss, u, 8)
-        assert faiss.omp_get_max_threads() == 2
-    finally:
-        faiss.omp_set_num_threads(was)
+    whole = on_threads(2, knn._cells, faiss, u, 8)
+    one = on_threads(1, knn._cells, faiss, u, 8)
+    monkeypatch.setattr(knn, "_CELL_ROWS", 3_001)
+    chunked = on_threads(2, knn._cells, faiss, u, 8)
     assert whole[3] == one[3] == chunked[3] > 1
     for a, b, c in zip(whole[:3], one[:3], chunked[:3]):
         np.testing.assert_array_equal(a, b)

@@ -14,7 +14,8 @@ head of ``--classes`` sigmoids — then runs, each in a fresh process as a user 
 2. the same with ``--budget B2 --pending query``: the cached clusters, a new batch.
 
 Each stage line is printed with the seconds since its command started; each command's peak
-RSS (its own high-water mark, from wait4) and wall time; the ARI of the cached clusters against
+RSS (its own high-water mark, VmHWM read while it runs: wait4's ru_maxrss would carry this
+process's over the fork and exec) and wall time; the ARI of the cached clusters against
 the generating blobs; the load average before and after (a shared machine).
 """
 
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alscale.al.harness import cnn_features
+from alscale.al.harness import cnn_features, watch_peak_rss
 
 
 def make(folder: Path, n: int, dim: int, clusters: int, classes: int, noise: float) -> dict:
@@ -54,18 +55,20 @@ def make(folder: Path, n: int, dim: int, clusters: int, classes: int, noise: flo
 def query(cmd: list) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    peak = watch_peak_rss(proc.pid)
     lines = []
     for line in proc.stderr:
         stamped = f"{time.perf_counter() - t0:7.1f} s  {line.rstrip()}"
         lines.append(stamped)
         print(stamped, flush=True)
+    high = peak()  # before wait4 reaps it (its pid is not reused until then)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"alscale query failed ({proc.returncode})")
     out = {"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-           "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2), "lines": lines}
+           "peak_rss_gib": None if high is None else round(high / 2**30, 2), "lines": lines}
     print(f"{wall:7.1f} s  (exit) peak RSS {out['peak_rss_gib']} GiB, CPU {out['cpu_s']} s", flush=True)
     return out
 

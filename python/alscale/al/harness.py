@@ -612,9 +612,9 @@ def time_call(
     return Timing(times, cpu), result
 
 
-def _status_kib(field_name: str) -> Optional[int]:
+def _status_kib(field_name: str, pid: Any = "self") -> Optional[int]:
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith(field_name + ":"):
                     return int(line.split()[1])
@@ -633,6 +633,35 @@ def peak_rss() -> int:
 
     scale = 1 if sys.platform == "darwin" else 1024
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+
+
+def watch_peak_rss(pid: int, interval: float = 0.1) -> Callable[[], Optional[int]]:
+    """Watches another process's high-water mark (its ``VmHWM``, read every ``interval`` seconds
+    on a thread) while it runs; the returned function stops the watch and gives the last reading
+    in bytes (None where there is no /proc). For a child started by ``subprocess``: ``wait4``'s
+    ``ru_maxrss`` would carry the parent's resident set over the fork and exec."""
+    import threading
+
+    seen: list = [None]
+    stop = threading.Event()
+
+    def poll() -> None:
+        while True:
+            kib = _status_kib("VmHWM", pid)
+            if kib is not None:
+                seen[0] = kib * 1024
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+
+    def done() -> Optional[int]:
+        stop.set()
+        thread.join()
+        return seen[0]
+
+    return done
 
 
 def reset_peak_rss() -> bool:

@@ -22,7 +22,8 @@ import numpy as np
 from . import _core
 from ._backend import device as _gpu
 from ._backend import host_only
-from ._backend.arrays import as_fraction, as_int, as_points, as_threads, real_matrix, release_pages, unit_rows
+from ._backend.arrays import (as_fraction, as_int, as_points, as_threads, real_matrix, release_pages, take_rows,
+                              unit_rows)
 
 __all__ = ["KnnGraph", "RecallWarning", "auto_knn_method", "knn_graph"]
 
@@ -336,7 +337,7 @@ def _pca_unit(x: Any, dims: int, name: str = "x") -> np.ndarray:
     n = a.shape[0]
     sample = np.arange(n) if n <= _CHUNK_ROWS else np.sort(rng.choice(n, _CHUNK_ROWS, replace=False))
     pca = faiss.PCAMatrix(a.shape[1], dims)
-    u = _unit_points(a[sample], name)
+    u = _unit_points(take_rows(a, sample), name)
     pca.train(np.concatenate([u, -u]))  # mean 0: uncentred, so that pca = D keeps every cosine
     del u
     out = np.empty((n, dims), dtype=np.float32)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._backend.arrays import host_numpy, is_torch, as_int, check_finite_rows
+from ._backend.arrays import GATHER_ROWS, host_numpy, is_torch, as_int, check_finite_rows
 from ._backend.chunks import ChunkedArray, default_chunk_rows, release_pages
 
 __all__ = ["chunked", "logits_from_embeddings", "ChunkedArray", "EmbeddingLogits", "release_pages"]
@@ -35,7 +35,7 @@ def chunked(array: Any, chunk_rows: Any = None) -> ChunkedArray:
     return ChunkedArray(array, chunk_rows)
 
 
-_GATHER_ROWS = 2048  # rows gathered from a memmap before its pages are let go
+_GATHER_ROWS = GATHER_ROWS  # rows gathered from a memmap before its pages are let go
 
 
 class EmbeddingLogits:

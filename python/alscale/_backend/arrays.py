@@ -440,6 +440,23 @@ def release_pages(chunk: np.ndarray) -> None:
         mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
+GATHER_ROWS = 2048  # rows gathered from a memmap before the pages they span are let go
+
+
+def take_rows(a: Any, rows: np.ndarray) -> np.ndarray:
+    """``a[rows]`` for sorted row ids, gathered GATHER_ROWS at a time with the pages each block
+    spans let go after it: reading a scattered row maps the file pages around it (up to 64 KB),
+    so one gather of 65,536 rows of a 2M × 2048 memmap held most of its 8 GB resident."""
+    if not isinstance(a, np.memmap) or rows.size <= GATHER_ROWS:
+        return np.asarray(a[rows])
+    out = np.empty((rows.size,) + a.shape[1:], dtype=a.dtype)
+    for s in range(0, rows.size, GATHER_ROWS):
+        part = rows[s : s + GATHER_ROWS]
+        out[s : s + part.size] = a[part]
+        release_pages(a[int(part.min()) : int(part.max()) + 1])
+    return out
+
+
 def fingerprint(a: Any, *extra: Any) -> bytes:
     """The one fingerprint of the library: 16 bytes (BLAKE2b) of an array's values, read in
     chunks of rows (a memmap stays on disk, a contiguous array is not copied), then of the

@@ -164,3 +164,42 @@ def test_cluster_embeddings_bad_input(kwargs, error, message):
     args = {"embeddings": np.random.default_rng(0).normal(size=(20, 4)), "n_clusters": 3, **kwargs}
     with pytest.raises(error, match=message):
         cluster_embeddings(args.pop("embeddings"), args.pop("n_clusters"), **args)
+
+
+def test_cluster_embeddings_reduces_a_pool_on_disk_with_zero_rows_without_copying_it(tmp_path, monkeypatch):
+    """With all-zero rows and ``pca``, the other rows of a memmap are reduced chunk by chunk
+    (never gathered whole: a 9M x 2048 pool on disk with one zero row would be a 37 GB copy):
+    the clusters are those of the same rows given without the zero ones, the zero rows their
+    own cluster; a NaN row is named by its row in the pool."""
+    pytest.importorskip("faiss")
+    from alscale import knn
+    from alscale.al.harness import blobs
+    from alscale.cluster_margin import cluster_embeddings
+
+    z = blobs(3_000, 32, 12, 0.3, seed=8)[0].astype(np.float16)
+    z[[0, 7, 1999]] = 0
+    np.save(tmp_path / "z.npy", z)
+    disk = np.load(tmp_path / "z.npy", mmap_mode="r")
+    monkeypatch.setattr(knn, "_chunk_rows", lambda features: 512)  # several chunks, zero rows in two
+    taken = []
+    real_getitem = np.memmap.__getitem__
+
+    def spy(self, index):
+        out = real_getitem(self, index)
+        if getattr(out, "shape", (0,))[0] > 1_000:
+            taken.append(out.shape[0])
+        return out
+
+    monkeypatch.setattr(np.memmap, "__getitem__", spy)
+    got = cluster_embeddings(disk, 13, pca=8)
+    assert taken == []  # no read of more than a chunk from the pool on disk
+    monkeypatch.setattr(np.memmap, "__getitem__", real_getitem)
+    keep = np.flatnonzero(np.any(z != 0, axis=1))
+    want = cluster_embeddings(np.ascontiguousarray(z[keep]), 12, pca=8)
+    np.testing.assert_array_equal(got[keep], want)
+    assert (got[[0, 7, 1999]] == want.max() + 1).all()
+    bad = z.copy()
+    bad[2500, 3] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(ValueError, match="NaN or inf at row 2500"):
+        cluster_embeddings(np.load(tmp_path / "bad.npy", mmap_mode="r"), 13, pca=8)

@@ -156,12 +156,17 @@ def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10,
     if m >= 2:
         method = knn_method or auto_knn_method(m, pca or z.shape[1])
         kk = min(k, m - 1)
-        points = z if m == n else z[rows]
+        if m == n or pca is None:
+            points, reduce = (z if m == n else z[rows]), pca
+        else:  # reduced chunk by chunk without the zero rows: no copy of a wide pool on disk
+            from .knn import _pca_unit
+
+            points, reduce = _pca_unit(z, pca, "embeddings", rows=rows), None
         settings = f"{method}, k = {kk}" + (f", recall {recall}" if method == "faiss" else "") + (
             f", PCA to {pca}" if pca is not None else "")
         say(f"kNN graph of {m:,} embeddings ({settings}) ...")
         t0 = time.perf_counter()
-        graph = knn_graph(points, kk, knn_method=method, recall=recall, pca=pca, num_threads=num_threads)
+        graph = knn_graph(points, kk, knn_method=method, recall=recall, pca=reduce, num_threads=num_threads)
         say(f"kNN graph: {time.perf_counter() - t0:.1f} s, {_recall_line(graph, kk)}")
         want = max(1, min(m, target - (1 if m < n else 0)))
         say(f"graph HAC into {want:,} clusters ...")

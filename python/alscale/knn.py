@@ -265,16 +265,18 @@ def _chunk_rows(features: int) -> int:
     return max(1, _CHUNK_VALUES // max(1, features))
 
 
-def _row_scales(b: np.ndarray, start: int, name: str) -> np.ndarray:
+def _row_scales(b: np.ndarray, start: Any, name: str) -> np.ndarray:
     """Each row's largest |entry| (max and -min: no |b| copy); a ValueError naming the first
-    row (start + its index) with NaN or inf, then the first all-zero row."""
+    row (start + its index, or start[its index] for an array of row ids) with NaN or inf, then
+    the first all-zero row."""
     scale = np.maximum(b.max(axis=1), -b.min(axis=1))
+    row = (lambda i: int(start[i])) if isinstance(start, np.ndarray) else (lambda i: start + i)
     bad = ~np.isfinite(scale)
     if bad.any():
-        raise ValueError(f"{name} contains NaN or inf at row {start + int(np.argmax(bad))}")
+        raise ValueError(f"{name} contains NaN or inf at row {row(int(np.argmax(bad)))}")
     zero = ~(scale > 0)
     if zero.any():
-        raise ValueError(f"{name} row {start + int(np.argmax(zero))} has zero norm: cosine distance is undefined for it")
+        raise ValueError(f"{name} row {row(int(np.argmax(zero)))} has zero norm: cosine distance is undefined for it")
     return scale
 
 
@@ -321,12 +323,13 @@ def _as_unit(x: Any, name: str = "x") -> np.ndarray:
 _UNIT_TOL = 1e-6  # rows of norm 1 within this are unit rows as given (float32 rounding: ~1e-7)
 
 
-def _pca_unit(x: Any, dims: int, name: str = "x") -> np.ndarray:
+def _pca_unit(x: Any, dims: int, name: str = "x", rows: np.ndarray | None = None) -> np.ndarray:
     """Unit rows of x reduced to ``dims`` dimensions by uncentred PCA (the top eigenvectors of
     their second-moment matrix: faiss PCAMatrix trained on at most 65,536 sampled unit rows and
     their negatives), then scaled to unit norm again. The rows are projected as they are (each
     scaled by its largest entry, in float32): the projection of the unit row has the same
-    direction, so no float64 unit copy of a wide chunk is made (9M × 2048 features)."""
+    direction, so no float64 unit copy of a wide chunk is made (9M × 2048 features). ``rows``
+    (sorted ids): only those rows, as ``x[rows]`` would give them, without copying x."""
     faiss = load_faiss()
     a = real_matrix(x, name, "points")
     if dims > a.shape[1]:
@@ -334,24 +337,36 @@ def _pca_unit(x: Any, dims: int, name: str = "x") -> np.ndarray:
     if a.shape[0] < 2:
         as_points(a, name)  # raises: too few points
     rng = np.random.default_rng(0)
-    n = a.shape[0]
+    n = a.shape[0] if rows is None else rows.size
     sample = np.arange(n) if n <= _CHUNK_ROWS else np.sort(rng.choice(n, _CHUNK_ROWS, replace=False))
     pca = faiss.PCAMatrix(a.shape[1], dims)
-    u = _unit_points(take_rows(a, sample), name)
+    ids = sample if rows is None else rows[sample]
+    picked = take_rows(a, ids)
+    _row_scales(picked, ids, name)  # a bad sampled row named by its row in x
+    u = _unit_points(picked, name)
     pca.train(np.concatenate([u, -u]))  # mean 0: uncentred, so that pca = D keeps every cosine
     del u
     out = np.empty((n, dims), dtype=np.float32)
     step = _chunk_rows(a.shape[1])
-    for s in range(0, n, step):
+    o = 0
+    for s in range(0, a.shape[0] if rows is not None else n, step):
         b = a[s : s + step]
-        wide = b.dtype.itemsize > 4 or b.dtype.kind != "f"  # float64, ints: scaled before the cast
-        c = np.asarray(b, dtype=np.float64 if wide else np.float32)
-        scale = _row_scales(c, s, name)
-        c = np.divide(c, scale[:, None], out=c if c is not b else None)
-        r = pca.apply(np.ascontiguousarray(c, dtype=np.float32))
+        ids: Any = s
+        part = b
+        if rows is not None:  # this chunk's rows among ``rows``
+            lo, hi = np.searchsorted(rows, [s, s + b.shape[0]])
+            ids = rows[lo:hi]
+            part = b if ids.size == b.shape[0] else b[ids - s]
+        if part.shape[0]:
+            wide = part.dtype.itemsize > 4 or part.dtype.kind != "f"  # float64, ints: scaled before the cast
+            c = np.asarray(part, dtype=np.float64 if wide else np.float32)
+            scale = _row_scales(c, ids, name)
+            c = np.divide(c, scale[:, None], out=c if c is not b else None)
+            r = pca.apply(np.ascontiguousarray(c, dtype=np.float32))
+            norm = np.sqrt(np.einsum("ij,ij->i", r, r))[:, None]
+            out[o : o + r.shape[0]] = r / np.maximum(norm, np.float32(1e-30))
+            o += r.shape[0]
         release_pages(b)  # a memmap (e.g. 9M × 2048 on disk) keeps one chunk resident
-        norm = np.sqrt(np.einsum("ij,ij->i", r, r))[:, None]
-        out[s : s + r.shape[0]] = r / np.maximum(norm, np.float32(1e-30))
     return out
 
 

@@ -349,7 +349,7 @@ def _pca_unit(x: Any, dims: int, name: str = "x", rows: np.ndarray | None = None
     out = np.empty((n, dims), dtype=np.float32)
     step = _chunk_rows(a.shape[1])
     o = 0
-    for s in range(0, a.shape[0] if rows is not None else n, step):
+    for s in range(0, a.shape[0], step):
         b = a[s : s + step]
         ids: Any = s
         part = b
@@ -998,9 +998,9 @@ def _tuned_lists(faiss, unit: np.ndarray, k: int, threads: int, recall: float,
     (_lists_work) wins. The sizes of _LIST_SIZES a factor 2 apart are tried largest first,
     stopping once the ranking alone costs more than the best pair; then the sizes beside the two
     best of those (the work is not always unimodal in S), where their least possible work (p = 2)
-    is below the best pair's. A size's p stops
-    where its work passes the best pair's. None reaching ``recall``: the size of the best
-    estimate, at its widest p. Also returns that estimate."""
+    is below the best pair's. A size's p stops where its work passes the best pair's. None
+    reaching ``recall``: the size of the best estimate, at its widest p. Also returns that
+    estimate."""
     n, d = unit.shape
     qa = _sample(n, 1)
     ids = _true_ids(faiss, unit, qa, k)

@@ -13,6 +13,7 @@
 
 #include "common.hpp"
 #include "head.hpp"
+#include "isa.hpp"
 #include "rowmath_common.hpp"
 
 namespace alscale {
@@ -96,6 +97,64 @@ struct NextRow {
 inline NextRow next_row(const Matrix& m, int64_t i, int64_t end) {
     if (i + 1 >= end || m.col_stride <= 0 || m.col_stride > 8 || m.row_stride < m.cols * m.col_stride) return {};
     return NextRow{m.data + (i + 1) * m.row_stride, m.col_stride};
+}
+
+// Native vectors of any element type (Lanes is for float and double).
+template <class E, int B>
+struct RawLanes {
+    typedef E V __attribute__((vector_size(B)));
+};
+
+// n stored 16-bit values as floats, exactly, in native vectors of B bytes (the scalar loop of
+// RowReader runs 8 lanes a step on AVX-512, and half_to_float is a dozen integer operations a
+// vector): bfloat16 widened and shifted; float16 by vcvtph2ps (AVX-512F has it; with AVX2 where
+// the CPU has F16C), exact for every finite half whatever MXCSR's DAZ / FTZ say (tests/test_half.py
+// runs every half with both set), else half_to_float. A non-finite value stays non-finite
+// (inf as inf, NaN as a NaN), which is all the kernels ask of one: they reject its row.
+template <int B>
+ALSCALE_INLINE void halves_to_float(const uint16_t* src, float* out, int64_t n, DType dtype) {
+    constexpr int W = kWidth<float, B>;
+    using H = typename RawLanes<uint16_t, B / 2>::V;
+    using U = typename RawLanes<uint32_t, B>::V;
+    int64_t c = 0;
+    if (dtype == DType::bf16) {
+        for (; c + W <= n; c += W) {
+            H h;
+            std::memcpy(&h, src + c, sizeof h);
+            const U u = __builtin_convertvector(h, U) << 16;
+            std::memcpy(out + c, &u, sizeof u);
+        }
+        for (; c < n; ++c) out[c] = bf16_to_float(src[c]);
+        return;
+    }
+#if defined(__x86_64__) && defined(__GNUC__)
+    if constexpr (B == 64 || B == 32) {
+        if (B == 64 || has_f16c()) {
+            for (; c + W <= n; c += W) {
+                H h;
+                std::memcpy(&h, src + c, sizeof h);
+                vec<float, B> f;
+                asm("vcvtph2ps %1, %0" : "=v"(f) : "v"(h));
+                std::memcpy(out + c, &f, sizeof f);
+            }
+        }
+    }
+#endif
+    for (; c < n; ++c) out[c] = half_to_float(src[c]);
+}
+
+// Row i of `read` (RowReader::operator()), its 16-bit values converted by halves_to_float where
+// they are stored with unit stride: into `into` (n values) where given, else read's own buffer.
+template <class T, int B>
+ALSCALE_INLINE const T* read_row(RowReader<T>& read, int64_t i, int64_t n, T* into = nullptr) {
+    if constexpr (std::is_same<T, float>::value) {
+        if (const uint16_t* h = read.half_row(i)) {
+            T* out = into ? into : read.buffer();
+            halves_to_float<B>(h, out, n, read.dtype());
+            return out;
+        }
+    }
+    return read(i);
 }
 
 // Two lanes' running maxima (max_step's m1, m2 and the position `at` of m1, -1 for none) over

@@ -13,7 +13,7 @@ ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const Matrix& m, con
                                         double* const& out, const int64_t& begin, const int64_t& end) {
     const int64_t n = m.cols;
     for (int64_t i = begin; i < end; ++i) {
-        const T* x = read(i);
+        const T* x = read_row<T, B>(read, i, n);
         const RowMax<T> mx = kind == Uncertainty::margin ? row_max_top<T, B, true>(x, n)
                                                          : row_max_top<T, B, false>(x, n);
         if (!mx.finite) return i;
@@ -31,7 +31,7 @@ ALSCALE_INLINE int64_t boundary_rows(RowReader<T>& read, InverseNorms& inv, std:
                                      const int64_t& end) {
     const int64_t n = logits.cols;
     for (int64_t i = begin; i < end; ++i) {
-        const T* x = read(i);
+        const T* x = read_row<T, B>(read, i, n);
         const RowMax<T> mx = row_max_split<T, (B > 32 ? 32 : B), false>(x, n);
         if (!mx.finite) return i;
         const double lp = static_cast<double>(mx.max);

@@ -121,7 +121,14 @@ ALSCALE_INLINE void halves_to_float(const uint16_t* src, float* out, int64_t n, 
         for (; c + W <= n; c += W) {
             H h;
             std::memcpy(&h, src + c, sizeof h);
-            const U u = __builtin_convertvector(h, U) << 16;
+            U u;
+#if defined(__x86_64__) && defined(__GNUC__)
+            if constexpr (B == 64)  // one 16-wide widening (GCC splits it into two 8-wide ones)
+                asm("vpmovzxwd %1, %0" : "=v"(u) : "v"(h));
+            else
+#endif
+                u = __builtin_convertvector(h, U);
+            u <<= 16;
             std::memcpy(out + c, &u, sizeof u);
         }
         for (; c < n; ++c) out[c] = bf16_to_float(src[c]);

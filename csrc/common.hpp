@@ -46,7 +46,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // IEEE half -> float, exact for every value, branch-free so that row conversions vectorize
 // (integer work only: no float denormals, so it is right even with flush-to-zero set). Always
-// inlined: an out-of-line call per value (as GCC left it in the BASE loop) costs 3x the row.
+// inlined: GCC left it an out-of-line call per value in the BASE loop (3.5x the bfloat16 time).
 ALSCALE_INLINE float half_to_float(uint16_t h) {
     const uint32_t em = h & 0x7fffu;
     const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;

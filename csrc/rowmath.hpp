@@ -105,12 +105,13 @@ struct RawLanes {
     typedef E V __attribute__((vector_size(B)));
 };
 
-// n stored 16-bit values as floats, exactly, in native vectors of B bytes (the scalar loop of
-// RowReader runs 8 lanes a step on AVX-512, and half_to_float is a dozen integer operations a
+// n stored 16-bit values as floats, exactly, in native vectors of B bytes (RowReader's scalar
+// loop runs 8 lanes a step even on AVX-512, and half_to_float is a dozen integer operations a
 // vector): bfloat16 widened and shifted; float16 by vcvtph2ps (AVX-512F has it; with AVX2 where
-// the CPU has F16C), exact for every finite half whatever MXCSR's DAZ / FTZ say (tests/test_half.py
-// runs every half with both set), else half_to_float. A non-finite value stays non-finite
-// (inf as inf, NaN as a NaN), which is all the kernels ask of one: they reject its row.
+// the CPU has F16C), exact for every finite half whatever MXCSR's DAZ / FTZ say
+// (tests/test_half_kernels.py runs every half with both set), else half_to_float. A non-finite
+// value stays non-finite (inf as inf, NaN as a NaN), which is all the kernels ask of one: they
+// reject its row.
 template <int B>
 ALSCALE_INLINE void halves_to_float(const uint16_t* src, float* out, int64_t n, DType dtype) {
     constexpr int W = kWidth<float, B>;

@@ -165,6 +165,63 @@ ALSCALE_INLINE const T* read_row(RowReader<T>& read, int64_t i, int64_t n, T* in
     return read(i);
 }
 
+// Rows read one ahead for a boundary pass with the head's table (MASE, BASE): row p of the table
+// (8 KB for C = 1000, a random row each time) comes from L3, so the next row's max pass runs
+// before this row's boundary pass, which then prefetches the next row's table row and the logits
+// of the row after it. Only where rows are read in place, or are 16-bit rows converted into two
+// buffers in turn (`spare` the second: a row read ahead must not overwrite the current one).
+// max_of(row) gives a row's RowMax.
+template <class T, int B, class MaxOf>
+class RowsAhead {
+public:
+    RowsAhead(RowReader<T>& read, std::vector<T>& spare, const Matrix& m, const double* table, int64_t begin,
+              int64_t end, MaxOf max_of)
+        : read_(read), spare_(spare), m_(m), table_(table), end_(end), max_of_(max_of) {
+        const bool half = begin < end && read.half_row(begin) != nullptr;
+        ahead_ = table && (half || (m.col_stride == static_cast<int64_t>(sizeof(T)) &&
+                                    m.dtype == (sizeof(T) == 4 ? DType::f32 : DType::f64)));
+        if (ahead_ && half) spare.resize(static_cast<size_t>(m.cols));
+    }
+    // Row i and its max (mx): taken ahead by the previous row's next(), else now.
+    ALSCALE_INLINE const T* row(int64_t i, RowMax<T>& mx) {
+        if (next_x_) {
+            const T* x = next_x_;
+            mx = next_mx_;
+            next_x_ = nullptr;
+            return x;
+        }
+        const T* x = read_row<T, B>(read_, i, m_.cols);
+        mx = max_of_(x);
+        return x;
+    }
+    // Before the boundary pass of row i (held in x): row i + 1 read and its max taken; `next` and
+    // `next_inv` what that pass is to prefetch.
+    ALSCALE_INLINE void next(int64_t i, const T* x, NextRow& next, NextRow& next_inv) {
+        next = next_row(m_, i, end_);
+        if (!ahead_ || i + 1 >= end_) return;
+        next_x_ = read_row<T, B>(read_, i + 1, m_.cols, x == read_.buffer() ? spare_.data() : read_.buffer());
+        next_mx_ = max_of_(next_x_);
+        next = next_row(m_, i + 1, end_);
+        if (next_mx_.finite) next_inv = NextRow{reinterpret_cast<const char*>(table_ + next_mx_.arg * m_.cols), 8};
+    }
+
+private:
+    RowReader<T>& read_;
+    std::vector<T>& spare_;
+    const Matrix& m_;
+    const double* table_;
+    int64_t end_;
+    MaxOf max_of_;
+    bool ahead_ = false;
+    const T* next_x_ = nullptr;
+    RowMax<T> next_mx_{};
+};
+template <class T, int B, class MaxOf>
+ALSCALE_INLINE RowsAhead<T, B, MaxOf> rows_ahead(RowReader<T>& read, std::vector<T>& spare, const Matrix& m,
+                                                 const double* table, int64_t begin, int64_t end, MaxOf max_of) {
+    return RowsAhead<T, B, MaxOf>(read, spare, m, table, begin, end, max_of);
+}
+
 // Two lanes' running maxima (max_step's m1, m2 and the position `at` of m1, -1 for none) over
 // disjoint parts of a row, merged into a: m1 the larger (on a tie the earlier position: the first
 // argmax), m2 (WantSecond) the largest of the rest as a multiset. Order-free, so any split of a

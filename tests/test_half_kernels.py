@@ -2,7 +2,8 @@
 
 Unit-stride 16-bit rows are converted in native vectors of the dispatched instruction set
 (csrc/rowmath.hpp halves_to_float: vcvtph2ps for float16 with AVX-512 / F16C, a widen-and-shift
-for bfloat16), and BASE with the head's table reads them one row ahead into two buffers in turn.
+for bfloat16), and MASE and BASE with the head's table read them one row ahead into two buffers in
+turn (csrc/rowmath.hpp RowsAhead).
 Every score and pick must be the bits of the same values given as float32, on every instruction
 set, at widths around the vector steps (8 and 16 values) and their tails, on 1 and 2 threads.
 """

@@ -7,11 +7,24 @@ repeats, and the process's peak RSS (the harness's measure). Synthetic N(0, 2²)
     python benchmarks/kernel_ratios.py --scale 0.25 --repeat 7
     python benchmarks/kernel_ratios.py --scale 0.25 --only margin,base_w
     python benchmarks/kernel_ratios.py --scale 0.25 --threads 1   # one thread: CPU ns per value
+    python benchmarks/kernel_ratios.py --scale 0.25 --dtype bfloat16  # 16-bit logits (torch bf16)
 
 Besides the wall ratios, each kernel's CPU seconds per logit (``process_time``, min over the
 repeats) and their ratio to the floor's: with ``--threads 1`` a measure that other processes on
 the machine barely move (a shared machine's wall ratios of a 2-thread kernel to a 1-thread floor
 are not).
+
+``--dtype float16`` (numpy) or ``bfloat16`` (a torch tensor, as the library takes it: its int16
+bits, never copied) rounds the same N(0, 2²) values to 16 bits. The kernels are then timed against
+two floors in the same repeats: the fp32 floor of the same values (``L.sum()`` of the float32
+array) and a 16-bit floor, the fastest of a few single-threaded one-pass numpy reads of the 16-bit
+array's bytes (its min over the repeats; every candidate's figures are printed):
+
+- ``int16.sum``: ``u.sum(dtype=np.int64)`` of the int16 view (the floor BENCHMARKS.md used before);
+- ``f16.add.reduce``: ``np.add.reduce(h, axis=None, dtype=np.float32)`` of the float16 view (for
+  bf16 bytes a read of the same bytes as halves; its sum means nothing);
+- ``u32.sum``: ``.view(np.uint32).sum()`` (two values per element);
+- ``u64.or``: ``np.bitwise_or.reduce`` of the uint64 view (four values per element: a plain read).
 """
 
 from __future__ import annotations
@@ -35,10 +48,13 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--only", default="margin,confidence,entropy,mase_w,base_w,base,invnorms")
     ap.add_argument("--threads", type=int, default=0, help="num_threads of the kernels (0: all cores)")
+    ap.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                    help="the logits' dtype (bfloat16: a torch tensor; default float32)")
     a = ap.parse_args(argv)
     n, c = int(a.scale * IMAGENET_N), a.classes
     rng = np.random.default_rng(0)
-    L = rng.standard_normal((n, c), dtype=np.float32) * 2
+    L32 = rng.standard_normal((n, c), dtype=np.float32) * 2
+    L, floors = logits_of(L32, a.dtype)
     W = rng.standard_normal((c, 2048))
     B = max(1, n * 10_000 // IMAGENET_N)
     th = a.threads
@@ -57,25 +73,60 @@ def main(argv=None) -> None:
     if unknown:
         raise SystemExit(f"unknown kernel(s) {unknown}; choose from {sorted(calls)}")
     load_start = os.getloadavg()
-    times: dict = {k: [] for k in ["floor"] + which}
+    calls.update(floors)
+    times: dict = {k: [] for k in list(floors) + which}
     cpu: dict = {k: [] for k in times}
     for _ in range(a.repeat):
         for k in times:
-            f = L.sum if k == "floor" else calls[k]
-            timing, _ = harness.time_call(f, 1, warmup=0)
+            timing, _ = harness.time_call(calls[k], 1, warmup=0)
             times[k].append(timing.times[0])
             cpu[k].append(timing.cpu[0])
-    fl, fc = times["floor"], min(cpu["floor"])
-    print(f"N={n:,} C={c} B={B:,} threads={th or 'all'} load={os.getloadavg()[0]:.2f} floor min {min(fl):.3f} s "
-          f"median {np.median(fl):.3f} s, CPU {fc / L.size * 1e9:.3f} ns per logit")
+    size = n * c
+    # The floor of the logits' own bytes: the fastest candidate (min over the repeats).
+    own = min((k for k in floors if k != "fp32 floor" or len(floors) == 1), key=lambda k: min(times[k]))
+    print(f"N={n:,} C={c} B={B:,} dtype={a.dtype} threads={th or 'all'} load={os.getloadavg()[0]:.2f}")
+    for k in floors:
+        v = times[k]
+        print(f"{k:16s} min {min(v):.3f} s median {np.median(v):.3f} s, CPU {min(cpu[k]) / size * 1e9:.3f} ns per logit"
+              + ("   <- the floor" if k == own else ""))
+    bases = [own] if own == "fp32 floor" else [own, "fp32 floor"]
     for k in which:
         v = times[k]
-        print(f"{k:12s} min {min(v):.3f} s median {np.median(v):.3f} s   x floor: min/min {min(v) / min(fl):.2f}"
-              f"  median/median {np.median(v) / np.median(fl):.2f}   CPU {min(cpu[k]) / L.size * 1e9:.3f} ns per logit"
-              f" ({min(cpu[k]) / fc:.2f}x)")
+        line = f"{k:12s} min {min(v):.3f} s median {np.median(v):.3f} s  CPU {min(cpu[k]) / size * 1e9:.3f} ns per logit"
+        for f in bases:
+            fl, fc = times[f], min(cpu[f])
+            line += (f" | x {f}: min/min {min(v) / min(fl):.2f} median/median {np.median(v) / np.median(fl):.2f}"
+                     f" CPU {min(cpu[k]) / fc:.2f}")
+        print(line)
     print(f"peak RSS {harness.peak_rss() / 2**30:.2f} GiB; load average (1, 5, 15 min) at the start "
           f"{', '.join(f'{v:.2f}' for v in load_start)}, at the end {', '.join(f'{v:.2f}' for v in os.getloadavg())}"
           " (a shared machine: a 2-thread kernel's wall ratio needs both cores idle)")
+
+
+def logits_of(L32: np.ndarray, dtype: str):
+    """The logits in ``dtype`` and the floors to time them against: name -> a one-pass numpy read.
+    For float32 the one floor ``L.sum()``; for 16-bit that of the float32 values ("fp32 floor") and
+    the 16-bit candidates over the 16-bit array's bytes (module docstring)."""
+    if dtype == "float32":
+        return L32, {"fp32 floor": L32.sum}
+    if dtype == "float16":
+        L = L32.astype(np.float16)
+        raw = L
+    else:
+        import torch  # the app extra: bfloat16 logits are a torch tensor
+
+        L = torch.from_numpy(L32).to(torch.bfloat16)
+        raw = L.view(torch.int16).numpy()  # the same bytes, never copied
+    i16 = raw.view(np.int16)
+    flat = i16.reshape(-1)
+    assert flat.nbytes % 8 == 0, "the 16-bit floors read the bytes as uint64: N * C must be a multiple of 4"
+    return L, {
+        "fp32 floor": L32.sum,
+        "int16.sum": lambda: i16.sum(dtype=np.int64),
+        "f16.add.reduce": lambda: np.add.reduce(flat.view(np.float16), dtype=np.float32),
+        "u32.sum": lambda: flat.view(np.uint32).sum(),
+        "u64.or": lambda: np.bitwise_or.reduce(flat.view(np.uint64)),
+    }
 
 
 if __name__ == "__main__":

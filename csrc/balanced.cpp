@@ -76,6 +76,7 @@ struct UpdateContext {
     std::vector<int64_t> hits;
     std::vector<ClassCandidates> heaps;
     int64_t fed = 0;
+    std::vector<T> spare = {};  // the second buffer of 16-bit rows read ahead (RowsAhead)
 };
 
 // The hot loop: per row, its boundary distances, then the candidates for every class whose
@@ -92,40 +93,20 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const Matrix& logits
     double* r = ctx.r.data();
     double* b = ctx.bound.data();
     const double* g = ctx.global;
-    // With the head's table, row p of it (8 KB for C = 1000, a random row each time) comes from
-    // L3: the next row's max pass runs before this row's boundary pass, which then prefetches the
-    // next row's table row and the logits of the row after it. Only where rows are read in place
-    // (a copied row would be overwritten by the next one).
-    const bool ahead = ctx.inv.table() && logits.col_stride == static_cast<int64_t>(sizeof(T)) &&
-                       logits.dtype == (sizeof(T) == 4 ? DType::f32 : DType::f64);
     // The max enters boundary_row and the exact values only as 0 + max (a zero's sign is lost).
-    auto max_of = [&](const T* row) __attribute__((always_inline)) { return row_max_first<T, B>(row, n); };
-    const T* next_x = nullptr;
-    RowMax<T> next_mx{};
+    auto rows = rows_ahead<T, B>(ctx.read, ctx.spare, logits, ctx.inv.table(), begin, end,
+                                 [n](const T* row) __attribute__((always_inline)) { return row_max_first<T, B>(row, n); });
     for (int64_t i = begin; i < end; ++i) {
-        const T* x;
         RowMax<T> mx;
-        if (next_x) {
-            x = next_x;
-            mx = next_mx;
-            next_x = nullptr;
-        } else {
-            x = ctx.read(i);
-            mx = max_of(x);
-        }
+        const T* x = rows.row(i, mx);
         if (!mx.finite) return i;
         if (exclude && exclude[i]) continue;
         const int64_t row = ids[i];
         if (!taken.empty() && std::binary_search(taken.begin(), taken.end(), row)) continue;
         const int64_t p = mx.arg;
         const double lp = static_cast<double>(mx.max);
-        NextRow next = next_row(logits, i, end), next_inv;
-        if (ahead && i + 1 < end) {
-            next_x = ctx.read(i + 1);
-            next_mx = max_of(next_x);
-            next = next_row(logits, i + 1, end);
-            if (next_mx.finite) next_inv = NextRow{reinterpret_cast<const char*>(ctx.inv.table() + next_mx.arg * n), 8};
-        }
+        NextRow next, next_inv;
+        rows.next(i, x, next, next_inv);
         ctx.hits.clear();
         // With the pairs on demand, r holds lower bounds: a class that passes its bound is made
         // exact before it is offered, and so is the minimum where it passes class p's bound (a

@@ -33,4 +33,16 @@ bool use_avx512() {
     return avx512;
 }
 
+bool has_f16c() {
+    static const bool f16c = [] {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("f16c") != 0;
+#else
+        return false;
+#endif
+    }();
+    return f16c;
+}
+
 }  // namespace alscale

@@ -10,6 +10,7 @@
 namespace alscale {
 bool use_avx2();
 bool use_avx512();
+bool has_f16c();  // the CPU converts halves (vcvtph2ps); every AVX2 CPU made so far does
 }
 
 #if defined(__x86_64__) || defined(__i386__)

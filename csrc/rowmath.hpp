@@ -13,6 +13,7 @@
 
 #include "common.hpp"
 #include "head.hpp"
+#include "isa.hpp"
 #include "rowmath_common.hpp"
 
 namespace alscale {
@@ -96,6 +97,129 @@ struct NextRow {
 inline NextRow next_row(const Matrix& m, int64_t i, int64_t end) {
     if (i + 1 >= end || m.col_stride <= 0 || m.col_stride > 8 || m.row_stride < m.cols * m.col_stride) return {};
     return NextRow{m.data + (i + 1) * m.row_stride, m.col_stride};
+}
+
+// Native vectors of any element type (Lanes is for float and double).
+template <class E, int B>
+struct RawLanes {
+    typedef E V __attribute__((vector_size(B)));
+};
+
+// n stored 16-bit values as floats, exactly, in native vectors of B bytes (RowReader's scalar
+// loop runs 8 lanes a step even on AVX-512, and half_to_float is a dozen integer operations a
+// vector): bfloat16 widened and shifted; float16 by vcvtph2ps (AVX-512F has it; with AVX2 where
+// the CPU has F16C), exact for every finite half whatever MXCSR's DAZ / FTZ say
+// (tests/test_half_kernels.py runs every half with both set), else half_to_float. A non-finite
+// value stays non-finite (inf as inf, NaN as a NaN), which is all the kernels ask of one: they
+// reject its row.
+template <int B>
+ALSCALE_INLINE void halves_to_float(const uint16_t* src, float* out, int64_t n, DType dtype) {
+    constexpr int W = kWidth<float, B>;
+    using H = typename RawLanes<uint16_t, B / 2>::V;
+    using U = typename RawLanes<uint32_t, B>::V;
+    int64_t c = 0;
+    if (dtype == DType::bf16) {
+        for (; c + W <= n; c += W) {
+            H h;
+            std::memcpy(&h, src + c, sizeof h);
+            U u;
+#if defined(__x86_64__) && defined(__GNUC__)
+            if constexpr (B == 64)  // one 16-wide widening (GCC splits it into two 8-wide ones)
+                asm("vpmovzxwd %1, %0" : "=v"(u) : "v"(h));
+            else
+#endif
+                u = __builtin_convertvector(h, U);
+            u <<= 16;
+            std::memcpy(out + c, &u, sizeof u);
+        }
+        for (; c < n; ++c) out[c] = bf16_to_float(src[c]);
+        return;
+    }
+#if defined(__x86_64__) && defined(__GNUC__)
+    if constexpr (B == 64 || B == 32) {
+        if (B == 64 || has_f16c()) {
+            for (; c + W <= n; c += W) {
+                H h;
+                std::memcpy(&h, src + c, sizeof h);
+                vec<float, B> f;
+                asm("vcvtph2ps %1, %0" : "=v"(f) : "v"(h));
+                std::memcpy(out + c, &f, sizeof f);
+            }
+        }
+    }
+#endif
+    for (; c < n; ++c) out[c] = half_to_float(src[c]);
+}
+
+// Row i of `read` (RowReader::operator()), its 16-bit values converted by halves_to_float where
+// they are stored with unit stride: into `into` (n values) where given, else read's own buffer.
+template <class T, int B>
+ALSCALE_INLINE const T* read_row(RowReader<T>& read, int64_t i, int64_t n, T* into = nullptr) {
+    if constexpr (std::is_same<T, float>::value) {
+        if (const uint16_t* h = read.half_row(i)) {
+            T* out = into ? into : read.buffer();
+            halves_to_float<B>(h, out, n, read.dtype());
+            return out;
+        }
+    }
+    return read(i);
+}
+
+// Rows read one ahead for a boundary pass with the head's table (MASE, BASE): row p of the table
+// (8 KB for C = 1000, a random row each time) comes from L3, so the next row's max pass runs
+// before this row's boundary pass, which then prefetches the next row's table row and the logits
+// of the row after it. Only where rows are read in place, or are 16-bit rows converted into two
+// buffers in turn (`spare` the second: a row read ahead must not overwrite the current one).
+// max_of(row) gives a row's RowMax.
+template <class T, int B, class MaxOf>
+class RowsAhead {
+public:
+    RowsAhead(RowReader<T>& read, std::vector<T>& spare, const Matrix& m, const double* table, int64_t begin,
+              int64_t end, MaxOf max_of)
+        : read_(read), spare_(spare), m_(m), table_(table), end_(end), max_of_(max_of) {
+        const bool half = begin < end && read.half_row(begin) != nullptr;
+        ahead_ = table && (half || (m.col_stride == static_cast<int64_t>(sizeof(T)) &&
+                                    m.dtype == (sizeof(T) == 4 ? DType::f32 : DType::f64)));
+        if (ahead_ && half) spare.resize(static_cast<size_t>(m.cols));
+    }
+    // Row i and its max (mx): taken ahead by the previous row's next(), else now.
+    ALSCALE_INLINE const T* row(int64_t i, RowMax<T>& mx) {
+        if (next_x_) {
+            const T* x = next_x_;
+            mx = next_mx_;
+            next_x_ = nullptr;
+            return x;
+        }
+        const T* x = read_row<T, B>(read_, i, m_.cols);
+        mx = max_of_(x);
+        return x;
+    }
+    // Before the boundary pass of row i (held in x): row i + 1 read and its max taken; `next` and
+    // `next_inv` what that pass is to prefetch.
+    ALSCALE_INLINE void next(int64_t i, const T* x, NextRow& next, NextRow& next_inv) {
+        next = next_row(m_, i, end_);
+        if (!ahead_ || i + 1 >= end_) return;
+        next_x_ = read_row<T, B>(read_, i + 1, m_.cols, x == read_.buffer() ? spare_.data() : read_.buffer());
+        next_mx_ = max_of_(next_x_);
+        next = next_row(m_, i + 1, end_);
+        if (next_mx_.finite) next_inv = NextRow{reinterpret_cast<const char*>(table_ + next_mx_.arg * m_.cols), 8};
+    }
+
+private:
+    RowReader<T>& read_;
+    std::vector<T>& spare_;
+    const Matrix& m_;
+    const double* table_;
+    int64_t end_;
+    MaxOf max_of_;
+    bool ahead_ = false;
+    const T* next_x_ = nullptr;
+    RowMax<T> next_mx_{};
+};
+template <class T, int B, class MaxOf>
+ALSCALE_INLINE RowsAhead<T, B, MaxOf> rows_ahead(RowReader<T>& read, std::vector<T>& spare, const Matrix& m,
+                                                 const double* table, int64_t begin, int64_t end, MaxOf max_of) {
+    return RowsAhead<T, B, MaxOf>(read, spare, m, table, begin, end, max_of);
 }
 
 // Two lanes' running maxima (max_step's m1, m2 and the position `at` of m1, -1 for none) over

@@ -13,7 +13,7 @@ ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const Matrix& m, con
                                         double* const& out, const int64_t& begin, const int64_t& end) {
     const int64_t n = m.cols;
     for (int64_t i = begin; i < end; ++i) {
-        const T* x = read(i);
+        const T* x = read_row<T, B>(read, i, n);
         const RowMax<T> mx = kind == Uncertainty::margin ? row_max_top<T, B, true>(x, n)
                                                          : row_max_top<T, B, false>(x, n);
         if (!mx.finite) return i;
@@ -25,19 +25,32 @@ ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const Matrix& m, con
 }
 ALSCALE_MULTIVERSION3(uncertainty_rows)
 
+template <class T>
+struct BoundaryContext {
+    RowReader<T> read;
+    InverseNorms inv;
+    std::vector<double> r;
+    std::vector<T> spare = {};  // the second buffer of 16-bit rows read ahead (RowsAhead)
+};
+
 template <class T, int B>
-ALSCALE_INLINE int64_t boundary_rows(RowReader<T>& read, InverseNorms& inv, std::vector<double>& r,
-                                     const Matrix& logits, double* const& out, const int64_t& begin,
-                                     const int64_t& end) {
+ALSCALE_INLINE int64_t boundary_rows(BoundaryContext<T>& ctx, const Matrix& logits, double* const& out,
+                                     const int64_t& begin, const int64_t& end) {
     const int64_t n = logits.cols;
+    InverseNorms& inv = ctx.inv;
+    auto rows = rows_ahead<T, B>(ctx.read, ctx.spare, logits, inv.table(), begin, end,
+                                 [n](const T* row) __attribute__((always_inline)) {
+                                     return row_max_split<T, (B > 32 ? 32 : B), false>(row, n);
+                                 });
     for (int64_t i = begin; i < end; ++i) {
-        const T* x = read(i);
-        const RowMax<T> mx = row_max_split<T, (B > 32 ? 32 : B), false>(x, n);
+        RowMax<T> mx;
+        const T* x = rows.row(i, mx);
         if (!mx.finite) return i;
         const double lp = static_cast<double>(mx.max);
-        const double m = boundary_row<T, B>(x, n, lp, inv.row(mx.arg), r.data(), nullptr, nullptr,
-                                              next_row(logits, i, end));
-        out[i] = inv.pairs() ? exact_min<T, B>(*inv.pairs(), mx.arg, 0.0 + lp, x, r.data(), n, m) : m;
+        NextRow next, next_inv;
+        rows.next(i, x, next, next_inv);
+        const double m = boundary_row<T, B>(x, n, lp, inv.row(mx.arg), ctx.r.data(), nullptr, nullptr, next, next_inv);
+        out[i] = inv.pairs() ? exact_min<T, B>(*inv.pairs(), mx.arg, 0.0 + lp, x, ctx.r.data(), n, m) : m;
     }
     return end;
 }
@@ -54,13 +67,6 @@ void uncertainty_impl(const Matrix& logits, Uncertainty kind, double* out, int n
 }
 
 template <class T>
-struct BoundaryContext {
-    RowReader<T> read;
-    InverseNorms inv;
-    std::vector<double> r;
-};
-
-template <class T>
 void boundary_impl(const Matrix& logits, const HeadNorms& head, double* out, int num_threads) {
     const int64_t n = logits.cols;
     parallel_rows(
@@ -70,7 +76,7 @@ void boundary_impl(const Matrix& logits, const HeadNorms& head, double* out, int
                                       std::vector<double>(static_cast<size_t>(n))};
         },
         [&](BoundaryContext<T>& ctx, int64_t begin, int64_t end) {
-            return boundary_rows_dispatch3<T>(ctx.read, ctx.inv, ctx.r, logits, out, begin, end);
+            return boundary_rows_dispatch3<T>(ctx, logits, out, begin, end);
         },
         [](BoundaryContext<T>&, int) {});
 }

@@ -371,3 +371,7 @@ def test_take_rows_gathers_a_memmap_in_blocks_letting_each_blocks_pages_go(tmp_p
     assert arrays.take_rows(disk, rows[:0]).shape == (0, 7)
     np.testing.assert_array_equal(arrays.take_rows(z, rows), z[rows])  # in memory: plain indexing
     assert released == [6, 211, 2]
+    plain = np.asarray(disk)  # a memmap seen as an ndarray (as real_matrix passes it on) is mapped all the same
+    assert type(plain) is np.ndarray
+    np.testing.assert_array_equal(arrays.take_rows(plain, rows), z[rows])
+    assert released == [6, 211, 2] * 2

@@ -447,8 +447,8 @@ def take_rows(a: Any, rows: np.ndarray) -> np.ndarray:
     """``a[rows]`` for sorted row ids, gathered GATHER_ROWS at a time with the pages each block
     spans let go after it: reading a scattered row maps the file pages around it (up to 64 KB),
     so one gather of 65,536 rows of a 2M × 2048 memmap held most of its 8 GB resident."""
-    if not isinstance(a, np.memmap) or rows.size <= GATHER_ROWS:
-        return np.asarray(a[rows])
+    if rows.size <= GATHER_ROWS or not isinstance(a, np.ndarray) or _mapping(a) is None:
+        return np.asarray(a[rows])  # (a memmap seen as an ndarray is mapped all the same)
     out = np.empty((rows.size,) + a.shape[1:], dtype=a.dtype)
     for s in range(0, rows.size, GATHER_ROWS):
         part = rows[s : s + GATHER_ROWS]

@@ -143,7 +143,7 @@ def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10,
     [0, 0, 1, 1, 2]
     """
     from .hac import hac_average_graph
-    from .knn import auto_knn_method, knn_graph
+    from .knn import _pca_unit, auto_knn_method, knn_graph
 
     z = real_matrix(embeddings, "embeddings", "rows")
     target, k, recall, pca = cluster_settings(n_clusters, neighbors, recall, pca, z.shape[1])
@@ -159,8 +159,6 @@ def cluster_embeddings(embeddings: Any, n_clusters: Any, *, neighbors: Any = 10,
         if m == n or pca is None:
             points, reduce = (z if m == n else z[rows]), pca
         else:  # reduced chunk by chunk without the zero rows: no copy of a wide pool on disk
-            from .knn import _pca_unit
-
             points, reduce = _pca_unit(z, pca, "embeddings", rows=rows), None
         settings = f"{method}, k = {kk}" + (f", recall {recall}" if method == "faiss" else "") + (
             f", PCA to {pca}" if pca is not None else "")

@@ -235,12 +235,21 @@ void knn_rank_lists(const float* x, int64_t n, int64_t d, const float* centroids
 
 void knn_lists(const float* x, int64_t n, int64_t d, int64_t k, const float* centroids, int64_t lists,
                const int64_t* list_start, const int64_t* list_rows, int64_t probes, const int32_t* ranks,
-               int64_t* indices, float* similarities, int num_threads) {
+               const int64_t* queries, int64_t m_all, int64_t* indices, float* similarities, int num_threads) {
     if (k < 1) throw std::invalid_argument("knn needs k >= 1");
-    if (ranks)
-        for (int64_t p = 0; p < n * probes; ++p)
-            if (ranks[p] < 0 || ranks[p] >= lists) throw std::invalid_argument("ranked list out of range");
     check_lists(n, d, lists, probes, list_start, list_rows);
+    const bool by_row = queries == nullptr;  // every row, in list order; ranks and results by row
+    if (by_row) {
+        queries = list_rows;
+        m_all = n;
+    }
+    if (m_all < 0) throw std::invalid_argument("the query count must be >= 0");
+    for (int64_t i = 0; i < m_all; ++i)
+        if (queries[i] < 0 || queries[i] >= n) throw std::invalid_argument("query row out of range");
+    if (ranks)
+        for (int64_t p = 0; p < m_all * probes; ++p)
+            if (ranks[p] < 0 || ranks[p] >= lists) throw std::invalid_argument("ranked list out of range");
+    if (m_all == 0) return;
     const int threads = thread_count(num_threads);
     const Packed pts = pack(x, d, lists, list_start, list_rows, threads);
     const Packed cen = ranks ? Packed{} : pack_centroids(centroids, lists, d, threads);  // ranks given: not ranked here
@@ -249,7 +258,7 @@ void knn_lists(const float* x, int64_t n, int64_t d, int64_t k, const float* cen
     // (query, list) pairs are inverted: each list's blocks are read once a chunk.
     // At least one chunk a thread; at most 2^24 pairs a chunk.
     const int64_t cap = std::max<int64_t>(4096, std::min<int64_t>(1 << 17, (int64_t{1} << 24) / probes));
-    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(cap, (n + threads - 1) / threads));
+    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(cap, (m_all + threads - 1) / threads));
     ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
     {
@@ -261,14 +270,15 @@ void knn_lists(const float* x, int64_t n, int64_t d, int64_t k, const float* cen
         std::vector<Neighbours> nbs;
         alignas(64) float acc[kR][kW];
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t c0 = 0; c0 < n; c0 += chunk) errors.run([&] {
-            const int64_t m = std::min(chunk, n - c0);
-            const int64_t* qrows = list_rows + c0;
+        for (int64_t c0 = 0; c0 < m_all; c0 += chunk) errors.run([&] {
+            const int64_t m = std::min(chunk, m_all - c0);
+            const int64_t* qrows = queries + c0;
             qx.resize(static_cast<size_t>(m * d));
             for (int64_t i = 0; i < m; ++i) std::copy_n(x + qrows[i] * d, d, qx.data() + i * d);
             pr.resize(static_cast<size_t>(m * probes));
             if (ranks)
-                for (int64_t i = 0; i < m; ++i) std::copy_n(ranks + qrows[i] * probes, probes, pr.data() + i * probes);
+                for (int64_t i = 0; i < m; ++i)
+                    std::copy_n(ranks + (by_row ? qrows[i] : c0 + i) * probes, probes, pr.data() + i * probes);
             else
                 rank_rows(qx.data(), m, d, cen, probes, pr.data(), sc);
             // invert: the chunk's queries of every list, ascending
@@ -313,7 +323,7 @@ void knn_lists(const float* x, int64_t n, int64_t d, int64_t k, const float* cen
             for (int64_t i = 0; i < m; ++i) {
                 Neighbours& nb = nbs[i];
                 std::sort(nb.h, nb.h + nb.count);
-                const int64_t row = qrows[i];
+                const int64_t row = by_row ? qrows[i] : c0 + i;  // where its result goes
                 for (int64_t j = 0; j < k; ++j) {
                     indices[row * k + j] = j < nb.count ? nb.h[j].row : -1;
                     similarities[row * k + j] = j < nb.count ? nb.h[j].sim : 0.0f;

@@ -22,8 +22,12 @@ void knn_rank_lists(const float* x, int64_t n, int64_t d, const float* centroids
 // lists hold fewer than k other rows. The result does not depend on the thread count.
 // ranks (n x probes, or nullptr): every row's lists as knn_rank_lists gave them (the pass that
 // chose the lists' members: its first column), instead of ranking again.
+// queries (m rows, or nullptr: every row, m = n): only these rows are searched, in this order
+// (list order reads each list's blocks least); ranks (if given) and the results are then theirs,
+// m x probes and m x k, by position. A query's neighbours do not depend on the other queries, so
+// searching the rows in parts gives the graph of one call.
 void knn_lists(const float* x, int64_t n, int64_t d, int64_t k, const float* centroids, int64_t lists,
                const int64_t* list_start, const int64_t* list_rows, int64_t probes, const int32_t* ranks,
-               int64_t* indices, float* similarities, int num_threads);
+               const int64_t* queries, int64_t m, int64_t* indices, float* similarities, int num_threads);
 
 }  // namespace alscale

@@ -58,6 +58,22 @@ def test_knn_lists_matches_reference(problem, threads):
     np.testing.assert_array_equal(got_s, want_s)
 
 
+@given(list_problems(), st.sampled_from([1, 2]), st.randoms(use_true_random=False), st.booleans())
+def test_knn_lists_on_given_queries_matches_reference(problem, threads, rnd, given_ranks):
+    """Searching only some rows, in any order (with their ranks given by position, or ranked
+    here), gives those rows' neighbours of the whole graph, by position."""
+    x, k, c, home, probes = problem
+    n = x.shape[0]
+    queries = np.array(rnd.sample(range(n), rnd.randint(0, n)), dtype=np.int64)
+    ranks = reference_rank(x[queries], c, probes).astype(np.int32) if given_ranks else None
+    got_i, got_s = _core.knn_lists(x, k, c, *grouped(home, c.shape[0]), probes, ranks=ranks, queries=queries,
+                                   num_threads=threads)
+    want_i, want_s = reference_lists(x, k, c, home, probes)
+    assert got_i.shape == (queries.size, k)
+    np.testing.assert_array_equal(got_i, want_i[queries])
+    np.testing.assert_array_equal(got_s, want_s[queries])
+
+
 @pytest.mark.parametrize("n, d, lists", [(700, 9, 11), (300, 64, 40), (2100, 33, 70)])
 def test_every_list_probed_is_knn_exact_and_threads_change_nothing(n, d, lists):
     rng = np.random.default_rng(n)
@@ -81,7 +97,8 @@ def test_every_list_probed_is_knn_exact_and_threads_change_nothing(n, d, lists):
     np.testing.assert_array_equal(given_ranks[1], few[0][1])
 
 
-@pytest.mark.parametrize("bad", ["start", "rows", "twice", "probes", "dims", "ranks", "rank shape"])
+@pytest.mark.parametrize("bad", ["start", "rows", "twice", "probes", "dims", "ranks", "rank shape", "query",
+                                 "query ranks"])
 def test_knn_lists_bad_layout_is_a_value_error(bad):
     x = np.eye(4, dtype=np.float32)
     c = np.eye(4, dtype=np.float32)[:2]
@@ -99,6 +116,10 @@ def test_knn_lists_bad_layout_is_a_value_error(bad):
         c = np.eye(5, dtype=np.float32)[:2]
     elif bad == "ranks":  # a list that does not exist
         extra = {"ranks": np.array([[0], [1], [2], [0]], dtype=np.int32)}
+    elif bad == "query":  # a row that does not exist
+        extra = {"queries": np.array([0, 4], dtype=np.int64)}
+    elif bad == "query ranks":  # ranks for the rows, not for the two queries
+        extra = {"queries": np.array([1, 2], dtype=np.int64), "ranks": np.zeros((4, 1), dtype=np.int32)}
     else:
         extra = {"ranks": np.zeros((4, 2), dtype=np.int32)}
     with pytest.raises(ValueError):
@@ -152,6 +173,50 @@ def test_lists_graph_same_for_any_thread_count_and_exact_when_every_list_is_prob
     ex = alscale.knn_graph(x, 5)
     np.testing.assert_array_equal(e[0], ex[0])
     assert e.recall == 1.0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_spilled_ranks_give_the_graph_of_one_pass(threads, monkeypatch, tmp_path):
+    """Over the ranks' budget, "lists" ranks the rows a chunk at a time, spills the ranks to
+    files by ranges of home lists and searches one file at a time: the same graph, bit for bit,
+    as ranking every row at once; the files are gone afterwards."""
+    import tempfile
+
+    x = knn._unit_points(overlapping(5_000, d=16, seed=3))
+    x[::97] = x[5]  # exact ties
+    rng = np.random.default_rng(0)
+    c = x[np.sort(rng.choice(x.shape[0], 60, replace=False))]
+    whole = knn._searched_lists(x, 7, c, 9, threads, {})
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(knn, "_ranks_budget", lambda n, k: 4 * n * 2)  # ranks of 2 probes at once
+    info = {}
+    parts = knn._searched_lists(x, 7, c, 9, threads, info)
+    np.testing.assert_array_equal(parts[0], whole[0])
+    np.testing.assert_array_equal(parts[1], whole[1])
+    assert info["ranks_spilled"] == {"bytes": 5_000 * (8 + 4 * 9), "files": 5}
+    assert list(tmp_path.iterdir()) == []
+    # the whole graph, tuned and measured: the same as without the spill
+    monkeypatch.undo()
+    pytest.importorskip("faiss")
+    import alscale
+
+    a = alscale.knn_graph(x, 7, knn_method="lists", nprobe=9)
+    monkeypatch.setattr(knn, "_ranks_budget", lambda n, k: 4 * n * 2)
+    b = alscale.knn_graph(x, 7, knn_method="lists", nprobe=9)
+    assert "ranks_spilled" in b.info and "ranks_spilled" not in a.info
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a.recall == b.recall
+
+
+def test_ranks_that_cannot_be_spilled_name_the_folder_to_set(monkeypatch, tmp_path):
+    import tempfile
+
+    x = knn._unit_points(overlapping(2_000, d=8))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    monkeypatch.setattr(knn, "_ranks_budget", lambda n, k: 4 * n)
+    with pytest.raises(OSError, match="TMPDIR"):
+        knn._searched_lists(x, 5, x[:20].copy(), 4, 1, {})
 
 
 def test_list_size_is_the_least_work_that_keeps_the_promise():

@@ -127,8 +127,10 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
     faiss's index plus its neighbourhoods, about 0.7 KB a point (measured: 1.9 GiB together at
     2M × 64, degree 16), then its (N, degree) int32 graph, re-ranked in chunks of 64 MB;
     "lists": a float32 copy of the points packed list by list (N·D·4 bytes, plus the lists'
-    padding to 32 points), the (N, nprobe) int32 ranks, and per thread a chunk's inverted
-    (query, list) pairs (at most 2²⁴ int32s) — 1.99 GiB peak at 2M × 64 overlapping, nprobe 48;
+    padding to 32 points), the rows' ranked lists, at most the (N, k) result's size at once (256
+    MiB at least; beyond, spilled to TMPDIR: N·nprobe·4 bytes of disk, whatever the overlap), and
+    per thread a chunk's inverted (query, list) pairs (at most 2²⁴ int32s) — 1.99 GiB peak at
+    2M × 64 overlapping, nprobe 48;
     6.29 GiB for the whole Cluster-Margin run at 9M × 64 overlapping (lists of 256, nprobe 12);
     the cell scan's cell-pair lists grow with how much the data overlaps (O(N·ranked)), and
     exact adds (block) working space only.
@@ -173,8 +175,8 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
         found iff its list is among its query's nprobe; nprobe at most a quarter of the lists):
         the pair reaching ``recall`` with the least work N·(N/S)·D + 2·N·nprobe·S·D, so lists
         about the size of the data's clusters (BENCHMARKS.md: S = 64 at 2M overlapping blobs,
-        256 at 9M). A fixed ``nprobe`` keeps S = 64. Memory: the (N, nprobe) int32 ranks and a
-        packed copy of the points.
+        256 at 9M). A fixed ``nprobe`` keeps S = 64. Memory: a packed copy of the points and
+        the ranked lists, held at most the result's size at a time (the rest spilled to TMPDIR).
         "nndescent": faiss IndexNNDescentFlat (NN-descent: local joins of neighbours' neighbours
         from a random graph; 10 new and 100 reverse neighbours sampled a point and iteration)
         with degree 1.6·k and 10 iterations, its rows re-ranked here by similarity (ties to the
@@ -1058,6 +1060,83 @@ def _tuned_lists(faiss, unit: np.ndarray, k: int, threads: int, recall: float,
     return centroids, ladder, estimate
 
 
+_RANKS_BYTES = 1 << 28  # "lists": the ranks held at once, at least (256 MiB; else the graph's size)
+
+
+def _ranks_budget(n: int, k: int) -> int:
+    """Bytes of the lists' ranks "lists" holds at once: the (N, k) graph's own size (12 bytes an
+    entry), at least _RANKS_BYTES — so its memory stays O(N·k + index) at any nprobe."""
+    return max(_RANKS_BYTES, 12 * n * k)
+
+
+def _searched_lists(unit: np.ndarray, k: int, centroids: np.ndarray, p: int, threads: int,
+                    info: dict) -> tuple[np.ndarray, np.ndarray, float]:
+    """The graph of "lists" at p probes, and the seconds spent ranking. Every row ranks the
+    centroids (its first: its home list, whose points it joins); then every row scans its p lists.
+    Where the (N, p) int32 ranks exceed _ranks_budget (overlapping data needs many probes: 6.9 GB
+    at 9M rows and p = 192), the rows are ranked a chunk at a time and their ranks spilled to
+    files in TMPDIR, one per range of home lists, then searched one file at a time (in list order,
+    the order of one call, so the same graph): memory O(N·k + index) whatever the overlap, and
+    N·p·4 bytes of temporary disk."""
+    n = unit.shape[0]
+    nlist = centroids.shape[0]
+    budget = _ranks_budget(n, k)
+    t = time.perf_counter()
+    if 4 * n * p <= budget:
+        ranks = _core.knn_rank_lists(unit, centroids, p, num_threads=threads)
+        ranking = time.perf_counter() - t
+        start, rows = _grouped(ranks[:, 0].astype(np.int64), nlist)  # the lists: each row's first
+        idx, sim = _core.knn_lists(unit, k, centroids, start, rows, p, ranks=ranks, num_threads=threads)
+        info.pop("ranks_spilled", None)
+        return idx, sim, ranking
+    import tempfile
+
+    parts = min(nlist, -(-4 * n * p // budget))  # files: ranges of home lists
+    step = max(1024, budget // (16 * p))  # rows ranked at a time: a quarter of the budget
+    record = np.dtype([("row", np.int64), ("ranks", np.int32, (p,))])
+    home = np.empty(n, dtype=np.int64)
+    try:
+        with tempfile.TemporaryDirectory(prefix="alscale-knn-ranks-") as folder:
+            paths = [os.path.join(folder, f"{b}.bin") for b in range(parts)]
+            files = [open(path, "wb") for path in paths]
+            try:
+                for s in range(0, n, step):
+                    ranks = _core.knn_rank_lists(unit[s : s + step], centroids, p, num_threads=threads)
+                    home[s : s + ranks.shape[0]] = ranks[:, 0]
+                    part = ranks[:, 0].astype(np.int64) * parts // nlist
+                    order = np.argsort(part, kind="stable")
+                    cut = np.searchsorted(part[order], np.arange(parts + 1))
+                    for b in np.flatnonzero(np.diff(cut)):
+                        at = order[cut[b] : cut[b + 1]]
+                        out = np.empty(at.size, dtype=record)
+                        out["row"], out["ranks"] = s + at, ranks[at]
+                        out.tofile(files[b])
+                    del ranks
+            finally:
+                for f in files:
+                    f.close()
+            ranking = time.perf_counter() - t
+            start, rows = _grouped(home, nlist)
+            del home
+            idx = np.empty((n, k), dtype=np.int64)
+            sim = np.empty((n, k), dtype=np.float32)
+            for path in paths:
+                got = np.fromfile(path, dtype=record)
+                os.remove(path)
+                # rows ascending in a file, so (home, row) order: the lists' order
+                order = np.argsort(got["ranks"][:, 0], kind="stable")
+                queries = got["row"][order]
+                ranks = np.ascontiguousarray(got["ranks"][order])
+                del got
+                idx[queries], sim[queries] = _core.knn_lists(unit, k, centroids, start, rows, p, ranks=ranks,
+                                                             queries=queries, num_threads=threads)
+    except OSError as e:
+        raise OSError(f"knn_graph: spilling the lists' ranks ({4 * n * p / 2**30:.1f} GiB) to a temporary "
+                      f"folder failed ({e}); set TMPDIR to a disk with room") from e
+    info["ranks_spilled"] = {"bytes": int(n * record.itemsize), "files": parts}
+    return idx, sim, ranking
+
+
 def _knn_lists(faiss, unit: np.ndarray, k: int, threads: int, fixed: int | None, recall: float,
                info: dict) -> KnnGraph:
     """alscale's inverted file searched GEMM-shaped (csrc/knn_lists.hpp): lists of about S points
@@ -1086,11 +1165,8 @@ def _knn_lists(faiss, unit: np.ndarray, k: int, threads: int, fixed: int | None,
     search_s = rank_s = 0.0
     for p in ladder:
         t = time.perf_counter()
-        ranks = _core.knn_rank_lists(unit, centroids, p, num_threads=threads)
-        rank_s += time.perf_counter() - t
-        start, rows = _grouped(ranks[:, 0].astype(np.int64), nlist)  # the lists: each row's first
-        idx, sim = _core.knn_lists(unit, k, centroids, start, rows, p, ranks=ranks, num_threads=threads)
-        del ranks, rows
+        idx, sim, ranking = _searched_lists(unit, k, centroids, p, threads, info)
+        rank_s += ranking
         search_s += time.perf_counter() - t
         info.update(nprobe=p, search_s=search_s, rank_s=rank_s)  # search_s: the ranking and the scan
         got, best = _better(faiss, unit, k, idx, sim, info, best)

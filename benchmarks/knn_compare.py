@@ -24,8 +24,14 @@ after each run (shared 2-core machine).
 
 Data: "separated" (64-d Gaussian blobs, N/100 centres, noise 0.15), "overlap" (64-d, N/100
 centres, noise 0.8: heavily overlapping), "fmnist" (Fashion-MNIST train + test pixels, 70,000 x
-784, from /usr/share/datasets/fashion-mnist: apt-get install dataset-fashion-mnist) and
-"fmnist-pca64" (the same, reduced by knn_graph's uncentred PCA to 64 dimensions).
+784, from /usr/share/datasets/fashion-mnist: apt-get install dataset-fashion-mnist),
+"fmnist-pca64" (the same, reduced by knn_graph's uncentred PCA to 64 dimensions) and "cnn-pca64"
+(the first ``--n`` rows of ``--features``, an .npy of CNN-like features such as
+benchmarks/cm_openimages.py makes, through the same PCA to 64; cached beside it).
+
+``--ranks-budget`` sets the bytes of ranked lists "lists" holds at once (default: the library's,
+the graph's size; ``inf``: all at once, as before the spill), to measure what the bound costs
+and saves on the same data: the row records ``ranks_spilled`` and the ranking's seconds.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from alscale.al import harness
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-DATA = ("separated", "overlap", "fmnist", "fmnist-pca64")
+DATA = ("separated", "overlap", "fmnist", "fmnist-pca64", "cnn-pca64")
 METHODS = ("faiss", "cells", "ivf", "lists", "hnsw", "nndescent", "exact")
 FMNIST = "/usr/share/datasets/fashion-mnist"
 
@@ -64,9 +70,17 @@ def fashion_mnist() -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
-def unit_points(data: str, n: int) -> np.ndarray:
+def unit_points(data: str, n: int, features: str | None = None) -> np.ndarray:
     from alscale import knn
 
+    if data == "cnn-pca64":
+        if not features:
+            raise SystemExit("cnn-pca64 needs --features PATH.npy")
+        cache = f"{features}.pca64-{n}.npy"
+        if not os.path.exists(cache):
+            np.save(cache + ".tmp.npy", knn._pca_unit(np.load(features, mmap_mode="r")[:n], 64))
+            os.replace(cache + ".tmp.npy", cache)
+        return np.load(cache)
     if data in ("separated", "overlap"):
         from cm_9m import blobs
 
@@ -77,11 +91,23 @@ def unit_points(data: str, n: int) -> np.ndarray:
     return knn._pca_unit(x, 64) if data == "fmnist-pca64" else knn._unit_points(x)
 
 
-def one(data: str, method: str, n: int, k: int, recall: float) -> dict:
+def one(data: str, method: str, n: int, k: int, recall: float, features: str | None = None,
+        ranks_budget: str | None = None) -> dict:
     """Builds the graph once in this process; returns its row."""
     from alscale import knn
 
-    u = unit_points(data, n)
+    kept = knn._ranks_budget
+    if ranks_budget:
+        budget = float(ranks_budget)
+        knn._ranks_budget = lambda n, k: budget
+    try:
+        return _built(knn, data, method, n, k, recall, features, ranks_budget)
+    finally:
+        knn._ranks_budget = kept
+
+
+def _built(knn, data, method, n, k, recall, features, ranks_budget) -> dict:
+    u = unit_points(data, n, features)
     import gc
 
     gc.collect()
@@ -100,7 +126,10 @@ def one(data: str, method: str, n: int, k: int, recall: float) -> dict:
            "stages_s": {p: round(info[p], 2) for p in ("build_s", "tune_s", "search_s", "measure_s") if p in info},
            "peak_rss_gib": round(harness.peak_rss() / GIB, 3), "data_rss_gib": round(base, 3),
            "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}
-    for key in ("cells_recall", "cells_nprobe", "cells_s", "cells_scan_run", "approx_recall"):
+    if ranks_budget:
+        row["ranks_budget"] = ranks_budget
+    for key in ("cells_recall", "cells_nprobe", "cells_s", "cells_scan_run", "approx_recall", "rank_s",
+                "ranks_spilled", "list_size"):
         if key in info:
             row[key] = round(info[key], 4) if isinstance(info[key], float) else info[key]
     return row
@@ -118,9 +147,11 @@ def main() -> None:
     p.add_argument("--recall", type=float, default=0.95)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None, help="JSON lines file for --all")
+    p.add_argument("--features", default=None, help="cnn-pca64: the .npy of features")
+    p.add_argument("--ranks-budget", default=None, help='bytes of ranked lists held at once ("inf": all)')
     a = p.parse_args()
     if not a.all:
-        print(json.dumps(one(a.data, a.method, a.n, a.k, a.recall)), flush=True)
+        print(json.dumps(one(a.data, a.method, a.n, a.k, a.recall, a.features, a.ranks_budget)), flush=True)
         return
     out = open(a.out, "a") if a.out else None
     methods = a.methods.split(",")
@@ -133,6 +164,8 @@ def main() -> None:
                     continue
                 cmd = [sys.executable, __file__, "--data", data, "--method", method, "--n", str(a.n),
                        "--k", str(a.k), "--recall", str(a.recall)]
+                cmd += ["--features", a.features] if a.features else []
+                cmd += ["--ranks-budget", a.ranks_budget] if a.ranks_budget else []
                 res = subprocess.run(cmd, capture_output=True, text=True)
                 if res.returncode != 0:
                     print(json.dumps({"data": data, "method": method, "error": res.stderr[-2000:]}), flush=True)

@@ -290,6 +290,28 @@ def test_kernel_ratios_script_refuses_an_unknown_kernel():
         _kernel_ratios().main(["--scale", "0.0005", "--only", "margin,nope"])
 
 
+def test_knn_compare_ranks_budget_spills_the_same_graph():
+    """knn_compare's --ranks-budget: a small budget spills the lists' ranks (recorded in the row),
+    ``inf`` holds them at once; the same graph (recall and parameters) either way, and the
+    library's budget is restored after the run."""
+    pytest.importorskip("faiss")
+    import sys
+    from pathlib import Path
+
+    from alscale import knn
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import knn_compare
+
+    kept = knn._ranks_budget
+    small = knn_compare.one("overlap", "lists", 3000, 5, 0.9, ranks_budget="4096")
+    whole = knn_compare.one("overlap", "lists", 3000, 5, 0.9, ranks_budget="inf")
+    assert knn._ranks_budget is kept
+    assert small["ranks_spilled"]["files"] > 1 and "ranks_spilled" not in whole
+    assert small["recall"] == whole["recall"] >= 0.9 and small["param"] == whole["param"]
+    assert small["peak_rss_gib"] > 0 and small["rank_s"] > 0
+
+
 def test_openimages_rows_at_seconds_per_call_are_timed_fewer_times():
     """From N = 100K on (scale 0.02 is 180K rows) the floor and alscale's rows run 3 times, each
     peer once, none after a warm-up call; tiny scales keep the command's repeat and warm-up."""

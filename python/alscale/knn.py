@@ -1091,8 +1091,8 @@ def _searched_lists(unit: np.ndarray, k: int, centroids: np.ndarray, p: int, thr
         return idx, sim, ranking
     import tempfile
 
-    parts = min(nlist, -(-4 * n * p // budget))  # files: ranges of home lists
-    step = max(1024, budget // (16 * p))  # rows ranked at a time: a quarter of the budget
+    parts = int(min(nlist, math.ceil(4 * n * p / budget)))  # files: ranges of home lists
+    step = int(max(1024, budget // (16 * p)))  # rows ranked at a time: a quarter of the budget
     record = np.dtype([("row", np.int64), ("ranks", np.int32, (p,))])
     home = np.empty(n, dtype=np.int64)
     try:

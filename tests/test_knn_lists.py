@@ -209,6 +209,20 @@ def test_spilled_ranks_give_the_graph_of_one_pass(threads, monkeypatch, tmp_path
     assert a.recall == b.recall
 
 
+def test_progress_line_names_the_lists_and_the_spill(monkeypatch):
+    pytest.importorskip("faiss")
+    import alscale
+    from alscale.cluster_margin import _recall_line
+
+    x = overlapping(3_000, d=16, seed=4)
+    g = alscale.knn_graph(x, 5, knn_method="lists", nprobe=6)
+    assert _recall_line(g, 5) == (f"lists, recall@5 {g.recall:.4f} measured on 1,000 sampled points; "
+                                  f"{g.info['nlist']:,} lists of ~64 points, 6 probed")
+    monkeypatch.setattr(knn, "_ranks_budget", lambda n, k: 4 * n * 2)
+    h = alscale.knn_graph(x, 5, knn_method="lists", nprobe=6)
+    assert _recall_line(h, 5).endswith("6 probed; ranks spilled to TMPDIR (0.0 GB, 3 files)")
+
+
 def test_ranks_that_cannot_be_spilled_name_the_folder_to_set(monkeypatch, tmp_path):
     import tempfile
 

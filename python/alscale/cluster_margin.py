@@ -182,8 +182,14 @@ def _recall_line(graph: Any, k: int) -> str:
     info = getattr(graph, "info", {})
     if info.get("method") == "exact":
         return f"exact (recall@{k} 1)"
-    return (f"{info.get('method', 'approximate')}, recall@{k} {graph.recall:.4f} measured on "
+    line = (f"{info.get('method', 'approximate')}, recall@{k} {graph.recall:.4f} measured on "
             f"{info.get('recall_queries', 0):,} sampled points")
+    if info.get("method") == "lists" and "nprobe" in info:
+        line += f"; {info['nlist']:,} lists of ~{info['list_size']} points, {info['nprobe']} probed"
+    spilled = info.get("ranks_spilled")
+    if spilled:
+        line += f"; ranks spilled to TMPDIR ({spilled['bytes'] / 1e9:.1f} GB, {spilled['files']} files)"
+    return line
 
 
 def cluster_settings(n_clusters: Any, neighbors: Any, recall: Any, pca: Any, features: Optional[int] = None) -> tuple:

@@ -209,6 +209,41 @@ def test_spilled_ranks_give_the_graph_of_one_pass(threads, monkeypatch, tmp_path
     assert a.recall == b.recall
 
 
+@pytest.mark.parametrize("where", ["tmpfs", "full"])
+def test_ranks_held_in_memory_with_a_warning_where_tmpdir_cannot_take_them(where, monkeypatch, tmp_path):
+    """A TMPDIR in memory, or without room for the ranks: the ranks are held in memory (the same
+    graph), and a ResourceWarning says why and what to set — the memory bound is not kept silently."""
+    import tempfile
+
+    x = knn._unit_points(overlapping(2_000, d=8, seed=5))
+    c = x[:30].copy()
+    whole = knn._searched_lists(x, 5, c, 6, 1, {})
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(knn, "_ranks_budget", lambda n, k: 4 * n)
+    if where == "tmpfs":
+        monkeypatch.setattr(knn, "_mount_type", lambda path: "tmpfs")
+        match = "is a tmpfs \\(in memory\\)"
+    else:
+        monkeypatch.setattr(knn, "_mount_type", lambda path: "ext4")
+        monkeypatch.setattr(knn.os, "statvfs", lambda path: type("S", (), {"f_bavail": 10, "f_frsize": 4096})())
+        match = "has 0.0 MB free"
+    info = {}
+    with pytest.warns(ResourceWarning, match=f"ranks \\(0.1 MB\\) are held in memory.*{match}.*set TMPDIR"):
+        got = knn._searched_lists(x, 5, c, 6, 1, info)
+    np.testing.assert_array_equal(got[0], whole[0])
+    np.testing.assert_array_equal(got[1], whole[1])
+    assert "ranks_spilled" not in info and list(tmp_path.iterdir()) == []
+
+
+def test_mount_type_of_a_path():
+    import os
+
+    if not os.path.exists("/proc/mounts"):
+        pytest.skip("no /proc/mounts")
+    assert knn._mount_type("/proc/self") == "proc"
+    assert knn._mount_type("/") is not None
+
+
 def test_progress_line_names_the_lists_and_the_spill(monkeypatch):
     pytest.importorskip("faiss")
     import alscale
@@ -228,6 +263,7 @@ def test_ranks_that_cannot_be_spilled_name_the_folder_to_set(monkeypatch, tmp_pa
 
     x = knn._unit_points(overlapping(2_000, d=8))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    monkeypatch.setattr(knn, "_mount_type", lambda path: "ext4")  # whatever this machine's /tmp is
     monkeypatch.setattr(knn, "_ranks_budget", lambda n, k: 4 * n)
     with pytest.raises(OSError, match="TMPDIR"):
         knn._searched_lists(x, 5, x[:20].copy(), 4, 1, {})

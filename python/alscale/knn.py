@@ -128,7 +128,8 @@ def knn_graph(x: Any, neighbors: Any = _UNSET, *, metric: str = "cosine", knn_me
     2M × 64, degree 16), then its (N, degree) int32 graph, re-ranked in chunks of 64 MB;
     "lists": a float32 copy of the points packed list by list (N·D·4 bytes, plus the lists'
     padding to 32 points), the rows' ranked lists, at most the (N, k) result's size at once (256
-    MiB at least; beyond, spilled to TMPDIR: N·nprobe·4 bytes of disk, whatever the overlap), and
+    MiB at least; beyond, spilled to TMPDIR: N·nprobe·4 bytes of disk, whatever the overlap; a
+    TMPDIR in memory or without the room: held in memory, with a ResourceWarning), and
     per thread a chunk's inverted (query, list) pairs (at most 2²⁴ int32s) — 1.99 GiB peak at
     2M × 64 overlapping, nprobe 48;
     6.29 GiB for the whole Cluster-Margin run at 9M × 64 overlapping (lists of 256, nprobe 12);
@@ -1069,6 +1070,49 @@ def _ranks_budget(n: int, k: int) -> int:
     return max(_RANKS_BYTES, 12 * n * k)
 
 
+def _mount_type(path: str) -> str | None:
+    """The file system type of the mount holding path (from /proc/mounts; None where unknown)."""
+    try:
+        with open("/proc/mounts") as f:
+            mounts = [line.split()[1:3] for line in f]
+    except OSError:
+        return None
+    path = os.path.realpath(path)
+    best = None
+    for point, kind in mounts:
+        point = point.replace("\\040", " ")
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and (best is None or len(point) > len(best[0])):
+            best = (point, kind)
+    return best[1] if best else None
+
+
+def _spill_folder(need: int) -> str | None:
+    """TMPDIR's folder where ``need`` bytes of ranks can be spilled to disk; None, with a
+    ResourceWarning naming what is missing, where it is in memory (tmpfs) or lacks the room: the
+    ranks are then held in memory, past the bound."""
+    import tempfile
+
+    folder = tempfile.gettempdir()
+    kind = _mount_type(folder)
+    free = None
+    try:
+        st = os.statvfs(folder)
+        free = st.f_bavail * st.f_frsize
+    except (OSError, AttributeError):
+        pass
+    def size(b: float) -> str:
+        return f"{b / 1e9:.1f} GB" if b >= 1e9 else f"{b / 1e6:.1f} MB"
+
+    why = (f"{folder} is a {kind} (in memory)" if kind in ("tmpfs", "ramfs") else
+           f"{folder} has {size(free)} free" if free is not None and free < need * 1.05 else None)
+    if why is None:
+        return folder
+    warnings.warn(f"knn_graph: the lists' ranks ({size(need)}) are held in memory, past the graph's size: "
+                  f"they would be spilled to TMPDIR, but {why}; set TMPDIR to a disk with room",
+                  ResourceWarning, stacklevel=4)
+    return None
+
+
 def _searched_lists(unit: np.ndarray, k: int, centroids: np.ndarray, p: int, threads: int,
                     info: dict) -> tuple[np.ndarray, np.ndarray, float]:
     """The graph of "lists" at p probes, and the seconds spent ranking. Every row ranks the
@@ -1077,12 +1121,14 @@ def _searched_lists(unit: np.ndarray, k: int, centroids: np.ndarray, p: int, thr
     at 9M rows and p = 192), the rows are ranked a chunk at a time and their ranks spilled to
     files in TMPDIR, one per range of home lists, then searched one file at a time (in list order,
     the order of one call, so the same graph): memory O(N·k + index) whatever the overlap, and
-    N·p·4 bytes of temporary disk."""
+    N·p·4 bytes of temporary disk. A TMPDIR in memory (tmpfs) or without the room: the ranks are
+    held in memory, with a ResourceWarning (_spill_folder)."""
     n = unit.shape[0]
     nlist = centroids.shape[0]
     budget = _ranks_budget(n, k)
     t = time.perf_counter()
-    if 4 * n * p <= budget:
+    folder = None if 4 * n * p <= budget else _spill_folder(n * (8 + 4 * p))
+    if folder is None:
         ranks = _core.knn_rank_lists(unit, centroids, p, num_threads=threads)
         ranking = time.perf_counter() - t
         start, rows = _grouped(ranks[:, 0].astype(np.int64), nlist)  # the lists: each row's first
@@ -1096,7 +1142,7 @@ def _searched_lists(unit: np.ndarray, k: int, centroids: np.ndarray, p: int, thr
     record = np.dtype([("row", np.int64), ("ranks", np.int32, (p,))])
     home = np.empty(n, dtype=np.int64)
     try:
-        with tempfile.TemporaryDirectory(prefix="alscale-knn-ranks-") as folder:
+        with tempfile.TemporaryDirectory(prefix="alscale-knn-ranks-", dir=folder) as folder:
             paths = [os.path.join(folder, f"{b}.bin") for b in range(parts)]
             files = [open(path, "wb") for path in paths]
             try:

@@ -1086,6 +1086,10 @@ def _mount_type(path: str) -> str | None:
     return best[1] if best else None
 
 
+def _size_text(b: float) -> str:
+    return f"{b / 1e9:.1f} GB" if b >= 1e9 else f"{b / 1e6:.1f} MB"
+
+
 def _spill_folder(need: int) -> str | None:
     """TMPDIR's folder where ``need`` bytes of ranks can be spilled to disk; None, with a
     ResourceWarning naming what is missing, where it is in memory (tmpfs) or lacks the room: the
@@ -1100,14 +1104,11 @@ def _spill_folder(need: int) -> str | None:
         free = st.f_bavail * st.f_frsize
     except (OSError, AttributeError):
         pass
-    def size(b: float) -> str:
-        return f"{b / 1e9:.1f} GB" if b >= 1e9 else f"{b / 1e6:.1f} MB"
-
     why = (f"{folder} is a {kind} (in memory)" if kind in ("tmpfs", "ramfs") else
-           f"{folder} has {size(free)} free" if free is not None and free < need * 1.05 else None)
+           f"{folder} has {_size_text(free)} free" if free is not None and free < need * 1.05 else None)
     if why is None:
         return folder
-    warnings.warn(f"knn_graph: the lists' ranks ({size(need)}) are held in memory, past the graph's size: "
+    warnings.warn(f"knn_graph: the lists' ranks ({_size_text(need)}) are held in memory, past the graph's size: "
                   f"they would be spilled to TMPDIR, but {why}; set TMPDIR to a disk with room",
                   ResourceWarning, stacklevel=4)
     return None
@@ -1127,7 +1128,8 @@ def _searched_lists(unit: np.ndarray, k: int, centroids: np.ndarray, p: int, thr
     nlist = centroids.shape[0]
     budget = _ranks_budget(n, k)
     t = time.perf_counter()
-    folder = None if 4 * n * p <= budget else _spill_folder(n * (8 + 4 * p))
+    record = np.dtype([("row", np.int64), ("ranks", np.int32, (p,))])
+    folder = None if 4 * n * p <= budget else _spill_folder(n * record.itemsize)
     if folder is None:
         ranks = _core.knn_rank_lists(unit, centroids, p, num_threads=threads)
         ranking = time.perf_counter() - t
@@ -1138,29 +1140,10 @@ def _searched_lists(unit: np.ndarray, k: int, centroids: np.ndarray, p: int, thr
     import tempfile
 
     parts = int(min(nlist, math.ceil(4 * n * p / budget)))  # files: ranges of home lists
-    step = int(max(1024, budget // (16 * p)))  # rows ranked at a time: a quarter of the budget
-    record = np.dtype([("row", np.int64), ("ranks", np.int32, (p,))])
-    home = np.empty(n, dtype=np.int64)
     try:
         with tempfile.TemporaryDirectory(prefix="alscale-knn-ranks-", dir=folder) as folder:
             paths = [os.path.join(folder, f"{b}.bin") for b in range(parts)]
-            files = [open(path, "wb") for path in paths]
-            try:
-                for s in range(0, n, step):
-                    ranks = _core.knn_rank_lists(unit[s : s + step], centroids, p, num_threads=threads)
-                    home[s : s + ranks.shape[0]] = ranks[:, 0]
-                    part = ranks[:, 0].astype(np.int64) * parts // nlist
-                    order = np.argsort(part, kind="stable")
-                    cut = np.searchsorted(part[order], np.arange(parts + 1))
-                    for b in np.flatnonzero(np.diff(cut)):
-                        at = order[cut[b] : cut[b + 1]]
-                        out = np.empty(at.size, dtype=record)
-                        out["row"], out["ranks"] = s + at, ranks[at]
-                        out.tofile(files[b])
-                    del ranks
-            finally:
-                for f in files:
-                    f.close()
+            home = _ranks_to_files(unit, centroids, record, threads, int(max(1024, budget // (16 * p))), paths)
             ranking = time.perf_counter() - t
             start, rows = _grouped(home, nlist)
             del home
@@ -1177,10 +1160,37 @@ def _searched_lists(unit: np.ndarray, k: int, centroids: np.ndarray, p: int, thr
                 idx[queries], sim[queries] = _core.knn_lists(unit, k, centroids, start, rows, p, ranks=ranks,
                                                              queries=queries, num_threads=threads)
     except OSError as e:
-        raise OSError(f"knn_graph: spilling the lists' ranks ({4 * n * p / 2**30:.1f} GiB) to a temporary "
+        raise OSError(f"knn_graph: spilling the lists' ranks ({_size_text(n * record.itemsize)}) to a temporary "
                       f"folder failed ({e}); set TMPDIR to a disk with room") from e
     info["ranks_spilled"] = {"bytes": int(n * record.itemsize), "files": parts}
     return idx, sim, ranking
+
+
+def _ranks_to_files(unit: np.ndarray, centroids: np.ndarray, record: np.dtype, threads: int, step: int,
+                    paths: list) -> np.ndarray:
+    """Every row's home list (its first ranked), the rows ranked ``step`` at a time and each
+    row's (row, ranks) record appended to the file of its home's range of lists (file b: homes
+    with home · files // lists = b), rows ascending in every file."""
+    n, nlist, parts = unit.shape[0], centroids.shape[0], len(paths)
+    p = record["ranks"].shape[0]
+    home = np.empty(n, dtype=np.int64)
+    files = [open(path, "wb") for path in paths]
+    try:
+        for s in range(0, n, step):
+            ranks = _core.knn_rank_lists(unit[s : s + step], centroids, p, num_threads=threads)
+            home[s : s + ranks.shape[0]] = ranks[:, 0]
+            part = ranks[:, 0].astype(np.int64) * parts // nlist
+            order = np.argsort(part, kind="stable")
+            cut = np.searchsorted(part[order], np.arange(parts + 1))
+            for b in np.flatnonzero(np.diff(cut)):
+                at = order[cut[b] : cut[b + 1]]
+                out = np.empty(at.size, dtype=record)
+                out["row"], out["ranks"] = s + at, ranks[at]
+                out.tofile(files[b])
+    finally:
+        for f in files:
+            f.close()
+    return home
 
 
 def _knn_lists(faiss, unit: np.ndarray, k: int, threads: int, fixed: int | None, recall: float,

@@ -4,11 +4,16 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <vector>
 
 #include "common.hpp"
 #include "isa.hpp"
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 namespace alscale {
 namespace {
@@ -88,10 +93,17 @@ ALSCALE_INLINE bool reaches(const float* a, float t) {
     return any != 0;
 }
 
-// Bit j set where a tile row's similarity j reaches t (vectorisable).
+// Bit j set where a tile row's similarity j reaches t (SSE's compare and movemask on x86: the
+// compiler leaves the plain loop scalar).
 ALSCALE_INLINE uint32_t at_least(const float* a, float t) {
     uint32_t m = 0;
+#if defined(__SSE2__)
+    const __m128 v = _mm_set1_ps(t);
+    for (int64_t j = 0; j < kW; j += 4)
+        m |= static_cast<uint32_t>(_mm_movemask_ps(_mm_cmpge_ps(_mm_loadu_ps(a + j), v))) << j;
+#else
     for (int64_t j = 0; j < kW; ++j) m |= static_cast<uint32_t>(a[j] >= t) << j;
+#endif
     return m;
 }
 
@@ -102,8 +114,28 @@ ALSCALE_AVX512 void tile_avx512(const float* q, int64_t d, const float* blk, flo
 using TileFn = void (*)(const float*, int64_t, const float*, float (*)[kW]);
 TileFn tile_fn() { return use_avx512() ? tile_avx512 : use_avx2() ? tile_avx2 : tile_base; }
 
-// The best `keep` of a stream of hits: a buffer pruned to `keep` (nth_element) whenever it holds
-// 2 * keep; the keep-th best so far bounds what is admitted.
+// A (similarity, row) hit as one unsigned key ordered as `better`: the float's bits made monotone
+// (-0 read as +0, as the float compare ties them) above the row's complement (the smaller row
+// wins a tie). Rows below 2^32 (lists are at most INT32_MAX).
+inline uint64_t key_of(float s, int64_t row) {
+    if (s == 0.0f) s = 0.0f;
+    uint32_t b;
+    std::memcpy(&b, &s, sizeof b);
+    b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+    return (static_cast<uint64_t>(b) << 32) | (0xFFFFFFFFu - static_cast<uint32_t>(row));
+}
+inline float sim_of(uint64_t key) {
+    uint32_t b = static_cast<uint32_t>(key >> 32);
+    b = (b & 0x80000000u) ? (b & 0x7FFFFFFFu) : ~b;
+    float s;
+    std::memcpy(&s, &b, sizeof s);
+    return s;
+}
+inline int64_t row_of(uint64_t key) { return 0xFFFFFFFFu - static_cast<uint32_t>(key); }
+
+// The best `keep` of a stream of hits: their keys in a buffer pruned to `keep` (nth_element on
+// the integers: no two-field compare) whenever it holds 2 * keep; the keep-th best so far bounds
+// what is admitted.
 class Best {
 public:
     explicit Best(int64_t keep) : keep_(keep) { buf_.reserve(static_cast<size_t>(2 * keep)); }
@@ -111,29 +143,30 @@ public:
         buf_.clear();
         full_ = false;
     }
-    float bound() const { return full_ ? worst_.sim : -INFINITY; }
+    float bound() const { return full_ ? sim_of(worst_) : -INFINITY; }
     void offer(float s, int64_t row) {
-        if (full_ && !better(s, row, worst_)) return;
-        buf_.push_back({s, row});
+        const uint64_t key = key_of(s, row);
+        if (full_ && key <= worst_) return;
+        buf_.push_back(key);
         if (static_cast<int64_t>(buf_.size()) == 2 * keep_) prune();
     }
-    // The kept hits, best first (at most keep).
-    const std::vector<Hit>& sorted() {
+    // The kept hits' keys, best first (at most keep): row_of gives each row.
+    const std::vector<uint64_t>& sorted() {
         if (static_cast<int64_t>(buf_.size()) > keep_) prune();
-        std::sort(buf_.begin(), buf_.end());
+        std::sort(buf_.begin(), buf_.end(), std::greater<uint64_t>());
         return buf_;
     }
 
 private:
     void prune() {
-        std::nth_element(buf_.begin(), buf_.begin() + (keep_ - 1), buf_.end());
+        std::nth_element(buf_.begin(), buf_.begin() + (keep_ - 1), buf_.end(), std::greater<uint64_t>());
         buf_.resize(static_cast<size_t>(keep_));
         worst_ = buf_[keep_ - 1];
         full_ = true;
     }
     int64_t keep_;
-    std::vector<Hit> buf_;
-    Hit worst_{0.0f, 0};
+    std::vector<uint64_t> buf_;
+    uint64_t worst_ = 0;
     bool full_ = false;
 };
 
@@ -180,14 +213,18 @@ void rank_rows(const float* q, int64_t m, int64_t d, const Packed& cen, int64_t 
             fn(sc.qbuf.data(), d, cen.data.data() + b * d * kW, acc);
             const int64_t* rows = cen.rows.data() + b * kW;
             for (int64_t r = 0; r < rr; ++r) {
-                if (!reaches(acc[r], sc.best[r].bound())) continue;
-                for (int64_t j = 0; j < kW; ++j)
+                const float bound = sc.best[r].bound();
+                if (!reaches(acc[r], bound)) continue;
+                // only the centroids at or above the bound can enter
+                for (uint32_t m = at_least(acc[r], bound); m; m &= m - 1) {
+                    const int j = __builtin_ctz(m);
                     if (rows[j] >= 0) sc.best[r].offer(acc[r][j], rows[j]);
+                }
             }
         }
         for (int64_t r = 0; r < rr; ++r) {
             const auto& top = sc.best[r].sorted();
-            for (int64_t j = 0; j < probes; ++j) out[(i0 + r) * probes + j] = static_cast<int32_t>(top[j].row);
+            for (int64_t j = 0; j < probes; ++j) out[(i0 + r) * probes + j] = static_cast<int32_t>(row_of(top[j]));
         }
     }
 }

@@ -312,6 +312,28 @@ def test_knn_compare_ranks_budget_spills_the_same_graph():
     assert small["peak_rss_gib"] > 0 and small["rank_s"] > 0
 
 
+def test_knn_rank_script_times_both_builds_and_compares_their_ranks(capsys):
+    pytest.importorskip("faiss")
+    import sys
+    from pathlib import Path
+
+    import alscale as pkg
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import knn_rank
+
+    here = str(Path(pkg.__file__).parent.parent)
+    knn_rank.main(["--n", "6000", "--queries", "500", "--probes", "1,7", "--repeat", "2", "--rounds", "1",
+                   "--against", here])
+    out = capsys.readouterr().out
+    assert "500 queries x " in out and "one thread; load" in out
+    for name in ("this", "against"):
+        for probes in (1, 7):
+            (line,) = [ln for ln in out.splitlines() if ln.startswith(f"{name:8s} probes {probes:4d}:")]
+            assert " min " in line and " median " in line
+            assert line.endswith("same ranks: True") == (name == "this")
+
+
 def test_openimages_rows_at_seconds_per_call_are_timed_fewer_times():
     """From N = 100K on (scale 0.02 is 180K rows) the floor and alscale's rows run 3 times, each
     peer once, none after a warm-up call; tiny scales keep the command's repeat and warm-up."""

@@ -117,14 +117,22 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const Matrix& logits
         const double lp0 = 0.0 + lp;  // the max as boundary_row takes it (row_max_lanes)
         if (pairs && m <= b[p]) m = exact_min<T, B>(*pairs, p, lp0, x, r, n, m);
         for (const int64_t c0 : ctx.hits) {
-            const int64_t c1 = std::min<int64_t>(c0 + 32, n);
-            for (int64_t c = c0; c < c1; ++c)
-                if (r[c] <= b[c] && c != p) {
-                    const double e = pairs ? exact_distance(*pairs, p, c, lp0, x) : r[c];
-                    if (e <= b[c])
-                        b[c] = std::min(g[c], ctx.heaps[static_cast<size_t>(c)].offer(Candidate{e, row},
-                                                                                      capacity[static_cast<size_t>(c)]));
-                }
+            // The group's classes under their bounds as a bit mask (compares without branches),
+            // then one step per class offered: at large budgets several a row, at random.
+            uint32_t under = 0;
+            if (c0 + 32 <= n) {
+                for (int j = 0; j < 32; ++j) under |= static_cast<uint32_t>(r[c0 + j] <= b[c0 + j]) << j;
+            } else {
+                for (int64_t j = 0; c0 + j < n; ++j) under |= static_cast<uint32_t>(r[c0 + j] <= b[c0 + j]) << j;
+            }
+            if (p >= c0 && p < c0 + 32) under &= ~(uint32_t{1} << (p - c0));
+            for (; under; under &= under - 1) {
+                const int64_t c = c0 + __builtin_ctz(under);
+                const double e = pairs ? exact_distance(*pairs, p, c, lp0, x) : r[c];
+                if (e <= b[c])
+                    b[c] = std::min(g[c], ctx.heaps[static_cast<size_t>(c)].offer(Candidate{e, row},
+                                                                                  capacity[static_cast<size_t>(c)]));
+            }
         }
         if (m <= b[p])
             b[p] = std::min(g[p], ctx.heaps[static_cast<size_t>(p)].offer(Candidate{m, row},

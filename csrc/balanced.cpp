@@ -318,7 +318,7 @@ int64_t feed_rows(const Matrix& logits, RowIds ids, const uint8_t* exclude, cons
                                      std::vector<ClassCandidates>(static_cast<size_t>(n)),
                                      0};
                 // Buffers sized for this thread's share of the expected offers (a buffer never
-                // holds more than 2 * capacity + 16): no regrowth, no copies, no fresh pages.
+                // holds more than 2 * capacity + 16): no regrowth and no copies while the pass runs.
                 if (expected)
                     for (int64_t c = 0; c < n; ++c) {
                         const auto e = (*expected)[static_cast<size_t>(c)];

@@ -33,11 +33,12 @@ void check_distinct_rows(const std::vector<Candidate>& candidates) {
 // rows), a hash set for sparse ids (global row ids of a few shards).
 class RowSet {
 public:
-    RowSet(int64_t max_row, size_t candidates)
+    // check: whether check_distinct is to be called (else no owner table is kept).
+    RowSet(int64_t max_row, size_t candidates, bool check)
         : dense_(max_row < std::max<int64_t>(int64_t{1} << 24, 4 * static_cast<int64_t>(candidates))) {
         if (dense_) {
             taken_.assign(static_cast<size_t>(max_row + 1), 0);
-            owner_.assign(static_cast<size_t>(max_row + 1), -1);
+            if (check) owner_.assign(static_cast<size_t>(max_row + 1), -1);
         }
     }
     bool contains(int64_t row) const { return dense_ ? taken_[static_cast<size_t>(row)] != 0 : sparse_.count(row) > 0; }
@@ -116,14 +117,22 @@ ALSCALE_INLINE int64_t balanced_rows(UpdateContext<T>& ctx, const Matrix& logits
         const double lp0 = 0.0 + lp;  // the max as boundary_row takes it (row_max_lanes)
         if (pairs && m <= b[p]) m = exact_min<T, B>(*pairs, p, lp0, x, r, n, m);
         for (const int64_t c0 : ctx.hits) {
-            const int64_t c1 = std::min<int64_t>(c0 + 32, n);
-            for (int64_t c = c0; c < c1; ++c)
-                if (r[c] <= b[c] && c != p) {
-                    const double e = pairs ? exact_distance(*pairs, p, c, lp0, x) : r[c];
-                    if (e <= b[c])
-                        b[c] = std::min(g[c], ctx.heaps[static_cast<size_t>(c)].offer(Candidate{e, row},
-                                                                                      capacity[static_cast<size_t>(c)]));
-                }
+            // The group's classes under their bounds as a bit mask (compares without branches),
+            // then one step per class offered: at large budgets several a row, at random.
+            uint32_t under = 0;
+            if (c0 + 32 <= n) {
+                for (int j = 0; j < 32; ++j) under |= static_cast<uint32_t>(r[c0 + j] <= b[c0 + j]) << j;
+            } else {
+                for (int64_t j = 0; c0 + j < n; ++j) under |= static_cast<uint32_t>(r[c0 + j] <= b[c0 + j]) << j;
+            }
+            if (p >= c0 && p < c0 + 32) under &= ~(uint32_t{1} << (p - c0));
+            for (; under; under &= under - 1) {
+                const int64_t c = c0 + __builtin_ctz(under);
+                const double e = pairs ? exact_distance(*pairs, p, c, lp0, x) : r[c];
+                if (e <= b[c])
+                    b[c] = std::min(g[c], ctx.heaps[static_cast<size_t>(c)].offer(Candidate{e, row},
+                                                                                  capacity[static_cast<size_t>(c)]));
+            }
         }
         if (m <= b[p])
             b[p] = std::min(g[p], ctx.heaps[static_cast<size_t>(p)].offer(Candidate{m, row},
@@ -288,7 +297,8 @@ namespace {
 // by class. Returns the rows fed (neither excluded nor taken).
 int64_t feed_rows(const Matrix& logits, RowIds ids, const uint8_t* exclude, const HeadNorms& head, int num_threads,
                   const std::vector<int64_t>& taken, const std::vector<int64_t>& capacity,
-                  const std::vector<double>& bounds, std::vector<ClassCandidates>& heaps) {
+                  const std::vector<double>& bounds, std::vector<ClassCandidates>& heaps,
+                  const std::vector<int64_t>* expected = nullptr) {
     const int64_t n = logits.cols;
     const int threads = row_threads(num_threads, logits.rows);
     int64_t total = 0;
@@ -299,14 +309,25 @@ int64_t feed_rows(const Matrix& logits, RowIds ids, const uint8_t* exclude, cons
         parallel_rows(
             logits.rows, threads,
             [&](int) {
-                return UpdateContext<T>{RowReader<T>(logits),
-                                        InverseNorms(head, n),
-                                        std::vector<double>(static_cast<size_t>(n)),
-                                        bounds.data(),
-                                        bounds,
-                                        {},
-                                        std::vector<ClassCandidates>(static_cast<size_t>(n)),
-                                        0};
+                UpdateContext<T> ctx{RowReader<T>(logits),
+                                     InverseNorms(head, n),
+                                     std::vector<double>(static_cast<size_t>(n)),
+                                     bounds.data(),
+                                     bounds,
+                                     {},
+                                     std::vector<ClassCandidates>(static_cast<size_t>(n)),
+                                     0};
+                // Buffers sized for this thread's share of the expected offers (a buffer never
+                // holds more than 2 * capacity + 16): no regrowth and no copies while the pass runs.
+                if (expected)
+                    for (int64_t c = 0; c < n; ++c) {
+                        const auto e = (*expected)[static_cast<size_t>(c)];
+                        if (e <= 0) continue;
+                        const int64_t share = e / threads, want = share + share / 8 + 64;
+                        ctx.heaps[static_cast<size_t>(c)].items.reserve(static_cast<size_t>(
+                            std::min(want, 2 * capacity[static_cast<size_t>(c)] + 16)));
+                    }
+                return ctx;
             },
             [&](UpdateContext<T>& ctx, int64_t begin, int64_t end) {
                 return balanced_rows_dispatch3<T>(ctx, logits, ids, exclude, taken, capacity, begin, end);
@@ -325,7 +346,7 @@ int64_t feed_rows(const Matrix& logits, RowIds ids, const uint8_t* exclude, cons
         for (int64_t c = 0; c < n; ++c)
             errors.run([&] {
                 for (int t = 0; t < threads; ++t)
-                    heaps[static_cast<size_t>(c)].absorb(local[static_cast<size_t>(t)][static_cast<size_t>(c)],
+                    heaps[static_cast<size_t>(c)].absorb(std::move(local[static_cast<size_t>(t)][static_cast<size_t>(c)]),
                                                          capacity[static_cast<size_t>(c)]);
             });
         errors.rethrow();
@@ -340,7 +361,8 @@ int64_t feed_rows(const Matrix& logits, RowIds ids, const uint8_t* exclude, cons
 }  // namespace
 
 bool BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* exclude, const HeadNorms& head,
-                           int num_threads, const std::vector<double>* ceilings) {
+                           int num_threads, const std::vector<double>* ceilings,
+                           const std::vector<int64_t>* expected) {
     if (done_) throw std::logic_error("the selection is complete; build a new selector");
     if (logits.cols != C_)
         throw std::invalid_argument("logits have " + std::to_string(logits.cols) +
@@ -350,7 +372,10 @@ bool BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
     std::vector<double> bounds(static_cast<size_t>(C_));
     for (int64_t c = 0; c < C_; ++c)
         bounds[static_cast<size_t>(c)] = ceilings ? std::min(bound(c), (*ceilings)[static_cast<size_t>(c)]) : bound(c);
-    fed_ += feed_rows(logits, ids, exclude, head, num_threads, taken_, capacity_, bounds, heaps_);
+    if (expected && static_cast<int64_t>(expected->size()) != C_)
+        throw std::logic_error("expected offers: one per class");
+    fed_ += feed_rows(logits, ids, exclude, head, num_threads, taken_, capacity_, bounds, heaps_,
+                      ceilings ? expected : nullptr);
     serve_threads_ = num_threads;
     if (!ceilings) return true;
     // A class that kept its capacity under its ceiling has the capacity smallest keys of all the
@@ -363,7 +388,8 @@ bool BalancedState::update(const Matrix& logits, RowIds ids, const uint8_t* excl
 }
 
 std::vector<double> BalancedState::sampled_ceilings(const Matrix& logits, const uint8_t* exclude,
-                                                    const HeadNorms& head, int num_threads, int64_t stride) const {
+                                                    const HeadNorms& head, int num_threads, int64_t stride,
+                                                    std::vector<int64_t>* expected) const {
     // Every stride-th row, with at least 256 of them (fewer: too noisy to be worth it).
     if (stride < 2 || pass_ != 0 || logits.rows < 256 * stride) return {};
     Matrix sample = logits;
@@ -394,12 +420,16 @@ std::vector<double> BalancedState::sampled_ceilings(const Matrix& logits, const 
     std::vector<ClassCandidates> heaps(static_cast<size_t>(C_));
     feed_rows(sample, RowIds{}, skip.empty() ? nullptr : skip.data(), head, num_threads, {}, k, bounds, heaps);
     std::vector<double> ceilings(static_cast<size_t>(C_), kInf);
+    if (expected) expected->assign(static_cast<size_t>(C_), 0);
     for (int64_t c = 0; c < C_; ++c) {
         auto& h = heaps[static_cast<size_t>(c)];
         const auto want = k[static_cast<size_t>(c)];
         if (want == 0 || static_cast<int64_t>(h.items.size()) < want) continue;
         h.shrink(want);
         ceilings[static_cast<size_t>(c)] = h.bound;
+        if (expected)
+            (*expected)[static_cast<size_t>(c)] = static_cast<int64_t>(
+                static_cast<double>(want) * static_cast<double>(fed) / static_cast<double>(sampled));
     }
     return ceilings;
 }
@@ -447,13 +477,13 @@ bool BalancedState::advance() {
     }
     total = 0;
     for (int64_t c = start_class_; c < C_; ++c) total += heaps_[static_cast<size_t>(c)].items.size();
-    RowSet taken_now(max_row, total);
+    RowSet taken_now(max_row, total, !rows_fed_once_);
     std::vector<int64_t> picks_now;
     for (int64_t c = start_class_; c < C_; ++c) {
         const int64_t q = quota(c, budget);
         if (q == 0) continue;
         auto& h = heaps_[static_cast<size_t>(c)].items;
-        taken_now.check_distinct(h, c);
+        if (!rows_fed_once_) taken_now.check_distinct(h, c);
         // The candidates in order, sorted only as far as the class reads them (about its quota
         // plus the few rows earlier classes took): nth_element, then sort, in growing prefixes.
         size_t sorted = presorted[static_cast<size_t>(c)];  // what the first sort_to below would sort
@@ -534,14 +564,20 @@ std::vector<int64_t> select_balanced(const Matrix& logits, int64_t budget, const
                                      SampledPass* info) {
     const int64_t extra = default_extra(logits.cols, budget);
     BalancedState state(logits.cols, budget, extra);
+    state.rows_fed_once();
     // The first pass with sampled ceilings: most rows are then offered to no class at all (at
     // B = N / 2 the buffers' appends were about a third of the pass). If a ceiling was too low
     // (a sample unlike the pool), the pass is made again without them.
-    const std::vector<double> ceilings = state.sampled_ceilings(logits, exclude, head, num_threads, sample_stride);
+    std::vector<int64_t> expected;
+    const std::vector<double> ceilings =
+        state.sampled_ceilings(logits, exclude, head, num_threads, sample_stride, &expected);
     bool fed = false;
     if (!ceilings.empty()) {
-        fed = state.update(logits, RowIds{}, exclude, head, num_threads, &ceilings);
-        if (!fed) state = BalancedState(logits.cols, budget, extra);
+        fed = state.update(logits, RowIds{}, exclude, head, num_threads, &ceilings, &expected);
+        if (!fed) {
+            state = BalancedState(logits.cols, budget, extra);
+            state.rows_fed_once();
+        }
     }
     if (info) *info = SampledPass{!ceilings.empty(), fed};
     if (!fed) state.update(logits, RowIds{}, exclude, head, num_threads);

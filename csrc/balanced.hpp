@@ -48,7 +48,20 @@ struct ClassCandidates {
     // Takes other's candidates (a disjoint set of offers); the smaller bound holds for the union.
     void absorb(const ClassCandidates& other, int64_t capacity) {
         items.insert(items.end(), other.items.begin(), other.items.end());
-        bound = std::min(bound, other.bound);
+        settle(other.bound, capacity);
+    }
+    // The same, taking other's buffer itself where this one is empty (no copy).
+    void absorb(ClassCandidates&& other, int64_t capacity) {
+        if (items.empty() && other.items.size() >= items.capacity())
+            items.swap(other.items);
+        else
+            items.insert(items.end(), other.items.begin(), other.items.end());
+        settle(other.bound, capacity);
+    }
+
+private:
+    void settle(double other_bound, int64_t capacity) {
+        bound = std::min(bound, other_bound);
         const auto n = static_cast<int64_t>(items.size());
         if (n >= 2 * capacity + 16 || (n >= capacity && bound == kInf)) shrink(capacity);
     }
@@ -78,17 +91,24 @@ public:
     // ceilings (first pass only; nullptr: none): per class, no key above it is offered. Returns
     // whether every class with a finite ceiling still kept its capacity of candidates: then the
     // state is exactly the one update() without ceilings gives; if not, the caller must start over.
+    // expected (with ceilings; nullptr: none): per class, about how many rows its ceiling lets
+    // through (sampled_ceilings' estimate): the buffers are sized for it up front.
     bool update(const Matrix& logits, RowIds ids, const uint8_t* exclude, const HeadNorms& head, int num_threads,
-                const std::vector<double>* ceilings = nullptr);
+                const std::vector<double>* ceilings = nullptr, const std::vector<int64_t>* expected = nullptr);
     // Per class, a key that about 1.4x its capacity of the rows reach (estimated from every
     // stride-th row; +inf where the sample cannot tell): update(..., &ceilings) then offers a
     // class few more rows than it keeps. Empty when the pool is too small to sample.
+    // expected (optional): per class, the rows the sample says reach its ceiling (0: unknown).
     std::vector<double> sampled_ceilings(const Matrix& logits, const uint8_t* exclude, const HeadNorms& head,
-                                         int num_threads, int64_t stride) const;
+                                         int num_threads, int64_t stride,
+                                         std::vector<int64_t>* expected = nullptr) const;
     // Adds another state's candidates (same classes, budget, extra and pass).
     void merge(const BalancedState& other);
     // Serves the classes; true when the result is complete, false when the pool must be fed again.
     bool advance();
+    // The caller feeds every row at most once a pass by construction (select_balanced: the whole
+    // matrix, once): advance() then skips its check for rows fed twice.
+    void rows_fed_once() { rows_fed_once_ = true; }
     bool done() const { return done_; }
     const std::vector<int64_t>& result() const;
     BalancedSnapshot snapshot() const;
@@ -110,6 +130,7 @@ private:
     int64_t C_, B_, extra_, pass_memory_;
     int64_t pass_ = 0, start_class_ = 0, available_ = 0, fed_ = 0;
     bool done_ = false;
+    bool rows_fed_once_ = false;  // not part of the state either (rows_fed_once())
     int serve_threads_ = 1;  // advance()'s threads: the last update's num_threads (not part of the state)
     std::vector<int64_t> capacity_;
     std::vector<int64_t> taken_;

@@ -73,3 +73,22 @@ def test_tiny_pools_are_not_sampled(n):
         got, was_sampled, held = sampled(x, budget)
         assert not was_sampled and not held
         assert_same_indices(got, ref.select_balanced(x, budget))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_many_classes_at_large_budgets_match_the_reference(seed):
+    """Classes over several 32-class groups (the rows loop's per-group masks of the classes under
+    their bounds, a partial last group, the predicted class anywhere in a group), at budgets up
+    to N / 2 where every row is offered to several classes: sampled and unsampled first passes,
+    1 and 2 threads, against the reference."""
+    rng = np.random.default_rng([29, seed])
+    c = int(rng.choice([33, 64, 70, 100]))
+    n = int(rng.integers(1_100, 1_600))
+    x = make_values(rng, n, c, str(rng.choice(["normal", "wide", "halves", "peaked"])))
+    weight = None if seed % 2 else rng.standard_normal((c, 5))
+    for budget in (n // 10, n // 2):
+        want = ref.select_balanced(x, budget, weight)
+        for threads in (1, 2):
+            got, was_sampled, _ = sampled(x, budget, None, weight, stride=4, threads=threads)
+            assert was_sampled
+            assert_same_indices(got, want, f"C={c} B={budget} threads={threads}")

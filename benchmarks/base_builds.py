@@ -11,7 +11,14 @@ load average. Needs twice the logits' memory (1.2 GB per worker at 500,000 x 600
     python benchmarks/base_builds.py --old OLD_DIR --new NEW_DIR [--rows N] [--budgets B1,B2]
         [--repeat R] [--threads T]
 """
-import argparse, json, os, statistics, subprocess, sys
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
 
 WORKER = r"""
 import hashlib, json, sys, time
@@ -41,8 +48,8 @@ def quartile(values, f):
     return sorted(values)[int(f * (len(values) - 1))]
 
 
-def main():
-    ap = argparse.ArgumentParser()
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--old", required=True, help="folder with the old build's alscale package")
     ap.add_argument("--new", required=True, help="folder with the new build's alscale package")
     ap.add_argument("--rows", type=int, default=500_000)
@@ -50,7 +57,7 @@ def main():
     ap.add_argument("--budgets", default="2500,250000")
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1, help="num_threads of the calls (0: all cores)")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     workers = {}
     for name, path in (("old", a.old), ("new", a.new)):
         env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS=str(a.threads or os.cpu_count()))
@@ -94,6 +101,7 @@ def main():
     for w in workers.values():
         w.stdin.close()
         w.wait()
+        w.stdout.close()
 
 
 if __name__ == "__main__":

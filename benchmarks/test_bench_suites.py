@@ -334,6 +334,26 @@ def test_knn_rank_script_times_both_builds_and_compares_their_ranks(capsys):
             assert line.endswith("same ranks: True") == (name == "this")
 
 
+def test_base_builds_script_interleaves_two_builds_and_checks_their_picks(capsys):
+    import sys
+    from pathlib import Path
+
+    import alscale as pkg
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import base_builds
+
+    here = str(Path(pkg.__file__).parent.parent)
+    base_builds.main(["--old", here, "--new", here, "--rows", "3000", "--classes", "40", "--budgets", "30,1500",
+                      "--repeat", "2"])
+    out = capsys.readouterr().out
+    for budget in ("30", "1,500"):
+        (line,) = [ln for ln in out.splitlines() if ln.startswith(f"B={budget}: floor ")]
+        assert "old " in line and "new " in line and "the floor" in line and "new/old cpu: min" in line
+        assert "picks identical" in line  # the same build twice
+    assert "peak RSS: old worker" in out
+
+
 def test_openimages_rows_at_seconds_per_call_are_timed_fewer_times():
     """From N = 100K on (scale 0.02 is 180K rows) the floor and alscale's rows run 3 times, each
     peer once, none after a warm-up call; tiny scales keep the command's repeat and warm-up."""

@@ -1062,6 +1062,7 @@ def _tuned_lists(faiss, unit: np.ndarray, k: int, threads: int, recall: float,
 
 
 _RANKS_BYTES = 1 << 28  # "lists": the ranks held at once, at least (256 MiB; else the graph's size)
+_SPILL_READ = 1 << 15  # spilled ranks gathered from their file this many rows at a time
 
 
 def _ranks_budget(n: int, k: int) -> int:
@@ -1128,8 +1129,7 @@ def _searched_lists(unit: np.ndarray, k: int, centroids: np.ndarray, p: int, thr
     nlist = centroids.shape[0]
     budget = _ranks_budget(n, k)
     t = time.perf_counter()
-    record = np.dtype([("row", np.int64), ("ranks", np.int32, (p,))])
-    folder = None if 4 * n * p <= budget else _spill_folder(n * record.itemsize)
+    folder = None if 4 * n * p <= budget else _spill_folder(4 * n * p)
     if folder is None:
         ranks = _core.knn_rank_lists(unit, centroids, p, num_threads=threads)
         ranking = time.perf_counter() - t
@@ -1139,40 +1139,49 @@ def _searched_lists(unit: np.ndarray, k: int, centroids: np.ndarray, p: int, thr
         return idx, sim, ranking
     import tempfile
 
+    from ._backend.arrays import release_pages
+
     parts = int(min(nlist, math.ceil(4 * n * p / budget)))  # files: ranges of home lists
     try:
         with tempfile.TemporaryDirectory(prefix="alscale-knn-ranks-", dir=folder) as folder:
             paths = [os.path.join(folder, f"{b}.bin") for b in range(parts)]
-            home = _ranks_to_files(unit, centroids, record, threads, int(max(1024, budget // (16 * p))), paths)
+            home = _ranks_to_files(unit, centroids, p, threads, int(max(1024, budget // (16 * p))), paths)
             ranking = time.perf_counter() - t
             start, rows = _grouped(home, nlist)
             del home
             idx = np.empty((n, k), dtype=np.int64)
             sim = np.empty((n, k), dtype=np.float32)
-            for path in paths:
-                got = np.fromfile(path, dtype=record)
+            for b, path in enumerate(paths):
+                # file b: the rows of lists [first, last) (home · parts // lists = b), rows
+                # ascending; searched in the lists' order (rows[...]: the order of one call)
+                first, last = -(-b * nlist // parts), -(-(b + 1) * nlist // parts)
+                queries = rows[start[first] : start[last]]
+                at = np.empty(queries.size, dtype=np.int64)  # each query's record in the file
+                at[np.argsort(queries, kind="stable")] = np.arange(queries.size)
+                ranks = np.empty((queries.size, p), dtype=np.int32)
+                if queries.size:
+                    mapped = np.memmap(path, dtype=np.int32, mode="r", shape=(queries.size, p))
+                    for s in range(0, queries.size, _SPILL_READ):  # the file's pages let go as read
+                        ranks[s : s + _SPILL_READ] = mapped[at[s : s + _SPILL_READ]]
+                        release_pages(mapped)
+                    del mapped
                 os.remove(path)
-                # rows ascending in a file, so (home, row) order: the lists' order
-                order = np.argsort(got["ranks"][:, 0], kind="stable")
-                queries = got["row"][order]
-                ranks = np.ascontiguousarray(got["ranks"][order])
-                del got
                 idx[queries], sim[queries] = _core.knn_lists(unit, k, centroids, start, rows, p, ranks=ranks,
                                                              queries=queries, num_threads=threads)
+                del ranks
     except OSError as e:
-        raise OSError(f"knn_graph: spilling the lists' ranks ({_size_text(n * record.itemsize)}) to a temporary "
+        raise OSError(f"knn_graph: spilling the lists' ranks ({_size_text(4 * n * p)}) to a temporary "
                       f"folder failed ({e}); set TMPDIR to a disk with room") from e
-    info["ranks_spilled"] = {"bytes": int(n * record.itemsize), "files": parts}
+    info["ranks_spilled"] = {"bytes": 4 * n * p, "files": parts}
     return idx, sim, ranking
 
 
-def _ranks_to_files(unit: np.ndarray, centroids: np.ndarray, record: np.dtype, threads: int, step: int,
+def _ranks_to_files(unit: np.ndarray, centroids: np.ndarray, p: int, threads: int, step: int,
                     paths: list) -> np.ndarray:
     """Every row's home list (its first ranked), the rows ranked ``step`` at a time and each
-    row's (row, ranks) record appended to the file of its home's range of lists (file b: homes
-    with home · files // lists = b), rows ascending in every file."""
+    row's p ranks appended to the file of its home's range of lists (file b: homes with
+    home · files // lists = b), rows ascending in every file."""
     n, nlist, parts = unit.shape[0], centroids.shape[0], len(paths)
-    p = record["ranks"].shape[0]
     home = np.empty(n, dtype=np.int64)
     files = [open(path, "wb") for path in paths]
     try:
@@ -1183,10 +1192,7 @@ def _ranks_to_files(unit: np.ndarray, centroids: np.ndarray, record: np.dtype, t
             order = np.argsort(part, kind="stable")
             cut = np.searchsorted(part[order], np.arange(parts + 1))
             for b in np.flatnonzero(np.diff(cut)):
-                at = order[cut[b] : cut[b + 1]]
-                out = np.empty(at.size, dtype=record)
-                out["row"], out["ranks"] = s + at, ranks[at]
-                out.tofile(files[b])
+                ranks[order[cut[b] : cut[b + 1]]].tofile(files[b])
     finally:
         for f in files:
             f.close()

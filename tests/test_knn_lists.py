@@ -178,8 +178,8 @@ def test_lists_graph_same_for_any_thread_count_and_exact_when_every_list_is_prob
 @pytest.mark.parametrize("threads", [1, 2])
 def test_spilled_ranks_give_the_graph_of_one_pass(threads, monkeypatch, tmp_path):
     """Over the ranks' budget, "lists" ranks the rows a chunk at a time, spills the ranks to
-    files by ranges of home lists and searches one file at a time: the same graph, bit for bit,
-    as ranking every row at once; the files are gone afterwards."""
+    nameless files by ranges of home lists and searches one file at a time: the same graph, bit
+    for bit, as ranking every row at once; nothing is left in TMPDIR, during or after."""
     import tempfile
 
     x = knn._unit_points(overlapping(5_000, d=16, seed=3))
@@ -190,8 +190,16 @@ def test_spilled_ranks_give_the_graph_of_one_pass(threads, monkeypatch, tmp_path
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(knn, "_ranks_budget", lambda n, k: 4 * n * 2)  # ranks of 2 probes at once
     monkeypatch.setattr(knn, "_SPILL_READ", 97)  # a file's ranks read back in several pieces
+    seen, kernel = [], _core.knn_lists
+
+    def search(*args, **kwargs):  # the files have no names, even while in use
+        seen.append(sorted(tmp_path.iterdir()))
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(knn._core, "knn_lists", search)
     info = {}
     parts = knn._searched_lists(x, 7, c, 9, threads, info)
+    assert seen == [[]] * 5
     np.testing.assert_array_equal(parts[0], whole[0])
     np.testing.assert_array_equal(parts[1], whole[1])
     assert info["ranks_spilled"] == {"bytes": 5_000 * 4 * 9, "files": 5}

@@ -1142,60 +1142,61 @@ def _searched_lists(unit: np.ndarray, k: int, centroids: np.ndarray, p: int, thr
     from ._backend.arrays import release_pages
 
     parts = int(min(nlist, math.ceil(4 * n * p / budget)))  # files: ranges of home lists
+    files = []
     try:
-        with tempfile.TemporaryDirectory(prefix="alscale-knn-ranks-", dir=folder) as folder:
-            paths = [os.path.join(folder, f"{b}.bin") for b in range(parts)]
-            home = _ranks_to_files(unit, centroids, p, threads, int(max(1024, budget // (16 * p))), paths)
-            ranking = time.perf_counter() - t
-            start, rows = _grouped(home, nlist)
-            del home
-            idx = np.empty((n, k), dtype=np.int64)
-            sim = np.empty((n, k), dtype=np.float32)
-            for b, path in enumerate(paths):
-                # file b: the rows of lists [first, last) (home · parts // lists = b), rows
-                # ascending; searched in the lists' order (rows[...]: the order of one call)
-                first, last = -(-b * nlist // parts), -(-(b + 1) * nlist // parts)
-                queries = rows[start[first] : start[last]]
-                at = np.empty(queries.size, dtype=np.int64)  # each query's record in the file
-                at[np.argsort(queries, kind="stable")] = np.arange(queries.size)
-                ranks = np.empty((queries.size, p), dtype=np.int32)
-                if queries.size:
-                    mapped = np.memmap(path, dtype=np.int32, mode="r", shape=(queries.size, p))
-                    for s in range(0, queries.size, _SPILL_READ):  # the file's pages let go as read
-                        ranks[s : s + _SPILL_READ] = mapped[at[s : s + _SPILL_READ]]
-                        release_pages(mapped)
-                    del mapped
-                os.remove(path)
-                idx[queries], sim[queries] = _core.knn_lists(unit, k, centroids, start, rows, p, ranks=ranks,
-                                                             queries=queries, num_threads=threads)
-                del ranks
+        # nameless files (gone when closed, or when the process ends, even killed)
+        files = [tempfile.TemporaryFile(prefix="alscale-knn-ranks-", dir=folder) for _ in range(parts)]
+        home = _ranks_to_files(unit, centroids, p, threads, int(max(1024, budget // (16 * p))), files)
+        ranking = time.perf_counter() - t
+        start, rows = _grouped(home, nlist)
+        del home
+        idx = np.empty((n, k), dtype=np.int64)
+        sim = np.empty((n, k), dtype=np.float32)
+        for b, f in enumerate(files):
+            # file b: the rows of lists [first, last) (home · parts // lists = b), rows ascending;
+            # searched in the lists' order (rows[...]: the order of one call)
+            first, last = -(-b * nlist // parts), -(-(b + 1) * nlist // parts)
+            queries = rows[start[first] : start[last]]
+            at = np.empty(queries.size, dtype=np.int64)  # each query's record in the file
+            at[np.argsort(queries, kind="stable")] = np.arange(queries.size)
+            ranks = np.empty((queries.size, p), dtype=np.int32)
+            if queries.size:
+                mapped = np.memmap(f, dtype=np.int32, mode="r", shape=(queries.size, p))
+                for s in range(0, queries.size, _SPILL_READ):  # the file's pages let go as read
+                    ranks[s : s + _SPILL_READ] = mapped[at[s : s + _SPILL_READ]]
+                    release_pages(mapped)
+                del mapped
+            f.close()
+            idx[queries], sim[queries] = _core.knn_lists(unit, k, centroids, start, rows, p, ranks=ranks,
+                                                         queries=queries, num_threads=threads)
+            del ranks
     except OSError as e:
         raise OSError(f"knn_graph: spilling the lists' ranks ({_size_text(4 * n * p)}) to a temporary "
-                      f"folder failed ({e}); set TMPDIR to a disk with room") from e
+                      f"file in {folder} failed ({e}); set TMPDIR to a disk with room") from e
+    finally:
+        for f in files:
+            f.close()
     info["ranks_spilled"] = {"bytes": 4 * n * p, "files": parts}
     return idx, sim, ranking
 
 
 def _ranks_to_files(unit: np.ndarray, centroids: np.ndarray, p: int, threads: int, step: int,
-                    paths: list) -> np.ndarray:
+                    files: list) -> np.ndarray:
     """Every row's home list (its first ranked), the rows ranked ``step`` at a time and each
     row's p ranks appended to the file of its home's range of lists (file b: homes with
-    home · files // lists = b), rows ascending in every file."""
-    n, nlist, parts = unit.shape[0], centroids.shape[0], len(paths)
+    home · files // lists = b), rows ascending in every file; the files flushed."""
+    n, nlist, parts = unit.shape[0], centroids.shape[0], len(files)
     home = np.empty(n, dtype=np.int64)
-    files = [open(path, "wb") for path in paths]
-    try:
-        for s in range(0, n, step):
-            ranks = _core.knn_rank_lists(unit[s : s + step], centroids, p, num_threads=threads)
-            home[s : s + ranks.shape[0]] = ranks[:, 0]
-            part = ranks[:, 0].astype(np.int64) * parts // nlist
-            order = np.argsort(part, kind="stable")
-            cut = np.searchsorted(part[order], np.arange(parts + 1))
-            for b in np.flatnonzero(np.diff(cut)):
-                ranks[order[cut[b] : cut[b + 1]]].tofile(files[b])
-    finally:
-        for f in files:
-            f.close()
+    for s in range(0, n, step):
+        ranks = _core.knn_rank_lists(unit[s : s + step], centroids, p, num_threads=threads)
+        home[s : s + ranks.shape[0]] = ranks[:, 0]
+        part = ranks[:, 0].astype(np.int64) * parts // nlist
+        order = np.argsort(part, kind="stable")
+        cut = np.searchsorted(part[order], np.arange(parts + 1))
+        for b in np.flatnonzero(np.diff(cut)):
+            ranks[order[cut[b] : cut[b + 1]]].tofile(files[b])
+    for f in files:
+        f.flush()
     return home
 
 

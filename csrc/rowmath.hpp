@@ -411,7 +411,7 @@ ALSCALE_INLINE RowMax<T> row_max_first(const T* x, int64_t n) {
 // e (x - mx) of two blocks at once, each half then added to the 8 lane sums in order (the first
 // block's half, then the second's), so the same bits as 8 lanes a block (softmax_step's
 // arithmetic, element by element); the row's last block or two in 8 lanes.
-template <class T, int B>
+template <class T, int B, bool WantT>
 ALSCALE_INLINE void softmax_sums_wide(const T* x, int64_t n, T mx, T& s_out, T& t_out, const NextRow& next) {
     constexpr int H = kLanes * static_cast<int>(sizeof(T));  // bytes of one block
     using V = vec<T, B>;
@@ -423,25 +423,27 @@ ALSCALE_INLINE void softmax_sums_wide(const T* x, int64_t n, T mx, T& s_out, T& 
     for (; c + 2 * kLanes <= n; c += 2 * kLanes) {
         next.at(c);
         V d = sub(load<T, B>(x + c), vmx);
-        d = d < lo ? lo : d;
+        if constexpr (WantT) d = d < lo ? lo : d;
         const V e = exp_nonpos<T, V, ivec<T, B>>(d);
-        const V ed = mul(e, d);
-        V8 half[4];
+        V8 half[2];
         std::memcpy(&half[0], &e, sizeof e);
-        std::memcpy(&half[2], &ed, sizeof ed);
         s = add(add(s, half[0]), half[1]);
-        t = add(add(t, half[2]), half[3]);
+        if constexpr (WantT) {
+            const V ed = mul(e, d);
+            std::memcpy(&half[0], &ed, sizeof ed);
+            t = add(add(t, half[0]), half[1]);
+        }
     }
     const V8 vmx8 = row_max_lanes<V8>(mx);
     for (; c + kLanes <= n; c += kLanes) {
         next.at(c);
-        softmax_step<T, V8, ivec<T, H>>(load<T, H>(x + c), vmx8, s, t);
+        softmax_step<T, V8, ivec<T, H>, WantT>(load<T, H>(x + c), vmx8, s, t);
     }
     if (c < n) {
         next.at(c);
         T tmp[kLanes];
         for (int j = 0; j < kLanes; ++j) tmp[j] = c + j < n ? x[c + j] : -std::numeric_limits<T>::infinity();
-        softmax_step<T, V8, ivec<T, H>>(load<T, H>(tmp), vmx8, s, t);
+        softmax_step<T, V8, ivec<T, H>, WantT>(load<T, H>(tmp), vmx8, s, t);
     }
     T ls[kLanes], lt[kLanes];
     for (int j = 0; j < kLanes; ++j) {
@@ -453,11 +455,12 @@ ALSCALE_INLINE void softmax_sums_wide(const T* x, int64_t n, T mx, T& s_out, T& 
 }
 
 // Softmax sums of a row with maximum mx: s = sum exp(x - mx), t = sum exp(x - mx) * (x - mx),
-// in 8 lane sums combined in a fixed order (softmax_step, sum_lanes).
-template <class T, int B>
+// in 8 lane sums combined in a fixed order (softmax_step, sum_lanes). Without WantT, t is 0 and
+// s has the same bits (margin and confidence need s alone).
+template <class T, int B, bool WantT = true>
 ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out, const NextRow& next = {}) {
     if constexpr (kWidth<T, B> > kLanes) {
-        softmax_sums_wide<T, B>(x, n, mx, s_out, t_out, next);
+        softmax_sums_wide<T, B, WantT>(x, n, mx, s_out, t_out, next);
         return;
     }
     using V = vec<T, B>;
@@ -466,7 +469,7 @@ ALSCALE_INLINE void softmax_sums(const T* x, int64_t n, T mx, T& s_out, T& t_out
     V s[P], t[P];
     for (int h = 0; h < P; ++h) s[h] = t[h] = splat<V>(T(0));
     auto step = [&](const Block<T, B>& b) __attribute__((always_inline)) {
-        for (int h = 0; h < P; ++h) softmax_step<T, V, ivec<T, B>>(b.part[h], vmx, s[h], t[h]);
+        for (int h = 0; h < P; ++h) softmax_step<T, V, ivec<T, B>, WantT>(b.part[h], vmx, s[h], t[h]);
     };
     int64_t c = 0;
     for (; c + kLanes <= n; c += kLanes) {

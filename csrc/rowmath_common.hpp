@@ -203,16 +203,19 @@ ALSCALE_HD RowMax<T> combine_max(const T* m1, const T* m2, const int64_t* at, in
 }
 
 // Element x into a lane's softmax sums for a row with maximum mx: s += exp(x - mx) and
-// t += exp(x - mx) * (x - mx). Gaps below -1e30 are clamped (their exp is 0 either way; -inf
-// would make 0 * gap NaN).
-template <class T, class V = T, class I = UInt<T>>
+// (WantT) t += exp(x - mx) * (x - mx). Gaps below -1e30 are clamped for t (their exp is 0 either
+// way; -inf would make 0 * gap NaN); s alone needs no clamp (exp_nonpos gives 0 below -87, -inf
+// included), so without t s has the same bits in fewer operations.
+template <class T, class V = T, class I = UInt<T>, bool WantT = true>
 ALSCALE_HD void softmax_step(V x, V mx, V& s, V& t) {
-    const V lo = splat<V>(T(-1e30));
     V d = sub(x, mx);
-    d = d < lo ? lo : d;
+    if constexpr (WantT) {
+        const V lo = splat<V>(T(-1e30));
+        d = d < lo ? lo : d;
+    }
     const V e = exp_nonpos<T, V, I>(d);
     s = add(s, e);
-    t = add(t, mul(e, d));
+    if constexpr (WantT) t = add(t, mul(e, d));
 }
 
 // The 8 lane sums combined: ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)).

@@ -18,7 +18,10 @@ ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const Matrix& m, con
                                                          : row_max_top<T, B, false>(x, n);
         if (!mx.finite) return i;
         T s, t;
-        softmax_sums<T, B>(x, n, mx.max, s, t, next_row(m, i, end));
+        if (kind == Uncertainty::entropy)
+            softmax_sums<T, B, true>(x, n, mx.max, s, t, next_row(m, i, end));
+        else
+            softmax_sums<T, B, false>(x, n, mx.max, s, t, next_row(m, i, end));
         out[i] = uncertainty_value(kind, mx, s, t, [](T v) { return std::log(v); });
     }
     return end;

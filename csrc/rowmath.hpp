@@ -417,19 +417,18 @@ ALSCALE_INLINE void softmax_sums_wide(const T* x, int64_t n, T mx, T& s_out, T& 
     using V = vec<T, B>;
     using V8 = vec<T, H>;
     static_assert(kWidth<T, B> == 2 * kLanes, "two blocks per native vector");
-    const V vmx = row_max_lanes<V>(mx), lo = splat<V>(T(-1e30));
+    const V vmx = row_max_lanes<V>(mx);
     V8 s = splat<V8>(T(0)), t = splat<V8>(T(0));
     int64_t c = 0;
     for (; c + 2 * kLanes <= n; c += 2 * kLanes) {
         next.at(c);
-        V d = sub(load<T, B>(x + c), vmx);
-        if constexpr (WantT) d = d < lo ? lo : d;
+        const V d = sub(load<T, B>(x + c), vmx);
         const V e = exp_nonpos<T, V, ivec<T, B>>(d);
         V8 half[2];
         std::memcpy(&half[0], &e, sizeof e);
         s = add(add(s, half[0]), half[1]);
         if constexpr (WantT) {
-            const V ed = mul(e, d);
+            const V ed = softmax_product<T>(e, d);
             std::memcpy(&half[0], &ed, sizeof ed);
             t = add(add(t, half[0]), half[1]);
         }
@@ -513,9 +512,10 @@ ALSCALE_INLINE void to_double(const double* p, vec<double, B>* out) {
 }
 
 // Distances of a row to the p/c decision hyperplanes: r_c = boundary_distance(l_p, l_c, inv[c]),
-// inv = row p of the inverse-norm matrix. Writes r (n values) and returns min_c r_c. With `bound` given,
-// also lists in `hits` the first class of each 32-class group where some r_c <= bound[c].
-template <class T, int B>
+// inv = row p of the inverse-norm matrix. Returns min_c r_c and (StoreR) writes r (n values): MASE
+// with the table reads r back nowhere, and saves a store per 8 values. With `bound` given, also
+// lists in `hits` the first class of each 32-class group where some r_c <= bound[c].
+template <class T, int B, bool StoreR = true>
 ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const double* inv, double* r,
                                    const double* bound, std::vector<int64_t>* hits, const NextRow& next = {},
                                    const NextRow& next_inv = {}) {
@@ -532,7 +532,7 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
         for (int h = 0; h < P; ++h) {
             const V a = boundary_distance(vlp, xd[h], load<double, B>(iv + W * h));
             mn = a < mn ? a : mn;
-            std::memcpy(out + W * h, &a, sizeof a);
+            if constexpr (StoreR) std::memcpy(out + W * h, &a, sizeof a);
             if (bv) hit |= a <= load<double, B>(bv + W * h);
         }
     };
@@ -566,7 +566,8 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
             xt[j] = c + j < n ? x[c + j] : std::numeric_limits<T>::infinity();
         }
         block(xt, iv, bound ? bv : nullptr, out);
-        for (int j = 0; c + j < n; ++j) r[c + j] = out[j];
+        if constexpr (StoreR)
+            for (int j = 0; c + j < n; ++j) r[c + j] = out[j];
         last = c;
     }
     if (bound && any_lane(hit)) hits->push_back((last / kGroup) * kGroup);  // the unfinished group

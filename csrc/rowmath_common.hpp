@@ -202,20 +202,22 @@ ALSCALE_HD RowMax<T> combine_max(const T* m1, const T* m2, const int64_t* at, in
     return r;
 }
 
+// e * d for softmax's t: +0 where exp_nonpos is 0 (d below its -87: e = 0, and d may be -inf).
+template <class T, class V>
+ALSCALE_HD V softmax_product(V e, V d) {
+    return d < T(std::is_same<T, float>::value ? -87.0 : -708.0) ? splat<V>(T(0)) : mul(e, d);
+}
+
 // Element x into a lane's softmax sums for a row with maximum mx: s += exp(x - mx) and
-// (WantT) t += exp(x - mx) * (x - mx). Gaps below -1e30 are clamped for t (their exp is 0 either
-// way; -inf would make 0 * gap NaN); s alone needs no clamp (exp_nonpos gives 0 below -87, -inf
-// included), so without t s has the same bits in fewer operations.
+// (WantT) t += exp(x - mx) * (x - mx). exp_nonpos is 0 below -87 (-inf included), where the
+// product is taken as +0 (not 0 * gap: -0, or NaN for -inf): t starts at +0 and only adds values
+// <= 0, so adding +0 or -0 leaves the same bits.
 template <class T, class V = T, class I = UInt<T>, bool WantT = true>
 ALSCALE_HD void softmax_step(V x, V mx, V& s, V& t) {
-    V d = sub(x, mx);
-    if constexpr (WantT) {
-        const V lo = splat<V>(T(-1e30));
-        d = d < lo ? lo : d;
-    }
+    const V d = sub(x, mx);
     const V e = exp_nonpos<T, V, I>(d);
     s = add(s, e);
-    if constexpr (WantT) t = add(t, mul(e, d));
+    if constexpr (WantT) t = add(t, softmax_product<T>(e, d));
 }
 
 // The 8 lane sums combined: ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)).

@@ -354,6 +354,27 @@ def test_base_builds_script_interleaves_two_builds_and_checks_their_picks(capsys
     assert "peak RSS: old worker" in out
 
 
+def test_base_builds_script_times_the_other_kernels_too(capsys):
+    import sys
+    from pathlib import Path
+
+    import alscale as pkg
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import base_builds
+
+    here = str(Path(pkg.__file__).parent.parent)
+    kernels = ["margin", "confidence", "entropy", "mase_w", "base_w", "base"]
+    base_builds.main(["--old", here, "--new", here, "--rows", "2000", "--classes", "24", "--budgets", "20",
+                      "--repeat", "2", "--kernels", ",".join(kernels)])
+    out = capsys.readouterr().out
+    for kernel in kernels:
+        (line,) = [ln for ln in out.splitlines() if ln.startswith(f"{kernel} B=20: floor ")]
+        assert "picks identical" in line and "new/old wall: min" in line
+    with pytest.raises(SystemExit, match="unknown kernel"):
+        base_builds.main(["--old", here, "--new", here, "--kernels", "margin,nope"])
+
+
 def test_openimages_rows_at_seconds_per_call_are_timed_fewer_times():
     """From N = 100K on (scale 0.02 is 180K rows) the floor and alscale's rows run 3 times, each
     peer once, none after a warm-up call; tiny scales keep the command's repeat and warm-up."""

@@ -137,6 +137,44 @@ def test_uncertainty_scores_are_stable_for_huge_logits(name, dtype):
     np.testing.assert_allclose(got, ref_fn(x.astype(np.float64)), **tolerance(name, dtype, 3))
 
 
+@pytest.mark.parametrize("name", sorted(UNCERTAINTY))
+@given(data=st.data())
+def test_values_whose_exp_underflows_leave_the_scores_bits_alone(name, data):
+    """A value more than 87 (float32; 708 for float64) below its row's max has exp 0 and adds
+    nothing to the softmax sums, whatever it is: gaps from -88 to below -1e30, and -inf where
+    x - max overflows. So rows that differ only in such values score the same bits (no
+    0 * -inf NaN in entropy's sum of e (x - max), no sign of a zero product in its bits)."""
+    fn, _ = UNCERTAINTY[name]
+    dtype = data.draw(st.sampled_from(["float32", "float64"]))
+    big = float(np.finfo(dtype).max)
+    cut = 88.0 if dtype == "float32" else 709.0
+    rows, cols = data.draw(st.integers(1, 6)), data.draw(st.integers(2, 40))
+    scale = data.draw(st.sampled_from([1.0, 30.0, 1e32]))  # 1e32: gaps to -big overflow to -inf
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = (rng.standard_normal((rows, cols)) * scale).astype(dtype)
+    x[:, 0] = np.abs(x).max(axis=1) + 1  # every row keeps one value well above the rest
+    low = rng.random((rows, cols)) < 0.5
+    low[:, 0] = False
+    variants = []
+    for _ in range(3):
+        y = x.copy()
+        mx = y.max(axis=1, keepdims=True).astype(np.float64)
+        pick = rng.integers(0, 4, size=(rows, cols))
+        gaps = np.choose(pick, [np.full((rows, cols), cut), 1e3 + rng.random((rows, cols)) * 1e6,
+                                np.full((rows, cols), 1e31), np.full((rows, cols), np.inf)])
+        with np.errstate(over="ignore"):
+            repl = np.maximum(mx - gaps, -big).astype(dtype)
+        while ((near := repl.astype(np.float64) - mx > -cut) & low).any():  # rounded up to the max
+            repl[near] = np.nextafter(repl[near], np.array(-big, dtype=dtype))
+        y[low] = repl[low]
+        assert (y.astype(np.float64) - mx <= -cut)[low].all()
+        variants.append(y)
+    got = [fn(y) for y in variants]
+    assert np.isfinite(got[0]).all()
+    for g in got[1:]:
+        assert_same_bits(g, got[0])
+
+
 @pytest.mark.parametrize("fn", [alscale.margin_scores, alscale.confidence_scores,
                                 alscale.entropy_scores, alscale.boundary_scores])
 def test_scores_torch_in_torch_out(fn):

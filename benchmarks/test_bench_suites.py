@@ -283,11 +283,19 @@ def test_kernel_ratios_script_times_each_kernel_with_its_floor(capsys):
     for name in ("margin", "base_w"):
         (line,) = [ln for ln in out.splitlines() if ln.startswith(name)]
         assert "min/min" in line and "median/median" in line
+        assert "| x 2-thread read: min/min" in line  # the read split over two threads, beside the floor
+    (split,) = [ln for ln in out.splitlines() if ln.startswith("2-thread read")]
+    assert "<- the read on more threads" in split
+    _kernel_ratios().main(["--scale", "0.0005", "--classes", "20", "--repeat", "1", "--only", "margin",
+                           "--read-threads", "1"])
+    assert "thread read" not in capsys.readouterr().out
 
 
 def test_kernel_ratios_script_refuses_an_unknown_kernel():
     with pytest.raises(SystemExit, match="unknown kernel"):
         _kernel_ratios().main(["--scale", "0.0005", "--only", "margin,nope"])
+    with pytest.raises(SystemExit, match="read-threads"):
+        _kernel_ratios().main(["--scale", "0.0005", "--only", "margin", "--read-threads", "0"])
 
 
 def test_knn_compare_ranks_budget_spills_the_same_graph():

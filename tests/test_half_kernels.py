@@ -120,9 +120,9 @@ def test_kernel_ratios_times_16_bit_logits_against_both_floors(capsys):
         mod.main(["--scale", "0.0005", "--classes", "20", "--repeat", "1", "--only", "margin", "--dtype", dtype])
         out = capsys.readouterr().out.splitlines()
         floors = [ln.split()[0] for ln in out if " ns per logit" in ln and not ln.startswith("margin")]
-        assert floors == ["fp32", "int16.sum", "f16.add.reduce", "u32.sum", "u64.or"], out
+        assert floors == ["fp32", "int16.sum", "f16.add.reduce", "u32.sum", "u64.or", "2-thread"], out
         (chosen,) = [ln.split()[0] for ln in out if ln.endswith("<- the floor")]
         (line,) = [ln for ln in out if ln.startswith("margin")]
-        assert f"x {chosen}:" in line and "x fp32 floor:" in line, line
+        assert f"x {chosen}:" in line and "x fp32 floor:" in line and "x 2-thread read:" in line, line
     with pytest.raises(SystemExit):
         mod.main(["--dtype", "int8"])

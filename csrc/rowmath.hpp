@@ -419,19 +419,32 @@ ALSCALE_INLINE void softmax_sums_wide(const T* x, int64_t n, T mx, T& s_out, T& 
     static_assert(kWidth<T, B> == 2 * kLanes, "two blocks per native vector");
     const V vmx = row_max_lanes<V>(mx);
     V8 s = splat<V8>(T(0)), t = splat<V8>(T(0));
+    auto add_halves = [](V8& acc, const V& v) __attribute__((always_inline)) {
+        V8 half[2];
+        std::memcpy(&half[0], &v, sizeof v);
+        acc = add(add(acc, half[0]), half[1]);
+    };
     int64_t c = 0;
+    // Two native vectors a step: their exps are two independent dependency chains side by side
+    // (each ~20 operations deep), then added in element order, so the same bits as one at a time.
+    for (; c + 4 * kLanes <= n; c += 4 * kLanes) {
+        next.at(c);
+        next.at(c + 2 * kLanes);
+        const V d0 = sub(load<T, B>(x + c), vmx), d1 = sub(load<T, B>(x + c + 2 * kLanes), vmx);
+        const V e0 = exp_nonpos<T, V, ivec<T, B>>(d0), e1 = exp_nonpos<T, V, ivec<T, B>>(d1);
+        add_halves(s, e0);
+        add_halves(s, e1);
+        if constexpr (WantT) {
+            add_halves(t, softmax_product<T>(e0, d0));
+            add_halves(t, softmax_product<T>(e1, d1));
+        }
+    }
     for (; c + 2 * kLanes <= n; c += 2 * kLanes) {
         next.at(c);
         const V d = sub(load<T, B>(x + c), vmx);
         const V e = exp_nonpos<T, V, ivec<T, B>>(d);
-        V8 half[2];
-        std::memcpy(&half[0], &e, sizeof e);
-        s = add(add(s, half[0]), half[1]);
-        if constexpr (WantT) {
-            const V ed = softmax_product<T>(e, d);
-            std::memcpy(&half[0], &ed, sizeof ed);
-            t = add(add(t, half[0]), half[1]);
-        }
+        add_halves(s, e);
+        if constexpr (WantT) add_halves(t, softmax_product<T>(e, d));
     }
     const V8 vmx8 = row_max_lanes<V8>(mx);
     for (; c + kLanes <= n; c += kLanes) {

@@ -526,9 +526,10 @@ ALSCALE_INLINE void to_double(const double* p, vec<double, B>* out) {
 
 // Distances of a row to the p/c decision hyperplanes: r_c = boundary_distance(l_p, l_c, inv[c]),
 // inv = row p of the inverse-norm matrix. Returns min_c r_c and (StoreR) writes r (n values): MASE
-// with the table reads r back nowhere, and saves a store per 8 values. With `bound` given, also
-// lists in `hits` the first class of each 32-class group where some r_c <= bound[c].
-template <class T, int B, bool StoreR = true>
+// with the table reads r back nowhere, and saves a store per 8 values. Bounded (BASE): also lists
+// in `hits` the first class of each 32-class group where some r_c <= bound[c]; the row is taken a
+// group (four blocks) at a time, its hits tested once a group.
+template <class T, int B, bool StoreR = true, bool Bounded = true>
 ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const double* inv, double* r,
                                    const double* bound, std::vector<int64_t>* hits, const NextRow& next = {},
                                    const NextRow& next_inv = {}) {
@@ -539,6 +540,7 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
     const V vlp = row_max_lanes<V>(lp);
     V mn = splat<V>(kInf);
     I hit = I{};
+    unsigned hit_bits = 0;
     auto block = [&](const T* xp, const double* iv, const double* bv, double* out) __attribute__((always_inline)) {
         V xd[P];
         to_double<B>(xp, xd);
@@ -546,8 +548,28 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
             const V a = boundary_distance(vlp, xd[h], load<double, B>(iv + W * h));
             mn = a < mn ? a : mn;
             if constexpr (StoreR) std::memcpy(out + W * h, &a, sizeof a);
-            if (bv) hit |= a <= load<double, B>(bv + W * h);
+            if constexpr (Bounded) {
+                const V b = load<double, B>(bv + W * h);
+#if defined(__x86_64__) && defined(__GNUC__)
+                if constexpr (B == 64) {
+                    // One vcmppd into a mask register, or'ed as an integer: GCC's own form of
+                    // the compare widens each mask into a vector (in a group loop it even took
+                    // the 8 lanes one by one).
+                    unsigned char k;
+                    asm("vcmppd $2, %2, %1, %0" : "=Yk"(k) : "v"(a), "v"(b));  // a <= b
+                    hit_bits |= k;
+                    continue;
+                }
+#endif
+                hit |= a <= b;
+            }
         }
+    };
+    auto any_hit = [&]() __attribute__((always_inline)) {
+        const bool any = hit_bits != 0 || any_lane(hit);
+        hit = I{};
+        hit_bits = 0;
+        return any;
     };
     // The next row's logits and table row pulled into L2 a block at a time (a block of floats is
     // half a line: one prefetch of two is redundant, cheaper than a branch). Without a next row,
@@ -555,19 +577,20 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
     const char* const np = next.p ? next.p : reinterpret_cast<const char*>(x);
     const char* const ip = next_inv.p ? next_inv.p : reinterpret_cast<const char*>(x);
     const int64_t ns = next.p ? next.step : 0, is = next_inv.p ? next_inv.step : 0;
-    auto fetch = [&](int64_t c) __attribute__((always_inline)) {
+    auto step = [&](int64_t c) __attribute__((always_inline)) {
         __builtin_prefetch(np + c * ns, 0, 2);
         __builtin_prefetch(ip + c * is, 0, 2);
+        block(x + c, inv + c, Bounded ? bound + c : nullptr, StoreR ? r + c : nullptr);
     };
     int64_t c = 0;
-    for (; c + kLanes <= n; c += kLanes) {
-        fetch(c);
-        block(x + c, inv + c, bound ? bound + c : nullptr, r + c);
-        if (bound && (c + kLanes) % kGroup == 0) {
-            if (any_lane(hit)) hits->push_back(c + kLanes - kGroup);
-            hit = I{};
-        }
+    for (; c + kGroup <= n; c += kGroup) {
+        step(c);
+        step(c + kLanes);
+        step(c + 2 * kLanes);
+        step(c + 3 * kLanes);
+        if (Bounded && any_hit()) hits->push_back(c);
     }
+    for (; c + kLanes <= n; c += kLanes) step(c);
     int64_t last = c - kLanes;  // start of the last block
     if (c < n) {
         next.at(c);
@@ -575,15 +598,15 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
         T xt[kLanes];
         for (int j = 0; j < kLanes; ++j) {
             iv[j] = c + j < n ? inv[c + j] : 1.0;
-            bv[j] = bound && c + j < n ? bound[c + j] : -kInf;
+            bv[j] = Bounded && c + j < n ? bound[c + j] : -kInf;
             xt[j] = c + j < n ? x[c + j] : std::numeric_limits<T>::infinity();
         }
-        block(xt, iv, bound ? bv : nullptr, out);
+        block(xt, iv, bv, out);
         if constexpr (StoreR)
             for (int j = 0; c + j < n; ++j) r[c + j] = out[j];
         last = c;
     }
-    if (bound && any_lane(hit)) hits->push_back((last / kGroup) * kGroup);  // the unfinished group
+    if (Bounded && any_hit()) hits->push_back((last / kGroup) * kGroup);  // the unfinished group
     double m = mn[0];
     for (int j = 1; j < W; ++j) m = mn[j] < m ? mn[j] : m;
     return m;

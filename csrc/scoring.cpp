@@ -54,10 +54,10 @@ ALSCALE_INLINE int64_t boundary_rows(BoundaryContext<T>& ctx, const Matrix& logi
         rows.next(i, x, next, next_inv);
         // r is read back only to make the pairs' lower bounds exact.
         if (inv.pairs()) {
-            const double m = boundary_row<T, B>(x, n, lp, inv.row(mx.arg), ctx.r.data(), nullptr, nullptr, next, next_inv);
+            const double m = boundary_row<T, B, true, false>(x, n, lp, inv.row(mx.arg), ctx.r.data(), nullptr, nullptr, next, next_inv);
             out[i] = exact_min<T, B>(*inv.pairs(), mx.arg, 0.0 + lp, x, ctx.r.data(), n, m);
         } else {
-            out[i] = boundary_row<T, B, false>(x, n, lp, inv.row(mx.arg), nullptr, nullptr, nullptr, next, next_inv);
+            out[i] = boundary_row<T, B, false, false>(x, n, lp, inv.row(mx.arg), nullptr, nullptr, nullptr, next, next_inv);
         }
     }
     return end;

@@ -60,6 +60,9 @@ for line in sys.stdin:
 """
 
 
+KERNELS = ("base", "base_w", "mase_w", "margin", "confidence", "entropy")  # WORKER's `kernels`
+
+
 def quartile(values, f):
     return sorted(values)[int(f * (len(values) - 1))]
 
@@ -73,11 +76,10 @@ def main(argv=None) -> None:
     ap.add_argument("--budgets", default="2500,250000")
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1, help="num_threads of the calls (0: all cores)")
-    ap.add_argument("--kernels", default="base", help="comma-separated: base, base_w, mase_w, margin, confidence, "
-                    "entropy (default base)")
+    ap.add_argument("--kernels", default="base", help=f"comma-separated, of {', '.join(KERNELS)} (default base)")
     a = ap.parse_args(argv)
     kernels = a.kernels.split(",")
-    unknown = sorted(set(kernels) - {"base", "base_w", "mase_w", "margin", "confidence", "entropy"})
+    unknown = sorted(set(kernels) - set(KERNELS))
     if unknown:
         raise SystemExit(f"unknown kernel(s) {unknown}")
     workers = {}

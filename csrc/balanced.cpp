@@ -563,8 +563,13 @@ std::vector<int64_t> select_balanced(const Matrix& logits, int64_t budget, const
                                      const HeadNorms& head, int num_threads, int64_t sample_stride,
                                      SampledPass* info) {
     const int64_t extra = default_extra(logits.cols, budget);
-    BalancedState state(logits.cols, budget, extra);
-    state.rows_fed_once();
+    // Every row is fed once a pass here: no check for rows fed twice.
+    auto fresh = [&] {
+        BalancedState s(logits.cols, budget, extra);
+        s.rows_fed_once();
+        return s;
+    };
+    BalancedState state = fresh();
     // The first pass with sampled ceilings: most rows are then offered to no class at all (at
     // B = N / 2 the buffers' appends were about a third of the pass). If a ceiling was too low
     // (a sample unlike the pool), the pass is made again without them.
@@ -574,10 +579,7 @@ std::vector<int64_t> select_balanced(const Matrix& logits, int64_t budget, const
     bool fed = false;
     if (!ceilings.empty()) {
         fed = state.update(logits, RowIds{}, exclude, head, num_threads, &ceilings, &expected);
-        if (!fed) {
-            state = BalancedState(logits.cols, budget, extra);
-            state.rows_fed_once();
-        }
+        if (!fed) state = fresh();
     }
     if (info) *info = SampledPass{!ceilings.empty(), fed};
     if (!fed) state.update(logits, RowIds{}, exclude, head, num_threads);

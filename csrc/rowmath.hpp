@@ -565,7 +565,8 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
             }
         }
     };
-    auto any_hit = [&]() __attribute__((always_inline)) {
+    // Whether the group just passed had a hit; clears the accumulators for the next group.
+    auto group_hit = [&]() __attribute__((always_inline)) {
         const bool any = hit_bits != 0 || any_lane(hit);
         hit = I{};
         hit_bits = 0;
@@ -588,7 +589,7 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
         step(c + kLanes);
         step(c + 2 * kLanes);
         step(c + 3 * kLanes);
-        if (Bounded && any_hit()) hits->push_back(c);
+        if (Bounded && group_hit()) hits->push_back(c);
     }
     for (; c + kLanes <= n; c += kLanes) step(c);
     int64_t last = c - kLanes;  // start of the last block
@@ -606,7 +607,7 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
             for (int j = 0; c + j < n; ++j) r[c + j] = out[j];
         last = c;
     }
-    if (Bounded && any_hit()) hits->push_back((last / kGroup) * kGroup);  // the unfinished group
+    if (Bounded && group_hit()) hits->push_back((last / kGroup) * kGroup);  // the unfinished group
     double m = mn[0];
     for (int j = 1; j < W; ++j) m = mn[j] < m ? mn[j] : m;
     return m;

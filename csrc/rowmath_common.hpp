@@ -135,6 +135,12 @@ ALSCALE_HD ExpParts<V> exp_parts(V x, V magic) {
 // exp(x) for x <= 0 (0 below the underflow point): Cody-Waite reduction and a polynomial
 // (Cephes), the exponent set through the bits. Within 2 ulp of the exact value. T: float or
 // double; V: T or a vector of T, and I the integers of V's size.
+// Where exp_nonpos gives 0: x below -87 (float) or -708 (double).
+template <class T>
+ALSCALE_HD constexpr T exp_zero_below() {
+    return std::is_same<T, float>::value ? T(-87.0) : T(-708.0);
+}
+
 template <class T, class V = T, class I = UInt<T>>
 ALSCALE_HD V exp_nonpos(V x) {
     if constexpr (std::is_same<T, float>::value) {
@@ -142,13 +148,13 @@ ALSCALE_HD V exp_nonpos(V x) {
         const ExpParts<V> e1 = exp_parts<T>(x, magic);
         const V y = add(e1.em1, 1.0f);
         const I e = ((bit_cast<I>(e1.t) - bit_cast<I>(magic)) + 127) << 23;
-        return x < -87.0f ? splat<V>(0.0f) : mul(y, bit_cast<V>(e));
+        return x < exp_zero_below<T>() ? splat<V>(0.0f) : mul(y, bit_cast<V>(e));
     } else {
         const V magic = splat<V>(6755399441055744.0);  // 1.5 * 2^52
         const ExpParts<V> e1 = exp_parts<T>(x, magic);
         const V y = add(1.0, e1.em1);
         const I e = ((bit_cast<I>(e1.t) - bit_cast<I>(magic)) + 1023) << 52;
-        return x < -708.0 ? splat<V>(0.0) : mul(y, bit_cast<V>(e));
+        return x < exp_zero_below<T>() ? splat<V>(0.0) : mul(y, bit_cast<V>(e));
     }
 }
 
@@ -202,10 +208,10 @@ ALSCALE_HD RowMax<T> combine_max(const T* m1, const T* m2, const int64_t* at, in
     return r;
 }
 
-// e * d for softmax's t: +0 where exp_nonpos is 0 (d below its -87: e = 0, and d may be -inf).
+// e * d for softmax's t: +0 where exp_nonpos is 0 (d below exp_zero_below: e = 0, and d may be -inf).
 template <class T, class V>
 ALSCALE_HD V softmax_product(V e, V d) {
-    return d < T(std::is_same<T, float>::value ? -87.0 : -708.0) ? splat<V>(T(0)) : mul(e, d);
+    return d < exp_zero_below<T>() ? splat<V>(T(0)) : mul(e, d);
 }
 
 // Element x into a lane's softmax sums for a row with maximum mx: s += exp(x - mx) and

@@ -83,10 +83,14 @@ ALSCALE_INLINE bool any_lane(M m) {
     }
 }
 
-// The stored bytes of the row after the current one, pulled into the cache while the current
-// row's second pass runs from L1, so that the next row's first pass (its max) does not stall on
+// The stored bytes of a row ahead of the current one, pulled into the cache while the current
+// row's second pass runs from L1, so that that row's first pass (its max) does not stall on
 // memory: the two passes of a row are compute- and load-bound in turn, this overlaps them.
-// Only for rows stored with unit stride (any dtype); otherwise nothing is fetched.
+// kRowsAhead = 2, the row after next: a prefetch of the next row, issued along this row's second
+// pass, arrived too late for its max pass (one thread: MASE with the head 0.46 -> 0.33 ns a
+// logit, BASE 0.58 -> 0.47; BENCHMARKS.md). Only for rows stored with unit stride (any dtype);
+// otherwise nothing is fetched.
+constexpr int64_t kRowsAhead = 2;
 struct NextRow {
     const char* p = nullptr;
     int64_t step = 0;  // stored bytes per element
@@ -94,9 +98,11 @@ struct NextRow {
         if (p) __builtin_prefetch(p + c * step, 0, 3);
     }
 };
-inline NextRow next_row(const Matrix& m, int64_t i, int64_t end) {
-    if (i + 1 >= end || m.col_stride <= 0 || m.col_stride > 8 || m.row_stride < m.cols * m.col_stride) return {};
-    return NextRow{m.data + (i + 1) * m.row_stride, m.col_stride};
+// The row kRowsAhead after row i, if it is below `end` (a thread's own rows).
+inline NextRow fetch_ahead(const Matrix& m, int64_t i, int64_t end) {
+    if (i + kRowsAhead >= end || m.col_stride <= 0 || m.col_stride > 8 || m.row_stride < m.cols * m.col_stride)
+        return {};
+    return NextRow{m.data + (i + kRowsAhead) * m.row_stride, m.col_stride};
 }
 
 // Native vectors of any element type (Lanes is for float and double).
@@ -168,7 +174,7 @@ ALSCALE_INLINE const T* read_row(RowReader<T>& read, int64_t i, int64_t n, T* in
 // Rows read one ahead for a boundary pass with the head's table (MASE, BASE): row p of the table
 // (8 KB for C = 1000, a random row each time) comes from L3, so the next row's max pass runs
 // before this row's boundary pass, which then prefetches the next row's table row and the logits
-// of the row after it. Only where rows are read in place, or are 16-bit rows converted into two
+// of the row kRowsAhead after that. Only where rows are read in place, or are 16-bit rows converted into two
 // buffers in turn (`spare` the second: a row read ahead must not overwrite the current one).
 // max_of(row) gives a row's RowMax.
 template <class T, int B, class MaxOf>
@@ -197,11 +203,11 @@ public:
     // Before the boundary pass of row i (held in x): row i + 1 read and its max taken; `next` and
     // `next_inv` what that pass is to prefetch.
     ALSCALE_INLINE void next(int64_t i, const T* x, NextRow& next, NextRow& next_inv) {
-        next = next_row(m_, i, end_);
+        next = fetch_ahead(m_, i, end_);
         if (!ahead_ || i + 1 >= end_) return;
         next_x_ = read_row<T, B>(read_, i + 1, m_.cols, x == read_.buffer() ? spare_.data() : read_.buffer());
         next_mx_ = max_of_(next_x_);
-        next = next_row(m_, i + 1, end_);
+        next = fetch_ahead(m_, i + 1, end_);
         if (next_mx_.finite) next_inv = NextRow{reinterpret_cast<const char*>(table_ + next_mx_.arg * m_.cols), 8};
     }
 
@@ -572,9 +578,9 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
         hit_bits = 0;
         return any;
     };
-    // The next row's logits and table row pulled into L2 a block at a time (a block of floats is
-    // half a line: one prefetch of two is redundant, cheaper than a branch). Without a next row,
-    // this row's own first byte (in cache) stands in, so the loop has no branch for it.
+    // A row ahead's logits and the next row's table row pulled into L2 a block at a time (a block
+    // of floats is half a line: one prefetch of two is redundant, cheaper than a branch). Without
+    // such a row, this row's own first byte (in cache) stands in, so the loop has no branch for it.
     const char* const np = next.p ? next.p : reinterpret_cast<const char*>(x);
     const char* const ip = next_inv.p ? next_inv.p : reinterpret_cast<const char*>(x);
     const int64_t ns = next.p ? next.step : 0, is = next_inv.p ? next_inv.step : 0;

@@ -19,9 +19,9 @@ ALSCALE_INLINE int64_t uncertainty_rows(RowReader<T>& read, const Matrix& m, con
         if (!mx.finite) return i;
         T s, t;
         if (kind == Uncertainty::entropy)
-            softmax_sums<T, B, true>(x, n, mx.max, s, t, next_row(m, i, end));
+            softmax_sums<T, B, true>(x, n, mx.max, s, t, fetch_ahead(m, i, end));
         else
-            softmax_sums<T, B, false>(x, n, mx.max, s, t, next_row(m, i, end));
+            softmax_sums<T, B, false>(x, n, mx.max, s, t, fetch_ahead(m, i, end));
         out[i] = uncertainty_value(kind, mx, s, t, [](T v) { return std::log(v); });
     }
     return end;

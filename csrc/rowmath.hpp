@@ -404,8 +404,30 @@ ALSCALE_INLINE RowMax<T> row_max_first(const T* x, int64_t n) {
     constexpr int W = kWidth<T, B>;
     RowMax<T> mx = row_max_top<T, B, false>(x, n);
     if (!mx.finite) return mx;
-    const vec<T, B> v = splat<vec<T, B>>(mx.max);
+    using V = vec<T, B>;
+    const V v = splat<V>(mx.max);
     int64_t c = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if constexpr (B == 64) {
+        // AVX-512: four vectors a test, each compare into a mask register (GCC's own form
+        // widens every mask back into a vector to reduce it), then the position from the bits.
+        for (; c + 4 * W <= n; c += 4 * W) {
+            uint64_t bits = 0;
+            for (int k = 0; k < 4; ++k) {
+                uint16_t m;
+                if constexpr (sizeof(T) == 4)
+                    asm("vcmpeqps %2, %1, %0" : "=Yk"(m) : "v"(load<T, B>(x + c + k * W)), "v"(v));
+                else
+                    asm("vcmpeqpd %2, %1, %0" : "=Yk"(m) : "v"(load<T, B>(x + c + k * W)), "v"(v));
+                bits |= static_cast<uint64_t>(m) << (k * W);
+            }
+            if (bits) {
+                mx.arg = c + __builtin_ctzll(bits);
+                return mx;
+            }
+        }
+    }
+#endif
     for (; c + W <= n; c += W)
         if (any_lane(load<T, B>(x + c) == v)) break;
     while (x[c] != mx.max) ++c;  // a finite row holds its max

@@ -83,6 +83,22 @@ ALSCALE_INLINE bool any_lane(M m) {
     }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// AVX-512 code only (B = 64): the lanes where `a Pred b` holds (Pred a vcmpps/vcmppd predicate:
+// 0 ==, 2 <=) as the bits of one compare into a mask register. GCC's own form of a vector compare
+// widens each mask back into a vector (and in some loops compares lane by lane).
+enum : int { kCmpEq = 0, kCmpLe = 2 };
+template <int Pred, class V>
+ALSCALE_INLINE unsigned mask_compare(V a, V b) {
+    uint16_t k;
+    if constexpr (sizeof(a[0]) == 4)
+        asm("vcmpps %3, %2, %1, %0" : "=Yk"(k) : "v"(a), "v"(b), "i"(Pred));
+    else
+        asm("vcmppd %3, %2, %1, %0" : "=Yk"(k) : "v"(a), "v"(b), "i"(Pred));
+    return k;
+}
+#endif
+
 // The stored bytes of a row ahead of the current one, pulled into the cache while the current
 // row's second pass runs from L1, so that that row's first pass (its max) does not stall on
 // memory: the two passes of a row are compute- and load-bound in turn, this overlaps them.
@@ -174,8 +190,9 @@ ALSCALE_INLINE const T* read_row(RowReader<T>& read, int64_t i, int64_t n, T* in
 // Rows read one ahead for a boundary pass with the head's table (MASE, BASE): row p of the table
 // (8 KB for C = 1000, a random row each time) comes from L3, so the next row's max pass runs
 // before this row's boundary pass, which then prefetches the next row's table row and the logits
-// of the row kRowsAhead after that. Only where rows are read in place, or are 16-bit rows converted into two
-// buffers in turn (`spare` the second: a row read ahead must not overwrite the current one).
+// of the row kRowsAhead after that. Only where rows are read in place, or are 16-bit rows
+// converted into two buffers in turn (`spare` the second: a row read ahead must not overwrite the
+// current one).
 // max_of(row) gives a row's RowMax.
 template <class T, int B, class MaxOf>
 class RowsAhead {
@@ -409,18 +426,11 @@ ALSCALE_INLINE RowMax<T> row_max_first(const T* x, int64_t n) {
     int64_t c = 0;
 #if defined(__x86_64__) && defined(__GNUC__)
     if constexpr (B == 64) {
-        // AVX-512: four vectors a test, each compare into a mask register (GCC's own form
-        // widens every mask back into a vector to reduce it), then the position from the bits.
+        // AVX-512: four vectors a test through mask registers, then the position from the bits.
         for (; c + 4 * W <= n; c += 4 * W) {
             uint64_t bits = 0;
-            for (int k = 0; k < 4; ++k) {
-                uint16_t m;
-                if constexpr (sizeof(T) == 4)
-                    asm("vcmpeqps %2, %1, %0" : "=Yk"(m) : "v"(load<T, B>(x + c + k * W)), "v"(v));
-                else
-                    asm("vcmpeqpd %2, %1, %0" : "=Yk"(m) : "v"(load<T, B>(x + c + k * W)), "v"(v));
-                bits |= static_cast<uint64_t>(m) << (k * W);
-            }
+            for (int k = 0; k < 4; ++k)
+                bits |= static_cast<uint64_t>(mask_compare<kCmpEq>(load<T, B>(x + c + k * W), v)) << (k * W);
             if (bits) {
                 mx.arg = c + __builtin_ctzll(bits);
                 return mx;
@@ -580,12 +590,7 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
                 const V b = load<double, B>(bv + W * h);
 #if defined(__x86_64__) && defined(__GNUC__)
                 if constexpr (B == 64) {
-                    // One vcmppd into a mask register, or'ed as an integer: GCC's own form of
-                    // the compare widens each mask into a vector (in a group loop it even took
-                    // the 8 lanes one by one).
-                    unsigned char k;
-                    asm("vcmppd $2, %2, %1, %0" : "=Yk"(k) : "v"(a), "v"(b));  // a <= b
-                    hit_bits |= k;
+                    hit_bits |= mask_compare<kCmpLe>(a, b);  // or'ed as an integer
                     continue;
                 }
 #endif

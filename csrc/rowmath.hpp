@@ -375,7 +375,15 @@ ALSCALE_INLINE RowMax<T> row_max_top(const T* x, int64_t n) {
         step(0, b);
     }
     bool bad = false;
-    if (c < n) {
+    if (c < n && n >= W) {
+        // The row's last W values in one load, those already seen (the first W - (n - c)) set
+        // to -inf: the same multiset as a tail filled with -inf, without a store and reload.
+        const V b = load<T, B>(x + n - W);
+        probe |= (I)(b - b);
+        I lane;
+        for (int j = 0; j < W; ++j) lane[j] = j;
+        step(0, lane >= static_cast<typename IntOf<T>::type>(W - (n - c)) ? b : splat<V>(ninf));
+    } else if (c < n) {
         T tmp[W];
         for (int j = 0; j < W; ++j) {
             const T e = c + j < n ? x[c + j] : ninf;

@@ -46,6 +46,32 @@ def test_balanced_heavy_ties(case, data):
     assert_same_indices(got, ref.select_balanced(case.x64, budget, w.w, exclude))
 
 
+@pytest.mark.parametrize("c", [64, 65, 130, 1000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_balanced_takes_the_first_of_a_tied_max(c, dtype):
+    """Rows whose max stands at two positions, on either side of the kernels' 8-, 16-, 32- and
+    64-value steps (+0 and -0 among the maxima): BASE predicts the first, as numpy's argmax
+    does, and with a head weight the predicted class sets every distance of the row."""
+    rng = np.random.default_rng(c)
+    marks = sorted({0, 1, 7, 8, 15, 16, 31, 32, 47, 48, 63, 64, 65, 127, 128, c - 2, c - 1} & set(range(c)))
+    rows = []
+    for p in marks:
+        for q in marks:
+            if q <= p:
+                continue
+            x = -rng.random(c) * 4 - 0.5
+            if len(rows) % 3 == 0:
+                x[p], x[q] = 0.0, -0.0
+            else:
+                x[p] = x[q] = abs(rng.normal())
+            rows.append(x)
+    x = np.array(rows, dtype)
+    w = rng.normal(size=(c, 8))
+    for budget in (len(rows) // 5, len(rows) // 2):
+        got = result_numpy(alscale.select_balanced(x, budget, weight=w), x)
+        assert_same_indices(got, ref.select_balanced(x.astype(np.float64), budget, w, None))
+
+
 HAND = np.array([[0.0, 1.0], [0.0, 3.0], [2.0, 0.0], [5.0, 0.0]])
 
 

@@ -83,11 +83,14 @@ ALSCALE_INLINE bool any_lane(M m) {
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-// AVX-512 code only (B = 64): the lanes where `a Pred b` holds (Pred a vcmpps/vcmppd predicate:
-// 0 ==, 2 <=) as the bits of one compare into a mask register. GCC's own form of a vector compare
-// widens each mask back into a vector (and in some loops compares lane by lane).
+// AVX-512 code (B = 64) on x86-64 with GCC's asm: the lanes where `a Pred b` holds (Pred a
+// vcmpps/vcmppd predicate: 0 ==, 2 <=) as the bits of one compare into a mask register. GCC's own
+// form of a vector compare widens each mask back into a vector (and in some loops compares lane by
+// lane). Callers test kMaskCompare<B> first; elsewhere mask_compare is never instantiated.
 enum : int { kCmpEq = 0, kCmpLe = 2 };
+#if defined(__x86_64__) && defined(__GNUC__)
+template <int B>
+constexpr bool kMaskCompare = B == 64;
 template <int Pred, class V>
 ALSCALE_INLINE unsigned mask_compare(V a, V b) {
     uint16_t k;
@@ -97,7 +100,20 @@ ALSCALE_INLINE unsigned mask_compare(V a, V b) {
         asm("vcmppd %3, %2, %1, %0" : "=Yk"(k) : "v"(a), "v"(b), "i"(Pred));
     return k;
 }
+#else
+template <int B>
+constexpr bool kMaskCompare = false;
+template <int Pred, class V>
+unsigned mask_compare(V a, V b);
 #endif
+
+// The lane numbers 0, 1, ..., as a vector of integers I (W lanes).
+template <class I, int W>
+ALSCALE_INLINE I lane_iota() {
+    I iota;
+    for (int j = 0; j < W; ++j) iota[j] = j;
+    return iota;
+}
 
 // The stored bytes of a row ahead of the current one, pulled into the cache while the current
 // row's second pass runs from L1, so that that row's first pass (its max) does not stall on
@@ -271,7 +287,6 @@ template <class T, int B, bool WantSecond>
 ALSCALE_INLINE RowMax<T> row_max_split(const T* x, int64_t n) {
     using V = typename Lanes<T, B>::V;
     using I = typename Lanes<T, B>::I;
-    using Int = typename IntOf<T>::type;
     constexpr int W = kWidth<T, B>, NV = 4, A = NV * W;
     const T ninf = -std::numeric_limits<T>::infinity();
     V m1[NV], m2[NV];
@@ -311,10 +326,7 @@ ALSCALE_INLINE RowMax<T> row_max_split(const T* x, int64_t n) {
         max_step<WantSecond>(b, step, m1[v], m2[v], at[v]);
     }
     // Positions: step * A + virtual lane, -1 kept.
-    Int lane_pos[W];
-    for (int j = 0; j < W; ++j) lane_pos[j] = static_cast<Int>(j);
-    I iota;
-    std::memcpy(&iota, lane_pos, sizeof iota);
+    const I iota = lane_iota<I, W>();
     for (int v = 0; v < NV; ++v) at[v] = at[v] >= 0 ? at[v] * A + (iota + v * W) : at[v];
     if constexpr (W % kLanes == 0) {  // every native vector holds whole blocks: merge them lane for lane
         for (int v = 1; v < NV; ++v) merge_max<WantSecond>(m1[0], m2[0], at[0], m1[v], m2[v], at[v]);
@@ -380,9 +392,7 @@ ALSCALE_INLINE RowMax<T> row_max_top(const T* x, int64_t n) {
         // to -inf: the same multiset as a tail filled with -inf, without a store and reload.
         const V b = load<T, B>(x + n - W);
         probe |= (I)(b - b);
-        I lane;
-        for (int j = 0; j < W; ++j) lane[j] = j;
-        step(0, lane >= static_cast<typename IntOf<T>::type>(W - (n - c)) ? b : splat<V>(ninf));
+        step(0, lane_iota<I, W>() >= static_cast<typename IntOf<T>::type>(W - (n - c)) ? b : splat<V>(ninf));
     } else if (c < n) {
         T tmp[W];
         for (int j = 0; j < W; ++j) {
@@ -432,8 +442,7 @@ ALSCALE_INLINE RowMax<T> row_max_first(const T* x, int64_t n) {
     using V = vec<T, B>;
     const V v = splat<V>(mx.max);
     int64_t c = 0;
-#if defined(__x86_64__) && defined(__GNUC__)
-    if constexpr (B == 64) {
+    if constexpr (kMaskCompare<B>) {
         // AVX-512: four vectors a test through mask registers, then the position from the bits.
         for (; c + 4 * W <= n; c += 4 * W) {
             uint64_t bits = 0;
@@ -445,7 +454,6 @@ ALSCALE_INLINE RowMax<T> row_max_first(const T* x, int64_t n) {
             }
         }
     }
-#endif
     for (; c + W <= n; c += W)
         if (any_lane(load<T, B>(x + c) == v)) break;
     while (x[c] != mx.max) ++c;  // a finite row holds its max
@@ -596,13 +604,10 @@ ALSCALE_INLINE double boundary_row(const T* x, int64_t n, double lp, const doubl
             if constexpr (StoreR) std::memcpy(out + W * h, &a, sizeof a);
             if constexpr (Bounded) {
                 const V b = load<double, B>(bv + W * h);
-#if defined(__x86_64__) && defined(__GNUC__)
-                if constexpr (B == 64) {
+                if constexpr (kMaskCompare<B>)
                     hit_bits |= mask_compare<kCmpLe>(a, b);  // or'ed as an integer
-                    continue;
-                }
-#endif
-                hit |= a <= b;
+                else
+                    hit |= a <= b;
             }
         }
     };
